@@ -1,0 +1,124 @@
+//! Errors: every variant says what was expected, what was found, and what to do about it.
+
+use std::fmt;
+use std::time::Duration;
+
+/// The result type of every engine operation.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Which resource ran out when the store reports [`Error::Full`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullKind {
+    /// No free index slot near the key's home bucket (more live entries than `max_entries`).
+    Index,
+    /// No free block of the record's size class in the heap.
+    Heap,
+    /// Every per-thread slot of the process table is taken.
+    Clients,
+}
+
+/// Every way an engine call can fail.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key is not present (or has expired).
+    NotFound,
+    /// `add` found the key already present.
+    Exists,
+    /// The store is full; see [`FullKind`]. Nothing was changed.
+    Full(FullKind),
+    /// The key is empty or longer than the segment's `max_key`.
+    KeyTooLarge { len: usize, max: usize },
+    /// The value is longer than the segment's `max_value`.
+    ValueTooLarge { len: usize, max: usize },
+    /// `compare_and_set` expected another version.
+    VersionMismatch { expected: u64, found: u64 },
+    /// The entry is locked by another lock id; `age` is how long it has been held.
+    Locked { lock_id: u64, age: Duration },
+    /// A lock id was presented for an entry that is not locked with it.
+    LockMismatch { presented: u64, held: u64 },
+    /// The segment refuses writes (a standby replica, or fenced); reads still work.
+    ReadOnly,
+    /// The caller's buffer is too small; `needed` bytes are required. Nothing was consumed.
+    BufferTooSmall { needed: usize },
+    /// An operating-system call failed.
+    Io { op: &'static str, path: String, source: std::io::Error },
+    /// The segment exists but was made by an incompatible build or with other options.
+    Incompatible { what: &'static str, expected: String, found: String },
+    /// The segment is damaged: a header checksum, an offset or a length is out of bounds.
+    Corrupt { what: &'static str, detail: String },
+    /// Attaching found a segment that is still being initialized after the wait limit.
+    NotReady { waited: Duration },
+    /// The options passed to `create` are inconsistent.
+    InvalidOptions(String),
+    /// The segment file is not ours to open: a symlink, another owner, not a regular file.
+    Refused { path: String, reason: String },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotFound => write!(f, "key not found"),
+            Error::Exists => write!(f, "key already exists"),
+            Error::Full(FullKind::Index) => {
+                write!(f, "store full: no free index slot near this key; raise max_entries or delete entries")
+            }
+            Error::Full(FullKind::Heap) => write!(
+                f,
+                "store full: no free heap block of this record's size; raise the byte capacity, \
+                 delete entries, or create the segment with eviction"
+            ),
+            Error::Full(FullKind::Clients) => {
+                write!(f, "store full: every client slot is taken; raise max_clients or end idle threads")
+            }
+            Error::KeyTooLarge { len, max } => {
+                write!(f, "key of {len} bytes: keys must be 1..={max} bytes")
+            }
+            Error::ValueTooLarge { len, max } => {
+                write!(f, "value of {len} bytes exceeds the segment's max_value of {max} bytes")
+            }
+            Error::VersionMismatch { expected, found } => {
+                write!(f, "version mismatch: expected {expected}, entry is at {found}")
+            }
+            Error::Locked { lock_id, age } => {
+                write!(f, "entry is locked (lock id {lock_id}, held for {age:?})")
+            }
+            Error::LockMismatch { presented, held } => {
+                write!(f, "lock id {presented} does not hold this entry (held by {held}; 0 = unlocked)")
+            }
+            Error::ReadOnly => {
+                write!(f, "segment is read-only (standby replica or fenced primary): write on the primary")
+            }
+            Error::BufferTooSmall { needed } => write!(f, "buffer too small: {needed} bytes needed"),
+            Error::Io { op, path, source } => write!(f, "{op} {path}: {source}"),
+            Error::Incompatible { what, expected, found } => write!(
+                f,
+                "incompatible segment: {what}: expected {expected}, found {found}; \
+                 destroy it or attach with a matching build"
+            ),
+            Error::Corrupt { what, detail } => write!(
+                f,
+                "damaged segment: {what}: {detail}; destroy and recreate it (or resync from the standby)"
+            ),
+            Error::NotReady { waited } => write!(
+                f,
+                "segment still initializing after {waited:?}: its creator may have died; destroy it"
+            ),
+            Error::InvalidOptions(s) => write!(f, "invalid options: {s}"),
+            Error::Refused { path, reason } => write!(f, "refusing {path}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn corrupt(what: &'static str, detail: impl Into<String>) -> Error {
+    Error::Corrupt { what, detail: detail.into() }
+}

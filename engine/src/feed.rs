@@ -1,0 +1,126 @@
+//! The change feed: a ring in the segment recording every mutation, for followers (the
+//! replicator) that read it with their own cursor.
+//!
+//! Entry `p` (4 words, at ring index `p % feed_len`): `[seq, kind | slot << 8, version,
+//! key_hash]`. A writer takes `p` with one `fetch_add` on `H_FEED_HEAD` (which also gives the
+//! new record its version, `p + 1`), publishes its change, then fills the entry and stores
+//! `seq = p + 1` last with release ordering. Writers never wait for followers: the ring simply
+//! overwrites its oldest entries.
+//!
+//! A follower at cursor `c` reads entry `c`: `seq == c + 1` means it is complete (re-checked
+//! after reading, in case it was overwritten meanwhile); `seq < c + 1` means its writer has not
+//! finished (or died: the follower decides how long to wait before treating it as lost);
+//! `seq > c + 1` or `head - c > feed_len` means the follower was lapped and must resync from a
+//! scan. An entry names the index slot that changed; the follower re-reads that slot's current
+//! record, so it never needs the old value, and a slot keeps one key until that key is deleted.
+
+use crate::layout::{FEED_ENTRY_WORDS, H_FEED_HEAD};
+use crate::segment::Segment;
+use crate::sync::{Ordering, fence};
+
+/// What a feed entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ChangeKind {
+    /// A reserved position whose operation changed nothing (a failed add or CAS).
+    Nop = 0,
+    Set = 1,
+    Delete = 2,
+    Touch = 3,
+    Lock = 4,
+    Unlock = 5,
+    Expire = 6,
+    Evict = 7,
+}
+
+impl ChangeKind {
+    fn from_u8(v: u8) -> Option<ChangeKind> {
+        use ChangeKind::*;
+        [Nop, Set, Delete, Touch, Lock, Unlock, Expire, Evict].get(v as usize).copied()
+    }
+}
+
+/// One recorded mutation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// Feed position (0-based); the cursor after this entry is `seq + 1`.
+    pub seq: u64,
+    pub kind: ChangeKind,
+    /// Index slot of the key (stable for the key's lifetime in the segment).
+    pub slot: u32,
+    /// Version of the record the change produced (0 for removals).
+    pub version: u64,
+    /// The key's seeded hash.
+    pub key_hash: u64,
+}
+
+/// The result of reading the feed at a cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedRead {
+    Change(Change),
+    /// Nothing new: the cursor is at the head.
+    Empty,
+    /// The entry at the cursor is reserved but not yet written (its writer is mid-operation,
+    /// paused, or dead).
+    Pending,
+    /// The ring overwrote entries the follower had not read: resync with a scan.
+    Overflow,
+}
+
+impl Segment {
+    /// Takes the next feed position; the caller must `feed_write` it exactly once.
+    pub(crate) fn feed_reserve(&self) -> u64 {
+        self.mem.w(H_FEED_HEAD).fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn feed_entry(&self, p: u64) -> usize {
+        self.g.feed_off + (p % self.g.feed_len) as usize * FEED_ENTRY_WORDS
+    }
+
+    pub(crate) fn feed_write(&self, p: u64, kind: ChangeKind, slot: usize, version: u64, key_hash: u64) {
+        let e = self.feed_entry(p);
+        // Mark the entry as being rewritten before the payload changes (seqlock style), so a
+        // follower reading the previous lap's entry sees the change on its re-check.
+        self.mem.w(e).store(0, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.mem.w(e + 1).store(kind as u64 | (slot as u64) << 8, Ordering::Relaxed);
+        self.mem.w(e + 2).store(version, Ordering::Relaxed);
+        self.mem.w(e + 3).store(key_hash, Ordering::Relaxed);
+        self.mem.w(e).store(p + 1, Ordering::Release);
+    }
+
+    pub(crate) fn feed_head(&self) -> u64 {
+        self.mem.w(H_FEED_HEAD).load(Ordering::Acquire)
+    }
+
+    pub(crate) fn feed_read(&self, cursor: u64) -> FeedRead {
+        let head = self.feed_head();
+        if cursor >= head {
+            return FeedRead::Empty;
+        }
+        if head - cursor > self.g.feed_len {
+            return FeedRead::Overflow;
+        }
+        let e = self.feed_entry(cursor);
+        let seq = self.mem.w(e).load(Ordering::Acquire);
+        if seq > cursor + 1 {
+            return FeedRead::Overflow;
+        }
+        if seq < cursor + 1 {
+            return FeedRead::Pending;
+        }
+        let a = self.mem.w(e + 1).load(Ordering::Relaxed);
+        let version = self.mem.w(e + 2).load(Ordering::Relaxed);
+        let key_hash = self.mem.w(e + 3).load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        if self.mem.w(e).load(Ordering::Relaxed) != seq {
+            return FeedRead::Overflow;
+        }
+        match ChangeKind::from_u8(a as u8) {
+            Some(kind) => {
+                FeedRead::Change(Change { seq: cursor, kind, slot: (a >> 8) as u32, version, key_hash })
+            }
+            None => FeedRead::Overflow,
+        }
+    }
+}

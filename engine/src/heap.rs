@@ -1,0 +1,193 @@
+//! The heap allocator: size-classed blocks in fixed-size pages, lock-free and crash-safe.
+//!
+//! Layout: the heap is `n_pages` pages of `page_size` bytes. A page is unassigned (class word
+//! 0) until an allocator claims it for one size class with a CAS; it then holds
+//! `page_size / class_size` blocks of that class for the life of the segment. Each block starts
+//! with its state word `[kind:2 | owner:14 | gen:48]` (layout::block); each page has a bitmap
+//! with one bit per block.
+//!
+//! Invariants (hold at every instruction, in every process):
+//! - H1. The block state word is the truth: a block belongs to whoever moved it from FREE to
+//!   OWNED with a CAS, until someone moves it back to FREE with a CAS from the exact OWNED word
+//!   (so of two parties freeing the same block, one wins, and a stale freer whose generation
+//!   moved on frees nothing). Every transition adds 1 to `gen`.
+//! - H2. The bitmap is a hint: a bit is set only after its block became OWNED and cleared only
+//!   after it became FREE. A clear bit over an OWNED block (set pending or lost) costs a failed
+//!   CAS; a set bit over a FREE block (clear pending) would hide the block, and can only be left
+//!   behind by a client killed between the two steps, whose journal names the block so the
+//!   reclaimer clears it (clients.rs).
+//! - H3. Before its allocating CAS a client writes the block into its journal (`C_J_NEW`), and
+//!   before unpublishing a record it writes it and its state word to `C_J_OLD`: whatever a killed
+//!   client held is named in its journal and reclaimed from there.
+//! - H4. After taking a block, the owner issues a release fence before writing the record, so a
+//!   reader that sees any new byte also sees the new state word (seqlock validation, record.rs).
+//!
+//! Fragmentation: internal waste is under 1/8 of a block (8 classes per power of two) plus
+//! the page tail (under one block). A page never changes class, so memory freed in one class is
+//! reusable only by records of that class: a workload whose record sizes shift can get `Full`
+//! for a class while other classes have room (the stats show bytes_free; `capacity_bytes`
+//! should leave headroom for the size mix).
+
+use crate::error::{Error, FullKind, Result};
+use crate::layout::{self, H_CLASS_HINT, block, class_size};
+use crate::segment::Segment;
+use crate::sync::{Ordering, fence};
+
+/// A block this client owns: its heap word offset and its OWNED state word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Block {
+    pub off: u32,
+    pub state: u64,
+}
+
+/// Where a heap word offset falls: its page, class, and block index, if it is a block start.
+pub(crate) struct BlockPos {
+    pub page: u64,
+    pub class: usize,
+    pub index: u64,
+}
+
+impl Segment {
+    #[inline]
+    pub(crate) fn heap_word(&self, off: u64) -> usize {
+        self.g.heap_off + off as usize
+    }
+
+    fn page_class(&self, page: u64) -> u64 {
+        self.mem.w(self.g.pages_off + page as usize).load(Ordering::Acquire)
+    }
+
+    /// Checks that `off` (read from the segment, so untrusted) is the start of a block of an
+    /// assigned page; `None` for anything else.
+    pub(crate) fn block_pos(&self, off: u64) -> Option<BlockPos> {
+        if off >= self.g.heap_words() {
+            return None;
+        }
+        let page = off / self.g.page_words();
+        let c = self.page_class(page);
+        if c == 0 || c as usize > self.g.n_classes {
+            return None;
+        }
+        let class = c as usize - 1;
+        let within = (off % self.g.page_words()) * 8;
+        let size = class_size(class);
+        if within % size != 0 || within + size > self.g.page_size {
+            return None;
+        }
+        Some(BlockPos { page, class, index: within / size })
+    }
+
+    fn bitmap_word(&self, page: u64, index: u64) -> usize {
+        self.g.bitmap_off + page as usize * self.g.bitmap_words + (index / 64) as usize
+    }
+
+    /// Allocates a block of at least `bytes` for client `me`, journaling it first (H3).
+    pub(crate) fn alloc(&self, me: usize, journal: usize, bytes: usize, rnd: u64) -> Result<Block> {
+        let class = layout::class_of(bytes as u64);
+        if class >= self.g.n_classes {
+            return Err(Error::ValueTooLarge { len: bytes, max: self.g.max_value as usize });
+        }
+        let hint_w = self.mem.w(H_CLASS_HINT + class);
+        let n = self.g.n_pages;
+        let hint = hint_w.load(Ordering::Relaxed) % n;
+        // Pages of this class first, starting at the hint; then claim an unassigned page.
+        for claim in [false, true] {
+            for i in 0..n {
+                let page = (hint + i) % n;
+                let c = self.page_class(page);
+                if c == 0 && claim {
+                    let cw = self.mem.w(self.g.pages_off + page as usize);
+                    let _ = cw.compare_exchange(0, class as u64 + 1, Ordering::AcqRel, Ordering::Acquire);
+                }
+                if self.page_class(page) != class as u64 + 1 {
+                    continue;
+                }
+                if let Some(b) = self.alloc_in_page(me, journal, page, class, rnd) {
+                    if page != hint {
+                        hint_w.store(page, Ordering::Relaxed);
+                    }
+                    return Ok(b);
+                }
+            }
+        }
+        Err(Error::Full(FullKind::Heap))
+    }
+
+    fn alloc_in_page(&self, me: usize, journal: usize, page: u64, class: usize, rnd: u64) -> Option<Block> {
+        let size = class_size(class);
+        let blocks = self.g.page_size / size;
+        let words = blocks.div_ceil(64);
+        for k in 0..words {
+            let wi = (rnd + k) % words;
+            let bw = self.mem.w(self.bitmap_word(page, wi * 64));
+            let valid = if wi == words - 1 && blocks % 64 != 0 { (1u64 << (blocks % 64)) - 1 } else { !0 };
+            let mut free = !bw.load(Ordering::Relaxed) & valid;
+            while free != 0 {
+                let bit = free.trailing_zeros() as u64;
+                free &= free - 1;
+                let index = wi * 64 + bit;
+                let off = page * self.g.page_words() + index * size / 8;
+                let sw = self.mem.w(self.heap_word(off) + layout::R_STATE);
+                let st = sw.load(Ordering::Acquire);
+                if block::kind(st) != block::FREE {
+                    continue;
+                }
+                self.mem.w(journal).store(off + 1, Ordering::Relaxed);
+                let owned = block::pack(block::OWNED, me as u16, block::generation(st) + 1);
+                if sw.compare_exchange(st, owned, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                    bw.fetch_or(1 << bit, Ordering::Relaxed);
+                    fence(Ordering::Release); // H4
+                    return Some(Block { off: off as u32, state: owned });
+                }
+            }
+        }
+        None
+    }
+
+    /// Frees the block at `off` if its state word is still `state` (H1). Returns whether this
+    /// call freed it and the block's size.
+    pub(crate) fn free(&self, off: u64, state: u64) -> Option<u64> {
+        let pos = self.block_pos(off)?;
+        let sw = self.mem.w(self.heap_word(off) + layout::R_STATE);
+        let freed = block::pack(block::FREE, 0, block::generation(state) + 1);
+        sw.compare_exchange(state, freed, Ordering::AcqRel, Ordering::Relaxed).ok()?;
+        self.mem
+            .w(self.bitmap_word(pos.page, pos.index))
+            .fetch_and(!(1 << (pos.index % 64)), Ordering::Relaxed);
+        Some(class_size(pos.class))
+    }
+
+    /// Clears a bitmap bit left set over a FREE block by a freer that died between the two
+    /// steps of `free` (H2). Safe at any time: no one allocates a block whose bit is set.
+    pub(crate) fn repair_bit(&self, off: u64) {
+        let Some(pos) = self.block_pos(off) else { return };
+        let st = self.mem.w(self.heap_word(off) + layout::R_STATE).load(Ordering::Acquire);
+        if block::kind(st) == block::FREE {
+            self.mem
+                .w(self.bitmap_word(pos.page, pos.index))
+                .fetch_and(!(1 << (pos.index % 64)), Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes in pages not yet given to any class plus free blocks of assigned pages (a scan of
+    /// the page table and bitmaps, for stats).
+    pub(crate) fn free_bytes(&self) -> u64 {
+        let mut free = 0;
+        for page in 0..self.g.n_pages {
+            let c = self.page_class(page);
+            if c == 0 || c as usize > self.g.n_classes {
+                free += if c == 0 { self.g.page_size } else { 0 };
+                continue;
+            }
+            let size = class_size(c as usize - 1);
+            let blocks = self.g.page_size / size;
+            let used: u64 = (0..blocks.div_ceil(64))
+                .map(|wi| {
+                    self.mem.w(self.bitmap_word(page, wi * 64)).load(Ordering::Relaxed).count_ones() as u64
+                })
+                .sum();
+            free += blocks.saturating_sub(used) * size;
+        }
+        free
+    }
+}

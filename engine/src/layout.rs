@@ -1,0 +1,495 @@
+//! The segment layout: where everything is, how words are packed, and how a segment is
+//! validated on attach. This file is the written contract of the shared memory format; bump
+//! [`LAYOUT_VERSION`] whenever anything here changes meaning.
+//!
+//! ```text
+//! offset (words)        region            size
+//! 0                     header            512 words (4 KiB): immutable geometry, then
+//!                                         mutable words each on its own cache line
+//! feed_off              change feed       feed_len x 4 words (a ring, see feed.rs)
+//! clients_off           client table      max_clients x 32 words (256 B per client, clients.rs)
+//! index_off             index             n_buckets x 8 words (one cache line a bucket, table.rs)
+//! pages_off             page classes      n_pages words (0 = unassigned, else class + 1)
+//! bitmap_off            page bitmaps      n_pages x bitmap_words (1 bit a block: 1 = in use)
+//! heap_off (page-aligned) heap            n_pages x page_size bytes of blocks (heap.rs)
+//! ```
+//!
+//! All words are native-endian; [`MAGIC`] read with the other byte order shows up as
+//! [`MAGIC_SWAPPED`], so a segment from another architecture is named as such.
+
+use crate::error::{Error, Result, corrupt};
+use crate::mem::Mem;
+use crate::sync::Ordering;
+use xxhash_rust::xxh3::xxh3_64;
+
+pub const MAGIC: u64 = u64::from_be_bytes(*b"GRDNSTAT");
+pub const MAGIC_SWAPPED: u64 = MAGIC.swap_bytes();
+/// Version of this layout, independent of the crate version.
+pub const LAYOUT_VERSION: u64 = 1;
+/// The value of [`H_STATE`] once the creator finished initializing the segment.
+pub const READY: u64 = u64::from_be_bytes(*b"READY!!!");
+
+// ---- header words: immutable after the READY stamp -------------------------------------------
+pub const H_MAGIC: usize = 0;
+pub const H_VERSION: usize = 1;
+pub const H_FINGERPRINT: usize = 2;
+pub const H_STATE: usize = 3;
+pub const H_SEGMENT_BYTES: usize = 4;
+pub const H_MAX_ENTRIES: usize = 5;
+pub const H_MAX_KEY: usize = 6;
+pub const H_MAX_VALUE: usize = 7;
+pub const H_PAGE_SIZE: usize = 8;
+pub const H_N_PAGES: usize = 9;
+pub const H_N_BUCKETS: usize = 10;
+pub const H_MAX_CLIENTS: usize = 11;
+pub const H_FEED_LEN: usize = 12;
+pub const H_FLAGS: usize = 13;
+pub const H_HASH_SEED: usize = 14;
+pub const H_DATASET_ID: usize = 15;
+pub const H_CREATED_UNIX_MS: usize = 16;
+pub const H_CHECKSUM: usize = 17;
+/// Words covered by the header checksum (all immutable words except the state stamp).
+const H_IMMUTABLE_END: usize = 17;
+
+// ---- header words: mutable, one cache line (8 words) each group ------------------------------
+/// Replication epoch (bumped by promotions; see the replicator).
+pub const H_EPOCH: usize = 24;
+/// 0 = writable, 1 = read-only replica, 2 = fenced.
+pub const H_WRITE_MODE: usize = 25;
+/// Next change-feed position; also the source of entry versions (feed.rs).
+pub const H_FEED_HEAD: usize = 32;
+/// Sweeper lease: client slot + 1 in the high 16 bits, deadline ms in the low 48 (sweep.rs).
+pub const H_SWEEP_LEASE: usize = 40;
+/// Next index position the sweeper examines.
+pub const H_SWEEP_CURSOR: usize = 41;
+/// Counters folded in from reclaimed clients (stats.rs), `STAT_COUNT` words.
+pub const H_RETIRED_STATS: usize = 48;
+/// Per size class: the page where allocation of that class looks first (heap.rs).
+pub const H_CLASS_HINT: usize = 128;
+pub const MAX_CLASSES: usize = 256;
+pub const HEADER_WORDS: usize = 512;
+
+pub const FLAG_EVICT: u64 = 1;
+pub const FLAG_GROUP: u64 = 2;
+
+pub const WRITE_MODE_WRITABLE: u64 = 0;
+pub const WRITE_MODE_REPLICA: u64 = 1;
+pub const WRITE_MODE_FENCED: u64 = 2;
+
+// ---- per-region sizes -------------------------------------------------------------------------
+pub const FEED_ENTRY_WORDS: usize = 4;
+pub const CLIENT_WORDS: usize = 32;
+pub const BUCKET_SLOTS: usize = 8;
+/// How many buckets past its home bucket a key may be placed (and a lookup may look).
+pub const MAX_PROBE_BUCKETS: usize = 16;
+const MIN_PAGE_SIZE: u64 = 64 * 1024;
+const MIN_BLOCK: u64 = 64;
+
+// ---- records (heap blocks), in words from the block start ------------------------------------
+/// Block state: `[kind:2 | owner:14 | gen:48]`, the allocator's source of truth (heap.rs).
+pub const R_STATE: usize = 0;
+/// The entry's version (unique in the segment, increasing).
+pub const R_VERSION: usize = 1;
+/// Expiry deadline in `now_ms` milliseconds; 0 = never. The only word changed after publish.
+pub const R_EXPIRES: usize = 2;
+/// key_len (low 32) | value_len (high 32).
+pub const R_LENS: usize = 3;
+/// sliding ttl ms (low 32) | index position the record is published at (high 32).
+pub const R_META: usize = 4;
+/// The full 64-bit seeded hash of the key.
+pub const R_KEY_HASH: usize = 5;
+/// Session lock: lock id (0 = unlocked), when it was taken, and the owner process.
+pub const R_LOCK_ID: usize = 6;
+pub const R_LOCK_TIME: usize = 7;
+pub const R_LOCK_PID: usize = 8;
+pub const R_LOCK_START: usize = 9;
+pub const RECORD_HEADER_WORDS: usize = 10;
+
+/// Bytes of a record holding a key and a value of these lengths.
+pub const fn record_bytes(key_len: usize, value_len: usize) -> usize {
+    RECORD_HEADER_WORDS * 8 + key_len.div_ceil(8) * 8 + value_len.div_ceil(8) * 8
+}
+
+/// The size class of a block able to hold `bytes`: 64 B, then 8 steps per power of two, so a
+/// block wastes less than 1/8 of its size (plus under 8 B of padding) to internal fragmentation.
+pub const fn class_of(bytes: u64) -> usize {
+    if bytes <= MIN_BLOCK {
+        return 0;
+    }
+    let k = 63 - (bytes - 1).leading_zeros() as u64; // 2^k <= bytes-1 < 2^(k+1), k >= 6
+    let m = (bytes - 1) >> (k - 3); // 8..=15
+    ((k - 6) * 8 + (m - 8) + 1) as usize
+}
+
+/// The block size of class `c` (inverse of [`class_of`]).
+pub const fn class_size(c: usize) -> u64 {
+    if c == 0 {
+        return MIN_BLOCK;
+    }
+    let k = 6 + (c as u64 - 1) / 8;
+    let m = 8 + (c as u64 - 1) % 8;
+    (m + 1) << (k - 3)
+}
+
+/// Index slot word: `[state:2 | tag:16 | gen:14 | block:32]`. `block` is the record's word
+/// offset inside the heap; `gen` is the low 14 bits of the block generation at publish, so a
+/// freed and reused block never validates against an old slot word.
+pub mod slot {
+    pub const EMPTY: u64 = 0;
+    pub const INSERTING: u64 = 1;
+    pub const MEMBER: u64 = 2;
+    pub const GEN_MASK: u64 = (1 << 14) - 1;
+
+    pub const fn pack(state: u64, tag: u16, gen_: u64, block: u32) -> u64 {
+        (state << 62) | ((tag as u64) << 46) | ((gen_ & GEN_MASK) << 32) | block as u64
+    }
+    pub const fn state(w: u64) -> u64 {
+        w >> 62
+    }
+    pub const fn tag(w: u64) -> u16 {
+        (w >> 46) as u16
+    }
+    pub const fn generation(w: u64) -> u64 {
+        (w >> 32) & GEN_MASK
+    }
+    pub const fn block(w: u64) -> u32 {
+        w as u32
+    }
+    pub const fn with_state(w: u64, state: u64) -> u64 {
+        (w & !(3 << 62)) | (state << 62)
+    }
+}
+
+/// Block state word: `[kind:2 | owner:14 | gen:48]`.
+pub mod block {
+    pub const FREE: u64 = 0;
+    pub const OWNED: u64 = 1;
+    pub const GEN_MASK: u64 = (1 << 48) - 1;
+
+    pub const fn pack(kind: u64, owner: u16, gen_: u64) -> u64 {
+        (kind << 62) | (((owner as u64) & 0x3fff) << 48) | (gen_ & GEN_MASK)
+    }
+    pub const fn kind(w: u64) -> u64 {
+        w >> 62
+    }
+    pub const fn owner(w: u64) -> u16 {
+        ((w >> 48) & 0x3fff) as u16
+    }
+    pub const fn generation(w: u64) -> u64 {
+        w & GEN_MASK
+    }
+}
+
+/// The most clients a segment can have (the block owner field is 14 bits).
+pub const MAX_CLIENTS_LIMIT: u64 = (1 << 14) - 1;
+
+/// A fingerprint of every constant above that shapes the layout: two builds that would read
+/// the segment differently have different fingerprints.
+pub fn fingerprint() -> u64 {
+    let parts: [u64; 16] = [
+        HEADER_WORDS as u64,
+        H_CHECKSUM as u64,
+        H_EPOCH as u64,
+        H_FEED_HEAD as u64,
+        H_RETIRED_STATS as u64,
+        H_CLASS_HINT as u64,
+        MAX_CLASSES as u64,
+        FEED_ENTRY_WORDS as u64,
+        CLIENT_WORDS as u64,
+        BUCKET_SLOTS as u64,
+        MAX_PROBE_BUCKETS as u64,
+        RECORD_HEADER_WORDS as u64,
+        slot::pack(2, 0xabcd, 0x1234, 0x5678_9abc),
+        block::pack(1, 0x1234, 0x5678),
+        class_size(37),
+        crate::stats::STAT_COUNT as u64,
+    ];
+    let bytes: Vec<u8> = parts.iter().flat_map(|p| p.to_le_bytes()).collect();
+    xxh3_64(&bytes)
+}
+
+/// Capacity and behaviour of a segment, fixed when it is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Bytes of heap for records (key + value + an 80-byte header each, in size classes).
+    pub capacity_bytes: u64,
+    /// Live entries the index is sized for (at a load of 1/2, so inserts find room).
+    pub max_entries: u64,
+    /// Longest key, in bytes.
+    pub max_key: u32,
+    /// Longest value, in bytes (default 1 MiB; up to 1 GiB).
+    pub max_value: u64,
+    /// Threads (across all processes) that can use the segment at the same time.
+    pub max_clients: u32,
+    /// Change-feed entries kept for followers before they must fall back to a scan.
+    pub feed_len: u64,
+    /// When full, evict the entry closest to expiry instead of failing with `Full`.
+    pub evict: bool,
+    /// File mode of the segment: 0o600 by default, 0o660 to share it with the group.
+    pub mode: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            capacity_bytes: 64 << 20,
+            max_entries: 65_536,
+            max_key: 256,
+            max_value: 1 << 20,
+            max_clients: 512,
+            feed_len: 65_536,
+            evict: false,
+            mode: 0o600,
+        }
+    }
+}
+
+/// Region offsets derived from the options: the single place that computes them, used by the
+/// creator to build the segment and by attachers to check it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub max_entries: u64,
+    pub max_key: u64,
+    pub max_value: u64,
+    pub page_size: u64,
+    pub n_pages: u64,
+    pub n_buckets: u64,
+    pub max_clients: u64,
+    pub feed_len: u64,
+    pub feed_off: usize,
+    pub clients_off: usize,
+    pub index_off: usize,
+    pub pages_off: usize,
+    pub bitmap_off: usize,
+    pub bitmap_words: usize,
+    pub heap_off: usize,
+    pub segment_bytes: u64,
+    pub n_classes: usize,
+}
+
+impl Geometry {
+    pub fn from_options(o: &Options) -> Result<Geometry> {
+        let bad = |s: String| Err(Error::InvalidOptions(s));
+        if o.max_key == 0 || o.max_key > 65_535 {
+            return bad(format!("max_key {} must be 1..=65535", o.max_key));
+        }
+        if o.max_value > 1 << 30 {
+            return bad(format!("max_value {} exceeds 1 GiB", o.max_value));
+        }
+        if o.max_entries == 0 || o.max_entries > 1 << 31 {
+            return bad(format!("max_entries {} must be 1..=2^31", o.max_entries));
+        }
+        if o.max_clients == 0 || o.max_clients as u64 > MAX_CLIENTS_LIMIT {
+            return bad(format!("max_clients {} must be 1..={MAX_CLIENTS_LIMIT}", o.max_clients));
+        }
+        if o.feed_len < 16 || o.feed_len > 1 << 28 {
+            return bad(format!("feed_len {} must be 16..=2^28", o.feed_len));
+        }
+        if o.mode & !0o660 != 0 || o.mode & 0o600 != 0o600 {
+            return bad(format!(
+                "mode {:o}: use 600 (owner) or 660 (group); sessions are never world-accessible",
+                o.mode
+            ));
+        }
+        let max_record = record_bytes(o.max_key as usize, o.max_value as usize) as u64;
+        let page_size = max_record.next_power_of_two().max(MIN_PAGE_SIZE);
+        let n_pages = o.capacity_bytes.div_ceil(page_size).max(1);
+        if n_pages * page_size / 8 > u32::MAX as u64 {
+            return bad(format!("capacity_bytes {} exceeds 32 GiB", o.capacity_bytes));
+        }
+        let n_classes = class_of(page_size) + 1;
+        let n_buckets = (o.max_entries * 2).div_ceil(BUCKET_SLOTS as u64);
+        let bitmap_words = (page_size / MIN_BLOCK).div_ceil(64) as usize;
+        let feed_off = HEADER_WORDS;
+        let clients_off = feed_off + o.feed_len as usize * FEED_ENTRY_WORDS;
+        let index_off = clients_off + o.max_clients as usize * CLIENT_WORDS;
+        let pages_off = index_off + n_buckets as usize * BUCKET_SLOTS;
+        let bitmap_off = pages_off + n_pages as usize;
+        let heap_off = (bitmap_off + n_pages as usize * bitmap_words).next_multiple_of(512);
+        let segment_bytes = heap_off as u64 * 8 + n_pages * page_size;
+        Ok(Geometry {
+            max_entries: o.max_entries,
+            max_key: o.max_key as u64,
+            max_value: o.max_value,
+            page_size,
+            n_pages,
+            n_buckets,
+            max_clients: o.max_clients as u64,
+            feed_len: o.feed_len,
+            feed_off,
+            clients_off,
+            index_off,
+            pages_off,
+            bitmap_off,
+            bitmap_words,
+            heap_off,
+            segment_bytes,
+            n_classes,
+        })
+    }
+
+    pub fn heap_words(&self) -> u64 {
+        self.n_pages * self.page_size / 8
+    }
+    pub fn page_words(&self) -> u64 {
+        self.page_size / 8
+    }
+    pub fn index_slots(&self) -> u64 {
+        self.n_buckets * BUCKET_SLOTS as u64
+    }
+
+    /// Writes the immutable header (everything but the READY stamp) into a zeroed segment.
+    pub fn write_header(&self, mem: &Mem, o: &Options, seed: u64, dataset: u64, now_unix_ms: u64) {
+        let flags = if o.evict { FLAG_EVICT } else { 0 } | if o.mode & 0o060 != 0 { FLAG_GROUP } else { 0 };
+        let vals = [
+            (H_MAGIC, MAGIC),
+            (H_VERSION, LAYOUT_VERSION),
+            (H_FINGERPRINT, fingerprint()),
+            (H_SEGMENT_BYTES, self.segment_bytes),
+            (H_MAX_ENTRIES, self.max_entries),
+            (H_MAX_KEY, self.max_key),
+            (H_MAX_VALUE, self.max_value),
+            (H_PAGE_SIZE, self.page_size),
+            (H_N_PAGES, self.n_pages),
+            (H_N_BUCKETS, self.n_buckets),
+            (H_MAX_CLIENTS, self.max_clients),
+            (H_FEED_LEN, self.feed_len),
+            (H_FLAGS, flags),
+            (H_HASH_SEED, seed),
+            (H_DATASET_ID, dataset),
+            (H_CREATED_UNIX_MS, now_unix_ms),
+        ];
+        for (i, v) in vals {
+            mem.w(i).store(v, Ordering::Relaxed);
+        }
+        mem.w(H_CHECKSUM).store(header_checksum(mem), Ordering::Relaxed);
+    }
+
+    /// Checks a mapped segment's header (O(1): no scan) and returns its geometry.
+    /// `file_bytes` is the size of the file, which must match the recorded size exactly.
+    pub fn validate(mem: &Mem, file_bytes: u64) -> Result<Geometry> {
+        let r = |i: usize| mem.w(i).load(Ordering::Acquire);
+        let incompatible =
+            |what, expected: String, found: String| Err(Error::Incompatible { what, expected, found });
+        match r(H_MAGIC) {
+            MAGIC => {}
+            MAGIC_SWAPPED => {
+                return incompatible("byte order", "this machine's".into(), "the opposite byte order".into());
+            }
+            m => return Err(corrupt("magic", format!("expected {MAGIC:#018x}, found {m:#018x}"))),
+        }
+        if r(H_VERSION) != LAYOUT_VERSION {
+            return incompatible("layout version", LAYOUT_VERSION.to_string(), r(H_VERSION).to_string());
+        }
+        if r(H_FINGERPRINT) != fingerprint() {
+            return incompatible(
+                "layout fingerprint",
+                format!("{:#x}", fingerprint()),
+                format!("{:#x}", r(H_FINGERPRINT)),
+            );
+        }
+        let sum = header_checksum(mem);
+        if r(H_CHECKSUM) != sum {
+            return Err(corrupt(
+                "header checksum",
+                format!("computed {sum:#x}, stored {:#x}", r(H_CHECKSUM)),
+            ));
+        }
+        let opts = Options {
+            capacity_bytes: r(H_N_PAGES).saturating_mul(r(H_PAGE_SIZE)),
+            max_entries: r(H_MAX_ENTRIES),
+            max_key: u32::try_from(r(H_MAX_KEY)).unwrap_or(0),
+            max_value: r(H_MAX_VALUE),
+            max_clients: u32::try_from(r(H_MAX_CLIENTS)).unwrap_or(0),
+            feed_len: r(H_FEED_LEN),
+            evict: r(H_FLAGS) & FLAG_EVICT != 0,
+            mode: 0o600,
+        };
+        let g = Geometry::from_options(&opts).map_err(|e| corrupt("header geometry", e.to_string()))?;
+        let recorded = [
+            ("page size", r(H_PAGE_SIZE), g.page_size),
+            ("page count", r(H_N_PAGES), g.n_pages),
+            ("bucket count", r(H_N_BUCKETS), g.n_buckets),
+            ("segment size", r(H_SEGMENT_BYTES), g.segment_bytes),
+            ("file size", file_bytes, g.segment_bytes),
+        ];
+        for (what, found, expected) in recorded {
+            if found != expected {
+                return Err(corrupt(what, format!("expected {expected}, found {found}")));
+            }
+        }
+        Ok(g)
+    }
+}
+
+fn header_checksum(mem: &Mem) -> u64 {
+    let bytes: Vec<u8> = (0..H_IMMUTABLE_END)
+        .filter(|&i| i != H_STATE)
+        .flat_map(|i| mem.w(i).load(Ordering::Relaxed).to_le_bytes())
+        .collect();
+    xxh3_64(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_round_trip_and_bound_waste() {
+        assert_eq!(class_of(1), 0);
+        assert_eq!(class_of(64), 0);
+        assert_eq!(class_of(65), 1);
+        assert_eq!(class_size(1), 72);
+        for c in 0..200 {
+            let s = class_size(c);
+            assert_eq!(class_of(s), c, "class {c} size {s}");
+            assert_eq!(class_of(s + 1), c + 1, "one past class {c}");
+            assert_eq!(s % 8, 0);
+        }
+        for bytes in (65..1_000_000u64).step_by(97) {
+            let s = class_size(class_of(bytes));
+            assert!(s >= bytes && (s - bytes) * 8 < s, "{bytes} -> {s}");
+        }
+    }
+
+    #[test]
+    fn slot_and_block_words_pack() {
+        let w = slot::pack(slot::MEMBER, 0xbeef, 0x3fff + 5, 0xdead_beef);
+        assert_eq!(slot::state(w), slot::MEMBER);
+        assert_eq!(slot::tag(w), 0xbeef);
+        assert_eq!(slot::generation(w), 4);
+        assert_eq!(slot::block(w), 0xdead_beef);
+        assert_eq!(slot::state(slot::with_state(w, slot::INSERTING)), slot::INSERTING);
+        let b = block::pack(block::OWNED, 0x3ffe, (1 << 48) + 9);
+        assert_eq!((block::kind(b), block::owner(b), block::generation(b)), (block::OWNED, 0x3ffe, 9));
+    }
+
+    #[test]
+    fn geometry_is_consistent() {
+        let g = Geometry::from_options(&Options::default()).unwrap();
+        assert_eq!(g.page_size, 2 << 20);
+        assert!(class_size(g.n_classes - 1) <= g.page_size);
+        assert!(class_size(g.n_classes - 1) as usize >= record_bytes(256, 1 << 20));
+        assert!(g.n_classes <= MAX_CLASSES);
+        assert_eq!(g.heap_off % 512, 0, "heap is page aligned");
+        assert!(g.index_slots() >= 2 * g.max_entries);
+        let big = Options { max_value: 8 << 20, capacity_bytes: 1 << 30, ..Options::default() };
+        assert_eq!(Geometry::from_options(&big).unwrap().page_size, 16 << 20);
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let d = Options::default();
+        for o in [
+            Options { max_key: 0, ..d.clone() },
+            Options { max_value: 2 << 30, ..d.clone() },
+            Options { max_entries: 0, ..d.clone() },
+            Options { max_clients: 20_000, ..d.clone() },
+            Options { mode: 0o644, ..d.clone() },
+            Options { mode: 0o400, ..d.clone() },
+            Options { capacity_bytes: 64 << 30, ..d.clone() },
+        ] {
+            assert!(matches!(Geometry::from_options(&o), Err(Error::InvalidOptions(_))), "{o:?}");
+        }
+    }
+}

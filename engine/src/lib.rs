@@ -1,0 +1,44 @@
+//! gardenstate: web session state in a lock-free hash table inside a shared-memory segment.
+//!
+//! Every worker process of a host maps the same segment (`/dev/shm/<name>`) and reads and
+//! writes sessions directly: no server, no socket, no syscall on the data path. See the
+//! README for the API tour and the segment options; the module comments hold the layout and
+//! the invariants:
+//!
+//! - `layout`: the segment format (regions, word packing, validation on attach);
+//! - `segment`: the create-or-attach protocol, permissions, destroy;
+//! - `table`: the index and its insert protocol (one MEMBER per key);
+//! - `record`: record layout, copy-on-write publishing, optimistic validated reads;
+//! - `heap`: the size-class allocator and its crash-safety invariants;
+//! - `clients`: per-thread client slots, dead-process detection and reclamation;
+//! - `feed`: the change feed for the replicator;
+//! - `store`: the public operations.
+//!
+//! Platform: Linux (it relies on `/dev/shm` and `/proc`).
+
+#![deny(missing_debug_implementations)]
+
+mod clients;
+mod error;
+mod feed;
+mod heap;
+mod layout;
+mod mem;
+mod os;
+mod record;
+mod segment;
+mod stats;
+mod store;
+mod sync;
+mod table;
+
+pub use error::{Error, FullKind, Result};
+pub use feed::{Change, ChangeKind, FeedRead};
+pub use layout::Options;
+pub use stats::Stats;
+pub use store::{Entry, Expiry, Info, LockInfo, Locked, Meta, ScanEntry, Store, SweepReport, WriteMode};
+
+/// Where segment files are created (`/dev/shm`, or `$GARDENSTATE_SHM_DIR`).
+pub fn shm_dir() -> std::path::PathBuf {
+    os::shm_dir()
+}

@@ -1,0 +1,57 @@
+//! Word-addressed access to the shared segment.
+//!
+//! Everything the engine keeps in shared memory is an array of 64-bit words accessed only as
+//! atomics, including key and value bytes (copied word by word with relaxed loads and stores).
+//! That keeps concurrent readers and writers of a reused block data-race free in the Rust memory
+//! model, and it lets loom run the same algorithms over a `Vec` of loom atomics.
+//!
+//! Offsets computed by the engine from validated geometry are indexes here; offsets read from
+//! the segment itself are checked by their users before they get here. [`Mem::w`] still checks
+//! every index: a bug becomes a panic, never a read outside the mapping.
+
+use crate::sync::AtomicU64;
+
+pub(crate) struct Mem {
+    #[cfg(not(loom))]
+    base: *const AtomicU64,
+    #[cfg(loom)]
+    words_vec: Vec<AtomicU64>,
+    words: usize,
+}
+
+// SAFETY: the mapping is shared memory accessed only through atomics; `Mem` never hands out
+// non-atomic references, so sharing it between threads is as safe as sharing `[AtomicU64]`.
+unsafe impl Send for Mem {}
+// SAFETY: as above.
+unsafe impl Sync for Mem {}
+
+impl Mem {
+    /// # Safety
+    /// - `base` is 8-byte aligned and valid for reads and writes of `words * 8` bytes for the
+    ///   life of the returned `Mem` (the caller keeps the mapping alive).
+    /// - The memory is only ever accessed atomically (by any process).
+    #[cfg(not(loom))]
+    pub(crate) unsafe fn from_raw(base: *mut u8, words: usize) -> Mem {
+        debug_assert_eq!(base as usize % 8, 0);
+        Mem { base: base as *const AtomicU64, words }
+    }
+
+    /// A zeroed in-process memory (loom models and unit tests of the algorithms).
+    #[cfg(loom)]
+    pub(crate) fn zeroed(words: usize) -> Mem {
+        Mem { words_vec: (0..words).map(|_| AtomicU64::new(0)).collect(), words }
+    }
+
+    /// The word at index `i`. Panics if `i` is out of bounds (an engine bug, not bad data).
+    #[inline(always)]
+    pub(crate) fn w(&self, i: usize) -> &AtomicU64 {
+        assert!(i < self.words, "segment word {i} out of bounds ({})", self.words);
+        #[cfg(not(loom))]
+        // SAFETY: i < words, and `from_raw`'s contract makes base..base+words valid AtomicU64s.
+        unsafe {
+            &*self.base.add(i)
+        }
+        #[cfg(loom)]
+        &self.words_vec[i]
+    }
+}

@@ -1,0 +1,218 @@
+//! The operating-system layer: the `/dev/shm` file and its mapping, process identity and
+//! liveness, the shared clock, randomness and fork detection. Linux only (it reads `/proc`).
+
+use crate::error::{Error, Result};
+use memmap2::MmapRaw;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where segments live. Overridable (tests, containers with another tmpfs) by `GARDENSTATE_SHM_DIR`.
+pub fn shm_dir() -> PathBuf {
+    std::env::var_os("GARDENSTATE_SHM_DIR").map_or_else(|| PathBuf::from("/dev/shm"), PathBuf::from)
+}
+
+/// The file path of segment `name`, after checking the name is one path component.
+pub fn segment_path(name: &str) -> Result<PathBuf> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !ok {
+        return Err(Error::InvalidOptions(format!(
+            "segment name {name:?}: use 1-200 characters from [A-Za-z0-9._-]"
+        )));
+    }
+    Ok(shm_dir().join(name))
+}
+
+fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Error {
+    Error::Io { op, path: path.display().to_string(), source }
+}
+
+/// Creates the segment file exclusively, never following a symlink, with mode 0000 (opened
+/// by `set_mode` once initialized), sized to `len` zero bytes.
+/// Returns `Ok(None)` if the file already exists (someone else is the creator).
+pub fn create_exclusive(path: &std::path::Path, len: u64) -> Result<Option<File>> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o000)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+        Err(e) => return Err(io("create", path, e)),
+    };
+    // Size first, open permissions last: attachers cannot open a 0000 file, and once they can,
+    // they wait for the ready stamp (layout.rs), so they never see a half-built header.
+    file.set_len(len).map_err(|e| io("ftruncate", path, e))?;
+    Ok(Some(file))
+}
+
+/// Opens the permissions of a freshly initialized segment to exactly `mode`.
+pub fn set_mode(file: &File, path: &std::path::Path, mode: u32) -> Result<()> {
+    file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| io("fchmod", path, e))
+}
+
+/// Opens an existing segment file for read/write, refusing symlinks, non-regular files and
+/// files owned by another user (unless `allow_group` and the file is group read/write).
+/// `ENOENT` is reported as `Ok(None)`.
+pub fn open_existing(path: &std::path::Path, allow_group: bool) -> Result<Option<File>> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Error::Refused {
+                path: path.display().to_string(),
+                reason: "it is a symbolic link".into(),
+            });
+        }
+        Err(e) => return Err(io("open", path, e)),
+    };
+    let meta = file.metadata().map_err(|e| io("fstat", path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::Refused {
+            path: path.display().to_string(),
+            reason: "it is not a regular file".into(),
+        });
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let group_shared = allow_group && meta.mode() & 0o060 == 0o060;
+    if meta.uid() != euid && !group_shared {
+        return Err(Error::Refused {
+            path: path.display().to_string(),
+            reason: format!("owned by uid {}, not by this user (uid {euid})", meta.uid()),
+        });
+    }
+    Ok(Some(file))
+}
+
+/// The length of an open segment file.
+pub fn file_len(file: &File, path: &std::path::Path) -> Result<u64> {
+    Ok(file.metadata().map_err(|e| io("fstat", path, e))?.len())
+}
+
+/// Maps the whole file shared, read/write.
+pub fn map(file: &File, path: &std::path::Path) -> Result<MmapRaw> {
+    MmapRaw::map_raw(file).map_err(|e| io("mmap", path, e))
+}
+
+/// Removes the segment's name; processes that mapped it keep their mapping until they drop it.
+pub fn unlink(path: &std::path::Path) -> Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io("unlink", path, e)),
+    }
+}
+
+/// Milliseconds of `CLOCK_MONOTONIC`: one clock for every process on the host, immune to wall
+/// clock steps. Expiry deadlines and lock times in the segment use it.
+pub fn now_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC is always supported.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Random bytes from the kernel (for the hash seed and dataset ids).
+pub fn random_u64() -> Result<u64> {
+    let mut b = [0u8; 8];
+    let path = std::path::Path::new("/dev/urandom");
+    File::open(path).and_then(|mut f| f.read_exact(&mut b)).map_err(|e| io("read", path, e))?;
+    Ok(u64::from_ne_bytes(b))
+}
+
+/// The start time of `pid` (clock ticks since boot, field 22 of `/proc/<pid>/stat`), or `None`
+/// if no such process exists or it is a zombie. Together with the pid it names one process for
+/// the life of the host, so a reused pid is never mistaken for a dead owner.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?; // field 3
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok() // field 22
+}
+
+/// Is the process that registered as (`pid`, `start_time`) still running?
+pub fn process_alive(pid: u32, start_time: u64) -> bool {
+    process_start_time(pid) == Some(start_time)
+}
+
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A number that changes in a child after every `fork()`: handles compare it to notice they were
+/// inherited and must register the child as a new client instead of impersonating the parent.
+pub fn fork_generation() -> u64 {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: the handler is async-signal-safe (one atomic add) and lives for the program.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+/// This process's identity: (pid, start time), read once per process (and again after a fork).
+pub fn self_identity() -> (u32, u64) {
+    static CACHE: std::sync::Mutex<Option<(u64, u32, u64)>> = std::sync::Mutex::new(None);
+    let fork_gen = fork_generation();
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    match *cache {
+        Some((g, pid, start)) if g == fork_gen => (pid, start),
+        _ => {
+            let pid = std::process::id();
+            let start = process_start_time(pid).unwrap_or(0);
+            *cache = Some((fork_gen, pid, start));
+            (pid, start)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_stable_and_alive() {
+        let (pid, st) = self_identity();
+        assert!(st > 0);
+        assert!(process_alive(pid, st));
+        assert!(!process_alive(pid, st + 1), "another start time is another process");
+    }
+
+    #[test]
+    fn dead_child_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert_eq!(process_start_time(pid), None);
+    }
+
+    #[test]
+    fn names_are_single_components() {
+        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(201)] {
+            assert!(segment_path(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(segment_path("sessions-1.prod_a").is_ok());
+    }
+}

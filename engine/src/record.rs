@@ -1,0 +1,214 @@
+//! Records: the layout of a published entry inside its heap block, how a writer fills one,
+//! and how a reader copies one out optimistically.
+//!
+//! A record is immutable once published, except `R_EXPIRES` (touch and sliding expiry, a CAS
+//! on that single word). A new value, a lock or an unlock writes a new record and publishes it
+//! with one CAS on the index slot (copy-on-write), so a reader sees either the old record or
+//! the new one, never a mixture.
+//!
+//! Optimistic read (a seqlock whose sequence is the block state word): load the slot word
+//! (acquire) and the record's state word (acquire); copy with relaxed loads; `fence(Acquire)`;
+//! reload both. If either moved, the block may have been freed and reused during the copy, so
+//! the copy is thrown away and the caller retries. Nothing read in the window (lengths, the
+//! key) is trusted before that validation, and every length is bounds-checked before it is
+//! used to address memory, so a damaged or concurrently reused record yields a retry or a
+//! `Corrupt` error, never a read outside the mapping. Readers write nothing to shared memory.
+
+use crate::layout::*;
+use crate::segment::Segment;
+use crate::sync::{Ordering, fence};
+
+/// A record's lock fields: lock id (0 = unlocked), when taken (`now_ms`), owner process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LockWords {
+    pub id: u64,
+    pub time: u64,
+    pub pid: u32,
+    pub start: u64,
+}
+
+/// Everything a writer puts in a new record.
+pub(crate) struct NewRecord<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub key_hash: u64,
+    pub version: u64,
+    pub expires: u64,
+    pub sliding_ms: u32,
+    pub lock: LockWords,
+}
+
+/// The validated metadata of a record a reader copied.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct View {
+    /// The block state word the record was read under (its identity for freeing).
+    pub state: u64,
+    pub version: u64,
+    pub expires: u64,
+    pub sliding_ms: u32,
+    pub value_len: usize,
+    pub lock: LockWords,
+}
+
+/// Where a reader copies the value (and the key, for scans).
+pub(crate) enum Sink<'a> {
+    Nothing,
+    Buf(&'a mut [u8]),
+    Vec(&'a mut Vec<u8>),
+    KeyAndValue(&'a mut Vec<u8>, &'a mut Vec<u8>),
+}
+
+pub(crate) enum Read {
+    /// Validated; the value was copied if the sink had room (`value_fits`).
+    Ok { view: View, value_fits: bool },
+    /// Validated: the record holds another key (a tag collision).
+    OtherKey,
+    /// The slot or the block changed during the read: retry from the slot.
+    Changed,
+    /// The record is unchanged but its lengths are impossible: the segment is damaged.
+    Damaged(&'static str),
+}
+
+fn word_of(bytes: &[u8], i: usize) -> u64 {
+    let start = i * 8;
+    let end = (start + 8).min(bytes.len());
+    let mut w = [0u8; 8];
+    w[..end - start].copy_from_slice(&bytes[start..end]);
+    u64::from_ne_bytes(w)
+}
+
+impl Segment {
+    /// Fills block `off` (owned by the caller, unpublished) with `r`, for index position `pos`.
+    pub(crate) fn write_record(&self, off: u32, pos: usize, r: &NewRecord<'_>) {
+        let base = self.heap_word(off as u64);
+        let st = |i: usize, v: u64| self.mem.w(base + i).store(v, Ordering::Relaxed);
+        st(R_VERSION, r.version);
+        st(R_EXPIRES, r.expires);
+        st(R_LENS, r.key.len() as u64 | (r.value.len() as u64) << 32);
+        st(R_META, r.sliding_ms as u64 | (pos as u64) << 32);
+        st(R_KEY_HASH, r.key_hash);
+        st(R_LOCK_ID, r.lock.id);
+        st(R_LOCK_TIME, r.lock.time);
+        st(R_LOCK_PID, r.lock.pid as u64);
+        st(R_LOCK_START, r.lock.start);
+        let kw = r.key.len().div_ceil(8);
+        for i in 0..kw {
+            st(RECORD_HEADER_WORDS + i, word_of(r.key, i));
+        }
+        self.write_words(base + RECORD_HEADER_WORDS + kw, r.value);
+    }
+
+    fn write_words(&self, at: usize, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        let mut i = at;
+        for c in &mut chunks {
+            self.mem.w(i).store(u64::from_ne_bytes(c.try_into().expect("8 bytes")), Ordering::Relaxed);
+            i += 1;
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            self.mem.w(i).store(word_of(rest, 0), Ordering::Relaxed);
+        }
+    }
+
+    fn copy_words(&self, at: usize, out: &mut [u8]) {
+        let mut chunks = out.chunks_exact_mut(8);
+        let mut i = at;
+        for c in &mut chunks {
+            c.copy_from_slice(&self.mem.w(i).load(Ordering::Relaxed).to_ne_bytes());
+            i += 1;
+        }
+        let rest = chunks.into_remainder();
+        if !rest.is_empty() {
+            let n = rest.len();
+            rest.copy_from_slice(&self.mem.w(i).load(Ordering::Relaxed).to_ne_bytes()[..n]);
+        }
+    }
+
+    /// Optimistically reads the record that index slot `pos` held as word `w` (see the module
+    /// comment). With `key`, first checks the record holds that key.
+    pub(crate) fn read_record(&self, pos: usize, w: u64, key: Option<&[u8]>, sink: &mut Sink<'_>) -> Read {
+        let off = slot::block(w) as u64;
+        let heap_words = self.g.heap_words();
+        if off + RECORD_HEADER_WORDS as u64 > heap_words {
+            return self.judge(pos, w, None, "record offset beyond the heap");
+        }
+        let base = self.heap_word(off);
+        let ld = |i: usize| self.mem.w(base + i).load(Ordering::Relaxed);
+        let st = self.mem.w(base + R_STATE).load(Ordering::Acquire);
+        if block::kind(st) != block::OWNED || block::generation(st) & slot::GEN_MASK != slot::generation(w) {
+            return Read::Changed;
+        }
+        let lens = ld(R_LENS);
+        let (key_len, value_len) = ((lens & 0xffff_ffff) as usize, (lens >> 32) as usize);
+        let kw = key_len.div_ceil(8);
+        let total = (RECORD_HEADER_WORDS + kw + value_len.div_ceil(8)) as u64;
+        if key_len == 0
+            || key_len as u64 > self.g.max_key
+            || value_len as u64 > self.g.max_value
+            || off + total > heap_words
+        {
+            return self.judge(pos, w, Some(st), "record lengths out of bounds");
+        }
+        if let Some(k) = key {
+            if k.len() != key_len || (0..kw).any(|i| ld(RECORD_HEADER_WORDS + i) != word_of(k, i)) {
+                return match self.judge(pos, w, Some(st), "") {
+                    Read::Damaged(_) => Read::OtherKey,
+                    other => other,
+                };
+            }
+        }
+        let meta = ld(R_META);
+        let view = View {
+            state: st,
+            version: ld(R_VERSION),
+            expires: self.mem.w(base + R_EXPIRES).load(Ordering::Relaxed),
+            sliding_ms: meta as u32,
+            value_len,
+            lock: LockWords {
+                id: ld(R_LOCK_ID),
+                time: ld(R_LOCK_TIME),
+                pid: ld(R_LOCK_PID) as u32,
+                start: ld(R_LOCK_START),
+            },
+        };
+        let vat = base + RECORD_HEADER_WORDS + kw;
+        let value_fits = match sink {
+            Sink::Nothing => true,
+            Sink::Buf(b) => {
+                let fits = b.len() >= value_len;
+                if fits {
+                    self.copy_words(vat, &mut b[..value_len]);
+                }
+                fits
+            }
+            Sink::Vec(v) => {
+                v.resize(value_len, 0);
+                self.copy_words(vat, v);
+                true
+            }
+            Sink::KeyAndValue(k, v) => {
+                k.resize(key_len, 0);
+                self.copy_words(base + RECORD_HEADER_WORDS, k);
+                v.resize(value_len, 0);
+                self.copy_words(vat, v);
+                true
+            }
+        };
+        match self.judge(pos, w, Some(st), "") {
+            Read::Damaged(_) => Read::Ok { view, value_fits },
+            other => other,
+        }
+    }
+
+    /// Validation at the end of an optimistic read: `Changed` if the slot or the block moved,
+    /// else `Damaged(why)` (callers use an empty `why` when unchanged means success).
+    fn judge(&self, pos: usize, w: u64, st: Option<u64>, why: &'static str) -> Read {
+        fence(Ordering::Acquire);
+        let slot_now = self.mem.w(self.g.index_off + pos).load(Ordering::Relaxed);
+        let block_same = st.is_none_or(|st| {
+            self.mem.w(self.heap_word(slot::block(w) as u64) + R_STATE).load(Ordering::Relaxed) == st
+        });
+        if slot_now != w || !block_same { Read::Changed } else { Read::Damaged(why) }
+    }
+}

@@ -1,0 +1,137 @@
+//! The segment: creating, attaching to and destroying the named shared-memory file.
+//!
+//! Creation protocol (race-free when many processes start at once):
+//! 1. `open(O_CREAT|O_EXCL|O_NOFOLLOW, 0000)`: exactly one process wins and is the creator;
+//!    the file is unreadable by other non-root users until step 4.
+//! 2. The creator sizes it (zero-filled), maps it, writes the immutable header and stamps
+//!    `H_STATE = READY` last, with release ordering.
+//! 3. Every other process (the losers of step 1, and later attachers) opens the file and waits
+//!    until the size is right and the stamp is there, then validates the header (O(1)).
+//! 4. The creator sets the file mode to exactly the requested mode (fchmod: the umask cannot
+//!    change it).
+//!
+//! A creator that dies before the stamp leaves a segment that attachers report as `NotReady`
+//! after their wait limit; `destroy` removes it.
+
+use crate::error::{Error, Result};
+use crate::layout::{Geometry, H_STATE, HEADER_WORDS, Options, READY};
+use crate::mem::Mem;
+use crate::os;
+use crate::sync::Ordering;
+use memmap2::MmapRaw;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub(crate) struct Segment {
+    pub mem: Mem,
+    pub g: Geometry,
+    pub seed: u64,
+    pub evict: bool,
+    pub path: PathBuf,
+    // Dropped after `mem` (field order): the mapping outlives every reference into it.
+    _map: MmapRaw,
+}
+
+/// How long an attacher waits for a concurrent creator to stamp the segment ready.
+pub const DEFAULT_READY_WAIT: Duration = Duration::from_secs(5);
+
+impl Segment {
+    /// Creates segment `name`; `Ok(None)` if it already exists.
+    pub fn create(name: &str, opts: &Options) -> Result<Option<Segment>> {
+        let g = Geometry::from_options(opts)?;
+        let path = os::segment_path(name)?;
+        let Some(file) = os::create_exclusive(&path, g.segment_bytes)? else {
+            return Ok(None);
+        };
+        let built = (|| {
+            let map = os::map(&file, &path)?;
+            let seg = Segment::from_map(map, g, path.clone())?;
+            let unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            g.write_header(&seg.mem, opts, os::random_u64()?, os::random_u64()?, unix_ms);
+            let seed = seg.mem.w(crate::layout::H_HASH_SEED).load(Ordering::Relaxed);
+            let seg = Segment { seed, evict: opts.evict, ..seg };
+            seg.mem.w(H_STATE).store(READY, Ordering::Release);
+            os::set_mode(&file, &path, opts.mode)?;
+            Ok(seg)
+        })();
+        if built.is_err() {
+            // Leave no half-built segment behind for others to wait on.
+            let _ = os::unlink(&path);
+        }
+        built.map(Some)
+    }
+
+    /// Attaches to existing segment `name`, waiting up to `wait` for its creator to finish.
+    /// `Ok(None)` if there is no such segment.
+    pub fn attach(name: &str, wait: Duration, allow_group: bool) -> Result<Option<Segment>> {
+        let path = os::segment_path(name)?;
+        let deadline = Instant::now() + wait;
+        loop {
+            let file = match os::open_existing(&path, allow_group) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(None),
+                // Mode 0000 while the creator initializes (for non-root attachers).
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::PermissionDenied && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let len = os::file_len(&file, &path)?;
+            if len < HEADER_WORDS as u64 * 8 {
+                if Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                return Err(crate::error::corrupt(
+                    "file size",
+                    format!("{len} bytes is smaller than the {}-byte header", HEADER_WORDS * 8),
+                ));
+            }
+            let map = os::map(&file, &path)?;
+            // SAFETY: see `from_map`; the header is within the mapping (len checked above).
+            let stamp = Segment::mem_of(&map).w(H_STATE).load(Ordering::Acquire);
+            if stamp != READY {
+                if Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                return Err(Error::NotReady { waited: wait });
+            }
+            let g = Geometry::validate(&Segment::mem_of(&map), len)?;
+            let seg = Segment::from_map(map, g, path)?;
+            let seed = seg.mem.w(crate::layout::H_HASH_SEED).load(Ordering::Relaxed);
+            let evict =
+                seg.mem.w(crate::layout::H_FLAGS).load(Ordering::Relaxed) & crate::layout::FLAG_EVICT != 0;
+            return Ok(Some(Segment { seed, evict, ..seg }));
+        }
+    }
+
+    fn mem_of(map: &MmapRaw) -> Mem {
+        // SAFETY: the mapping is page aligned, `map.len()` bytes long and stays mapped while
+        // this temporary `Mem` is used (callers drop it before the map); every access to the
+        // segment is atomic.
+        unsafe { Mem::from_raw(map.as_mut_ptr(), map.len() / 8) }
+    }
+
+    fn from_map(map: MmapRaw, g: Geometry, path: PathBuf) -> Result<Segment> {
+        if (map.len() as u64) < g.segment_bytes {
+            return Err(crate::error::corrupt(
+                "mapping size",
+                format!("expected {} bytes, mapped {}", g.segment_bytes, map.len()),
+            ));
+        }
+        let mem = Segment::mem_of(&map);
+        Ok(Segment { mem, g, seed: 0, evict: false, path, _map: map })
+    }
+
+    /// Removes segment `name`. Attached processes keep working on their mapping; new opens
+    /// create a fresh segment. Returns whether a segment was there.
+    pub fn destroy(name: &str) -> Result<bool> {
+        os::unlink(&os::segment_path(name)?)
+    }
+}

@@ -1,0 +1,88 @@
+//! Statistics. Each client (thread) counts in its own cache lines of the client table, so
+//! readers and writers never share a counter line; a reader of stats sums every client plus the
+//! counters folded in from clients that ended or died (`H_RETIRED_STATS`).
+
+use crate::layout::{CLIENT_WORDS, H_RETIRED_STATS};
+use crate::mem::Mem;
+use crate::sync::Ordering;
+
+pub const HITS: usize = 0;
+pub const MISSES: usize = 1;
+pub const SETS: usize = 2;
+pub const DELETES: usize = 3;
+pub const EXPIRED: usize = 4;
+pub const EVICTED: usize = 5;
+pub const LOCK_CONTENDED: usize = 6;
+pub const LOCK_TAKEOVERS: usize = 7;
+pub const DEAD_RECLAIMS: usize = 8;
+pub const INSERTS: usize = 9;
+pub const REMOVES: usize = 10;
+pub const BYTES_ALLOCATED: usize = 11;
+pub const BYTES_FREED: usize = 12;
+pub const TOUCHES: usize = 13;
+pub const LOCKS: usize = 14;
+pub const SWEEPS: usize = 15;
+pub const STAT_COUNT: usize = 16;
+/// Where the counters start inside a client's 32 words.
+pub const CLIENT_STATS_OFF: usize = 8;
+const _: () = assert!(CLIENT_STATS_OFF + STAT_COUNT <= CLIENT_WORDS);
+
+/// A point-in-time sum of the segment's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Entries present (including expired ones the sweeper has not reclaimed yet).
+    pub live_entries: u64,
+    /// Heap bytes held by records (block sizes, so internal fragmentation included).
+    pub bytes_used: u64,
+    /// Heap bytes not held by records.
+    pub bytes_free: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub sets: u64,
+    pub deletes: u64,
+    pub expirations: u64,
+    pub evictions: u64,
+    pub touches: u64,
+    pub locks: u64,
+    pub lock_contentions: u64,
+    pub lock_takeovers: u64,
+    /// Clients of dead processes reclaimed, and locks released because their owner died.
+    pub dead_reclaims: u64,
+    pub sweeps: u64,
+    /// Client slots in use (threads attached across all processes).
+    pub clients: u64,
+    /// Change-feed position (total mutations recorded).
+    pub feed_head: u64,
+}
+
+/// Adds `n` to this client's counter `which` (only the owning thread writes it).
+#[inline]
+pub(crate) fn bump(mem: &Mem, client_base: usize, which: usize, n: u64) {
+    let w = mem.w(client_base + CLIENT_STATS_OFF + which);
+    w.store(w.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+/// Moves a client's counters into the retired totals (its slot is being freed).
+pub(crate) fn retire(mem: &Mem, client_base: usize) {
+    for i in 0..STAT_COUNT {
+        let v = mem.w(client_base + CLIENT_STATS_OFF + i).swap(0, Ordering::Relaxed);
+        if v != 0 {
+            mem.w(H_RETIRED_STATS + i).fetch_add(v, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Sums the counters of every client slot and the retired totals.
+pub(crate) fn sum(mem: &Mem, clients_off: usize, max_clients: usize) -> [u64; STAT_COUNT] {
+    let mut t = [0u64; STAT_COUNT];
+    for (i, v) in t.iter_mut().enumerate() {
+        *v = mem.w(H_RETIRED_STATS + i).load(Ordering::Relaxed);
+    }
+    for c in 0..max_clients {
+        let base = clients_off + c * CLIENT_WORDS + CLIENT_STATS_OFF;
+        for (i, v) in t.iter_mut().enumerate() {
+            *v = v.wrapping_add(mem.w(base + i).load(Ordering::Relaxed));
+        }
+    }
+    t
+}

@@ -1,0 +1,1102 @@
+//! `Store`: the public handle, and the operations built from the index, record, heap, client
+//! and feed modules.
+//!
+//! Every write follows one path (`mutate`): look the key up, decide from what is there, take a
+//! block and a feed position, write the new record, publish it with one CAS on the index slot
+//! (or remove the slot with one CAS), then free what it displaced and record the change. A CAS
+//! that fails means someone else changed the key first: the loop starts over from the lookup,
+//! keeping the block and feed position it already took. Nothing waits on another client.
+
+use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE};
+use crate::error::{Error, FullKind, Result};
+use crate::feed::{ChangeKind, FeedRead};
+use crate::heap::Block;
+use crate::layout::{self, Geometry, Options, block, slot};
+use crate::os;
+use crate::record::{LockWords, NewRecord, Sink, View};
+use crate::segment::{DEFAULT_READY_WAIT, Segment};
+use crate::stats::{self, Stats};
+use crate::sync::Ordering;
+use crate::table::{Member, Probe, Settled};
+use std::cell::RefCell;
+use std::sync::atomic::AtomicU64 as ProcessAtomicU64;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// When an entry expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Never (until deleted).
+    Never,
+    /// A fixed time after this write.
+    After(Duration),
+    /// A time after the last access: every read or touch pushes the deadline out again
+    /// (ASP.NET session timeout semantics).
+    Sliding(Duration),
+}
+
+/// Whether the segment accepts writes from its local workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    Writable,
+    /// A standby replica: only the replicator writes.
+    Replica,
+    /// A primary that lost its quorum: nobody writes.
+    Fenced,
+}
+
+/// A held session lock, as seen by someone who does not hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockInfo {
+    pub lock_id: u64,
+    pub age: Duration,
+}
+
+/// Metadata of an entry, returned with its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// The entry's version: changes on every write, usable with `compare_and_set`.
+    pub version: u64,
+    /// Length of the value in bytes.
+    pub len: usize,
+    /// Time left before expiry; `None` if the entry never expires.
+    pub ttl_left: Option<Duration>,
+    /// The session lock, if the entry is locked.
+    pub lock: Option<LockInfo>,
+}
+
+/// A value with its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub value: Vec<u8>,
+    pub meta: Meta,
+}
+
+/// A successful `lock`: the item and the id that unlocks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locked {
+    pub value: Vec<u8>,
+    pub lock_id: u64,
+    pub meta: Meta,
+    /// The lock was taken over from a holder that timed out or whose process died.
+    pub took_over: bool,
+}
+
+/// One live entry met by `scan`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanEntry {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub meta: Meta,
+    /// The index slot (matches `Change::slot` in the feed).
+    pub slot: u32,
+}
+
+/// What one `sweep` call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// False if another client held the sweeper lease (nothing was done).
+    pub ran: bool,
+    pub examined: u64,
+    pub expired: u64,
+    pub dead_clients_reclaimed: u64,
+}
+
+/// The fixed shape of a segment, as created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    pub segment_bytes: u64,
+    pub heap_bytes: u64,
+    pub page_size: u64,
+    pub max_entries: u64,
+    pub index_slots: u64,
+    pub max_key: u64,
+    pub max_value: u64,
+    pub max_clients: u64,
+    pub feed_len: u64,
+    pub evict: bool,
+    pub dataset_id: u64,
+}
+
+/// A handle on a segment, shared by all threads of a process (`Store` is `Send + Sync`; wrap
+/// it in an `Arc`). Each thread that uses it gets its own client slot in the segment on first
+/// use, given back when the thread ends or the handle is dropped.
+pub struct Store {
+    seg: Arc<Segment>,
+    registry: Arc<Mutex<Vec<usize>>>,
+    id: u64,
+    fork_gen: u64,
+}
+
+struct TlsClient {
+    store_id: u64,
+    fork_gen: u64,
+    seg: Weak<Segment>,
+    registry: Weak<Mutex<Vec<usize>>>,
+    idx: usize,
+    pid: u32,
+    rng: u64,
+    writes: u32,
+}
+
+impl Drop for TlsClient {
+    fn drop(&mut self) {
+        if self.fork_gen != os::fork_generation() {
+            return; // inherited from the parent: the slot is the parent's.
+        }
+        if let (Some(seg), Some(reg)) = (self.seg.upgrade(), self.registry.upgrade()) {
+            release_registered(&seg, &reg, self.idx);
+        }
+    }
+}
+
+fn release_registered(seg: &Segment, reg: &Mutex<Vec<usize>>, idx: usize) {
+    let mut reg = reg.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = reg.iter().position(|&x| x == idx) {
+        reg.swap_remove(i);
+        seg.release_client(idx);
+    }
+}
+
+thread_local! {
+    static CLIENTS: RefCell<Vec<TlsClient>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_STORE_ID: ProcessAtomicU64 = ProcessAtomicU64::new(1);
+
+/// The client context of one operation.
+struct Ctx {
+    idx: usize,
+    base: usize,
+    pid: u32,
+    rnd: u64,
+    sweep_due: bool,
+}
+
+/// Writes between opportunistic sweep attempts by one client.
+const SWEEP_EVERY: u32 = 256;
+/// Index slots one opportunistic sweep examines.
+const SWEEP_BUDGET: u64 = 4096;
+/// Sweeper lease length: a sweeper that dies or stalls loses the role after this.
+const SWEEP_LEASE_MS: u64 = 2_000;
+
+impl Store {
+    /// Creates segment `name` with `opts`. Fails if it exists (see [`Store::open`]).
+    pub fn create(name: &str, opts: &Options) -> Result<Store> {
+        match Segment::create(name, opts)? {
+            Some(seg) => Ok(Store::from_segment(seg)),
+            None => Err(Error::Io {
+                op: "create",
+                path: os::segment_path(name)?.display().to_string(),
+                source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            }),
+        }
+    }
+
+    /// Attaches to existing segment `name` (waiting up to 5 s for a concurrent creator).
+    pub fn attach(name: &str) -> Result<Store> {
+        Store::attach_inner(name, false)
+    }
+
+    /// Attaches to a group-shared segment created by another user of this group (mode 0660).
+    pub fn attach_group(name: &str) -> Result<Store> {
+        Store::attach_inner(name, true)
+    }
+
+    fn attach_inner(name: &str, allow_group: bool) -> Result<Store> {
+        match Segment::attach(name, DEFAULT_READY_WAIT, allow_group)? {
+            Some(seg) => Ok(Store::from_segment(seg)),
+            None => Err(Error::Io {
+                op: "attach",
+                path: os::segment_path(name)?.display().to_string(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            }),
+        }
+    }
+
+    /// Creates segment `name`, or attaches to it if it exists: the way every worker of a pool
+    /// should open the store, however many start at once. An existing segment made with other
+    /// capacity options is refused with `Incompatible`.
+    pub fn open(name: &str, opts: &Options) -> Result<Store> {
+        let want = Geometry::from_options(opts)?;
+        for _ in 0..100 {
+            if let Some(seg) = Segment::create(name, opts)? {
+                return Ok(Store::from_segment(seg));
+            }
+            if let Some(seg) = Segment::attach(name, DEFAULT_READY_WAIT, opts.mode & 0o060 != 0)? {
+                if seg.g != want || seg.evict != opts.evict {
+                    return Err(Error::Incompatible {
+                        what: "segment options",
+                        expected: format!("{want:?} evict={}", opts.evict),
+                        found: format!("{:?} evict={}", seg.g, seg.evict),
+                    });
+                }
+                return Ok(Store::from_segment(seg));
+            }
+            // Destroyed between our create and attach attempts: try again.
+        }
+        Err(Error::NotReady { waited: DEFAULT_READY_WAIT })
+    }
+
+    /// Removes segment `name` (see `Segment::destroy`). Returns whether it existed.
+    pub fn destroy(name: &str) -> Result<bool> {
+        Segment::destroy(name)
+    }
+
+    fn from_segment(seg: Segment) -> Store {
+        Store {
+            seg: Arc::new(seg),
+            registry: Arc::new(Mutex::new(Vec::new())),
+            id: NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            fork_gen: os::fork_generation(),
+        }
+    }
+
+    /// The segment's fixed shape.
+    pub fn info(&self) -> Info {
+        let g = &self.seg.g;
+        Info {
+            segment_bytes: g.segment_bytes,
+            heap_bytes: g.n_pages * g.page_size,
+            page_size: g.page_size,
+            max_entries: g.max_entries,
+            index_slots: g.n_buckets * (layout::BUCKET_SLOTS as u64 - 1),
+            max_key: g.max_key,
+            max_value: g.max_value,
+            max_clients: g.max_clients,
+            feed_len: g.feed_len,
+            evict: self.seg.evict,
+            dataset_id: self.seg.mem.w(layout::H_DATASET_ID).load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `f` with this thread's client slot, claiming one on first use (and again in a
+    /// child after `fork()`, where the inherited slot is the parent's).
+    fn with_client<T>(&self, f: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<T> {
+        let fork_gen = os::fork_generation();
+        let (idx, pid, rnd, sweep_due) = CLIENTS.with(|cell| -> Result<_> {
+            let mut v = cell.borrow_mut();
+            v.retain(|c| c.fork_gen == fork_gen && c.seg.strong_count() > 0);
+            let c = match v.iter_mut().position(|c| c.store_id == self.id) {
+                Some(i) => &mut v[i],
+                None => {
+                    let (pid, start) = os::self_identity();
+                    let seed = os::random_u64().unwrap_or(pid as u64) | 1;
+                    let idx = self.seg.claim_client(pid, start, seed)?;
+                    self.registry.lock().unwrap_or_else(|e| e.into_inner()).push(idx);
+                    v.push(TlsClient {
+                        store_id: self.id,
+                        fork_gen,
+                        seg: Arc::downgrade(&self.seg),
+                        registry: Arc::downgrade(&self.registry),
+                        idx,
+                        pid,
+                        rng: seed,
+                        writes: 0,
+                    });
+                    v.last_mut().expect("just pushed")
+                }
+            };
+            // xorshift64: spreads clients over bitmap words and eviction samples.
+            c.rng ^= c.rng << 13;
+            c.rng ^= c.rng >> 7;
+            c.rng ^= c.rng << 17;
+            c.writes = c.writes.wrapping_add(1);
+            Ok((c.idx, c.pid, c.rng, c.writes % SWEEP_EVERY == 0))
+        })?;
+        let mut ctx = Ctx { idx, base: self.seg.client_base(idx), pid, rnd, sweep_due };
+        f(&mut ctx)
+    }
+
+    fn bump(&self, c: &Ctx, which: usize, n: u64) {
+        stats::bump(&self.seg.mem, c.base, which, n);
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        if key.is_empty() || key.len() as u64 > self.seg.g.max_key {
+            return Err(Error::KeyTooLarge { len: key.len(), max: self.seg.g.max_key as usize });
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<()> {
+        if value.len() as u64 > self.seg.g.max_value {
+            return Err(Error::ValueTooLarge { len: value.len(), max: self.seg.g.max_value as usize });
+        }
+        Ok(())
+    }
+
+    /// The segment's write mode.
+    pub fn write_mode(&self) -> WriteMode {
+        match self.seg.mem.w(layout::H_WRITE_MODE).load(Ordering::Acquire) {
+            layout::WRITE_MODE_WRITABLE => WriteMode::Writable,
+            layout::WRITE_MODE_REPLICA => WriteMode::Replica,
+            _ => WriteMode::Fenced,
+        }
+    }
+
+    /// Changes the segment's write mode (the replicator's call: standby, promote, fence).
+    pub fn set_write_mode(&self, mode: WriteMode) {
+        let v = match mode {
+            WriteMode::Writable => layout::WRITE_MODE_WRITABLE,
+            WriteMode::Replica => layout::WRITE_MODE_REPLICA,
+            WriteMode::Fenced => layout::WRITE_MODE_FENCED,
+        };
+        self.seg.mem.w(layout::H_WRITE_MODE).store(v, Ordering::Release);
+    }
+
+    fn meta(&self, view: &View, now: u64) -> Meta {
+        Meta {
+            version: view.version,
+            len: view.value_len,
+            ttl_left: (view.expires != 0).then(|| Duration::from_millis(view.expires.saturating_sub(now))),
+            lock: (view.lock.id != 0).then(|| LockInfo {
+                lock_id: view.lock.id,
+                age: Duration::from_millis(now.saturating_sub(view.lock.time)),
+            }),
+        }
+    }
+
+    // ---- reads ----------------------------------------------------------------------------
+
+    /// Reads `key`. Expired entries are never returned. A read of a sliding entry pushes its
+    /// deadline out (a single CAS, done only once 1/16 of its window has passed).
+    pub fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
+        let mut value = Vec::new();
+        Ok(self.read(key, &mut Sink::Vec(&mut value))?.map(|meta| Entry { value, meta }))
+    }
+
+    /// Reads `key` into `buf`, returning its metadata (`meta.len` bytes were written).
+    /// `BufferTooSmall { needed }` if the value does not fit; `buf` is then unspecified.
+    pub fn get_into(&self, key: &[u8], buf: &mut [u8]) -> Result<Option<Meta>> {
+        self.read(key, &mut Sink::Buf(buf))
+    }
+
+    /// The metadata of `key` without its value.
+    pub fn meta_of(&self, key: &[u8]) -> Result<Option<Meta>> {
+        self.read(key, &mut Sink::Nothing)
+    }
+
+    fn read(&self, key: &[u8], sink: &mut Sink<'_>) -> Result<Option<Meta>> {
+        self.check_key(key)?;
+        let p = self.seg.probe(key);
+        self.with_client(|c| {
+            let found = self.seg.find(key, &p, sink)?;
+            let now = if found.is_some_and(|m| m.view.expires != 0) { os::now_ms() } else { 0 };
+            match found {
+                Some(m) if !expired(&m.view, now) => {
+                    if !m.value_fits {
+                        return Err(Error::BufferTooSmall { needed: m.view.value_len });
+                    }
+                    self.bump(c, stats::HITS, 1);
+                    let mut meta = self.meta(&m.view, now);
+                    if let Some(deadline) = self.slide(c, &p, &m, now) {
+                        meta.ttl_left = Some(Duration::from_millis(deadline - now));
+                    }
+                    Ok(Some(meta))
+                }
+                _ => {
+                    self.bump(c, stats::MISSES, 1);
+                    Ok(None)
+                }
+            }
+        })
+    }
+
+    /// Sliding expiry: extends `m`'s deadline in place. Returns the new deadline if it moved.
+    fn slide(&self, c: &Ctx, p: &Probe, m: &Member, now: u64) -> Option<u64> {
+        let sliding = m.view.sliding_ms as u64;
+        if sliding == 0 || self.write_mode() != WriteMode::Writable {
+            return None;
+        }
+        let deadline = now + sliding;
+        if deadline < m.view.expires + sliding / 16 {
+            return None;
+        }
+        self.extend(c, p, m, deadline, ChangeKind::Touch).then_some(deadline)
+    }
+
+    /// CASes the deadline of the published record `m` to `deadline`, and records the change.
+    fn extend(&self, c: &Ctx, p: &Probe, m: &Member, deadline: u64, kind: ChangeKind) -> bool {
+        let seg = &*self.seg;
+        let w = seg.mem.w(seg.heap_word(slot::block(m.word) as u64) + layout::R_EXPIRES);
+        if w.compare_exchange(m.view.expires, deadline, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        // Still the published record (and the same block incarnation) after the CAS?
+        let still = seg.index_word(m.pos).load(Ordering::Acquire) == m.word
+            && seg.mem.w(seg.heap_word(slot::block(m.word) as u64)).load(Ordering::Acquire) == m.view.state;
+        if still {
+            let pos = seg.feed_reserve();
+            seg.feed_write(pos, kind, m.pos, m.view.version, p.hash);
+            self.bump(c, stats::TOUCHES, 1);
+        }
+        still
+    }
+
+    // ---- writes ---------------------------------------------------------------------------
+
+    /// Stores `value` under `key`, replacing any current value (and any lock on it).
+    /// Returns the new version.
+    pub fn set(&self, key: &[u8], value: &[u8], expiry: Expiry) -> Result<u64> {
+        self.mutate(key, Op::Set { value, expiry, cond: Cond::Any }).map(|o| o.version)
+    }
+
+    /// Stores `value` only if `key` is absent (or expired); `Exists` otherwise.
+    pub fn add(&self, key: &[u8], value: &[u8], expiry: Expiry) -> Result<u64> {
+        self.mutate(key, Op::Set { value, expiry, cond: Cond::Absent }).map(|o| o.version)
+    }
+
+    /// Stores `value` only if the current version is `expected`: `VersionMismatch` if it
+    /// is another, `NotFound` if the key is absent.
+    pub fn compare_and_set(&self, key: &[u8], expected: u64, value: &[u8], expiry: Expiry) -> Result<u64> {
+        self.mutate(key, Op::Set { value, expiry, cond: Cond::Version(expected) }).map(|o| o.version)
+    }
+
+    /// Removes `key`. Returns whether a live entry was removed.
+    pub fn delete(&self, key: &[u8]) -> Result<bool> {
+        match self.mutate(key, Op::Delete) {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Resets `key`'s expiry to `expiry` from now, without rewriting its value.
+    /// Returns whether the key was present.
+    pub fn touch(&self, key: &[u8], expiry: Expiry) -> Result<bool> {
+        self.check_key(key)?;
+        self.check_writable()?;
+        let p = self.seg.probe(key);
+        self.with_client(|c| {
+            loop {
+                let Some(m) = self.seg.find(key, &p, &mut Sink::Nothing)? else { return Ok(false) };
+                let now = os::now_ms();
+                if expired(&m.view, now) {
+                    return Ok(false);
+                }
+                let (deadline, sliding) = deadline_of(expiry, now);
+                if sliding as u64 != m.view.sliding_ms as u64 {
+                    // The sliding window is part of the record: rewrite it.
+                    return self.mutate_with(c, key, &p, Op::Retime { expiry }).map(|_| true);
+                }
+                if self.extend(c, &p, &m, deadline, ChangeKind::Touch) {
+                    return Ok(true);
+                }
+            }
+        })
+    }
+
+    /// Takes the session lock of `key` (ASP.NET `GetItemExclusive`): returns the item and a
+    /// lock id. If another lock id holds it, fails with `Locked { lock_id, age }`, unless the
+    /// lock is older than `takeover_after` or its owner process has died, in which case the
+    /// lock is taken over. `Ok(None)` if the key is absent.
+    pub fn lock(&self, key: &[u8], takeover_after: Duration) -> Result<Option<Locked>> {
+        match self.mutate(key, Op::Lock { takeover_after }) {
+            Ok(o) => Ok(Some(Locked {
+                value: o.value,
+                lock_id: o.version,
+                meta: o.meta.expect("lock outcome carries meta"),
+                took_over: o.took_over,
+            })),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Releases the lock `lock_id` on `key` without changing its value.
+    pub fn unlock(&self, key: &[u8], lock_id: u64) -> Result<()> {
+        self.mutate(key, Op::Unlock { lock_id }).map(drop)
+    }
+
+    /// Stores `value` and releases the lock `lock_id` in one step (ASP.NET
+    /// `SetAndReleaseItemExclusive`). `LockMismatch` if `lock_id` no longer holds the entry
+    /// (it was taken over); `NotFound` if the entry expired or was deleted meanwhile.
+    pub fn set_and_unlock(&self, key: &[u8], lock_id: u64, value: &[u8], expiry: Expiry) -> Result<u64> {
+        self.mutate(key, Op::Set { value, expiry, cond: Cond::Lock(lock_id) }).map(|o| o.version)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        match self.write_mode() {
+            WriteMode::Writable => Ok(()),
+            _ => Err(Error::ReadOnly),
+        }
+    }
+
+    fn mutate(&self, key: &[u8], op: Op<'_>) -> Result<Outcome> {
+        self.check_key(key)?;
+        if let Op::Set { value, .. } = op {
+            self.check_value(value)?;
+        }
+        self.check_writable()?;
+        let p = self.seg.probe(key);
+        self.with_client(|c| {
+            let r = self.mutate_with(c, key, &p, op);
+            if c.sweep_due {
+                self.sweep_with(c, SWEEP_BUDGET);
+            }
+            r
+        })
+    }
+
+    fn mutate_with(&self, c: &Ctx, key: &[u8], p: &Probe, op: Op<'_>) -> Result<Outcome> {
+        let seg = &*self.seg;
+        let mut scratch = Vec::new();
+        let mut held: Option<Block> = None;
+        let mut feed_pos: Option<u64> = None;
+        let result = loop {
+            let needs_value = matches!(op, Op::Lock { .. } | Op::Unlock { .. } | Op::Retime { .. });
+            let found = {
+                let mut sink = if needs_value { Sink::Vec(&mut scratch) } else { Sink::Nothing };
+                seg.find(key, p, &mut sink)?
+            };
+            let now = os::now_ms();
+            let live = found.filter(|m| !expired(&m.view, now));
+            let plan = match plan(&op, live.as_ref(), now, c.pid) {
+                Ok(plan) => plan,
+                Err(e) => break Err(e),
+            };
+            let (value, expiry_words, lock, kind, took_over) = match plan {
+                Plan::Remove => {
+                    let Some(m) = found else { break Err(Error::NotFound) };
+                    let kind = if live.is_some() { ChangeKind::Delete } else { ChangeKind::Expire };
+                    if self.unpublish(c, p.hash, &m, kind) {
+                        self.bump(c, if live.is_some() { stats::DELETES } else { stats::EXPIRED }, 1);
+                        if live.is_some() {
+                            break Ok(Outcome::removed());
+                        }
+                        break Err(Error::NotFound);
+                    }
+                    continue;
+                }
+                Plan::Write { value, expires, sliding, lock, kind, took_over } => {
+                    (value, (expires, sliding), lock, kind, took_over)
+                }
+            };
+            let value: &[u8] = match value {
+                Some(v) => v,
+                None => &scratch,
+            };
+            let bytes = layout::record_bytes(key.len(), value.len());
+            if let Some(b) = held {
+                if layout::class_of(bytes as u64)
+                    != seg.block_pos(b.off as u64).map_or(usize::MAX, |bp| bp.class)
+                {
+                    seg.free(b.off as u64, b.state);
+                    held = None;
+                }
+            }
+            let b = match held {
+                Some(b) => b,
+                None => match self.alloc(c, bytes) {
+                    Ok(b) => {
+                        held = Some(b);
+                        b
+                    }
+                    Err(e) => break Err(e),
+                },
+            };
+            let pos = *feed_pos.get_or_insert_with(|| seg.feed_reserve());
+            let version = pos + 1;
+            let lock = if kind == ChangeKind::Lock { LockWords { id: version, ..lock } } else { lock };
+            let rec = NewRecord {
+                key,
+                value,
+                key_hash: p.hash,
+                version,
+                expires: expiry_words.0,
+                sliding_ms: expiry_words.1,
+                lock,
+            };
+            let new_word = |state| slot::pack(state, p.tag, block::generation(b.state), b.off);
+            let published = match found {
+                Some(m) => {
+                    seg.write_record(b.off, m.pos, &rec);
+                    self.journal_old(c, &m);
+                    let ok = seg
+                        .index_word(m.pos)
+                        .compare_exchange(m.word, new_word(slot::MEMBER), Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok();
+                    if ok {
+                        self.release_old(c, &m);
+                        if live.is_none() {
+                            self.bump(c, stats::EXPIRED, 1);
+                        }
+                    }
+                    ok.then_some(m.pos)
+                }
+                None => {
+                    let Some(q) = seg.free_slot(p) else {
+                        if seg.evict && self.evict_in_window(c, p) {
+                            continue;
+                        }
+                        break Err(Error::Full(FullKind::Index));
+                    };
+                    seg.write_record(b.off, q, &rec);
+                    let mine = new_word(slot::INSERTING);
+                    let placed = seg
+                        .index_word(q)
+                        .compare_exchange(slot::EMPTY, mine, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok();
+                    match placed {
+                        true => match seg.settle(key, p, q, mine)? {
+                            Settled::Inserted => {
+                                self.bump(c, stats::INSERTS, 1);
+                                Some(q)
+                            }
+                            Settled::Lost => None,
+                        },
+                        false => None,
+                    }
+                }
+            };
+            let Some(slot_pos) = published else { continue };
+            held = None;
+            feed_pos = None;
+            seg.mem.w(c.base + C_J_NEW).store(0, Ordering::Relaxed);
+            seg.feed_write(pos, kind, slot_pos, version, p.hash);
+            match kind {
+                ChangeKind::Lock => self.bump(c, stats::LOCKS, 1),
+                ChangeKind::Set => self.bump(c, stats::SETS, 1),
+                _ => {}
+            }
+            if took_over {
+                self.bump(c, stats::LOCK_TAKEOVERS, 1);
+            }
+            let view = View {
+                state: b.state,
+                version,
+                expires: rec.expires,
+                sliding_ms: rec.sliding_ms,
+                value_len: value.len(),
+                lock,
+            };
+            break Ok(Outcome {
+                version,
+                meta: Some(self.meta(&view, now)),
+                value: std::mem::take(&mut scratch),
+                took_over,
+            });
+        };
+        if let Some(b) = held {
+            seg.free(b.off as u64, b.state);
+            seg.mem.w(c.base + C_J_NEW).store(0, Ordering::Relaxed);
+        }
+        if let Some(pos) = feed_pos {
+            seg.feed_write(pos, ChangeKind::Nop, 0, 0, p.hash);
+        }
+        if let Err(Error::Locked { .. }) = &result {
+            self.bump(c, stats::LOCK_CONTENDED, 1);
+        }
+        result
+    }
+
+    fn alloc(&self, c: &Ctx, bytes: usize) -> Result<Block> {
+        let seg = &*self.seg;
+        let journal = c.base + C_J_NEW;
+        let mut tries = 0;
+        loop {
+            match seg.alloc(c.idx, journal, bytes, c.rnd.wrapping_add(tries)) {
+                Ok(b) => {
+                    let size = layout::class_size(layout::class_of(bytes as u64));
+                    self.bump(c, stats::BYTES_ALLOCATED, size);
+                    return Ok(b);
+                }
+                Err(Error::Full(FullKind::Heap)) if tries < 16 => {
+                    tries += 1;
+                    // Reclaim what the dead and the expired hold, then evict if allowed.
+                    let freed_some = tries == 1 && {
+                        let r = self.sweep_with(c, seg.g.index_slots());
+                        r.expired > 0 || r.dead_clients_reclaimed > 0
+                    };
+                    if !(freed_some || seg.evict && self.evict_for_class(c, bytes)) {
+                        return Err(Error::Full(FullKind::Heap));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Journals the record about to be displaced (heap.rs H3).
+    fn journal_old(&self, c: &Ctx, m: &Member) {
+        let mem = &self.seg.mem;
+        mem.w(c.base + C_J_OLD_STATE).store(m.view.state, Ordering::Relaxed);
+        mem.w(c.base + C_J_OLD).store(slot::block(m.word) as u64 + 1, Ordering::Release);
+    }
+
+    /// Frees the record displaced by a successful CAS and clears the journal.
+    fn release_old(&self, c: &Ctx, m: &Member) {
+        if let Some(size) = self.seg.free(slot::block(m.word) as u64, m.view.state) {
+            self.bump(c, stats::BYTES_FREED, size);
+        }
+        self.seg.mem.w(c.base + C_J_OLD).store(0, Ordering::Relaxed);
+    }
+
+    /// Removes the published record `m` from the index (delete, expiry, eviction).
+    fn unpublish(&self, c: &Ctx, key_hash: u64, m: &Member, kind: ChangeKind) -> bool {
+        let seg = &*self.seg;
+        self.journal_old(c, m);
+        if seg
+            .index_word(m.pos)
+            .compare_exchange(m.word, slot::EMPTY, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            seg.mem.w(c.base + C_J_OLD).store(0, Ordering::Relaxed);
+            return false;
+        }
+        self.release_old(c, m);
+        self.bump(c, stats::REMOVES, 1);
+        let pos = seg.feed_reserve();
+        seg.feed_write(pos, kind, m.pos, 0, key_hash);
+        true
+    }
+
+    /// Reads the record at index position `pos` (any key) for maintenance work.
+    fn member_at(&self, pos: usize, sink: &mut Sink<'_>) -> Result<Option<Member>> {
+        let seg = &*self.seg;
+        loop {
+            let w = seg.index_word(pos).load(Ordering::Acquire);
+            if slot::state(w) != slot::MEMBER {
+                return Ok(None);
+            }
+            match seg.read_record(pos, w, None, sink) {
+                crate::record::Read::Ok { view, value_fits } => {
+                    return Ok(Some(Member { pos, word: w, view, value_fits }));
+                }
+                crate::record::Read::Changed => continue,
+                crate::record::Read::OtherKey => return Ok(None),
+                crate::record::Read::Damaged(why) => {
+                    return Err(crate::error::corrupt("record", format!("index slot {pos}: {why}")));
+                }
+            }
+        }
+    }
+
+    fn key_hash_of(&self, m: &Member) -> u64 {
+        let seg = &*self.seg;
+        seg.mem.w(seg.heap_word(slot::block(m.word) as u64) + layout::R_KEY_HASH).load(Ordering::Relaxed)
+    }
+
+    fn evict(&self, c: &Ctx, m: &Member) -> bool {
+        let done = self.unpublish(c, self.key_hash_of(m), m, ChangeKind::Evict);
+        if done {
+            self.bump(c, stats::EVICTED, 1);
+        }
+        done
+    }
+
+    /// Evicts the entry of `p`'s window closest to expiry (never-expiring ones last, oldest
+    /// version first among equals).
+    fn evict_in_window(&self, c: &Ctx, p: &Probe) -> bool {
+        let victim = self
+            .seg
+            .window(p)
+            .filter_map(|pos| self.member_at(pos, &mut Sink::Nothing).ok().flatten())
+            .min_by_key(|m| (if m.view.expires == 0 { u64::MAX } else { m.view.expires }, m.view.version));
+        victim.is_some_and(|m| self.evict(c, &m))
+    }
+
+    /// Evicts, among a random sample of entries, the one closest to expiry whose block has
+    /// the size class a record of `bytes` needs (freeing another class would not help).
+    fn evict_for_class(&self, c: &Ctx, bytes: usize) -> bool {
+        let seg = &*self.seg;
+        let class = layout::class_of(bytes as u64);
+        let slots = seg.g.index_slots() as usize;
+        let start = c.rnd as usize % slots;
+        let mut best: Option<Member> = None;
+        let mut seen = 0;
+        for k in 0..slots {
+            if seen >= 64 {
+                break;
+            }
+            let pos = (start + k * 7919) % slots;
+            let Ok(Some(m)) = self.member_at(pos, &mut Sink::Nothing) else { continue };
+            if seg.block_pos(slot::block(m.word) as u64).is_none_or(|bp| bp.class != class) {
+                continue;
+            }
+            seen += 1;
+            let key =
+                |m: &Member| (if m.view.expires == 0 { u64::MAX } else { m.view.expires }, m.view.version);
+            if best.as_ref().is_none_or(|b| key(&m) < key(b)) {
+                best = Some(m);
+            }
+        }
+        best.is_some_and(|m| self.evict(c, &m))
+    }
+
+    // ---- maintenance ----------------------------------------------------------------------
+
+    /// Reclaims expired entries (up to `budget` index slots, continuing where the last sweep
+    /// of any process stopped) and clients of dead processes. Only one client sweeps at a
+    /// time (a lease in the segment); a sweeper that dies loses the lease after 2 s. Writers
+    /// also call this every 256 writes, so a store in use needs no separate sweeper.
+    pub fn sweep(&self, budget: u64) -> Result<SweepReport> {
+        self.with_client(|c| Ok(self.sweep_with(c, budget)))
+    }
+
+    fn sweep_with(&self, c: &Ctx, budget: u64) -> SweepReport {
+        let seg = &*self.seg;
+        let lease = seg.mem.w(layout::H_SWEEP_LEASE);
+        let now = os::now_ms();
+        let cur = lease.load(Ordering::Acquire);
+        let mine = ((c.idx as u64 + 1) << 48) | (now + SWEEP_LEASE_MS);
+        if (cur != 0 && cur & ((1 << 48) - 1) > now)
+            || lease.compare_exchange(cur, mine, Ordering::AcqRel, Ordering::Relaxed).is_err()
+        {
+            return SweepReport::default();
+        }
+        let mut report = SweepReport { ran: true, ..SweepReport::default() };
+        report.dead_clients_reclaimed = seg.reclaim_dead_clients();
+        let slots = seg.g.index_slots();
+        let budget = budget.min(slots);
+        let start = seg.mem.w(layout::H_SWEEP_CURSOR).fetch_add(budget, Ordering::Relaxed) % slots;
+        for k in 0..budget {
+            let pos = ((start + k) % slots) as usize;
+            report.examined += 1;
+            let w = seg.index_word(pos).load(Ordering::Relaxed);
+            if slot::state(w) != slot::MEMBER {
+                continue;
+            }
+            if let Ok(Some(m)) = self.member_at(pos, &mut Sink::Nothing)
+                && expired(&m.view, now)
+                && self.unpublish(c, self.key_hash_of(&m), &m, ChangeKind::Expire)
+            {
+                report.expired += 1;
+                self.bump(c, stats::EXPIRED, 1);
+            }
+            if k % 1024 == 1023 && lease.load(Ordering::Relaxed) != mine {
+                break; // the lease moved on (we stalled past it): stop, the next sweeper goes on.
+            }
+        }
+        let _ = lease.compare_exchange(mine, 0, Ordering::AcqRel, Ordering::Relaxed);
+        self.bump(c, stats::SWEEPS, 1);
+        report
+    }
+
+    /// A consistent-per-entry copy of the counters, summed over every client.
+    pub fn stats(&self) -> Stats {
+        let seg = &*self.seg;
+        let t = stats::sum(&seg.mem, seg.g.clients_off, seg.g.max_clients as usize);
+        let used = t[stats::BYTES_ALLOCATED].wrapping_sub(t[stats::BYTES_FREED]);
+        Stats {
+            live_entries: t[stats::INSERTS].wrapping_sub(t[stats::REMOVES]),
+            bytes_used: used,
+            bytes_free: seg.free_bytes(),
+            hits: t[stats::HITS],
+            misses: t[stats::MISSES],
+            sets: t[stats::SETS],
+            deletes: t[stats::DELETES],
+            expirations: t[stats::EXPIRED],
+            evictions: t[stats::EVICTED],
+            touches: t[stats::TOUCHES],
+            locks: t[stats::LOCKS],
+            lock_contentions: t[stats::LOCK_CONTENDED],
+            lock_takeovers: t[stats::LOCK_TAKEOVERS],
+            dead_reclaims: t[stats::DEAD_RECLAIMS],
+            sweeps: t[stats::SWEEPS],
+            clients: seg.clients_in_use(),
+            feed_head: seg.feed_head(),
+        }
+    }
+
+    /// Calls `f` for every live entry, slot by slot, taking no lock: each entry is a
+    /// consistent copy; entries changed during the scan may be seen before or after the
+    /// change (or missed if deleted, or seen once if moved... keys never move).
+    pub fn scan(&self, mut f: impl FnMut(ScanEntry)) -> Result<()> {
+        let seg = &*self.seg;
+        let now = os::now_ms();
+        for pos in 0..seg.g.index_slots() as usize {
+            if pos % layout::BUCKET_SLOTS == 0 {
+                continue;
+            }
+            let (mut key, mut value) = (Vec::new(), Vec::new());
+            let Some(m) = self.member_at(pos, &mut Sink::KeyAndValue(&mut key, &mut value))? else {
+                continue;
+            };
+            if !expired(&m.view, now) {
+                f(ScanEntry { key, value, meta: self.meta(&m.view, now), slot: pos as u32 });
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry currently at index slot `slot` (for followers of the change feed).
+    pub fn entry_at(&self, slot: u32) -> Result<Option<ScanEntry>> {
+        let seg = &*self.seg;
+        if slot as u64 >= seg.g.index_slots() || slot as usize % layout::BUCKET_SLOTS == 0 {
+            return Ok(None);
+        }
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        let now = os::now_ms();
+        Ok(self
+            .member_at(slot as usize, &mut Sink::KeyAndValue(&mut key, &mut value))?
+            .filter(|m| !expired(&m.view, now))
+            .map(|m| ScanEntry { key, value, meta: self.meta(&m.view, now), slot }))
+    }
+
+    /// The change-feed position the next mutation will take.
+    pub fn feed_head(&self) -> u64 {
+        self.seg.feed_head()
+    }
+
+    /// Reads the change feed at `cursor` (see [`FeedRead`]).
+    pub fn feed_read(&self, cursor: u64) -> FeedRead {
+        self.seg.feed_read(cursor)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.fork_gen != os::fork_generation() {
+            return; // a child's inherited copy: the slots are the parent's.
+        }
+        let idxs: Vec<usize> = self.registry.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for idx in idxs {
+            release_registered(&self.seg, &self.registry, idx);
+        }
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.seg.path).finish_non_exhaustive()
+    }
+}
+
+fn expired(view: &View, now: u64) -> bool {
+    view.expires != 0 && view.expires <= now
+}
+
+/// (deadline, sliding window ms) for an expiry starting now.
+fn deadline_of(expiry: Expiry, now: u64) -> (u64, u32) {
+    let ms = |d: Duration| (d.as_millis() as u64).clamp(1, u32::MAX as u64);
+    match expiry {
+        Expiry::Never => (0, 0),
+        Expiry::After(d) => (now + ms(d), 0),
+        Expiry::Sliding(d) => (now + ms(d), ms(d) as u32),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Cond {
+    Any,
+    Absent,
+    Version(u64),
+    Lock(u64),
+}
+
+#[derive(Clone, Copy)]
+enum Op<'a> {
+    Set { value: &'a [u8], expiry: Expiry, cond: Cond },
+    Delete,
+    Lock { takeover_after: Duration },
+    Unlock { lock_id: u64 },
+    Retime { expiry: Expiry },
+}
+
+enum Plan<'a> {
+    Remove,
+    /// `value: None` = keep the current value (copied into the scratch buffer).
+    Write {
+        value: Option<&'a [u8]>,
+        expires: u64,
+        sliding: u32,
+        lock: LockWords,
+        kind: ChangeKind,
+        took_over: bool,
+    },
+}
+
+struct Outcome {
+    version: u64,
+    meta: Option<Meta>,
+    value: Vec<u8>,
+    took_over: bool,
+}
+
+impl Outcome {
+    fn removed() -> Outcome {
+        Outcome { version: 0, meta: None, value: Vec::new(), took_over: false }
+    }
+}
+
+/// Decides what an operation does given the key's live record (`None` if absent/expired).
+fn plan<'a>(op: &Op<'a>, live: Option<&Member>, now: u64, pid: u32) -> Result<Plan<'a>> {
+    let keep_deadline = |m: &Member| {
+        // Keep the entry's own expiry; a sliding one counts this access.
+        let s = m.view.sliding_ms;
+        (if s != 0 { now + s as u64 } else { m.view.expires }, s)
+    };
+    match *op {
+        Op::Set { value, expiry, cond } => {
+            match (cond, live) {
+                (Cond::Any, _) => {}
+                (Cond::Absent, None) => {}
+                (Cond::Absent, Some(_)) => return Err(Error::Exists),
+                (Cond::Version(_) | Cond::Lock(_), None) => return Err(Error::NotFound),
+                (Cond::Version(v), Some(m)) if m.view.version != v => {
+                    return Err(Error::VersionMismatch { expected: v, found: m.view.version });
+                }
+                (Cond::Lock(id), Some(m)) if m.view.lock.id != id => {
+                    return Err(Error::LockMismatch { presented: id, held: m.view.lock.id });
+                }
+                _ => {}
+            }
+            let (expires, sliding) = deadline_of(expiry, now);
+            Ok(Plan::Write {
+                value: Some(value),
+                expires,
+                sliding,
+                lock: LockWords::default(),
+                kind: ChangeKind::Set,
+                took_over: false,
+            })
+        }
+        Op::Delete => live.map(|_| Plan::Remove).ok_or(Error::NotFound),
+        Op::Lock { takeover_after } => {
+            let m = live.ok_or(Error::NotFound)?;
+            let l = m.view.lock;
+            let mut took_over = false;
+            if l.id != 0 {
+                let age = Duration::from_millis(now.saturating_sub(l.time));
+                let owner_dead = !os::process_alive(l.pid, l.start);
+                if age < takeover_after && !owner_dead {
+                    return Err(Error::Locked { lock_id: l.id, age });
+                }
+                took_over = true;
+            }
+            let (expires, sliding) = keep_deadline(m);
+            let (_, start) = os::self_identity();
+            let lock = LockWords { id: 0, time: now, pid, start };
+            Ok(Plan::Write { value: None, expires, sliding, lock, kind: ChangeKind::Lock, took_over })
+        }
+        Op::Unlock { lock_id } => {
+            let m = live.ok_or(Error::NotFound)?;
+            if m.view.lock.id != lock_id {
+                return Err(Error::LockMismatch { presented: lock_id, held: m.view.lock.id });
+            }
+            let (expires, sliding) = keep_deadline(m);
+            Ok(Plan::Write {
+                value: None,
+                expires,
+                sliding,
+                lock: LockWords::default(),
+                kind: ChangeKind::Unlock,
+                took_over: false,
+            })
+        }
+        Op::Retime { expiry } => {
+            let m = live.ok_or(Error::NotFound)?;
+            let (expires, sliding) = deadline_of(expiry, now);
+            Ok(Plan::Write {
+                value: None,
+                expires,
+                sliding,
+                lock: m.view.lock,
+                kind: ChangeKind::Touch,
+                took_over: false,
+            })
+        }
+    }
+}

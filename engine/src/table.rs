@@ -1,0 +1,192 @@
+//! The index: a lock-free open-addressing hash table of 64-bit slot words (layout::slot).
+//!
+//! Buckets are one cache line: word 0 is the bucket's probe bound (how many buckets past it
+//! keys homed here may sit, raised with `fetch_max` before such a key is placed, never
+//! lowered), words 1..=7 are slots. A key's home bucket and 16-bit tag come from its seeded
+//! hash; a lookup reads the home bucket and the buckets its bound covers, and compares tags
+//! before touching any record, so a miss rarely leaves the index.
+//!
+//! Slot states: EMPTY, INSERTING (a candidate record, invisible to readers), MEMBER (the
+//! published record of its key). Transitions, each a single CAS:
+//! - update: MEMBER(r1) -> MEMBER(r2) for the same key (the record changes, the slot does not);
+//! - delete, expire, evict: MEMBER -> EMPTY;
+//! - insert: EMPTY -> INSERTING(r) by the inserter, then INSERTING(r) -> MEMBER(r) by the
+//!   inserter only, after it checked the key's whole probe window (see `settle`);
+//! - collide: INSERTING -> EMPTY by anyone resolving a race between inserts of one key.
+//!
+//! Invariant T1 (at most one MEMBER per key): an inserter flips its slot to MEMBER only after a
+//! scan, started after its INSERTING word was placed, that found no MEMBER of the key and in
+//! which it collided (by CAS) every other INSERTING copy of the key. Of two inserts of one key,
+//! the scan of the one placed later sees the earlier one's slot (the probe bound is raised
+//! before placing), as INSERTING (so it collides it, or its CAS fails because that one flipped
+//! and it rescans) or as MEMBER (so it withdraws). Lower probe positions win ties; a lower
+//! INSERTING copy that stays unresolved (its owner paused or dead) is collided after a short
+//! patience, so no insert waits on another client.
+
+use crate::error::{Result, corrupt};
+use crate::layout::{BUCKET_SLOTS, MAX_PROBE_BUCKETS, slot};
+use crate::record::{Read, Sink, View};
+use crate::segment::Segment;
+use crate::sync::{Ordering, spin_hint};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+/// Where a key lives: its hash, home bucket and tag.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Probe {
+    pub hash: u64,
+    pub home: usize,
+    pub tag: u16,
+}
+
+/// A key's current record, as validated by a read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Member {
+    pub pos: usize,
+    pub word: u64,
+    pub view: View,
+    pub value_fits: bool,
+}
+
+/// How an insert candidate ended.
+pub(crate) enum Settled {
+    /// Flipped to MEMBER: the insert is published.
+    Inserted,
+    /// Withdrawn or collided: the caller retries from a fresh lookup.
+    Lost,
+}
+
+/// Reads retried this many times in a row (a record replaced under every attempt) give up.
+const MAX_READ_RETRIES: u32 = 1 << 20;
+/// Rescans an inserter makes before colliding a lower, unresolved INSERTING copy.
+const INSERT_PATIENCE: u32 = 64;
+
+impl Segment {
+    pub(crate) fn probe(&self, key: &[u8]) -> Probe {
+        let hash = xxh3_64_with_seed(key, self.seed);
+        let home = ((hash as u128 * self.g.n_buckets as u128) >> 64) as usize;
+        Probe { hash, home, tag: hash as u16 }
+    }
+
+    #[inline]
+    pub(crate) fn index_word(&self, pos: usize) -> &crate::sync::AtomicU64 {
+        self.mem.w(self.g.index_off + pos)
+    }
+
+    fn bound(&self, home: usize) -> usize {
+        let b = self.index_word(home * BUCKET_SLOTS).load(Ordering::Acquire) as usize;
+        b.min(MAX_PROBE_BUCKETS - 1)
+    }
+
+    /// The key's probe window, in probe order, as index positions.
+    pub(crate) fn window(&self, p: &Probe) -> impl Iterator<Item = usize> + use<> {
+        let (n, home, bound) = (self.g.n_buckets as usize, p.home, self.bound(p.home));
+        (0..=bound).flat_map(move |d| {
+            let b = (home + d) % n;
+            (1..BUCKET_SLOTS).map(move |j| b * BUCKET_SLOTS + j)
+        })
+    }
+
+    /// Probe-order rank of `pos` for a key homed at `home`.
+    fn rank(&self, home: usize, pos: usize) -> usize {
+        let n = self.g.n_buckets as usize;
+        ((pos / BUCKET_SLOTS + n - home) % n) * BUCKET_SLOTS + pos % BUCKET_SLOTS
+    }
+
+    /// Finds the MEMBER record of `key`, copying into `sink` (which may be written even when the
+    /// search goes on: its contents are meaningful only with a returned member).
+    pub(crate) fn find(&self, key: &[u8], p: &Probe, sink: &mut Sink<'_>) -> Result<Option<Member>> {
+        'retry: for _ in 0..MAX_READ_RETRIES {
+            for pos in self.window(p) {
+                let w = self.index_word(pos).load(Ordering::Acquire);
+                if slot::state(w) != slot::MEMBER || slot::tag(w) != p.tag {
+                    continue;
+                }
+                match self.read_record(pos, w, Some(key), sink) {
+                    Read::Ok { view, value_fits } => {
+                        return Ok(Some(Member { pos, word: w, view, value_fits }));
+                    }
+                    Read::OtherKey => continue,
+                    Read::Changed => continue 'retry,
+                    Read::Damaged(why) => return Err(corrupt("record", format!("index slot {pos}: {why}"))),
+                }
+            }
+            return Ok(None);
+        }
+        Err(corrupt("index", "a record kept changing under more than a million reads"))
+    }
+
+    /// Picks the first EMPTY slot of the key's window, raising the home bucket's probe bound
+    /// to cover it first. `None` if the window is full.
+    pub(crate) fn free_slot(&self, p: &Probe) -> Option<usize> {
+        let n = self.g.n_buckets as usize;
+        for d in 0..MAX_PROBE_BUCKETS {
+            let b = (p.home + d) % n;
+            for j in 1..BUCKET_SLOTS {
+                let pos = b * BUCKET_SLOTS + j;
+                if self.index_word(pos).load(Ordering::Relaxed) == slot::EMPTY {
+                    self.index_word(p.home * BUCKET_SLOTS).fetch_max(d as u64, Ordering::AcqRel);
+                    return Some(pos);
+                }
+            }
+        }
+        None
+    }
+
+    /// Resolves this client's INSERTING word `mine` at `q` (see T1). Returns `Inserted` once
+    /// it is MEMBER; `Lost` once it is no longer in the index (withdrawn or collided).
+    pub(crate) fn settle(&self, key: &[u8], p: &Probe, q: usize, mine: u64) -> Result<Settled> {
+        let my_rank = self.rank(p.home, q);
+        let mut patience = 0;
+        'scan: loop {
+            let mut lower = None;
+            let mut higher = Vec::new();
+            for pos in self.window(p) {
+                if pos == q {
+                    continue;
+                }
+                let w = self.index_word(pos).load(Ordering::Acquire);
+                if slot::state(w) == slot::EMPTY || slot::tag(w) != p.tag {
+                    continue;
+                }
+                match self.read_record(pos, w, Some(key), &mut Sink::Nothing) {
+                    Read::Ok { .. } if slot::state(w) == slot::MEMBER => return Ok(self.withdraw(q, mine)),
+                    Read::Ok { .. } if self.rank(p.home, pos) < my_rank => lower = Some((pos, w)),
+                    Read::Ok { .. } => higher.push((pos, w)),
+                    Read::OtherKey => {}
+                    Read::Changed => continue 'scan,
+                    Read::Damaged(why) => return Err(corrupt("record", format!("index slot {pos}: {why}"))),
+                }
+            }
+            if let Some((pos, w)) = lower {
+                patience += 1;
+                if patience < INSERT_PATIENCE {
+                    spin_hint();
+                    continue 'scan;
+                }
+                higher.push((pos, w));
+            }
+            for (pos, w) in higher {
+                if self
+                    .index_word(pos)
+                    .compare_exchange(w, slot::EMPTY, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue 'scan;
+                }
+            }
+            let member = slot::with_state(mine, slot::MEMBER);
+            return Ok(
+                match self.index_word(q).compare_exchange(mine, member, Ordering::AcqRel, Ordering::Relaxed) {
+                    Ok(_) => Settled::Inserted,
+                    Err(_) => Settled::Lost,
+                },
+            );
+        }
+    }
+
+    fn withdraw(&self, q: usize, mine: u64) -> Settled {
+        // Fails only if someone collided it already: either way it is out of the index.
+        let _ = self.index_word(q).compare_exchange(mine, slot::EMPTY, Ordering::AcqRel, Ordering::Relaxed);
+        Settled::Lost
+    }
+}

@@ -1,0 +1,222 @@
+//! Single-process semantics of every operation.
+
+mod common;
+use common::{Seg, small};
+use gardenstate::{ChangeKind, Error, Expiry, FeedRead, Options, Store};
+use std::time::Duration;
+
+#[test]
+fn set_get_overwrite_delete() {
+    let s = Seg::new("basic");
+    let st = Store::create(&s.name, &small()).unwrap();
+    assert_eq!(st.get(b"a").unwrap(), None);
+    let v1 = st.set(b"a", b"one", Expiry::Never).unwrap();
+    let e = st.get(b"a").unwrap().unwrap();
+    assert_eq!((e.value.as_slice(), e.meta.version, e.meta.ttl_left), (&b"one"[..], v1, None));
+    let v2 = st.set(b"a", &[7u8; 5000], Expiry::Never).unwrap();
+    assert!(v2 > v1);
+    assert_eq!(st.get(b"a").unwrap().unwrap().value, vec![7u8; 5000]);
+    assert!(st.delete(b"a").unwrap());
+    assert!(!st.delete(b"a").unwrap());
+    assert_eq!(st.get(b"a").unwrap(), None);
+    let stats = st.stats();
+    assert_eq!(stats.live_entries, 0);
+    assert_eq!(stats.bytes_used, 0, "{stats:?}");
+    assert_eq!(stats.sets, 2);
+    assert_eq!(stats.deletes, 1);
+}
+
+#[test]
+fn get_into_reports_needed_size() {
+    let s = Seg::new("into");
+    let st = Store::create(&s.name, &small()).unwrap();
+    st.set(b"k", b"hello world", Expiry::Never).unwrap();
+    let mut small_buf = [0u8; 4];
+    match st.get_into(b"k", &mut small_buf) {
+        Err(Error::BufferTooSmall { needed: 11 }) => {}
+        other => panic!("{other:?}"),
+    }
+    let mut buf = [0u8; 64];
+    let m = st.get_into(b"k", &mut buf).unwrap().unwrap();
+    assert_eq!(&buf[..m.len], b"hello world");
+}
+
+#[test]
+fn add_and_cas() {
+    let s = Seg::new("addcas");
+    let st = Store::create(&s.name, &small()).unwrap();
+    let v = st.add(b"k", b"1", Expiry::Never).unwrap();
+    assert!(matches!(st.add(b"k", b"2", Expiry::Never), Err(Error::Exists)));
+    assert!(matches!(
+        st.compare_and_set(b"k", v + 100, b"3", Expiry::Never),
+        Err(Error::VersionMismatch { found, .. }) if found == v
+    ));
+    let v2 = st.compare_and_set(b"k", v, b"3", Expiry::Never).unwrap();
+    assert_eq!(st.get(b"k").unwrap().unwrap().value, b"3");
+    assert!(matches!(st.compare_and_set(b"k", v, b"4", Expiry::Never), Err(Error::VersionMismatch { .. })));
+    assert!(matches!(st.compare_and_set(b"nope", v2, b"4", Expiry::Never), Err(Error::NotFound)));
+}
+
+#[test]
+fn ttl_expiry_touch_and_sliding() {
+    let s = Seg::new("ttl");
+    let st = Store::create(&s.name, &small()).unwrap();
+    st.set(b"short", b"x", Expiry::After(Duration::from_millis(50))).unwrap();
+    st.set(b"slide", b"y", Expiry::Sliding(Duration::from_millis(300))).unwrap();
+    st.set(b"touched", b"z", Expiry::After(Duration::from_millis(100))).unwrap();
+    let left = st.get(b"short").unwrap().unwrap().meta.ttl_left.unwrap();
+    assert!(left <= Duration::from_millis(50));
+    assert!(st.touch(b"touched", Expiry::After(Duration::from_secs(60))).unwrap());
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(st.get(b"slide").unwrap().is_some(), "sliding entry kept alive by reads");
+    }
+    assert_eq!(st.get(b"short").unwrap(), None, "expired entries are never returned");
+    assert!(st.get(b"touched").unwrap().is_some());
+    assert!(!st.touch(b"short", Expiry::Never).unwrap());
+    // The sweep reclaims the expired entry and its memory.
+    let r = st.sweep(u64::MAX).unwrap();
+    assert!(r.ran && r.expired >= 1, "{r:?}");
+    let stats = st.stats();
+    assert_eq!(stats.live_entries, 2);
+    assert!(stats.expirations >= 1);
+    // add over an expired entry succeeds.
+    st.set(b"gone", b"1", Expiry::After(Duration::from_millis(1))).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    st.add(b"gone", b"2", Expiry::Never).unwrap();
+    assert_eq!(st.get(b"gone").unwrap().unwrap().value, b"2");
+}
+
+#[test]
+fn session_locks() {
+    let s = Seg::new("locks");
+    let st = Store::create(&s.name, &small()).unwrap();
+    assert_eq!(st.lock(b"none", Duration::from_secs(1)).unwrap(), None);
+    st.set(b"s", b"cart=1", Expiry::Sliding(Duration::from_secs(60))).unwrap();
+    let l = st.lock(b"s", Duration::from_secs(60)).unwrap().unwrap();
+    assert_eq!(l.value, b"cart=1");
+    assert!(!l.took_over);
+    match st.lock(b"s", Duration::from_secs(60)) {
+        Err(Error::Locked { lock_id, .. }) => assert_eq!(lock_id, l.lock_id),
+        other => panic!("{other:?}"),
+    }
+    // Readers still see the item and the lock.
+    let m = st.meta_of(b"s").unwrap().unwrap();
+    assert_eq!(m.lock.unwrap().lock_id, l.lock_id);
+    assert!(matches!(st.unlock(b"s", l.lock_id + 1), Err(Error::LockMismatch { .. })));
+    st.set_and_unlock(b"s", l.lock_id, b"cart=2", Expiry::Sliding(Duration::from_secs(60))).unwrap();
+    assert_eq!(st.meta_of(b"s").unwrap().unwrap().lock, None);
+    assert!(matches!(
+        st.set_and_unlock(b"s", l.lock_id, b"x", Expiry::Never),
+        Err(Error::LockMismatch { .. })
+    ));
+    // Takeover of an old lock.
+    let l2 = st.lock(b"s", Duration::from_secs(60)).unwrap().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let l3 = st.lock(b"s", Duration::from_millis(10)).unwrap().unwrap();
+    assert!(l3.took_over && l3.lock_id != l2.lock_id);
+    assert!(matches!(st.unlock(b"s", l2.lock_id), Err(Error::LockMismatch { .. })));
+    st.unlock(b"s", l3.lock_id).unwrap();
+    let stats = st.stats();
+    assert_eq!((stats.locks, stats.lock_takeovers), (3, 1));
+    assert!(stats.lock_contentions >= 1);
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let s = Seg::new("bad");
+    let st = Store::create(&s.name, &small()).unwrap();
+    assert!(matches!(st.set(b"", b"v", Expiry::Never), Err(Error::KeyTooLarge { .. })));
+    assert!(matches!(st.set(&[1u8; 65], b"v", Expiry::Never), Err(Error::KeyTooLarge { len: 65, max: 64 })));
+    assert!(matches!(
+        st.set(b"k", &vec![0u8; (64 << 10) + 1], Expiry::Never),
+        Err(Error::ValueTooLarge { .. })
+    ));
+    assert_eq!(st.stats().live_entries, 0);
+    st.set(b"k", &vec![1u8; 64 << 10], Expiry::Never).unwrap();
+    assert!(Store::create(&s.name, &small()).is_err(), "create refuses an existing segment");
+    let other = Options { max_entries: 99, ..small() };
+    assert!(matches!(Store::open(&s.name, &other), Err(Error::Incompatible { .. })));
+}
+
+#[test]
+fn full_then_evict() {
+    let s = Seg::new("full");
+    let opts = Options { capacity_bytes: 1 << 20, max_value: 4096, max_entries: 100_000, ..small() };
+    let st = Store::create(&s.name, &opts).unwrap();
+    let mut n = 0;
+    let err = loop {
+        match st.set(format!("k{n}").as_bytes(), &[3u8; 1000], Expiry::Never) {
+            Ok(_) => n += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::Full(gardenstate::FullKind::Heap)), "{err}");
+    assert!(n > 800, "1 MiB holds {n} 1 KiB records");
+    // Everything stored is intact; deleting makes room again.
+    for i in 0..n {
+        assert_eq!(st.get(format!("k{i}").as_bytes()).unwrap().unwrap().value, vec![3u8; 1000]);
+    }
+    st.delete(b"k0").unwrap();
+    st.set(b"again", &[3u8; 1000], Expiry::Never).unwrap();
+    drop(st);
+
+    let s2 = Seg::new("evict");
+    let st = Store::create(&s2.name, &Options { evict: true, ..opts }).unwrap();
+    for i in 0..5000 {
+        st.set(format!("k{i}").as_bytes(), &[3u8; 1000], Expiry::Never).unwrap();
+    }
+    let stats = st.stats();
+    assert!(stats.evictions > 0 && stats.live_entries < 1100, "{stats:?}");
+    assert!(st.get(b"k4999").unwrap().is_some(), "the newest entry survives");
+}
+
+#[test]
+fn scan_and_feed() {
+    let s = Seg::new("scan");
+    let st = Store::create(&s.name, &small()).unwrap();
+    let head0 = st.feed_head();
+    for i in 0..100u32 {
+        st.set(format!("key{i}").as_bytes(), &i.to_le_bytes(), Expiry::Never).unwrap();
+    }
+    st.delete(b"key5").unwrap();
+    let mut seen = Vec::new();
+    st.scan(|e| seen.push((e.key, e.value))).unwrap();
+    assert_eq!(seen.len(), 99);
+    assert!(
+        seen.iter()
+            .all(|(k, v)| format!("key{}", u32::from_le_bytes(v[..4].try_into().unwrap())).as_bytes() == k)
+    );
+    let mut cursor = head0;
+    let mut kinds = Vec::new();
+    while let FeedRead::Change(c) = st.feed_read(cursor) {
+        kinds.push(c.kind);
+        if c.kind == ChangeKind::Set {
+            let e = st.entry_at(c.slot).unwrap();
+            assert!(e.is_none_or(|e| e.meta.version >= c.version));
+        }
+        cursor = c.seq + 1;
+    }
+    assert_eq!(kinds.len(), 101);
+    assert_eq!(kinds.last(), Some(&ChangeKind::Delete));
+    // A follower that falls a whole ring behind is told to resync.
+    for i in 0..2000u32 {
+        st.set(b"churn", &i.to_le_bytes(), Expiry::Never).unwrap();
+    }
+    assert_eq!(st.feed_read(head0), FeedRead::Overflow);
+}
+
+#[test]
+fn many_keys_round_trip() {
+    let s = Seg::new("many");
+    let opts = Options { capacity_bytes: 64 << 20, max_entries: 50_000, ..small() };
+    let st = Store::create(&s.name, &opts).unwrap();
+    for i in 0..50_000u32 {
+        st.set(format!("session-{i:08}").as_bytes(), &i.to_le_bytes().repeat(16), Expiry::Never).unwrap();
+    }
+    for i in 0..50_000u32 {
+        let e = st.get(format!("session-{i:08}").as_bytes()).unwrap().unwrap();
+        assert_eq!(e.value, i.to_le_bytes().repeat(16));
+    }
+    assert_eq!(st.stats().live_entries, 50_000);
+}
