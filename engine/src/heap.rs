@@ -145,8 +145,12 @@ impl Segment {
     }
 
     /// Frees the block at `off` if its state word is still `state` (H1). Returns whether this
-    /// call freed it and the block's size.
-    pub(crate) fn free(&self, off: u64, state: u64) -> Option<u64> {
+    /// call freed it.
+    pub(crate) fn free(&self, off: u64, state: u64) -> bool {
+        self.free_block(off, state).is_some()
+    }
+
+    fn free_block(&self, off: u64, state: u64) -> Option<()> {
         let pos = self.block_pos(off)?;
         let sw = self.mem.w(self.heap_word(off) + layout::R_STATE);
         let freed = block::pack(block::FREE, 0, block::generation(state) + 1);
@@ -154,7 +158,9 @@ impl Segment {
         self.mem
             .w(self.bitmap_word(pos.page, pos.index))
             .fetch_and(!(1 << (pos.index % 64)), Ordering::Relaxed);
-        Some(class_size(pos.class))
+        // Point the class's next allocation here: in a full heap this page is where room is.
+        self.mem.w(H_CLASS_HINT + pos.class).store(pos.page, Ordering::Relaxed);
+        Some(())
     }
 
     /// Clears a bitmap bit left set over a FREE block by a freer that died between the two
@@ -169,10 +175,10 @@ impl Segment {
         }
     }
 
-    /// Bytes in pages not yet given to any class plus free blocks of assigned pages (a scan of
-    /// the page table and bitmaps, for stats).
-    pub(crate) fn free_bytes(&self) -> u64 {
-        let mut free = 0;
+    /// (bytes in blocks in use, bytes free): read from the page table and the bitmaps, so
+    /// exact once no operation is in flight (the bitmaps are hints only during an operation).
+    pub(crate) fn heap_usage(&self) -> (u64, u64) {
+        let (mut used, mut free) = (0, 0);
         for page in 0..self.g.n_pages {
             let c = self.page_class(page);
             if c == 0 || c as usize > self.g.n_classes {
@@ -181,13 +187,14 @@ impl Segment {
             }
             let size = class_size(c as usize - 1);
             let blocks = self.g.page_size / size;
-            let used: u64 = (0..blocks.div_ceil(64))
+            let in_use: u64 = (0..blocks.div_ceil(64))
                 .map(|wi| {
                     self.mem.w(self.bitmap_word(page, wi * 64)).load(Ordering::Relaxed).count_ones() as u64
                 })
                 .sum();
-            free += blocks.saturating_sub(used) * size;
+            used += in_use.min(blocks) * size;
+            free += blocks.saturating_sub(in_use) * size;
         }
-        free
+        (used, free)
     }
 }

@@ -90,7 +90,9 @@ const MIN_BLOCK: u64 = 64;
 pub const R_STATE: usize = 0;
 /// The entry's version (unique in the segment, increasing).
 pub const R_VERSION: usize = 1;
-/// Expiry deadline in `now_ms` milliseconds; 0 = never. The only word changed after publish.
+/// `[block gen:24 | deadline:40]`: the expiry deadline in `now_ms` milliseconds (0 = never),
+/// tagged with the block generation so a stale CAS (touch, sliding expiry) can never hit a
+/// later record in a reused block. The only word changed after publish.
 pub const R_EXPIRES: usize = 2;
 /// key_len (low 32) | value_len (high 32).
 pub const R_LENS: usize = 3;
@@ -130,6 +132,12 @@ pub const fn class_size(c: usize) -> u64 {
     let m = 8 + (c as u64 - 1) % 8;
     (m + 1) << (k - 3)
 }
+
+/// Packs an `R_EXPIRES` word for a block whose state word is `state`.
+pub const fn expires_word(deadline: u64, state: u64) -> u64 {
+    ((block::generation(state) & 0xff_ffff) << 40) | (deadline & DEADLINE_MASK)
+}
+pub const DEADLINE_MASK: u64 = (1 << 40) - 1;
 
 /// Index slot word: `[state:2 | tag:16 | gen:14 | block:32]`. `block` is the record's word
 /// offset inside the heap; `gen` is the low 14 bits of the block generation at publish, so a

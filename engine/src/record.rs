@@ -44,7 +44,9 @@ pub(crate) struct View {
     /// The block state word the record was read under (its identity for freeing).
     pub state: u64,
     pub version: u64,
+    /// The deadline (0 = never), and the raw `R_EXPIRES` word it came from (for a CAS).
     pub expires: u64,
+    pub expires_word: u64,
     pub sliding_ms: u32,
     pub value_len: usize,
     pub lock: LockWords,
@@ -82,8 +84,9 @@ impl Segment {
     pub(crate) fn write_record(&self, off: u32, pos: usize, r: &NewRecord<'_>) {
         let base = self.heap_word(off as u64);
         let st = |i: usize, v: u64| self.mem.w(base + i).store(v, Ordering::Relaxed);
+        let state = self.mem.w(base + R_STATE).load(Ordering::Relaxed);
         st(R_VERSION, r.version);
-        st(R_EXPIRES, r.expires);
+        st(R_EXPIRES, expires_word(r.expires, state));
         st(R_LENS, r.key.len() as u64 | (r.value.len() as u64) << 32);
         st(R_META, r.sliding_ms as u64 | (pos as u64) << 32);
         st(R_KEY_HASH, r.key_hash);
@@ -159,10 +162,12 @@ impl Segment {
             }
         }
         let meta = ld(R_META);
+        let expires_word = self.mem.w(base + R_EXPIRES).load(Ordering::Relaxed);
         let view = View {
             state: st,
             version: ld(R_VERSION),
-            expires: self.mem.w(base + R_EXPIRES).load(Ordering::Relaxed),
+            expires: expires_word & DEADLINE_MASK,
+            expires_word,
             sliding_ms: meta as u32,
             value_len,
             lock: LockWords {

@@ -1,6 +1,11 @@
-//! Statistics. Each client (thread) counts in its own cache lines of the client table, so
-//! readers and writers never share a counter line; a reader of stats sums every client plus the
-//! counters folded in from clients that ended or died (`H_RETIRED_STATS`).
+//! Statistics. Each client (thread) counts events in its own cache lines of the client table,
+//! so readers and writers never share a counter line; a reader of stats sums every client plus
+//! the counters folded in from clients that ended or died (`H_RETIRED_STATS`).
+//!
+//! Occupancy (live entries, bytes used and free) is not counted but measured, by reading the
+//! index and the page bitmaps: a counter would drift each time a client is killed between its
+//! CAS and its count, and these figures must stay exact. That makes `Store::stats` cost a read
+//! of the index (about 2 ms per million entries): a monitoring call, not a request-path one.
 
 use crate::layout::{CLIENT_WORDS, H_RETIRED_STATS};
 use crate::mem::Mem;
@@ -15,14 +20,10 @@ pub const EVICTED: usize = 5;
 pub const LOCK_CONTENDED: usize = 6;
 pub const LOCK_TAKEOVERS: usize = 7;
 pub const DEAD_RECLAIMS: usize = 8;
-pub const INSERTS: usize = 9;
-pub const REMOVES: usize = 10;
-pub const BYTES_ALLOCATED: usize = 11;
-pub const BYTES_FREED: usize = 12;
-pub const TOUCHES: usize = 13;
-pub const LOCKS: usize = 14;
-pub const SWEEPS: usize = 15;
-pub const STAT_COUNT: usize = 16;
+pub const TOUCHES: usize = 9;
+pub const LOCKS: usize = 10;
+pub const SWEEPS: usize = 11;
+pub const STAT_COUNT: usize = 12;
 /// Where the counters start inside a client's 32 words.
 pub const CLIENT_STATS_OFF: usize = 8;
 const _: () = assert!(CLIENT_STATS_OFF + STAT_COUNT <= CLIENT_WORDS);
@@ -32,9 +33,9 @@ const _: () = assert!(CLIENT_STATS_OFF + STAT_COUNT <= CLIENT_WORDS);
 pub struct Stats {
     /// Entries present (including expired ones the sweeper has not reclaimed yet).
     pub live_entries: u64,
-    /// Heap bytes held by records (block sizes, so internal fragmentation included).
+    /// Heap bytes held by blocks in use (block sizes, so internal fragmentation included).
     pub bytes_used: u64,
-    /// Heap bytes not held by records.
+    /// Heap bytes free: free blocks of pages given to a size class, plus unassigned pages.
     pub bytes_free: u64,
     pub hits: u64,
     pub misses: u64,

@@ -420,7 +420,8 @@ impl Store {
     fn extend(&self, c: &Ctx, p: &Probe, m: &Member, deadline: u64, kind: ChangeKind) -> bool {
         let seg = &*self.seg;
         let w = seg.mem.w(seg.heap_word(slot::block(m.word) as u64) + layout::R_EXPIRES);
-        if w.compare_exchange(m.view.expires, deadline, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        let new = layout::expires_word(deadline, m.view.state);
+        if w.compare_exchange(m.view.expires_word, new, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return false;
         }
         // Still the published record (and the same block incarnation) after the CAS?
@@ -640,10 +641,7 @@ impl Store {
                         .is_ok();
                     match placed {
                         true => match seg.settle(key, p, q, mine)? {
-                            Settled::Inserted => {
-                                self.bump(c, stats::INSERTS, 1);
-                                Some(q)
-                            }
+                            Settled::Inserted => Some(q),
                             Settled::Lost => None,
                         },
                         false => None,
@@ -667,6 +665,7 @@ impl Store {
                 state: b.state,
                 version,
                 expires: rec.expires,
+                expires_word: 0,
                 sliding_ms: rec.sliding_ms,
                 value_len: value.len(),
                 lock,
@@ -697,11 +696,7 @@ impl Store {
         let mut tries = 0;
         loop {
             match seg.alloc(c.idx, journal, bytes, c.rnd.wrapping_add(tries)) {
-                Ok(b) => {
-                    let size = layout::class_size(layout::class_of(bytes as u64));
-                    self.bump(c, stats::BYTES_ALLOCATED, size);
-                    return Ok(b);
-                }
+                Ok(b) => return Ok(b),
                 Err(Error::Full(FullKind::Heap)) if tries < 16 => {
                     tries += 1;
                     // Reclaim what the dead and the expired hold, then evict if allowed.
@@ -727,9 +722,7 @@ impl Store {
 
     /// Frees the record displaced by a successful CAS and clears the journal.
     fn release_old(&self, c: &Ctx, m: &Member) {
-        if let Some(size) = self.seg.free(slot::block(m.word) as u64, m.view.state) {
-            self.bump(c, stats::BYTES_FREED, size);
-        }
+        self.seg.free(slot::block(m.word) as u64, m.view.state);
         self.seg.mem.w(c.base + C_J_OLD).store(0, Ordering::Relaxed);
     }
 
@@ -746,7 +739,6 @@ impl Store {
             return false;
         }
         self.release_old(c, m);
-        self.bump(c, stats::REMOVES, 1);
         let pos = seg.feed_reserve();
         seg.feed_write(pos, kind, m.pos, 0, key_hash);
         true
@@ -878,11 +870,11 @@ impl Store {
     pub fn stats(&self) -> Stats {
         let seg = &*self.seg;
         let t = stats::sum(&seg.mem, seg.g.clients_off, seg.g.max_clients as usize);
-        let used = t[stats::BYTES_ALLOCATED].wrapping_sub(t[stats::BYTES_FREED]);
+        let (used, free) = seg.heap_usage();
         Stats {
-            live_entries: t[stats::INSERTS].wrapping_sub(t[stats::REMOVES]),
+            live_entries: seg.count_members(),
             bytes_used: used,
-            bytes_free: seg.free_bytes(),
+            bytes_free: free,
             hits: t[stats::HITS],
             misses: t[stats::MISSES],
             sets: t[stats::SETS],
@@ -973,8 +965,8 @@ fn deadline_of(expiry: Expiry, now: u64) -> (u64, u32) {
     let ms = |d: Duration| (d.as_millis() as u64).clamp(1, u32::MAX as u64);
     match expiry {
         Expiry::Never => (0, 0),
-        Expiry::After(d) => (now + ms(d), 0),
-        Expiry::Sliding(d) => (now + ms(d), ms(d) as u32),
+        Expiry::After(d) => ((now + ms(d)).min(layout::DEADLINE_MASK), 0),
+        Expiry::Sliding(d) => ((now + ms(d)).min(layout::DEADLINE_MASK), ms(d) as u32),
     }
 }
 

@@ -184,6 +184,13 @@ impl Segment {
         }
     }
 
+    /// Number of MEMBER slots (a read of the whole index, for stats).
+    pub(crate) fn count_members(&self) -> u64 {
+        (0..self.g.index_slots() as usize)
+            .filter(|&pos| slot::state(self.index_word(pos).load(Ordering::Relaxed)) == slot::MEMBER)
+            .count() as u64
+    }
+
     fn withdraw(&self, q: usize, mine: u64) -> Settled {
         // Fails only if someone collided it already: either way it is out of the index.
         let _ = self.index_word(q).compare_exchange(mine, slot::EMPTY, Ordering::AcqRel, Ordering::Relaxed);
