@@ -36,7 +36,7 @@ pub const C_J_NEW: usize = 2;
 pub const C_J_OLD: usize = 3;
 pub const C_J_OLD_STATE: usize = 4;
 
-const FREE: u64 = 0;
+pub(crate) const FREE: u64 = 0;
 const CLAIMING: u64 = 1;
 const ACTIVE: u64 = 2;
 const RECLAIMING: u64 = 3;
@@ -97,7 +97,7 @@ impl Segment {
         ow.store(pack(0, gen_of(w), FREE), Ordering::Release);
     }
 
-    fn client_alive(&self, w: u64, base: usize) -> bool {
+    pub(crate) fn client_alive(&self, w: u64, base: usize) -> bool {
         match state_of(w) {
             ACTIVE => os::process_alive(pid_of(w), self.mem.w(base + C_START).load(Ordering::Relaxed)),
             _ => os::process_start_time(pid_of(w)).is_some(),

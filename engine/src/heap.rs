@@ -53,7 +53,7 @@ impl Segment {
         self.g.heap_off + off as usize
     }
 
-    fn page_class(&self, page: u64) -> u64 {
+    pub(crate) fn page_class(&self, page: u64) -> u64 {
         self.mem.w(self.g.pages_off + page as usize).load(Ordering::Acquire)
     }
 
@@ -77,7 +77,7 @@ impl Segment {
         Some(BlockPos { page, class, index: within / size })
     }
 
-    fn bitmap_word(&self, page: u64, index: u64) -> usize {
+    pub(crate) fn bitmap_word(&self, page: u64, index: u64) -> usize {
         self.g.bitmap_off + page as usize * self.g.bitmap_words + (index / 64) as usize
     }
 

@@ -18,6 +18,7 @@
 
 #![deny(missing_debug_implementations)]
 
+mod check;
 mod clients;
 mod error;
 mod feed;
@@ -32,6 +33,7 @@ mod store;
 mod sync;
 mod table;
 
+pub use check::CheckReport;
 pub use error::{Error, FullKind, Result};
 pub use feed::{Change, ChangeKind, FeedRead};
 pub use layout::Options;

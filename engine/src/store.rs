@@ -927,6 +927,12 @@ impl Store {
             .map(|m| ScanEntry { key, value, meta: self.meta(&m.view, now), slot }))
     }
 
+    /// Checks every invariant of the segment (an `fsck`: see `CheckReport`). Reads the whole
+    /// index and heap; meant for a quiescent segment, in tests and from the CLI.
+    pub fn check(&self) -> crate::CheckReport {
+        self.seg.check()
+    }
+
     /// The change-feed position the next mutation will take.
     pub fn feed_head(&self) -> u64 {
         self.seg.feed_head()

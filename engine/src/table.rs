@@ -72,7 +72,7 @@ impl Segment {
         self.mem.w(self.g.index_off + pos)
     }
 
-    fn bound(&self, home: usize) -> usize {
+    pub(crate) fn bound(&self, home: usize) -> usize {
         let b = self.index_word(home * BUCKET_SLOTS).load(Ordering::Acquire) as usize;
         b.min(MAX_PROBE_BUCKETS - 1)
     }
@@ -87,7 +87,7 @@ impl Segment {
     }
 
     /// Probe-order rank of `pos` for a key homed at `home`.
-    fn rank(&self, home: usize, pos: usize) -> usize {
+    pub(crate) fn rank(&self, home: usize, pos: usize) -> usize {
         let n = self.g.n_buckets as usize;
         ((pos / BUCKET_SLOTS + n - home) % n) * BUCKET_SLOTS + pos % BUCKET_SLOTS
     }

@@ -22,6 +22,13 @@ impl Drop for Seg {
     }
 }
 
+/// Runs the segment check and fails the test on any violated invariant.
+pub fn assert_healthy(st: &Store) -> gardenstate::CheckReport {
+    let report = st.check();
+    assert!(report.problems.is_empty() && report.dead_clients == 0, "{report:#?}");
+    report
+}
+
 pub fn small() -> Options {
     Options {
         capacity_bytes: 8 << 20,

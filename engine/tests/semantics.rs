@@ -24,6 +24,7 @@ fn set_get_overwrite_delete() {
     assert_eq!(stats.bytes_used, 0, "{stats:?}");
     assert_eq!(stats.sets, 2);
     assert_eq!(stats.deletes, 1);
+    common::assert_healthy(&st);
 }
 
 #[test]
@@ -169,6 +170,7 @@ fn full_then_evict() {
     let stats = st.stats();
     assert!(stats.evictions > 0 && stats.live_entries < 1100, "{stats:?}");
     assert!(st.get(b"k4999").unwrap().is_some(), "the newest entry survives");
+    common::assert_healthy(&st);
 }
 
 #[test]
@@ -219,4 +221,42 @@ fn many_keys_round_trip() {
         assert_eq!(e.value, i.to_le_bytes().repeat(16));
     }
     assert_eq!(st.stats().live_entries, 50_000);
+    let report = common::assert_healthy(&st);
+    assert_eq!(report.entries, 50_000);
+    assert_eq!(report.blocks_in_use, 50_000);
+}
+
+#[test]
+fn threads_churn_one_store() {
+    let s = Seg::new("threads");
+    let st = Store::create(&s.name, &Options { max_entries: 4096, ..small() }).unwrap();
+    std::thread::scope(|sc| {
+        for t in 0..4u64 {
+            let st = &st;
+            sc.spawn(move || {
+                let mut x = t + 1;
+                for i in 0..20_000u64 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let key = format!("k{}", x % 300);
+                    let len = (x % 3000) as usize;
+                    match x % 5 {
+                        0 => drop(st.delete(key.as_bytes()).unwrap()),
+                        1 => drop(st.add(key.as_bytes(), &vec![(x % 251) as u8; len], Expiry::Never)),
+                        _ => {
+                            drop(st.set(key.as_bytes(), &vec![(i % 251) as u8; len], Expiry::Never).unwrap())
+                        }
+                    }
+                    if let Some(e) = st.get(key.as_bytes()).unwrap() {
+                        assert!(e.value.iter().all(|&b| b == e.value[0]), "torn value for {key}");
+                    }
+                }
+            });
+        }
+    });
+    common::assert_healthy(&st);
+    let mut n = 0;
+    st.scan(|_| n += 1).unwrap();
+    assert_eq!(st.stats().live_entries, n);
 }

@@ -1,0 +1,148 @@
+//! `fsck` for a segment: walks the index, the heap and the client table and checks every
+//! invariant the module comments state. Meant for a quiescent segment (no operation in flight):
+//! run concurrently with writers it may report transient states (an INSERTING slot, an OWNED
+//! block not yet published) as problems.
+
+use crate::clients::{C_J_NEW, C_J_OLD, C_OWNER};
+use crate::layout::{self, BUCKET_SLOTS, class_size, slot};
+use crate::record::{Read, Sink};
+use crate::segment::Segment;
+use crate::sync::Ordering;
+use std::collections::{HashMap, HashSet};
+
+/// What a check found. `problems` is empty for a healthy segment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Published entries (MEMBER slots), expired or not.
+    pub entries: u64,
+    /// Blocks in use, and how many of them no index slot or live client journal names.
+    pub blocks_in_use: u64,
+    pub leaked_blocks: u64,
+    /// Free blocks whose bitmap bit says "in use" (allocators cannot find them).
+    pub hidden_free_blocks: u64,
+    /// Blocks in use whose bitmap bit says "free": harmless (a failed CAS), counted for info.
+    pub stale_free_bits: u64,
+    /// Client slots of dead processes not yet reclaimed (a sweep reclaims them).
+    pub dead_clients: u64,
+    /// Each violated invariant, with where.
+    pub problems: Vec<String>,
+}
+
+impl Segment {
+    pub(crate) fn check(&self) -> CheckReport {
+        let mut r = CheckReport::default();
+        let mut referenced = HashSet::new();
+        let mut keys: HashMap<Vec<u8>, usize> = HashMap::new();
+        for pos in 0..self.g.index_slots() as usize {
+            if pos % BUCKET_SLOTS == 0 {
+                continue;
+            }
+            let w = self.index_word(pos).load(Ordering::Acquire);
+            match slot::state(w) {
+                slot::EMPTY => continue,
+                slot::INSERTING => {
+                    r.problems.push(format!("slot {pos}: unsettled INSERTING word {w:#x}"));
+                    continue;
+                }
+                slot::MEMBER => {}
+                s => {
+                    r.problems.push(format!("slot {pos}: invalid state {s}"));
+                    continue;
+                }
+            }
+            r.entries += 1;
+            let off = slot::block(w) as u64;
+            let Some(bp) = self.block_pos(off) else {
+                r.problems.push(format!("slot {pos}: block offset {off} is not a block start"));
+                continue;
+            };
+            referenced.insert(off);
+            let (mut key, mut value) = (Vec::new(), Vec::new());
+            match self.read_record(pos, w, None, &mut Sink::KeyAndValue(&mut key, &mut value)) {
+                Read::Ok { .. } => {}
+                Read::Damaged(why) => {
+                    r.problems.push(format!("slot {pos}: {why}"));
+                    continue;
+                }
+                _ => {
+                    r.problems.push(format!("slot {pos}: record changed during a quiescent check"));
+                    continue;
+                }
+            }
+            let base = self.heap_word(off);
+            let need = layout::record_bytes(key.len(), value.len()) as u64;
+            if need > class_size(bp.class) {
+                r.problems
+                    .push(format!("slot {pos}: record of {need} B in a {} B block", class_size(bp.class)));
+            }
+            let meta = self.mem.w(base + layout::R_META).load(Ordering::Relaxed);
+            if (meta >> 32) as usize != pos {
+                r.problems.push(format!("slot {pos}: record says it is published at {}", meta >> 32));
+            }
+            let p = self.probe(&key);
+            if self.mem.w(base + layout::R_KEY_HASH).load(Ordering::Relaxed) != p.hash
+                || slot::tag(w) != p.tag
+            {
+                r.problems.push(format!("slot {pos}: key hash or tag does not match the key"));
+            }
+            if self.rank(p.home, pos) >= (self.bound(p.home) + 1) * BUCKET_SLOTS {
+                r.problems
+                    .push(format!("slot {pos}: outside the probe window of its home bucket {}", p.home));
+            }
+            if let Some(other) = keys.insert(key, pos) {
+                r.problems.push(format!("slots {other} and {pos}: the same key is published twice"));
+            }
+        }
+        let mut journaled = HashSet::new();
+        for idx in 0..self.g.max_clients as usize {
+            let base = self.client_base(idx);
+            let w = self.mem.w(base + C_OWNER).load(Ordering::Acquire);
+            if w & 0xff == crate::clients::FREE {
+                continue;
+            }
+            if !self.client_alive(w, base) {
+                r.dead_clients += 1;
+            }
+            for j in [C_J_NEW, C_J_OLD] {
+                let v = self.mem.w(base + j).load(Ordering::Relaxed);
+                if v != 0 {
+                    journaled.insert(v - 1);
+                }
+            }
+        }
+        for page in 0..self.g.n_pages {
+            let c = self.page_class(page);
+            if c == 0 {
+                continue;
+            }
+            if c as usize > self.g.n_classes {
+                r.problems.push(format!("page {page}: invalid class word {c}"));
+                continue;
+            }
+            let size = class_size(c as usize - 1);
+            for index in 0..self.g.page_size / size {
+                let off = page * self.g.page_words() + index * size / 8;
+                let st = self.mem.w(self.heap_word(off) + layout::R_STATE).load(Ordering::Acquire);
+                let bit =
+                    self.mem.w(self.bitmap_word(page, index)).load(Ordering::Relaxed) >> (index % 64) & 1;
+                let owned = layout::block::kind(st) == layout::block::OWNED;
+                if owned {
+                    r.blocks_in_use += 1;
+                    if !referenced.contains(&off) && !journaled.contains(&off) {
+                        r.leaked_blocks += 1;
+                    }
+                    r.stale_free_bits += u64::from(bit == 0);
+                } else {
+                    r.hidden_free_blocks += bit;
+                }
+            }
+        }
+        if r.leaked_blocks > 0 {
+            r.problems.push(format!("{} blocks in use are neither published nor journaled", r.leaked_blocks));
+        }
+        if r.hidden_free_blocks > 0 {
+            r.problems.push(format!("{} free blocks are hidden by a set bitmap bit", r.hidden_free_blocks));
+        }
+        r
+    }
+}
