@@ -241,11 +241,17 @@ fn threads_churn_one_store() {
                     x ^= x << 17;
                     let key = format!("k{}", x % 300);
                     let len = (x % 3000) as usize;
+                    let value = vec![(i % 251) as u8; len];
                     match x % 5 {
-                        0 => drop(st.delete(key.as_bytes()).unwrap()),
-                        1 => drop(st.add(key.as_bytes(), &vec![(x % 251) as u8; len], Expiry::Never)),
+                        0 => {
+                            st.delete(key.as_bytes()).unwrap();
+                        }
+                        1 => match st.add(key.as_bytes(), &value, Expiry::Never) {
+                            Ok(_) | Err(Error::Exists) => {}
+                            Err(e) => panic!("add: {e}"),
+                        },
                         _ => {
-                            drop(st.set(key.as_bytes(), &vec![(i % 251) as u8; len], Expiry::Never).unwrap())
+                            st.set(key.as_bytes(), &value, Expiry::Never).unwrap();
                         }
                     }
                     if let Some(e) = st.get(key.as_bytes()).unwrap() {
