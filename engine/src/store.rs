@@ -660,6 +660,10 @@ impl Store {
             }
             if took_over {
                 self.bump(c, stats::LOCK_TAKEOVERS, 1);
+                let owner = found.map(|m| m.view.lock).unwrap_or_default();
+                if !os::process_alive(owner.pid, owner.start) {
+                    self.bump(c, stats::DEAD_RECLAIMS, 1);
+                }
             }
             let view = View {
                 state: b.state,
