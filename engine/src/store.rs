@@ -549,7 +549,11 @@ impl Store {
             let needs_value = matches!(op, Op::Lock { .. } | Op::Unlock { .. } | Op::Retime { .. });
             let found = {
                 let mut sink = if needs_value { Sink::Vec(&mut scratch) } else { Sink::Nothing };
-                seg.find(key, p, &mut sink)?
+                // No `?` inside this loop: the cleanup after it must run on every exit.
+                match seg.find(key, p, &mut sink) {
+                    Ok(found) => found,
+                    Err(e) => break Err(e),
+                }
             };
             let now = os::now_ms();
             let live = found.filter(|m| !expired(&m.view, now));
@@ -640,9 +644,19 @@ impl Store {
                         .compare_exchange(slot::EMPTY, mine, Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok();
                     match placed {
-                        true => match seg.settle(key, p, q, mine)? {
-                            Settled::Inserted => Some(q),
-                            Settled::Lost => None,
+                        true => match seg.settle(key, p, q, mine) {
+                            Ok(Settled::Inserted) => Some(q),
+                            Ok(Settled::Lost) => None,
+                            Err(e) => {
+                                // Withdraw the candidate before its block is freed below.
+                                let _ = seg.index_word(q).compare_exchange(
+                                    mine,
+                                    slot::EMPTY,
+                                    Ordering::AcqRel,
+                                    Ordering::Relaxed,
+                                );
+                                break Err(e);
+                            }
                         },
                         false => None,
                     }
