@@ -123,16 +123,17 @@ pub struct Info {
 /// use, given back when the thread ends or the handle is dropped.
 pub struct Store {
     seg: Arc<Segment>,
-    registry: Arc<Mutex<Vec<usize>>>,
+    /// Client slots this handle claimed, with the fork generation that claimed them: after a
+    /// fork, the child releases only its own, never the parent's.
+    registry: Arc<Mutex<Vec<(usize, u64)>>>,
     id: u64,
-    fork_gen: u64,
 }
 
 struct TlsClient {
     store_id: u64,
     fork_gen: u64,
     seg: Weak<Segment>,
-    registry: Weak<Mutex<Vec<usize>>>,
+    registry: Weak<Mutex<Vec<(usize, u64)>>>,
     idx: usize,
     pid: u32,
     rng: u64,
@@ -145,16 +146,18 @@ impl Drop for TlsClient {
             return; // inherited from the parent: the slot is the parent's.
         }
         if let (Some(seg), Some(reg)) = (self.seg.upgrade(), self.registry.upgrade()) {
-            release_registered(&seg, &reg, self.idx);
+            release_registered(&seg, &reg, (self.idx, self.fork_gen));
         }
     }
 }
 
-fn release_registered(seg: &Segment, reg: &Mutex<Vec<usize>>, idx: usize) {
+/// Releases a client slot once: whoever removes it from the registry (the thread's exit or
+/// the handle's drop) gives it back.
+fn release_registered(seg: &Segment, reg: &Mutex<Vec<(usize, u64)>>, entry: (usize, u64)) {
     let mut reg = reg.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(i) = reg.iter().position(|&x| x == idx) {
+    if let Some(i) = reg.iter().position(|&x| x == entry) {
         reg.swap_remove(i);
-        seg.release_client(idx);
+        seg.release_client(entry.0);
     }
 }
 
@@ -248,7 +251,6 @@ impl Store {
             seg: Arc::new(seg),
             registry: Arc::new(Mutex::new(Vec::new())),
             id: NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            fork_gen: os::fork_generation(),
         }
     }
 
@@ -283,7 +285,7 @@ impl Store {
                     let (pid, start) = os::self_identity();
                     let seed = os::random_u64().unwrap_or(pid as u64) | 1;
                     let idx = self.seg.claim_client(pid, start, seed)?;
-                    self.registry.lock().unwrap_or_else(|e| e.into_inner()).push(idx);
+                    self.registry.lock().unwrap_or_else(|e| e.into_inner()).push((idx, fork_gen));
                     v.push(TlsClient {
                         store_id: self.id,
                         fork_gen,
@@ -964,12 +966,17 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        if self.fork_gen != os::fork_generation() {
-            return; // a child's inherited copy: the slots are the parent's.
-        }
-        let idxs: Vec<usize> = self.registry.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for idx in idxs {
-            release_registered(&self.seg, &self.registry, idx);
+        let fork_gen = os::fork_generation();
+        let mine: Vec<(usize, u64)> = self
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|e| e.1 == fork_gen)
+            .copied()
+            .collect();
+        for entry in mine {
+            release_registered(&self.seg, &self.registry, entry);
         }
     }
 }

@@ -101,7 +101,9 @@ impl Segment {
                 if slot::state(w) != slot::MEMBER || slot::tag(w) != p.tag {
                     continue;
                 }
-                self.prefetch_record(slot::block(w) as u64);
+                if !matches!(sink, Sink::Nothing) {
+                    self.prefetch_record(slot::block(w) as u64);
+                }
                 match self.read_record(pos, w, Some(key), sink) {
                     Read::Ok { view, value_fits } => {
                         return Ok(Some(Member { pos, word: w, view, value_fits }));
