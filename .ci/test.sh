@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The README's test command: every check CI runs, in order. Works on a fresh Debian machine
+# with the Rust toolchain (cargo, rustc, gcc) installed; it installs what else it needs
+# (the rustfmt and clippy components) itself.
+#
+#   .ci/test.sh
+#
+# Sections: format, lint, tests, loom models (.ci/loom.sh, if present), README quick start.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+section_name="setup"
+section() {
+    section_name="$1"
+    printf '\n==== %s ====\n' "$1"
+}
+finish() {
+    local status=$?
+    if [ "$status" -eq 0 ]; then
+        printf '\ntest.sh: all checks passed (fmt, clippy, tests, loom, README quick start)\n'
+    else
+        printf '\ntest.sh: FAILED in section "%s" (exit status %s)\n' "$section_name" "$status"
+    fi
+}
+trap finish EXIT
+
+# Installs a rustup component if the cargo subcommand it provides is missing.
+need_component() {
+    local subcommand=$1 component=$2
+    if cargo "$subcommand" --version >/dev/null 2>&1; then
+        return
+    fi
+    if command -v rustup >/dev/null 2>&1; then
+        rustup component add "$component"
+    elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+        # A distribution toolchain (apt install cargo): Debian packages the tools too.
+        apt-get update -qq && apt-get install -y -qq "$3"
+    else
+        echo "cargo $subcommand is missing: install the $component component" >&2
+        exit 1
+    fi
+}
+
+section "toolchain"
+need_component fmt rustfmt rustfmt
+need_component clippy clippy rust-clippy
+cargo --version
+rustc --version
+cargo fmt --version
+cargo clippy --version
+
+section "format (cargo fmt --check)"
+cargo fmt --all -- --check
+
+section "lint (cargo clippy -D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+section "tests (cargo test --workspace)"
+cargo test --workspace
+
+section "loom models (.ci/loom.sh)"
+if [ -x .ci/loom.sh ]; then
+    .ci/loom.sh
+else
+    echo "skipped: .ci/loom.sh is not present (or not executable)"
+fi
+
+section "README quick start (.ci/readme.sh)"
+.ci/readme.sh
