@@ -86,7 +86,7 @@ impl Segment {
         self.mem.w(e + 1).store(kind as u64 | (slot as u64) << 8, Ordering::Relaxed);
         self.mem.w(e + 2).store(version, Ordering::Relaxed);
         self.mem.w(e + 3).store(key_hash, Ordering::Relaxed);
-        self.mem.w(e).store(p + 1, Ordering::Release);
+        self.mem.w(e).store(p.wrapping_add(1), Ordering::Release);
     }
 
     pub(crate) fn feed_head(&self) -> u64 {
@@ -98,15 +98,15 @@ impl Segment {
         if cursor >= head {
             return FeedRead::Empty;
         }
-        if head - cursor > self.g.feed_len {
+        if head.wrapping_sub(cursor) > self.g.feed_len {
             return FeedRead::Overflow;
         }
         let e = self.feed_entry(cursor);
         let seq = self.mem.w(e).load(Ordering::Acquire);
-        if seq > cursor + 1 {
+        if seq > cursor.wrapping_add(1) {
             return FeedRead::Overflow;
         }
-        if seq < cursor + 1 {
+        if seq < cursor.wrapping_add(1) {
             return FeedRead::Pending;
         }
         let a = self.mem.w(e + 1).load(Ordering::Relaxed);

@@ -48,8 +48,9 @@ pub const H_HASH_SEED: usize = 14;
 pub const H_DATASET_ID: usize = 15;
 pub const H_CREATED_UNIX_MS: usize = 16;
 pub const H_CHECKSUM: usize = 17;
-/// Words covered by the header checksum (all immutable words except the state stamp).
-const H_IMMUTABLE_END: usize = 17;
+/// Words covered by the header checksum: every word before the mutable ones (the reserved
+/// words 18..24 included, which must stay zero), except the state stamp and the checksum.
+const H_IMMUTABLE_END: usize = 24;
 
 // ---- header words: mutable, one cache line (8 words) each group ------------------------------
 /// Replication epoch (bumped by promotions; see the replicator).
@@ -302,7 +303,7 @@ impl Geometry {
         let max_record = record_bytes(o.max_key as usize, o.max_value as usize) as u64;
         let page_size = max_record.next_power_of_two().max(MIN_PAGE_SIZE);
         let n_pages = o.capacity_bytes.div_ceil(page_size).max(1);
-        if n_pages * page_size / 8 > u32::MAX as u64 {
+        if n_pages.checked_mul(page_size).is_none_or(|heap| heap / 8 > u32::MAX as u64) {
             return bad(format!("capacity_bytes {} exceeds 32 GiB", o.capacity_bytes));
         }
         let n_classes = class_of(page_size) + 1;
@@ -432,7 +433,7 @@ impl Geometry {
 
 fn header_checksum(mem: &Mem) -> u64 {
     let bytes: Vec<u8> = (0..H_IMMUTABLE_END)
-        .filter(|&i| i != H_STATE)
+        .filter(|&i| i != H_STATE && i != H_CHECKSUM)
         .flat_map(|i| mem.w(i).load(Ordering::Relaxed).to_le_bytes())
         .collect();
     xxh3_64(&bytes)

@@ -87,16 +87,39 @@ pub fn open_existing(path: &std::path::Path, allow_group: bool) -> Result<Option
             reason: "it is not a regular file".into(),
         });
     }
+    let refuse = |reason: String| Err(Error::Refused { path: path.display().to_string(), reason });
+    if meta.mode() & 0o007 != 0 {
+        return refuse(format!(
+            "mode {:o} gives other users access: a segment is 0600 or 0660",
+            meta.mode() & 0o777
+        ));
+    }
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
-    let group_shared = allow_group && meta.mode() & 0o060 == 0o060;
-    if meta.uid() != euid && !group_shared {
-        return Err(Error::Refused {
-            path: path.display().to_string(),
-            reason: format!("owned by uid {}, not by this user (uid {euid})", meta.uid()),
-        });
+    if meta.uid() != euid {
+        let group_shared = allow_group && meta.mode() & 0o060 == 0o060 && in_group(meta.gid());
+        if !group_shared {
+            return refuse(format!(
+                "owned by uid {} (gid {}), not by this user (uid {euid}){}",
+                meta.uid(),
+                meta.gid(),
+                if allow_group { ", and not a 0660 segment of one of this user's groups" } else { "" }
+            ));
+        }
     }
     Ok(Some(file))
+}
+
+/// Is `gid` this process's effective group or one of its supplementary groups?
+fn in_group(gid: u32) -> bool {
+    // SAFETY: getegid has no preconditions and cannot fail.
+    if unsafe { libc::getegid() } == gid {
+        return true;
+    }
+    let mut groups = vec![0 as libc::gid_t; 1024];
+    // SAFETY: `groups` has room for `groups.len()` entries, the size passed.
+    let n = unsafe { libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr()) };
+    n > 0 && groups[..n as usize].contains(&gid)
 }
 
 /// The length of an open segment file.

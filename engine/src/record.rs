@@ -140,7 +140,9 @@ impl Segment {
         let ld = |i: usize| self.mem.w(base + i).load(Ordering::Relaxed);
         let st = self.mem.w(base + R_STATE).load(Ordering::Acquire);
         if block::kind(st) != block::OWNED || block::generation(st) & slot::GEN_MASK != slot::generation(w) {
-            return Read::Changed;
+            // A block is freed only after its slot moved on: if the slot still holds `w`, the
+            // state word itself is damaged (or `w` points inside a record, not at one).
+            return self.judge(pos, w, None, "block state does not match its index slot");
         }
         let lens = ld(R_LENS);
         let (key_len, value_len) = ((lens & 0xffff_ffff) as usize, (lens >> 32) as usize);

@@ -29,6 +29,8 @@ pub(crate) struct Segment {
     pub evict: bool,
     pub path: PathBuf,
     // Dropped after `mem` (field order): the mapping outlives every reference into it.
+    // Under loom the segment is an in-process `Mem` of loom atomics (`Segment::model`).
+    #[cfg(not(loom))]
     _map: MmapRaw,
 }
 
@@ -93,16 +95,18 @@ impl Segment {
                 ));
             }
             let map = os::map(&file, &path)?;
-            // SAFETY: see `from_map`; the header is within the mapping (len checked above).
-            let stamp = Segment::mem_of(&map).w(H_STATE).load(Ordering::Acquire);
-            if stamp != READY {
+            let mem = Segment::mem_of(&map);
+            // A segment of the other byte order never reads READY here: validate it at once.
+            let swapped =
+                mem.w(crate::layout::H_MAGIC).load(Ordering::Relaxed) == crate::layout::MAGIC_SWAPPED;
+            if !swapped && mem.w(H_STATE).load(Ordering::Acquire) != READY {
                 if Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(1));
                     continue;
                 }
                 return Err(Error::NotReady { waited: wait });
             }
-            let g = Geometry::validate(&Segment::mem_of(&map), len)?;
+            let g = Geometry::validate(&mem, len)?;
             let seg = Segment::from_map(map, g, path)?;
             let seed = seg.mem.w(crate::layout::H_HASH_SEED).load(Ordering::Relaxed);
             let evict =
@@ -111,11 +115,30 @@ impl Segment {
         }
     }
 
+    #[cfg(not(loom))]
     fn mem_of(map: &MmapRaw) -> Mem {
         // SAFETY: the mapping is page aligned, `map.len()` bytes long and stays mapped while
         // this temporary `Mem` is used (callers drop it before the map); every access to the
         // segment is atomic.
         unsafe { Mem::from_raw(map.as_mut_ptr(), map.len() / 8) }
+    }
+
+    /// Loom atomics cannot live in a mapping: under loom, models build their segment with
+    /// [`Segment::model`] and never create or attach a real one.
+    #[cfg(loom)]
+    fn mem_of(_map: &MmapRaw) -> Mem {
+        unreachable!("under cfg(loom) segments are built with Segment::model, not mapped")
+    }
+
+    /// A zeroed in-process segment of loom atomics with its header written and stamped ready,
+    /// for loom models of the algorithms (no file, no mapping).
+    #[cfg(loom)]
+    pub fn model(opts: &Options, seed: u64) -> Result<Segment> {
+        let g = Geometry::from_options(opts)?;
+        let mem = Mem::zeroed(g.segment_bytes as usize / 8);
+        g.write_header(&mem, opts, seed, 1, 0);
+        mem.w(H_STATE).store(READY, Ordering::Release);
+        Ok(Segment { mem, g, seed, evict: opts.evict, path: PathBuf::new() })
     }
 
     fn from_map(map: MmapRaw, g: Geometry, path: PathBuf) -> Result<Segment> {
@@ -126,7 +149,15 @@ impl Segment {
             ));
         }
         let mem = Segment::mem_of(&map);
-        Ok(Segment { mem, g, seed: 0, evict: false, path, _map: map })
+        Ok(Segment {
+            mem,
+            g,
+            seed: 0,
+            evict: false,
+            path,
+            #[cfg(not(loom))]
+            _map: map,
+        })
     }
 
     /// Removes segment `name`. Attached processes keep working on their mapping; new opens

@@ -481,7 +481,11 @@ impl Store {
                 let (deadline, sliding) = deadline_of(expiry, now);
                 if sliding as u64 != m.view.sliding_ms as u64 {
                     // The sliding window is part of the record: rewrite it.
-                    return self.mutate_with(c, key, &p, Op::Retime { expiry }).map(|_| true);
+                    return match self.mutate_with(c, key, &p, Op::Retime { expiry }) {
+                        Ok(_) => Ok(true),
+                        Err(Error::NotFound) => Ok(false), // deleted or expired meanwhile
+                        Err(e) => Err(e),
+                    };
                 }
                 if self.extend(c, &p, &m, deadline, ChangeKind::Touch) {
                     return Ok(true);
@@ -604,7 +608,7 @@ impl Store {
                 },
             };
             let pos = *feed_pos.get_or_insert_with(|| seg.feed_reserve());
-            let version = pos + 1;
+            let version = pos.wrapping_add(1);
             let lock = if kind == ChangeKind::Lock { LockWords { id: version, ..lock } } else { lock };
             let rec = NewRecord {
                 key,
@@ -764,27 +768,6 @@ impl Store {
         true
     }
 
-    /// Reads the record at index position `pos` (any key) for maintenance work.
-    fn member_at(&self, pos: usize, sink: &mut Sink<'_>) -> Result<Option<Member>> {
-        let seg = &*self.seg;
-        loop {
-            let w = seg.index_word(pos).load(Ordering::Acquire);
-            if slot::state(w) != slot::MEMBER {
-                return Ok(None);
-            }
-            match seg.read_record(pos, w, None, sink) {
-                crate::record::Read::Ok { view, value_fits } => {
-                    return Ok(Some(Member { pos, word: w, view, value_fits }));
-                }
-                crate::record::Read::Changed => continue,
-                crate::record::Read::OtherKey => return Ok(None),
-                crate::record::Read::Damaged(why) => {
-                    return Err(crate::error::corrupt("record", format!("index slot {pos}: {why}")));
-                }
-            }
-        }
-    }
-
     fn key_hash_of(&self, m: &Member) -> u64 {
         let seg = &*self.seg;
         seg.mem.w(seg.heap_word(slot::block(m.word) as u64) + layout::R_KEY_HASH).load(Ordering::Relaxed)
@@ -804,7 +787,7 @@ impl Store {
         let victim = self
             .seg
             .window(p)
-            .filter_map(|pos| self.member_at(pos, &mut Sink::Nothing).ok().flatten())
+            .filter_map(|pos| self.seg.member_at(pos, &mut Sink::Nothing).ok().flatten())
             .min_by_key(|m| (if m.view.expires == 0 { u64::MAX } else { m.view.expires }, m.view.version));
         victim.is_some_and(|m| self.evict(c, &m))
     }
@@ -823,7 +806,7 @@ impl Store {
                 break;
             }
             let pos = (start + k * 7919) % slots;
-            let Ok(Some(m)) = self.member_at(pos, &mut Sink::Nothing) else { continue };
+            let Ok(Some(m)) = self.seg.member_at(pos, &mut Sink::Nothing) else { continue };
             if seg.block_pos(slot::block(m.word) as u64).is_none_or(|bp| bp.class != class) {
                 continue;
             }
@@ -870,7 +853,7 @@ impl Store {
             if slot::state(w) != slot::MEMBER {
                 continue;
             }
-            if let Ok(Some(m)) = self.member_at(pos, &mut Sink::Nothing)
+            if let Ok(Some(m)) = self.seg.member_at(pos, &mut Sink::Nothing)
                 && expired(&m.view, now)
                 && self.unpublish(c, self.key_hash_of(&m), &m, ChangeKind::Expire)
             {
@@ -923,7 +906,7 @@ impl Store {
                 continue;
             }
             let (mut key, mut value) = (Vec::new(), Vec::new());
-            let Some(m) = self.member_at(pos, &mut Sink::KeyAndValue(&mut key, &mut value))? else {
+            let Some(m) = self.seg.member_at(pos, &mut Sink::KeyAndValue(&mut key, &mut value))? else {
                 continue;
             };
             if !expired(&m.view, now) {
@@ -942,6 +925,7 @@ impl Store {
         let (mut key, mut value) = (Vec::new(), Vec::new());
         let now = os::now_ms();
         Ok(self
+            .seg
             .member_at(slot as usize, &mut Sink::KeyAndValue(&mut key, &mut value))?
             .filter(|m| !expired(&m.view, now))
             .map(|m| ScanEntry { key, value, meta: self.meta(&m.view, now), slot }))

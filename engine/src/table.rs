@@ -55,6 +55,10 @@ pub(crate) enum Settled {
     Lost,
 }
 
+fn kept_changing() -> crate::error::Error {
+    corrupt("index", "a record kept changing under more than a million reads")
+}
+
 /// Reads retried this many times in a row (a record replaced under every attempt) give up.
 const MAX_READ_RETRIES: u32 = 1 << 20;
 /// Rescans an inserter makes before colliding a lower, unresolved INSERTING copy.
@@ -115,7 +119,7 @@ impl Segment {
             }
             return Ok(None);
         }
-        Err(corrupt("index", "a record kept changing under more than a million reads"))
+        Err(kept_changing())
     }
 
     /// Starts loading the first 4 KiB of the block at `off` (the hardware streamer follows
@@ -128,6 +132,24 @@ impl Segment {
                 self.mem.prefetch(base + line);
             }
         }
+    }
+
+    /// Reads the MEMBER record at index position `pos`, whatever its key (scans, sweeps,
+    /// eviction). `Ok(None)` if the slot holds no MEMBER.
+    pub(crate) fn member_at(&self, pos: usize, sink: &mut Sink<'_>) -> Result<Option<Member>> {
+        for _ in 0..MAX_READ_RETRIES {
+            let w = self.index_word(pos).load(Ordering::Acquire);
+            if slot::state(w) != slot::MEMBER {
+                return Ok(None);
+            }
+            match self.read_record(pos, w, None, sink) {
+                Read::Ok { view, value_fits } => return Ok(Some(Member { pos, word: w, view, value_fits })),
+                Read::Changed => continue,
+                Read::OtherKey => return Ok(None),
+                Read::Damaged(why) => return Err(corrupt("record", format!("index slot {pos}: {why}"))),
+            }
+        }
+        Err(kept_changing())
     }
 
     /// Picks the first EMPTY slot of the key's window, raising the home bucket's probe bound
@@ -152,7 +174,13 @@ impl Segment {
     pub(crate) fn settle(&self, key: &[u8], p: &Probe, q: usize, mine: u64) -> Result<Settled> {
         let my_rank = self.rank(p.home, q);
         let mut patience = 0;
+        let mut rescans = 0;
         'scan: loop {
+            rescans += 1;
+            if rescans > MAX_READ_RETRIES {
+                self.withdraw(q, mine);
+                return Err(kept_changing());
+            }
             let mut lower = None;
             let mut higher = Vec::new();
             for pos in self.window(p) {
