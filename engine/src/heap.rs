@@ -177,12 +177,12 @@ impl Segment {
 
     /// (bytes in blocks in use, bytes free): read from the page table and the bitmaps, so
     /// exact once no operation is in flight (the bitmaps are hints only during an operation).
+    /// Free bytes include page tails and free blocks, usable only by their page's size class.
     pub(crate) fn heap_usage(&self) -> (u64, u64) {
-        let (mut used, mut free) = (0, 0);
+        let mut used = 0;
         for page in 0..self.g.n_pages {
             let c = self.page_class(page);
             if c == 0 || c as usize > self.g.n_classes {
-                free += if c == 0 { self.g.page_size } else { 0 };
                 continue;
             }
             let size = class_size(c as usize - 1);
@@ -193,8 +193,7 @@ impl Segment {
                 })
                 .sum();
             used += in_use.min(blocks) * size;
-            free += blocks.saturating_sub(in_use) * size;
         }
-        (used, free)
+        (used, self.g.n_pages * self.g.page_size - used)
     }
 }

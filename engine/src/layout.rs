@@ -106,7 +106,10 @@ pub const R_LOCK_ID: usize = 6;
 pub const R_LOCK_TIME: usize = 7;
 pub const R_LOCK_PID: usize = 8;
 pub const R_LOCK_START: usize = 9;
-pub const RECORD_HEADER_WORDS: usize = 10;
+/// xxh3 of the value seeded with the key hash: a value damaged in place (a stray write into
+/// the mapping) is reported as `Corrupt` by the reads that copy it, never returned.
+pub const R_SUM: usize = 10;
+pub const RECORD_HEADER_WORDS: usize = 11;
 
 /// Bytes of a record holding a key and a value of these lengths.
 pub const fn record_bytes(key_len: usize, value_len: usize) -> usize {

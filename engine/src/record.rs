@@ -71,6 +71,10 @@ pub(crate) enum Read {
     Damaged(&'static str),
 }
 
+fn value_sum(value: &[u8], key_hash: u64) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(value, key_hash)
+}
+
 fn word_of(bytes: &[u8], i: usize) -> u64 {
     let start = i * 8;
     let end = (start + 8).min(bytes.len());
@@ -94,6 +98,7 @@ impl Segment {
         st(R_LOCK_TIME, r.lock.time);
         st(R_LOCK_PID, r.lock.pid as u64);
         st(R_LOCK_START, r.lock.start);
+        st(R_SUM, value_sum(r.value, r.key_hash));
         let kw = r.key.len().div_ceil(8);
         for i in 0..kw {
             st(RECORD_HEADER_WORDS + i, word_of(r.key, i));
@@ -180,30 +185,30 @@ impl Segment {
             },
         };
         let vat = base + RECORD_HEADER_WORDS + kw;
-        let value_fits = match sink {
-            Sink::Nothing => true,
+        let (sum, key_hash) = (ld(R_SUM), ld(R_KEY_HASH));
+        let copied = |v: &[u8]| value_sum(v, key_hash) == sum;
+        let (value_fits, sum_ok) = match sink {
+            Sink::Nothing => (true, true),
+            Sink::Buf(b) if b.len() < value_len => (false, true),
             Sink::Buf(b) => {
-                let fits = b.len() >= value_len;
-                if fits {
-                    self.copy_words(vat, &mut b[..value_len]);
-                }
-                fits
+                self.copy_words(vat, &mut b[..value_len]);
+                (true, copied(&b[..value_len]))
             }
             Sink::Vec(v) => {
                 v.resize(value_len, 0);
                 self.copy_words(vat, v);
-                true
+                (true, copied(v))
             }
             Sink::KeyAndValue(k, v) => {
                 k.resize(key_len, 0);
                 self.copy_words(base + RECORD_HEADER_WORDS, k);
                 v.resize(value_len, 0);
                 self.copy_words(vat, v);
-                true
+                (true, copied(v))
             }
         };
-        match self.judge(pos, w, Some(st), "") {
-            Read::Damaged(_) => Read::Ok { view, value_fits },
+        match self.judge(pos, w, Some(st), "value checksum mismatch") {
+            Read::Damaged(_) if sum_ok => Read::Ok { view, value_fits },
             other => other,
         }
     }

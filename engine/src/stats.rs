@@ -35,7 +35,8 @@ pub struct Stats {
     pub live_entries: u64,
     /// Heap bytes held by blocks in use (block sizes, so internal fragmentation included).
     pub bytes_used: u64,
-    /// Heap bytes free: free blocks of pages given to a size class, plus unassigned pages.
+    /// Heap bytes not in use. A page keeps the size class it was first given, so the free
+    /// blocks and the tail of an assigned page serve only records of that class (heap.rs).
     pub bytes_free: u64,
     pub hits: u64,
     pub misses: u64,

@@ -276,11 +276,11 @@ pub const READY: u64 = u64::from_be_bytes(*b"READY!!!");
 pub const R_STATE: u64 = 0;
 pub const R_LENS: u64 = 3;
 pub const R_META: u64 = 4;
-pub const RECORD_HEADER_BYTES: u64 = 80;
+pub const RECORD_HEADER_BYTES: u64 = 88;
 
 /// The region offsets of a segment created with `o` (see [`Geom`]).
 pub fn geom(o: &Options) -> Geom {
-    let max_record = 80 + (o.max_key as u64).div_ceil(8) * 8 + o.max_value.div_ceil(8) * 8;
+    let max_record = RECORD_HEADER_BYTES + (o.max_key as u64).div_ceil(8) * 8 + o.max_value.div_ceil(8) * 8;
     let page_size = max_record.next_power_of_two().max(64 * 1024);
     let n_pages = o.capacity_bytes.div_ceil(page_size).max(1);
     let n_buckets = (o.max_entries * 2).div_ceil(8);
@@ -524,4 +524,15 @@ impl Drop for WatchGuard {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Joins `h`, failing the test if the thread has not finished within `limit` (a hung engine
+/// call: the thread is left behind, and ends with the test process).
+pub fn join_within<T>(h: std::thread::JoinHandle<T>, limit: Duration, what: &str) -> T {
+    let deadline = Instant::now() + limit;
+    while !h.is_finished() {
+        assert!(Instant::now() < deadline, "{what} did not finish within {limit:?} (hung)");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.join().unwrap_or_else(|_| panic!("{what} panicked"))
 }
