@@ -465,8 +465,10 @@ impl Store {
         }
     }
 
-    /// Resets `key`'s expiry to `expiry` from now, without rewriting its value.
-    /// Returns whether the key was present.
+    /// Resets `key`'s expiry to `expiry` from now. Returns whether the key was present.
+    /// Keeping the entry's kind of expiry is one CAS in place; switching between sliding and
+    /// fixed (or another sliding window) rewrites the record, which needs a free block and can
+    /// fail with `Full`.
     pub fn touch(&self, key: &[u8], expiry: Expiry) -> Result<bool> {
         self.check_key(key)?;
         self.check_writable()?;
