@@ -61,6 +61,8 @@ pub struct Meta {
     pub len: usize,
     /// Time left before expiry; `None` if the entry never expires.
     pub ttl_left: Option<Duration>,
+    /// The sliding window, if reads and touches push the expiry out (`Expiry::Sliding`).
+    pub sliding: Option<Duration>,
     /// The session lock, if the entry is locked.
     pub lock: Option<LockInfo>,
 }
@@ -352,6 +354,7 @@ impl Store {
             version: view.version,
             len: view.value_len,
             ttl_left: (view.expires != 0).then(|| Duration::from_millis(view.expires.saturating_sub(now))),
+            sliding: (view.sliding_ms != 0).then(|| Duration::from_millis(view.sliding_ms as u64)),
             lock: (view.lock.id != 0).then(|| LockInfo {
                 lock_id: view.lock.id,
                 age: Duration::from_millis(now.saturating_sub(view.lock.time)),

@@ -66,6 +66,8 @@ fn ttl_expiry_touch_and_sliding() {
     st.set(b"slide", b"y", Expiry::Sliding(Duration::from_millis(300))).unwrap();
     st.set(b"touched", b"z", Expiry::After(Duration::from_millis(100))).unwrap();
     let left = st.get(b"short").unwrap().unwrap().meta.ttl_left.unwrap();
+    assert_eq!(st.get(b"short").unwrap().unwrap().meta.sliding, None);
+    assert_eq!(st.meta_of(b"slide").unwrap().unwrap().sliding, Some(Duration::from_millis(300)));
     assert!(left <= Duration::from_millis(50));
     assert!(st.touch(b"touched", Expiry::After(Duration::from_secs(60))).unwrap());
     for _ in 0..6 {
