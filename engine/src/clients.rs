@@ -35,6 +35,8 @@ pub const C_START: usize = 1;
 pub const C_J_NEW: usize = 2;
 pub const C_J_OLD: usize = 3;
 pub const C_J_OLD_STATE: usize = 4;
+/// The block this client freed last, + 1 (0 = none): an allocation hint only (heap.rs).
+pub const C_RECENT_FREE: usize = 5;
 
 pub(crate) const FREE: u64 = 0;
 const CLAIMING: u64 = 1;

@@ -82,10 +82,26 @@ impl Segment {
     }
 
     /// Allocates a block of at least `bytes` for client `me`, journaling it first (H3).
-    pub(crate) fn alloc(&self, me: usize, journal: usize, bytes: usize, rnd: u64) -> Result<Block> {
+    /// `recent` (a heap offset + 1, or 0) is the block this client freed last: if it has the
+    /// right class and is still free it is taken first, since its lines are likely still in
+    /// this CPU's cache (an overwrite frees the old record it has just read).
+    pub(crate) fn alloc(
+        &self,
+        me: usize,
+        journal: usize,
+        bytes: usize,
+        rnd: u64,
+        recent: u64,
+    ) -> Result<Block> {
         let class = layout::class_of(bytes as u64);
         if class >= self.g.n_classes {
             return Err(Error::ValueTooLarge { len: bytes, max: self.g.max_value as usize });
+        }
+        if let Some(pos) =
+            recent.checked_sub(1).and_then(|off| self.block_pos(off)).filter(|p| p.class == class)
+            && let Some(b) = self.take(me, journal, recent - 1, pos)
+        {
+            return Ok(b);
         }
         let hint_w = self.mem.w(H_CLASS_HINT + class);
         let n = self.g.n_pages;
@@ -127,21 +143,27 @@ impl Segment {
                 free &= free - 1;
                 let index = wi * 64 + bit;
                 let off = page * self.g.page_words() + index * size / 8;
-                let sw = self.mem.w(self.heap_word(off) + layout::R_STATE);
-                let st = sw.load(Ordering::Acquire);
-                if block::kind(st) != block::FREE {
-                    continue;
-                }
-                self.mem.w(journal).store(off + 1, Ordering::Relaxed);
-                let owned = block::pack(block::OWNED, me as u16, block::generation(st) + 1);
-                if sw.compare_exchange(st, owned, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                    bw.fetch_or(1 << bit, Ordering::Relaxed);
-                    fence(Ordering::Release); // H4
-                    return Some(Block { off: off as u32, state: owned });
+                if let Some(b) = self.take(me, journal, off, BlockPos { page, class, index }) {
+                    return Some(b);
                 }
             }
         }
         None
+    }
+
+    /// Takes the block at `off` (at `pos`) if it is FREE: journal, CAS, bitmap hint (H1-H4).
+    fn take(&self, me: usize, journal: usize, off: u64, pos: BlockPos) -> Option<Block> {
+        let sw = self.mem.w(self.heap_word(off) + layout::R_STATE);
+        let st = sw.load(Ordering::Acquire);
+        if block::kind(st) != block::FREE {
+            return None;
+        }
+        self.mem.w(journal).store(off + 1, Ordering::Relaxed);
+        let owned = block::pack(block::OWNED, me as u16, block::generation(st) + 1);
+        sw.compare_exchange(st, owned, Ordering::AcqRel, Ordering::Relaxed).ok()?;
+        self.mem.w(self.bitmap_word(pos.page, pos.index)).fetch_or(1 << (pos.index % 64), Ordering::Relaxed);
+        fence(Ordering::Release); // H4
+        Some(Block { off: off as u32, state: owned })
     }
 
     /// Frees the block at `off` if its state word is still `state` (H1). Returns whether this

@@ -7,7 +7,7 @@
 //! that fails means someone else changed the key first: the loop starts over from the lookup,
 //! keeping the block and feed position it already took. Nothing waits on another client.
 
-use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE};
+use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_RECENT_FREE};
 use crate::error::{Error, FullKind, Result};
 use crate::feed::{ChangeKind, FeedRead};
 use crate::heap::Block;
@@ -724,7 +724,8 @@ impl Store {
         let journal = c.base + C_J_NEW;
         let mut tries = 0;
         loop {
-            match seg.alloc(c.idx, journal, bytes, c.rnd.wrapping_add(tries)) {
+            let recent = seg.mem.w(c.base + C_RECENT_FREE).load(Ordering::Relaxed);
+            match seg.alloc(c.idx, journal, bytes, c.rnd.wrapping_add(tries), recent) {
                 Ok(b) => return Ok(b),
                 Err(Error::Full(FullKind::Heap)) if tries < 16 => {
                     tries += 1;
@@ -751,7 +752,10 @@ impl Store {
 
     /// Frees the record displaced by a successful CAS and clears the journal.
     fn release_old(&self, c: &Ctx, m: &Member) {
-        self.seg.free(slot::block(m.word) as u64, m.view.state);
+        let off = slot::block(m.word) as u64;
+        if self.seg.free(off, m.view.state) {
+            self.seg.mem.w(c.base + C_RECENT_FREE).store(off + 1, Ordering::Relaxed);
+        }
         self.seg.mem.w(c.base + C_J_OLD).store(0, Ordering::Relaxed);
     }
 
