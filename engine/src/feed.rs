@@ -22,7 +22,9 @@ use crate::sync::{Ordering, fence};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ChangeKind {
-    /// A reserved position whose operation changed nothing (a failed add or CAS).
+    /// A reserved position whose operation then changed nothing: a write that took a feed
+    /// position (its record's version) and lost a race that made it fail (an add that found
+    /// the key after all, a CAS whose version moved).
     Nop = 0,
     Set = 1,
     Delete = 2,

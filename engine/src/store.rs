@@ -111,7 +111,10 @@ pub struct Info {
     pub heap_bytes: u64,
     pub page_size: u64,
     pub max_entries: u64,
+    /// Slots keys can occupy (seven of every eight index positions).
     pub index_slots: u64,
+    /// One past the highest index position: `ScanEntry::slot` and `Change::slot` are below it.
+    pub slot_limit: u64,
     pub max_key: u64,
     pub max_value: u64,
     pub max_clients: u64,
@@ -265,6 +268,7 @@ impl Store {
             page_size: g.page_size,
             max_entries: g.max_entries,
             index_slots: g.n_buckets * (layout::BUCKET_SLOTS as u64 - 1),
+            slot_limit: g.index_slots(),
             max_key: g.max_key,
             max_value: g.max_value,
             max_clients: g.max_clients,
@@ -905,12 +909,20 @@ impl Store {
     }
 
     /// Calls `f` for every live entry, slot by slot, taking no lock: each entry is a
-    /// consistent copy; entries changed during the scan may be seen before or after the
-    /// change (or missed if deleted, or seen once if moved... keys never move).
+    /// consistent copy; an entry written during the scan may be seen before or after the
+    /// write (keys never move between slots, so none is seen twice).
     pub fn scan(&self, mut f: impl FnMut(ScanEntry)) -> Result<()> {
-        let seg = &*self.seg;
+        self.scan_while(|e| {
+            f(e);
+            true
+        })
+        .map(drop)
+    }
+
+    /// As `scan`, stopping as soon as `f` returns false. Returns whether it went to the end.
+    pub fn scan_while(&self, mut f: impl FnMut(ScanEntry) -> bool) -> Result<bool> {
         let now = os::now_ms();
-        for pos in 0..seg.g.index_slots() as usize {
+        for pos in 0..self.seg.g.index_slots() as usize {
             if pos % layout::BUCKET_SLOTS == 0 {
                 continue;
             }
@@ -918,11 +930,13 @@ impl Store {
             let Some(m) = self.seg.member_at(pos, &mut Sink::KeyAndValue(&mut key, &mut value))? else {
                 continue;
             };
-            if !expired(&m.view, now) {
-                f(ScanEntry { key, value, meta: self.meta(&m.view, now), slot: pos as u32 });
+            if !expired(&m.view, now)
+                && !f(ScanEntry { key, value, meta: self.meta(&m.view, now), slot: pos as u32 })
+            {
+                return Ok(false);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The entry currently at index slot `slot` (for followers of the change feed).
@@ -1069,7 +1083,8 @@ fn plan<'a>(op: &Op<'a>, live: Option<&Member>, now: u64, pid: u32) -> Result<Pl
                 took_over: false,
             })
         }
-        Op::Delete => live.map(|_| Plan::Remove).ok_or(Error::NotFound),
+        // An expired entry is removed too (recorded as an expiry), and reported as absent.
+        Op::Delete => Ok(Plan::Remove),
         Op::Lock { takeover_after } => {
             let m = live.ok_or(Error::NotFound)?;
             let l = m.view.lock;
