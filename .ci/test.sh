@@ -41,6 +41,22 @@ need_component() {
     fi
 }
 
+section "system packages"
+# The C ABI tests compile C and C++ against the header and build with pkg-config.
+missing=()
+for tool in gcc:gcc g++:g++ pkg-config:pkg-config; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool##*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    else
+        echo "missing: ${missing[*]} (install them, e.g. apt-get install ${missing[*]})" >&2
+        exit 1
+    fi
+fi
+echo "gcc, g++ and pkg-config present"
+
 section "toolchain"
 need_component fmt rustfmt rustfmt
 need_component clippy clippy rust-clippy
