@@ -57,6 +57,10 @@ const H_IMMUTABLE_END: usize = 24;
 pub const H_EPOCH: usize = 24;
 /// 0 = writable, 1 = read-only replica, 2 = fenced.
 pub const H_WRITE_MODE: usize = 25;
+/// The dataset history this segment holds (replica.rs); starts as the dataset id.
+pub const H_HISTORY_ID: usize = 26;
+/// Feed position up to which the standby has applied every change (replica.rs).
+pub const H_REPL_ACKED: usize = 27;
 /// Next change-feed position; also the source of entry versions (feed.rs).
 pub const H_FEED_HEAD: usize = 32;
 /// Sweeper lease: client slot + 1 in the high 16 bits, deadline ms in the low 48 (sweep.rs).
@@ -198,10 +202,12 @@ pub const MAX_CLIENTS_LIMIT: u64 = (1 << 14) - 1;
 /// A fingerprint of every constant above that shapes the layout: two builds that would read
 /// the segment differently have different fingerprints.
 pub fn fingerprint() -> u64 {
-    let parts: [u64; 16] = [
+    let parts: [u64; 18] = [
         HEADER_WORDS as u64,
         H_CHECKSUM as u64,
         H_EPOCH as u64,
+        H_HISTORY_ID as u64,
+        H_REPL_ACKED as u64,
         H_FEED_HEAD as u64,
         H_RETIRED_STATS as u64,
         H_CLASS_HINT as u64,
@@ -369,6 +375,7 @@ impl Geometry {
             (H_FLAGS, flags),
             (H_HASH_SEED, seed),
             (H_DATASET_ID, dataset),
+            (H_HISTORY_ID, dataset),
             (H_CREATED_UNIX_MS, now_unix_ms),
         ];
         for (i, v) in vals {

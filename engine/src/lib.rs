@@ -27,6 +27,7 @@ mod layout;
 mod mem;
 mod os;
 mod record;
+mod replica;
 mod segment;
 mod stats;
 mod store;

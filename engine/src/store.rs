@@ -127,7 +127,7 @@ pub struct Info {
 /// it in an `Arc`). Each thread that uses it gets its own client slot in the segment on first
 /// use, given back when the thread ends or the handle is dropped.
 pub struct Store {
-    seg: Arc<Segment>,
+    pub(crate) seg: Arc<Segment>,
     /// Client slots this handle claimed, with the fork generation that claimed them: after a
     /// fork, the child releases only its own, never the parent's.
     registry: Arc<Mutex<Vec<(usize, u64)>>>,
@@ -540,11 +540,16 @@ impl Store {
     }
 
     fn mutate(&self, key: &[u8], op: Op<'_>) -> Result<Outcome> {
+        self.check_writable()?;
+        self.mutate_as_replicator(key, op)
+    }
+
+    /// `mutate` without the write-mode check: the replicator writes into a read-only standby.
+    pub(crate) fn mutate_as_replicator(&self, key: &[u8], op: Op<'_>) -> Result<Outcome> {
         self.check_key(key)?;
-        if let Op::Set { value, .. } = op {
+        if let Op::Set { value, .. } | Op::Apply { value, .. } = op {
             self.check_value(value)?;
         }
-        self.check_writable()?;
         let p = self.seg.probe(key);
         self.with_client(|c| {
             let r = self.mutate_with(c, key, &p, op);
@@ -690,7 +695,7 @@ impl Store {
             if took_over {
                 self.bump(c, stats::LOCK_TAKEOVERS, 1);
                 let owner = found.map(|m| m.view.lock).unwrap_or_default();
-                if !os::process_alive(owner.pid, owner.start) {
+                if owner.pid != 0 && !os::process_alive(owner.pid, owner.start) {
                     self.bump(c, stats::DEAD_RECLAIMS, 1);
                 }
             }
@@ -1009,7 +1014,7 @@ fn deadline_of(expiry: Expiry, now: u64) -> (u64, u32) {
 }
 
 #[derive(Clone, Copy)]
-enum Cond {
+pub(crate) enum Cond {
     Any,
     Absent,
     Version(u64),
@@ -1017,12 +1022,29 @@ enum Cond {
 }
 
 #[derive(Clone, Copy)]
-enum Op<'a> {
-    Set { value: &'a [u8], expiry: Expiry, cond: Cond },
+pub(crate) enum Op<'a> {
+    Set {
+        value: &'a [u8],
+        expiry: Expiry,
+        cond: Cond,
+    },
     Delete,
-    Lock { takeover_after: Duration },
-    Unlock { lock_id: u64 },
-    Retime { expiry: Expiry },
+    Lock {
+        takeover_after: Duration,
+    },
+    Unlock {
+        lock_id: u64,
+    },
+    Retime {
+        expiry: Expiry,
+    },
+    /// The replicator's write of a primary's entry: its value, deadline, window and lock.
+    Apply {
+        value: &'a [u8],
+        expires: u64,
+        sliding: u32,
+        lock: LockWords,
+    },
 }
 
 enum Plan<'a> {
@@ -1038,8 +1060,8 @@ enum Plan<'a> {
     },
 }
 
-struct Outcome {
-    version: u64,
+pub(crate) struct Outcome {
+    pub(crate) version: u64,
     meta: Option<Meta>,
     value: Vec<u8>,
     took_over: bool,
@@ -1091,7 +1113,9 @@ fn plan<'a>(op: &Op<'a>, live: Option<&Member>, now: u64, pid: u32) -> Result<Pl
             let mut took_over = false;
             if l.id != 0 {
                 let age = Duration::from_millis(now.saturating_sub(l.time));
-                let owner_dead = !os::process_alive(l.pid, l.start);
+                // pid 0: a lock replicated from another host, whose owner cannot be checked
+                // from here: only its age can free it.
+                let owner_dead = l.pid != 0 && !os::process_alive(l.pid, l.start);
                 if age < takeover_after && !owner_dead {
                     return Err(Error::Locked { lock_id: l.id, age });
                 }
@@ -1117,6 +1141,14 @@ fn plan<'a>(op: &Op<'a>, live: Option<&Member>, now: u64, pid: u32) -> Result<Pl
                 took_over: false,
             })
         }
+        Op::Apply { value, expires, sliding, lock } => Ok(Plan::Write {
+            value: Some(value),
+            expires,
+            sliding,
+            lock,
+            kind: ChangeKind::Set,
+            took_over: false,
+        }),
         Op::Retime { expiry } => {
             let m = live.ok_or(Error::NotFound)?;
             let (expires, sliding) = deadline_of(expiry, now);

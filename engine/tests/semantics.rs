@@ -268,3 +268,48 @@ fn threads_churn_one_store() {
     st.scan(|_| n += 1).unwrap();
     assert_eq!(st.stats().live_entries, n);
 }
+
+#[test]
+fn replica_writes_acks_and_epochs() {
+    use gardenstate::{LockInfo, WriteMode};
+    let s = Seg::new("replica");
+    let st = Store::create(&s.name, &small()).unwrap();
+    let fresh_history = st.history_id();
+    assert_eq!(fresh_history, st.info().dataset_id);
+    st.set_write_mode(WriteMode::Replica);
+    assert!(matches!(st.set(b"k", b"v", Expiry::Never), Err(Error::ReadOnly)));
+    // The replicator writes anyway, recreating expiry, window and lock.
+    let lock = LockInfo { lock_id: 77, age: Duration::from_secs(5) };
+    st.apply_replicated(b"k", b"v1", Some(Duration::from_secs(30)), Some(Duration::from_secs(60)), Some(lock))
+        .unwrap();
+    let m = st.meta_of(b"k").unwrap().unwrap();
+    assert!(m.ttl_left.unwrap() <= Duration::from_secs(30) && m.ttl_left.unwrap() > Duration::from_secs(25));
+    assert_eq!(m.sliding, Some(Duration::from_secs(60)));
+    let l = m.lock.unwrap();
+    assert_eq!(l.lock_id, 77);
+    assert!(l.age >= Duration::from_secs(5));
+    assert!(st.apply_replicated_delete(b"k").unwrap());
+    assert!(!st.apply_replicated_delete(b"k").unwrap());
+    // After promotion, a replicated lock (owner on another host) frees only by age.
+    st.set_write_mode(WriteMode::Writable);
+    st.apply_replicated(b"s", b"x", None, None, Some(lock)).unwrap();
+    assert!(matches!(st.lock(b"s", Duration::from_secs(60)), Err(Error::Locked { lock_id: 77, .. })));
+    assert!(st.lock(b"s", Duration::from_secs(1)).unwrap().unwrap().took_over);
+    // Epochs only rise; acknowledgements only advance; a waiter sees them.
+    assert_eq!(st.raise_epoch(3), 3);
+    assert_eq!(st.raise_epoch(2), 3);
+    st.set_history_id(42);
+    assert_eq!((st.epoch(), st.history_id()), (3, 42));
+    let v = st.set(b"w", b"1", Expiry::Never).unwrap();
+    assert!(!st.wait_replicated(v, Duration::from_millis(20)));
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            st.acknowledge_replicated(v);
+        });
+        assert!(st.wait_replicated(v, Duration::from_secs(10)));
+    });
+    st.acknowledge_replicated(1);
+    assert_eq!(st.replicated_upto(), v, "acknowledgements never move back");
+    common::assert_healthy(&st);
+}

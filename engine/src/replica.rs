@@ -1,0 +1,115 @@
+//! What the replicator needs from a segment: its place in a replication history, the
+//! standby's acknowledgements (so a writer can wait until a write is safe on two hosts), and
+//! writes that bypass the read-only mode of a standby.
+//!
+//! Header words (layout.rs, each changed with a single atomic operation):
+//! - `H_HISTORY_ID`: the dataset history this segment holds. A fresh segment starts its own;
+//!   a standby adopts its primary's when it syncs. With `H_EPOCH` it tells two segments'
+//!   histories apart (Redis's replication id + offset).
+//! - `H_EPOCH`: bumped by every promotion; never decreases (`fetch_max`).
+//! - `H_REPL_ACKED`: on a primary, the change-feed position up to which the standby has
+//!   applied every change; never decreases. A write's version is its feed position + 1, so
+//!   the write is on the standby once `H_REPL_ACKED >= version`.
+
+use crate::error::Result;
+use crate::layout::{H_EPOCH, H_HISTORY_ID, H_REPL_ACKED};
+use crate::record::LockWords;
+use crate::store::{LockInfo, Op, Store};
+use crate::sync::Ordering;
+use std::time::{Duration, Instant};
+
+impl Store {
+    fn header_word(&self, i: usize) -> &crate::sync::AtomicU64 {
+        self.seg.mem.w(i)
+    }
+
+    /// The replication epoch (0 for a segment never promoted).
+    pub fn epoch(&self) -> u64 {
+        self.header_word(H_EPOCH).load(Ordering::Acquire)
+    }
+
+    /// Raises the epoch to `epoch` (never lowers it). Returns the epoch now in force.
+    pub fn raise_epoch(&self, epoch: u64) -> u64 {
+        self.header_word(H_EPOCH).fetch_max(epoch, Ordering::AcqRel).max(epoch)
+    }
+
+    /// The id of the dataset history this segment holds.
+    pub fn history_id(&self) -> u64 {
+        self.header_word(H_HISTORY_ID).load(Ordering::Acquire)
+    }
+
+    /// Adopts another segment's history (a standby syncing from its primary).
+    pub fn set_history_id(&self, id: u64) {
+        self.header_word(H_HISTORY_ID).store(id, Ordering::Release);
+    }
+
+    /// The feed position up to which the standby has applied every change.
+    pub fn replicated_upto(&self) -> u64 {
+        self.header_word(H_REPL_ACKED).load(Ordering::Acquire)
+    }
+
+    /// Records the standby's acknowledgement of every change before feed position `pos`
+    /// (the replicator's call; never moves backwards).
+    pub fn acknowledge_replicated(&self, pos: u64) {
+        self.header_word(H_REPL_ACKED).fetch_max(pos, Ordering::AcqRel);
+    }
+
+    /// Waits until the write that returned `version` is on the standby (like Redis `WAIT`),
+    /// for at most `timeout`. Returns whether it is. Polls a header word: a few spins, then
+    /// sleeps doubling from 20 us to 1 ms, so a waiting writer costs the host nearly nothing.
+    pub fn wait_replicated(&self, version: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut nap = Duration::from_micros(20);
+        for spin in 0.. {
+            if self.replicated_upto() >= version {
+                return true;
+            }
+            if spin < 64 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            std::thread::sleep(nap.min(deadline - now));
+            nap = (nap * 2).min(Duration::from_millis(1));
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// The replicator's write of an entry shipped by the primary, accepted in any write mode.
+    /// `ttl_left` and `sliding` recreate its expiry; a `lock` is recreated with its id and
+    /// age, owned by no local process (so only its age can free it here). Returns the
+    /// entry's version in this segment.
+    pub fn apply_replicated(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl_left: Option<Duration>,
+        sliding: Option<Duration>,
+        lock: Option<LockInfo>,
+    ) -> Result<u64> {
+        let now = crate::os::now_ms();
+        let ms = |d: Duration| (d.as_millis() as u64).max(1);
+        let expires = ttl_left.map_or(0, |d| (now + ms(d)).min(crate::layout::DEADLINE_MASK));
+        let sliding = sliding.map_or(0, |d| ms(d).min(u32::MAX as u64) as u32);
+        let lock = lock.map_or(LockWords::default(), |l| LockWords {
+            id: l.lock_id,
+            time: now.saturating_sub(l.age.as_millis() as u64),
+            pid: 0,
+            start: 0,
+        });
+        self.mutate_as_replicator(key, Op::Apply { value, expires, sliding, lock }).map(|o| o.version)
+    }
+
+    /// The replicator's removal of an entry the primary deleted, accepted in any write mode.
+    /// Returns whether an entry was there.
+    pub fn apply_replicated_delete(&self, key: &[u8]) -> Result<bool> {
+        match self.mutate_as_replicator(key, Op::Delete) {
+            Ok(_) => Ok(true),
+            Err(crate::Error::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
