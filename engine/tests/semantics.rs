@@ -280,8 +280,14 @@ fn replica_writes_acks_and_epochs() {
     assert!(matches!(st.set(b"k", b"v", Expiry::Never), Err(Error::ReadOnly)));
     // The replicator writes anyway, recreating expiry, window and lock.
     let lock = LockInfo { lock_id: 77, age: Duration::from_secs(5) };
-    st.apply_replicated(b"k", b"v1", Some(Duration::from_secs(30)), Some(Duration::from_secs(60)), Some(lock))
-        .unwrap();
+    st.apply_replicated(
+        b"k",
+        b"v1",
+        Some(Duration::from_secs(30)),
+        Some(Duration::from_secs(60)),
+        Some(lock),
+    )
+    .unwrap();
     let m = st.meta_of(b"k").unwrap().unwrap();
     assert!(m.ttl_left.unwrap() <= Duration::from_secs(30) && m.ttl_left.unwrap() > Duration::from_secs(25));
     assert_eq!(m.sliding, Some(Duration::from_secs(60)));

@@ -1,0 +1,231 @@
+//! The command line: every subcommand and flag, declared with clap's derive API.
+//!
+//! Only declarations live here; each command group's module does the work. Values that a
+//! person types (sizes, counts, durations) are parsed by `units`, so a bad one is refused by
+//! clap with the parser's message and exit code 2 before anything touches a segment.
+//! KEY, VALUE and PREFIX are `OsString`s: on Unix any bytes but NUL can be passed, and
+//! `--escaped` reaches the rest (see `escape`).
+
+use crate::exit::EXIT_CODES_HELP;
+use crate::units::{parse_count, parse_size, parse_ttl};
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gardenstate",
+    version,
+    about = "Administer gardenstate session-store segments (shared memory, /dev/shm/<NAME>)",
+    after_help = EXIT_CODES_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a segment (fails if it exists)
+    Create(CreateArgs),
+    /// Show a segment's counters and shape
+    Stats(StatsArgs),
+    /// Check every invariant of a segment (exit 3 if it is damaged); run it on a quiet segment
+    Check(CheckArgs),
+    /// Print the value of a key (exit 1 if absent)
+    Get(GetArgs),
+    /// Store a value under a key
+    Set(SetArgs),
+    /// Delete a key (exit 1 if absent)
+    Del(DelArgs),
+    /// List the keys, sorted, one per line
+    Keys(KeysArgs),
+    /// Write every entry, with its TTL, to a snapshot file
+    Dump(DumpArgs),
+    /// Load a snapshot file written by `dump` into a segment
+    Restore(RestoreArgs),
+    /// Remove a segment (processes that have it mapped keep their mapping)
+    Destroy(DestroyArgs),
+}
+
+impl Command {
+    /// The subcommand's name, for error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Create(_) => "create",
+            Command::Stats(_) => "stats",
+            Command::Check(_) => "check",
+            Command::Get(_) => "get",
+            Command::Set(_) => "set",
+            Command::Del(_) => "del",
+            Command::Keys(_) => "keys",
+            Command::Dump(_) => "dump",
+            Command::Restore(_) => "restore",
+            Command::Destroy(_) => "destroy",
+        }
+    }
+}
+
+/// The options fixed when a segment is created (`create`, `restore --create`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ShapeArgs {
+    /// Heap bytes for records [default: 64MiB] (sizes: 4096, 512KiB, 64MiB, 1GiB; K=KiB)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub capacity: Option<u64>,
+    /// Live entries the index is sized for [default: 65536]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub max_entries: Option<u64>,
+    /// Longest key [default: 256]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_key: Option<u64>,
+    /// Longest value [default: 1MiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_value: Option<u64>,
+    /// Threads, across all processes, using the segment at once [default: 512]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub max_clients: Option<u64>,
+    /// Change-feed entries kept for the replicator [default: 65536]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub feed_len: Option<u64>,
+    /// When full, evict the entry closest to expiry instead of failing
+    #[arg(long)]
+    pub evict: bool,
+    /// Mode 0660: share the segment with this user's group (default 0600)
+    #[arg(long)]
+    pub group: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Segment name: 1-200 characters from [A-Za-z0-9._-]
+    pub name: String,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    pub name: String,
+    /// Print one JSON object (fields documented in replicator/README.md)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    pub name: String,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    pub name: String,
+    pub key: OsString,
+    /// Write the value's exact bytes to stdout (no escaping, no newline)
+    #[arg(long, conflicts_with = "meta")]
+    pub raw: bool,
+    /// Print the entry's version, length, TTL, sliding window and lock instead of its value
+    #[arg(long)]
+    pub meta: bool,
+    /// KEY is in the escaped form `keys` prints (\\, \n, \t, \r, \0, \xHH, \u{HHHH})
+    #[arg(short, long)]
+    pub escaped: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    pub name: String,
+    pub key: OsString,
+    /// The value (or use --file or --stdin)
+    #[arg(required_unless_present_any = ["file", "stdin"], conflicts_with_all = ["file", "stdin"])]
+    pub value: Option<OsString>,
+    /// Read the value from a file
+    #[arg(long, value_name = "PATH", conflicts_with = "stdin")]
+    pub file: Option<PathBuf>,
+    /// Read the value from standard input
+    #[arg(long)]
+    pub stdin: bool,
+    /// Expire the entry this long after the write (500ms, 30s, 20m, 1h; at most 49d); default: never
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    pub ttl: Option<Duration>,
+    /// Sliding expiry: every read pushes the deadline out by --ttl again
+    #[arg(long, requires = "ttl")]
+    pub sliding: bool,
+    /// KEY and VALUE are in the escaped form `keys` and `get` print
+    #[arg(short, long)]
+    pub escaped: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DelArgs {
+    pub name: String,
+    pub key: OsString,
+    /// KEY is in the escaped form `keys` prints
+    #[arg(short, long)]
+    pub escaped: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    pub name: String,
+    /// Only keys that start with these bytes
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<OsString>,
+    /// Print at most N keys (the first N in byte order)
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub limit: Option<u64>,
+    /// PREFIX is in the escaped form `keys` prints
+    #[arg(short, long)]
+    pub escaped: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    pub name: String,
+    /// The snapshot file to write (replaced atomically; mode 0600)
+    pub file: PathBuf,
+    /// No progress bar, no summary
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    pub name: String,
+    /// A snapshot file written by `gardenstate dump`
+    pub file: PathBuf,
+    /// Create the segment; shape options not given are taken from the dumped segment
+    #[arg(long)]
+    pub create: bool,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    /// Restore into a segment that holds entries: keys already present keep their value
+    #[arg(long, conflicts_with = "create")]
+    pub merge: bool,
+    /// No progress bar, no summary
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    pub name: String,
+    /// Do not ask for confirmation (required when stdin is not a terminal)
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

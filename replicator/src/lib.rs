@@ -1,0 +1,25 @@
+//! The `gardenstate` command: administration of session-store segments (this crate's
+//! binary), and the home of the replication daemon to come.
+//!
+//! Layout: `cli` declares the command line; each command group has its module
+//! (`segment_cmds`: create/stats/check/destroy, `entry_cmds`: get/set/del/keys, `dump_cmds`:
+//! dump/restore); `snapshot` is the dump file format, a pure encoder/decoder with no store
+//! in sight (fuzzable, and reusable by the replicator's resync); `escape` prints bytes
+//! safely; `render` formats stats for people and as JSON; `units` parses and prints sizes
+//! and durations; `progress` is the progress bar; `exit` holds the exit codes.
+//!
+//! Safe code only, over the engine's public API.
+
+#![forbid(unsafe_code)]
+
+pub mod attach;
+pub mod cli;
+pub mod dump_cmds;
+pub mod entry_cmds;
+pub mod escape;
+pub mod exit;
+pub mod progress;
+pub mod render;
+pub mod segment_cmds;
+pub mod snapshot;
+pub mod units;

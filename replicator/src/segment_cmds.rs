@@ -1,0 +1,133 @@
+//! Commands on a whole segment: `create`, `stats`, `check`, `destroy`.
+
+use crate::attach::{attach, is_missing, missing};
+use crate::cli::{CheckArgs, CreateArgs, DestroyArgs, ShapeArgs, StatsArgs};
+use crate::exit::{CmdResult, Failure};
+use crate::render;
+use crate::units::{format_bytes, format_count};
+use gardenstate::{Options, Store};
+use std::io::{BufRead, IsTerminal, Write};
+
+/// `base` with every option given on the command line applied. Range checks are the engine's
+/// (`Store::create` validates before it creates anything); this only refuses what does not
+/// fit the option's type.
+pub fn shape_options(shape: &ShapeArgs, base: Options) -> Result<Options, Failure> {
+    let narrow = |flag: &str, v: u64| {
+        u32::try_from(v)
+            .map_err(|_| Failure::error(format!("--{flag} {v} is out of range (at most {})", u32::MAX)))
+    };
+    Ok(Options {
+        capacity_bytes: shape.capacity.unwrap_or(base.capacity_bytes),
+        max_entries: shape.max_entries.unwrap_or(base.max_entries),
+        max_key: shape.max_key.map(|v| narrow("max-key", v)).transpose()?.unwrap_or(base.max_key),
+        max_value: shape.max_value.unwrap_or(base.max_value),
+        max_clients: shape
+            .max_clients
+            .map(|v| narrow("max-clients", v))
+            .transpose()?
+            .unwrap_or(base.max_clients),
+        feed_len: shape.feed_len.unwrap_or(base.feed_len),
+        evict: shape.evict || base.evict,
+        mode: if shape.group { 0o660 } else { base.mode },
+    })
+}
+
+/// Whether any shape option was given.
+pub fn shape_given(s: &ShapeArgs) -> bool {
+    s.capacity.is_some()
+        || s.max_entries.is_some()
+        || s.max_key.is_some()
+        || s.max_value.is_some()
+        || s.max_clients.is_some()
+        || s.feed_len.is_some()
+        || s.evict
+        || s.group
+}
+
+pub fn create(a: CreateArgs) -> CmdResult {
+    let opts = shape_options(&a.shape, Options::default())?;
+    let store = Store::create(&a.name, &opts).map_err(|e| match e {
+        gardenstate::Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            Failure::error(format!(
+                "segment {:?} already exists; remove it first with `gardenstate destroy {}`",
+                a.name, a.name
+            ))
+        }
+        e => Failure::error(e),
+    })?;
+    let info = store.info();
+    println!(
+        "created segment {} ({}): {} of heap, up to {} entries, keys up to {}, values up to {}, mode {:o}{}",
+        a.name,
+        gardenstate::shm_dir().join(&a.name).display(),
+        format_bytes(info.heap_bytes),
+        format_count(info.max_entries),
+        format_bytes(info.max_key),
+        format_bytes(info.max_value),
+        opts.mode,
+        if info.evict { ", evicts when full" } else { "" }
+    );
+    Ok(())
+}
+
+pub fn stats(a: StatsArgs) -> CmdResult {
+    let store = attach(&a.name)?;
+    let (info, s, mode) = (store.info(), store.stats(), store.write_mode());
+    let path = gardenstate::shm_dir().join(&a.name).display().to_string();
+    let text = if a.json {
+        let j = render::stats_json(&a.name, path, mode, &info, &s);
+        serde_json::to_string_pretty(&j).map_err(Failure::error)? + "\n"
+    } else {
+        render::stats_human(&a.name, &path, mode, &info, &s)
+    };
+    std::io::stdout().write_all(text.as_bytes()).map_err(Failure::output)
+}
+
+pub fn check(a: CheckArgs) -> CmdResult {
+    let store = attach(&a.name)?;
+    let report = store.check();
+    let text = if a.json {
+        serde_json::to_string_pretty(&render::check_json(&a.name, &report)).map_err(Failure::error)? + "\n"
+    } else {
+        render::check_human(&a.name, &report)
+    };
+    std::io::stdout().write_all(text.as_bytes()).map_err(Failure::output)?;
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::check_failed(format!(
+            "{} problem(s) found; destroy and recreate the segment (or resync it from the standby)",
+            report.problems.len()
+        )))
+    }
+}
+
+pub fn destroy(a: DestroyArgs) -> CmdResult {
+    // Describe what is about to go; a damaged segment can still be destroyed.
+    let what = match Store::attach_group(&a.name) {
+        Ok(store) => format!("segment {} with {} entries", a.name, format_count(store.stats().live_entries)),
+        Err(e) if is_missing(&e) => return Err(missing(&a.name)),
+        Err(e @ gardenstate::Error::InvalidOptions(_)) => return Err(Failure::error(e)),
+        Err(e) => format!("segment {} (it cannot be attached: {e})", a.name),
+    };
+    if !a.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Failure::error(format!(
+                "refusing to destroy {what} without --yes when stdin is not a terminal"
+            )));
+        }
+        eprint!("destroy {what}? Its sessions are lost. [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).map_err(Failure::error)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            return Err(Failure::error("not destroyed (answer y to confirm)"));
+        }
+    }
+    if Store::destroy(&a.name)? {
+        println!("destroyed {what}");
+        Ok(())
+    } else {
+        Err(Failure::error(format!("segment {:?} is already gone", a.name)))
+    }
+}
