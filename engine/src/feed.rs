@@ -63,7 +63,8 @@ pub enum FeedRead {
     /// Nothing new: the cursor is at the head.
     Empty,
     /// The entry at the cursor is reserved but not yet written (its writer is mid-operation,
-    /// paused, or dead).
+    /// paused, or dead), or is being rewritten for a later lap: read again; a follower that
+    /// was lapped gets `Overflow` on a later read, since the head is checked first.
     Pending,
     /// The ring overwrote entries the follower had not read: resync with a scan.
     Overflow,

@@ -137,7 +137,10 @@ impl Segment {
             let wi = (rnd + k) % words;
             let bw = self.mem.w(self.bitmap_word(page, wi * 64));
             let valid = if wi == words - 1 && blocks % 64 != 0 { (1u64 << (blocks % 64)) - 1 } else { !0 };
-            let mut free = !bw.load(Ordering::Relaxed) & valid;
+            // Acquire, pairing with the release of the bit changes: a bit seen clear by a free
+            // means that free's state CAS is visible too, so a freed block is never judged
+            // still owned from a stale state word (which could report Full with room left).
+            let mut free = !bw.load(Ordering::Acquire) & valid;
             while free != 0 {
                 let bit = free.trailing_zeros() as u64;
                 free &= free - 1;
@@ -160,8 +163,8 @@ impl Segment {
         }
         self.mem.w(journal).store(off + 1, Ordering::Relaxed);
         let owned = block::pack(block::OWNED, me as u16, block::generation(st) + 1);
-        sw.compare_exchange(st, owned, Ordering::AcqRel, Ordering::Relaxed).ok()?;
-        self.mem.w(self.bitmap_word(pos.page, pos.index)).fetch_or(1 << (pos.index % 64), Ordering::Relaxed);
+        sw.compare_exchange(st, owned, Ordering::AcqRel, Ordering::Acquire).ok()?;
+        self.mem.w(self.bitmap_word(pos.page, pos.index)).fetch_or(1 << (pos.index % 64), Ordering::Release);
         fence(Ordering::Release); // H4
         Some(Block { off: off as u32, state: owned })
     }
@@ -179,7 +182,7 @@ impl Segment {
         sw.compare_exchange(state, freed, Ordering::AcqRel, Ordering::Relaxed).ok()?;
         self.mem
             .w(self.bitmap_word(pos.page, pos.index))
-            .fetch_and(!(1 << (pos.index % 64)), Ordering::Relaxed);
+            .fetch_and(!(1 << (pos.index % 64)), Ordering::Release);
         // Point the class's next allocation here: in a full heap this page is where room is.
         self.mem.w(H_CLASS_HINT + pos.class).store(pos.page, Ordering::Relaxed);
         Some(())

@@ -24,6 +24,8 @@ mod error;
 mod feed;
 mod heap;
 mod layout;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod mem;
 mod os;
 mod record;

@@ -14,8 +14,10 @@ use crate::sync::AtomicU64;
 pub(crate) struct Mem {
     #[cfg(not(loom))]
     base: *const AtomicU64,
+    /// Under loom only the words a model declared live exist (every loom atomic costs time in
+    /// every explored execution); touching another one panics.
     #[cfg(loom)]
-    words_vec: Vec<AtomicU64>,
+    words_vec: Vec<Option<AtomicU64>>,
     words: usize,
 }
 
@@ -36,10 +38,11 @@ impl Mem {
         Mem { base: base as *const AtomicU64, words }
     }
 
-    /// A zeroed in-process memory (loom models and unit tests of the algorithms).
+    /// A zeroed in-process memory of `words` words of which those with `live(i)` exist (loom
+    /// models of the algorithms).
     #[cfg(loom)]
-    pub(crate) fn zeroed(words: usize) -> Mem {
-        Mem { words_vec: (0..words).map(|_| AtomicU64::new(0)).collect(), words }
+    pub(crate) fn zeroed(words: usize, live: impl Fn(usize) -> bool) -> Mem {
+        Mem { words_vec: (0..words).map(|i| live(i).then(|| AtomicU64::new(0))).collect(), words }
     }
 
     /// The word at index `i`. Panics if `i` is out of bounds (an engine bug, not bad data).
@@ -52,7 +55,9 @@ impl Mem {
             &*self.base.add(i)
         }
         #[cfg(loom)]
-        &self.words_vec[i]
+        self.words_vec[i]
+            .as_ref()
+            .unwrap_or_else(|| panic!("segment word {i} is not live in this loom model"))
     }
 
     /// Asks the CPU to start loading the cache line of word `i` (a hint: out-of-bounds indexes

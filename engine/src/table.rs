@@ -27,7 +27,7 @@ use crate::error::{Result, corrupt};
 use crate::layout::{self, BUCKET_SLOTS, MAX_PROBE_BUCKETS, slot};
 use crate::record::{Read, Sink, View};
 use crate::segment::Segment;
-use crate::sync::{Ordering, spin_hint};
+use crate::sync::{Ordering, fence, spin_hint};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Where a key lives: its hash, home bucket and tag.
@@ -172,6 +172,11 @@ impl Segment {
     /// Resolves this client's INSERTING word `mine` at `q` (see T1). Returns `Inserted` once
     /// it is MEMBER; `Lost` once it is no longer in the index (withdrawn or collided).
     pub(crate) fn settle(&self, key: &[u8], p: &Probe, q: usize, mine: u64) -> Result<Settled> {
+        // T1 needs the later of two placers to see the earlier one's slot: a store (our
+        // placing CAS) followed by loads (the scan) of other slots. Release/acquire does not
+        // order a store before a later load; a SeqCst fence in every settle does (of two
+        // settles, at least one sees the other's placement). Found by loom (loom_tests.rs).
+        fence(Ordering::SeqCst);
         let my_rank = self.rank(p.home, q);
         let mut patience = 0;
         let mut rescans = 0;
