@@ -1312,6 +1312,25 @@ gds_status gds_feed_read(const struct gds_store *store,
                          struct gds_change *change_out);
 
 /**
+ * Waits until the write that returned `version` has been applied by the standby (like Redis
+ * `WAIT`), for at most `timeout_ms` milliseconds, and writes 1 to `*replicated_out` if it
+ * has, 0 if the time ran out (no standby, or it lags). Use it after a write that must
+ * survive the loss of this host. Polls shared memory (a few spins, then sleeps of 20 us
+ * doubling to 1 ms): it blocks the calling thread only.
+ *
+ * Returns `GDS_OK`; `GDS_ERR_NULL_ARGUMENT`.
+ * Thread safety: any thread, concurrently with any call but `gds_close`.
+ *
+ * # Safety
+ * - `store` is NULL or a live handle; `replicated_out` is NULL or valid for a `uint32_t`
+ *   write.
+ */
+gds_status gds_wait_replicated(const struct gds_store *store,
+                               uint64_t version,
+                               uint64_t timeout_ms,
+                               uint32_t *replicated_out);
+
+/**
  * Frees memory the library allocated for the caller: the value of `gds_get_alloc` and
  * `gds_lock`, the problem text of `gds_check`, the path of `gds_shm_dir`. NULL is a no-op.
  * Freeing the same pointer twice, or a pointer the library did not return, is undefined

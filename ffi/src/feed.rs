@@ -113,3 +113,31 @@ fn kind(k: ChangeKind) -> gds_change_kind {
         ChangeKind::Evict => GDS_CHANGE_EVICT,
     }
 }
+
+/// Waits until the write that returned `version` has been applied by the standby (like Redis
+/// `WAIT`), for at most `timeout_ms` milliseconds, and writes 1 to `*replicated_out` if it
+/// has, 0 if the time ran out (no standby, or it lags). Use it after a write that must
+/// survive the loss of this host. Polls shared memory (a few spins, then sleeps of 20 us
+/// doubling to 1 ms): it blocks the calling thread only.
+///
+/// Returns `GDS_OK`; `GDS_ERR_NULL_ARGUMENT`.
+/// Thread safety: any thread, concurrently with any call but `gds_close`.
+///
+/// # Safety
+/// - `store` is NULL or a live handle; `replicated_out` is NULL or valid for a `uint32_t`
+///   write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gds_wait_replicated(
+    store: *const gds_store,
+    version: u64,
+    timeout_ms: u64,
+    replicated_out: *mut u32,
+) -> gds_status {
+    boundary(|| {
+        // SAFETY: pointer validity as stated in # Safety above.
+        let (store, out) = unsafe { (args::store(store)?, args::out(replicated_out, "replicated_out")?) };
+        let done = store.wait_replicated(version, std::time::Duration::from_millis(timeout_ms));
+        out.write(u32::from(done));
+        Ok(GDS_OK)
+    })
+}

@@ -695,6 +695,17 @@ static void test_feed(gds_store *s) {
     EXPECT_NULL_ARG(gds_feed_head(NULL, &head), "store");
     EXPECT_NULL_ARG(gds_feed_head(s, NULL), "head_out");
     OK(gds_feed_head(s, &head));
+
+    /* Wait-for-replication: with no standby nothing is acknowledged, so a write is never
+       reported replicated; version 0 (nothing) always is. */
+    uint32_t replicated = 7;
+    EXPECT_NULL_ARG(gds_wait_replicated(NULL, head, 0, &replicated), "store");
+    EXPECT_NULL_ARG(gds_wait_replicated(s, head, 0, NULL), "replicated_out");
+    CHECK(replicated == 7);
+    OK(gds_wait_replicated(s, head, 5, &replicated));
+    CHECK(replicated == 0);
+    OK(gds_wait_replicated(s, 0, 0, &replicated));
+    CHECK(replicated == 1);
     EXPECT_NULL_ARG(gds_feed_read(NULL, head, &c), "store");
     EXPECT_NULL_ARG(gds_feed_read(s, head, NULL), "change_out");
     fill(&c, sizeof c);
