@@ -48,6 +48,12 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Remove a segment (processes that have it mapped keep their mapping)
     Destroy(DestroyArgs),
+    /// Replication daemon, primary side: stream the segment's changes to a standby
+    Primary(PrimaryArgs),
+    /// Replication daemon, standby side: keep a local replica of a primary's segment
+    Standby(StandbyArgs),
+    /// Make a standby's segment writable and raise its epoch (stop the standby daemon first)
+    Promote(PromoteArgs),
 }
 
 impl Command {
@@ -64,6 +70,9 @@ impl Command {
             Command::Dump(_) => "dump",
             Command::Restore(_) => "restore",
             Command::Destroy(_) => "destroy",
+            Command::Primary(_) => "primary",
+            Command::Standby(_) => "standby",
+            Command::Promote(_) => "promote",
         }
     }
 }
@@ -217,6 +226,42 @@ pub struct DestroyArgs {
     /// Do not ask for confirmation (required when stdin is not a terminal)
     #[arg(long)]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PrimaryArgs {
+    /// The segment to replicate (it must exist and be writable)
+    #[arg(long, value_name = "NAME")]
+    pub segment: String,
+    /// Address to accept the standby on (HOST:PORT, e.g. 0.0.0.0:7480)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// File holding the pre-shared key (at least 16 bytes; mode 0600 or stricter)
+    #[arg(long, value_name = "PATH")]
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StandbyArgs {
+    /// The local replica segment (created with the primary's shape if missing)
+    #[arg(long, value_name = "NAME")]
+    pub segment: String,
+    /// The primary's address (HOST:PORT)
+    #[arg(long, value_name = "ADDR")]
+    pub connect: String,
+    /// File holding the pre-shared key (at least 16 bytes; mode 0600 or stricter)
+    #[arg(long, value_name = "PATH")]
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The standby's segment
+    #[arg(long, value_name = "NAME")]
+    pub segment: String,
+    /// Raise the epoch even if the segment is already writable
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[cfg(test)]

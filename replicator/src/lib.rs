@@ -1,5 +1,5 @@
 //! The `gardenstate` command: administration of session-store segments (this crate's
-//! binary), and the home of the replication daemon to come.
+//! binary), and the replication daemon.
 //!
 //! Layout: `cli` declares the command line; each command group has its module
 //! (`segment_cmds`: create/stats/check/destroy, `entry_cmds`: get/set/del/keys, `dump_cmds`:
@@ -8,18 +8,28 @@
 //! safely; `render` formats stats for people and as JSON; `units` parses and prints sizes
 //! and durations; `progress` is the progress bar; `exit` holds the exit codes.
 //!
+//! Replication: `frame` is the wire format, `auth` the challenge-response, `follow` the
+//! snapshot and change-feed follower, `primary` and `standby` the two daemons (`promote` is in
+//! `segment_cmds`), `log` their one-line-per-event log.
+//!
 //! Safe code only, over the engine's public API.
 
 #![forbid(unsafe_code)]
 
 pub mod attach;
+pub mod auth;
 pub mod cli;
 pub mod dump_cmds;
 pub mod entry_cmds;
 pub mod escape;
 pub mod exit;
+pub mod follow;
+pub mod frame;
+pub mod log;
+pub mod primary;
 pub mod progress;
 pub mod render;
 pub mod segment_cmds;
 pub mod snapshot;
+pub mod standby;
 pub mod units;

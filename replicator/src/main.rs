@@ -5,7 +5,7 @@
 
 use clap::Parser;
 use gardenstate_replicator::cli::{Cli, Command};
-use gardenstate_replicator::{dump_cmds, entry_cmds, segment_cmds};
+use gardenstate_replicator::{dump_cmds, entry_cmds, primary, segment_cmds, standby};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -22,6 +22,9 @@ fn main() -> ExitCode {
         Command::Keys(a) => entry_cmds::keys(a),
         Command::Dump(a) => dump_cmds::dump(a),
         Command::Restore(a) => dump_cmds::restore(a),
+        Command::Primary(a) => primary::run(a),
+        Command::Standby(a) => standby::run(a),
+        Command::Promote(a) => segment_cmds::promote(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

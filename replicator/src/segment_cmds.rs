@@ -1,11 +1,11 @@
-//! Commands on a whole segment: `create`, `stats`, `check`, `destroy`.
+//! Commands on a whole segment: `create`, `stats`, `check`, `destroy`, `promote`.
 
 use crate::attach::{attach, is_missing, missing};
-use crate::cli::{CheckArgs, CreateArgs, DestroyArgs, ShapeArgs, StatsArgs};
+use crate::cli::{CheckArgs, CreateArgs, DestroyArgs, PromoteArgs, ShapeArgs, StatsArgs};
 use crate::exit::{CmdResult, Failure};
 use crate::render;
 use crate::units::{format_bytes, format_count};
-use gardenstate::{Options, Store};
+use gardenstate::{Options, Store, WriteMode};
 use std::io::{BufRead, IsTerminal, Write};
 
 /// `base` with every option given on the command line applied. Range checks are the engine's
@@ -130,4 +130,24 @@ pub fn destroy(a: DestroyArgs) -> CmdResult {
     } else {
         Err(Failure::error(format!("segment {:?} is already gone", a.name)))
     }
+}
+
+/// Makes a standby's segment the primary's successor: writable, with an epoch one above the
+/// history it followed, so its old primary (which has the lower epoch) can never stream over
+/// it. Stop the standby daemon first (a running one notices and exits).
+pub fn promote(a: PromoteArgs) -> CmdResult {
+    let store = attach(&a.segment)?;
+    let mode = store.write_mode();
+    if mode == WriteMode::Writable && !a.force {
+        return Err(Failure::error(format!(
+            "segment {:?} is already writable (epoch {}): it is a primary, not a standby; \
+             use --force to raise its epoch anyway",
+            a.segment,
+            store.epoch()
+        )));
+    }
+    let epoch = store.raise_epoch(store.epoch() + 1);
+    store.set_write_mode(WriteMode::Writable);
+    println!("promoted segment {}: writable, epoch {epoch} (was {mode:?})", a.segment);
+    Ok(())
 }

@@ -1,0 +1,278 @@
+//! The primary's side of replication, without the network: a snapshot of the segment, then a
+//! follower of its change feed that turns each change into the frames that bring a standby to
+//! the slot's current state.
+//!
+//! A feed entry names only the index slot that changed, so the follower re-reads the slot
+//! (`Store::entry_at`) and ships what is there now: the current value is at least as new as
+//! the change, and a burst of writes to one key ships few frames. To ship deletes, the follower
+//! remembers which key it last shipped for each slot (`slots`, and its inverse `keys`): a slot
+//! that now holds another key, or nothing, means the old key is gone. A key lives in one slot
+//! at a time, so when a key shows up in a new slot (deleted and re-inserted elsewhere, with the
+//! feed entries read in another order) its old slot's mapping is dropped without a Delete.
+//!
+//! Positions: a write's version is its feed position + 1. Every frame carries the cursor after
+//! the change it came from, so a standby that has applied a frame with `pos` has every change
+//! before `pos`, and its `Ack(pos)` makes `Store::wait_replicated(version)` return for every
+//! write with `version <= pos`.
+//!
+//! Snapshot (at connect, and to resync): take `c0 = feed_head`, wait until every feed entry
+//! before `c0` is complete (so each write with a position before `c0` is published and the
+//! scan sees it or something newer), scan every live entry, then follow the feed from `c0`.
+//! Writers never stop: a write the scan missed has a position at or after `c0` and is
+//! followed. A feed entry still pending after [`PENDING_WAIT`] (its writer died
+//! mid-operation) or a lapped ring (`Overflow`) means a change may be lost: resync.
+
+use crate::frame::{EntryFrame, Message};
+use gardenstate::{ChangeKind, FeedRead, ScanEntry, Store};
+use std::collections::HashMap;
+use std::io;
+use std::time::{Duration, Instant};
+
+/// How long a pending feed entry is waited for before the follower resyncs.
+pub const PENDING_WAIT: Duration = Duration::from_millis(100);
+
+/// What one look at the feed found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// A change was read (and its frames, if any, emitted).
+    Progress,
+    /// The cursor is at the head.
+    Empty,
+    /// The entry at the cursor is not written yet; look again soon.
+    Pending,
+    /// A change may have been missed: take a new snapshot. The string says why.
+    Resync(String),
+}
+
+/// The feed follower and its slot map.
+#[derive(Debug)]
+pub struct Follower<'a> {
+    store: &'a Store,
+    cursor: u64,
+    slots: HashMap<u32, Vec<u8>>,
+    keys: HashMap<Vec<u8>, u32>,
+    pending_since: Option<Instant>,
+}
+
+/// Where frames go (a buffered socket in the daemon, a vector in tests).
+pub type Emit<'e> = dyn FnMut(&Message) -> io::Result<()> + 'e;
+
+fn engine(e: gardenstate::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+/// The frame that ships `e`.
+pub fn entry_frame(e: ScanEntry, pos: u64) -> Message {
+    let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
+    Message::Entry(EntryFrame {
+        pos,
+        ttl_left_ms: e.meta.ttl_left.map(ms),
+        sliding_ms: e.meta.sliding.map(ms),
+        lock: e.meta.lock.map(|l| (l.lock_id, ms(l.age))),
+        key: e.key,
+        value: e.value,
+    })
+}
+
+impl<'a> Follower<'a> {
+    pub fn new(store: &'a Store) -> Follower<'a> {
+        Follower { store, cursor: 0, slots: HashMap::new(), keys: HashMap::new(), pending_since: None }
+    }
+
+    /// The feed position before which every change has been emitted.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Emits a full snapshot (SnapshotBegin, an Entry per live entry, SnapshotEnd) and
+    /// positions the follower after it. Returns the number of entries.
+    pub fn snapshot(&mut self, emit: &mut Emit<'_>) -> io::Result<u64> {
+        let c0 = self.settled_head();
+        self.slots.clear();
+        self.keys.clear();
+        self.pending_since = None;
+        emit(&Message::SnapshotBegin)?;
+        let mut n = 0u64;
+        let mut failed = None;
+        self.store
+            .scan_while(|e| {
+                self.remember(e.slot, &e.key);
+                n += 1;
+                match emit(&entry_frame(e, c0)) {
+                    Ok(()) => true,
+                    Err(err) => {
+                        failed = Some(err);
+                        false
+                    }
+                }
+            })
+            .map_err(engine)?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        emit(&Message::SnapshotEnd { pos: c0 })?;
+        self.cursor = c0;
+        Ok(n)
+    }
+
+    /// The feed head, once every entry before it is complete (or [`PENDING_WAIT`] has passed:
+    /// a writer that died mid-operation never completes its entry; what it published, if
+    /// anything, the scan sees).
+    fn settled_head(&self) -> u64 {
+        let head = self.store.feed_head();
+        let from = head.saturating_sub(self.store.info().feed_len);
+        let deadline = Instant::now() + PENDING_WAIT;
+        for p in from..head {
+            while self.store.feed_read(p) == FeedRead::Pending && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        head
+    }
+
+    fn remember(&mut self, slot: u32, key: &[u8]) {
+        if let Some(old) = self.slots.insert(slot, key.to_vec()) {
+            if old != key && self.keys.get(&old) == Some(&slot) {
+                self.keys.remove(&old);
+            }
+        }
+        if let Some(prev) = self.keys.insert(key.to_vec(), slot) {
+            if prev != slot {
+                self.slots.remove(&prev);
+            }
+        }
+    }
+
+    /// Reads the feed at the cursor and emits what the change calls for.
+    pub fn poll(&mut self, emit: &mut Emit<'_>) -> io::Result<Poll> {
+        match self.store.feed_read(self.cursor) {
+            FeedRead::Empty => Ok(Poll::Empty),
+            FeedRead::Overflow => Ok(Poll::Resync(format!(
+                "the change feed overwrote position {} before it was shipped (raise --feed-len, or the link is too slow)",
+                self.cursor
+            ))),
+            FeedRead::Pending => {
+                let since = *self.pending_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= PENDING_WAIT {
+                    return Ok(Poll::Resync(format!(
+                        "feed position {} stayed unwritten for {PENDING_WAIT:?} (a writer died mid-operation?)",
+                        self.cursor
+                    )));
+                }
+                Ok(Poll::Pending)
+            }
+            FeedRead::Change(c) => {
+                self.pending_since = None;
+                let pos = c.seq + 1;
+                if c.kind != ChangeKind::Nop {
+                    self.reconcile(c.slot, pos, emit)?;
+                }
+                self.cursor = pos;
+                Ok(Poll::Progress)
+            }
+        }
+    }
+
+    fn reconcile(&mut self, slot: u32, pos: u64, emit: &mut Emit<'_>) -> io::Result<()> {
+        let now = self.store.entry_at(slot).map_err(engine)?;
+        let shipped = self.slots.get(&slot);
+        let same_key = matches!((shipped, &now), (Some(k), Some(e)) if *k == e.key);
+        if !same_key {
+            if let Some(old) = self.slots.remove(&slot) {
+                if self.keys.get(&old) == Some(&slot) {
+                    self.keys.remove(&old);
+                    emit(&Message::Delete { pos, key: old })?;
+                }
+            }
+        }
+        if let Some(e) = now {
+            self.remember(slot, &e.key);
+            emit(&entry_frame(e, pos))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gardenstate::{Expiry, Options};
+
+    struct Seg(String, Store);
+    impl Drop for Seg {
+        fn drop(&mut self) {
+            let _ = Store::destroy(&self.0);
+        }
+    }
+    fn seg(tag: &str) -> Seg {
+        let name = format!("gds-follow-{tag}-{}", std::process::id());
+        let _ = Store::destroy(&name);
+        let opts = Options { capacity_bytes: 4 << 20, max_entries: 1024, feed_len: 64, ..Options::default() };
+        Seg(name.clone(), Store::create(&name, &opts).unwrap())
+    }
+
+    fn drain(f: &mut Follower<'_>) -> (Vec<Message>, Poll) {
+        let mut out = Vec::new();
+        loop {
+            let p = f.poll(&mut |m: &Message| {
+                out.push(m.clone());
+                Ok(())
+            });
+            match p.unwrap() {
+                Poll::Progress => {}
+                other => return (out, other),
+            }
+        }
+    }
+
+    #[test]
+    fn a_snapshot_then_changes_ship_current_values_and_deletes() {
+        let s = seg("basic");
+        s.1.set(b"a", b"1", Expiry::Never).unwrap();
+        s.1.set(b"b", b"2", Expiry::After(Duration::from_secs(60))).unwrap();
+        let mut f = Follower::new(&s.1);
+        let mut snap = Vec::new();
+        let n = f
+            .snapshot(&mut |m: &Message| {
+                snap.push(m.clone());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(snap.first(), Some(&Message::SnapshotBegin));
+        assert_eq!(snap.last(), Some(&Message::SnapshotEnd { pos: 2 }));
+        s.1.set(b"a", b"3", Expiry::Never).unwrap();
+        s.1.delete(b"b").unwrap();
+        let v = s.1.set(b"c", b"4", Expiry::Never).unwrap();
+        let (msgs, p) = drain(&mut f);
+        assert_eq!(p, Poll::Empty);
+        assert_eq!(f.cursor(), v);
+        let summary: Vec<(String, Vec<u8>, u64)> = msgs
+            .iter()
+            .map(|m| match m {
+                Message::Entry(e) => ("set".into(), e.key.clone(), e.pos),
+                Message::Delete { key, pos } => ("del".into(), key.clone(), *pos),
+                m => panic!("unexpected {m:?}"),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("set".into(), b"a".to_vec(), 3),
+                ("del".into(), b"b".to_vec(), 4),
+                ("set".into(), b"c".to_vec(), 5)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_lapped_feed_asks_for_a_resync() {
+        let s = seg("lap");
+        let mut f = Follower::new(&s.1);
+        f.snapshot(&mut |_: &Message| Ok(())).unwrap();
+        for i in 0..200u32 {
+            s.1.set(&i.to_le_bytes(), b"v", Expiry::Never).unwrap();
+        }
+        assert!(matches!(drain(&mut f).1, Poll::Resync(_)));
+    }
+}
