@@ -67,6 +67,8 @@ pub const H_FEED_HEAD: usize = 32;
 pub const H_SWEEP_LEASE: usize = 40;
 /// Next index position the sweeper examines.
 pub const H_SWEEP_CURSOR: usize = 41;
+/// When (`now_ms`) the next opportunistic sweep is due (store.rs).
+pub const H_SWEEP_DUE: usize = 42;
 /// Counters folded in from reclaimed clients (stats.rs), `STAT_COUNT` words.
 pub const H_RETIRED_STATS: usize = 48;
 /// Per size class: the page where allocation of that class looks first (heap.rs).

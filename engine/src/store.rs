@@ -181,11 +181,14 @@ struct Ctx {
     sweep_due: bool,
 }
 
-/// Writes between opportunistic sweep attempts by one client.
-const SWEEP_EVERY: u32 = 256;
-/// Index slots one opportunistic sweep examines.
-const SWEEP_BUDGET: u64 = 4096;
-/// Sweeper lease length: a sweeper that dies or stalls loses the role after this.
+/// Writes between a client's looks at whether an opportunistic sweep is due.
+const SWEEP_CHECK_EVERY: u32 = 64;
+/// Opportunistic sweeps are paced by time, not by writes: at most one every 100 ms in the
+/// whole segment, each examining 1/600 of the index, so the index is swept about once a
+/// minute whatever the write rate. (Pacing by writes swept a 1M-entry table every ~110k
+/// writes and cost more than half of every set's time.)
+const SWEEP_INTERVAL_MS: u64 = 100;
+const SWEEP_SHARE: u64 = 600;
 const SWEEP_LEASE_MS: u64 = 2_000;
 
 impl Store {
@@ -310,7 +313,7 @@ impl Store {
             c.rng ^= c.rng >> 7;
             c.rng ^= c.rng << 17;
             c.writes = c.writes.wrapping_add(1);
-            Ok((c.idx, c.pid, c.rng, c.writes % SWEEP_EVERY == 0))
+            Ok((c.idx, c.pid, c.rng, c.writes % SWEEP_CHECK_EVERY == 0))
         })?;
         let mut ctx = Ctx { idx, base: self.seg.client_base(idx), pid, rnd, sweep_due };
         f(&mut ctx)
@@ -554,7 +557,7 @@ impl Store {
         self.with_client(|c| {
             let r = self.mutate_with(c, key, &p, op);
             if c.sweep_due {
-                self.sweep_with(c, SWEEP_BUDGET);
+                self.sweep_if_due(c);
             }
             r
         })
@@ -843,9 +846,23 @@ impl Store {
     /// Reclaims expired entries (up to `budget` index slots, continuing where the last sweep
     /// of any process stopped) and clients of dead processes. Only one client sweeps at a
     /// time (a lease in the segment); a sweeper that dies loses the lease after 2 s. Writers
-    /// also call this every 256 writes, so a store in use needs no separate sweeper.
+    /// also sweep a slice of the index when one is due (at most every 100 ms per segment,
+    /// the whole index about once a minute), so a store in use needs no separate sweeper.
     pub fn sweep(&self, budget: u64) -> Result<SweepReport> {
         self.with_client(|c| Ok(self.sweep_with(c, budget)))
+    }
+
+    /// Sweeps a slice of the index if the segment's next sweep is due (see SWEEP_INTERVAL_MS).
+    fn sweep_if_due(&self, c: &Ctx) {
+        let due = self.seg.mem.w(layout::H_SWEEP_DUE);
+        let (now, next) = (os::now_ms(), due.load(Ordering::Relaxed));
+        if now >= next
+            && due
+                .compare_exchange(next, now + SWEEP_INTERVAL_MS, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.sweep_with(c, (self.seg.g.index_slots() / SWEEP_SHARE).max(1024));
+        }
     }
 
     fn sweep_with(&self, c: &Ctx, budget: u64) -> SweepReport {
