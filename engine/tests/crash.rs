@@ -18,7 +18,7 @@
 //! deleting everything leaves no byte in use, and filling the heap again fits exactly as many
 //! blocks as it holds (no block was lost, whatever the bitmaps say).
 //!
-//! Knobs: `GDS_SEED` (replay the parent's choices), `GDS_CRASH_ROUNDS` (kills, default 100).
+//! Knobs: `GDS_SEED` (replay the parent's choices), `GDS_CRASH_ROUNDS` (kills, default 500, the reliability bar for CI).
 
 mod common;
 use common::{
@@ -700,7 +700,7 @@ fn killed_writers_lose_nothing() {
     let seg = Seg::new("crash");
     let st = Arc::new(Store::create(&seg.name, &opts()).unwrap());
     let seed = seed_from_env("GDS_SEED");
-    let rounds: u64 = std::env::var("GDS_CRASH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
+    let rounds: u64 = std::env::var("GDS_CRASH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(500);
     println!("crash: seed {seed} (replay with GDS_SEED={seed}), {rounds} kills (GDS_CRASH_ROUNDS)");
     let mut rng = Rng::new(seed);
     let heap_bytes = st.info().heap_bytes;
