@@ -7,7 +7,7 @@
 //! ```
 //!
 //! One module per thing measured (`floor`, `gardenstate`, `lmdb`, `redis`, `memcached`,
-//! `dashmap`), `workload` for what they share (keys, values, clock, percentiles), `servers`
+//! `dashmap`, `replication`: the replicator's primary and standby daemons), `workload` for what they share (keys, values, clock, percentiles), `servers`
 //! for starting peer servers, `report` for the table, JSON and goals, `svg` for the plots.
 
 pub mod dashmap;
@@ -16,6 +16,7 @@ pub mod gardenstate;
 pub mod lmdb;
 pub mod memcached;
 pub mod redis;
+pub mod replication;
 pub mod report;
 pub mod servers;
 pub mod svg;

@@ -8,18 +8,23 @@
 //! `--quick` takes under a minute (100k sessions), the default full mode under 15 minutes
 //! (1M sessions), `--smoke` a few seconds (10k sessions, for the test). Peers whose server is
 //! missing are installed with apt-get when running as root (unless `--no-install`), or
-//! skipped with the reason printed. `--worker ...` is internal: the second process of the
-//! 2-process figure.
+//! skipped with the reason printed. Replication runs the replicator's `gardenstate` binary
+//! found next to the harness (or `$GARDENSTATE_BIN`), building it with cargo outside
+//! `--smoke` if it is missing; `--replication` runs only that part. `--worker ...` is
+//! internal: the second process of the 2-process figure.
 
 use gardenstate_benches::report::{
     Machine, Measurement, Memory, Peer, Replication, Report, Scaling, Section,
 };
 use gardenstate_benches::workload::{Clock, Limit, SEED, Summary};
-use gardenstate_benches::{Config, dashmap, floor, gardenstate as gs, lmdb, memcached, redis, svg};
+use gardenstate_benches::{
+    Config, dashmap, floor, gardenstate as gs, lmdb, memcached, redis, replication, svg,
+};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: harness [--quick|--smoke] [--out DIR] [--no-install]
-       harness [--quick|--smoke] --profile get|set   (load the sessions, run only that loop: for perf/callgrind)";
+       harness [--quick|--smoke] --profile get|set   (load the sessions, run only that loop: for perf/callgrind)
+       harness [--quick|--smoke] --replication       (only the replication figures, printed)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,6 +37,7 @@ fn main() {
     }
     let mut cfg = Config::full();
     let mut profile = None;
+    let mut replication_only = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -39,6 +45,7 @@ fn main() {
             "--smoke" => cfg = Config { out: cfg.out, install: cfg.install, ..Config::smoke() },
             "--full" => cfg = Config { out: cfg.out, install: cfg.install, ..Config::full() },
             "--no-install" => cfg.install = false,
+            "--replication" => replication_only = true,
             "--profile" => match it.next().map(String::as_str) {
                 Some("get") => profile = Some(gs::Op::Get),
                 Some("set") => profile = Some(gs::Op::Set),
@@ -57,6 +64,9 @@ fn main() {
     }
     let result = match profile {
         Some(op) => profile_only(&cfg, op),
+        None if replication_only => replication::bench(&cfg).map(|f| {
+            println!("{}", Replication::measured(&f).summary());
+        }),
         None => bench(cfg),
     };
     if let Err(e) = result {
@@ -152,10 +162,29 @@ fn bench(cfg: Config) -> Result<(), String> {
             }
         }
     }
+    p.say(&format!(
+        "replication: primary and standby daemons, 1 KiB sets; resync of {} sessions",
+        cfg.sessions
+    ));
+    report.replication = match replication::bench(&cfg) {
+        Ok(f) => Replication::measured(&f),
+        Err(why) => {
+            p.say(&format!("replication: SKIPPED: {why}"));
+            Replication::skipped(format!("skipped: {why}"))
+        }
+    };
+    let measured = report.replication.status == "measured";
     report.peers.push(Peer {
         name: "replication".into(),
-        detail: String::new(),
-        skipped: Some(report.replication.status.clone()),
+        detail: if measured {
+            format!(
+                "replicator daemons {} (primary and standby) on 127.0.0.1",
+                report.replication.binary.clone().unwrap_or_default()
+            )
+        } else {
+            String::new()
+        },
+        skipped: if measured { None } else { Some(report.replication.status.clone()) },
     });
 
     report.seconds = p.0.elapsed().as_secs_f64();
