@@ -1212,8 +1212,8 @@ gds_status gds_get_stats(const struct gds_store *store,
 /**
  * Removes expired entries (examining up to `budget` index slots, continuing where the last
  * sweep of any process stopped) and reclaims the client slots of dead processes. One client
- * sweeps at a time. Writers sweep by themselves every 256 writes of each thread; a
- * read-mostly store should call this now and then.
+ * sweeps at a time. Writers sweep a slice of the index by themselves when one is due (at
+ * most every 100 ms per segment); a read-mostly store should call this now and then.
  *
  * Returns `GDS_OK`; `GDS_ERR_FULL_CLIENTS`; `GDS_ERR_NULL_ARGUMENT`;
  * `GDS_ERR_INVALID_ARGUMENT` (bad `struct_size`).

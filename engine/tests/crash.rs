@@ -360,8 +360,8 @@ impl Writer {
             0..40 => {
                 let seq = self.next_seq();
                 let v = value(&mut self.rng, &key, writer, seq);
-                // Some shared entries expire soon, so sweeps (every 256 writes of a client)
-                // unpublish expired records while writers are being killed.
+                // Some shared entries expire soon, so sweeps (a slice every 100 ms) and
+                // deletes unpublish expired records while writers are being killed.
                 let exp = match self.rng.below(10) {
                     0..3 => Expiry::After(Duration::from_millis(self.rng.range(1, 40))),
                     _ => Expiry::Never,
