@@ -123,6 +123,23 @@ pub struct Info {
     pub dataset_id: u64,
 }
 
+impl Info {
+    /// The options that create a segment of this shape (mode 0600: permissions are the
+    /// creator's choice, not part of the shape). Standbys and restores use it.
+    pub fn options(&self) -> Options {
+        Options {
+            capacity_bytes: self.heap_bytes,
+            max_entries: self.max_entries,
+            max_key: u32::try_from(self.max_key).unwrap_or(u32::MAX),
+            max_value: self.max_value,
+            max_clients: u32::try_from(self.max_clients).unwrap_or(u32::MAX),
+            feed_len: self.feed_len,
+            evict: self.evict,
+            mode: 0o600,
+        }
+    }
+}
+
 /// A handle on a segment, shared by all threads of a process (`Store` is `Send + Sync`; wrap
 /// it in an `Arc`). Each thread that uses it gets its own client slot in the segment on first
 /// use, given back when the thread ends or the handle is dropped.

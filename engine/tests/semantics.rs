@@ -138,6 +138,8 @@ fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(st.stats().live_entries, 0);
     st.set(b"k", &vec![1u8; 64 << 10], Expiry::Never).unwrap();
     assert!(Store::create(&s.name, &small()).is_err(), "create refuses an existing segment");
+    // Info::options recreates the shape: opening with it attaches to this very segment.
+    assert_eq!(Store::open(&s.name, &st.info().options()).unwrap().info(), st.info());
     let other = Options { max_entries: 99, ..small() };
     assert!(matches!(Store::open(&s.name, &other), Err(Error::Incompatible { .. })));
 }

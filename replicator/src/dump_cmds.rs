@@ -30,7 +30,7 @@ use crate::progress::{Progress, Unit};
 use crate::segment_cmds::{shape_given, shape_options};
 use crate::snapshot::{Header, Reader, Record, SnapshotError, Writer};
 use crate::units::{format_bytes, format_count};
-use gardenstate::{Error, Expiry, Options, Store, WriteMode};
+use gardenstate::{Error, Expiry, Store, WriteMode};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
@@ -123,16 +123,17 @@ impl Drop for TempFile {
 pub fn dump(a: DumpArgs) -> CmdResult {
     let store = attach(&a.name)?;
     let info = store.info();
+    let shape = info.options();
     let header = Header {
         dumped_at_unix_ms: unix_ms_now(),
-        heap_bytes: info.heap_bytes,
-        max_entries: info.max_entries,
-        max_value: info.max_value,
-        max_key: u32::try_from(info.max_key).unwrap_or(u32::MAX),
-        max_clients: u32::try_from(info.max_clients).unwrap_or(u32::MAX),
-        feed_len: info.feed_len,
+        heap_bytes: shape.capacity_bytes,
+        max_entries: shape.max_entries,
+        max_value: shape.max_value,
+        max_key: shape.max_key,
+        max_clients: shape.max_clients,
+        feed_len: shape.feed_len,
         dataset_id: info.dataset_id,
-        evict: info.evict,
+        evict: shape.evict,
     };
     let started = Instant::now();
     let tmp = TempFile::create(&a.file)?;
@@ -376,17 +377,7 @@ pub fn restore(a: RestoreArgs) -> CmdResult {
 
     // The target: the options of the segment to create, or the attached segment.
     let (existing, opts, limits) = if a.create {
-        let base = Options {
-            capacity_bytes: header.heap_bytes,
-            max_entries: header.max_entries,
-            max_key: header.max_key,
-            max_value: header.max_value,
-            max_clients: header.max_clients,
-            feed_len: header.feed_len,
-            evict: header.evict,
-            mode: 0o600,
-        };
-        let opts = shape_options(&a.shape, base)?;
+        let opts = shape_options(&a.shape, header.options())?;
         let exists = match Store::attach_group(&a.name) {
             Ok(_) => String::new(),
             Err(e) if is_missing(&e) => String::new(),

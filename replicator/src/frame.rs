@@ -35,6 +35,7 @@
 //! a small one before authentication (so a stranger cannot make it allocate), then the
 //! segment's `max_key + max_value + 64`, and never more than [`MAX_PAYLOAD`].
 
+use gardenstate::Options;
 use std::fmt;
 use std::io::{self, Read, Write};
 use xxhash_rust::xxh3::xxh3_64;
@@ -76,6 +77,35 @@ pub struct Shape {
     pub max_clients: u32,
     pub feed_len: u64,
     pub evict: bool,
+}
+
+impl Shape {
+    /// The shape of a segment created with `o` (its mode is not part of the shape).
+    pub fn of(o: &Options) -> Shape {
+        Shape {
+            heap_bytes: o.capacity_bytes,
+            max_entries: o.max_entries,
+            max_key: o.max_key,
+            max_value: o.max_value,
+            max_clients: o.max_clients,
+            feed_len: o.feed_len,
+            evict: o.evict,
+        }
+    }
+
+    /// The options that create a segment of this shape, mode 0600.
+    pub fn options(&self) -> Options {
+        Options {
+            capacity_bytes: self.heap_bytes,
+            max_entries: self.max_entries,
+            max_key: self.max_key,
+            max_value: self.max_value,
+            max_clients: self.max_clients,
+            feed_len: self.feed_len,
+            evict: self.evict,
+            mode: 0o600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

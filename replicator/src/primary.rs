@@ -81,16 +81,7 @@ pub fn run(a: PrimaryArgs) -> CmdResult {
 }
 
 fn shape_of(store: &Store) -> Shape {
-    let i = store.info();
-    Shape {
-        heap_bytes: i.heap_bytes,
-        max_entries: i.max_entries,
-        max_key: i.max_key as u32,
-        max_value: i.max_value,
-        max_clients: i.max_clients as u32,
-        feed_len: i.feed_len,
-        evict: i.evict,
-    }
+    Shape::of(&store.info().options())
 }
 
 fn serve(

@@ -47,6 +47,7 @@
 //! stream to its end first (`restore` does so in a validation pass, then reads it again to
 //! apply it). [`decode`] is the all-at-once form for byte slices, used by tests and fuzzers.
 
+use gardenstate::Options;
 use std::fmt;
 use std::io::{self, Read, Write};
 use xxhash_rust::xxh3::Xxh3;
@@ -76,6 +77,22 @@ pub struct Header {
     pub feed_len: u64,
     pub dataset_id: u64,
     pub evict: bool,
+}
+
+impl Header {
+    /// The options that recreate the dumped segment's shape, mode 0600.
+    pub fn options(&self) -> Options {
+        Options {
+            capacity_bytes: self.heap_bytes,
+            max_entries: self.max_entries,
+            max_key: self.max_key,
+            max_value: self.max_value,
+            max_clients: self.max_clients,
+            feed_len: self.feed_len,
+            evict: self.evict,
+            mode: 0o600,
+        }
+    }
 }
 
 /// One entry as dumped. `ttl_ms` and `sliding_ms` are relative to `Header::dumped_at_unix_ms`.

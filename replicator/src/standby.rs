@@ -31,7 +31,7 @@ use crate::frame::{
 };
 use crate::log;
 use crate::primary::PEER_TIMEOUT;
-use gardenstate::{LockInfo, Options, Store, WriteMode};
+use gardenstate::{LockInfo, Store, WriteMode};
 use std::collections::HashSet;
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
@@ -99,17 +99,7 @@ fn open_segment(name: &str, shape: &Shape) -> Result<Store, SessionError> {
     match Store::attach(name) {
         Ok(s) => Ok(s),
         Err(e) if crate::attach::is_missing(&e) => {
-            let opts = Options {
-                capacity_bytes: shape.heap_bytes,
-                max_entries: shape.max_entries,
-                max_key: shape.max_key,
-                max_value: shape.max_value,
-                max_clients: shape.max_clients,
-                feed_len: shape.feed_len,
-                evict: shape.evict,
-                mode: 0o600,
-            };
-            let s = Store::create(name, &opts).map_err(|e| {
+            let s = Store::create(name, &shape.options()).map_err(|e| {
                 SessionError::Fatal(format!("creating segment {name} like the primary's: {e}"))
             })?;
             log::info(&format!("created segment {name} with the primary's shape"));
