@@ -62,16 +62,18 @@ fn add_and_cas() {
 fn ttl_expiry_touch_and_sliding() {
     let s = Seg::new("ttl");
     let st = Store::create(&s.name, &small()).unwrap();
-    st.set(b"short", b"x", Expiry::After(Duration::from_millis(50))).unwrap();
-    st.set(b"slide", b"y", Expiry::Sliding(Duration::from_millis(300))).unwrap();
-    st.set(b"touched", b"z", Expiry::After(Duration::from_millis(100))).unwrap();
+    // Windows are wide (the machine may be loaded): the sliding entry outlives its first
+    // deadline only because reads, each far inside its window, keep pushing it out.
+    st.set(b"short", b"x", Expiry::After(Duration::from_millis(500))).unwrap();
+    st.set(b"slide", b"y", Expiry::Sliding(Duration::from_millis(1000))).unwrap();
+    st.set(b"touched", b"z", Expiry::After(Duration::from_millis(1000))).unwrap();
     let left = st.get(b"short").unwrap().unwrap().meta.ttl_left.unwrap();
     assert_eq!(st.get(b"short").unwrap().unwrap().meta.sliding, None);
-    assert_eq!(st.meta_of(b"slide").unwrap().unwrap().sliding, Some(Duration::from_millis(300)));
-    assert!(left <= Duration::from_millis(50));
+    assert_eq!(st.meta_of(b"slide").unwrap().unwrap().sliding, Some(Duration::from_millis(1000)));
+    assert!(left <= Duration::from_millis(500));
     assert!(st.touch(b"touched", Expiry::After(Duration::from_secs(60))).unwrap());
     for _ in 0..6 {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(300));
         assert!(st.get(b"slide").unwrap().is_some(), "sliding entry kept alive by reads");
     }
     assert_eq!(st.get(b"short").unwrap(), None, "expired entries are never returned");
