@@ -37,6 +37,10 @@ pub const C_J_OLD: usize = 3;
 pub const C_J_OLD_STATE: usize = 4;
 /// The block this client freed last, + 1 (0 = none): an allocation hint only (heap.rs).
 pub const C_RECENT_FREE: usize = 5;
+/// 1 while the client is inside a write that passed (or is about to pass) the write-mode
+/// check; see `Store::drain_writers` for the handshake (W1). 0 in segments of older builds,
+/// which never used the word.
+pub const C_WRITING: usize = 6;
 
 pub(crate) const FREE: u64 = 0;
 const CLAIMING: u64 = 1;
@@ -80,6 +84,7 @@ impl Segment {
                 self.mem.w(base + C_START).store(start, Ordering::Relaxed);
                 self.mem.w(base + C_J_NEW).store(0, Ordering::Relaxed);
                 self.mem.w(base + C_J_OLD).store(0, Ordering::Relaxed);
+                self.mem.w(base + C_WRITING).store(0, Ordering::Relaxed);
                 ow.store(pack(pid, gen_of(w) + 1, ACTIVE), Ordering::Release);
                 return Ok(idx);
             }
@@ -104,6 +109,28 @@ impl Segment {
             ACTIVE => os::process_alive(pid_of(w), self.mem.w(base + C_START).load(Ordering::Relaxed)),
             _ => os::process_start_time(pid_of(w)).is_some(),
         }
+    }
+
+    /// Waits until no live client is inside a write (`C_WRITING`), or `deadline` passes.
+    /// Returns whether it drained. A client whose process died mid-write does not count: its
+    /// write never returned to anyone.
+    pub(crate) fn wait_no_writers(&self, deadline: std::time::Instant) -> bool {
+        for idx in 0..self.g.max_clients as usize {
+            let base = self.client_base(idx);
+            let mut nap = std::time::Duration::from_micros(20);
+            while self.mem.w(base + C_WRITING).load(Ordering::SeqCst) == 1 {
+                let w = self.mem.w(base + C_OWNER).load(Ordering::Acquire);
+                if state_of(w) != ACTIVE || !self.client_alive(w, base) {
+                    break;
+                }
+                if std::time::Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(nap);
+                nap = (nap * 2).min(std::time::Duration::from_millis(1));
+            }
+        }
+        true
     }
 
     /// Number of client slots in use.

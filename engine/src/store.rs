@@ -7,7 +7,7 @@
 //! that fails means someone else changed the key first: the loop starts over from the lookup,
 //! keeping the block and feed position it already took. Nothing waits on another client.
 
-use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_RECENT_FREE};
+use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_RECENT_FREE, C_WRITING};
 use crate::error::{Error, FullKind, Result};
 use crate::feed::{ChangeKind, FeedRead};
 use crate::heap::Block;
@@ -21,7 +21,7 @@ use crate::table::{Member, Probe, Settled};
 use std::cell::RefCell;
 use std::sync::atomic::AtomicU64 as ProcessAtomicU64;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// When an entry expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -370,7 +370,20 @@ impl Store {
             WriteMode::Replica => layout::WRITE_MODE_REPLICA,
             WriteMode::Fenced => layout::WRITE_MODE_FENCED,
         };
-        self.seg.mem.w(layout::H_WRITE_MODE).store(v, Ordering::Release);
+        self.seg.mem.w(layout::H_WRITE_MODE).swap(v, Ordering::SeqCst);
+    }
+
+    /// After `set_write_mode` took writes away, waits until every worker write that saw the
+    /// segment writable has finished, so the feed head read afterwards covers every write that
+    /// will ever be acknowledged here. Returns false if a live writer is still inside its
+    /// write at `timeout` (a stopped process, say).
+    ///
+    /// W1: a writer swaps its `C_WRITING` to 1, then loads the write mode; `set_write_mode`
+    /// swaps the mode, then this loads every `C_WRITING`; all four are SeqCst, so in their
+    /// single total order either the writer's load follows the mode change (it refuses with
+    /// `ReadOnly`) or its raised flag precedes this load (it is waited for).
+    pub fn drain_writers(&self, timeout: Duration) -> bool {
+        self.seg.wait_no_writers(Instant::now() + timeout)
     }
 
     fn meta(&self, view: &View, now: u64) -> Meta {
@@ -559,20 +572,40 @@ impl Store {
         }
     }
 
+    /// A worker's write: refused unless the segment is writable. The client raises its
+    /// `C_WRITING` word before it reads the write mode and lowers it when the write is done,
+    /// both sequentially consistent, so `drain_writers` can tell when no write that saw the
+    /// segment writable is still in flight (W1 in `drain_writers`).
     fn mutate(&self, key: &[u8], op: Op<'_>) -> Result<Outcome> {
-        self.check_writable()?;
-        self.mutate_as_replicator(key, op)
+        self.mutate_in(key, op, true)
     }
 
     /// `mutate` without the write-mode check: the replicator writes into a read-only standby.
     pub(crate) fn mutate_as_replicator(&self, key: &[u8], op: Op<'_>) -> Result<Outcome> {
+        self.mutate_in(key, op, false)
+    }
+
+    fn mutate_in(&self, key: &[u8], op: Op<'_>, worker: bool) -> Result<Outcome> {
         self.check_key(key)?;
         if let Op::Set { value, .. } | Op::Apply { value, .. } = op {
             self.check_value(value)?;
         }
         let p = self.seg.probe(key);
         self.with_client(|c| {
-            let r = self.mutate_with(c, key, &p, op);
+            let writing = self.seg.mem.w(c.base + C_WRITING);
+            let r = if worker {
+                writing.swap(1, Ordering::SeqCst);
+                let mode = self.seg.mem.w(layout::H_WRITE_MODE).load(Ordering::SeqCst);
+                let r = if mode == layout::WRITE_MODE_WRITABLE {
+                    self.mutate_with(c, key, &p, op)
+                } else {
+                    Err(Error::ReadOnly)
+                };
+                writing.store(0, Ordering::Release);
+                r
+            } else {
+                self.mutate_with(c, key, &p, op)
+            };
             if c.sweep_due {
                 self.sweep_if_due(c);
             }

@@ -323,3 +323,47 @@ fn replica_writes_acks_and_epochs() {
     assert_eq!(st.replicated_upto(), v, "acknowledgements never move back");
     common::assert_healthy(&st);
 }
+
+/// W1: after a fence and `drain_writers`, the feed head covers every write that succeeded,
+/// however the writers' threads were interleaved with the fence.
+#[test]
+fn drain_writers_covers_every_acknowledged_write() {
+    use gardenstate::WriteMode;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let s = Seg::new("drain");
+    let st = Store::create(&s.name, &small()).unwrap();
+    for round in 0..20u64 {
+        st.set_write_mode(WriteMode::Writable);
+        let stop = AtomicBool::new(false);
+        let newest = AtomicU64::new(0);
+        let head = std::thread::scope(|sc| {
+            for t in 0..3u64 {
+                let (st, stop, newest) = (&st, &stop, &newest);
+                sc.spawn(move || {
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = format!("r{round}-t{t}-{}", i % 50);
+                        match st.set(key.as_bytes(), b"v", Expiry::Never) {
+                            Ok(v) => {
+                                newest.fetch_max(v, Ordering::Relaxed);
+                            }
+                            Err(Error::ReadOnly) => {}
+                            Err(e) => panic!("{e}"),
+                        }
+                        i += 1;
+                    }
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2 + round % 5));
+            st.set_write_mode(WriteMode::Fenced);
+            assert!(st.drain_writers(Duration::from_secs(10)), "live writers never drained");
+            let head = st.feed_head();
+            std::thread::sleep(Duration::from_millis(5));
+            stop.store(true, Ordering::Relaxed);
+            head
+        });
+        assert!(newest.load(Ordering::Relaxed) <= head, "round {round}: a write succeeded after the drain");
+        assert_eq!(st.feed_head(), head, "round {round}: the feed moved after the drain");
+    }
+    common::assert_healthy(&st);
+}
