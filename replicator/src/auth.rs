@@ -69,6 +69,11 @@ impl Key {
         Key::new(bytes).map_err(|e| format!("key file {}: {e}", path.display()))
     }
 
+    /// The key's bytes, for the other MACs made with it (heartbeats).
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     fn mac(&self, label: &[u8], first: &[u8], second: &[u8]) -> Hmac<Sha256> {
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
         m.update(label);
@@ -78,10 +83,15 @@ impl Key {
     }
 }
 
+/// Fills `buf` with fresh random bytes from the kernel.
+pub fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+}
+
 /// 32 fresh random bytes from the kernel.
 pub fn nonce() -> std::io::Result<[u8; NONCE_LEN]> {
     let mut n = [0u8; NONCE_LEN];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut n)?;
+    fill_random(&mut n)?;
     Ok(n)
 }
 

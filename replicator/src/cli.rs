@@ -7,7 +7,7 @@
 //! `--escaped` reaches the rest (see `escape`).
 
 use crate::exit::EXIT_CODES_HELP;
-use crate::units::{parse_count, parse_size, parse_ttl};
+use crate::units::{parse_count, parse_duration, parse_size, parse_ttl};
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -54,6 +54,10 @@ pub enum Command {
     Standby(StandbyArgs),
     /// Make a standby's segment writable and raise its epoch (stop the standby daemon first)
     Promote(PromoteArgs),
+    /// Replication witness: a small third process (meant for a third host) whose vote allows automatic failover
+    Witness(WitnessArgs),
+    /// Planned switchover: pause writes, let the standby catch up, swap roles (zero loss)
+    Switchover(SwitchoverArgs),
 }
 
 impl Command {
@@ -73,6 +77,8 @@ impl Command {
             Command::Primary(_) => "primary",
             Command::Standby(_) => "standby",
             Command::Promote(_) => "promote",
+            Command::Witness(_) => "witness",
+            Command::Switchover(_) => "switchover",
         }
     }
 }
@@ -228,28 +234,76 @@ pub struct DestroyArgs {
     pub yes: bool,
 }
 
+/// What every replication daemon (primary, standby, witness) is configured with: flags, or a
+/// TOML file (`--config`) whose keys are the flags' long names with `_` for `-`; a flag
+/// given on the command line wins over the file. See `config`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct DaemonArgs {
+    /// TOML file with any of these settings (flags override it)
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// File holding the pre-shared key (at least 16 bytes; mode 0600 or stricter)
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// This node's address (HOST:PORT): TCP for standbys when it is primary, and UDP for heartbeats
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The witness's heartbeat address (UDP, HOST:PORT): enables automatic failover and self-fencing
+    #[arg(long, value_name = "ADDR")]
+    pub witness: Option<String>,
+    /// Heartbeat period [default: 100ms]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub heartbeat: Option<Duration>,
+    /// Standby: promote itself when it and the witness have both lost the primary this long [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub failover_after: Option<Duration>,
+    /// Primary: refuse writes once neither the standby nor the witness was heard this long [default: 3s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub fence_after: Option<Duration>,
+    /// A primary that finds a newer primary waits this long, seeing it steadily, before following it [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub rejoin_after: Option<Duration>,
+    /// Serve Prometheus metrics on HOST:PORT (GET /metrics)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct PrimaryArgs {
     /// The segment to replicate (it must exist and be writable)
     #[arg(long, value_name = "NAME")]
-    pub segment: String,
-    /// Address to accept the standby on (HOST:PORT, e.g. 0.0.0.0:7480)
-    #[arg(long, value_name = "ADDR")]
-    pub listen: String,
-    /// File holding the pre-shared key (at least 16 bytes; mode 0600 or stricter)
-    #[arg(long, value_name = "PATH")]
-    pub key_file: PathBuf,
+    pub segment: Option<String>,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct StandbyArgs {
     /// The local replica segment (created with the primary's shape if missing)
     #[arg(long, value_name = "NAME")]
-    pub segment: String,
+    pub segment: Option<String>,
     /// The primary's address (HOST:PORT)
     #[arg(long, value_name = "ADDR")]
-    pub connect: String,
-    /// File holding the pre-shared key (at least 16 bytes; mode 0600 or stricter)
+    pub connect: Option<String>,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WitnessArgs {
+    /// The data nodes' addresses (HOST:PORT, UDP); repeat the flag (or list them in the file)
+    #[arg(long = "peer", value_name = "ADDR")]
+    pub peers: Vec<String>,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SwitchoverArgs {
+    /// The primary daemon's address (HOST:PORT)
+    #[arg(long, value_name = "ADDR")]
+    pub primary: String,
+    /// File holding the pre-shared key
     #[arg(long, value_name = "PATH")]
     pub key_file: PathBuf,
 }
@@ -259,7 +313,7 @@ pub struct PromoteArgs {
     /// The standby's segment
     #[arg(long, value_name = "NAME")]
     pub segment: String,
-    /// Raise the epoch even if the segment is already writable
+    /// Promote even a writable segment (raising its epoch) or an incomplete replica
     #[arg(long)]
     pub force: bool,
 }

@@ -6,7 +6,7 @@
 //! header (8 bytes)
 //!   0  2  magic     "GS"
 //!   2  1  version   PROTOCOL_VERSION (1)
-//!   3  1  type      1..=9 (see `Message`)
+//!   3  1  type      1..=11 (see `Message`)
 //!   4  4  length    u32: payload bytes, at most the receiver's limit
 //! payload           `length` bytes, laid out per type (below)
 //! checksum (8)      u64: xxh3-64, seed 0, of header + payload
@@ -17,7 +17,7 @@
 //!
 //! | type | message | payload |
 //! | --- | --- | --- |
-//! | 1 | Hello | proto u16, role u8, history u64, epoch u64, feed_head u64, heap_bytes u64, max_entries u64, max_key u32, max_value u64, max_clients u32, feed_len u64, evict u8 (68 bytes) |
+//! | 1 | Hello | proto u16, role u8 (1 primary, 2 standby, 3 control: `gardenstate switchover`), history u64, epoch u64, feed_head u64, heap_bytes u64, max_entries u64, max_key u32, max_value u64, max_clients u32, feed_len u64, evict u8 (68 bytes) |
 //! | 2 | Challenge | nonce, 32 bytes |
 //! | 3 | Response | HMAC-SHA256, 32 bytes |
 //! | 4 | SnapshotBegin | empty |
@@ -26,6 +26,8 @@
 //! | 7 | SnapshotEnd | pos u64 |
 //! | 8 | Heartbeat | pos u64 (primary → standby: everything before pos was sent) |
 //! | 9 | Ack | pos u64 (standby → primary: everything before pos was applied) |
+//! | 10 | Promote | pos u64, epoch u64 (switchover, primary → standby: you have everything before pos; become the primary with epoch) |
+//! | 11 | Done | ok u8 (0 or 1), text (UTF-8, the rest): the outcome of a Promote or of a switchover |
 //!
 //! Decoding is strict and total: a bad magic, another version, an unknown type, a length over
 //! the limit, a short read, a checksum mismatch, or a payload that does not have its type's
@@ -43,6 +45,8 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const MAGIC: [u8; 2] = *b"GS";
 pub const PROTOCOL_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 8;
+/// The highest frame type this build knows (`Message::type_byte`).
+pub const LAST_TYPE: u8 = 11;
 pub const CHECKSUM_LEN: usize = 8;
 /// The largest payload any frame may have: a 1 GiB value plus room for its key and fields.
 pub const MAX_PAYLOAD: u32 = (1 << 30) + (64 << 10);
@@ -65,6 +69,8 @@ pub fn payload_limit(max_key: u64, max_value: u64) -> u32 {
 pub enum Role {
     Primary = 1,
     Standby = 2,
+    /// `gardenstate switchover`: an operator's request, not a replica.
+    Control = 3,
 }
 
 /// The shape of a segment, so a standby can create its own like the primary's.
@@ -137,10 +143,31 @@ pub enum Message {
     Response([u8; MAC_LEN]),
     SnapshotBegin,
     Entry(EntryFrame),
-    Delete { pos: u64, key: Vec<u8> },
-    SnapshotEnd { pos: u64 },
-    Heartbeat { pos: u64 },
-    Ack { pos: u64 },
+    Delete {
+        pos: u64,
+        key: Vec<u8>,
+    },
+    SnapshotEnd {
+        pos: u64,
+    },
+    Heartbeat {
+        pos: u64,
+    },
+    Ack {
+        pos: u64,
+    },
+    /// Switchover, primary to standby: you have every change before `pos` (the primary's
+    /// writes are drained); become the primary with `epoch`.
+    Promote {
+        pos: u64,
+        epoch: u64,
+    },
+    /// The outcome of a Promote (standby to primary) or of a switchover (primary to the
+    /// operator's command): ok, and a line for a person.
+    Done {
+        ok: bool,
+        text: String,
+    },
 }
 
 impl Message {
@@ -155,6 +182,8 @@ impl Message {
             Message::SnapshotEnd { .. } => 7,
             Message::Heartbeat { .. } => 8,
             Message::Ack { .. } => 9,
+            Message::Promote { .. } => 10,
+            Message::Done { .. } => 11,
         }
     }
 
@@ -170,6 +199,8 @@ impl Message {
             Message::SnapshotEnd { .. } => "SnapshotEnd",
             Message::Heartbeat { .. } => "Heartbeat",
             Message::Ack { .. } => "Ack",
+            Message::Promote { .. } => "Promote",
+            Message::Done { .. } => "Done",
         }
     }
 }
@@ -285,6 +316,14 @@ pub fn encode_into(m: &Message, out: &mut Vec<u8>) {
         Message::SnapshotEnd { pos } | Message::Heartbeat { pos } | Message::Ack { pos } => {
             out.extend_from_slice(&pos.to_le_bytes())
         }
+        Message::Promote { pos, epoch } => {
+            out.extend_from_slice(&pos.to_le_bytes());
+            out.extend_from_slice(&epoch.to_le_bytes());
+        }
+        Message::Done { ok, text } => {
+            out.push(u8::from(*ok));
+            out.extend_from_slice(text.as_bytes());
+        }
     }
     let len = (out.len() - p) as u32;
     out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
@@ -313,7 +352,7 @@ fn check_header(h: &[u8; HEADER_LEN], limit: u32) -> Result<(u8, u32), FrameErro
     if h[2] != PROTOCOL_VERSION {
         return Err(FrameError::BadVersion { found: h[2] });
     }
-    if !(1..=9).contains(&h[3]) {
+    if !(1..=LAST_TYPE).contains(&h[3]) {
         return Err(FrameError::UnknownType { found: h[3] });
     }
     let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
@@ -413,6 +452,7 @@ fn parse_payload(ty: u8, p: &[u8]) -> Result<Message, FrameError> {
             let role = match p[2] {
                 1 => Role::Primary,
                 2 => Role::Standby,
+                3 => Role::Control,
                 r => return Err(malformed("Hello", format!("unknown role {r}"))),
             };
             if p[67] > 1 {
@@ -506,6 +546,19 @@ fn parse_payload(ty: u8, p: &[u8]) -> Result<Message, FrameError> {
                 _ => Message::Ack { pos },
             }
         }
+        10 => {
+            exact("Promote", p, 16)?;
+            Message::Promote { pos: u64_at(p, 0), epoch: u64_at(p, 8) }
+        }
+        11 => {
+            let (&ok, text) = p.split_first().ok_or_else(|| malformed("Done", "empty payload"))?;
+            if ok > 1 {
+                return Err(malformed("Done", format!("ok flag {ok}")));
+            }
+            let text =
+                String::from_utf8(text.to_vec()).map_err(|_| malformed("Done", "text is not UTF-8"))?;
+            Message::Done { ok: ok == 1, text }
+        }
         _ => return Err(FrameError::UnknownType { found: ty }),
     })
 }
@@ -563,6 +616,9 @@ mod tests {
             Message::SnapshotEnd { pos: 15 },
             Message::Heartbeat { pos: 16 },
             Message::Ack { pos: u64::MAX },
+            Message::Promote { pos: 17, epoch: 3 },
+            Message::Done { ok: true, text: "promoted: epoch 3".into() },
+            Message::Done { ok: false, text: String::new() },
         ]
     }
 
@@ -595,8 +651,10 @@ mod tests {
         let mut bad = good.clone();
         bad[3] = 0;
         assert!(matches!(decode(&bad, 100), Err(FrameError::UnknownType { found: 0 })));
-        bad[3] = 10;
-        assert!(matches!(decode(&bad, 100), Err(FrameError::UnknownType { found: 10 })));
+        bad[3] = LAST_TYPE + 1;
+        assert!(
+            matches!(decode(&bad, 100), Err(FrameError::UnknownType { found }) if found == LAST_TYPE + 1)
+        );
         assert!(matches!(decode(&good, 4), Err(FrameError::TooLong { len: 8, limit: 4 })));
         let mut bad = good.clone();
         bad[4..8].copy_from_slice(&u32::MAX.to_le_bytes());

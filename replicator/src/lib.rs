@@ -9,8 +9,10 @@
 //! and durations; `progress` is the progress bar; `exit` holds the exit codes.
 //!
 //! Replication: `frame` is the wire format, `auth` the challenge-response, `follow` the
-//! snapshot and change-feed follower, `primary` and `standby` the two daemons (`promote` is in
-//! `segment_cmds`), `log` their one-line-per-event log.
+//! snapshot and change-feed follower, `primary` and `standby` the two roles of a data node
+//! and `node` the rules that move a node between them (`promote` is in `segment_cmds`);
+//! `heartbeat` the authenticated UDP heartbeats, `witness` the third vote, `switchover` the
+//! operator's command, `config` the daemons' flags and TOML file, `log` their log.
 //!
 //! Safe code only, over the engine's public API.
 
@@ -19,17 +21,22 @@
 pub mod attach;
 pub mod auth;
 pub mod cli;
+pub mod config;
 pub mod dump_cmds;
 pub mod entry_cmds;
 pub mod escape;
 pub mod exit;
 pub mod follow;
 pub mod frame;
+pub mod heartbeat;
 pub mod log;
+pub mod node;
 pub mod primary;
 pub mod progress;
 pub mod render;
 pub mod segment_cmds;
 pub mod snapshot;
 pub mod standby;
+pub mod switchover;
 pub mod units;
+pub mod witness;

@@ -5,7 +5,7 @@
 
 use clap::Parser;
 use gardenstate_replicator::cli::{Cli, Command};
-use gardenstate_replicator::{dump_cmds, entry_cmds, primary, segment_cmds, standby};
+use gardenstate_replicator::{dump_cmds, entry_cmds, primary, segment_cmds, standby, switchover, witness};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -25,6 +25,8 @@ fn main() -> ExitCode {
         Command::Primary(a) => primary::run(a),
         Command::Standby(a) => standby::run(a),
         Command::Promote(a) => segment_cmds::promote(a),
+        Command::Witness(a) => witness::run(a),
+        Command::Switchover(a) => switchover::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

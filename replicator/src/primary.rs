@@ -14,18 +14,25 @@
 //! sends garbage, or stays silent for [`PEER_TIMEOUT`] is closed and logged, and nothing is
 //! sent to it but the handshake.
 
-use crate::attach::attach;
-use crate::auth::{self, Key};
+//! With a witness, the node's guard (`node::Guard`, once per heartbeat) fences the segment
+//! when the primary is cut off and hands the node over to a newer primary (F2, F3 in
+//! `node`). A connection whose Hello says `Control` is an operator's `gardenstate
+//! switchover`: see [`switchover`].
+
+use crate::auth;
 use crate::cli::PrimaryArgs;
+use crate::config::{self, DaemonKind, RoleFlags};
 use crate::exit::{CmdResult, Failure};
 use crate::follow::{Follower, Poll};
 use crate::frame::{self, HANDSHAKE_MAX_PAYLOAD, Hello, Message, PROTOCOL_VERSION, Role, Shape};
+use crate::heartbeat::{FRESH, NodeRole};
 use crate::log;
+use crate::node::{self, Guard, Next, Node, Verdict};
 use gardenstate::{Store, WriteMode};
 use std::io::{BufWriter, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A peer silent for this long (no frame, no ack) is considered gone.
@@ -36,70 +43,149 @@ const FLUSH_EVERY: Duration = Duration::from_millis(5);
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(100);
 /// How often the lag is logged while the standby is behind.
 const LAG_LOG_EVERY: Duration = Duration::from_secs(10);
+/// A switchover gives up (and resumes writes here) after this long.
+const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest control frame (a switchover's Done line).
+const CONTROL_MAX_PAYLOAD: u32 = 4096;
 
 pub fn run(a: PrimaryArgs) -> CmdResult {
-    let key = Key::from_file(&a.key_file).map_err(Failure::error)?;
-    let store = attach(&a.segment)?;
-    if store.write_mode() != WriteMode::Writable {
+    let role = RoleFlags { segment: a.segment, ..RoleFlags::default() };
+    let cfg = config::resolve(DaemonKind::Primary, role, a.daemon).map_err(Failure::error)?;
+    node::run(DaemonKind::Primary, cfg)
+}
+
+/// Where a planned switchover stands (shared by the control connection, the stream and the
+/// ack reader of the current standby connection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Switch {
+    Idle,
+    /// Writes are drained: ship everything before `head`, then Promote with `epoch`.
+    Requested {
+        head: u64,
+        epoch: u64,
+    },
+    Sent,
+    Done {
+        ok: bool,
+        text: String,
+    },
+}
+
+/// What the threads serving one primary role share.
+struct Shared {
+    store: Store,
+    /// The generation of the newest standby connection; a stream whose generation is not
+    /// this one stops. `u64::MAX`: the role is ending.
+    current: AtomicU64,
+    /// Generations of connections that reached streaming.
+    streaming: AtomicU64,
+    /// Milliseconds after the node started when the standby last sent a frame (0: never).
+    last_ack_ms: AtomicU64,
+    switch: Mutex<Switch>,
+    next: Mutex<Option<Next>>,
+    conns: Mutex<Vec<TcpStream>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The primary role: serves standbys (and switchover requests) until the node must take
+/// another role.
+pub fn serve(node: &Node) -> Result<Next, Failure> {
+    let cfg = &node.cfg;
+    let store = node::segment(node)?;
+    let mode = store.write_mode();
+    let fenced_ok = node.has_witness() && mode == WriteMode::Fenced;
+    if mode != WriteMode::Writable && !fenced_ok {
         return Err(Failure::error(format!(
             "segment {:?} is {:?}, not writable: a standby or fenced segment cannot be a primary \
              (promote it first with `gardenstate promote --segment {}`)",
-            a.segment,
-            store.write_mode(),
-            a.segment
+            cfg.segment, mode, cfg.segment
         )));
     }
-    let listener = TcpListener::bind(&a.listen)
-        .map_err(|e| Failure::error(format!("cannot listen on {}: {e}", a.listen)))?;
+    let listen = cfg.listen.as_deref().ok_or_else(|| Failure::error("a primary needs --listen"))?;
+    let listener =
+        TcpListener::bind(listen).map_err(|e| Failure::error(format!("cannot listen on {listen}: {e}")))?;
+    listener.set_nonblocking(true).map_err(Failure::error)?;
     let addr = listener.local_addr().map_err(Failure::error)?;
     log::info(&format!(
         "primary: serving segment {} on {addr} (history {:016x}, epoch {})",
-        a.segment,
+        cfg.segment,
         store.history_id(),
         store.epoch()
     ));
-    let store = Arc::new(store);
-    let current = Arc::new(AtomicU64::new(0));
-    for conn in listener.incoming() {
-        let conn = match conn {
-            Ok(c) => c,
-            Err(e) => {
-                log::warn(&format!("accept failed: {e}"));
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
+    let shared = Shared {
+        store,
+        current: AtomicU64::new(0),
+        streaming: AtomicU64::new(0),
+        last_ack_ms: AtomicU64::new(0),
+        switch: Mutex::new(Switch::Idle),
+        next: Mutex::new(None),
+        conns: Mutex::new(Vec::new()),
+    };
+    let mut guard = Guard::start(node, &shared.store);
+    let mut last_round = Instant::now() - cfg.heartbeat;
+    let next = std::thread::scope(|s| {
+        let next = loop {
+            if let Some(n) = lock(&shared.next).take() {
+                break n;
+            }
+            if last_round.elapsed() >= cfg.heartbeat {
+                last_round = Instant::now();
+                let ms = shared.last_ack_ms.load(Ordering::Acquire);
+                let last_ack = (ms > 0).then(|| node.started + Duration::from_millis(ms));
+                if let Verdict::Follow(addr) = guard.round(node, &shared.store, last_ack) {
+                    break Next::Follow { addr, planned: false };
+                }
+            }
+            match listener.accept() {
+                Ok((conn, _)) => {
+                    if let Ok(c) = conn.try_clone() {
+                        lock(&shared.conns).push(c);
+                    }
+                    let shared = &shared;
+                    s.spawn(move || {
+                        let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+                        if let Err(e) = connection(conn, node, shared, &peer) {
+                            log::warn(&format!("standby {peer}: connection closed: {e}"));
+                        }
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    log::warn(&format!("accept failed: {e}"));
+                    std::thread::sleep(Duration::from_millis(50));
+                }
             }
         };
-        let (store, key, current) = (store.clone(), key.clone(), current.clone());
-        std::thread::spawn(move || {
-            let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-            if let Err(e) = serve(conn, &store, &key, &current, &peer) {
-                log::warn(&format!("standby {peer}: connection closed: {e}"));
-            }
-        });
-    }
-    Ok(())
+        // End the role: every stream stops at its next step, every socket is shut.
+        shared.current.store(u64::MAX, Ordering::Release);
+        for c in lock(&shared.conns).drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        next
+    });
+    Ok(next)
 }
 
 fn shape_of(store: &Store) -> Shape {
     Shape::of(&store.info().options())
 }
 
-fn serve(
-    mut conn: TcpStream,
-    store: &Store,
-    key: &Key,
-    current: &AtomicU64,
-    peer: &str,
-) -> Result<(), String> {
+fn connection(mut conn: TcpStream, node: &Node, shared: &Shared, peer: &str) -> Result<(), String> {
     let io = |e: std::io::Error| e.to_string();
+    let store = &shared.store;
+    conn.set_nonblocking(false).map_err(io)?;
     conn.set_nodelay(true).map_err(io)?;
     conn.set_read_timeout(Some(PEER_TIMEOUT)).map_err(io)?;
     conn.set_write_timeout(Some(PEER_TIMEOUT)).map_err(io)?;
-    if let Err(e) = auth::primary_handshake(&mut conn, key) {
+    if let Err(e) = auth::primary_handshake(&mut conn, &node.cfg.key) {
         log::warn(&format!("refused connection from {peer} before any data: {e}"));
         return Ok(());
     }
-    let generation = current.fetch_add(1, Ordering::AcqRel) + 1;
     let hello = Message::Hello(Hello {
         proto: PROTOCOL_VERSION as u16,
         role: Role::Primary,
@@ -110,31 +196,132 @@ fn serve(
     });
     conn.write_all(&frame::encode(&hello)).map_err(io)?;
     let theirs = match frame::read_frame(&mut conn, HANDSHAKE_MAX_PAYLOAD, &mut Vec::new()) {
-        Ok(Message::Hello(h)) if h.role == Role::Standby => h,
+        Ok(Message::Hello(h)) if h.role != Role::Primary => h,
         Ok(m) => return Err(format!("expected the standby's Hello, got {}", m.name())),
         Err(e) => return Err(e.to_string()),
     };
+    if theirs.role == Role::Control {
+        let (ok, text) = switchover(node, shared);
+        log::info(&format!("switchover requested by {peer}: {text}"));
+        conn.write_all(&frame::encode(&Message::Done { ok, text })).map_err(io)?;
+        return Ok(());
+    }
+    let generation = shared.current.fetch_add(1, Ordering::AcqRel) + 1;
+    if generation == u64::MAX {
+        return Err("the primary role is ending".into());
+    }
     log::info(&format!(
         "standby {peer} authenticated (its history {:016x}, epoch {}); sending a snapshot",
         theirs.history, theirs.epoch
     ));
     let acks = conn.try_clone().map_err(io)?;
     std::thread::scope(|s| {
-        let reader = s.spawn(|| read_acks(acks, store));
-        let streamed = stream(&conn, store, current, generation, peer);
+        let reader = s.spawn(|| read_acks(acks, node, shared));
+        let streamed = stream(&conn, shared, generation, peer);
         let _ = conn.shutdown(Shutdown::Both);
         let acked = reader.join().unwrap_or_else(|_| Err("ack reader panicked".into()));
         streamed.and(acked)
     })
 }
 
-/// Reads the standby's Acks until the connection ends, then shuts the connection down so the
-/// streaming side stops too.
-fn read_acks(mut conn: TcpStream, store: &Store) -> Result<(), String> {
+/// A planned switchover, run for an operator's `gardenstate switchover`: fence, drain the
+/// writers (`Store::drain_writers`, so the feed head covers every write that will ever be
+/// acknowledged here), let the current standby connection ship everything before the head
+/// and then a Promote, wait for the standby's Done and for its first heartbeat as a primary,
+/// then hand this node over to it. Writes are refused from the fence until the new primary
+/// is writable: that pause is measured (an upper bound: it ends when we hear of it). Any
+/// failure before the standby promoted itself gives the writes back here.
+fn switchover(node: &Node, shared: &Shared) -> (bool, String) {
+    let store = &shared.store;
+    let t0 = Instant::now();
+    if store.write_mode() != WriteMode::Writable {
+        return (false, format!("refused: the segment is {:?}, not writable", store.write_mode()));
+    }
+    if shared.streaming.load(Ordering::Acquire) != shared.current.load(Ordering::Acquire) {
+        return (false, "refused: no standby is connected and streaming".into());
+    }
+    if *lock(&shared.switch) != Switch::Idle {
+        return (false, "refused: a switchover is already running".into());
+    }
+    store.set_write_mode(WriteMode::Fenced);
+    let give_back = |why: String| {
+        *lock(&shared.switch) = Switch::Idle;
+        store.set_write_mode(WriteMode::Writable);
+        (false, format!("{why}; writes resumed here after {} ms", t0.elapsed().as_millis()))
+    };
+    if !store.drain_writers(SWITCHOVER_TIMEOUT) {
+        return give_back("a writer stayed inside a write (stopped process?)".into());
+    }
+    let head = store.feed_head();
+    let epoch = store.epoch() + 1;
+    *lock(&shared.switch) = Switch::Requested { head, epoch };
+    let deadline = t0 + SWITCHOVER_TIMEOUT;
+    let (ok, text) = loop {
+        if let Switch::Done { ok, text } = lock(&shared.switch).clone() {
+            break (ok, text);
+        }
+        if Instant::now() >= deadline {
+            if *lock(&shared.switch) == Switch::Sent {
+                // The standby may have promoted itself: giving writes back could make two
+                // primaries. Stay fenced; the guard follows the new primary if there is one.
+                return (
+                    false,
+                    "the standby did not confirm its promotion in time; this node stays fenced".into(),
+                );
+            }
+            return give_back(format!("the standby did not catch up with position {head} in time"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    if !ok {
+        return give_back(format!("the standby refused: {text}"));
+    }
+    let paused = t0.elapsed();
+    // Its heartbeat address is where it serves: follow it (our guard would, after
+    // rejoin_after; a planned switchover does not wait).
+    let seen = loop {
+        let p = node.beacon.peers().into_iter().find(|p| {
+            p.alive_within(FRESH)
+                .is_some_and(|d| d.announce.role == NodeRole::Primary && d.announce.epoch >= epoch)
+        });
+        if let Some(p) = p {
+            break Some(p.addr.to_string());
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let Some(addr) = seen else {
+        return (
+            false,
+            format!("the standby promoted itself ({text}) but sends no heartbeats; this node stays fenced"),
+        );
+    };
+    *lock(&shared.next) = Some(Next::Follow { addr: addr.clone(), planned: true });
+    (
+        true,
+        format!(
+            "switchover complete: {addr} is the primary (epoch {epoch}), all {head} changes replicated; \
+             writes paused {} ms; this node follows it",
+            paused.as_millis()
+        ),
+    )
+}
+
+/// Reads the standby's Acks (and a switchover's Done) until the connection ends, then shuts
+/// the connection down so the streaming side stops too.
+fn read_acks(mut conn: TcpStream, node: &Node, shared: &Shared) -> Result<(), String> {
     let mut buf = Vec::new();
     let result = loop {
-        match frame::read_frame(&mut conn, HANDSHAKE_MAX_PAYLOAD, &mut buf) {
-            Ok(Message::Ack { pos }) => store.acknowledge_replicated(pos),
+        let m = frame::read_frame(&mut conn, CONTROL_MAX_PAYLOAD, &mut buf);
+        if m.is_ok() {
+            let ms = node.started.elapsed().as_millis().max(1) as u64;
+            shared.last_ack_ms.store(ms, Ordering::Release);
+        }
+        match m {
+            Ok(Message::Ack { pos }) => shared.store.acknowledge_replicated(pos),
+            Ok(Message::Done { ok, text }) => *lock(&shared.switch) = Switch::Done { ok, text },
             Ok(m) => break Err(format!("expected Ack from the standby, got {}", m.name())),
             Err(frame::FrameError::Closed) => break Err("the standby closed the connection".into()),
             Err(e) => break Err(format!("reading acks: {e}")),
@@ -167,13 +354,8 @@ impl Sink<'_> {
 }
 
 /// Ships the snapshot and then the feed, until the connection fails or is superseded.
-fn stream(
-    conn: &TcpStream,
-    store: &Store,
-    current: &AtomicU64,
-    generation: u64,
-    peer: &str,
-) -> Result<(), String> {
+fn stream(conn: &TcpStream, shared: &Shared, generation: u64, peer: &str) -> Result<(), String> {
+    let store = &shared.store;
     let mut sink = Sink {
         out: BufWriter::with_capacity(256 << 10, conn),
         scratch: Vec::new(),
@@ -183,12 +365,13 @@ fn stream(
     let started = Instant::now();
     let n = follower.snapshot(&mut |m| sink.send(m)).map_err(|e| format!("sending the snapshot: {e}"))?;
     log::info(&format!("standby {peer}: snapshot of {n} entries sent in {:?}", started.elapsed()));
+    shared.streaming.store(generation, Ordering::Release);
     let mut last_lag_log = Instant::now();
     let mut dirty = true;
     let mut nap = Duration::from_micros(50);
     loop {
-        if current.load(Ordering::Acquire) != generation {
-            return Err("superseded by a newer standby connection".into());
+        if shared.current.load(Ordering::Acquire) != generation {
+            return Err("superseded by a newer standby connection (or the role ended)".into());
         }
         match follower.poll(&mut |m| sink.send(m)).map_err(|e| format!("sending changes: {e}"))? {
             Poll::Progress => {
@@ -208,7 +391,20 @@ fn stream(
                 dirty = true;
                 continue;
             }
-            Poll::Empty | Poll::Pending => {}
+            Poll::Empty => {
+                let requested = lock(&shared.switch).clone();
+                if let Switch::Requested { head, epoch } = requested {
+                    if follower.cursor() >= head {
+                        sink.flush(follower.cursor())?;
+                        sink.send(&Message::Promote { pos: follower.cursor(), epoch })
+                            .and_then(|_| sink.out.flush())
+                            .map_err(|e| format!("sending Promote: {e}"))?;
+                        *lock(&shared.switch) = Switch::Sent;
+                        log::info(&format!("switchover: Promote(epoch {epoch}) sent at position {head}"));
+                    }
+                }
+            }
+            Poll::Pending => {}
         }
         if dirty || sink.last_flush.elapsed() >= HEARTBEAT_EVERY {
             sink.flush(follower.cursor())?;

@@ -146,6 +146,13 @@ pub fn promote(a: PromoteArgs) -> CmdResult {
             store.epoch()
         )));
     }
+    if mode == WriteMode::Replica && store.history_id() == 0 && !a.force {
+        return Err(Failure::error(format!(
+            "segment {:?} is an incomplete replica (its standby was interrupted while loading a snapshot): \
+             promoting it would serve a half-loaded table; use --force to promote it anyway",
+            a.segment
+        )));
+    }
     let epoch = store.raise_epoch(store.epoch() + 1);
     store.set_write_mode(WriteMode::Writable);
     println!("promoted segment {}: writable, epoch {epoch} (was {mode:?})", a.segment);

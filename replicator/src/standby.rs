@@ -23,18 +23,22 @@
 //! when its segment becomes writable (`gardenstate promote`). Operators should stop the
 //! daemon first and then promote.
 
-use crate::auth::{self, AuthError, Key};
+use crate::auth::{self, AuthError};
 use crate::cli::StandbyArgs;
+use crate::config::{self, DaemonKind, RoleFlags};
 use crate::exit::{CmdResult, Failure};
 use crate::frame::{
     self, HANDSHAKE_MAX_PAYLOAD, Hello, Message, PROTOCOL_VERSION, Role, Shape, payload_limit,
 };
 use crate::log;
+use crate::node::{self, Next, Node};
 use crate::primary::PEER_TIMEOUT;
 use gardenstate::{LockInfo, Store, WriteMode};
 use std::collections::HashSet;
 use std::io::{BufReader, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const ACK_EVERY: Duration = Duration::from_millis(10);
@@ -61,29 +65,105 @@ fn retry(e: impl std::fmt::Display) -> SessionError {
 }
 
 pub fn run(a: StandbyArgs) -> CmdResult {
-    let key = Key::from_file(&a.key_file).map_err(Failure::error)?;
-    log::info(&format!("standby: segment {} following the primary at {}", a.segment, a.connect));
+    let role = RoleFlags { segment: a.segment, connect: a.connect, ..RoleFlags::default() };
+    let cfg = config::resolve(DaemonKind::Standby, role, a.daemon).map_err(Failure::error)?;
+    node::run(DaemonKind::Standby, cfg)
+}
+
+/// What the session and the failover watchdog share.
+#[derive(Default)]
+struct Link {
+    /// Milliseconds after the node started when a frame last arrived (0: never).
+    last_frame_ms: AtomicU64,
+    /// The current connection, so the watchdog can end it after promoting.
+    conn: Mutex<Option<TcpStream>>,
+    stop: AtomicBool,
+}
+
+impl Link {
+    fn frame_arrived(&self, node: &Node) {
+        let ms = node.started.elapsed().as_millis().max(1) as u64;
+        self.last_frame_ms.store(ms, Ordering::Release);
+    }
+}
+
+/// The standby role: follows the primary at `addr` until the segment is promoted (then the
+/// node becomes a primary if it has a `--listen` address, else the daemon exits).
+pub fn follow(node: &Node, addr: &str, planned: bool) -> Result<Next, Failure> {
+    let name = &node.cfg.segment;
+    log::info(&format!(
+        "standby: segment {name} following the primary at {addr}{}",
+        if planned { " (after a planned switchover)" } else { "" }
+    ));
+    let link = Link::default();
+    std::thread::scope(|s| {
+        s.spawn(|| watchdog(node, &link));
+        let r = reconnect(node, addr, &link);
+        link.stop.store(true, Ordering::Release);
+        r
+    })?;
+    Ok(if node.cfg.listen.is_some() {
+        log::info(&format!("segment {name} is writable now (promoted): serving as the primary"));
+        Next::Primary
+    } else {
+        log::info(&format!(
+            "segment {name} is writable now (promoted): standby exits (no --listen to serve on)"
+        ));
+        Next::Exit
+    })
+}
+
+/// F1 (`node`), once per heartbeat: announces this standby and promotes it when the rule says.
+fn watchdog(node: &Node, link: &Link) {
+    let since = Instant::now();
+    let mut store = None;
+    while !link.stop.load(Ordering::Acquire) {
+        std::thread::sleep(node.cfg.heartbeat);
+        if store.is_none() {
+            store = Store::attach(&node.cfg.segment).ok();
+        }
+        let Some(st) = &store else { continue };
+        let ms = link.last_frame_ms.load(Ordering::Acquire);
+        let last = (ms > 0).then(|| node.started + Duration::from_millis(ms));
+        if node::failover_round(node, st, last, since) {
+            if let Some(c) = lock(&link.conn).take() {
+                let _ = c.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Connects, follows, reconnects with backoff; returns once the segment is writable.
+fn reconnect(node: &Node, addr: &str, link: &Link) -> Result<(), Failure> {
+    let name = &node.cfg.segment;
     let mut backoff = BACKOFF_MIN;
     let mut followed = false;
     loop {
         let started = Instant::now();
-        match TcpStream::connect(&a.connect) {
-            Err(e) => log::warn(&format!("cannot connect to {}: {e}", a.connect)),
-            Ok(conn) => match session(conn, &a, &key, &mut followed) {
-                Ok(End::Promoted) => {
-                    log::info(&format!("segment {} is writable now (promoted): standby exits", a.segment));
-                    return Ok(());
+        match TcpStream::connect(addr) {
+            Err(e) => log::warn(&format!("cannot connect to {addr}: {e}")),
+            Ok(conn) => {
+                if let Ok(c) = conn.try_clone() {
+                    *lock(&link.conn) = Some(c);
                 }
-                Err(SessionError::Fatal(e)) => {
-                    log::error(&e);
-                    return Err(Failure::error(e));
+                let r = session(conn, node, addr, link, &mut followed);
+                lock(&link.conn).take();
+                match r {
+                    Ok(End::Promoted) => return Ok(()),
+                    Err(SessionError::Fatal(e)) => {
+                        log::error(&e);
+                        return Err(Failure::error(e));
+                    }
+                    Err(SessionError::Retry(e)) => log::warn(&format!("connection to {addr} closed: {e}")),
                 }
-                Err(SessionError::Retry(e)) => log::warn(&format!("connection to {} closed: {e}", a.connect)),
-            },
+            }
         }
-        // Promoted while the primary was unreachable.
-        if followed && Store::attach(&a.segment).is_ok_and(|s| s.write_mode() == WriteMode::Writable) {
-            log::info(&format!("segment {} is writable now (promoted): standby exits", a.segment));
+        // Promoted while the primary was unreachable (by the watchdog or by hand).
+        if followed && Store::attach(name).is_ok_and(|s| s.write_mode() == WriteMode::Writable) {
             return Ok(());
         }
         if started.elapsed() > Duration::from_secs(10) {
@@ -111,23 +191,25 @@ fn open_segment(name: &str, shape: &Shape) -> Result<Store, SessionError> {
 
 fn session(
     mut conn: TcpStream,
-    a: &StandbyArgs,
-    key: &Key,
+    node: &Node,
+    addr: &str,
+    link: &Link,
     followed: &mut bool,
 ) -> Result<End, SessionError> {
+    let name = &node.cfg.segment;
     conn.set_nodelay(true).map_err(retry)?;
     conn.set_read_timeout(Some(PEER_TIMEOUT)).map_err(retry)?;
     conn.set_write_timeout(Some(PEER_TIMEOUT)).map_err(retry)?;
-    match auth::standby_handshake(&mut conn, key) {
+    match auth::standby_handshake(&mut conn, &node.cfg.key) {
         Ok(()) => {}
         Err(e @ AuthError::WrongKey) => {
-            log::error(&format!("primary {} failed authentication: {e}", a.connect));
+            log::error(&format!("primary {addr} failed authentication: {e}"));
             return Err(retry("authentication failed"));
         }
         Err(e) => return Err(retry(e)),
     }
     // The standby's own view, for the primary's log.
-    let local = Store::attach(&a.segment).ok();
+    let local = Store::attach(name).ok();
     let mine = Message::Hello(Hello {
         proto: PROTOCOL_VERSION as u16,
         role: Role::Standby,
@@ -143,14 +225,14 @@ fn session(
         Ok(m) => return Err(retry(format!("expected the primary's Hello, got {}", m.name()))),
         Err(e) => return Err(retry(e)),
     };
-    let store = open_segment(&a.segment, &hello.shape)?;
+    let store = open_segment(name, &hello.shape)?;
     if store.epoch() > hello.epoch {
         return Err(SessionError::Fatal(format!(
             "segment {} has epoch {} but the primary at {} has epoch {}: this segment was promoted and \
              holds a newer history; refusing to overwrite it",
-            a.segment,
+            name,
             store.epoch(),
-            a.connect,
+            addr,
             hello.epoch
         )));
     }
@@ -160,11 +242,11 @@ fn session(
              the primary's segment was recreated (a reboot empties shared memory) and following it \
              would replace this replica's sessions; promote this standby and make the old primary \
              follow it, or destroy segment {} to start over from the primary",
-            a.connect,
+            addr,
             hello.history,
-            a.segment,
+            name,
             store.history_id(),
-            a.segment
+            name
         )));
     }
     store.set_write_mode(WriteMode::Replica);
@@ -173,13 +255,21 @@ fn session(
     *followed = true;
     log::info(&format!(
         "authenticated with primary {} (history {:016x}, epoch {}); segment {} is a replica",
-        a.connect, hello.history, hello.epoch, a.segment
+        addr, hello.history, hello.epoch, name
     ));
     let limit = payload_limit(hello.shape.max_key as u64, hello.shape.max_value);
-    apply_stream(conn, &store, limit, &a.segment)
+    apply_stream(conn, &store, limit, node, link, hello.history)
 }
 
-fn apply_stream(conn: TcpStream, store: &Store, limit: u32, name: &str) -> Result<End, SessionError> {
+fn apply_stream(
+    conn: TcpStream,
+    store: &Store,
+    limit: u32,
+    node: &Node,
+    link: &Link,
+    history: u64,
+) -> Result<End, SessionError> {
+    let name = &node.cfg.segment;
     let mut acks = conn.try_clone().map_err(retry)?;
     let mut reader = BufReader::with_capacity(256 << 10, conn);
     let mut buf = Vec::new();
@@ -191,9 +281,13 @@ fn apply_stream(conn: TcpStream, store: &Store, limit: u32, name: &str) -> Resul
             return Ok(End::Promoted);
         }
         let m = frame::read_frame(&mut reader, limit, &mut buf).map_err(retry)?;
+        link.frame_arrived(node);
         match m {
             Message::SnapshotBegin => {
                 log::info("receiving a snapshot");
+                // History 0 marks the replica incomplete until SnapshotEnd: such a standby is
+                // never promoted automatically and `promote` warns (F1 in `node`).
+                store.set_history_id(0);
                 snapshot = Some(HashSet::new());
             }
             Message::Entry(e) => {
@@ -236,6 +330,31 @@ fn apply_stream(conn: TcpStream, store: &Store, limit: u32, name: &str) -> Resul
                     stale.len()
                 ));
                 applied = applied.max(pos);
+                store.set_history_id(history);
+            }
+            Message::Promote { pos, epoch } => {
+                let refuse = if snapshot.is_some() {
+                    Some("a snapshot is in progress".to_string())
+                } else if applied < pos {
+                    Some(format!("applied up to {applied}, not {pos}"))
+                } else if node.cfg.listen.is_none() {
+                    Some("this standby has no --listen address to serve on".to_string())
+                } else {
+                    None
+                };
+                let done = match &refuse {
+                    Some(why) => Message::Done { ok: false, text: why.clone() },
+                    None => {
+                        let e = store.raise_epoch(epoch);
+                        store.set_write_mode(WriteMode::Writable);
+                        log::info(&format!("switchover: promoted at position {pos} to epoch {e}"));
+                        Message::Done { ok: true, text: format!("promoted at position {pos}, epoch {e}") }
+                    }
+                };
+                acks.write_all(&frame::encode(&done)).map_err(retry)?;
+                if refuse.is_none() {
+                    return Ok(End::Promoted);
+                }
             }
             Message::Heartbeat { pos } => {
                 if snapshot.is_none() {

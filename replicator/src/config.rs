@@ -1,0 +1,250 @@
+//! A daemon's configuration: command-line flags over a TOML file over defaults.
+//!
+//! The file's keys are the flags' long names with `_` for `-`; durations and addresses are
+//! strings, as on the command line:
+//!
+//! ```toml
+//! segment = "sessions"            # primary, standby
+//! connect = "10.0.0.1:7480"       # standby: the primary's address
+//! peers = ["10.0.0.1:7480"]       # witness: data nodes (optional: it learns them)
+//! listen = "0.0.0.0:7480"         # TCP (when primary) and UDP heartbeats, same port
+//! key_file = "/etc/gardenstate/replication.key"
+//! witness = "10.0.0.3:7480"       # enables automatic failover and self-fencing
+//! heartbeat = "100ms"
+//! failover_after = "5s"
+//! fence_after = "3s"
+//! rejoin_after = "10s"
+//! metrics = "127.0.0.1:9480"
+//! ```
+//!
+//! An unknown key, a value of the wrong type, or a setting the role needs but nobody gave is
+//! refused with the file's name and the key, before anything is bound or attached.
+//!
+//! Timing rule: a primary cut off from its standby and the witness must fence itself before
+//! the standby may promote itself, or two primaries would accept writes. The primary fences
+//! `fence_after` after its last proof that a peer was alive; the standby promotes
+//! `failover_after` after its last proof that the primary was alive, which can be up to one
+//! heartbeat period older, and both watchdogs look once per heartbeat period. So
+//! `fence_after + 3 x heartbeat < failover_after` is required (checked on every node, which is
+//! why all nodes should share one file).
+
+use crate::auth::Key;
+use crate::cli::DaemonArgs;
+use crate::units::parse_duration;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(100);
+pub const DEFAULT_FAILOVER_AFTER: Duration = Duration::from_secs(5);
+pub const DEFAULT_FENCE_AFTER: Duration = Duration::from_secs(3);
+pub const DEFAULT_REJOIN_AFTER: Duration = Duration::from_secs(10);
+
+/// Which daemon is being configured (what it requires).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaemonKind {
+    Primary,
+    Standby,
+    Witness,
+}
+
+/// The TOML file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    segment: Option<String>,
+    connect: Option<String>,
+    peers: Option<Vec<String>>,
+    listen: Option<String>,
+    key_file: Option<PathBuf>,
+    witness: Option<String>,
+    heartbeat: Option<String>,
+    failover_after: Option<String>,
+    fence_after: Option<String>,
+    rejoin_after: Option<String>,
+    metrics: Option<String>,
+}
+
+/// A daemon's resolved settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub segment: String,
+    pub connect: Option<String>,
+    pub peers: Vec<String>,
+    pub listen: Option<String>,
+    pub key: Key,
+    pub witness: Option<String>,
+    pub heartbeat: Duration,
+    pub failover_after: Duration,
+    pub fence_after: Duration,
+    pub rejoin_after: Duration,
+    pub metrics: Option<String>,
+}
+
+/// Role-specific settings given as flags (the rest is in `DaemonArgs`).
+#[derive(Debug, Default)]
+pub struct RoleFlags {
+    pub segment: Option<String>,
+    pub connect: Option<String>,
+    pub peers: Vec<String>,
+}
+
+fn read_file(path: &std::path::Path) -> Result<File, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+fn duration(
+    flag: Option<Duration>,
+    file: Option<&str>,
+    key: &str,
+    default: Duration,
+) -> Result<Duration, String> {
+    match (flag, file) {
+        (Some(d), _) => Ok(d),
+        (None, Some(s)) => parse_duration(s).map_err(|e| format!("{key}: {e}")),
+        (None, None) => Ok(default),
+    }
+}
+
+/// Merges flags over the file (if any) over defaults and checks what `kind` needs.
+pub fn resolve(kind: DaemonKind, role: RoleFlags, d: DaemonArgs) -> Result<Config, String> {
+    let file = match &d.config {
+        Some(p) => read_file(p)?,
+        None => File::default(),
+    };
+    let origin =
+        d.config.as_ref().map_or("the command line".to_string(), |p| format!("--config {}", p.display()));
+    let missing = |what: &str| {
+        format!("{what} is required (a --{} flag, or `{what}` in {origin})", what.replace('_', "-"))
+    };
+    let key_file = d.key_file.or(file.key_file).ok_or_else(|| missing("key_file"))?;
+    let key = Key::from_file(&key_file)?;
+    let in_file = |r: Result<Duration, String>| r.map_err(|e| format!("{origin}: {e}"));
+    let c = Config {
+        segment: match kind {
+            DaemonKind::Witness => role.segment.or(file.segment).unwrap_or_default(),
+            _ => role.segment.or(file.segment).ok_or_else(|| missing("segment"))?,
+        },
+        connect: role.connect.or(file.connect),
+        peers: if role.peers.is_empty() { file.peers.unwrap_or_default() } else { role.peers },
+        listen: d.listen.or(file.listen),
+        key,
+        witness: d.witness.or(file.witness),
+        heartbeat: in_file(duration(d.heartbeat, file.heartbeat.as_deref(), "heartbeat", DEFAULT_HEARTBEAT))?,
+        failover_after: in_file(duration(
+            d.failover_after,
+            file.failover_after.as_deref(),
+            "failover_after",
+            DEFAULT_FAILOVER_AFTER,
+        ))?,
+        fence_after: in_file(duration(
+            d.fence_after,
+            file.fence_after.as_deref(),
+            "fence_after",
+            DEFAULT_FENCE_AFTER,
+        ))?,
+        rejoin_after: in_file(duration(
+            d.rejoin_after,
+            file.rejoin_after.as_deref(),
+            "rejoin_after",
+            DEFAULT_REJOIN_AFTER,
+        ))?,
+        metrics: d.metrics.or(file.metrics),
+    };
+    match kind {
+        DaemonKind::Primary | DaemonKind::Witness if c.listen.is_none() => return Err(missing("listen")),
+        DaemonKind::Standby if c.connect.is_none() => return Err(missing("connect")),
+        DaemonKind::Standby if c.witness.is_some() && c.listen.is_none() => {
+            return Err(format!(
+                "listen is required with witness: after an automatic promotion the standby serves the old \
+                 primary on it (set it in {origin})"
+            ));
+        }
+        _ => {}
+    }
+    if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&c.heartbeat) {
+        return Err(format!("heartbeat must be between 10ms and 10s, not {:?}", c.heartbeat));
+    }
+    if c.fence_after + 3 * c.heartbeat >= c.failover_after {
+        return Err(format!(
+            "fence_after ({:?}) + 3 x heartbeat ({:?}) must be less than failover_after ({:?}): a primary cut \
+             off from its peers must fence itself before the standby may promote itself",
+            c.fence_after, c.heartbeat, c.failover_after
+        ));
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("gds-config-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let key = d.join("key");
+        std::fs::write(&key, b"0123456789abcdef0123").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Dir(d)
+    }
+
+    fn write(d: &Dir, text: &str) -> PathBuf {
+        let p = d.0.join("gardenstate.toml");
+        std::fs::write(&p, text.replace("KEY", &d.0.join("key").display().to_string())).unwrap();
+        p
+    }
+
+    #[test]
+    fn flags_override_the_file_and_defaults_fill_the_rest() {
+        let d = dir("merge");
+        let p =
+            write(&d, "segment = \"s\"\nconnect = \"h:1\"\nkey_file = \"KEY\"\nfailover_after = \"8s\"\n");
+        let args =
+            DaemonArgs { config: Some(p), fence_after: Some(Duration::from_secs(4)), ..Default::default() };
+        let c = resolve(
+            DaemonKind::Standby,
+            RoleFlags { connect: Some("h:2".into()), ..Default::default() },
+            args,
+        )
+        .unwrap();
+        assert_eq!(c.segment, "s");
+        assert_eq!(c.connect.as_deref(), Some("h:2"));
+        assert_eq!(c.failover_after, Duration::from_secs(8));
+        assert_eq!(c.fence_after, Duration::from_secs(4));
+        assert_eq!(c.heartbeat, DEFAULT_HEARTBEAT);
+    }
+
+    #[test]
+    fn bad_files_and_missing_settings_are_refused_with_the_key_named() {
+        let d = dir("bad");
+        let cases = [
+            ("segment = \"s\"\nkey_file = \"KEY\"\nlisten = \"x:1\"\nlisen = \"typo\"\n", "lisen"),
+            ("segment = 5\nkey_file = \"KEY\"\n", "segment"),
+            ("segment = \"s\"\nkey_file = \"KEY\"\nlisten = \"x:1\"\nheartbeat = \"fast\"\n", "heartbeat"),
+            ("key_file = \"KEY\"\nlisten = \"x:1\"\n", "segment is required"),
+            ("segment = \"s\"\nkey_file = \"KEY\"\n", "listen is required"),
+            (
+                "segment = \"s\"\nkey_file = \"KEY\"\nlisten = \"x:1\"\nfence_after = \"5s\"\n",
+                "must fence itself",
+            ),
+            ("segment = [\n", "gardenstate.toml"),
+        ];
+        for (text, expect) in cases {
+            let args = DaemonArgs { config: Some(write(&d, text)), ..Default::default() };
+            let err = resolve(DaemonKind::Primary, RoleFlags::default(), args).unwrap_err();
+            assert!(err.contains(expect), "{text:?}: {err}");
+        }
+        let err = resolve(DaemonKind::Primary, RoleFlags::default(), DaemonArgs::default()).unwrap_err();
+        assert!(err.contains("key_file is required (a --key-file flag"), "{err}");
+    }
+}

@@ -1,0 +1,279 @@
+//! A data node's life: the roles it moves through, and the rules that move it.
+//!
+//! A node starts as a primary (`gardenstate primary`) or a standby (`gardenstate standby`) and
+//! keeps one heartbeat socket (`heartbeat::Beacon`, UDP on its `--listen` address) for its
+//! whole life. Then:
+//!
+//! ```text
+//!            promotion (automatic, planned switchover, or `gardenstate promote`)
+//!   standby ----------------------------------------------------------------> primary
+//!      ^                                                                        |
+//!      |   a newer primary (higher epoch) seen steadily for rejoin_after        |
+//!      +------------ (at once after a planned switchover) ----------------------+
+//! ```
+//!
+//! Rules (with a witness configured; `config` has the timing rule that makes them safe):
+//! - F1. A standby promotes itself only when (a) its replica is complete (it finished a
+//!   snapshot and follows the feed: history id non-zero), (b) it has had no proof of life
+//!   from the primary (TCP frame or heartbeat) for `failover_after`, and (c) a fresh
+//!   datagram from the witness says the witness has not heard a writable primary for
+//!   `failover_after` either. It takes an epoch above any it or the witness knows.
+//! - F2. A primary fences itself (writes fail with a read-only error) when it has had no proof
+//!   of life from the standby or the witness for `fence_after`, which is shorter than the
+//!   standby's wait by at least three heartbeats: when F1 fires, the old primary is
+//!   already fenced. It starts fenced, and unfences only on a fresh datagram from a standby
+//!   that is still a standby of an epoch not above its own: a primary never resumes writes
+//!   because it hears the witness alone, which could be just after a promotion it has not heard
+//!   of yet.
+//! - F3. A primary that sees a writable primary of a higher epoch (directly, or through the
+//!   witness's announced epoch) fences itself at once; once it has seen that primary steadily
+//!   for `rejoin_after` (no flapping), it follows it as a standby, and the snapshot replaces
+//!   its content. Epochs only grow, so a node with an older epoch never overwrites a newer one
+//!   (the standby side refuses a primary of a lower epoch).
+//!
+//! Without a witness there is no automatic promotion and no fencing (F3 still applies): the
+//! operator promotes by hand, or runs a planned switchover.
+
+use crate::attach::attach;
+use crate::config::{Config, DaemonKind};
+use crate::exit::{CmdResult, Failure};
+use crate::heartbeat::{Announce, Beacon, FRESH, NodeRole};
+use crate::log;
+use crate::{primary, standby};
+use gardenstate::{Store, WriteMode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a role returns: the role to take next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    Primary,
+    /// Follow the primary at this address; `planned`: after a switchover.
+    Follow {
+        addr: String,
+        planned: bool,
+    },
+    Exit,
+}
+
+/// The node: its settings and its heartbeat socket.
+pub struct Node {
+    pub cfg: Config,
+    pub beacon: Arc<Beacon>,
+    pub started: Instant,
+}
+
+impl Node {
+    /// Whether automatic failover and fencing are on.
+    pub fn has_witness(&self) -> bool {
+        self.cfg.witness.is_some()
+    }
+}
+
+/// Runs a data node from its first role until it exits.
+pub fn run(kind: DaemonKind, cfg: Config) -> CmdResult {
+    let listen = cfg.listen.clone().unwrap_or_else(|| "0.0.0.0:0".into());
+    let mut targets: Vec<String> = cfg.witness.iter().cloned().collect();
+    targets.extend(cfg.connect.iter().cloned());
+    let initial = match kind {
+        DaemonKind::Standby => NodeRole::Standby,
+        _ => NodeRole::Primary,
+    };
+    let announce = Announce { role: initial, fenced: false, synced: false, epoch: 0, history: 0, pos: 0 };
+    let beacon =
+        Beacon::start(&listen, &targets, cfg.key.clone(), cfg.heartbeat, announce).map_err(Failure::error)?;
+    log::info(&format!(
+        "heartbeats on {} (UDP) every {:?}{}",
+        beacon.local_addr(),
+        cfg.heartbeat,
+        match &cfg.witness {
+            Some(w) => format!(
+                ", witness {w}: automatic failover after {:?}, fencing after {:?}",
+                cfg.failover_after, cfg.fence_after
+            ),
+            None => ", no witness: no automatic failover".into(),
+        }
+    ));
+    let node = Node { cfg, beacon, started: Instant::now() };
+    let mut next = match kind {
+        DaemonKind::Standby => {
+            Next::Follow { addr: node.cfg.connect.clone().expect("config checked"), planned: false }
+        }
+        _ => Next::Primary,
+    };
+    loop {
+        next = match next {
+            Next::Primary => primary::serve(&node)?,
+            Next::Follow { addr, planned } => standby::follow(&node, &addr, planned)?,
+            Next::Exit => return Ok(()),
+        };
+        log::info(&format!("role change: {next:?}"));
+    }
+}
+
+/// Attaches the node's segment.
+pub fn segment(node: &Node) -> Result<Store, Failure> {
+    attach(&node.cfg.segment)
+}
+
+/// The primary's guard: F2 (fencing) and F3 (demotion), evaluated once per heartbeat.
+pub struct Guard {
+    /// We fenced the segment (so we may unfence it); an operator's fence is left alone.
+    fenced_by_me: bool,
+    /// Since when a newer primary has been seen without a gap, and where.
+    newer_since: Option<(Instant, String)>,
+}
+
+/// What the guard decided this round.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Stay,
+    Follow(String),
+}
+
+impl Guard {
+    /// A primary starting with a witness begins fenced (F2), until a standby answers.
+    pub fn start(node: &Node, store: &Store) -> Guard {
+        let mut g = Guard { fenced_by_me: false, newer_since: None };
+        if node.has_witness() && store.write_mode() == WriteMode::Writable {
+            store.set_write_mode(WriteMode::Fenced);
+            g.fenced_by_me = true;
+            log::info(
+                "fenced until the standby answers (a primary with a witness writes only while it is not cut off)",
+            );
+        }
+        g
+    }
+
+    /// One round. `last_ack`: when the standby's TCP connection last proved it alive.
+    pub fn round(&mut self, node: &Node, store: &Store, last_ack: Option<Instant>) -> Verdict {
+        let epoch = store.epoch();
+        let mode = store.write_mode();
+        node.beacon.announce(Announce {
+            role: NodeRole::Primary,
+            fenced: mode != WriteMode::Writable,
+            synced: true,
+            epoch,
+            history: store.history_id(),
+            pos: store.feed_head(),
+        });
+        // F3: a writable primary of a higher epoch, seen directly (its address is where to go).
+        let newer =
+            node.beacon.peers().into_iter().filter_map(|p| p.alive_within(FRESH).map(|d| (p.addr, *d))).find(
+                |(_, d)| {
+                    d.announce.role == NodeRole::Primary && !d.announce.fenced && d.announce.epoch > epoch
+                },
+            );
+        let witness = node.beacon.last_alive(NodeRole::Witness).filter(|(_, at)| at.elapsed() <= FRESH);
+        let witness_knows_newer = witness.is_some_and(|(d, _)| d.announce.epoch > epoch);
+        if newer.is_some() || witness_knows_newer {
+            self.fence(store, "a primary with a newer epoch exists");
+        }
+        match newer {
+            Some((addr, d)) => {
+                let addr = addr.to_string();
+                let since = match &self.newer_since {
+                    Some((t, a)) if *a == addr => *t,
+                    _ => {
+                        log::warn(&format!(
+                            "the node at {addr} is a primary with epoch {} (ours is {epoch}): fenced; following it \
+                             once it has been primary for {:?}",
+                            d.announce.epoch, node.cfg.rejoin_after
+                        ));
+                        self.newer_since = Some((Instant::now(), addr.clone()));
+                        Instant::now()
+                    }
+                };
+                if since.elapsed() >= node.cfg.rejoin_after {
+                    return Verdict::Follow(addr);
+                }
+                return Verdict::Stay;
+            }
+            None => self.newer_since = None,
+        }
+        if !node.has_witness() || witness_knows_newer {
+            return Verdict::Stay;
+        }
+        // F2.
+        let standby = node.beacon.last_alive(NodeRole::Standby);
+        let heard = [standby.map(|(_, at)| at), witness.map(|(_, at)| at), last_ack]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(node.started);
+        if heard.elapsed() >= node.cfg.fence_after {
+            self.fence(
+                store,
+                &format!("neither the standby nor the witness heard for {:?}", heard.elapsed()),
+            );
+        } else if self.fenced_by_me && mode == WriteMode::Fenced {
+            let steady_standby = standby.is_some_and(|(d, at)| {
+                at.elapsed() <= FRESH && d.announce.role == NodeRole::Standby && d.announce.epoch <= epoch
+            });
+            if steady_standby {
+                store.set_write_mode(WriteMode::Writable);
+                self.fenced_by_me = false;
+                log::info("the standby answers: writes resumed (unfenced)");
+            }
+        }
+        Verdict::Stay
+    }
+
+    fn fence(&mut self, store: &Store, why: &str) {
+        if store.write_mode() == WriteMode::Writable {
+            store.set_write_mode(WriteMode::Fenced);
+            self.fenced_by_me = true;
+            log::error(&format!("fenced: writes refused: {why}"));
+        }
+    }
+
+    /// Whether we fenced the segment ourselves.
+    pub fn fenced_by_me(&self) -> bool {
+        self.fenced_by_me
+    }
+
+    /// A planned switchover took writes away; the guard must not give them back.
+    pub fn handed_over(&mut self) {
+        self.fenced_by_me = false;
+    }
+}
+
+/// The standby's failover watchdog (F1), evaluated once per heartbeat. `last_frame`: when
+/// the primary's TCP stream last delivered a frame. Returns true once it promoted the segment.
+pub fn failover_round(node: &Node, store: &Store, last_frame: Option<Instant>, since: Instant) -> bool {
+    let epoch = store.epoch();
+    let synced = store.history_id() != 0 && store.write_mode() == WriteMode::Replica;
+    node.beacon.announce(Announce {
+        role: NodeRole::Standby,
+        fenced: true,
+        synced,
+        epoch,
+        history: store.history_id(),
+        pos: store.replicated_upto(),
+    });
+    if !node.has_witness() || !synced {
+        return false;
+    }
+    let after = node.cfg.failover_after;
+    let primary = node.beacon.last_alive(NodeRole::Primary).map(|(_, at)| at);
+    let heard = [primary, last_frame].into_iter().flatten().max().unwrap_or(since);
+    if heard.elapsed() < after {
+        return false;
+    }
+    let Some((w, _)) = node.beacon.last_alive(NodeRole::Witness).filter(|(_, at)| at.elapsed() <= FRESH)
+    else {
+        return false;
+    };
+    if Duration::from_millis(u64::from(w.primary_age_ms)) < after {
+        return false;
+    }
+    let new_epoch = store.raise_epoch(epoch.max(w.announce.epoch) + 1);
+    store.set_write_mode(WriteMode::Writable);
+    log::warn(&format!(
+        "automatic failover: no primary for {:?} here and {} ms at the witness: promoted segment {} to epoch {new_epoch}",
+        heard.elapsed(),
+        w.primary_age_ms,
+        node.cfg.segment
+    ));
+    true
+}

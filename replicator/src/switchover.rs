@@ -1,0 +1,49 @@
+//! `gardenstate switchover`: asks the primary daemon for a planned switchover (the work is
+//! done by the daemons: `primary::switchover` and the standby's Promote handling) and prints
+//! its outcome, with the measured write pause.
+//!
+//! The command authenticates like a standby (the same key and challenge-response), says
+//! `Control` in its Hello, and waits for one Done frame.
+
+use crate::auth;
+use crate::cli::SwitchoverArgs;
+use crate::exit::{CmdResult, Failure};
+use crate::frame::{self, Hello, Message, PROTOCOL_VERSION, Role, Shape};
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// The daemon gives up after 10 s; this waits a little longer for its answer.
+const ANSWER_WAIT: Duration = Duration::from_secs(30);
+
+pub fn run(a: SwitchoverArgs) -> CmdResult {
+    let key = auth::Key::from_file(&a.key_file).map_err(Failure::error)?;
+    let mut conn = TcpStream::connect(&a.primary)
+        .map_err(|e| Failure::error(format!("cannot connect to the primary at {}: {e}", a.primary)))?;
+    conn.set_read_timeout(Some(ANSWER_WAIT)).map_err(Failure::error)?;
+    auth::standby_handshake(&mut conn, &key).map_err(|e| Failure::error(format!("{}: {e}", a.primary)))?;
+    let mut buf = Vec::new();
+    match frame::read_frame(&mut conn, 4096, &mut buf) {
+        Ok(Message::Hello(h)) if h.role == Role::Primary => {}
+        Ok(m) => return Err(Failure::error(format!("expected the primary's Hello, got {}", m.name()))),
+        Err(e) => return Err(Failure::error(e)),
+    }
+    let hello = Hello {
+        proto: PROTOCOL_VERSION as u16,
+        role: Role::Control,
+        history: 0,
+        epoch: 0,
+        feed_head: 0,
+        shape: Shape::default(),
+    };
+    conn.write_all(&frame::encode(&Message::Hello(hello))).map_err(Failure::error)?;
+    match frame::read_frame(&mut conn, 4096, &mut buf) {
+        Ok(Message::Done { ok: true, text }) => {
+            println!("{text}");
+            Ok(())
+        }
+        Ok(Message::Done { ok: false, text }) => Err(Failure::error(format!("switchover failed: {text}"))),
+        Ok(m) => Err(Failure::error(format!("expected the outcome, got {}", m.name()))),
+        Err(e) => Err(Failure::error(format!("waiting for the outcome: {e}"))),
+    }
+}
