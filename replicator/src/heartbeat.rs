@@ -32,7 +32,9 @@
 //!     56     8  echo seq
 //!     64     4  witness: ms since it last heard a primary (u32::MAX: never)
 //!     68     4  witness: ms since it last heard a standby (u32::MAX: never)
-//!     72    16  HMAC-SHA256(key, "gardenstate-heartbeat-1" || bytes 0..72), first 16 bytes
+//!     72     2  the sender's listen port (where it serves when primary; 0: none)
+//!     74     2  reserved, 0
+//!     76    16  HMAC-SHA256(key, "gardenstate-heartbeat-1" || bytes 0..76), first 16 bytes
 //! ```
 //! All integers little-endian. Anything else (another length, magic, version, role, a bad MAC)
 //! is dropped and counted, never logged per datagram (a flood must not fill the log).
@@ -47,10 +49,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub const DATAGRAM_LEN: usize = 88;
+pub const DATAGRAM_LEN: usize = 92;
 const MAGIC: [u8; 4] = *b"GDHB";
 const VERSION: u8 = 1;
-const BODY_LEN: usize = 72;
+const BODY_LEN: usize = 76;
 const TAG_LEN: usize = 16;
 const LABEL: &[u8] = b"gardenstate-heartbeat-1";
 /// A peer's announced state counts only if its datagram echoed a sequence number I sent within
@@ -115,6 +117,8 @@ pub struct Datagram {
     /// Witness only: ms since it last heard each role (u32::MAX: never).
     pub primary_age_ms: u32,
     pub standby_age_ms: u32,
+    /// The sender's TCP listen port (0: it has none).
+    pub listen_port: u16,
 }
 
 fn mac(key: &Key) -> Hmac<Sha256> {
@@ -136,6 +140,7 @@ pub fn encode(d: &Datagram, key: &Key) -> [u8; DATAGRAM_LEN] {
     }
     b[64..68].copy_from_slice(&d.primary_age_ms.to_le_bytes());
     b[68..72].copy_from_slice(&d.standby_age_ms.to_le_bytes());
+    b[72..74].copy_from_slice(&d.listen_port.to_le_bytes());
     let mut m = mac(key);
     m.update(&b[..BODY_LEN]);
     b[BODY_LEN..].copy_from_slice(&m.finalize().into_bytes()[..TAG_LEN]);
@@ -168,7 +173,7 @@ pub fn decode(b: &[u8], key: &Key) -> Result<Datagram, Reject> {
     m.update(&b[..BODY_LEN]);
     m.verify_truncated_left(&b[BODY_LEN..]).map_err(|_| Reject::Mac)?;
     let role = NodeRole::from_byte(b[5]).ok_or(Reject::Field)?;
-    if b[6] & !3 != 0 || b[7] != 0 {
+    if b[6] & !3 != 0 || b[7] != 0 || b[74..76] != [0, 0] {
         return Err(Reject::Field);
     }
     let word = |i: usize| u64::from_le_bytes(b[8 + 8 * i..16 + 8 * i].try_into().expect("8 bytes"));
@@ -188,6 +193,7 @@ pub fn decode(b: &[u8], key: &Key) -> Result<Datagram, Reject> {
         echo_seq: word(6),
         primary_age_ms: half(64),
         standby_age_ms: half(68),
+        listen_port: u16::from_le_bytes([b[72], b[73]]),
     })
 }
 
@@ -204,6 +210,15 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// Where the peer serves: its datagrams' source IP and its announced listen port (a
+    /// proxy or NAT in between may change the source port, never what it announces).
+    pub fn serve_addr(&self) -> SocketAddr {
+        match self.fresh {
+            Some((d, _)) if d.listen_port != 0 => SocketAddr::new(self.addr.ip(), d.listen_port),
+            _ => self.addr,
+        }
+    }
+
     /// The peer's announced state, if it proved itself alive within `within`.
     pub fn alive_within(&self, within: Duration) -> Option<&Datagram> {
         self.fresh.as_ref().filter(|(_, at)| at.elapsed() <= within).map(|(d, _)| d)
@@ -227,6 +242,8 @@ pub struct Beacon {
     born: Instant,
     last_seq: AtomicU64,
     interval: Duration,
+    /// Announced in every datagram (the port of `listen`).
+    listen_port: u16,
     /// Configured peers (always sent to, even before they answer).
     targets: Vec<SocketAddr>,
     state: Mutex<(Announce, u32, u32)>,
@@ -259,6 +276,7 @@ impl Beacon {
     ) -> Result<Arc<Beacon>, String> {
         let socket =
             UdpSocket::bind(listen).map_err(|e| format!("heartbeat socket on {listen} (UDP): {e}"))?;
+        let listen_port = socket.local_addr().map_err(|e| e.to_string())?.port();
         socket.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
         let targets = targets.iter().map(|t| resolve(t)).collect::<Result<Vec<_>, _>>()?;
         let mut id = [0u8; 8];
@@ -270,6 +288,7 @@ impl Beacon {
             born: Instant::now(),
             last_seq: AtomicU64::new(0),
             interval,
+            listen_port,
             targets,
             state: Mutex::new((announce, u32::MAX, u32::MAX)),
             peers: Mutex::new(HashMap::new()),
@@ -365,6 +384,7 @@ impl Beacon {
                     echo_seq,
                     primary_age_ms: p_age,
                     standby_age_ms: s_age,
+                    listen_port: self.listen_port,
                 };
                 // A peer that is down answers with ICMP; the next round tries again.
                 let _ = self.socket.send_to(&encode(&d, &self.key), addr);
@@ -428,7 +448,9 @@ impl Beacon {
         if d.echo_node == self.node {
             if let Some(at) = self.sent_at(d.echo_seq).filter(|at| at.elapsed() <= FRESH) {
                 if peer.fresh.is_none_or(|(_, prev)| at >= prev) {
-                    if peer.fresh.is_none_or(|(prev, _)| prev.announce != d.announce) {
+                    let changed =
+                        |prev: &Announce| Announce { pos: 0, ..*prev } != Announce { pos: 0, ..d.announce };
+                    if peer.fresh.is_none_or(|(prev, _)| changed(&prev.announce)) {
                         log::info(&format!(
                             "heartbeat: {} at {from} is {}{} (epoch {}, history {:016x})",
                             d.announce.role.name(),
@@ -474,6 +496,7 @@ mod tests {
             echo_seq: 6,
             primary_age_ms: 10,
             standby_age_ms: u32::MAX,
+            listen_port: 7480,
         }
     }
 
@@ -487,7 +510,7 @@ mod tests {
             d[bit / 8] ^= 1 << (bit % 8);
             assert!(decode(&d, &k).is_err(), "bit {bit} flipped was accepted");
         }
-        assert_eq!(decode(&b[..87], &k), Err(Reject::Length));
+        assert_eq!(decode(&b[..DATAGRAM_LEN - 1], &k), Err(Reject::Length));
         let other = Key::new(b"another key of sixteen bytes".to_vec()).unwrap();
         assert_eq!(decode(&b, &other), Err(Reject::Mac));
     }

@@ -101,12 +101,14 @@ pub fn run(kind: DaemonKind, cfg: Config) -> CmdResult {
         }
         _ => Next::Primary,
     };
+    let mut cold = true;
     loop {
         next = match next {
-            Next::Primary => primary::serve(&node)?,
+            Next::Primary => primary::serve(&node, cold)?,
             Next::Follow { addr, planned } => standby::follow(&node, &addr, planned)?,
             Next::Exit => return Ok(()),
         };
+        cold = false;
         log::info(&format!("role change: {next:?}"));
     }
 }
@@ -132,10 +134,11 @@ pub enum Verdict {
 }
 
 impl Guard {
-    /// A primary starting with a witness begins fenced (F2), until a standby answers.
-    pub fn start(node: &Node, store: &Store) -> Guard {
+    /// A primary starting cold with a witness begins fenced (F2), until a standby answers;
+    /// one that was just promoted (it holds the newest epoch) does not.
+    pub fn start(node: &Node, store: &Store, cold: bool) -> Guard {
         let mut g = Guard { fenced_by_me: false, newer_since: None };
-        if node.has_witness() && store.write_mode() == WriteMode::Writable {
+        if cold && node.has_witness() && store.write_mode() == WriteMode::Writable {
             store.set_write_mode(WriteMode::Fenced);
             g.fenced_by_me = true;
             log::info(
@@ -158,12 +161,14 @@ impl Guard {
             pos: store.feed_head(),
         });
         // F3: a writable primary of a higher epoch, seen directly (its address is where to go).
-        let newer =
-            node.beacon.peers().into_iter().filter_map(|p| p.alive_within(FRESH).map(|d| (p.addr, *d))).find(
-                |(_, d)| {
-                    d.announce.role == NodeRole::Primary && !d.announce.fenced && d.announce.epoch > epoch
-                },
-            );
+        let newer = node
+            .beacon
+            .peers()
+            .into_iter()
+            .filter_map(|p| p.alive_within(FRESH).map(|d| (p.serve_addr(), *d)))
+            .find(|(_, d)| {
+                d.announce.role == NodeRole::Primary && !d.announce.fenced && d.announce.epoch > epoch
+            });
         let witness = node.beacon.last_alive(NodeRole::Witness).filter(|(_, at)| at.elapsed() <= FRESH);
         let witness_knows_newer = witness.is_some_and(|(d, _)| d.announce.epoch > epoch);
         if newer.is_some() || witness_knows_newer {

@@ -91,8 +91,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The primary role: serves standbys (and switchover requests) until the node must take
-/// another role.
-pub fn serve(node: &Node) -> Result<Next, Failure> {
+/// another role. `cold`: the daemon started as a primary (rather than being promoted).
+pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
     let cfg = &node.cfg;
     let store = node::segment(node)?;
     let mode = store.write_mode();
@@ -124,7 +124,7 @@ pub fn serve(node: &Node) -> Result<Next, Failure> {
         next: Mutex::new(None),
         conns: Mutex::new(Vec::new()),
     };
-    let mut guard = Guard::start(node, &shared.store);
+    let mut guard = Guard::start(node, &shared.store, cold);
     let mut last_round = Instant::now() - cfg.heartbeat;
     let next = std::thread::scope(|s| {
         let next = loop {
@@ -285,7 +285,7 @@ fn switchover(node: &Node, shared: &Shared) -> (bool, String) {
                 .is_some_and(|d| d.announce.role == NodeRole::Primary && d.announce.epoch >= epoch)
         });
         if let Some(p) = p {
-            break Some(p.addr.to_string());
+            break Some(p.serve_addr().to_string());
         }
         if Instant::now() >= deadline {
             break None;

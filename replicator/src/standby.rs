@@ -142,7 +142,13 @@ fn reconnect(node: &Node, addr: &str, link: &Link) -> Result<(), Failure> {
     let name = &node.cfg.segment;
     let mut backoff = BACKOFF_MIN;
     let mut followed = false;
+    let promoted =
+        |followed: bool| followed && Store::attach(name).is_ok_and(|s| s.write_mode() == WriteMode::Writable);
     loop {
+        // Promoted while the primary was unreachable (by the watchdog or by hand).
+        if promoted(followed) {
+            return Ok(());
+        }
         let started = Instant::now();
         match TcpStream::connect(addr) {
             Err(e) => log::warn(&format!("cannot connect to {addr}: {e}")),
@@ -162,8 +168,7 @@ fn reconnect(node: &Node, addr: &str, link: &Link) -> Result<(), Failure> {
                 }
             }
         }
-        // Promoted while the primary was unreachable (by the watchdog or by hand).
-        if followed && Store::attach(name).is_ok_and(|s| s.write_mode() == WriteMode::Writable) {
+        if promoted(followed) {
             return Ok(());
         }
         if started.elapsed() > Duration::from_secs(10) {
@@ -226,6 +231,9 @@ fn session(
         Err(e) => return Err(retry(e)),
     };
     let store = open_segment(name, &hello.shape)?;
+    if *followed && store.write_mode() == WriteMode::Writable {
+        return Ok(End::Promoted); // promoted between the connect and now
+    }
     if store.epoch() > hello.epoch {
         return Err(SessionError::Fatal(format!(
             "segment {} has epoch {} but the primary at {} has epoch {}: this segment was promoted and \

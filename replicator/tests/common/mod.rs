@@ -1,0 +1,219 @@
+//! What the replication tests share: segments, scratch directories, daemons as processes,
+//! polling with deadlines, and content comparison. Each test binary uses part of it.
+
+#![allow(dead_code)]
+
+use gardenstate::{Error, Expiry, Options, Store};
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gardenstate");
+
+/// A segment name unique to the test and process, destroyed when dropped.
+pub struct Seg(pub String);
+
+impl Seg {
+    pub fn new(tag: &str) -> Seg {
+        let name = format!("gds-repl-{tag}-{}", std::process::id());
+        let _ = Store::destroy(&name);
+        Seg(name)
+    }
+    pub fn create(&self) -> Store {
+        let opts = Options {
+            capacity_bytes: 32 << 20,
+            max_entries: 16_384,
+            max_value: 4096,
+            max_clients: 64,
+            feed_len: 1 << 16,
+            ..Options::default()
+        };
+        Store::create(&self.0, &opts).unwrap()
+    }
+    pub fn exists(&self) -> bool {
+        gardenstate::shm_dir().join(&self.0).exists()
+    }
+}
+
+impl Drop for Seg {
+    fn drop(&mut self) {
+        let _ = Store::destroy(&self.0);
+    }
+}
+
+/// A scratch directory (key files, daemon logs), removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("gds-repl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    pub fn key(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running daemon, killed (SIGKILL) and reaped when dropped; its stderr goes to a file.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(dir: &Scratch, tag: &str, args: &[&str]) -> Daemon {
+        let log = dir.0.join(format!("{tag}.log"));
+        let child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start gardenstate");
+        Daemon { child: Some(child), log }
+    }
+    pub fn primary(dir: &Scratch, seg: &Seg, port: u16, key: &std::path::Path) -> Daemon {
+        let addr = format!("127.0.0.1:{port}");
+        let d = Daemon::start(
+            dir,
+            "primary",
+            &["primary", "--segment", &seg.0, "--listen", &addr, "--key-file", key.to_str().unwrap()],
+        );
+        // Wait until it listens.
+        wait_until("the primary to listen", Duration::from_secs(10), || d.log().contains("serving"));
+        d
+    }
+    pub fn standby(dir: &Scratch, seg: &Seg, port: u16, key: &std::path::Path) -> Daemon {
+        let addr = format!("127.0.0.1:{port}");
+        Daemon::start(
+            dir,
+            "standby",
+            &["standby", "--segment", &seg.0, "--connect", &addr, "--key-file", key.to_str().unwrap()],
+        )
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Key -> (value, ms of TTL left, lock id) of every live entry.
+pub type Content = BTreeMap<Vec<u8>, (Vec<u8>, Option<u64>, Option<u64>)>;
+
+pub fn content(s: &Store) -> Content {
+    let mut m = BTreeMap::new();
+    s.scan(|e| {
+        let ttl = e.meta.ttl_left.map(|d| d.as_millis() as u64);
+        m.insert(e.key, (e.value, ttl, e.meta.lock.map(|l| l.lock_id)));
+    })
+    .unwrap();
+    m
+}
+
+/// Same keys, values and locks; TTLs both absent or within 3 s of each other.
+pub fn same(a: &Content, b: &Content) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|((ka, (va, ta, la)), (kb, (vb, tb, lb)))| {
+            ka == kb
+                && va == vb
+                && la == lb
+                && match (ta, tb) {
+                    (None, None) => true,
+                    (Some(x), Some(y)) => x.abs_diff(*y) <= 3_000,
+                    _ => false,
+                }
+        })
+}
+
+/// Waits until the standby segment exists and holds exactly what the primary holds.
+pub fn wait_converged(primary: &Store, standby: &Seg, timeout: Duration) -> Store {
+    wait_until("the standby segment to appear", timeout, || standby.exists());
+    let replica = Store::attach(&standby.0).unwrap();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (p, r) = (content(primary), content(&replica));
+        if same(&p, &r) {
+            return replica;
+        }
+        if Instant::now() > deadline {
+            let missing = p.keys().filter(|k| !r.contains_key(*k)).count();
+            let extra = r.keys().filter(|k| !p.contains_key(*k)).count();
+            panic!(
+                "no convergence: primary {} entries, standby {}, {missing} missing, {extra} extra",
+                p.len(),
+                r.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Writes a mix of operations until `stop`: sets with no, fixed, sliding and short TTLs,
+/// deletes, locks and unlocks, over `keys` keys.
+pub fn churn(store: &Store, keys: u32, stop: &AtomicBool) -> u64 {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d ^ std::process::id() as u64;
+    let mut ops = 0;
+    while !stop.load(Ordering::Relaxed) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let key = format!("k{}", x % keys as u64);
+        let value = vec![(x >> 8) as u8; (x >> 16) as usize % 600];
+        let r = match x >> 40 & 15 {
+            0..=5 => store.set(key.as_bytes(), &value, Expiry::Never).map(drop),
+            6..=7 => store.set(key.as_bytes(), &value, Expiry::After(Duration::from_secs(600))).map(drop),
+            8 => store.set(key.as_bytes(), &value, Expiry::Sliding(Duration::from_secs(600))).map(drop),
+            9 => store.set(key.as_bytes(), &value, Expiry::After(Duration::from_millis(200))).map(drop),
+            10..=11 => store.delete(key.as_bytes()).map(drop),
+            12 => store.lock(key.as_bytes(), Duration::from_secs(60)).map(drop),
+            13 => match store.lock(key.as_bytes(), Duration::from_secs(60)) {
+                Ok(Some(l)) => store.unlock(key.as_bytes(), l.lock_id),
+                r => r.map(drop),
+            },
+            _ => store.get(key.as_bytes()).map(drop),
+        };
+        match r {
+            Ok(()) | Err(Error::Locked { .. }) | Err(Error::NotFound) => ops += 1,
+            Err(e) => panic!("writer: {e}"),
+        }
+    }
+    ops
+}

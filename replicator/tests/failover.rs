@@ -1,0 +1,394 @@
+//! Failover end to end: a primary, a standby and a witness as three processes on 127.0.0.1,
+//! with the links that matter running through proxies the test can cut (`Proxy`: TCP and
+//! UDP on one port, as the daemons use one port for both).
+//!
+//! What is checked, by sampling both segments' write modes every couple of milliseconds
+//! while the links are cut and healed: never two writable segments at once (no split brain);
+//! the cut-off primary fences itself; the standby promotes itself only with the witness's
+//! agreement; every write that waited for the standby survives; the old primary, healed or
+//! restarted empty, follows the new primary and never overwrites it; a planned switchover
+//! loses nothing and reports its pause.
+
+mod common;
+use common::*;
+use gardenstate::{Error, Expiry, Store, WriteMode};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Timings small enough for a test, within the rule fence + 3 x heartbeat < failover.
+const TIMING: [&str; 8] =
+    ["--heartbeat", "100ms", "--fence-after", "1s", "--failover-after", "2500ms", "--rejoin-after", "2s"];
+
+/// A cuttable link: TCP connections and UDP datagrams arriving on `port` are forwarded to
+/// `target` (same port number for both protocols). While cut, nothing passes and open TCP
+/// connections are shut down.
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target_port: u16) -> Proxy {
+        let target: SocketAddr = ([127, 0, 0, 1], target_port).into();
+        let (tcp, outer) = loop {
+            let t = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = t.local_addr().unwrap().port();
+            if let Ok(u) = UdpSocket::bind(("127.0.0.1", port)) {
+                break (t, u);
+            }
+        };
+        let port = tcp.local_addr().unwrap().port();
+        let inner = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&outer, &inner] {
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        }
+        tcp.set_nonblocking(true).unwrap();
+        let p = Proxy {
+            port,
+            cut: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(AtomicBool::new(false)),
+            conns: Arc::new(Mutex::new(Vec::new())),
+        };
+        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let (outer2, inner2) = (outer.try_clone().unwrap(), inner.try_clone().unwrap());
+        let (cut, stop, c) = (p.cut.clone(), p.stop.clone(), client.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = outer.recv_from(&mut buf) {
+                    *c.lock().unwrap() = Some(from);
+                    if !cut.load(Ordering::Relaxed) {
+                        let _ = inner.send_to(&buf[..n], target);
+                    }
+                }
+            }
+        });
+        let (cut, stop) = (p.cut.clone(), p.stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, _)) = inner2.recv_from(&mut buf) {
+                    let to = *client.lock().unwrap();
+                    if let (false, Some(to)) = (cut.load(Ordering::Relaxed), to) {
+                        let _ = outer2.send_to(&buf[..n], to);
+                    }
+                }
+            }
+        });
+        let (cut, stop, conns) = (p.cut.clone(), p.stop.clone(), p.conns.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((a, _)) = tcp.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                if cut.load(Ordering::Relaxed) {
+                    continue; // dropped: the connection closes
+                }
+                let Ok(b) = TcpStream::connect(target) else { continue };
+                a.set_nonblocking(false).unwrap();
+                for (from, to) in [(&a, &b), (&b, &a)] {
+                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                }
+                conns.lock().unwrap().extend([a, b]);
+            }
+        });
+        p
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cut();
+    }
+}
+
+/// Samples two segments' write modes until stopped; records any instant both were writable.
+struct SplitBrainWatch {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<(u64, u64, Option<Duration>)>>,
+}
+
+impl SplitBrainWatch {
+    fn start(a: &str, b: &str) -> SplitBrainWatch {
+        let (a, b) = (Store::attach(a).unwrap(), Store::attach(b).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let t0 = Instant::now();
+        let handle = std::thread::spawn(move || {
+            let (mut samples, mut both, mut first) = (0u64, 0u64, None);
+            while !s.load(Ordering::Relaxed) {
+                if a.write_mode() == WriteMode::Writable && b.write_mode() == WriteMode::Writable {
+                    both += 1;
+                    first = first.or(Some(t0.elapsed()));
+                }
+                samples += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (samples, both, first)
+        });
+        SplitBrainWatch { stop, handle: Some(handle) }
+    }
+
+    /// (samples taken, samples with both segments writable, when the first such was seen)
+    fn finish(mut self) -> (u64, u64, Option<Duration>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+/// Writes `k<i>` on the primary until stopped; every 50th write waits for the standby.
+/// Returns (acknowledged writes, writes that waited successfully).
+fn writer(store: &Store, stop: &AtomicBool) -> (Vec<(String, u64)>, Vec<String>) {
+    let (mut acked, mut waited) = (Vec::new(), Vec::new());
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("k{i}");
+        match store.set(key.as_bytes(), format!("v{i}").as_bytes(), Expiry::Never) {
+            Ok(v) => {
+                if i % 50 == 0 && store.wait_replicated(v, Duration::from_secs(1)) {
+                    waited.push(key.clone());
+                }
+                acked.push((key, v));
+            }
+            Err(Error::ReadOnly) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("writer: {e}"),
+        }
+        i += 1;
+        if i % 16 == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    (acked, waited)
+}
+
+fn mode(seg: &Seg) -> WriteMode {
+    Store::attach(&seg.0).map(|s| s.write_mode()).unwrap_or(WriteMode::Fenced)
+}
+
+fn daemon_args<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+    base.iter().chain(extra).chain(TIMING.iter()).copied().collect()
+}
+
+#[test]
+fn a_cut_off_primary_fences_itself_the_standby_takes_over_and_the_old_primary_follows_it() {
+    let dir = Scratch::new("failover");
+    let key = dir.key("key", b"failover test key 0123456789abcdef");
+    let key = key.to_str().unwrap();
+    let (pseg, sseg) = (Seg::new("fo-p"), Seg::new("fo-s"));
+    let primary_store = pseg.create();
+    let (pp, ps, pw) = (free_port(), free_port(), free_port());
+    let (p_addr, s_addr, w_addr) =
+        (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{ps}"), format!("127.0.0.1:{pw}"));
+    let _witness = Daemon::start(&dir, "witness", &["witness", "--listen", &w_addr, "--key-file", key]);
+    let to_witness = Proxy::start(pw); // the primary's path to the witness
+    let to_primary = Proxy::start(pp); // the standby's path to the primary
+    let (tw, tp) = (to_witness.addr(), to_primary.addr());
+    let p_args = ["primary", "--segment", &pseg.0, "--listen", &p_addr, "--witness", &tw, "--key-file", key];
+    let mut primary = Daemon::start(&dir, "primary", &daemon_args(&p_args, &[]));
+    let s_args =
+        ["standby", "--segment", &sseg.0, "--connect", &tp, "--listen", &s_addr, "--witness", &w_addr];
+    let _standby = Daemon::start(&dir, "standby", &daemon_args(&s_args, &["--key-file", key]));
+
+    // With a witness, the primary starts fenced and unfences once the standby answers.
+    wait_until("the primary to unfence", Duration::from_secs(20), || {
+        primary.log().contains("writes resumed")
+    });
+    wait_until("the standby's replica", Duration::from_secs(20), || {
+        sseg.exists() && Store::attach(&sseg.0).is_ok_and(|s| s.history_id() != 0)
+    });
+    let watch = SplitBrainWatch::start(&pseg.0, &sseg.0);
+    let stop = AtomicBool::new(false);
+    let (acked, waited) = std::thread::scope(|s| {
+        let w = s.spawn(|| writer(&primary_store, &stop));
+        std::thread::sleep(Duration::from_secs(1));
+        // The primary is cut off from both its standby and the witness.
+        let cut_at = Instant::now();
+        to_witness.cut();
+        to_primary.cut();
+        wait_until("the primary to fence itself", Duration::from_secs(10), || {
+            mode(&pseg) == WriteMode::Fenced
+        });
+        let fenced_after = cut_at.elapsed();
+        wait_until("the standby to promote itself", Duration::from_secs(20), || {
+            mode(&sseg) == WriteMode::Writable
+        });
+        let promoted_after = cut_at.elapsed();
+        eprintln!("cut: primary fenced after {fenced_after:?}, standby promoted after {promoted_after:?}");
+        assert!(fenced_after < promoted_after);
+        assert!(promoted_after >= Duration::from_millis(2500), "promoted before failover_after");
+        stop.store(true, Ordering::Relaxed);
+        w.join().unwrap()
+    });
+    let standby_store = Store::attach(&sseg.0).unwrap();
+    assert!(standby_store.epoch() > primary_store.epoch());
+    for k in &waited {
+        assert!(standby_store.get(k.as_bytes()).unwrap().is_some(), "{k} waited for the standby but is lost");
+    }
+    let lost = acked.iter().filter(|(k, _)| standby_store.get(k.as_bytes()).unwrap().is_none()).count();
+    eprintln!("{} writes acknowledged, {} waited, {lost} lost in the cut", acked.len(), waited.len());
+    assert!(waited.len() >= 3, "too few waited writes to mean anything: {}", waited.len());
+
+    // Healed: the old primary sees the newer epoch, stays fenced, and follows after rejoin_after.
+    standby_store.set(b"after-failover", b"new primary", Expiry::Never).unwrap();
+    to_witness.heal();
+    to_primary.heal();
+    let followed = Instant::now() + Duration::from_secs(30);
+    while mode(&pseg) != WriteMode::Replica {
+        assert!(
+            Instant::now() < followed,
+            "the old primary never followed:\n{}\n{}",
+            primary.log(),
+            _standby.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_converged(&standby_store, &pseg, Duration::from_secs(30));
+    assert!(primary.log().contains("fenced"), "{}", primary.log());
+
+    // The old primary's host reboots: its segment comes back empty. It must not wipe the new
+    // primary; it follows it and gets the sessions back.
+    primary.kill();
+    drop(primary_store);
+    Store::destroy(&pseg.0).unwrap();
+    let empty = pseg.create();
+    let before = standby_store.stats().live_entries;
+    let _primary = Daemon::start(&dir, "primary-rebooted", &daemon_args(&p_args, &[]));
+    wait_until("the rebooted primary to follow", Duration::from_secs(30), || {
+        empty.write_mode() == WriteMode::Replica
+    });
+    wait_converged(&standby_store, &pseg, Duration::from_secs(30));
+    assert_eq!(standby_store.stats().live_entries, before, "the new primary lost sessions");
+    assert_eq!(standby_store.write_mode(), WriteMode::Writable);
+    let (samples, both, first) = watch.finish();
+    assert_eq!(
+        both,
+        0,
+        "{both} of {samples} samples saw two writable segments, first at {first:?} after the watch started:\n{}\n{}\n{}",
+        primary.log(),
+        _primary.log(),
+        _standby.log()
+    );
+}
+
+#[test]
+fn a_standby_cut_off_alone_does_not_promote_itself_while_the_witness_sees_the_primary() {
+    let dir = Scratch::new("no-quorum");
+    let key = dir.key("key", b"failover test key 0123456789abcdef");
+    let key = key.to_str().unwrap();
+    let (pseg, sseg) = (Seg::new("nq-p"), Seg::new("nq-s"));
+    let primary_store = pseg.create();
+    let (pp, ps, pw) = (free_port(), free_port(), free_port());
+    let (p_addr, s_addr, w_addr) =
+        (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{ps}"), format!("127.0.0.1:{pw}"));
+    let witness = Daemon::start(&dir, "witness", &["witness", "--listen", &w_addr, "--key-file", key]);
+    let to_primary = Proxy::start(pp);
+    let tp = to_primary.addr();
+    let p_args =
+        ["primary", "--segment", &pseg.0, "--listen", &p_addr, "--witness", &w_addr, "--key-file", key];
+    let primary = Daemon::start(&dir, "primary", &daemon_args(&p_args, &[]));
+    let s_args =
+        ["standby", "--segment", &sseg.0, "--connect", &tp, "--listen", &s_addr, "--witness", &w_addr];
+    let standby = Daemon::start(&dir, "standby", &daemon_args(&s_args, &["--key-file", key]));
+    wait_until("the primary to unfence", Duration::from_secs(20), || {
+        primary.log().contains("writes resumed")
+    });
+    primary_store.set(b"before", b"cut", Expiry::Never).unwrap();
+    wait_converged(&primary_store, &sseg, Duration::from_secs(20));
+    to_primary.cut();
+    // Three times the failover time: the witness still hears the primary, so no promotion;
+    // the primary still hears the witness, so no fence.
+    std::thread::sleep(Duration::from_millis(7500));
+    assert_eq!(
+        mode(&sseg),
+        WriteMode::Replica,
+        "the standby promoted itself without the witness:\n{}\n{}\n{}",
+        standby.log(),
+        witness.log(),
+        primary.log()
+    );
+    assert_eq!(
+        primary_store.write_mode(),
+        WriteMode::Writable,
+        "the primary fenced itself with the witness in reach"
+    );
+    primary_store.set(b"during", b"cut", Expiry::Never).unwrap();
+    to_primary.heal();
+    wait_converged(&primary_store, &sseg, Duration::from_secs(30));
+}
+
+#[test]
+fn a_planned_switchover_loses_nothing_and_swaps_the_roles() {
+    let dir = Scratch::new("switchover");
+    let key = dir.key("key", b"switchover test key 0123456789abcdef");
+    let key = key.to_str().unwrap();
+    let (pseg, sseg) = (Seg::new("sw-p"), Seg::new("sw-s"));
+    let primary_store = pseg.create();
+    let (pp, ps) = (free_port(), free_port());
+    let (p_addr, s_addr) = (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{ps}"));
+    let _primary = Daemon::start(
+        &dir,
+        "primary",
+        &["primary", "--segment", &pseg.0, "--listen", &p_addr, "--key-file", key],
+    );
+    let s_args =
+        ["standby", "--segment", &sseg.0, "--connect", &p_addr, "--listen", &s_addr, "--key-file", key];
+    let _standby = Daemon::start(&dir, "standby", &s_args);
+    primary_store.set(b"first", b"1", Expiry::Never).unwrap();
+    wait_converged(&primary_store, &sseg, Duration::from_secs(20));
+    let stop = AtomicBool::new(false);
+    let (out, (acked, _)) = std::thread::scope(|s| {
+        let w = s.spawn(|| writer(&primary_store, &stop));
+        std::thread::sleep(Duration::from_millis(500));
+        let out = std::process::Command::new(BIN)
+            .args(["switchover", "--primary", &p_addr, "--key-file", key])
+            .output()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        (out, w.join().unwrap())
+    });
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("switchover complete") && text.contains("writes paused"), "{text}");
+    eprintln!("{text}");
+    let new_primary = Store::attach(&sseg.0).unwrap();
+    assert_eq!(new_primary.write_mode(), WriteMode::Writable);
+    // Zero loss: every write the old primary acknowledged is on the new one.
+    for (k, _) in &acked {
+        assert!(
+            new_primary.get(k.as_bytes()).unwrap().is_some(),
+            "{k} acknowledged before the switchover, lost"
+        );
+    }
+    assert!(acked.len() > 100, "the writer barely ran: {}", acked.len());
+    // The old primary follows the new one.
+    wait_until("the old primary to follow", Duration::from_secs(20), || mode(&pseg) == WriteMode::Replica);
+    new_primary.set(b"after", b"switchover", Expiry::Never).unwrap();
+    wait_converged(&new_primary, &pseg, Duration::from_secs(30));
+}
