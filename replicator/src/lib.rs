@@ -32,4 +32,5 @@ pub mod render;
 pub mod segment_cmds;
 pub mod snapshot;
 pub mod standby;
+pub mod status;
 pub mod units;
