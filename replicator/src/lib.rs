@@ -26,6 +26,7 @@ pub mod exit;
 pub mod follow;
 pub mod frame;
 pub mod log;
+pub mod metrics;
 pub mod primary;
 pub mod progress;
 pub mod render;
