@@ -10,7 +10,9 @@
 //!
 //! Replication: `frame` is the wire format, `auth` the challenge-response, `follow` the
 //! snapshot and change-feed follower, `primary` and `standby` the two daemons (`promote` is in
-//! `segment_cmds`), `log` their one-line-per-event log.
+//! `segment_cmds`), `log` their one-line-per-event log, `status` their live status (shared by
+//! their threads, published to a status file that `stats` reads), `metrics` their Prometheus
+//! endpoint.
 //!
 //! Safe code only, over the engine's public API.
 
