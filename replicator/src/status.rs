@@ -225,9 +225,10 @@ impl Status {
     /// The daemon's role: "primary", "standby", "witness", "fenced", "demoted". A change of
     /// role forgets the lag figures, which mean something else in the new role.
     pub fn set_role(&self, role: &str) {
+        let role = truncated(role, MAX_ROLE);
         let mut d = self.data();
         if d.role != role {
-            d.role = truncated(role, MAX_ROLE);
+            d.role = role;
             d.head = None;
             d.acked = None;
             d.unacked.clear();
@@ -246,10 +247,11 @@ impl Status {
         d.history = history;
     }
 
-    /// The peer's address (None: no peer known) and whether a connection to it is up.
+    /// The peer's address (None: no peer known) and whether a connection to it is up. A
+    /// connection to another address than the current one counts as a new connection.
     pub fn set_peer(&self, addr: Option<String>, connected: bool) {
         let mut d = self.data();
-        if connected && !d.connected {
+        if connected && (!d.connected || d.peer != addr) {
             d.connections += 1;
             d.connected_since_unix_ms = Some(unix_ms_now());
         } else if !connected {
@@ -321,12 +323,12 @@ impl Status {
 
     /// A valid heartbeat arrived from a peer of `role` ("primary", "standby", "witness").
     pub fn heartbeat_from(&self, role: &str) {
-        let now = unix_ms_now();
+        let (role, now) = (truncated(role, MAX_ROLE), unix_ms_now());
         let mut d = self.data();
-        if let Some(t) = d.heartbeats.get_mut(role) {
+        if let Some(t) = d.heartbeats.get_mut(&role) {
             *t = now;
         } else if d.heartbeats.len() < MAX_ROLES {
-            d.heartbeats.insert(truncated(role, MAX_ROLE), now);
+            d.heartbeats.insert(role, now);
         }
     }
 
@@ -488,7 +490,10 @@ pub fn write_status_file(path: &Path, report: &StatusReport) -> Result<(), Strin
     let dir = path.parent().ok_or("a status file path needs a directory")?;
     ensure_dir(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // Unique per write, so two publishers in one process cannot trip over each other.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
     let mut json = serde_json::to_vec_pretty(report).map_err(|e| e.to_string())?;
     json.push(b'\n');
     let _ = std::fs::remove_file(&tmp);
@@ -767,9 +772,15 @@ mod tests {
         assert_eq!(r.resyncs, 2);
         assert_eq!(r.last_event.as_ref().unwrap().text, "standby 10.0.0.2 authenticated");
         assert_eq!(r.pid, std::process::id());
+        s.set_peer(Some("10.0.0.3:7480".into()), true); // a new standby supersedes the old
+        assert_eq!(s.snapshot().connections, 2);
         s.set_peer(None, false);
         let r = s.snapshot();
         assert_eq!((r.peer, r.connected, r.connected_since_unix_ms), (None, false, None));
+        s.set_role(&"r".repeat(100));
+        s.acked(1);
+        s.set_role(&"r".repeat(100)); // the same (truncated) role: the lag is kept
+        assert_eq!(s.snapshot().acked, Some(1));
         for i in 0..100 {
             s.heartbeat_from(&format!("role{i}"));
         }
@@ -830,5 +841,37 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(&name))
             .collect();
         assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn threads_report_concurrently() {
+        let s = Status::new("threads");
+        s.set_role("primary");
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for pos in 1..=20_000 {
+                    s.head_at(pos);
+                    s.shipped(1, 10);
+                }
+                done.store(true, Ordering::Release);
+            });
+            scope.spawn(|| {
+                for pos in 1..=20_000 {
+                    s.acked(pos / 2);
+                }
+            });
+            scope.spawn(|| {
+                while !done.load(Ordering::Acquire) {
+                    let r = s.snapshot();
+                    assert!(r.acked.unwrap_or(0) <= 20_000);
+                }
+            });
+        });
+        s.acked(20_000);
+        let r = s.snapshot();
+        assert_eq!((r.shipped_frames, r.shipped_bytes), (20_000, 200_000));
+        assert_eq!((r.lag_entries, r.lag_ms), (Some(0), Some(0)));
+        assert!(s.data().unacked.is_empty());
     }
 }
