@@ -356,7 +356,11 @@ fn replication_human(t: &mut Table, r: &Replication, now_unix_ms: u64) {
         },
     );
     let per_s = |v: f64| format_count(v.round() as u64);
-    let window = format!("over {}", ms(x.rates.window_ms));
+    let window = if x.rates.window_ms == 0 {
+        "(no rate before a second report)".to_string()
+    } else {
+        format!("over {}", ms(x.rates.window_ms))
+    };
     if x.shipped_frames > 0 || x.role == "primary" {
         t.row(
             "shipped",
