@@ -12,7 +12,9 @@
 //! snapshot and change-feed follower, `primary` and `standby` the two roles of a data node
 //! and `node` the rules that move a node between them (`promote` is in `segment_cmds`);
 //! `heartbeat` the authenticated UDP heartbeats, `witness` the third vote, `switchover` the
-//! operator's command, `config` the daemons' flags and TOML file, `log` their log.
+//! operator's command, `config` the daemons' flags and TOML file, `log` their log, `status`
+//! their live status (published to a status file that `stats` reads), `metrics` their
+//! Prometheus endpoint.
 //!
 //! Safe code only, over the engine's public API.
 
@@ -30,6 +32,7 @@ pub mod follow;
 pub mod frame;
 pub mod heartbeat;
 pub mod log;
+pub mod metrics;
 pub mod node;
 pub mod primary;
 pub mod progress;
@@ -38,5 +41,6 @@ pub mod segment_cmds;
 pub mod snapshot;
 pub mod standby;
 pub mod switchover;
+pub mod status;
 pub mod units;
 pub mod witness;

@@ -3,13 +3,17 @@
 //! interface, documented in replicator/README.md, independent of the engine's Rust names).
 //!
 //! The JSON carries `"schema": 1`; fields may be added within a schema version, never
-//! renamed, removed or given another meaning. The replication daemon will add a
-//! `replication` object to the stats.
+//! renamed, removed or given another meaning. The `replication` object joins the segment's
+//! replication header words with what its daemon publishes in its status file (`status`).
 
+use crate::escape::escape;
+use crate::status::{DaemonState, StatusReport, unix_ms_now};
 use crate::units::{format_bytes, format_count, format_duration, format_percent};
 use gardenstate::{CheckReport, Info, Meta, Stats, WriteMode};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::time::Duration;
 
 pub const STATS_SCHEMA: u32 = 1;
 
@@ -31,6 +35,7 @@ pub struct StatsJson<'a> {
     pub info: InfoJson,
     pub stats: CountersJson,
     pub derived: DerivedJson,
+    pub replication: ReplicationJson,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,7 +89,14 @@ fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
 }
 
-pub fn stats_json<'a>(name: &'a str, path: String, mode: WriteMode, info: &Info, s: &Stats) -> StatsJson<'a> {
+pub fn stats_json<'a>(
+    name: &'a str,
+    path: String,
+    mode: WriteMode,
+    info: &Info,
+    s: &Stats,
+    repl: &Replication,
+) -> StatsJson<'a> {
     let reads = s.hits + s.misses;
     StatsJson {
         schema: STATS_SCHEMA,
@@ -128,6 +140,266 @@ pub fn stats_json<'a>(name: &'a str, path: String, mode: WriteMode, info: &Info,
             heap_used_ratio: ratio(s.bytes_used, info.heap_bytes),
             entries_ratio: ratio(s.live_entries, info.max_entries),
         },
+        replication: replication_json(repl, unix_ms_now()),
+    }
+}
+
+/// What `stats` knows about a segment's replication: its header words, and its daemon as
+/// found through the status file.
+#[derive(Debug, Clone)]
+pub struct Replication {
+    pub mode: WriteMode,
+    pub epoch: u64,
+    pub history: u64,
+    pub feed_head: u64,
+    pub replicated_upto: u64,
+    pub status_file: String,
+    pub daemon: DaemonState,
+}
+
+/// When a peer of a role last sent a valid heartbeat.
+#[derive(Debug, Serialize)]
+pub struct HeartbeatJson {
+    pub unix_ms: u64,
+    pub ago_ms: u64,
+}
+
+/// The daemon's last notable event.
+#[derive(Debug, Serialize)]
+pub struct EventJson {
+    pub text: String,
+    pub unix_ms: u64,
+    pub ago_ms: u64,
+}
+
+/// `stats --json`'s `replication` object. The segment's own fields are always set; the
+/// daemon's are null when there is no readable status file, and are its last report (as of
+/// `status_age_ms` ago) when it is stale.
+#[derive(Debug, Serialize)]
+pub struct ReplicationJson {
+    /// "running", "stale" (a status file older than 3 s, or whose pid is gone: the daemon
+    /// is not running), "none" (no status file: no daemon), "unreadable".
+    pub daemon: &'static str,
+    pub daemon_running: bool,
+    pub status_file: String,
+    pub status_error: Option<String>,
+    pub status_age_ms: Option<u64>,
+    pub pid: Option<u32>,
+    pub pid_alive: Option<bool>,
+    pub epoch: u64,
+    pub history: String,
+    pub feed_head: u64,
+    pub replicated_upto: u64,
+    /// feed_head - replicated_upto on a writable or fenced segment (a primary); null on a
+    /// replica.
+    pub unacknowledged: Option<u64>,
+    pub role: Option<String>,
+    pub daemon_epoch: Option<u64>,
+    pub uptime_ms: Option<u64>,
+    pub peer: Option<String>,
+    pub connected: Option<bool>,
+    pub connections: Option<u64>,
+    pub lag_entries: Option<u64>,
+    pub lag_ms: Option<u64>,
+    pub shipped_frames: Option<u64>,
+    pub shipped_bytes: Option<u64>,
+    pub applied_entries: Option<u64>,
+    pub applied_bytes: Option<u64>,
+    pub frames_per_s: Option<f64>,
+    pub bytes_per_s: Option<f64>,
+    pub applied_entries_per_s: Option<f64>,
+    pub applied_bytes_per_s: Option<f64>,
+    pub rate_window_ms: Option<u64>,
+    pub resyncs: Option<u64>,
+    pub heartbeats: Option<BTreeMap<String, HeartbeatJson>>,
+    pub last_event: Option<EventJson>,
+}
+
+fn daemon_word(d: &DaemonState) -> &'static str {
+    match d {
+        DaemonState::None => "none",
+        DaemonState::Unreadable(_) => "unreadable",
+        DaemonState::Found { running: true, .. } => "running",
+        DaemonState::Found { running: false, .. } => "stale",
+    }
+}
+
+pub fn replication_json(r: &Replication, now_unix_ms: u64) -> ReplicationJson {
+    let report: Option<&StatusReport> = match &r.daemon {
+        DaemonState::Found { report, .. } => Some(report),
+        _ => None,
+    };
+    let (age, pid_alive) = match &r.daemon {
+        DaemonState::Found { age_ms, pid_alive, .. } => (Some(*age_ms), Some(*pid_alive)),
+        _ => (None, None),
+    };
+    let ago = |t: u64| now_unix_ms.saturating_sub(t);
+    let f = |get: fn(&StatusReport) -> u64| report.map(get);
+    ReplicationJson {
+        daemon: daemon_word(&r.daemon),
+        daemon_running: matches!(r.daemon, DaemonState::Found { running: true, .. }),
+        status_file: r.status_file.clone(),
+        status_error: match &r.daemon {
+            DaemonState::Unreadable(e) => Some(e.clone()),
+            _ => None,
+        },
+        status_age_ms: age,
+        pid: report.map(|x| x.pid),
+        pid_alive,
+        epoch: r.epoch,
+        history: format!("{:016x}", r.history),
+        feed_head: r.feed_head,
+        replicated_upto: r.replicated_upto,
+        unacknowledged: (r.mode != WriteMode::Replica).then(|| r.feed_head.saturating_sub(r.replicated_upto)),
+        role: report.map(|x| x.role.clone()),
+        daemon_epoch: f(|x| x.epoch),
+        uptime_ms: f(|x| x.uptime_ms),
+        peer: report.and_then(|x| x.peer.clone()),
+        connected: report.map(|x| x.connected),
+        connections: f(|x| x.connections),
+        lag_entries: report.and_then(|x| x.lag_entries),
+        lag_ms: report.and_then(|x| x.lag_ms),
+        shipped_frames: f(|x| x.shipped_frames),
+        shipped_bytes: f(|x| x.shipped_bytes),
+        applied_entries: f(|x| x.applied_entries),
+        applied_bytes: f(|x| x.applied_bytes),
+        frames_per_s: report.map(|x| x.rates.frames_per_s),
+        bytes_per_s: report.map(|x| x.rates.bytes_per_s),
+        applied_entries_per_s: report.map(|x| x.rates.applied_entries_per_s),
+        applied_bytes_per_s: report.map(|x| x.rates.applied_bytes_per_s),
+        rate_window_ms: f(|x| x.rates.window_ms),
+        resyncs: f(|x| x.resyncs),
+        heartbeats: report.map(|x| {
+            x.last_heartbeat_unix_ms
+                .iter()
+                .map(|(role, &t)| (role.clone(), HeartbeatJson { unix_ms: t, ago_ms: ago(t) }))
+                .collect()
+        }),
+        last_event: report.and_then(|x| x.last_event.as_ref()).map(|e| EventJson {
+            text: e.text.clone(),
+            unix_ms: e.unix_ms,
+            ago_ms: ago(e.unix_ms),
+        }),
+    }
+}
+
+fn ago_text(now_unix_ms: u64, t: u64) -> String {
+    format!("{} ago", format_duration(Duration::from_millis(now_unix_ms.saturating_sub(t))))
+}
+
+/// The `Replication` section of `stats` for a person.
+fn replication_human(t: &mut Table, r: &Replication, now_unix_ms: u64) {
+    t.section("Replication");
+    let ms = |v: u64| format_duration(Duration::from_millis(v));
+    let report = match &r.daemon {
+        DaemonState::None => {
+            t.row("daemon", format!("no replication daemon (no status file {})", r.status_file));
+            None
+        }
+        DaemonState::Unreadable(e) => {
+            t.row("daemon", format!("unknown: {e}"));
+            None
+        }
+        DaemonState::Found { report, age_ms, pid_alive, running } => {
+            if *running {
+                t.row("daemon", format!("running, pid {} (status {} old)", report.pid, ms(*age_ms)));
+            } else {
+                let why = if *pid_alive {
+                    format!("pid {} exists but stopped publishing: hung?", report.pid)
+                } else {
+                    format!("pid {} is gone", report.pid)
+                };
+                t.row(
+                    "daemon",
+                    format!("NOT RUNNING: status file {} old, {why}; below is its last report", ms(*age_ms)),
+                );
+            }
+            Some(report)
+        }
+    };
+    t.row("write mode", write_mode_name(r.mode));
+    t.row("epoch", format!("{} (history {:016x})", r.epoch, r.history));
+    if r.mode != WriteMode::Replica {
+        t.row(
+            "acknowledged",
+            format!(
+                "{} of feed head {} ({} changes not acknowledged by a standby)",
+                format_count(r.replicated_upto),
+                format_count(r.feed_head),
+                format_count(r.feed_head.saturating_sub(r.replicated_upto))
+            ),
+        );
+    }
+    let Some(x) = report else { return };
+    t.row("role", escape(x.role.as_bytes()));
+    if x.epoch != r.epoch {
+        t.row("daemon epoch", x.epoch);
+    }
+    t.row("uptime", ms(x.uptime_ms));
+    t.row(
+        "peer",
+        match &x.peer {
+            Some(p) => format!(
+                "{}, {}",
+                escape(p.as_bytes()),
+                if x.connected { "connected" } else { "not connected" }
+            ),
+            None => "none".into(),
+        },
+    );
+    t.row(
+        "lag",
+        match (x.lag_entries, x.lag_ms) {
+            (Some(e), Some(l)) => format!("{} entries, {}", format_count(e), ms(l)),
+            (Some(e), None) => format!("{} entries", format_count(e)),
+            _ => "unknown (no acknowledgement yet)".into(),
+        },
+    );
+    let per_s = |v: f64| format_count(v.round() as u64);
+    let window = if x.rates.window_ms == 0 {
+        "(no rate before a second report)".to_string()
+    } else {
+        format!("over {}", ms(x.rates.window_ms))
+    };
+    if x.shipped_frames > 0 || x.role == "primary" {
+        t.row(
+            "shipped",
+            format!(
+                "{} frames/s, {}/s {window} (total {} frames, {})",
+                per_s(x.rates.frames_per_s),
+                format_bytes(x.rates.bytes_per_s.round() as u64),
+                format_count(x.shipped_frames),
+                format_bytes(x.shipped_bytes)
+            ),
+        );
+    }
+    if x.applied_entries > 0 || x.role == "standby" {
+        t.row(
+            "applied",
+            format!(
+                "{} entries/s, {}/s {window} (total {} entries, {})",
+                per_s(x.rates.applied_entries_per_s),
+                format_bytes(x.rates.applied_bytes_per_s.round() as u64),
+                format_count(x.applied_entries),
+                format_bytes(x.applied_bytes)
+            ),
+        );
+    }
+    t.row(
+        "heartbeats",
+        if x.last_heartbeat_unix_ms.is_empty() {
+            "none received".to_string()
+        } else {
+            x.last_heartbeat_unix_ms
+                .iter()
+                .map(|(role, &at)| format!("{} {}", escape(role.as_bytes()), ago_text(now_unix_ms, at)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    );
+    t.row("resyncs", format_count(x.resyncs));
+    if let Some(e) = &x.last_event {
+        t.row("last event", format!("{} ({})", escape(e.text.as_bytes()), ago_text(now_unix_ms, e.unix_ms)));
     }
 }
 
@@ -150,7 +422,14 @@ impl Table {
 }
 
 /// `stats` for a person.
-pub fn stats_human(name: &str, path: &str, mode: WriteMode, info: &Info, s: &Stats) -> String {
+pub fn stats_human(
+    name: &str,
+    path: &str,
+    mode: WriteMode,
+    info: &Info,
+    s: &Stats,
+    repl: &Replication,
+) -> String {
     let mut t = Table { out: String::new() };
     t.section(&format!("Segment {name} ({path})"));
     t.row("write mode", write_mode_name(mode));
@@ -216,6 +495,8 @@ pub fn stats_human(name: &str, path: &str, mode: WriteMode, info: &Info, s: &Sta
         "when full",
         if info.evict { "evict (closest to expiry first)" } else { "fail with \"store full\"" },
     );
+
+    replication_human(&mut t, repl, unix_ms_now());
     t.out
 }
 

@@ -4,6 +4,7 @@ use crate::attach::{attach, is_missing, missing};
 use crate::cli::{CheckArgs, CreateArgs, DestroyArgs, PromoteArgs, ShapeArgs, StatsArgs};
 use crate::exit::{CmdResult, Failure};
 use crate::render;
+use crate::status;
 use crate::units::{format_bytes, format_count};
 use gardenstate::{Options, Store, WriteMode};
 use std::io::{BufRead, IsTerminal, Write};
@@ -74,11 +75,20 @@ pub fn stats(a: StatsArgs) -> CmdResult {
     let store = attach(&a.name)?;
     let (info, s, mode) = (store.info(), store.stats(), store.write_mode());
     let path = gardenstate::shm_dir().join(&a.name).display().to_string();
+    let repl = render::Replication {
+        mode,
+        epoch: store.epoch(),
+        history: store.history_id(),
+        feed_head: s.feed_head,
+        replicated_upto: store.replicated_upto(),
+        status_file: status::status_path(&a.name).map(|p| p.display().to_string()).unwrap_or_default(),
+        daemon: status::daemon_state(&a.name),
+    };
     let text = if a.json {
-        let j = render::stats_json(&a.name, path, mode, &info, &s);
+        let j = render::stats_json(&a.name, path, mode, &info, &s, &repl);
         serde_json::to_string_pretty(&j).map_err(Failure::error)? + "\n"
     } else {
-        render::stats_human(&a.name, &path, mode, &info, &s)
+        render::stats_human(&a.name, &path, mode, &info, &s, &repl)
     };
     std::io::stdout().write_all(text.as_bytes()).map_err(Failure::output)
 }

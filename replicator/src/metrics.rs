@@ -1,0 +1,605 @@
+//! A Prometheus endpoint for a daemon: `GET /metrics` answers the replication status and the
+//! segment's counters in the text exposition format, version 0.0.4.
+//!
+//! A minimal HTTP/1.1 server on std alone, since it answers one request: each connection
+//! gets a thread (at most [`MAX_CONNECTIONS`] at once; more are answered 503 without being
+//! read) that reads the request head (at most [`MAX_REQUEST`] bytes, within
+//! [`REQUEST_TIMEOUT`] in all), answers, and closes (`Connection: close`). So a client that
+//! trickles or sends nothing holds one thread for at most [`REQUEST_TIMEOUT`] and cannot
+//! block the others; a malformed request line gets 400, an oversized head 431, another path
+//! 404, another method than GET 405.
+//!
+//! Every sample carries the label `segment`; names start with `gardenstate_`; counters end in
+//! `_total`; each family has `# HELP` and `# TYPE` lines. A value that is not known (the lag
+//! before the first acknowledgement) is left out rather than reported as 0.
+
+use crate::render::write_mode_name;
+use crate::status::{Status, StatusReport, unix_ms_now};
+use gardenstate::{Store, WriteMode};
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Connections served at once; more are refused with 503.
+pub const MAX_CONNECTIONS: usize = 16;
+/// The longest request head read (request line and headers).
+pub const MAX_REQUEST: usize = 8 << 10;
+/// The whole request must arrive within this time.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Sending the answer must not take longer than this.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Roles exposed by `gardenstate_replication_role` (1 for the current one, 0 for the others).
+const ROLES: [&str; 5] = ["primary", "standby", "witness", "fenced", "demoted"];
+
+/// Binds `addr` (e.g. `127.0.0.1:9480`, or port 0 for any) and serves `/metrics` from a
+/// thread of its own, for as long as the process lives. Returns the address bound. `store`,
+/// when given, adds the segment's own counters (`Store::stats`, a read of the index: about
+/// 2 ms per million entries per scrape).
+pub fn serve(addr: &str, status: Arc<Status>, store: Option<Arc<Store>>) -> Result<SocketAddr, String> {
+    let listener = TcpListener::bind(addr).map_err(|e| format!("metrics: cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| format!("metrics: {e}"))?;
+    let active = Arc::new(AtomicUsize::new(0));
+    std::thread::Builder::new()
+        .name("gs-metrics".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let conn = match conn {
+                    Ok(c) => c,
+                    Err(_) => {
+                        // Out of file descriptors, or an aborted connection: do not spin.
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                };
+                if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                    active.fetch_sub(1, Ordering::AcqRel);
+                    refuse_busy(conn);
+                    continue;
+                }
+                let slot = Slot(active.clone());
+                let (status, store) = (status.clone(), store.clone());
+                let spawned = std::thread::Builder::new().name("gs-metrics-conn".into()).spawn(move || {
+                    let _slot = slot;
+                    handle(conn, &status, store.as_deref());
+                });
+                if spawned.is_err() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        })
+        .map_err(|e| format!("metrics: cannot start the server thread: {e}"))?;
+    Ok(local)
+}
+
+/// One of the [`MAX_CONNECTIONS`], given back when the connection's thread ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Answers 503 without reading or waiting: the accepting thread must not block. (A client
+/// that had already sent its request may see a reset instead of the 503: refused either way.)
+fn refuse_busy(conn: TcpStream) {
+    let _ = conn.set_nonblocking(true);
+    let _ = (&conn).write_all(&response(503, "Service Unavailable", "text/plain", b"busy\n", &[]));
+}
+
+fn response(code: u16, reason: &str, content_type: &str, body: &[u8], extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in extra {
+        let _ = write!(head, "{k}: {v}\r\n");
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// How a request head ended up.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// The request line (without its line end).
+    Line(String),
+    TooLarge,
+    /// Closed, timed out, or failed before a whole head arrived: nothing to answer.
+    Gone,
+}
+
+/// Reads up to the blank line that ends the request head.
+fn read_head(conn: &mut TcpStream) -> Head {
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
+            return Head::Gone;
+        }
+        let n = match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return Head::Gone,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .or_else(|| buf.windows(2).position(|w| w == b"\n\n"));
+        if let Some(end) = end {
+            if end > MAX_REQUEST {
+                return Head::TooLarge;
+            }
+            let line = buf[..end].split(|&b| b == b'\n').next().unwrap_or_default();
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            return Head::Line(String::from_utf8_lossy(line).into_owned());
+        }
+        if buf.len() > MAX_REQUEST {
+            return Head::TooLarge;
+        }
+    }
+}
+
+/// What a request line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Request<'a> {
+    Get(&'a str),
+    OtherMethod,
+    Malformed,
+}
+
+fn parse_request_line(line: &str) -> Request<'_> {
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Request::Malformed;
+    };
+    let token = !method.is_empty() && method.bytes().all(|b| b.is_ascii_alphabetic());
+    if !token || !target.starts_with('/') || !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
+        return Request::Malformed;
+    }
+    if method != "GET" {
+        return Request::OtherMethod;
+    }
+    Request::Get(target.split_once('?').map_or(target, |(path, _)| path))
+}
+
+fn handle(mut conn: TcpStream, status: &Status, store: Option<&Store>) {
+    let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
+    let answer = match read_head(&mut conn) {
+        Head::Gone => return,
+        Head::TooLarge => {
+            response(431, "Request Header Fields Too Large", "text/plain", b"request too large\n", &[])
+        }
+        Head::Line(line) => match parse_request_line(&line) {
+            Request::Malformed => response(400, "Bad Request", "text/plain", b"bad request\n", &[]),
+            Request::OtherMethod => {
+                response(405, "Method Not Allowed", "text/plain", b"only GET\n", &[("Allow", "GET")])
+            }
+            Request::Get("/metrics") => {
+                response(200, "OK", CONTENT_TYPE, render(&status.snapshot(), store).as_bytes(), &[])
+            }
+            Request::Get(_) => response(404, "Not Found", "text/plain", b"not found: try /metrics\n", &[]),
+        },
+    };
+    let _ = conn.write_all(&answer);
+    let _ = conn.flush();
+    linger_close(conn);
+}
+
+/// Closes after the answer without losing it: closing a socket with unread input (the rest
+/// of an oversized or refused request) resets the connection, and a reset can discard the
+/// answer before the client reads it. So: end our side, then drain the client's for a
+/// moment (at most 64 KiB, 1 s) until it closes too.
+fn linger_close(mut conn: TcpStream) {
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < 64 << 10 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match conn.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// A label value with `\`, `"` and newline escaped, as the format requires.
+fn label_value(v: &str) -> String {
+    v.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n")
+}
+
+/// A sample value: integers exactly, floats as the format spells them.
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        format!("{v}")
+    }
+}
+
+/// An exposition being written: one family at a time, every sample labelled with the segment.
+struct Exposition {
+    out: String,
+    segment: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str, samples: &[(&[(&str, &str)], f64)]) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = write!(self.out, "{name}{{segment=\"{}\"", self.segment);
+            for (k, v) in labels.iter() {
+                let _ = write!(self.out, ",{k}=\"{}\"", label_value(v));
+            }
+            let _ = writeln!(self.out, "}} {}", number(*value));
+        }
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, "gauge", help, &[(&[], value)]);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.family(name, "counter", help, &[(&[], value as f64)]);
+    }
+}
+
+/// The exposition text for a status report and, when given, the segment's counters.
+pub fn render(r: &StatusReport, store: Option<&Store>) -> String {
+    let mut x = Exposition { out: String::with_capacity(8 << 10), segment: label_value(&r.segment) };
+    let now_ms = unix_ms_now();
+
+    let mut roles: Vec<&str> = ROLES.to_vec();
+    if !roles.contains(&r.role.as_str()) {
+        roles.push(&r.role);
+    }
+    let role_samples: Vec<([(&str, &str); 1], f64)> =
+        roles.iter().map(|&role| ([("role", role)], if role == r.role { 1.0 } else { 0.0 })).collect();
+    let role_samples: Vec<(&[(&str, &str)], f64)> = role_samples.iter().map(|(l, v)| (&l[..], *v)).collect();
+    x.family(
+        "gardenstate_replication_role",
+        "gauge",
+        "The daemon's role (1 for the current one).",
+        &role_samples,
+    );
+    x.gauge("gardenstate_replication_epoch", "The daemon's replication epoch.", r.epoch as f64);
+    x.gauge(
+        "gardenstate_replication_connected",
+        "1 while a connection to the peer is up.",
+        if r.connected { 1.0 } else { 0.0 },
+    );
+    x.counter("gardenstate_replication_connections_total", "Peer connections established.", r.connections);
+    if let Some(lag) = r.lag_entries {
+        x.gauge(
+            "gardenstate_replication_lag_entries",
+            "Changes not yet acknowledged by the peer.",
+            lag as f64,
+        );
+    }
+    if let Some(ms) = r.lag_ms {
+        x.gauge(
+            "gardenstate_replication_lag_seconds",
+            "Age of the oldest change not yet acknowledged by the standby.",
+            ms as f64 / 1000.0,
+        );
+    }
+    x.counter(
+        "gardenstate_replication_shipped_frames_total",
+        "Frames sent to the standby.",
+        r.shipped_frames,
+    );
+    x.counter("gardenstate_replication_shipped_bytes_total", "Bytes sent to the standby.", r.shipped_bytes);
+    x.counter(
+        "gardenstate_replication_applied_entries_total",
+        "Entries and deletes applied from the primary.",
+        r.applied_entries,
+    );
+    x.counter(
+        "gardenstate_replication_applied_bytes_total",
+        "Bytes applied from the primary.",
+        r.applied_bytes,
+    );
+    x.counter("gardenstate_replication_resyncs_total", "Full resyncs (snapshots) started.", r.resyncs);
+    if !r.last_heartbeat_unix_ms.is_empty() {
+        let ages: Vec<([(&str, &str); 1], f64)> = r
+            .last_heartbeat_unix_ms
+            .iter()
+            .map(|(role, &t)| ([("peer_role", role.as_str())], now_ms.saturating_sub(t) as f64 / 1000.0))
+            .collect();
+        let ages: Vec<(&[(&str, &str)], f64)> = ages.iter().map(|(l, v)| (&l[..], *v)).collect();
+        x.family(
+            "gardenstate_replication_heartbeat_age_seconds",
+            "gauge",
+            "Seconds since the last valid heartbeat from a peer of this role.",
+            &ages,
+        );
+    }
+    x.gauge(
+        "gardenstate_replication_daemon_uptime_seconds",
+        "Seconds since the daemon started.",
+        r.uptime_ms as f64 / 1000.0,
+    );
+
+    if let Some(store) = store {
+        engine(&mut x, store);
+    }
+    x.out
+}
+
+/// The segment's own figures: write mode, replication header words, counters, occupancy.
+fn engine(x: &mut Exposition, store: &Store) {
+    let mode = store.write_mode();
+    let modes = [WriteMode::Writable, WriteMode::Replica, WriteMode::Fenced];
+    let labels: Vec<[(&str, &str); 1]> = modes.iter().map(|&m| [("mode", write_mode_name(m))]).collect();
+    let samples: Vec<(&[(&str, &str)], f64)> =
+        labels.iter().zip(modes).map(|(l, m)| (&l[..], if m == mode { 1.0 } else { 0.0 })).collect();
+    x.family(
+        "gardenstate_write_mode",
+        "gauge",
+        "The segment's write mode (1 for the current one).",
+        &samples,
+    );
+    let (info, s) = (store.info(), store.stats());
+    x.gauge("gardenstate_epoch", "The segment's replication epoch.", store.epoch() as f64);
+    x.gauge("gardenstate_feed_head", "Change-feed position (mutations recorded).", s.feed_head as f64);
+    x.gauge(
+        "gardenstate_replicated_upto",
+        "Feed position up to which the standby acknowledged every change (primary).",
+        store.replicated_upto() as f64,
+    );
+    x.gauge(
+        "gardenstate_live_entries",
+        "Entries present, including expired ones not yet swept.",
+        s.live_entries as f64,
+    );
+    x.gauge("gardenstate_max_entries", "Live entries the index is sized for.", info.max_entries as f64);
+    x.gauge("gardenstate_bytes_used", "Heap bytes in use.", s.bytes_used as f64);
+    x.gauge("gardenstate_bytes_free", "Heap bytes free.", s.bytes_free as f64);
+    x.gauge("gardenstate_heap_bytes", "Heap capacity.", info.heap_bytes as f64);
+    x.gauge("gardenstate_clients", "Client slots in use (threads attached).", s.clients as f64);
+    x.gauge("gardenstate_max_clients", "Client slots.", info.max_clients as f64);
+    let counters: [(&str, &str, u64); 12] = [
+        ("hits", "Reads that found their key.", s.hits),
+        ("misses", "Reads that did not find their key.", s.misses),
+        ("sets", "Writes.", s.sets),
+        ("deletes", "Deletes.", s.deletes),
+        ("touches", "TTL renewals.", s.touches),
+        ("expirations", "Entries removed by expiry.", s.expirations),
+        ("evictions", "Entries evicted to make room.", s.evictions),
+        ("locks", "Session locks taken.", s.locks),
+        ("lock_contentions", "Session locks refused because held.", s.lock_contentions),
+        ("lock_takeovers", "Session locks taken over.", s.lock_takeovers),
+        ("dead_reclaims", "Client slots and locks reclaimed from dead processes.", s.dead_reclaims),
+        ("sweeps", "Sweeps run.", s.sweeps),
+    ];
+    for (name, help, v) in counters {
+        x.counter(&format!("gardenstate_{name}_total"), help, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gardenstate::{Expiry, Options};
+    use std::collections::HashMap;
+
+    /// A segment for the test, destroyed when dropped.
+    struct Seg(String);
+
+    impl Drop for Seg {
+        fn drop(&mut self) {
+            let _ = Store::destroy(&self.0);
+        }
+    }
+
+    fn fetch(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(request).unwrap();
+        let mut raw = Vec::new();
+        c.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+        let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (code, head.to_string(), body.to_string())
+    }
+
+    fn valid_name(n: &str) -> bool {
+        let mut b = n.bytes();
+        b.next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_' || c == b':')
+            && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
+    }
+
+    /// Parses an exposition strictly enough for the test: every sample's family has a TYPE
+    /// line before it, names and labels are well formed, values are numbers. Returns
+    /// `(name, labels) -> value`.
+    fn parse(text: &str, segment: &str) -> HashMap<(String, String), f64> {
+        let mut types: HashMap<String, String> = HashMap::new();
+        let mut samples = HashMap::new();
+        assert!(text.ends_with('\n'));
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# ") {
+                let mut p = rest.splitn(3, ' ');
+                let (kw, name, what) = (p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
+                assert!(valid_name(name), "{line}");
+                assert!(name.starts_with("gardenstate_"), "{line}");
+                match kw {
+                    "HELP" => assert!(!what.is_empty()),
+                    "TYPE" => {
+                        assert!(matches!(what, "gauge" | "counter"), "{line}");
+                        assert!(
+                            types.insert(name.to_string(), what.to_string()).is_none(),
+                            "two TYPEs: {line}"
+                        );
+                    }
+                    _ => panic!("unknown comment {line}"),
+                }
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line}"));
+            let (name, labels) = series.split_once('{').unwrap();
+            assert!(valid_name(name), "{line}");
+            let kind = types.get(name).unwrap_or_else(|| panic!("no TYPE before {line}"));
+            if kind == "counter" {
+                assert!(name.ends_with("_total") && value >= 0.0, "{line}");
+            }
+            let labels = labels.strip_suffix('}').unwrap();
+            assert!(labels.starts_with(&format!("segment=\"{segment}\"")), "{line}");
+            for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("bad label {pair} in {line}"));
+                assert!(valid_name(k) && !v.contains('\n'), "{line}");
+            }
+            assert!(samples.insert((name.to_string(), labels.to_string()), value).is_none(), "dup {line}");
+        }
+        samples
+    }
+
+    #[test]
+    fn metrics_are_well_formed_and_carry_the_status_and_the_counters() {
+        let seg = Seg(format!("gds-metrics-{}", std::process::id()));
+        let _ = Store::destroy(&seg.0);
+        let store = Arc::new(Store::create(&seg.0, &Options::default()).unwrap());
+        store.set(b"a", b"1", Expiry::Never).unwrap();
+        store.set(b"b", b"2", Expiry::Never).unwrap();
+        let _ = store.get(b"a").unwrap();
+        let _ = store.get(b"zz").unwrap();
+        let status = Status::new(&seg.0);
+        status.set_role("primary");
+        status.set_epoch(4, 9);
+        status.set_peer(Some("127.0.0.1:1".into()), true);
+        status.acked(0);
+        status.head_at(2);
+        status.shipped(10, 1_000);
+        status.resync();
+        status.heartbeat_from("witness");
+        let addr = serve("127.0.0.1:0", status.clone(), Some(store.clone())).unwrap();
+        let (code, head, body) = fetch(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(code, 200, "{head}");
+        assert!(head.contains(CONTENT_TYPE), "{head}");
+        let m = parse(&body, &seg.0);
+        let get = |name: &str, extra: &str| {
+            let labels = format!("segment=\"{}\"{extra}", seg.0);
+            *m.get(&(name.to_string(), labels)).unwrap_or_else(|| panic!("{name}{extra} missing:\n{body}"))
+        };
+        assert_eq!(get("gardenstate_replication_role", ",role=\"primary\""), 1.0);
+        assert_eq!(get("gardenstate_replication_role", ",role=\"standby\""), 0.0);
+        assert_eq!(get("gardenstate_replication_epoch", ""), 4.0);
+        assert_eq!(get("gardenstate_replication_connected", ""), 1.0);
+        assert_eq!(get("gardenstate_replication_lag_entries", ""), 2.0);
+        assert!(get("gardenstate_replication_lag_seconds", "") >= 0.0);
+        assert_eq!(get("gardenstate_replication_shipped_frames_total", ""), 10.0);
+        assert_eq!(get("gardenstate_replication_shipped_bytes_total", ""), 1_000.0);
+        assert_eq!(get("gardenstate_replication_resyncs_total", ""), 1.0);
+        assert!(get("gardenstate_replication_heartbeat_age_seconds", ",peer_role=\"witness\"") < 60.0);
+        assert_eq!(get("gardenstate_write_mode", ",mode=\"writable\""), 1.0);
+        assert_eq!(get("gardenstate_write_mode", ",mode=\"replica\""), 0.0);
+        assert_eq!(get("gardenstate_live_entries", ""), 2.0);
+        assert_eq!(get("gardenstate_sets_total", ""), 2.0);
+        assert_eq!(get("gardenstate_hits_total", ""), 1.0);
+        assert_eq!(get("gardenstate_misses_total", ""), 1.0);
+        assert_eq!(get("gardenstate_feed_head", ""), 2.0);
+        assert!(get("gardenstate_bytes_used", "") > 0.0);
+        // A query string is fine; HTTP/1.0 too.
+        assert_eq!(fetch(addr, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n").0, 200);
+
+        // Without a store, and before any acknowledgement: no engine figures, no lag.
+        let bare = Status::new("bare");
+        let addr = serve("127.0.0.1:0", bare, None).unwrap();
+        let (code, _, body) = fetch(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+        assert_eq!(code, 200);
+        let m = parse(&body, "bare");
+        assert!(m.keys().all(|(n, _)| n.starts_with("gardenstate_replication_")), "{body}");
+        assert!(!body.contains("lag_"), "{body}");
+    }
+
+    #[test]
+    fn other_paths_methods_and_garbage_are_refused() {
+        let addr = serve("127.0.0.1:0", Status::new("refuse"), None).unwrap();
+        assert_eq!(fetch(addr, b"GET / HTTP/1.1\r\n\r\n").0, 404);
+        assert_eq!(fetch(addr, b"GET /metricsx HTTP/1.1\r\n\r\n").0, 404);
+        let (code, head, _) = fetch(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(code, 405);
+        assert!(head.contains("Allow: GET"));
+        assert_eq!(fetch(addr, b"DELETE /metrics HTTP/1.1\r\n\r\n").0, 405);
+        assert_eq!(fetch(addr, b"\x00\x01\xffgarbage\r\n\r\n").0, 400);
+        assert_eq!(fetch(addr, b"GET /metrics\r\n\r\n").0, 400);
+        assert_eq!(fetch(addr, b"GET /metrics HTTP/9\r\n\r\n").0, 400);
+        // An endless head is cut off.
+        let mut huge = b"GET /metrics HTTP/1.1\r\n".to_vec();
+        huge.extend(std::iter::repeat_n(b'a', MAX_REQUEST + 10));
+        assert_eq!(fetch(addr, &huge).0, 431);
+        // Garbage then hang-up: closed with no answer, and the server goes on.
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(b"\x16\x03\x01 tls hello?").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        assert_eq!(fetch(addr, b"GET /metrics HTTP/1.1\r\n\r\n").0, 200);
+    }
+
+    #[test]
+    fn silent_clients_do_not_block_others_and_are_cut_off() {
+        let addr = serve("127.0.0.1:0", Status::new("slow"), None).unwrap();
+        // Silent and trickling clients, fewer than the cap.
+        let silent: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let mut trickle = TcpStream::connect(addr).unwrap();
+        trickle.write_all(b"GET /met").unwrap();
+        let t = Instant::now();
+        assert_eq!(fetch(addr, b"GET /metrics HTTP/1.1\r\n\r\n").0, 200);
+        assert!(t.elapsed() < Duration::from_secs(2), "served while others hang");
+        // The silent ones are closed after REQUEST_TIMEOUT, answerless.
+        let mut s = silent.into_iter().next().unwrap();
+        s.set_read_timeout(Some(REQUEST_TIMEOUT * 3)).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        assert!(t.elapsed() >= REQUEST_TIMEOUT - Duration::from_millis(500));
+    }
+
+    #[test]
+    fn connections_over_the_cap_get_503() {
+        let addr = serve("127.0.0.1:0", Status::new("cap"), None).unwrap();
+        let _held: Vec<TcpStream> = (0..MAX_CONNECTIONS).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        // One more, which sends nothing (so its 503 cannot be lost to a reset), is refused
+        // at once without being read.
+        let mut extra = TcpStream::connect(addr).unwrap();
+        extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let t = Instant::now();
+        let mut answer = String::new();
+        extra.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
+        assert!(t.elapsed() < REQUEST_TIMEOUT, "refused without waiting");
+    }
+
+    #[test]
+    fn label_values_and_numbers_are_escaped() {
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(number(1.5), "1.5");
+        assert_eq!(number(3.0), "3");
+        assert_eq!(number(f64::INFINITY), "+Inf");
+        assert_eq!(parse_request_line("GET /metrics HTTP/1.1"), Request::Get("/metrics"));
+        assert_eq!(parse_request_line("GET  /metrics HTTP/1.1"), Request::Malformed);
+        assert_eq!(parse_request_line("PUT /x HTTP/1.1"), Request::OtherMethod);
+    }
+}
