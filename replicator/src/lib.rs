@@ -40,7 +40,7 @@ pub mod render;
 pub mod segment_cmds;
 pub mod snapshot;
 pub mod standby;
-pub mod switchover;
 pub mod status;
+pub mod switchover;
 pub mod units;
 pub mod witness;

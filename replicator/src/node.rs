@@ -39,7 +39,8 @@ use crate::config::{Config, DaemonKind};
 use crate::exit::{CmdResult, Failure};
 use crate::heartbeat::{Announce, Beacon, FRESH, NodeRole};
 use crate::log;
-use crate::{primary, standby};
+use crate::status::{self, Status};
+use crate::{metrics, primary, standby};
 use gardenstate::{Store, WriteMode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +62,8 @@ pub struct Node {
     pub cfg: Config,
     pub beacon: Arc<Beacon>,
     pub started: Instant,
+    /// Published to the status file (`gardenstate stats`) and `/metrics`.
+    pub status: Arc<Status>,
 }
 
 impl Node {
@@ -94,7 +97,15 @@ pub fn run(kind: DaemonKind, cfg: Config) -> CmdResult {
             None => ", no witness: no automatic failover".into(),
         }
     ));
-    let node = Node { cfg, beacon, started: Instant::now() };
+    let status = Status::new(&cfg.segment);
+    status.set_role(initial.name());
+    let _status_file = status::publish_forever(status.clone()).map_err(Failure::error)?;
+    if let Some(addr) = &cfg.metrics {
+        let store = attach(&cfg.segment).ok().map(Arc::new);
+        let bound = metrics::serve(addr, status.clone(), store).map_err(Failure::error)?;
+        log::info(&format!("metrics on http://{bound}/metrics"));
+    }
+    let node = Node { cfg, beacon, started: Instant::now(), status };
     let mut next = match kind {
         DaemonKind::Standby => {
             Next::Follow { addr: node.cfg.connect.clone().expect("config checked"), planned: false }
@@ -152,6 +163,10 @@ impl Guard {
     pub fn round(&mut self, node: &Node, store: &Store, last_ack: Option<Instant>) -> Verdict {
         let epoch = store.epoch();
         let mode = store.write_mode();
+        report_peers(node);
+        node.status.set_role(if mode == WriteMode::Writable { "primary" } else { "fenced" });
+        node.status.set_epoch(epoch, store.history_id());
+        node.status.head_at(store.feed_head());
         node.beacon.announce(Announce {
             role: NodeRole::Primary,
             fenced: mode != WriteMode::Writable,
@@ -172,7 +187,7 @@ impl Guard {
         let witness = node.beacon.last_alive(NodeRole::Witness).filter(|(_, at)| at.elapsed() <= FRESH);
         let witness_knows_newer = witness.is_some_and(|(d, _)| d.announce.epoch > epoch);
         if newer.is_some() || witness_knows_newer {
-            self.fence(store, "a primary with a newer epoch exists");
+            self.fence(node, store, "a primary with a newer epoch exists");
         }
         match newer {
             Some((addr, d)) => {
@@ -208,6 +223,7 @@ impl Guard {
             .unwrap_or(node.started);
         if heard.elapsed() >= node.cfg.fence_after {
             self.fence(
+                node,
                 store,
                 &format!("neither the standby nor the witness heard for {:?}", heard.elapsed()),
             );
@@ -219,16 +235,18 @@ impl Guard {
                 store.set_write_mode(WriteMode::Writable);
                 self.fenced_by_me = false;
                 log::info("the standby answers: writes resumed (unfenced)");
+                node.status.event("unfenced: the standby answers");
             }
         }
         Verdict::Stay
     }
 
-    fn fence(&mut self, store: &Store, why: &str) {
+    fn fence(&mut self, node: &Node, store: &Store, why: &str) {
         if store.write_mode() == WriteMode::Writable {
             store.set_write_mode(WriteMode::Fenced);
             self.fenced_by_me = true;
             log::error(&format!("fenced: writes refused: {why}"));
+            node.status.event(&format!("fenced: {why}"));
         }
     }
 
@@ -248,6 +266,8 @@ impl Guard {
 pub fn failover_round(node: &Node, store: &Store, last_frame: Option<Instant>, since: Instant) -> bool {
     let epoch = store.epoch();
     let synced = store.history_id() != 0 && store.write_mode() == WriteMode::Replica;
+    report_peers(node);
+    node.status.set_epoch(epoch, store.history_id());
     node.beacon.announce(Announce {
         role: NodeRole::Standby,
         fenced: true,
@@ -274,6 +294,7 @@ pub fn failover_round(node: &Node, store: &Store, last_frame: Option<Instant>, s
     }
     let new_epoch = store.raise_epoch(epoch.max(w.announce.epoch) + 1);
     store.set_write_mode(WriteMode::Writable);
+    node.status.event(&format!("automatic failover: promoted to epoch {new_epoch}"));
     log::warn(&format!(
         "automatic failover: no primary for {:?} here and {} ms at the witness: promoted segment {} to epoch {new_epoch}",
         heard.elapsed(),
@@ -281,4 +302,13 @@ pub fn failover_round(node: &Node, store: &Store, last_frame: Option<Instant>, s
         node.cfg.segment
     ));
     true
+}
+
+/// Tells the status which peers proved themselves alive in the last heartbeat period.
+fn report_peers(node: &Node) {
+    for role in [NodeRole::Primary, NodeRole::Standby, NodeRole::Witness] {
+        if node.beacon.last_alive(role).is_some_and(|(_, at)| at.elapsed() <= 2 * node.cfg.heartbeat) {
+            node.status.heartbeat_from(role.name());
+        }
+    }
 }

@@ -28,6 +28,7 @@ use crate::frame::{self, HANDSHAKE_MAX_PAYLOAD, Hello, Message, PROTOCOL_VERSION
 use crate::heartbeat::{FRESH, NodeRole};
 use crate::log;
 use crate::node::{self, Guard, Next, Node, Verdict};
+use crate::status::Status;
 use gardenstate::{Store, WriteMode};
 use std::io::{BufWriter, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -124,6 +125,9 @@ pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
         next: Mutex::new(None),
         conns: Mutex::new(Vec::new()),
     };
+    node.status.set_role("primary");
+    node.status.set_epoch(shared.store.epoch(), shared.store.history_id());
+    node.status.acked(shared.store.replicated_upto());
     let mut guard = Guard::start(node, &shared.store, cold);
     let mut last_round = Instant::now() - cfg.heartbeat;
     let next = std::thread::scope(|s| {
@@ -214,12 +218,16 @@ fn connection(mut conn: TcpStream, node: &Node, shared: &Shared, peer: &str) -> 
         "standby {peer} authenticated (its history {:016x}, epoch {}); sending a snapshot",
         theirs.history, theirs.epoch
     ));
+    node.status.set_peer(Some(peer.to_string()), true);
     let acks = conn.try_clone().map_err(io)?;
     std::thread::scope(|s| {
         let reader = s.spawn(|| read_acks(acks, node, shared));
-        let streamed = stream(&conn, shared, generation, peer);
+        let streamed = stream(&conn, node, shared, generation, peer);
         let _ = conn.shutdown(Shutdown::Both);
         let acked = reader.join().unwrap_or_else(|_| Err("ack reader panicked".into()));
+        if shared.current.load(Ordering::Acquire) == generation {
+            node.status.set_peer(Some(peer.to_string()), false);
+        }
         streamed.and(acked)
     })
 }
@@ -320,7 +328,10 @@ fn read_acks(mut conn: TcpStream, node: &Node, shared: &Shared) -> Result<(), St
             shared.last_ack_ms.store(ms, Ordering::Release);
         }
         match m {
-            Ok(Message::Ack { pos }) => shared.store.acknowledge_replicated(pos),
+            Ok(Message::Ack { pos }) => {
+                shared.store.acknowledge_replicated(pos);
+                node.status.acked(pos);
+            }
             Ok(Message::Done { ok, text }) => *lock(&shared.switch) = Switch::Done { ok, text },
             Ok(m) => break Err(format!("expected Ack from the standby, got {}", m.name())),
             Err(frame::FrameError::Closed) => break Err("the standby closed the connection".into()),
@@ -331,16 +342,19 @@ fn read_acks(mut conn: TcpStream, node: &Node, shared: &Shared) -> Result<(), St
     result
 }
 
-/// The buffered frame writer of a connection.
+/// The buffered frame writer of a connection; counts what it sends for the status.
 struct Sink<'c> {
     out: BufWriter<&'c TcpStream>,
     scratch: Vec<u8>,
     last_flush: Instant,
+    status: &'c Status,
 }
 
 impl Sink<'_> {
     fn send(&mut self, m: &Message) -> std::io::Result<()> {
-        frame::write_frame(&mut self.out, m, &mut self.scratch)
+        frame::write_frame(&mut self.out, m, &mut self.scratch)?;
+        self.status.shipped(1, self.scratch.len() as u64);
+        Ok(())
     }
 
     /// Sends a Heartbeat with the cursor (everything before it is sent) and flushes.
@@ -354,12 +368,13 @@ impl Sink<'_> {
 }
 
 /// Ships the snapshot and then the feed, until the connection fails or is superseded.
-fn stream(conn: &TcpStream, shared: &Shared, generation: u64, peer: &str) -> Result<(), String> {
+fn stream(conn: &TcpStream, node: &Node, shared: &Shared, generation: u64, peer: &str) -> Result<(), String> {
     let store = &shared.store;
     let mut sink = Sink {
         out: BufWriter::with_capacity(256 << 10, conn),
         scratch: Vec::new(),
         last_flush: Instant::now(),
+        status: &node.status,
     };
     let mut follower = Follower::new(store);
     let started = Instant::now();
@@ -384,6 +399,8 @@ fn stream(conn: &TcpStream, shared: &Shared, generation: u64, peer: &str) -> Res
             }
             Poll::Resync(why) => {
                 log::warn(&format!("standby {peer}: resync: {why}"));
+                node.status.resync();
+                node.status.event(&format!("resync: {why}"));
                 let n = follower
                     .snapshot(&mut |m| sink.send(m))
                     .map_err(|e| format!("sending the snapshot: {e}"))?;

@@ -95,6 +95,7 @@ pub fn follow(node: &Node, addr: &str, planned: bool) -> Result<Next, Failure> {
         "standby: segment {name} following the primary at {addr}{}",
         if planned { " (after a planned switchover)" } else { "" }
     ));
+    node.status.set_role("standby");
     let link = Link::default();
     std::thread::scope(|s| {
         s.spawn(|| watchdog(node, &link));
@@ -158,6 +159,7 @@ fn reconnect(node: &Node, addr: &str, link: &Link) -> Result<(), Failure> {
                 }
                 let r = session(conn, node, addr, link, &mut followed);
                 lock(&link.conn).take();
+                node.status.set_peer(Some(addr.to_string()), false);
                 match r {
                     Ok(End::Promoted) => return Ok(()),
                     Err(SessionError::Fatal(e)) => {
@@ -261,6 +263,8 @@ fn session(
     store.set_history_id(hello.history);
     store.raise_epoch(hello.epoch);
     *followed = true;
+    node.status.set_peer(Some(addr.to_string()), true);
+    node.status.set_epoch(store.epoch(), hello.history);
     log::info(&format!(
         "authenticated with primary {} (history {:016x}, epoch {}); segment {} is a replica",
         addr, hello.history, hello.epoch, name
@@ -304,6 +308,7 @@ fn apply_stream(
                 store
                     .apply_replicated(&e.key, &e.value, e.ttl_left_ms.map(ms), e.sliding_ms.map(ms), lock)
                     .map_err(|err| engine("applying an entry", err))?;
+                node.status.applied(1, (e.key.len() + e.value.len()) as u64);
                 match snapshot.as_mut() {
                     Some(keys) => {
                         keys.insert(e.key);
@@ -368,6 +373,10 @@ fn apply_stream(
                 if snapshot.is_none() {
                     applied = applied.max(pos);
                 }
+                // Everything before `pos` was sent; what is still in the socket is the lag.
+                node.status.standby_lag(pos.saturating_sub(applied));
+                node.status.head_at(pos);
+                node.status.acked(applied);
             }
             m => return Err(retry(format!("unexpected {} frame from the primary", m.name()))),
         }

@@ -241,7 +241,8 @@ fn a_cut_off_primary_fences_itself_the_standby_takes_over_and_the_old_primary_fo
         let promoted_after = cut_at.elapsed();
         eprintln!("cut: primary fenced after {fenced_after:?}, standby promoted after {promoted_after:?}");
         assert!(fenced_after < promoted_after);
-        assert!(promoted_after >= Duration::from_millis(2500), "promoted before failover_after");
+        // The standby's last proof of the primary may predate the cut by a heartbeat.
+        assert!(promoted_after >= Duration::from_millis(2300), "promoted before failover_after");
         stop.store(true, Ordering::Relaxed);
         w.join().unwrap()
     });

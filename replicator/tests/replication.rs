@@ -209,3 +209,58 @@ fn a_standby_never_follows_a_recreated_primary_over_its_sessions() {
     assert_eq!(replica.get(b"precious").unwrap().map(|e| e.value), Some(b"session".to_vec()));
     assert_eq!(content(&fresh).len(), 0);
 }
+
+/// `gardenstate stats` shows what the daemons publish, and the primary serves `/metrics`.
+#[test]
+fn stats_and_metrics_show_the_daemons_replication_state() {
+    let (p, store) = pair("observe");
+    let metrics_port = free_port();
+    let addr = format!("127.0.0.1:{}", p.port);
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let key = p.key.to_str().unwrap();
+    let args = [
+        "primary",
+        "--segment",
+        &p.primary_seg.0,
+        "--listen",
+        &addr,
+        "--key-file",
+        key,
+        "--metrics",
+        &metrics,
+    ];
+    let primary = Daemon::start(&p.dir, "primary", &args);
+    wait_until("the primary to listen", Duration::from_secs(10), || primary.log().contains("serving"));
+    let _standby = Daemon::standby(&p.dir, &p.standby_seg, p.port, &p.key);
+    for i in 0..500u32 {
+        store.set(format!("k{i}").as_bytes(), b"value", Expiry::Never).unwrap();
+    }
+    wait_converged(&store, &p.standby_seg, Duration::from_secs(20));
+    let json = |seg: &str| -> serde_json::Value {
+        let out = Command::new(BIN).args(["stats", seg, "--json"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    wait_until("the primary's status to show the acknowledged standby", Duration::from_secs(10), || {
+        let r = &json(&p.primary_seg.0)["replication"];
+        r["role"] == "primary"
+            && r["connected"] == true
+            && r["lag_entries"] == 0
+            && r["daemon_running"] == true
+    });
+    let r = &json(&p.standby_seg.0)["replication"];
+    assert_eq!(r["role"], "standby", "{r}");
+    assert!(r["applied_entries"].as_u64().unwrap() >= 500, "{r}");
+    let mut conn = TcpStream::connect(&metrics).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for name in [
+        "gardenstate_replication_lag_entries",
+        "gardenstate_replication_shipped_frames_total",
+        "gardenstate_live_entries",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing from:\n{text}");
+    }
+}
