@@ -393,3 +393,155 @@ fn a_planned_switchover_loses_nothing_and_swaps_the_roles() {
     new_primary.set(b"after", b"switchover", Expiry::Never).unwrap();
     wait_converged(&new_primary, &pseg, Duration::from_secs(30));
 }
+
+/// The primary is killed at random points while the standby loads its first snapshot: the
+/// standby must never become a writable primary of a half-loaded table. Either the snapshot
+/// completed (the replica equals the primary's content) or the replica is marked incomplete
+/// (history 0): then `promote` refuses without --force, and automatic failover never fires.
+#[test]
+fn a_primary_killed_mid_snapshot_never_leaves_a_promotable_half_table() {
+    let dir = Scratch::new("mid-snapshot");
+    let key = dir.key("key", b"mid snapshot test key 0123456789abcdef");
+    let key = key.to_str().unwrap();
+    let pseg = Seg::new("ms-p");
+    let primary_store = pseg.create();
+    let value = vec![7u8; 1500];
+    for i in 0..16_000u32 {
+        primary_store.set(format!("session-{i:05}").as_bytes(), &value, Expiry::Never).unwrap();
+    }
+    let full = content(&primary_store);
+    let pw = free_port();
+    let w_addr = format!("127.0.0.1:{pw}");
+    let _witness = Daemon::start(&dir, "witness", &["witness", "--listen", &w_addr, "--key-file", key]);
+    let (mut complete, mut incomplete) = (0, 0);
+    for round in 0..4u64 {
+        let sseg = Seg::new(&format!("ms-s{round}"));
+        let (pp, ps) = (free_port(), free_port());
+        let (p_addr, s_addr) = (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{ps}"));
+        let mut primary = Daemon::start(
+            &dir,
+            "primary",
+            &["primary", "--segment", &pseg.0, "--listen", &p_addr, "--key-file", key],
+        );
+        wait_until("the primary to listen", Duration::from_secs(10), || primary.log().contains("serving"));
+        let s_args = [
+            "standby",
+            "--segment",
+            &sseg.0,
+            "--connect",
+            &p_addr,
+            "--listen",
+            &s_addr,
+            "--witness",
+            &w_addr,
+        ];
+        let standby =
+            Daemon::start(&dir, &format!("standby{round}"), &daemon_args(&s_args, &["--key-file", key]));
+        wait_until("the snapshot to start", Duration::from_secs(20), || {
+            standby.log().contains("receiving a snapshot")
+        });
+        if round == 3 {
+            // The last round lets the snapshot finish: that replica is complete and may serve.
+            wait_until("the snapshot to finish", Duration::from_secs(20), || {
+                standby.log().contains("snapshot applied")
+            });
+        } else {
+            std::thread::sleep(Duration::from_millis(round * 7));
+        }
+        primary.kill();
+        // Longer than failover_after: an incomplete replica must not promote itself.
+        std::thread::sleep(Duration::from_secs(4));
+        let replica = Store::attach(&sseg.0).unwrap();
+        if replica.history_id() == 0 {
+            incomplete += 1;
+            assert_eq!(replica.write_mode(), WriteMode::Replica, "an incomplete replica promoted itself");
+            let out =
+                std::process::Command::new(BIN).args(["promote", "--segment", &sseg.0]).output().unwrap();
+            assert!(!out.status.success());
+            assert!(String::from_utf8_lossy(&out.stderr).contains("incomplete replica"));
+        } else {
+            complete += 1;
+            let got = content(&replica);
+            assert!(same(&full, &got), "a complete replica differs: {} of {} entries", got.len(), full.len());
+        }
+    }
+    eprintln!("mid-snapshot kills: {incomplete} left an incomplete replica, {complete} a complete one");
+    assert!(complete >= 1 && incomplete >= 1, "both outcomes must have been exercised");
+}
+
+/// Garbage, wrong-key and unechoed (replayed) heartbeats sent to a fenced primary's UDP port
+/// change nothing: it unfences only for a real standby.
+#[test]
+fn forged_garbage_and_replayed_heartbeats_change_nothing() {
+    use gardenstate_replicator::auth::Key;
+    use gardenstate_replicator::heartbeat::{self, Announce, Datagram, NodeRole};
+    let dir = Scratch::new("forged");
+    let key_bytes = b"forged datagram test key 0123456789";
+    let key = dir.key("key", key_bytes);
+    let key = key.to_str().unwrap();
+    let (pseg, sseg) = (Seg::new("fg-p"), Seg::new("fg-s"));
+    let primary_store = pseg.create();
+    let (pp, ps, pw) = (free_port(), free_port(), free_port());
+    let (p_addr, s_addr, w_addr) =
+        (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{ps}"), format!("127.0.0.1:{pw}"));
+    let p_args =
+        ["primary", "--segment", &pseg.0, "--listen", &p_addr, "--witness", &w_addr, "--key-file", key];
+    let primary = Daemon::start(&dir, "primary", &daemon_args(&p_args, &[]));
+    wait_until("the primary to fence itself at start", Duration::from_secs(10), || {
+        primary.log().contains("fenced until the standby answers")
+    });
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let right = Key::new(key_bytes.to_vec()).unwrap();
+    let wrong = Key::new(b"some other key of enough length".to_vec()).unwrap();
+    let standby_says = |seq: u64, echo_node: u64, echo_seq: u64| Datagram {
+        announce: Announce {
+            role: NodeRole::Standby,
+            fenced: true,
+            synced: true,
+            epoch: 0,
+            history: 1,
+            pos: 0,
+        },
+        node: 42,
+        seq,
+        echo_node,
+        echo_seq,
+        primary_age_ms: u32::MAX,
+        standby_age_ms: u32::MAX,
+        listen_port: ps,
+    };
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 1..=3000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let bytes: Vec<u8> = match i % 4 {
+            // Random bytes of random length.
+            0 => (0..(x % 200) as usize).map(|j| (x >> (j % 56)) as u8).collect(),
+            // A well-formed datagram under the wrong key.
+            1 => heartbeat::encode(&standby_says(i, x, x), &wrong).to_vec(),
+            // Right key, flipped bit.
+            2 => {
+                let mut b = heartbeat::encode(&standby_says(i, 0, 0), &right);
+                b[(x % b.len() as u64) as usize] ^= 1 << (x % 8);
+                b.to_vec()
+            }
+            // Right key but echoing nothing the primary sent: no proof of life.
+            _ => heartbeat::encode(&standby_says(i, x, x % 1_000_000), &right).to_vec(),
+        };
+        sock.send_to(&bytes, &p_addr).unwrap();
+        if i % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(primary_store.write_mode(), WriteMode::Fenced, "forged heartbeats unfenced the primary");
+    assert!(!primary.log().contains("writes resumed"));
+    // A real standby does unfence it.
+    let s_args =
+        ["standby", "--segment", &sseg.0, "--connect", &p_addr, "--listen", &s_addr, "--witness", &w_addr];
+    let _standby = Daemon::start(&dir, "standby", &daemon_args(&s_args, &["--key-file", key]));
+    wait_until("a real standby to unfence the primary", Duration::from_secs(20), || {
+        primary_store.write_mode() == WriteMode::Writable
+    });
+}
