@@ -87,7 +87,11 @@ impl fmt::Display for Error {
                 write!(f, "lock id {presented} does not hold this entry (held by {held}; 0 = unlocked)")
             }
             Error::ReadOnly => {
-                write!(f, "segment is read-only (standby replica or fenced primary): write on the primary")
+                write!(
+                    f,
+                    "segment is read-only (a standby replica, or a primary that is fenced or whose replication \
+                     lease ran out): write on the primary"
+                )
             }
             Error::BufferTooSmall { needed } => write!(f, "buffer too small: {needed} bytes needed"),
             Error::Io { op, path, source } => write!(f, "{op} {path}: {source}"),

@@ -61,6 +61,9 @@ pub const H_WRITE_MODE: usize = 25;
 pub const H_HISTORY_ID: usize = 26;
 /// Feed position up to which the standby has applied every change (replica.rs).
 pub const H_REPL_ACKED: usize = 27;
+/// Write lease: a CLOCK_MONOTONIC ms deadline after which workers' writes are refused; 0 =
+/// none (replica.rs). Segments of older builds hold 0 here.
+pub const H_WRITE_LEASE: usize = 28;
 /// Next change-feed position; also the source of entry versions (feed.rs).
 pub const H_FEED_HEAD: usize = 32;
 /// Sweeper lease: client slot + 1 in the high 16 bits, deadline ms in the low 48 (sweep.rs).

@@ -10,9 +10,13 @@
 //! - `H_REPL_ACKED`: on a primary, the change-feed position up to which the standby has
 //!   applied every change; never decreases. A write's version is its feed position + 1, so
 //!   the write is on the standby once `H_REPL_ACKED >= version`.
+//! - `H_WRITE_LEASE`: when non-zero, worker writes are refused (`ReadOnly`) once the
+//!   monotonic clock passes it. The replication daemon renews it while its primary may take
+//!   writes, so a primary whose daemon died stops taking writes that a failover would lose,
+//!   as if the daemon had fenced it.
 
 use crate::error::Result;
-use crate::layout::{H_EPOCH, H_HISTORY_ID, H_REPL_ACKED};
+use crate::layout::{H_EPOCH, H_HISTORY_ID, H_REPL_ACKED, H_WRITE_LEASE};
 use crate::record::LockWords;
 use crate::store::{LockInfo, Op, Store};
 use crate::sync::Ordering;
@@ -31,6 +35,20 @@ impl Store {
     /// Raises the epoch to `epoch` (never lowers it). Returns the epoch now in force.
     pub fn raise_epoch(&self, epoch: u64) -> u64 {
         self.header_word(H_EPOCH).fetch_max(epoch, Ordering::AcqRel).max(epoch)
+    }
+
+    /// Sets the write lease to `ttl` from now, or clears it (`None`: no lease, the default).
+    pub fn set_write_lease(&self, ttl: Option<Duration>) {
+        let v = ttl.map_or(0, |d| crate::os::now_ms() + (d.as_millis() as u64).max(1));
+        self.header_word(H_WRITE_LEASE).store(v, Ordering::Release);
+    }
+
+    /// How long the write lease has left: `None` without a lease, zero once it expired.
+    pub fn write_lease_left(&self) -> Option<Duration> {
+        match self.header_word(H_WRITE_LEASE).load(Ordering::Acquire) {
+            0 => None,
+            d => Some(Duration::from_millis(d.saturating_sub(crate::os::now_ms()))),
+        }
     }
 
     /// The id of the dataset history this segment holds.

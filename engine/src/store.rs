@@ -572,7 +572,8 @@ impl Store {
         }
     }
 
-    /// A worker's write: refused unless the segment is writable. The client raises its
+    /// A worker's write: refused unless the segment is writable (and its write lease, if
+    /// any, has not run out: replica.rs). The client raises its
     /// `C_WRITING` word before it reads the write mode and lowers it when the write is done,
     /// both sequentially consistent, so `drain_writers` can tell when no write that saw the
     /// segment writable is still in flight (W1 in `drain_writers`).
@@ -596,7 +597,9 @@ impl Store {
             let r = if worker {
                 writing.swap(1, Ordering::SeqCst);
                 let mode = self.seg.mem.w(layout::H_WRITE_MODE).load(Ordering::SeqCst);
-                let r = if mode == layout::WRITE_MODE_WRITABLE {
+                let lease = self.seg.mem.w(layout::H_WRITE_LEASE).load(Ordering::Relaxed);
+                let leased = lease == 0 || os::now_ms() < lease;
+                let r = if mode == layout::WRITE_MODE_WRITABLE && leased {
                     self.mutate_with(c, key, &p, op)
                 } else {
                     Err(Error::ReadOnly)

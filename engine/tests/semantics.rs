@@ -367,3 +367,24 @@ fn drain_writers_covers_every_acknowledged_write() {
     }
     common::assert_healthy(&st);
 }
+
+/// The write lease: worker writes stop once it runs out, the replicator's do not, and
+/// clearing it gives the writes back.
+#[test]
+fn an_expired_write_lease_refuses_worker_writes() {
+    let s = Seg::new("lease");
+    let st = Store::create(&s.name, &small()).unwrap();
+    assert_eq!(st.write_lease_left(), None);
+    st.set_write_lease(Some(Duration::from_millis(300)));
+    st.set(b"a", b"1", Expiry::Never).unwrap();
+    assert!(st.write_lease_left().unwrap() <= Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(st.write_lease_left(), Some(Duration::ZERO));
+    assert!(matches!(st.set(b"a", b"2", Expiry::Never), Err(Error::ReadOnly)));
+    assert!(matches!(st.delete(b"a"), Err(Error::ReadOnly)));
+    assert_eq!(st.get(b"a").unwrap().unwrap().value, b"1");
+    st.apply_replicated(b"r", b"replicated", None, None, None).unwrap();
+    st.set_write_lease(None);
+    st.set(b"a", b"3", Expiry::Never).unwrap();
+    assert_eq!(st.get(b"a").unwrap().unwrap().value, b"3");
+}

@@ -24,7 +24,8 @@
 //!   already fenced. It starts fenced, and unfences only on a fresh datagram from a standby
 //!   that is still a standby of an epoch not above its own: a primary never resumes writes
 //!   because it hears the witness alone, which could be just after a promotion it has not heard
-//!   of yet.
+//!   of yet. While writable it renews the segment's write lease (`fence_after` ahead), so if
+//!   the daemon itself dies the workers' writes stop by the same deadline.
 //! - F3. A primary that sees a writable primary of a higher epoch (directly, or through the
 //!   witness's announced epoch) fences itself at once; once it has seen that primary steadily
 //!   for `rejoin_after` (no flapping), it follows it as a standby, and the snapshot replaces
@@ -146,9 +147,11 @@ pub enum Verdict {
 
 impl Guard {
     /// A primary starting cold with a witness begins fenced (F2), until a standby answers;
-    /// one that was just promoted (it holds the newest epoch) does not.
+    /// one that was just promoted (it holds the newest epoch) does not. Without a witness
+    /// there is no write lease (a leftover one is cleared).
     pub fn start(node: &Node, store: &Store, cold: bool) -> Guard {
         let mut g = Guard { fenced_by_me: false, newer_since: None };
+        store.set_write_lease(if node.has_witness() { Some(node.cfg.fence_after) } else { None });
         if cold && node.has_witness() && store.write_mode() == WriteMode::Writable {
             store.set_write_mode(WriteMode::Fenced);
             g.fenced_by_me = true;
@@ -214,7 +217,11 @@ impl Guard {
         if !node.has_witness() || witness_knows_newer {
             return Verdict::Stay;
         }
-        // F2.
+        // F2. While writable, the lease covers the time until we would fence: if this daemon
+        // dies, the workers' writes stop as if it had fenced the segment.
+        if store.write_mode() == WriteMode::Writable {
+            store.set_write_lease(Some(node.cfg.fence_after));
+        }
         let standby = node.beacon.last_alive(NodeRole::Standby);
         let heard = [standby.map(|(_, at)| at), witness.map(|(_, at)| at), last_ack]
             .into_iter()
@@ -232,6 +239,7 @@ impl Guard {
                 at.elapsed() <= FRESH && d.announce.role == NodeRole::Standby && d.announce.epoch <= epoch
             });
             if steady_standby {
+                store.set_write_lease(Some(node.cfg.fence_after));
                 store.set_write_mode(WriteMode::Writable);
                 self.fenced_by_me = false;
                 log::info("the standby answers: writes resumed (unfenced)");

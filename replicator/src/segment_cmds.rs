@@ -164,6 +164,8 @@ pub fn promote(a: PromoteArgs) -> CmdResult {
         )));
     }
     let epoch = store.raise_epoch(store.epoch() + 1);
+    // A standalone primary now: no replication daemon renews a lease.
+    store.set_write_lease(None);
     store.set_write_mode(WriteMode::Writable);
     println!("promoted segment {}: writable, epoch {epoch} (was {mode:?})", a.segment);
     Ok(())

@@ -128,7 +128,13 @@ impl Drop for Proxy {
     }
 }
 
-/// Samples two segments' write modes until stopped; records any instant both were writable.
+/// Whether workers' writes to `s` would be accepted now: writable, and its write lease (if
+/// any) not run out.
+fn takes_writes(s: &Store) -> bool {
+    s.write_mode() == WriteMode::Writable && s.write_lease_left() != Some(Duration::ZERO)
+}
+
+/// Samples two segments until stopped; records any instant both would take writes.
 struct SplitBrainWatch {
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<(u64, u64, Option<Duration>)>>,
@@ -143,7 +149,7 @@ impl SplitBrainWatch {
         let handle = std::thread::spawn(move || {
             let (mut samples, mut both, mut first) = (0u64, 0u64, None);
             while !s.load(Ordering::Relaxed) {
-                if a.write_mode() == WriteMode::Writable && b.write_mode() == WriteMode::Writable {
+                if takes_writes(&a) && takes_writes(&b) {
                     both += 1;
                     first = first.or(Some(t0.elapsed()));
                 }
@@ -544,4 +550,61 @@ fn forged_garbage_and_replayed_heartbeats_change_nothing() {
     wait_until("a real standby to unfence the primary", Duration::from_secs(20), || {
         primary_store.write_mode() == WriteMode::Writable
     });
+}
+
+/// The primary's daemon dies (kill -9) while its workers go on: the segment's write lease
+/// runs out within fence_after, before the standby promotes itself, so the workers' writes
+/// stop instead of landing where the failover would lose them.
+#[test]
+fn a_primary_whose_daemon_dies_stops_taking_writes_before_the_standby_promotes() {
+    let dir = Scratch::new("daemon-dies");
+    let key = dir.key("key", b"daemon dies test key 0123456789abcdef");
+    let key = key.to_str().unwrap();
+    let (pseg, sseg) = (Seg::new("dd-p"), Seg::new("dd-s"));
+    let primary_store = pseg.create();
+    let (pp, ps, pw) = (free_port(), free_port(), free_port());
+    let (p_addr, s_addr, w_addr) =
+        (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{ps}"), format!("127.0.0.1:{pw}"));
+    let _witness = Daemon::start(&dir, "witness", &["witness", "--listen", &w_addr, "--key-file", key]);
+    let p_args =
+        ["primary", "--segment", &pseg.0, "--listen", &p_addr, "--witness", &w_addr, "--key-file", key];
+    let mut primary = Daemon::start(&dir, "primary", &daemon_args(&p_args, &[]));
+    let s_args =
+        ["standby", "--segment", &sseg.0, "--connect", &p_addr, "--listen", &s_addr, "--witness", &w_addr];
+    let _standby = Daemon::start(&dir, "standby", &daemon_args(&s_args, &["--key-file", key]));
+    wait_until("the primary to unfence", Duration::from_secs(20), || {
+        primary.log().contains("writes resumed")
+    });
+    let watch = SplitBrainWatch::start(&pseg.0, &sseg.0);
+    let stop = AtomicBool::new(false);
+    let (refused_after, (acked, waited)) = std::thread::scope(|s| {
+        let w = s.spawn(|| writer(&primary_store, &stop));
+        std::thread::sleep(Duration::from_millis(500));
+        let killed = Instant::now();
+        primary.kill();
+        // The workers keep writing; the lease (fence_after = 1 s) stops them.
+        wait_until("the lease to stop the writes", Duration::from_secs(10), || {
+            matches!(primary_store.set(b"probe", b"x", Expiry::Never), Err(Error::ReadOnly))
+        });
+        let refused_after = killed.elapsed();
+        wait_until("the standby to promote itself", Duration::from_secs(20), || {
+            mode(&sseg) == WriteMode::Writable
+        });
+        stop.store(true, Ordering::Relaxed);
+        (refused_after, w.join().unwrap())
+    });
+    eprintln!(
+        "daemon killed: writes refused after {refused_after:?}; {} acked, {} waited",
+        acked.len(),
+        waited.len()
+    );
+    assert!(refused_after < Duration::from_millis(2500), "writes went on for {refused_after:?}");
+    let standby_store = Store::attach(&sseg.0).unwrap();
+    for k in &waited {
+        assert!(standby_store.get(k.as_bytes()).unwrap().is_some(), "{k} waited for the standby but is lost");
+    }
+    // The old segment still says Writable (nobody fenced it), but its lease is out.
+    assert_eq!(primary_store.write_lease_left(), Some(Duration::ZERO));
+    let (samples, both, first) = watch.finish();
+    assert_eq!(both, 0, "{both} of {samples} samples saw both segments taking writes, first at {first:?}");
 }
