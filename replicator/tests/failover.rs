@@ -12,121 +12,14 @@
 mod common;
 use common::*;
 use gardenstate::{Error, Expiry, Store, WriteMode};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::UdpSocket;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Timings small enough for a test, within the rule fence + 3 x heartbeat < failover.
 const TIMING: [&str; 8] =
     ["--heartbeat", "100ms", "--fence-after", "1s", "--failover-after", "2500ms", "--rejoin-after", "2s"];
-
-/// A cuttable link: TCP connections and UDP datagrams arriving on `port` are forwarded to
-/// `target` (same port number for both protocols). While cut, nothing passes and open TCP
-/// connections are shut down.
-struct Proxy {
-    port: u16,
-    cut: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Proxy {
-    fn start(target_port: u16) -> Proxy {
-        let target: SocketAddr = ([127, 0, 0, 1], target_port).into();
-        let (tcp, outer) = loop {
-            let t = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = t.local_addr().unwrap().port();
-            if let Ok(u) = UdpSocket::bind(("127.0.0.1", port)) {
-                break (t, u);
-            }
-        };
-        let port = tcp.local_addr().unwrap().port();
-        let inner = UdpSocket::bind("127.0.0.1:0").unwrap();
-        for s in [&outer, &inner] {
-            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        }
-        tcp.set_nonblocking(true).unwrap();
-        let p = Proxy {
-            port,
-            cut: Arc::new(AtomicBool::new(false)),
-            stop: Arc::new(AtomicBool::new(false)),
-            conns: Arc::new(Mutex::new(Vec::new())),
-        };
-        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-        let (outer2, inner2) = (outer.try_clone().unwrap(), inner.try_clone().unwrap());
-        let (cut, stop, c) = (p.cut.clone(), p.stop.clone(), client.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = outer.recv_from(&mut buf) {
-                    *c.lock().unwrap() = Some(from);
-                    if !cut.load(Ordering::Relaxed) {
-                        let _ = inner.send_to(&buf[..n], target);
-                    }
-                }
-            }
-        });
-        let (cut, stop) = (p.cut.clone(), p.stop.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok((n, _)) = inner2.recv_from(&mut buf) {
-                    let to = *client.lock().unwrap();
-                    if let (false, Some(to)) = (cut.load(Ordering::Relaxed), to) {
-                        let _ = outer2.send_to(&buf[..n], to);
-                    }
-                }
-            }
-        });
-        let (cut, stop, conns) = (p.cut.clone(), p.stop.clone(), p.conns.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let Ok((a, _)) = tcp.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                if cut.load(Ordering::Relaxed) {
-                    continue; // dropped: the connection closes
-                }
-                let Ok(b) = TcpStream::connect(target) else { continue };
-                a.set_nonblocking(false).unwrap();
-                for (from, to) in [(&a, &b), (&b, &a)] {
-                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(Shutdown::Both);
-                        let _ = from.shutdown(Shutdown::Both);
-                    });
-                }
-                conns.lock().unwrap().extend([a, b]);
-            }
-        });
-        p
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn heal(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.cut();
-    }
-}
 
 /// Whether workers' writes to `s` would be accepted now: writable, and its write lease (if
 /// any) not run out.
