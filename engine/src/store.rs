@@ -1107,6 +1107,14 @@ impl Outcome {
     }
 }
 
+/// Is `m` locked, with lock id `id`? Lock ids are never 0, and 0 in the record means
+/// unlocked: presenting 0 to an unlocked entry must not pass for holding its lock (it did:
+/// `unlock(key, 0)` and `set_and_unlock(key, 0, ..)` succeeded on any unlocked entry, found by
+/// the linearizability test; README: `LockMismatch { held: 0 }` = unlocked).
+fn lock_held_by(m: &Member, id: u64) -> bool {
+    m.view.lock.id != 0 && m.view.lock.id == id
+}
+
 /// Decides what an operation does given the key's live record (`None` if absent/expired).
 fn plan<'a>(op: &Op<'a>, live: Option<&Member>, now: u64, pid: u32) -> Result<Plan<'a>> {
     let keep_deadline = |m: &Member| {
@@ -1124,7 +1132,7 @@ fn plan<'a>(op: &Op<'a>, live: Option<&Member>, now: u64, pid: u32) -> Result<Pl
                 (Cond::Version(v), Some(m)) if m.view.version != v => {
                     return Err(Error::VersionMismatch { expected: v, found: m.view.version });
                 }
-                (Cond::Lock(id), Some(m)) if m.view.lock.id != id => {
+                (Cond::Lock(id), Some(m)) if !lock_held_by(m, id) => {
                     return Err(Error::LockMismatch { presented: id, held: m.view.lock.id });
                 }
                 _ => {}
@@ -1162,7 +1170,7 @@ fn plan<'a>(op: &Op<'a>, live: Option<&Member>, now: u64, pid: u32) -> Result<Pl
         }
         Op::Unlock { lock_id } => {
             let m = live.ok_or(Error::NotFound)?;
-            if m.view.lock.id != lock_id {
+            if !lock_held_by(m, lock_id) {
                 return Err(Error::LockMismatch { presented: lock_id, held: m.view.lock.id });
             }
             let (expires, sliding) = keep_deadline(m);
