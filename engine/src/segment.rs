@@ -14,6 +14,7 @@
 //! after their wait limit; `destroy` removes it.
 
 use crate::error::{Error, Result};
+use crate::failpoint::failpoint;
 use crate::layout::{Geometry, H_STATE, HEADER_WORDS, Options, READY};
 use crate::mem::Mem;
 use crate::os;
@@ -46,6 +47,7 @@ impl Segment {
             return Ok(None);
         };
         let built = (|| {
+            failpoint!("create.after_excl");
             let map = os::map(&file, &path)?;
             let seg = Segment::from_map(map, g, path.clone())?;
             let unix_ms = std::time::SystemTime::now()
@@ -55,6 +57,7 @@ impl Segment {
             let seed = seg.mem.w(crate::layout::H_HASH_SEED).load(Ordering::Relaxed);
             let seg = Segment { seed, evict: opts.evict, ..seg };
             seg.mem.w(H_STATE).store(READY, Ordering::Release);
+            failpoint!("create.after_ready");
             os::set_mode(&file, &path, opts.mode)?;
             Ok(seg)
         })();

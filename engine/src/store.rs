@@ -9,6 +9,7 @@
 
 use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_RECENT_FREE};
 use crate::error::{Error, FullKind, Result};
+use crate::failpoint::failpoint;
 use crate::feed::{ChangeKind, FeedRead};
 use crate::heap::Block;
 use crate::layout::{self, Geometry, Options, block, slot};
@@ -658,11 +659,21 @@ impl Store {
                 Some(m) => {
                     seg.write_record(b.off, m.pos, &rec);
                     self.journal_old(c, &m);
+                    failpoint!(if took_over {
+                        "lock.takeover_before_publish"
+                    } else {
+                        "update.before_publish"
+                    });
                     let ok = seg
                         .index_word(m.pos)
                         .compare_exchange(m.word, new_word(slot::MEMBER), Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok();
                     if ok {
+                        failpoint!(if took_over {
+                            "lock.takeover_after_publish"
+                        } else {
+                            "update.after_publish"
+                        });
                         self.release_old(c, &m);
                         if live.is_none() {
                             self.bump(c, stats::EXPIRED, 1);
@@ -683,9 +694,15 @@ impl Store {
                         .index_word(q)
                         .compare_exchange(slot::EMPTY, mine, Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok();
+                    if placed {
+                        failpoint!("insert.after_inserting");
+                    }
                     match placed {
                         true => match seg.settle(key, p, q, mine) {
-                            Ok(Settled::Inserted) => Some(q),
+                            Ok(Settled::Inserted) => {
+                                failpoint!("insert.after_member");
+                                Some(q)
+                            }
                             Ok(Settled::Lost) => None,
                             Err(e) => {
                                 // Withdraw the candidate before its block is freed below.
@@ -792,6 +809,9 @@ impl Store {
     fn unpublish(&self, c: &Ctx, key_hash: u64, m: &Member, kind: ChangeKind) -> bool {
         let seg = &*self.seg;
         self.journal_old(c, m);
+        if kind == ChangeKind::Delete {
+            failpoint!("delete.after_journal");
+        }
         if seg
             .index_word(m.pos)
             .compare_exchange(m.word, slot::EMPTY, Ordering::AcqRel, Ordering::Relaxed)
@@ -799,6 +819,9 @@ impl Store {
         {
             seg.mem.w(c.base + C_J_OLD).store(0, Ordering::Relaxed);
             return false;
+        }
+        if kind == ChangeKind::Delete {
+            failpoint!("delete.after_unpublish");
         }
         self.release_old(c, m);
         let pos = seg.feed_reserve();
@@ -911,6 +934,7 @@ impl Store {
             {
                 report.expired += 1;
                 self.bump(c, stats::EXPIRED, 1);
+                failpoint!("sweep.mid_expire");
             }
             if k % 1024 == 1023 && lease.load(Ordering::Relaxed) != mine {
                 break; // the lease moved on (we stalled past it): stop, the next sweeper goes on.
