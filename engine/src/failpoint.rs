@@ -34,7 +34,8 @@ pub const NAMES: &[&str] = &[
     "lock.takeover_after_publish",  // taken over, old record not yet freed
     // segment.rs, creation
     "create.after_excl", // file created (O_EXCL, mode 0000), header not written / not READY
-    "create.after_ready", // READY stamped, mode not yet set (still 0000)
+    "create.after_mode", // header written, final mode set, not yet READY
+    "create.after_ready", // READY stamped, create() not yet returned
 ];
 
 #[cfg(feature = "failpoints")]

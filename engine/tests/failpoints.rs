@@ -15,10 +15,13 @@
 //! - after deleting everything no byte is in use and the heap takes exactly as many records as
 //!   a fresh one (no block leaked or hidden by a stale bitmap bit).
 //!
-//! The creation failpoints kill a creator between `O_EXCL` and the READY stamp, and between
-//! the stamp and the final fchmod: a later attach / open / create then ends promptly with a
-//! clear outcome (NotReady after the wait, AlreadyExists, or a working segment), never hangs,
-//! and destroy + create recovers.
+//! The creation failpoints kill a creator right after `O_EXCL` (mode 0000, no header), after
+//! the header and the final mode but before the READY stamp, and right after the stamp: a
+//! later attach / open / create then ends promptly with a clear outcome (NotReady after the
+//! wait, AlreadyExists, or a working segment), never hangs, and destroy + create recovers. A
+//! READY segment must already have its final mode (regression: the mode used to be set after
+//! the stamp, so a creator killed in between left a READY segment at mode 0000 that no
+//! non-root user could ever open).
 //!
 //! Run: `cargo test -p gardenstate --features failpoints --test failpoints -- --nocapture`.
 //! `GDS_SEED` replays the hit counts; `GDS_LONG=1` kills each failpoint at several hit counts.
@@ -447,7 +450,7 @@ fn run_failpoint(name: &'static str, nth: u64, seed: u64) -> Hit {
 }
 
 /// Creation failpoints: the creator dies; later openers get a clear answer, promptly.
-fn run_creation_failpoint(name: &'static str) -> String {
+fn run_creation_failpoint(name: &str) -> String {
     let seg = Seg::new(&format!("fp-{}", name.replace('.', "-")));
     let dir = scratch_dir();
     let mark = dir.join(format!("{name}.mark"));
@@ -498,9 +501,23 @@ fn run_creation_failpoint(name: &'static str) -> String {
             assert!(matches!(attach, Err(Error::NotReady { .. })), "{name}: attach: {attach:?}");
             assert!(matches!(open, Err(Error::NotReady { .. })), "{name}: open: {open:?}");
         }
-        // Stamped: complete and valid (mode still 0000: root opens it; other users get
-        // PermissionDenied after the wait).
+        // Mode opened, not stamped: not ready (attachers may open it now, and wait).
+        "create.after_mode" => {
+            assert!(matches!(attach, Err(Error::NotReady { .. })), "{name}: attach: {attach:?}");
+            assert!(matches!(open, Err(Error::NotReady { .. })), "{name}: open: {open:?}");
+        }
+        // Stamped READY: complete, valid, and openable by the users it was made for. (The
+        // mode used to be set after the stamp: a creator killed in between left a READY
+        // segment of mode 0000, which every non-root attacher was refused with
+        // PermissionDenied, forever. Regression check: the mode is final once READY.)
         "create.after_ready" => {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(common::seg_path(&seg.name)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(
+                mode,
+                opts().mode,
+                "{name}: a READY segment left with mode {mode:o}: non-root users cannot open it"
+            );
             if common::is_root() {
                 assert!(attach.is_ok() && open.is_ok(), "{name}: attach {attach:?}, open {open:?}");
             }
@@ -565,8 +582,11 @@ fn creation_failpoints_give_a_clear_outcome() {
     let t0 = Instant::now();
     let names: Vec<&str> = gardenstate::FAILPOINTS.iter().copied().filter(|n| is_creation(n)).collect();
     assert!(!names.is_empty(), "no creation failpoints");
-    for name in names {
-        println!("  {}", run_creation_failpoint(name));
+    // In parallel: two of them wait out the 5 s ready limit.
+    let runs: Vec<_> =
+        names.into_iter().map(|n| std::thread::spawn(move || run_creation_failpoint(n))).collect();
+    for h in runs {
+        println!("  {}", common::join_within(h, Duration::from_secs(60), "a creation failpoint run"));
     }
     let _ = std::fs::remove_dir_all(scratch_dir());
     println!("creation failpoints: {:.1} s", t0.elapsed().as_secs_f64());
