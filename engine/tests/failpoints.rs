@@ -297,10 +297,23 @@ fn fill(st: &Store) -> u64 {
     n
 }
 
-fn scratch_dir() -> PathBuf {
-    let d = gardenstate::shm_dir().join(format!("gds-test-fp-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A directory of one test for journals and mark files (in the shared-memory directory),
+/// removed when dropped, pass or fail.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let d = gardenstate::shm_dir().join(format!("gds-test-fpdir-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// What one run at a failpoint showed.
@@ -317,13 +330,12 @@ struct Hit {
     took_over: u64,
 }
 
-fn run_failpoint(name: &'static str, nth: u64, seed: u64) -> Hit {
+fn run_failpoint(name: &'static str, nth: u64, seed: u64, dir: &Path) -> Hit {
     let seg = Seg::new(&format!("fp-{}", name.replace('.', "-")));
     let st = Arc::new(Store::create(&seg.name, &opts()).unwrap());
     let cap = fresh_capacity();
     assert_eq!(st.get(b"warm-up").unwrap(), None); // this thread's client slot
     let clients0 = st.stats().clients;
-    let dir = scratch_dir();
     let jpath = dir.join(format!("{name}-{nth}.journal"));
     let mark = dir.join(format!("{name}-{nth}.mark"));
     let _ = std::fs::remove_file(&jpath);
@@ -450,9 +462,8 @@ fn run_failpoint(name: &'static str, nth: u64, seed: u64) -> Hit {
 }
 
 /// Creation failpoints: the creator dies; later openers get a clear answer, promptly.
-fn run_creation_failpoint(name: &str) -> String {
+fn run_creation_failpoint(name: &str, dir: &Path) -> String {
     let seg = Seg::new(&format!("fp-{}", name.replace('.', "-")));
-    let dir = scratch_dir();
     let mark = dir.join(format!("{name}.mark"));
     let _ = std::fs::remove_file(&mark);
     let cmd = child_command(
@@ -553,15 +564,15 @@ fn every_failpoint_is_survived() {
     let t0 = Instant::now();
     let mut rng = Rng::new(seed);
     let mut hits = Vec::new();
+    let dir = Scratch::new("all");
     for &name in gardenstate::FAILPOINTS.iter().filter(|n| !is_creation(n)) {
         for _ in 0..rounds {
             let nth = rng.range(1, 8);
-            let h = run_failpoint(name, nth, rng.next_u64());
+            let h = run_failpoint(name, nth, rng.next_u64(), &dir.0);
             println!("  {h:?}");
             hits.push(h);
         }
     }
-    let _ = std::fs::remove_dir_all(scratch_dir());
     println!(
         "failpoints: {} kills at {} failpoints (hit counts {}), every one hit and survived (victims ran {} ms at \
          most); {} writes cut by a kill ({} landed), {} dead locks taken over, {} survivor ops, {:.1} s",
@@ -583,12 +594,17 @@ fn creation_failpoints_give_a_clear_outcome() {
     let names: Vec<&str> = gardenstate::FAILPOINTS.iter().copied().filter(|n| is_creation(n)).collect();
     assert!(!names.is_empty(), "no creation failpoints");
     // In parallel: two of them wait out the 5 s ready limit.
-    let runs: Vec<_> =
-        names.into_iter().map(|n| std::thread::spawn(move || run_creation_failpoint(n))).collect();
+    let dir = Arc::new(Scratch::new("create"));
+    let runs: Vec<_> = names
+        .into_iter()
+        .map(|n| {
+            let dir = Arc::clone(&dir);
+            std::thread::spawn(move || run_creation_failpoint(n, &dir.0))
+        })
+        .collect();
     for h in runs {
         println!("  {}", common::join_within(h, Duration::from_secs(60), "a creation failpoint run"));
     }
-    let _ = std::fs::remove_dir_all(scratch_dir());
     println!("creation failpoints: {:.1} s", t0.elapsed().as_secs_f64());
 }
 
@@ -598,8 +614,8 @@ fn creation_failpoints_give_a_clear_outcome() {
 fn an_unknown_failpoint_is_reported_as_not_hit() {
     let seg = Seg::new("fp-unknown");
     let _st = Store::create(&seg.name, &opts()).unwrap();
-    let dir = scratch_dir();
-    let jpath = dir.join("unknown.journal");
+    let dir = Scratch::new("unknown");
+    let jpath = dir.0.join("unknown.journal");
     let _ = std::fs::remove_file(&jpath);
     drop(Journal::create(&jpath));
     let mut cmd = child_command(
