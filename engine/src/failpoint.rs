@@ -16,6 +16,7 @@
 pub const NAMES: &[&str] = &[
     // store.rs, insert of an absent key (table.rs T1)
     "insert.after_inserting", // INSERTING word placed, not yet settled
+    "insert.before_flip",     // window scanned, other copies collided, not yet MEMBER
     "insert.after_member",    // flipped to MEMBER, journal (C_J_NEW) not yet cleared
     // store.rs, update of a present key (copy-on-write publish)
     "update.before_publish", // new record written, old one journaled (C_J_OLD), CAS not done

@@ -557,7 +557,8 @@ fn is_creation(name: &str) -> bool {
 #[test]
 fn every_failpoint_is_survived() {
     let seed = seed_from_env("GDS_SEED");
-    let rounds = if long() { 4 } else { 1 };
+    // Long form: more kills per failpoint, at later hits too (deeper into the load).
+    let (rounds, max_nth) = if long() { (8, 40) } else { (1, 8) };
     println!(
         "failpoints: seed {seed} (replay with GDS_SEED={seed}), {rounds} hit count(s) each (GDS_LONG=1: more)"
     );
@@ -567,7 +568,7 @@ fn every_failpoint_is_survived() {
     let dir = Scratch::new("all");
     for &name in gardenstate::FAILPOINTS.iter().filter(|n| !is_creation(n)) {
         for _ in 0..rounds {
-            let nth = rng.range(1, 8);
+            let nth = rng.range(1, max_nth);
             let h = run_failpoint(name, nth, rng.next_u64(), &dir.0);
             println!("  {h:?}");
             hits.push(h);
