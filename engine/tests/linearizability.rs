@@ -633,6 +633,20 @@ fn checker_handles_locks_and_unknown_outcomes() {
     assert_rejected("a read of a write not yet invoked", &h, &d);
 }
 
+#[test]
+fn checker_bound_fails_clearly() {
+    // Legal, but the bound is too small to finish: the failure says so (not "illegal"), and
+    // shows where the search stood.
+    let h = [
+        op(1, 0, 10, Call::Set { vid: 1 }, Ret::Written { version: 5 }),
+        op(2, 5, 30, Call::Get, Ret::Value { vid: 1, version: 5, lock_id: 0 }),
+        op(1, 20, 40, Call::Delete, Ret::Bool(true)),
+    ];
+    let e = check_history(&h, &Deaths::default(), 2).expect_err("a bound of 2 steps cannot finish");
+    assert!(e.gave_up && e.report.contains("SEARCH BOUND REACHED") && e.report.contains('#'), "{}", e.report);
+    assert!(check_history(&h, &Deaths::default(), 1000).is_ok());
+}
+
 // ---- the multi-process run ---------------------------------------------------------------------
 
 const ROLE_VAR: &str = "GDS_LIN_ROLE";
