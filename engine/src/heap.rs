@@ -29,6 +29,7 @@
 //! should leave headroom for the size mix).
 
 use crate::error::{Error, FullKind, Result};
+use crate::failpoint::failpoint;
 use crate::layout::{self, H_CLASS_HINT, block, class_size};
 use crate::segment::Segment;
 use crate::sync::{Ordering, fence};
@@ -162,8 +163,10 @@ impl Segment {
             return None;
         }
         self.mem.w(journal).store(off + 1, Ordering::Relaxed);
+        failpoint!("heap.take_after_journal");
         let owned = block::pack(block::OWNED, me as u16, block::generation(st) + 1);
         sw.compare_exchange(st, owned, Ordering::AcqRel, Ordering::Acquire).ok()?;
+        failpoint!("heap.take_after_own");
         self.mem.w(self.bitmap_word(pos.page, pos.index)).fetch_or(1 << (pos.index % 64), Ordering::Release);
         fence(Ordering::Release); // H4
         Some(Block { off: off as u32, state: owned })
@@ -180,6 +183,7 @@ impl Segment {
         let sw = self.mem.w(self.heap_word(off) + layout::R_STATE);
         let freed = block::pack(block::FREE, 0, block::generation(state) + 1);
         sw.compare_exchange(state, freed, Ordering::AcqRel, Ordering::Relaxed).ok()?;
+        failpoint!("heap.free_after_state");
         self.mem
             .w(self.bitmap_word(pos.page, pos.index))
             .fetch_and(!(1 << (pos.index % 64)), Ordering::Release);

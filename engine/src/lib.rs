@@ -21,6 +21,7 @@
 mod check;
 mod clients;
 mod error;
+mod failpoint;
 mod feed;
 mod heap;
 mod layout;
@@ -38,6 +39,7 @@ mod table;
 
 pub use check::CheckReport;
 pub use error::{Error, FullKind, Result};
+pub use failpoint::NAMES as FAILPOINTS;
 pub use feed::{Change, ChangeKind, FeedRead};
 pub use layout::Options;
 pub use stats::Stats;

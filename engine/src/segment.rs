@@ -3,17 +3,19 @@
 //! Creation protocol (race-free when many processes start at once):
 //! 1. `open(O_CREAT|O_EXCL|O_NOFOLLOW, 0000)`: exactly one process wins and is the creator;
 //!    the file is unreadable by other non-root users until step 4.
-//! 2. The creator sizes it (zero-filled), maps it, writes the immutable header and stamps
-//!    `H_STATE = READY` last, with release ordering.
-//! 3. Every other process (the losers of step 1, and later attachers) opens the file and waits
+//! 2. The creator sizes it (zero-filled), maps it and writes the immutable header.
+//! 3. The creator sets the file mode to exactly the requested mode (fchmod: the umask cannot
+//!    change it), then stamps `H_STATE = READY` last, with release ordering.
+//! 4. Every other process (the losers of step 1, and later attachers) opens the file and waits
 //!    until the size is right and the stamp is there, then validates the header (O(1)).
-//! 4. The creator sets the file mode to exactly the requested mode (fchmod: the umask cannot
-//!    change it).
 //!
 //! A creator that dies before the stamp leaves a segment that attachers report as `NotReady`
-//! after their wait limit; `destroy` removes it.
+//! after their wait limit; `destroy` removes it. Once stamped, a segment has its final mode
+//! (the mode used to be set after the stamp: a creator killed in between left a READY segment
+//! at mode 0000 that no non-root user could ever open; failpoint `create.after_ready`).
 
 use crate::error::{Error, Result};
+use crate::failpoint::failpoint;
 use crate::layout::{Geometry, H_STATE, HEADER_WORDS, Options, READY};
 use crate::mem::Mem;
 use crate::os;
@@ -46,6 +48,7 @@ impl Segment {
             return Ok(None);
         };
         let built = (|| {
+            failpoint!("create.after_excl");
             let map = os::map(&file, &path)?;
             let seg = Segment::from_map(map, g, path.clone())?;
             let unix_ms = std::time::SystemTime::now()
@@ -54,8 +57,14 @@ impl Segment {
             g.write_header(&seg.mem, opts, os::random_u64()?, os::random_u64()?, unix_ms);
             let seed = seg.mem.w(crate::layout::H_HASH_SEED).load(Ordering::Relaxed);
             let seg = Segment { seed, evict: opts.evict, ..seg };
-            seg.mem.w(H_STATE).store(READY, Ordering::Release);
+            // The mode before the stamp: a creator killed between the two must not leave a
+            // READY segment still at mode 0000, which every non-root attacher would be refused
+            // forever. (Opened early, attachers wait for the stamp, so they never see a
+            // half-built header either way.)
             os::set_mode(&file, &path, opts.mode)?;
+            failpoint!("create.after_mode");
+            seg.mem.w(H_STATE).store(READY, Ordering::Release);
+            failpoint!("create.after_ready");
             Ok(seg)
         })();
         if built.is_err() {

@@ -9,6 +9,7 @@
 
 use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_RECENT_FREE, C_WRITING};
 use crate::error::{Error, FullKind, Result};
+use crate::failpoint::failpoint;
 use crate::feed::{ChangeKind, FeedRead};
 use crate::heap::Block;
 use crate::layout::{self, Geometry, Options, block, slot};
@@ -694,11 +695,21 @@ impl Store {
                 Some(m) => {
                     seg.write_record(b.off, m.pos, &rec);
                     self.journal_old(c, &m);
+                    failpoint!(if took_over {
+                        "lock.takeover_before_publish"
+                    } else {
+                        "update.before_publish"
+                    });
                     let ok = seg
                         .index_word(m.pos)
                         .compare_exchange(m.word, new_word(slot::MEMBER), Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok();
                     if ok {
+                        failpoint!(if took_over {
+                            "lock.takeover_after_publish"
+                        } else {
+                            "update.after_publish"
+                        });
                         self.release_old(c, &m);
                         if live.is_none() {
                             self.bump(c, stats::EXPIRED, 1);
@@ -719,9 +730,15 @@ impl Store {
                         .index_word(q)
                         .compare_exchange(slot::EMPTY, mine, Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok();
+                    if placed {
+                        failpoint!("insert.after_inserting");
+                    }
                     match placed {
                         true => match seg.settle(key, p, q, mine) {
-                            Ok(Settled::Inserted) => Some(q),
+                            Ok(Settled::Inserted) => {
+                                failpoint!("insert.after_member");
+                                Some(q)
+                            }
                             Ok(Settled::Lost) => None,
                             Err(e) => {
                                 // Withdraw the candidate before its block is freed below.
@@ -828,6 +845,9 @@ impl Store {
     fn unpublish(&self, c: &Ctx, key_hash: u64, m: &Member, kind: ChangeKind) -> bool {
         let seg = &*self.seg;
         self.journal_old(c, m);
+        if kind == ChangeKind::Delete {
+            failpoint!("delete.after_journal");
+        }
         if seg
             .index_word(m.pos)
             .compare_exchange(m.word, slot::EMPTY, Ordering::AcqRel, Ordering::Relaxed)
@@ -835,6 +855,9 @@ impl Store {
         {
             seg.mem.w(c.base + C_J_OLD).store(0, Ordering::Relaxed);
             return false;
+        }
+        if kind == ChangeKind::Delete {
+            failpoint!("delete.after_unpublish");
         }
         self.release_old(c, m);
         let pos = seg.feed_reserve();
@@ -947,6 +970,7 @@ impl Store {
             {
                 report.expired += 1;
                 self.bump(c, stats::EXPIRED, 1);
+                failpoint!("sweep.mid_expire");
             }
             if k % 1024 == 1023 && lease.load(Ordering::Relaxed) != mine {
                 break; // the lease moved on (we stalled past it): stop, the next sweeper goes on.
@@ -1143,6 +1167,14 @@ impl Outcome {
     }
 }
 
+/// Is `m` locked, with lock id `id`? Lock ids are never 0, and 0 in the record means
+/// unlocked: presenting 0 to an unlocked entry must not pass for holding its lock (it did:
+/// `unlock(key, 0)` and `set_and_unlock(key, 0, ..)` succeeded on any unlocked entry, found by
+/// the linearizability test; README: `LockMismatch { held: 0 }` = unlocked).
+fn lock_held_by(m: &Member, id: u64) -> bool {
+    m.view.lock.id != 0 && m.view.lock.id == id
+}
+
 /// Decides what an operation does given the key's live record (`None` if absent/expired).
 fn plan<'a>(op: &Op<'a>, live: Option<&Member>, now: u64, pid: u32) -> Result<Plan<'a>> {
     let keep_deadline = |m: &Member| {
@@ -1160,7 +1192,7 @@ fn plan<'a>(op: &Op<'a>, live: Option<&Member>, now: u64, pid: u32) -> Result<Pl
                 (Cond::Version(v), Some(m)) if m.view.version != v => {
                     return Err(Error::VersionMismatch { expected: v, found: m.view.version });
                 }
-                (Cond::Lock(id), Some(m)) if m.view.lock.id != id => {
+                (Cond::Lock(id), Some(m)) if !lock_held_by(m, id) => {
                     return Err(Error::LockMismatch { presented: id, held: m.view.lock.id });
                 }
                 _ => {}
@@ -1198,7 +1230,7 @@ fn plan<'a>(op: &Op<'a>, live: Option<&Member>, now: u64, pid: u32) -> Result<Pl
         }
         Op::Unlock { lock_id } => {
             let m = live.ok_or(Error::NotFound)?;
-            if m.view.lock.id != lock_id {
+            if !lock_held_by(m, lock_id) {
                 return Err(Error::LockMismatch { presented: lock_id, held: m.view.lock.id });
             }
             let (expires, sliding) = keep_deadline(m);

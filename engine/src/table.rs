@@ -24,6 +24,7 @@
 //! patience, so no insert waits on another client.
 
 use crate::error::{Result, corrupt};
+use crate::failpoint::failpoint;
 use crate::layout::{self, BUCKET_SLOTS, MAX_PROBE_BUCKETS, slot};
 use crate::record::{Read, Sink, View};
 use crate::segment::Segment;
@@ -222,6 +223,7 @@ impl Segment {
                     continue 'scan;
                 }
             }
+            failpoint!("insert.before_flip");
             let member = slot::with_state(mine, slot::MEMBER);
             return Ok(
                 match self.index_word(q).compare_exchange(mine, member, Ordering::AcqRel, Ordering::Relaxed) {
