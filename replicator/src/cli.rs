@@ -58,6 +58,11 @@ pub enum Command {
     Witness(WitnessArgs),
     /// Planned switchover: pause writes, let the standby catch up, swap roles (zero loss)
     Switchover(SwitchoverArgs),
+    /// Show replication and failover on this machine: a primary, a standby, web traffic, kill -9
+    Demo(DemoArgs),
+    /// One worker process of `demo` (started by the demo itself)
+    #[command(hide = true)]
+    DemoWorker(DemoWorkerArgs),
 }
 
 impl Command {
@@ -79,6 +84,8 @@ impl Command {
             Command::Promote(_) => "promote",
             Command::Witness(_) => "witness",
             Command::Switchover(_) => "switchover",
+            Command::Demo(_) => "demo",
+            Command::DemoWorker(_) => "demo-worker",
         }
     }
 }
@@ -316,6 +323,36 @@ pub struct PromoteArgs {
     /// Promote even a writable segment (raising its epoch) or an incomplete replica
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Seconds of simulated traffic before the primary's host "dies"
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub seconds: u64,
+    /// Worker processes serving traffic on the primary
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub workers: u32,
+    /// Requests per second per worker; 0 = as fast as the machine goes
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub rate: u64,
+}
+
+/// The hidden `demo-worker` subcommand: how `demo` starts its workers.
+#[derive(Debug, Args)]
+pub struct DemoWorkerArgs {
+    /// The primary's segment
+    #[arg(long, value_name = "NAME")]
+    pub segment: String,
+    /// This worker's number (1-based; seeds its random numbers and names its orders)
+    #[arg(long, value_name = "N")]
+    pub worker: u32,
+    /// Requests per second; 0 = unpaced
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub rate: u64,
+    /// Also place orders that wait for the standby (`wait_replicated`)
+    #[arg(long)]
+    pub critical: bool,
 }
 
 #[cfg(test)]

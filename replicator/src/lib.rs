@@ -15,6 +15,8 @@
 //! operator's command, `config` the daemons' flags and TOML file, `log` their log, `status`
 //! their live status (published to a status file that `stats` reads), `metrics` their
 //! Prometheus endpoint.
+//! `demo` shows them at work on one machine (a primary, a standby, worker processes of
+//! simulated traffic, a kill -9 and a failover); `demo_worker` is its worker process.
 //!
 //! Safe code only, over the engine's public API.
 
@@ -24,6 +26,8 @@ pub mod attach;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod demo_worker;
 pub mod dump_cmds;
 pub mod entry_cmds;
 pub mod escape;

@@ -5,7 +5,9 @@
 
 use clap::Parser;
 use gardenstate_replicator::cli::{Cli, Command};
-use gardenstate_replicator::{dump_cmds, entry_cmds, primary, segment_cmds, standby, switchover, witness};
+use gardenstate_replicator::{
+    demo, demo_worker, dump_cmds, entry_cmds, primary, segment_cmds, standby, switchover, witness,
+};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -27,6 +29,8 @@ fn main() -> ExitCode {
         Command::Promote(a) => segment_cmds::promote(a),
         Command::Witness(a) => witness::run(a),
         Command::Switchover(a) => switchover::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::DemoWorker(a) => demo_worker::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,471 @@
+//! One worker process of `gardenstate demo`: simulated web traffic against the primary's
+//! segment (run by the demo as the hidden `gardenstate demo-worker`).
+//!
+//! A worker is one process of a web server. It serves its own users (sticky sessions behind
+//! a load balancer, so each user's cookie lives in the worker's memory) and anonymous
+//! visitors:
+//!
+//! - log in: `add` a session under a random 32-character id, 20 min sliding expiry;
+//! - read-only pages (`get_into`), small updates (`get_into` + `compare_and_set`), pages that
+//!   write the session under its lock (`lock` + `set_and_unlock`, ASP.NET's exclusive
+//!   access; `Locked` is contention), keep-alive pings (`touch`), log out (`delete`);
+//! - anonymous visitors get 3 s sliding sessions and mostly never come back: those expire.
+//!
+//! Every value is self-verifying: it starts with its own key and carries a request count and a
+//! checksum, so a torn read or another session's value is caught on every read (here, and by
+//! the demo when it compares the primary's sessions with the promoted standby's).
+//!
+//! The worker given `--critical` also places orders: every [`ORDER_EVERY`] it writes an
+//! `order:` entry and waits (`Store::wait_replicated`) until the standby has it, as a web
+//! application would before telling a customer "order confirmed". The demo checks that every
+//! confirmed order survives the failover.
+//!
+//! The worker talks to the demo over its stdout, one line per message (see [`Msg`]); it
+//! stops when its stdin closes (the demo ended it, or the demo itself died).
+
+use crate::cli::DemoWorkerArgs;
+use crate::exit::{CmdResult, Failure};
+use gardenstate::{Error, Expiry, Store};
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Length of a session id (the key of a session).
+pub const SESSION_ID_LEN: usize = 32;
+/// Prefix of the keys of orders, the writes that wait for the standby.
+pub const ORDER_PREFIX: &str = "order:";
+/// How often the critical worker places an order.
+pub const ORDER_EVERY: Duration = Duration::from_millis(20);
+/// How long an order waits for the standby's acknowledgement before it is reported
+/// unconfirmed.
+pub const ORDER_WAIT: Duration = Duration::from_secs(2);
+/// Users per worker (each logs in, browses, sometimes logs out and in again).
+const USERS: usize = 1_000;
+/// A logged-in user's session timeout (sliding, as in ASP.NET).
+const USER_TTL: Duration = Duration::from_secs(20 * 60);
+/// An anonymous visitor's session timeout: short, so visitors expire during the demo.
+const VISITOR_TTL: Duration = Duration::from_secs(3);
+/// One request in this many is an anonymous visitor.
+const VISITOR_ONE_IN: u64 = 4;
+/// A session lock older than this is taken over (ASP.NET: the execution timeout).
+const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a worker reports its counters.
+const REPORT_EVERY: Duration = Duration::from_millis(200);
+
+/// What a worker tells the demo, one line on stdout each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    /// The worker's counters so far.
+    Report(Tally),
+    /// An order was written (before waiting for the standby).
+    Ordered(String),
+    /// An order's write is on the standby: `wait_replicated` returned true after `micros`.
+    Confirmed(String, u64),
+    /// An order's write was not acknowledged within [`ORDER_WAIT`].
+    Unconfirmed(String),
+}
+
+impl Msg {
+    /// The line that carries the message (keys are ASCII, without spaces).
+    pub fn line(&self) -> String {
+        match self {
+            Msg::Report(t) => format!(
+                "report requests={} verified={} bad={} logins={} logouts={} updates={} conflicts={}",
+                t.requests, t.verified, t.bad, t.logins, t.logouts, t.updates, t.conflicts
+            ),
+            Msg::Ordered(k) => format!("ordered {k}"),
+            Msg::Confirmed(k, us) => format!("confirmed {k} {us}"),
+            Msg::Unconfirmed(k) => format!("unconfirmed {k}"),
+        }
+    }
+
+    /// Parses a line written by [`Msg::line`].
+    pub fn parse(line: &str) -> Option<Msg> {
+        let mut words = line.split(' ');
+        let msg = match words.next()? {
+            "report" => {
+                let mut t = Tally::default();
+                for field in words.by_ref() {
+                    let (k, v) = field.split_once('=')?;
+                    let v: u64 = v.parse().ok()?;
+                    *match k {
+                        "requests" => &mut t.requests,
+                        "verified" => &mut t.verified,
+                        "bad" => &mut t.bad,
+                        "logins" => &mut t.logins,
+                        "logouts" => &mut t.logouts,
+                        "updates" => &mut t.updates,
+                        "conflicts" => &mut t.conflicts,
+                        _ => return None,
+                    } = v;
+                }
+                Msg::Report(t)
+            }
+            "ordered" => Msg::Ordered(words.next()?.to_string()),
+            "confirmed" => Msg::Confirmed(words.next()?.to_string(), words.next()?.parse().ok()?),
+            "unconfirmed" => Msg::Unconfirmed(words.next()?.to_string()),
+            _ => return None,
+        };
+        words.next().is_none().then_some(msg)
+    }
+}
+
+/// A worker's counters.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Requests served (users' and visitors').
+    pub requests: u64,
+    /// Values read and verified (checksum and key).
+    pub verified: u64,
+    /// Values read that failed verification: torn, or another session's.
+    pub bad: u64,
+    pub logins: u64,
+    pub logouts: u64,
+    /// Optimistic updates that won (`compare_and_set`).
+    pub updates: u64,
+    /// Optimistic updates that lost a race (the version changed meanwhile).
+    pub conflicts: u64,
+}
+
+impl Tally {
+    /// The sum of two workers' counters.
+    pub fn plus(&self, o: &Tally) -> Tally {
+        Tally {
+            requests: self.requests + o.requests,
+            verified: self.verified + o.verified,
+            bad: self.bad + o.bad,
+            logins: self.logins + o.logins,
+            logouts: self.logouts + o.logouts,
+            updates: self.updates + o.updates,
+            conflicts: self.conflicts + o.conflicts,
+        }
+    }
+}
+
+/// `gardenstate demo-worker`: serves simulated traffic until stdin closes.
+pub fn run(a: DemoWorkerArgs) -> CmdResult {
+    let stop = Arc::new(AtomicBool::new(false));
+    // Ctrl-C reaches the whole process group: the demo cleans up and ends us by closing our
+    // stdin (or killing us). If the demo itself dies, the closed stdin stops us too.
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP] {
+        signal_hook::flag::register(sig, Arc::new(AtomicBool::new(false))).map_err(Failure::error)?;
+    }
+    let on_eof = stop.clone();
+    std::thread::spawn(move || {
+        let mut sink = [0u8; 64];
+        while matches!(std::io::stdin().read(&mut sink), Ok(k) if k > 0) {}
+        on_eof.store(true, Ordering::Relaxed);
+    });
+
+    let store = Store::attach(&a.segment).map_err(Failure::error)?;
+    let mut w = Worker {
+        store,
+        rng: Rng::new(a.worker),
+        buf: vec![0; 64 << 10],
+        value: Vec::new(),
+        jar: vec![None; USERS],
+        visitors: Vec::new(),
+        tally: Tally::default(),
+        out: std::io::stdout(),
+    };
+    let tag = a.worker;
+    let mut orders = 0u64;
+    let start = Instant::now();
+    let mut next_report = start;
+    let mut next_order = start;
+    let batch = 16u64;
+    let mut served = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..batch {
+            w.request().map_err(|e| Failure::error(format!("worker {tag}: {e}")))?;
+        }
+        served += batch;
+        let now = Instant::now();
+        if a.critical && now >= next_order {
+            orders += 1;
+            w.order(&format!("{ORDER_PREFIX}{tag}-{orders:06}"))?;
+            next_order = Instant::now() + ORDER_EVERY;
+        }
+        if now >= next_report {
+            w.send(&Msg::Report(w.tally.clone()))?;
+            next_report = now + REPORT_EVERY;
+        }
+        if a.rate > 0 {
+            // Paced traffic: `served` requests are due `served / rate` seconds after the start.
+            let due = start + Duration::from_secs_f64(served as f64 / a.rate as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+    }
+    w.send(&Msg::Report(w.tally.clone()))
+}
+
+struct Worker {
+    store: Store,
+    rng: Rng,
+    /// Read buffer for `get_into`.
+    buf: Vec<u8>,
+    /// Scratch space for the next value.
+    value: Vec<u8>,
+    /// Each user's session cookie: `None` when logged out.
+    jar: Vec<Option<[u8; SESSION_ID_LEN]>>,
+    /// Recent anonymous visitors' session ids.
+    visitors: Vec<[u8; SESSION_ID_LEN]>,
+    tally: Tally,
+    out: std::io::Stdout,
+}
+
+type R<T = ()> = gardenstate::Result<T>;
+
+impl Worker {
+    /// Sends one message to the demo. Stdout is line-buffered: each line is one `write`, so a
+    /// line written before the worker is killed reaches the demo.
+    fn send(&mut self, m: &Msg) -> CmdResult {
+        writeln!(self.out, "{}", m.line()).map_err(|e| Failure::error(format!("writing to the demo: {e}")))
+    }
+
+    /// Counts a value read from the store as verified or bad.
+    fn check(&mut self, ok: bool) {
+        if ok {
+            self.tally.verified += 1;
+        } else {
+            self.tally.bad += 1;
+            eprintln!("BAD READ: a value failed its checksum or belongs to another key");
+        }
+    }
+
+    fn request(&mut self) -> R {
+        self.tally.requests += 1;
+        if self.rng.below(VISITOR_ONE_IN) == 0 {
+            return self.visitor();
+        }
+        let user = self.rng.below(USERS as u64) as usize;
+        let Some(sid) = self.jar[user] else { return self.log_in(user) };
+        let served = match self.rng.below(100) {
+            0..55 => self.view(&sid)?,
+            55..72 => self.update(&sid)?,
+            72..92 => self.exclusive(&sid)?,
+            92..97 => self.store.touch(&sid, Expiry::Sliding(USER_TTL))?,
+            _ => {
+                self.store.delete(&sid)?;
+                self.jar[user] = None;
+                self.tally.logouts += 1;
+                return Ok(());
+            }
+        };
+        if !served {
+            self.log_in(user)?; // the session is gone: log in again
+        }
+        Ok(())
+    }
+
+    fn log_in(&mut self, user: usize) -> R {
+        let sid = self.rng.session_id();
+        self.make_value(&sid, 0, 100, 1000);
+        self.store.add(&sid, &self.value, Expiry::Sliding(USER_TTL))?;
+        self.jar[user] = Some(sid);
+        self.tally.logins += 1;
+        Ok(())
+    }
+
+    /// A page that only reads the session (which pushes its sliding deadline out).
+    fn view(&mut self, sid: &[u8]) -> R<bool> {
+        let Some(meta) = self.store.get_into(sid, &mut self.buf)? else { return Ok(false) };
+        let ok = verify(sid, &self.buf[..meta.len]);
+        self.check(ok);
+        Ok(true)
+    }
+
+    /// A small update without the lock: written back only if the version did not change.
+    fn update(&mut self, sid: &[u8]) -> R<bool> {
+        let Some(meta) = self.store.get_into(sid, &mut self.buf)? else { return Ok(false) };
+        let ok = verify(sid, &self.buf[..meta.len]);
+        self.check(ok);
+        if meta.lock.is_some() {
+            return Ok(true); // another request holds it exclusively
+        }
+        let count = request_count(&self.buf[..meta.len]) + 1;
+        self.make_value(sid, count, 100, 1000);
+        match self.store.compare_and_set(sid, meta.version, &self.value, Expiry::Sliding(USER_TTL)) {
+            Ok(_) => self.tally.updates += 1,
+            Err(Error::VersionMismatch { .. } | Error::NotFound) => self.tally.conflicts += 1,
+            Err(e) => return Err(e),
+        }
+        Ok(true)
+    }
+
+    /// A page that writes the session under its lock: lock, work, write back and unlock.
+    fn exclusive(&mut self, sid: &[u8]) -> R<bool> {
+        let locked = match self.store.lock(sid, LOCK_TIMEOUT) {
+            Ok(Some(locked)) => locked,
+            Ok(None) => return Ok(false),
+            Err(Error::Locked { .. }) => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        self.check(verify(sid, &locked.value));
+        let count = request_count(&locked.value) + 1;
+        self.make_value(sid, count, 100, 1000);
+        match self.store.set_and_unlock(sid, locked.lock_id, &self.value, Expiry::Sliding(USER_TTL)) {
+            Ok(_) | Err(Error::NotFound | Error::LockMismatch { .. }) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An anonymous visitor: half the time a new one, half the time a recent one coming back,
+    /// whose session may have expired meanwhile.
+    fn visitor(&mut self) -> R {
+        if !self.visitors.is_empty() && self.rng.below(2) == 0 {
+            let sid = self.visitors[self.rng.below(self.visitors.len() as u64) as usize];
+            if self.view(&sid)? {
+                return Ok(());
+            }
+        }
+        let sid = self.rng.session_id();
+        self.make_value(&sid, 0, 64, 300);
+        self.store.add(&sid, &self.value, Expiry::Sliding(VISITOR_TTL))?;
+        if self.visitors.len() < 4096 {
+            self.visitors.push(sid);
+        } else {
+            let i = self.rng.below(4096) as usize;
+            self.visitors[i] = sid;
+        }
+        Ok(())
+    }
+
+    /// A critical write: the order is stored, then the request waits until the standby has
+    /// it before "confirming" it to the customer.
+    fn order(&mut self, key: &str) -> CmdResult {
+        self.make_value(key.as_bytes(), 1, 64, 300);
+        let version = self
+            .store
+            .set(key.as_bytes(), &self.value, Expiry::After(Duration::from_secs(3600)))
+            .map_err(|e| Failure::error(format!("order {key}: {e}")))?;
+        self.send(&Msg::Ordered(key.to_string()))?;
+        let t = Instant::now();
+        if self.store.wait_replicated(version, ORDER_WAIT) {
+            self.send(&Msg::Confirmed(key.to_string(), t.elapsed().as_micros() as u64))
+        } else {
+            self.send(&Msg::Unconfirmed(key.to_string()))
+        }
+    }
+
+    /// A value of `min..max` bytes: the key, a request count, filler, checksum.
+    fn make_value(&mut self, key: &[u8], count: u64, min: u64, max: u64) {
+        let len = (min + self.rng.below(max - min)) as usize;
+        let mut v = std::mem::take(&mut self.value);
+        v.clear();
+        v.extend_from_slice(key);
+        v.extend_from_slice(&count.to_le_bytes());
+        while v.len() + 8 < len {
+            v.extend_from_slice(&self.rng.next().to_le_bytes());
+        }
+        self.value = seal(v);
+    }
+}
+
+/// Appends a checksum of `body`.
+fn seal(mut body: Vec<u8>) -> Vec<u8> {
+    let sum = checksum(&body);
+    body.extend_from_slice(&sum.to_le_bytes());
+    body
+}
+
+/// Whether `value` is a value the demo's workers wrote under `key`: its checksum matches and
+/// it starts with the key, so a torn value or another key's value fails.
+pub fn verify(key: &[u8], value: &[u8]) -> bool {
+    let Some(cut) = value.len().checked_sub(8) else { return false };
+    let (body, sum) = value.split_at(cut);
+    checksum(body).to_le_bytes() == sum && body.len() >= key.len() + 8 && body.starts_with(key)
+}
+
+/// The request count of a verified value: it grows with every write of a session, so of two
+/// values of one key, the one with the lower count is older.
+pub fn request_count_of(key: &[u8], value: &[u8]) -> u64 {
+    value.get(key.len()..key.len() + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+}
+
+fn request_count(session: &[u8]) -> u64 {
+    request_count_of(&[0; SESSION_ID_LEN], session)
+}
+
+/// A fast 64-bit checksum (word-wise multiply-rotate); any torn mix of two values fails it.
+fn checksum(bytes: &[u8]) -> u64 {
+    let mut h = 0x243f_6a88_85a3_08d3 ^ bytes.len() as u64;
+    for chunk in bytes.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+    }
+    h
+}
+
+/// xorshift64*, seeded from the clock, the pid and the worker number. (A real server draws
+/// session ids from the OS's CSPRNG; a demo does not need to.)
+struct Rng(u64);
+
+impl Rng {
+    fn new(n: u32) -> Rng {
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Rng((t as u64 ^ ((std::process::id() as u64) << 32) ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        ((self.next() as u128 * n as u128) >> 64) as u64
+    }
+
+    /// 32 characters from [A-Za-z0-9].
+    fn session_id(&mut self) -> [u8; SESSION_ID_LEN] {
+        const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        std::array::from_fn(|_| ALPHABET[self.below(62) as usize])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let t = Tally { requests: 1, verified: 2, bad: 3, logins: 4, logouts: 5, updates: 6, conflicts: 7 };
+        for m in [
+            Msg::Report(t),
+            Msg::Ordered("order:1-000001".into()),
+            Msg::Confirmed("order:1-000002".into(), 1234),
+            Msg::Unconfirmed("order:1-000003".into()),
+        ] {
+            assert_eq!(Msg::parse(&m.line()), Some(m));
+        }
+        assert_eq!(Msg::parse("confirmed order:1 x"), None);
+        assert_eq!(Msg::parse("report requests=1 extra"), None);
+        assert_eq!(Msg::parse("hello"), None);
+    }
+
+    #[test]
+    fn values_verify_and_order_by_count() {
+        let mut rng = Rng::new(1);
+        let sid = rng.session_id();
+        let mut body = sid.to_vec();
+        body.extend_from_slice(&7u64.to_le_bytes());
+        body.extend_from_slice(b"filler");
+        let v = seal(body);
+        assert!(verify(&sid, &v));
+        assert_eq!(request_count_of(&sid, &v), 7);
+        assert!(!verify(&rng.session_id(), &v), "another key's value");
+        let mut torn = v.clone();
+        torn[SESSION_ID_LEN + 9] ^= 1;
+        assert!(!verify(&sid, &torn));
+        assert!(!verify(&sid, &v[..5]));
+    }
+}
