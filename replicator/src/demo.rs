@@ -402,6 +402,8 @@ impl FeedHistory {
 /// A lag reading: changes not acknowledged, and their age.
 #[derive(Debug, Clone, Copy)]
 struct Lag {
+    /// The primary's feed head at the reading.
+    head: u64,
     changes: u64,
     age: Option<Duration>,
 }
@@ -410,7 +412,7 @@ impl Lag {
     fn read(store: &Store, history: &FeedHistory) -> Lag {
         let acked = store.replicated_upto();
         let head = store.feed_head();
-        Lag { changes: head.saturating_sub(acked), age: history.age_of(acked, Instant::now(), head) }
+        Lag { head, changes: head.saturating_sub(acked), age: history.age_of(acked, Instant::now(), head) }
     }
 
     fn ms(&self) -> String {
@@ -421,10 +423,18 @@ impl Lag {
     }
 }
 
-/// "0.6 ms", "12 ms", "1,234 ms".
+/// "0 ms", "0.06 ms", "1.6 ms", "12 ms", "1,234 ms".
 fn ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
-    if ms < 10.0 { format!("{ms:.1} ms") } else { format!("{} ms", format_count(ms.round() as u64)) }
+    if d.is_zero() {
+        "0 ms".to_string()
+    } else if ms < 1.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{} ms", format_count(ms.round() as u64))
+    }
 }
 
 /// The sessions in a segment that have not expired (`Stats::live_entries` also counts
@@ -569,23 +579,29 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
         let _ = r.join();
     }
     println!(
-        "\nkill -9 the primary daemon (pid {}) and the {} workers: the primary's host is dead \
-         (all gone {} after the signal)",
+        "\nkill -9 the primary daemon (pid {}) and the {} workers: the primary's host is dead",
         lab.pid(pd),
-        a.workers,
-        ms(gone)
+        a.workers
     );
     // The primary's segment is frozen now: no writer is left, and no ack will be recorded.
-    let unacked = primary.feed_head().saturating_sub(primary.replicated_upto());
+    let final_head = primary.feed_head();
+    let unacked = final_head.saturating_sub(primary.replicated_upto());
     println!(
-        "  lag read just before the kill: {} changes not acknowledged by the standby ({} old)",
+        "  lag read just before the kill: {} changes not acknowledged by the standby{}",
         format_count(lag.changes),
-        lag.ms()
+        if lag.changes == 0 { String::new() } else { format!(" ({} old)", lag.ms()) }
     );
     println!(
-        "  at the moment of death: {} changes not acknowledged (writes went on while the kill landed): \
-         at most this many sessions can differ",
-        format_count(unacked)
+        "  at the moment of death: {} changes not acknowledged{}: at most this many sessions can differ",
+        format_count(unacked),
+        if final_head > lag.head {
+            format!(
+                " (the workers made {} more changes while the kill landed)",
+                format_count(final_head - lag.head)
+            )
+        } else {
+            String::new()
+        }
     );
 
     // ---- 4. failover ----------------------------------------------------------------------------
@@ -600,6 +616,7 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
         }
     }
     let step = |d: Duration, what: String| println!("  {:>9}  {what}", ms(d));
+    step(gone, "the killed processes are gone (from the kill -9)".to_string());
     step(
         t.elapsed(),
         format!(
@@ -666,8 +683,19 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
     line("  kept (same value on the standby)", format_count(s.kept));
     line("  stale (an older value on the standby)", format_count(s.stale));
     line("  lost (absent on the standby)", format_count(s.lost));
-    line("  expiring (one side's copy expires within 50 ms)", format_count(cmp.expiring));
-    line("extra (deleted on the primary, still on the standby)", format_count(s.extra));
+    line("  expiring (absent, but due to expire within 50 ms)", format_count(cmp.expiring));
+    line(
+        "extra (deleted on the primary, still on the standby)",
+        if cmp.expiring_extra == 0 {
+            format_count(s.extra)
+        } else {
+            format!(
+                "{} (not counting {} due to expire within 50 ms)",
+                format_count(s.extra),
+                format_count(cmp.expiring_extra)
+            )
+        },
+    );
     line(
         "sessions that differ",
         format!(
@@ -791,9 +819,13 @@ struct Comparison {
     orders_on_standby: HashMap<Vec<u8>, bool>,
     verified: u64,
     bad: u64,
-    /// Sessions on one side only whose copy expires within [`EXPIRY_MARGIN`]: the two sides'
-    /// deadlines for one session differ by a few ms, so these are neither lost nor extra.
+    /// Sessions of the primary absent on the standby, whose primary copy expires within
+    /// [`EXPIRY_MARGIN`]: the two sides' deadlines for one session differ by a few ms, so the
+    /// standby's copy may just have expired first. Not counted as lost.
     expiring: u64,
+    /// Sessions on the standby only, whose copy expires within [`EXPIRY_MARGIN`]: likewise, not
+    /// counted as extra.
+    expiring_extra: u64,
 }
 
 /// One entry seen by a scan, with the instant it expires.
@@ -820,7 +852,7 @@ fn contents(store: &Store) -> Result<HashMap<Vec<u8>, Seen>, Failure> {
 /// left, rounded down to the ms, and applied a moment later), and one scan comes some ms after
 /// the other. So both sides are judged at one instant after both scans, and a session present
 /// on one side only whose copy expires within [`EXPIRY_MARGIN`] of that instant is counted as
-/// `expiring`, not as lost or extra.
+/// expiring, not as lost or extra.
 fn compare(primary: &Store, standby: &Store) -> Result<Comparison, Failure> {
     let mut p = contents(primary)?;
     let mut s = contents(standby)?;
@@ -842,7 +874,7 @@ fn compare(primary: &Store, standby: &Store) -> Result<Comparison, Failure> {
             c.orders_on_standby.insert(k.clone(), intact);
         } else if !p.contains_key(k) {
             if expiring(e) {
-                c.expiring += 1;
+                c.expiring_extra += 1;
             } else {
                 c.sessions.extra += 1;
             }
