@@ -7,8 +7,9 @@
 //!
 //! - log in: `add` a session under a random 32-character id, 20 min sliding expiry;
 //! - read-only pages (`get_into`), small updates (`get_into` + `compare_and_set`), pages that
-//!   write the session under its lock (`lock` + `set_and_unlock`, ASP.NET's exclusive
-//!   access; `Locked` is contention), keep-alive pings (`touch`), log out (`delete`);
+//!   use the session under its lock (`lock`, then `set_and_unlock`, or `unlock` when they have
+//!   nothing to write: ASP.NET's exclusive access; `Locked` is contention), keep-alive pings
+//!   (`touch`), log out (`delete`);
 //! - anonymous visitors get 3 s sliding sessions and mostly never come back: those expire.
 //!
 //! Every value is self-verifying: it starts with its own key and carries a request count and a
@@ -297,7 +298,8 @@ impl Worker {
         Ok(true)
     }
 
-    /// A page that writes the session under its lock: lock, work, write back and unlock.
+    /// A page that uses the session under its lock: lock, then write back and unlock in one
+    /// step, or (one time in four) just unlock.
     fn exclusive(&mut self, sid: &[u8]) -> R<bool> {
         let locked = match self.store.lock(sid, LOCK_TIMEOUT) {
             Ok(Some(locked)) => locked,
@@ -306,6 +308,13 @@ impl Worker {
             Err(e) => return Err(e),
         };
         self.check(verify(sid, &locked.value));
+        if self.rng.below(4) == 0 {
+            // The page read the session under its lock and had nothing to write back.
+            return match self.store.unlock(sid, locked.lock_id) {
+                Ok(()) | Err(Error::NotFound | Error::LockMismatch { .. }) => Ok(true),
+                Err(e) => Err(e),
+            };
+        }
         let count = request_count(&locked.value) + 1;
         self.make_value(sid, count, 100, 1000);
         match self.store.set_and_unlock(sid, locked.lock_id, &self.value, Expiry::Sliding(USER_TTL)) {

@@ -95,7 +95,7 @@ fn a_short_demo_fails_over_keeps_every_confirmed_order_and_cleans_up() {
     let kept = figure(&stdout, "kept (same value on the standby)");
     let stale = figure(&stdout, "stale (an older value on the standby)");
     let lost = figure(&stdout, "lost (absent on the standby)");
-    let expiring = figure(&stdout, "expiring (absent, but due to expire within 50 ms)");
+    let expiring = figure(&stdout, "expired since (absent, and past their deadline)");
     assert!(at_death > 1_000, "too few sessions:\n{stdout}");
     assert_eq!(kept + stale + lost + expiring, at_death, "the categories must add up:\n{stdout}");
     let confirmed = figure(&stdout, "orders confirmed by wait_replicated");
