@@ -19,18 +19,20 @@
 //!    the primary and on the standby, and the replication lag: changes the standby has not
 //!    acknowledged (`feed_head - replicated_upto`) and their age in ms (when the primary's
 //!    feed was at the acknowledged position, from a 10 ms history of the feed head).
-//! 3. **The host dies.** `kill -9` of the primary daemon and of every worker at once,
-//!    right after a last lag reading. The primary's segment stays in `/dev/shm`, frozen as
-//!    it was at the kill, so the demo can compare.
+//! 3. **The host dies.** `kill -9` of the primary daemon and of every worker, right after a
+//!    last lag reading. The primary's segment stays in `/dev/shm`, frozen as it was at the
+//!    kill, so the demo can compare.
 //! 4. **Failover.** The standby applies what it had already received (its segment stops
 //!    changing), its daemon is stopped, `gardenstate promote` (run as a process, as an
 //!    operator would) makes its segment writable, and the demo reads and writes it. The
-//!    failover time runs from the kill to that write.
+//!    failover time runs from the kill to that write; it does not wait for the kernel to tear
+//!    the killed processes down, and the demo knows of the death at once (no detection time).
 //! 5. **What survived.** Every session on the primary at its death against the promoted
 //!    standby: kept (same value), stale (an older value: fewer requests counted in it), lost
-//!    (absent), extra (deleted on the primary, still on the standby), with the lag read just
-//!    before the kill to compare. Every confirmed order must be on the standby, intact. Every
-//!    value on the standby must verify (checksum, own key).
+//!    (absent), extra (deleted on the primary, still on the standby), next to the changes the
+//!    standby had not acknowledged when the primary died (read from the frozen segment), which
+//!    bound them. Every confirmed order must be on the standby, intact. Every value on the
+//!    standby must verify (checksum, own key).
 //! 6. **Cleanup**, however the demo ends (success, failure, Ctrl-C, SIGTERM, a panic): the
 //!    children are killed and reaped, the segments destroyed, the scratch directory removed
 //!    ([`Lab`]'s `Drop`).
@@ -63,9 +65,9 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// for this long.
 const DRAIN_QUIET: Duration = Duration::from_millis(10);
 /// The longest the demo waits for that.
-/// The comparison leaves out sessions about to expire this soon (see [`compare`]).
-const EXPIRY_MARGIN: Duration = Duration::from_millis(50);
 const DRAIN_MAX: Duration = Duration::from_secs(2);
+/// How far two copies of one session's deadline may be apart (see [`compare`]).
+const EXPIRY_MARGIN: Duration = Duration::from_millis(50);
 
 /// The primary's segment: room for every session of 32 workers with headroom, and a feed long
 /// enough that a standby briefly starved of CPU does not lap it.
@@ -189,7 +191,7 @@ impl Lab {
         self.procs[i].child.id()
     }
 
-    /// `kill -9`: SIGKILL, then reap.
+    /// `kill -9`: sends SIGKILL (the process is reaped by `reap`, or when the lab is dropped).
     fn kill(&mut self, i: usize) {
         let p = &mut self.procs[i];
         p.expected_alive = false;
@@ -839,17 +841,22 @@ fn contents(store: &Store) -> Result<HashMap<Vec<u8>, Seen>, Failure> {
 
 /// Compares the dead primary's segment with the promoted standby's.
 ///
-/// The primary is scanned first, as soon after its death as the failover allows; what it holds
-/// then is "the primary at its death" (minus what expired in those few ms). Visitors' sessions
+/// Both are scanned at once, as soon after the primary's death as the failover allows; what the
+/// primary holds then is "the primary at its death" (minus what expired in those few ms). Visitors' sessions
 /// expire by the thousand each second on both sides alike, so a session of the primary that is
 /// absent on the standby is counted as `expiring`, not lost, when its deadline falls before
-/// the standby's scan ended (plus [`EXPIRY_MARGIN`]: a standby's copy of a deadline is shipped
+/// the scans ended (plus [`EXPIRY_MARGIN`]: a standby's copy of a deadline is shipped
 /// as time left, rounded down to the ms, and can be a few ms off). Likewise a session only on
 /// the standby that is about to expire is not counted as extra: its primary copy expired a few
 /// ms earlier.
 fn compare(primary: &Store, standby: &Store) -> Result<Comparison, Failure> {
-    let p = contents(primary)?;
-    let s = contents(standby)?;
+    // Both at once, so that as little as possible expires between the two looks at a session.
+    let (p, s) = std::thread::scope(|t| {
+        let p = t.spawn(|| contents(primary));
+        let s = contents(standby);
+        (p.join().unwrap_or_else(|_| Err(Failure::error("the scan of the primary panicked"))), s)
+    });
+    let (p, s) = (p?, s?);
     let horizon = Instant::now() + EXPIRY_MARGIN;
     let expiring = |e: &Seen| e.deadline.is_some_and(|d| d <= horizon);
     let is_order = |k: &[u8]| k.starts_with(ORDER_PREFIX.as_bytes());
