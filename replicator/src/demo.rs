@@ -55,6 +55,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// `println!` that ignores a closed stdout (`gardenstate demo | head`): a panic there would
+/// unwind through the cleanup, and one in the cleanup itself would abort before it is done.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Keys the demo itself writes (not sessions): the sync marker and the failover probe.
 const DEMO_PREFIX: &[u8] = b"demo:";
 /// How often the monitor samples the feed head (the resolution of the lag in ms).
@@ -256,7 +265,7 @@ impl Drop for Lab {
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             eprintln!("gardenstate demo: could not remove {}: {e}", self.dir.display());
         }
-        println!(
+        out!(
             "\ncleaned up: {} processes stopped, {} destroyed, key file and logs removed",
             self.procs.len(),
             if gone.is_empty() {
@@ -346,7 +355,7 @@ fn read_reports(k: u32, stdout: impl Read, reports: &Mutex<Reports>) {
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         let Some(msg) = Msg::parse(&line) else {
-            println!("worker {k}: {line}");
+            out!("worker {k}: {line}");
             continue;
         };
         let mut r = reports.lock().unwrap_or_else(|e| e.into_inner());
@@ -459,34 +468,35 @@ fn ops(s: &Stats) -> u64 {
 // ================================================================================================
 
 fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
-    println!(
+    out!(
         "gardenstate demo: a primary and a standby replication daemon on this machine, {} worker processes \
          of web traffic\non the primary for {} s; then the primary's host dies (kill -9) and the standby takes over.\n",
-        a.workers, a.seconds
+        a.workers,
+        a.seconds
     );
 
     // ---- 1. setup -----------------------------------------------------------------------------
-    println!("setup");
+    out!("setup");
     let primary = Store::create(&lab.primary_seg, &segment_options())
         .map_err(|e| Failure::error(format!("creating segment {}: {e}", lab.primary_seg)))?;
     let info = primary.info();
-    println!(
+    out!(
         "  primary segment   {} ({} MiB heap, up to {} entries)",
         gardenstate::shm_dir().join(&lab.primary_seg).display(),
         info.heap_bytes >> 20,
         format_count(info.max_entries)
     );
-    println!("  key file          {} (32 random bytes, mode 0600)", lab.key_file.display());
+    out!("  key file          {} (32 random bytes, mode 0600)", lab.key_file.display());
     let addr = format!("127.0.0.1:{}", free_port()?);
     let key = lab.key_file.display().to_string();
     let (pseg, sseg) = (lab.primary_seg.clone(), lab.standby_seg.clone());
     let primary_args = ["primary", "--segment", &pseg, "--listen", &addr, "--key-file", &key];
     let pd = lab.spawn("primary daemon", &primary_args, true)?;
-    println!("  primary daemon    pid {}: gardenstate {}", lab.pid(pd), primary_args.join(" "));
+    out!("  primary daemon    pid {}: gardenstate {}", lab.pid(pd), primary_args.join(" "));
     let standby_args = ["standby", "--segment", &sseg, "--connect", &addr, "--key-file", &key];
     let started = Instant::now();
     let sd = lab.spawn("standby daemon", &standby_args, true)?;
-    println!("  standby daemon    pid {}: gardenstate {}", lab.pid(sd), standby_args.join(" "));
+    out!("  standby daemon    pid {}: gardenstate {}", lab.pid(sd), standby_args.join(" "));
 
     // The standby has its snapshot, and the stream flows, once it acknowledges a write made
     // after it connected.
@@ -501,14 +511,14 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
             )));
         }
     }
-    println!(
+    out!(
         "  standby synced    snapshot received and a first write acknowledged {} after it started",
         ms(started.elapsed())
     );
     let standby = Store::attach(&lab.standby_seg).map_err(Failure::error)?;
     match standby.set(b"demo:local-write", b"x", Expiry::Never) {
         Err(Error::ReadOnly) => {
-            println!("  standby segment   a local write is refused (ReadOnly): only the daemon writes it")
+            out!("  standby segment   a local write is refused (ReadOnly): only the daemon writes it")
         }
         other => {
             return Err(Failure::error(format!(
@@ -519,7 +529,7 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
 
     let mut workers = Workers::start(lab, a.workers, a.rate)?;
     let pids: Vec<String> = workers.procs.iter().map(|&i| lab.pid(i).to_string()).collect();
-    println!(
+    out!(
         "  workers           {} processes (pids {}), {} requests/s each\n{:20}worker 1 also places an \
          order every {} ms, confirmed only once the standby has it (wait_replicated)",
         a.workers,
@@ -530,12 +540,17 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
     );
 
     // ---- 2. traffic -----------------------------------------------------------------------------
-    println!(
+    out!(
         "\ntraffic on the primary, one line a second\n  (lag: changes the standby has not acknowledged yet; age: how long ago the primary made the oldest of them)"
     );
-    println!(
+    out!(
         "  {:>6}  {:>10}  {:>17}  {:>17}  {:>12}  {:>9}",
-        "time", "ops/s", "sessions: primary", "standby", "lag: changes", "age"
+        "time",
+        "ops/s",
+        "sessions: primary",
+        "standby",
+        "lag: changes",
+        "age"
     );
     let mut history = FeedHistory(VecDeque::new());
     let start = Instant::now();
@@ -550,7 +565,7 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
             let lag = Lag::read(&primary, &history);
             let p = primary.stats();
             let rate = ops(&p).saturating_sub(ops(&prev)) as f64 / (now - prev_at).as_secs_f64();
-            println!(
+            out!(
                 "  {:>5.1}s  {:>10}  {:>17}  {:>17}  {:>12}  {:>9}",
                 (now - start).as_secs_f64(),
                 format_count(rate as u64),
@@ -574,19 +589,19 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
     }
     // Only the signals are sent here: the failover does not wait for the kernel to tear the
     // dead processes down (on a real host that dies, nobody waits for that either).
-    println!(
+    out!(
         "\nkill -9 the primary daemon (pid {}) and the {} workers: the primary's host is dead",
         lab.pid(pd),
         a.workers
     );
-    println!(
+    out!(
         "  lag read just before the kill: {} changes not acknowledged by the standby{}",
         format_count(lag.changes),
         if lag.changes == 0 { String::new() } else { format!(" ({} old)", lag.ms()) }
     );
 
     // ---- 4. failover ----------------------------------------------------------------------------
-    println!("\nfailover");
+    out!("\nfailover");
     let t = Instant::now();
     let (mut last, mut quiet_since) = (standby.feed_head(), Instant::now());
     while quiet_since.elapsed() < DRAIN_QUIET && t.elapsed() < DRAIN_MAX {
@@ -596,7 +611,7 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
             (last, quiet_since) = (head, Instant::now());
         }
     }
-    let step = |d: Duration, what: String| println!("  {:>9}  {what}", ms(d));
+    let step = |d: Duration, what: String| out!("  {:>9}  {what}", ms(d));
     step(
         t.elapsed(),
         format!(
@@ -635,11 +650,11 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
         }
     }
     step(t.elapsed(), "a read and a write on the promoted segment: both served".to_string());
-    println!(
+    out!(
         "  failover time: {} from the kill -9 until the promoted standby served a read and a write",
         ms(served)
     );
-    println!(
+    out!(
         "  (not included: the time it takes to notice that the primary is dead, which the demo knows at once)"
     );
 
@@ -670,8 +685,8 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
 
     let s = &cmp.sessions;
     let differ = s.stale + s.lost + s.extra;
-    println!("\nwhat survived: the primary's segment as it died, against the promoted standby");
-    let line = |what: &str, v: String| println!("  {what:<54}{v}");
+    out!("\nwhat survived: the primary's segment as it died, against the promoted standby");
+    let line = |what: &str, v: String| out!("  {what:<54}{v}");
     line("sessions on the primary at its death", format_count(s.at_death));
     line("  kept (same value on the standby)", format_count(s.kept));
     line("  stale (an older value on the standby)", format_count(s.stale));
@@ -748,7 +763,7 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
 
     let mut failed = Vec::new();
     for k in confirmed_lost.iter().take(5) {
-        println!("  LOST: confirmed order {k} is not on the promoted standby (or not intact)");
+        out!("  LOST: confirmed order {k} is not on the promoted standby (or not intact)");
     }
     if !confirmed_lost.is_empty() {
         failed.push(format!("{} confirmed orders were lost", confirmed_lost.len()));
@@ -774,12 +789,12 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
         return Err(Failure::error(format!("FAILED: {}", failed.join("; "))));
     }
     if differ > unacked {
-        println!(
+        out!(
             "\nnote: more sessions differ ({differ}) than changes were unacknowledged at death ({unacked}): \
              expiries more than 50 ms apart on the two sides are counted as differences"
         );
     }
-    println!(
+    out!(
         "\nok: every confirmed order survived; the promoted standby served {} after the kill -9; \
          {} of {} sessions differ, {} the {} changes the standby had not acknowledged when the primary died.",
         ms(served),
