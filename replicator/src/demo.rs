@@ -34,8 +34,8 @@
 //!    bound them. Every confirmed order must be on the standby, intact. Every value on the
 //!    standby must verify (checksum, own key).
 //! 6. **Cleanup**, however the demo ends (success, failure, Ctrl-C, SIGTERM, a panic): the
-//!    children are killed and reaped, the segments destroyed, the scratch directory removed
-//!    ([`Lab`]'s `Drop`).
+//!    children are killed and reaped, the segments and the daemons' status files removed, the
+//!    scratch directory removed ([`Lab`]'s `Drop`).
 //!
 //! The exit code is 0 when everything held, 2 with the reason otherwise: a confirmed order
 //! lost, a bad value, a worker or daemon that died, an interruption.
@@ -256,6 +256,10 @@ impl Drop for Lab {
         }
         let mut gone = Vec::new();
         for seg in [&self.primary_seg, &self.standby_seg] {
+            // The daemons' status files: killed daemons cannot remove their own.
+            if let Ok(path) = crate::status::status_path(seg) {
+                let _ = std::fs::remove_file(path);
+            }
             match Store::destroy(seg) {
                 Ok(true) => gone.push(seg.as_str()),
                 Ok(false) => {}
@@ -655,7 +659,7 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
         ms(served)
     );
     out!(
-        "  (not included: the time it takes to notice that the primary is dead, which the demo knows at once)"
+        "  (not included: noticing that the primary is dead; the demo runs no witness, knows at once and promotes by hand)"
     );
 
     // ---- 5. what survived -------------------------------------------------------------------------

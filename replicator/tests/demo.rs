@@ -12,14 +12,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_gardenstate");
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// What a demo run with process id `pid` may leave behind: its two segments and its scratch
-/// directory.
+/// What a demo run with process id `pid` may leave behind: its two segments, their daemons'
+/// status files and its scratch directory.
 fn leftovers(pid: u32) -> Vec<std::path::PathBuf> {
     let shm =
         std::env::var_os("GARDENSTATE_SHM_DIR").map_or_else(|| "/dev/shm".into(), std::path::PathBuf::from);
     [
         shm.join(format!("gds-demo-{pid}-primary")),
         shm.join(format!("gds-demo-{pid}-standby")),
+        shm.join(format!("gardenstate+status/gds-demo-{pid}-primary.json")),
+        shm.join(format!("gardenstate+status/gds-demo-{pid}-standby.json")),
         std::env::temp_dir().join(format!("gds-demo-{pid}")),
     ]
     .into_iter()
