@@ -579,7 +579,9 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
                 lag.ms()
             );
             (prev, prev_at) = (p, now);
-            next_line += Duration::from_secs(1);
+            // A line a second; after a stall (a busy machine), the next one a second from now
+            // rather than a burst of catch-up lines.
+            next_line = (next_line + Duration::from_secs(1)).max(Instant::now() + Duration::from_millis(500));
         }
     }
 
