@@ -677,7 +677,7 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
     let final_head = primary.feed_head();
     let unacked = final_head.saturating_sub(primary.replicated_upto());
     let reports = std::mem::take(&mut *workers.reports());
-    let cmp = compare(&primary, &standby)?;
+    let cmp = compare(&primary, &standby, EXPIRY_MARGIN)?;
     let total = reports.tallies.values().fold(Tally::default(), |a, b| a.plus(b));
     let confirmed_lost: Vec<&String> =
         reports.confirmed.keys().filter(|k| cmp.orders_on_standby.get(k.as_bytes()) != Some(&true)).collect();
@@ -824,7 +824,8 @@ struct Sessions {
     stale: u64,
     lost: u64,
     extra: u64,
-    /// Present on both, but the standby's value is not an older one of the primary's (a bug).
+    /// Present on both, but the standby's value is not an older one of the primary's: a newer
+    /// count, or a value that fails verification (a bug either way).
     diverged: u64,
 }
 
@@ -862,15 +863,15 @@ fn contents(store: &Store) -> Result<HashMap<Vec<u8>, Seen>, Failure> {
 
 /// Compares the dead primary's segment with the promoted standby's.
 ///
-/// Both are scanned at once, as soon after the primary's death as the failover allows; what the
-/// primary holds then is "the primary at its death" (minus what expired in those few ms). Visitors' sessions
-/// expire by the thousand each second on both sides alike, so a session of the primary that is
-/// absent on the standby is counted as `expiring`, not lost, when its deadline falls before
-/// the scans ended (plus [`EXPIRY_MARGIN`]: a standby's copy of a deadline is shipped
-/// as time left, rounded down to the ms, and can be a few ms off). Likewise a session only on
-/// the standby that is about to expire is not counted as extra: its primary copy expired a few
-/// ms earlier.
-fn compare(primary: &Store, standby: &Store) -> Result<Comparison, Failure> {
+/// Both are scanned at once, as soon after the primary's death as the failover allows; what
+/// the primary holds then is "the primary at its death" (minus what expired in those few ms).
+/// Visitors' sessions expire by the thousand each second on both sides alike, so a session of
+/// the primary that is absent on the standby is counted as `expiring`, not lost, when its
+/// deadline falls before the scans ended plus `margin` ([`EXPIRY_MARGIN`] in the demo: a
+/// standby's copy of a deadline is shipped as time left, rounded down to the ms, and can be a
+/// few ms off). Likewise a session only on the standby that is about to expire is not counted
+/// as extra: its primary copy expired a few ms earlier.
+fn compare(primary: &Store, standby: &Store, margin: Duration) -> Result<Comparison, Failure> {
     // Both at once, so that as little as possible expires between the two looks at a session.
     let (p, s) = std::thread::scope(|t| {
         let p = t.spawn(|| contents(primary));
@@ -878,7 +879,7 @@ fn compare(primary: &Store, standby: &Store) -> Result<Comparison, Failure> {
         (p.join().unwrap_or_else(|_| Err(Failure::error("the scan of the primary panicked"))), s)
     });
     let (p, s) = (p?, s?);
-    let horizon = Instant::now() + EXPIRY_MARGIN;
+    let horizon = Instant::now() + margin;
     let expiring = |e: &Seen| e.deadline.is_some_and(|d| d <= horizon);
     let is_order = |k: &[u8]| k.starts_with(ORDER_PREFIX.as_bytes());
 
@@ -906,6 +907,8 @@ fn compare(primary: &Store, standby: &Store) -> Result<Comparison, Failure> {
             None if expiring(e) => c.expiring += 1,
             None => c.sessions.lost += 1,
             Some(se) if se.value == e.value => c.sessions.kept += 1,
+            // A torn or foreign value has no count to compare (and is counted bad above).
+            Some(se) if !demo_worker::verify(k, &se.value) => c.sessions.diverged += 1,
             Some(se) => {
                 let older =
                     demo_worker::request_count_of(k, &se.value) < demo_worker::request_count_of(k, &e.value);
@@ -918,4 +921,91 @@ fn compare(primary: &Store, standby: &Store) -> Result<Comparison, Failure> {
         }
     }
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_age_of_a_lag_is_interpolated_from_the_feed_history() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // The feed head was 100 at t0, 200 at t0 + 10 ms, 300 at t0 + 20 ms; now is t0 + 30 ms
+        // and the head 400.
+        let h = FeedHistory(VecDeque::from([(t0, 100), (t0 + ms(10), 200), (t0 + ms(20), 300)]));
+        let now = t0 + ms(30);
+        assert_eq!(h.age_of(400, now, 400), Some(Duration::ZERO), "nothing outstanding");
+        assert_eq!(h.age_of(500, now, 400), Some(Duration::ZERO), "acknowledged past the head");
+        // Acknowledged up to 250: the feed was there at t0 + 15 ms.
+        let age = h.age_of(250, now, 400).unwrap();
+        assert!(age.abs_diff(ms(15)) < Duration::from_micros(10), "{age:?}");
+        // Up to 350: between the last sample and now.
+        let age = h.age_of(350, now, 400).unwrap();
+        assert!(age.abs_diff(ms(5)) < Duration::from_micros(10), "{age:?}");
+        // Older than the history.
+        assert_eq!(h.age_of(50, now, 400), None);
+    }
+
+    /// Two small segments, destroyed when dropped.
+    struct Pair(String, String);
+
+    impl Drop for Pair {
+        fn drop(&mut self) {
+            let _ = Store::destroy(&self.0);
+            let _ = Store::destroy(&self.1);
+        }
+    }
+
+    #[test]
+    fn the_comparison_sorts_every_session_into_its_class() {
+        let pid = std::process::id();
+        let pair = Pair(format!("gds-demo-unit-{pid}-p"), format!("gds-demo-unit-{pid}-s"));
+        let opts =
+            Options { capacity_bytes: 8 << 20, max_entries: 1024, max_value: 4096, ..Options::default() };
+        let (p, s) = (Store::create(&pair.0, &opts).unwrap(), Store::create(&pair.1, &opts).unwrap());
+        let v = |k: &str, count: u64| demo_worker::sealed_value(k.as_bytes(), count, b"filler");
+        let put = |st: &Store, k: &str, val: &[u8], e: Expiry| st.set(k.as_bytes(), val, e).unwrap();
+        let never = Expiry::Never;
+        // Due within the margin of the scans (a wide one, so that a slow machine cannot let these
+        // expire before they are scanned).
+        let soon = Expiry::After(Duration::from_secs(5));
+        for (st, count) in [(&p, 1), (&s, 1)] {
+            put(st, "kept", &v("kept", count), never);
+            put(st, "demo:marker", b"not a session", never);
+        }
+        put(&p, "stale", &v("stale", 3), never);
+        put(&s, "stale", &v("stale", 2), never);
+        put(&p, "lost", &v("lost", 0), never);
+        put(&s, "extra", &v("extra", 0), never);
+        put(&p, "expiring", &v("expiring", 0), soon);
+        put(&s, "expiring-extra", &v("expiring-extra", 0), soon);
+        put(&p, "diverged", &v("diverged", 2), never);
+        put(&s, "diverged", &v("diverged", 5), never);
+        put(&p, "bad", &v("bad", 1), never);
+        put(&s, "bad", b"torn", never);
+        for st in [&p, &s] {
+            put(st, "order:1-000001", &v("order:1-000001", 1), never);
+        }
+        put(&p, "order:1-000002", &v("order:1-000002", 1), never);
+        put(&s, "order:1-000002", &v("order:1-000002", 7), never);
+
+        let c = compare(&p, &s, Duration::from_secs(60)).unwrap();
+        let got = &c.sessions;
+        assert_eq!(got.at_death, 6, "{c:?}"); // kept, stale, lost, expiring, diverged, bad: no order
+        assert_eq!((got.kept, got.stale, got.lost, got.extra, got.diverged), (1, 1, 1, 1, 2), "{c:?}");
+        assert_eq!((c.expiring, c.expiring_extra), (1, 1), "{c:?}");
+        assert_eq!(c.bad, 1, "only the torn value fails verification: {c:?}");
+        assert_eq!(c.orders_on_standby.get(&b"order:1-000001"[..]), Some(&true));
+        assert_eq!(c.orders_on_standby.get(&b"order:1-000002"[..]), Some(&false), "not the primary's value");
+    }
+
+    #[test]
+    fn durations_print_with_sensible_precision() {
+        assert_eq!(ms(Duration::ZERO), "0 ms");
+        assert_eq!(ms(Duration::from_micros(57)), "0.06 ms");
+        assert_eq!(ms(Duration::from_micros(1_640)), "1.6 ms");
+        assert_eq!(ms(Duration::from_micros(12_400)), "12 ms");
+        assert_eq!(ms(Duration::from_millis(1_234)), "1,234 ms");
+    }
 }

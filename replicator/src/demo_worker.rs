@@ -375,6 +375,15 @@ impl Worker {
     }
 }
 
+/// A value as the workers write it: `key`, `count`, `filler`, checksum (for tests).
+#[cfg(test)]
+pub(crate) fn sealed_value(key: &[u8], count: u64, filler: &[u8]) -> Vec<u8> {
+    let mut body = key.to_vec();
+    body.extend_from_slice(&count.to_le_bytes());
+    body.extend_from_slice(filler);
+    seal(body)
+}
+
 /// Appends a checksum of `body`.
 fn seal(mut body: Vec<u8>) -> Vec<u8> {
     let sum = checksum(&body);
