@@ -722,7 +722,7 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
         ),
     );
     if s.diverged > 0 {
-        line("NEWER OR FOREIGN VALUE on the standby", format_count(s.diverged));
+        line("NEWER OR TORN VALUE on the standby (a bug)", format_count(s.diverged));
     }
     let mut waits: Vec<u64> = reports.confirmed.values().copied().collect();
     waits.sort_unstable();
@@ -781,8 +781,10 @@ fn demo(a: &DemoArgs, lab: &mut Lab) -> CmdResult {
         failed.push(format!("{} values on the standby failed verification", cmp.bad));
     }
     if s.diverged > 0 {
-        failed
-            .push(format!("{} sessions on the standby hold a value the primary never had last", s.diverged));
+        failed.push(format!(
+            "{} sessions on the standby hold a newer value than the dead primary's, or a torn one",
+            s.diverged
+        ));
     }
     if total.bad > 0 {
         failed.push(format!("the workers read {} bad values", total.bad));
