@@ -2,7 +2,7 @@
 # The README's quick start is itself tested: this reads the two commands of the README's
 # first code block, checks that one is the test command (.ci/test.sh, which runs this script,
 # so it is not run again here) and runs the other, the demo, failing if it exits non-zero or
-# runs longer than $README_DEMO_TIMEOUT seconds (default 300, including its release build).
+# runs longer than $README_DEMO_TIMEOUT seconds (default 600, including its release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,9 +43,9 @@ echo "README quick start: ${commands[0]} ; ${commands[1]}"
 echo "+ $demo"
 start=$(date +%s)
 status=0
-timeout --kill-after=10 "${README_DEMO_TIMEOUT:-300}" bash -c "$demo" </dev/null || status=$?
+timeout --kill-after=10 "${README_DEMO_TIMEOUT:-600}" bash -c "$demo" </dev/null || status=$?
 if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
-    fail "the demo command timed out after ${README_DEMO_TIMEOUT:-300} s"
+    fail "the demo command timed out after ${README_DEMO_TIMEOUT:-600} s"
 elif [ "$status" -ne 0 ]; then
     fail "the demo command exited with status $status"
 fi
