@@ -25,8 +25,62 @@
 use crate::frame::{EntryFrame, Message};
 use gardenstate::{ChangeKind, FeedRead, ScanEntry, Store};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+/// A hasher for the replicator's maps of keys and slots: one-shot xxh3 with a random
+/// per-map seed (keys come from clients, so a fixed seed would invite collision floods), far
+/// cheaper than SipHash on a million keys.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyHash(u64);
+
+impl KeyHash {
+    pub fn new() -> KeyHash {
+        KeyHash(RandomState::new().hash_one(0x6764_735f_6b65_7973_u64))
+    }
+}
+
+impl Default for KeyHash {
+    fn default() -> KeyHash {
+        KeyHash::new()
+    }
+}
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
+    }
+}
+
+/// See [`KeyHash`].
+#[derive(Debug, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64)
+    }
+    fn write_u64(&mut self, n: u64) {
+        // A multiply-xorshift mix (splitmix64's finalizer) of the seed and n.
+        let mut z = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        self.0 = z ^ (z >> 31);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64)
+    }
+}
 
 /// How long a pending feed entry is waited for before the follower resyncs.
 pub const PENDING_WAIT: Duration = Duration::from_millis(100);
@@ -49,8 +103,9 @@ pub enum Poll {
 pub struct Follower<'a> {
     store: &'a Store,
     cursor: u64,
-    slots: HashMap<u32, Vec<u8>>,
-    keys: HashMap<Vec<u8>, u32>,
+    // One allocation per shipped key, shared by both maps.
+    slots: HashMap<u32, Rc<[u8]>, KeyHash>,
+    keys: HashMap<Rc<[u8]>, u32, KeyHash>,
     pending_since: Option<Instant>,
 }
 
@@ -76,7 +131,13 @@ pub fn entry_frame(e: ScanEntry, pos: u64) -> Message {
 
 impl<'a> Follower<'a> {
     pub fn new(store: &'a Store) -> Follower<'a> {
-        Follower { store, cursor: 0, slots: HashMap::new(), keys: HashMap::new(), pending_since: None }
+        Follower {
+            store,
+            cursor: 0,
+            slots: HashMap::with_hasher(KeyHash::new()),
+            keys: HashMap::with_hasher(KeyHash::new()),
+            pending_since: None,
+        }
     }
 
     /// The feed position before which every change has been emitted.
@@ -88,8 +149,10 @@ impl<'a> Follower<'a> {
     /// positions the follower after it. Returns the number of entries.
     pub fn snapshot(&mut self, emit: &mut Emit<'_>) -> io::Result<u64> {
         let c0 = self.settled_head();
-        self.slots.clear();
-        self.keys.clear();
+        // Sized for the entries there now, so the maps do not rehash during the scan.
+        let live = self.store.stats().live_entries as usize;
+        self.slots = HashMap::with_capacity_and_hasher(live, KeyHash::new());
+        self.keys = HashMap::with_capacity_and_hasher(live, KeyHash::new());
         self.pending_since = None;
         emit(&Message::SnapshotBegin)?;
         let mut n = 0u64;
@@ -131,12 +194,13 @@ impl<'a> Follower<'a> {
     }
 
     fn remember(&mut self, slot: u32, key: &[u8]) {
-        if let Some(old) = self.slots.insert(slot, key.to_vec()) {
+        let key: Rc<[u8]> = Rc::from(key);
+        if let Some(old) = self.slots.insert(slot, key.clone()) {
             if old != key && self.keys.get(&old) == Some(&slot) {
                 self.keys.remove(&old);
             }
         }
-        if let Some(prev) = self.keys.insert(key.to_vec(), slot) {
+        if let Some(prev) = self.keys.insert(key, slot) {
             if prev != slot {
                 self.slots.remove(&prev);
             }
@@ -176,17 +240,20 @@ impl<'a> Follower<'a> {
     fn reconcile(&mut self, slot: u32, pos: u64, emit: &mut Emit<'_>) -> io::Result<()> {
         let now = self.store.entry_at(slot).map_err(engine)?;
         let shipped = self.slots.get(&slot);
-        let same_key = matches!((shipped, &now), (Some(k), Some(e)) if *k == e.key);
+        let same_key = matches!((shipped, &now), (Some(k), Some(e)) if **k == e.key[..]);
         if !same_key {
             if let Some(old) = self.slots.remove(&slot) {
                 if self.keys.get(&old) == Some(&slot) {
                     self.keys.remove(&old);
-                    emit(&Message::Delete { pos, key: old })?;
+                    emit(&Message::Delete { pos, key: old.to_vec() })?;
                 }
             }
         }
         if let Some(e) = now {
-            self.remember(slot, &e.key);
+            // The maps are inverses: a slot still shipping its key needs no update.
+            if !same_key {
+                self.remember(slot, &e.key);
+            }
             emit(&entry_frame(e, pos))?;
         }
         Ok(())
