@@ -431,8 +431,26 @@ fn resync_once(bin: &Path, seg: &SegName, store: &Store) -> Result<(f64, String)
     pair.start_standby(bin, "resync")?;
     pair.wait_acked(store, head, Duration::from_secs(300))?;
     let secs = t.elapsed().as_secs_f64();
-    let logs = format!("{}{}", pair.primary.log(), pair.standby.as_ref().map(Daemon::log).unwrap_or_default());
+    let cpu = |d: Option<&Daemon>| {
+        d.and_then(|d| cpu_seconds(d.child.id())).map_or("?".into(), |s| format!("{s:.2}"))
+    };
+    let logs = format!(
+        "{}{}snapshot cpu: primary {} s, standby {} s (user + system)\n",
+        pair.primary.log(),
+        pair.standby.as_ref().map(Daemon::log).unwrap_or_default(),
+        cpu(Some(&pair.primary)),
+        cpu(pair.standby.as_ref())
+    );
     Ok((secs, logs))
+}
+
+/// The CPU time (user + system) process `pid` has used, from /proc (Linux).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) ends with ')'.
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// `harness --resync`: only the resync, `runs` times on one filled primary (a fresh standby

@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod apply;
 pub mod attach;
 pub mod auth;
 pub mod cli;

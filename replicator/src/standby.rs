@@ -23,6 +23,7 @@
 //! when its segment becomes writable (`gardenstate promote`). Operators should stop the
 //! daemon first and then promote.
 
+use crate::apply::Applier;
 use crate::auth::{self, AuthError, Key};
 use crate::cli::StandbyArgs;
 use crate::exit::{CmdResult, Failure};
@@ -31,8 +32,7 @@ use crate::frame::{
 };
 use crate::log;
 use crate::primary::PEER_TIMEOUT;
-use gardenstate::{LockInfo, Store, WriteMode};
-use std::collections::HashSet;
+use gardenstate::{Store, WriteMode};
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -183,67 +183,15 @@ fn apply_stream(conn: TcpStream, store: &Store, limit: u32, name: &str) -> Resul
     let mut acks = conn.try_clone().map_err(retry)?;
     let mut reader = BufReader::with_capacity(256 << 10, conn);
     let mut buf = Vec::new();
-    let mut snapshot: Option<HashSet<Vec<u8>>> = None;
-    let (mut applied, mut acked, mut last_ack) = (0u64, 0u64, Instant::now());
-    let engine = |what: &str, e: gardenstate::Error| retry(format!("{what} in segment {name}: {e}"));
+    let mut applier = Applier::new(store, name);
+    let (mut acked, mut last_ack) = (0u64, Instant::now());
     loop {
         if store.write_mode() == WriteMode::Writable {
             return Ok(End::Promoted);
         }
         let m = frame::read_frame(&mut reader, limit, &mut buf).map_err(retry)?;
-        match m {
-            Message::SnapshotBegin => {
-                log::info("receiving a snapshot");
-                snapshot = Some(HashSet::new());
-            }
-            Message::Entry(e) => {
-                let ms = Duration::from_millis;
-                let lock = e.lock.map(|(lock_id, age)| LockInfo { lock_id, age: ms(age) });
-                store
-                    .apply_replicated(&e.key, &e.value, e.ttl_left_ms.map(ms), e.sliding_ms.map(ms), lock)
-                    .map_err(|err| engine("applying an entry", err))?;
-                match snapshot.as_mut() {
-                    Some(keys) => {
-                        keys.insert(e.key);
-                    }
-                    None => applied = applied.max(e.pos),
-                }
-            }
-            Message::Delete { pos, key } => {
-                store.apply_replicated_delete(&key).map_err(|err| engine("applying a delete", err))?;
-                if snapshot.is_none() {
-                    applied = applied.max(pos);
-                }
-            }
-            Message::SnapshotEnd { pos } => {
-                let Some(keys) = snapshot.take() else {
-                    return Err(retry("SnapshotEnd without SnapshotBegin"));
-                };
-                let mut stale = Vec::new();
-                store
-                    .scan(|e| {
-                        if !keys.contains(&e.key) {
-                            stale.push(e.key);
-                        }
-                    })
-                    .map_err(|err| engine("scanning", err))?;
-                for k in &stale {
-                    store.apply_replicated_delete(k).map_err(|err| engine("removing a stale entry", err))?;
-                }
-                log::info(&format!(
-                    "snapshot applied: {} entries, {} stale local entries removed; streaming from position {pos}",
-                    keys.len(),
-                    stale.len()
-                ));
-                applied = applied.max(pos);
-            }
-            Message::Heartbeat { pos } => {
-                if snapshot.is_none() {
-                    applied = applied.max(pos);
-                }
-            }
-            m => return Err(retry(format!("unexpected {} frame from the primary", m.name()))),
-        }
+        applier.apply(m).map_err(retry)?;
+        let applied = applier.applied();
         let drained = reader.buffer().is_empty();
         let due = (applied > acked && (drained || last_ack.elapsed() >= ACK_EVERY))
             || last_ack.elapsed() >= KEEPALIVE_EVERY;
