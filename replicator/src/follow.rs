@@ -98,13 +98,48 @@ pub enum Poll {
     Resync(String),
 }
 
+/// Slot -> the key last shipped from it: a table indexed by slot, in chunks allocated on
+/// first use. A snapshot's scan goes slot by slot, so it fills the table in order (no hashing,
+/// no cache miss per key as a hash map had); a sparse segment pays only for the chunks its
+/// entries fall in.
+#[derive(Debug, Default)]
+struct SlotKeys {
+    chunks: Vec<Option<Chunk>>,
+}
+
+/// [`SLOT_CHUNK`] consecutive slots' keys.
+type Chunk = Box<[Option<Rc<[u8]>>]>;
+
+const SLOT_CHUNK: usize = 512;
+
+impl SlotKeys {
+    fn get(&self, slot: u32) -> Option<&Rc<[u8]>> {
+        let (c, i) = (slot as usize / SLOT_CHUNK, slot as usize % SLOT_CHUNK);
+        self.chunks.get(c)?.as_ref()?[i].as_ref()
+    }
+
+    fn insert(&mut self, slot: u32, key: Rc<[u8]>) -> Option<Rc<[u8]>> {
+        let (c, i) = (slot as usize / SLOT_CHUNK, slot as usize % SLOT_CHUNK);
+        if self.chunks.len() <= c {
+            self.chunks.resize_with(c + 1, || None);
+        }
+        let chunk = self.chunks[c].get_or_insert_with(|| vec![None; SLOT_CHUNK].into_boxed_slice());
+        chunk[i].replace(key)
+    }
+
+    fn remove(&mut self, slot: u32) -> Option<Rc<[u8]>> {
+        let (c, i) = (slot as usize / SLOT_CHUNK, slot as usize % SLOT_CHUNK);
+        self.chunks.get_mut(c)?.as_mut()?[i].take()
+    }
+}
+
 /// The feed follower and its slot map.
 #[derive(Debug)]
 pub struct Follower<'a> {
     store: &'a Store,
     cursor: u64,
     // One allocation per shipped key, shared by both maps.
-    slots: HashMap<u32, Rc<[u8]>, KeyHash>,
+    slots: SlotKeys,
     keys: HashMap<Rc<[u8]>, u32, KeyHash>,
     pending_since: Option<Instant>,
 }
@@ -134,7 +169,7 @@ impl<'a> Follower<'a> {
         Follower {
             store,
             cursor: 0,
-            slots: HashMap::with_hasher(KeyHash::new()),
+            slots: SlotKeys::default(),
             keys: HashMap::with_hasher(KeyHash::new()),
             pending_since: None,
         }
@@ -149,9 +184,9 @@ impl<'a> Follower<'a> {
     /// positions the follower after it. Returns the number of entries.
     pub fn snapshot(&mut self, emit: &mut Emit<'_>) -> io::Result<u64> {
         let c0 = self.settled_head();
-        // Sized for the entries there now, so the maps do not rehash during the scan.
+        // Sized for the entries there now, so the map does not rehash during the scan.
         let live = self.store.stats().live_entries as usize;
-        self.slots = HashMap::with_capacity_and_hasher(live, KeyHash::new());
+        self.slots = SlotKeys::default();
         self.keys = HashMap::with_capacity_and_hasher(live, KeyHash::new());
         self.pending_since = None;
         emit(&Message::SnapshotBegin)?;
@@ -202,7 +237,7 @@ impl<'a> Follower<'a> {
         }
         if let Some(prev) = self.keys.insert(key, slot) {
             if prev != slot {
-                self.slots.remove(&prev);
+                self.slots.remove(prev);
             }
         }
     }
@@ -239,10 +274,10 @@ impl<'a> Follower<'a> {
 
     fn reconcile(&mut self, slot: u32, pos: u64, emit: &mut Emit<'_>) -> io::Result<()> {
         let now = self.store.entry_at(slot).map_err(engine)?;
-        let shipped = self.slots.get(&slot);
+        let shipped = self.slots.get(slot);
         let same_key = matches!((shipped, &now), (Some(k), Some(e)) if **k == e.key[..]);
         if !same_key {
-            if let Some(old) = self.slots.remove(&slot) {
+            if let Some(old) = self.slots.remove(slot) {
                 if self.keys.get(&old) == Some(&slot) {
                     self.keys.remove(&old);
                     emit(&Message::Delete { pos, key: old.to_vec() })?;
@@ -330,6 +365,22 @@ mod tests {
                 ("set".into(), b"c".to_vec(), 5)
             ]
         );
+    }
+
+    #[test]
+    fn the_slot_table_grows_by_chunks_and_ignores_slots_it_never_held() {
+        let mut t = SlotKeys::default();
+        assert_eq!(t.get(u32::MAX), None);
+        assert_eq!(t.remove(u32::MAX), None);
+        let k = |b: &[u8]| -> Rc<[u8]> { Rc::from(b) };
+        assert_eq!(t.insert(3, k(b"a")), None);
+        assert_eq!(t.insert(SLOT_CHUNK as u32 * 5 + 1, k(b"b")), None);
+        assert_eq!(t.chunks.iter().filter(|c| c.is_some()).count(), 2, "only touched chunks exist");
+        assert_eq!(t.insert(3, k(b"c")).as_deref(), Some(&b"a"[..]));
+        assert_eq!(t.get(3).map(|r| &r[..]), Some(&b"c"[..]));
+        assert_eq!(t.get(4), None);
+        assert_eq!(t.remove(SLOT_CHUNK as u32 * 5 + 1).as_deref(), Some(&b"b"[..]));
+        assert_eq!(t.get(SLOT_CHUNK as u32 * 5 + 1), None);
     }
 
     #[test]
