@@ -400,8 +400,15 @@ fn phase(
 }
 
 fn resync(bin: &Path, cfg: &Config, f: &mut Figures) -> Result<(), String> {
-    let sessions = cfg.sessions;
-    f.resync_sessions = sessions;
+    f.resync_sessions = cfg.sessions;
+    let (seg, store) = resync_primary(cfg.sessions)?;
+    f.resync_seconds = Some(resync_once(bin, &seg, &store)?.0);
+    drop(store);
+    Ok(())
+}
+
+/// A primary segment filled with `sessions` 1 KiB sessions.
+fn resync_primary(sessions: u64) -> Result<(SegName, Store), String> {
     let seg = SegName::new("resync");
     let store = Store::create(&seg.0, &primary_options(sessions, 1 << 20))
         .map_err(|e| format!("create primary: {e}"))?;
@@ -409,13 +416,58 @@ fn resync(bin: &Path, cfg: &Config, f: &mut Figures) -> Result<(), String> {
     for i in 0..sessions {
         store.set(&key(i), &v, TTL).map_err(|e| format!("fill: {e}"))?;
     }
+    Ok((seg, store))
+}
+
+/// A fresh standby joining the filled primary: the seconds until it acknowledged the feed
+/// head taken before it started, and both daemons' logs.
+fn resync_once(bin: &Path, seg: &SegName, store: &Store) -> Result<(f64, String), String> {
+    // A write first: a previous run's standby acknowledged the old head, and
+    // acknowledgements never go back, so each run waits for a head no standby has reached.
+    store.set(&key(0), &value(1024), TTL).map_err(|e| format!("fill: {e}"))?;
     let mut pair = Pair::primary(bin, &seg.0, "resync")?;
     let head = store.feed_head();
     let t = Instant::now();
     pair.start_standby(bin, "resync")?;
-    pair.wait_acked(&store, head, Duration::from_secs(300))?;
-    f.resync_seconds = Some(t.elapsed().as_secs_f64());
-    drop(pair);
-    drop(store);
-    Ok(())
+    pair.wait_acked(store, head, Duration::from_secs(300))?;
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = |d: Option<&Daemon>| {
+        d.and_then(|d| cpu_seconds(d.child.id())).map_or("?".into(), |s| format!("{s:.2}"))
+    };
+    let logs = format!(
+        "{}{}snapshot cpu: primary {} s, standby {} s (user + system)\n",
+        pair.primary.log(),
+        pair.standby.as_ref().map(Daemon::log).unwrap_or_default(),
+        cpu(Some(&pair.primary)),
+        cpu(pair.standby.as_ref())
+    );
+    Ok((secs, logs))
+}
+
+/// The CPU time (user + system) process `pid` has used, from /proc (Linux).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) ends with ')'.
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// `harness --resync`: only the resync, `runs` times on one filled primary (a fresh standby
+/// segment each time), printing each run's seconds and the daemons' snapshot log lines.
+pub fn bench_resync(cfg: &Config, runs: usize) -> Result<Vec<f64>, String> {
+    let bin = locate_binary(cfg.mode != "smoke")?;
+    let t = Instant::now();
+    let (seg, store) = resync_primary(cfg.sessions)?;
+    eprintln!("filled {} sessions of 1 KiB in {:.2} s", cfg.sessions, t.elapsed().as_secs_f64());
+    let mut out = Vec::with_capacity(runs);
+    for run in 0..runs {
+        let (secs, logs) = resync_once(&bin, &seg, &store)?;
+        println!("resync {run}: {} sessions in {secs:.3} s", cfg.sessions);
+        for l in logs.lines().filter(|l| l.contains("snapshot")) {
+            println!("  {l}");
+        }
+        out.push(secs);
+    }
+    Ok(out)
 }

@@ -22,6 +22,23 @@
 //! - H4. After taking a block, the owner issues a release fence before writing the record, so a
 //!   reader that sees any new byte also sees the new state word (seqlock validation, record.rs).
 //!
+//! Full-scan memo: an allocation looks at every page of its class before it claims an
+//! unassigned page (so freed blocks are reused before the heap is spread over more pages),
+//! which costs a pass over all pages each time the hint page fills up: while a fresh segment
+//! fills, once every page's worth of blocks, O(pages) loads (a million 1 KiB inserts
+//! did ~18k such passes over ~20k pages, the largest cost of loading a standby). So each
+//! process remembers, per class, the page it moved the hint to in the claiming pass
+//! (`Segment::full_scan_memo`, process-local, page + 1, 0 = none). While the class's hint
+//! still names that page, no free has pointed the hint elsewhere since a pass found the
+//! class's pages full, and the next allocation looks at the hint page alone before the
+//! claiming pass, which itself takes room in any page of the class it meets before an
+//! unassigned page. A free (or a repaired bit) in this process drops the class's memo. It
+//! is a hint, like the one it watches: frees by other processes that write the hint back to
+//! the same page (two frees, the second in the hint page; or racing relaxed stores) can let
+//! a free block before the next unassigned page go unused until a free moves the hint, the
+//! claiming pass reaches it, or the unassigned pages run out. Never a wrong `Full`: the
+//! claiming pass looks at every page, and it is what runs whenever the memo applies.
+//!
 //! Fragmentation: internal waste is under 1/8 of a block (8 classes per power of two) plus
 //! the page tail (under one block). A page never changes class, so memory freed in one class is
 //! reusable only by records of that class: a workload whose record sizes shift can get `Full`
@@ -107,9 +124,14 @@ impl Segment {
         let hint_w = self.mem.w(H_CLASS_HINT + class);
         let n = self.g.n_pages;
         let hint = hint_w.load(Ordering::Relaxed) % n;
+        let memo = &self.full_scan_memo[class];
+        // After a full scan found no room, only the hint page is looked at before claiming
+        // (see "Full-scan memo" above).
+        let scanned = memo.load(std::sync::atomic::Ordering::Relaxed) == hint + 1;
         // Pages of this class first, starting at the hint; then claim an unassigned page.
         for claim in [false, true] {
-            for i in 0..n {
+            let pages = if claim || !scanned { n } else { 1 };
+            for i in 0..pages {
                 let page = (hint + i) % n;
                 let c = self.page_class(page);
                 if c == 0 && claim {
@@ -122,6 +144,9 @@ impl Segment {
                 if let Some(b) = self.alloc_in_page(me, journal, page, class, rnd) {
                     if page != hint {
                         hint_w.store(page, Ordering::Relaxed);
+                    }
+                    if claim {
+                        memo.store(page + 1, std::sync::atomic::Ordering::Relaxed);
                     }
                     return Ok(b);
                 }
@@ -189,7 +214,16 @@ impl Segment {
             .fetch_and(!(1 << (pos.index % 64)), Ordering::Release);
         // Point the class's next allocation here: in a full heap this page is where room is.
         self.mem.w(H_CLASS_HINT + pos.class).store(pos.page, Ordering::Relaxed);
+        self.forget_full_scan(pos.class);
         Some(())
+    }
+
+    /// Drops this process's full-scan memo of `class`: a block of it became free.
+    fn forget_full_scan(&self, class: usize) {
+        let m = &self.full_scan_memo[class];
+        if m.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+            m.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Clears a bitmap bit left set over a FREE block by a freer that died between the two
@@ -201,6 +235,7 @@ impl Segment {
             self.mem
                 .w(self.bitmap_word(pos.page, pos.index))
                 .fetch_and(!(1 << (pos.index % 64)), Ordering::Relaxed);
+            self.forget_full_scan(pos.class);
         }
     }
 

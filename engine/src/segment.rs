@@ -30,6 +30,9 @@ pub(crate) struct Segment {
     pub seed: u64,
     pub evict: bool,
     pub path: PathBuf,
+    /// Process-local, per size class: the allocator's memo of a full scan that found no room
+    /// (heap.rs, "Full-scan memo"); not part of the shared layout.
+    pub full_scan_memo: Box<[std::sync::atomic::AtomicU64]>,
     // Dropped after `mem` (field order): the mapping outlives every reference into it.
     // Under loom the segment is an in-process `Mem` of loom atomics (`Segment::model`).
     #[cfg(not(loom))]
@@ -148,7 +151,12 @@ impl Segment {
         let mem = Mem::zeroed(g.segment_bytes as usize / 8, live);
         g.write_header(&mem, opts, seed, 1, 0);
         mem.w(H_STATE).store(READY, Ordering::Release);
-        Ok(Segment { mem, g, seed, evict: opts.evict, path: PathBuf::new() })
+        let full_scan_memo = Segment::memo(&g);
+        Ok(Segment { mem, g, seed, evict: opts.evict, path: PathBuf::new(), full_scan_memo })
+    }
+
+    fn memo(g: &Geometry) -> Box<[std::sync::atomic::AtomicU64]> {
+        (0..g.n_classes).map(|_| std::sync::atomic::AtomicU64::new(0)).collect()
     }
 
     fn from_map(map: MmapRaw, g: Geometry, path: PathBuf) -> Result<Segment> {
@@ -161,6 +169,7 @@ impl Segment {
         let mem = Segment::mem_of(&map);
         Ok(Segment {
             mem,
+            full_scan_memo: Segment::memo(&g),
             g,
             seed: 0,
             evict: false,

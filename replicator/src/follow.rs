@@ -25,8 +25,62 @@
 use crate::frame::{EntryFrame, Message};
 use gardenstate::{ChangeKind, FeedRead, ScanEntry, Store};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+/// A hasher for the replicator's maps of keys and slots: one-shot xxh3 with a random
+/// per-map seed (keys come from clients, so a fixed seed would invite collision floods), far
+/// cheaper than SipHash on a million keys.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyHash(u64);
+
+impl KeyHash {
+    pub fn new() -> KeyHash {
+        KeyHash(RandomState::new().hash_one(0x6764_735f_6b65_7973_u64))
+    }
+}
+
+impl Default for KeyHash {
+    fn default() -> KeyHash {
+        KeyHash::new()
+    }
+}
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
+    }
+}
+
+/// See [`KeyHash`].
+#[derive(Debug, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64)
+    }
+    fn write_u64(&mut self, n: u64) {
+        // A multiply-xorshift mix (splitmix64's finalizer) of the seed and n.
+        let mut z = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        self.0 = z ^ (z >> 31);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64)
+    }
+}
 
 /// How long a pending feed entry is waited for before the follower resyncs.
 pub const PENDING_WAIT: Duration = Duration::from_millis(100);
@@ -44,13 +98,49 @@ pub enum Poll {
     Resync(String),
 }
 
+/// Slot -> the key last shipped from it: a table indexed by slot, in chunks allocated on
+/// first use. A snapshot's scan goes slot by slot, so it fills the table in order (no hashing,
+/// no cache miss per key as a hash map had); a sparse segment pays only for the chunks its
+/// entries fall in.
+#[derive(Debug, Default)]
+struct SlotKeys {
+    chunks: Vec<Option<Chunk>>,
+}
+
+/// [`SLOT_CHUNK`] consecutive slots' keys.
+type Chunk = Box<[Option<Rc<[u8]>>]>;
+
+const SLOT_CHUNK: usize = 512;
+
+impl SlotKeys {
+    fn get(&self, slot: u32) -> Option<&Rc<[u8]>> {
+        let (c, i) = (slot as usize / SLOT_CHUNK, slot as usize % SLOT_CHUNK);
+        self.chunks.get(c)?.as_ref()?[i].as_ref()
+    }
+
+    fn insert(&mut self, slot: u32, key: Rc<[u8]>) -> Option<Rc<[u8]>> {
+        let (c, i) = (slot as usize / SLOT_CHUNK, slot as usize % SLOT_CHUNK);
+        if self.chunks.len() <= c {
+            self.chunks.resize_with(c + 1, || None);
+        }
+        let chunk = self.chunks[c].get_or_insert_with(|| vec![None; SLOT_CHUNK].into_boxed_slice());
+        chunk[i].replace(key)
+    }
+
+    fn remove(&mut self, slot: u32) -> Option<Rc<[u8]>> {
+        let (c, i) = (slot as usize / SLOT_CHUNK, slot as usize % SLOT_CHUNK);
+        self.chunks.get_mut(c)?.as_mut()?[i].take()
+    }
+}
+
 /// The feed follower and its slot map.
 #[derive(Debug)]
 pub struct Follower<'a> {
     store: &'a Store,
     cursor: u64,
-    slots: HashMap<u32, Vec<u8>>,
-    keys: HashMap<Vec<u8>, u32>,
+    // One allocation per shipped key, shared by both maps.
+    slots: SlotKeys,
+    keys: HashMap<Rc<[u8]>, u32, KeyHash>,
     pending_since: Option<Instant>,
 }
 
@@ -76,7 +166,13 @@ pub fn entry_frame(e: ScanEntry, pos: u64) -> Message {
 
 impl<'a> Follower<'a> {
     pub fn new(store: &'a Store) -> Follower<'a> {
-        Follower { store, cursor: 0, slots: HashMap::new(), keys: HashMap::new(), pending_since: None }
+        Follower {
+            store,
+            cursor: 0,
+            slots: SlotKeys::default(),
+            keys: HashMap::with_hasher(KeyHash::new()),
+            pending_since: None,
+        }
     }
 
     /// The feed position before which every change has been emitted.
@@ -88,8 +184,10 @@ impl<'a> Follower<'a> {
     /// positions the follower after it. Returns the number of entries.
     pub fn snapshot(&mut self, emit: &mut Emit<'_>) -> io::Result<u64> {
         let c0 = self.settled_head();
-        self.slots.clear();
-        self.keys.clear();
+        // Sized for the entries there now, so the map does not rehash during the scan.
+        let live = self.store.stats().live_entries as usize;
+        self.slots = SlotKeys::default();
+        self.keys = HashMap::with_capacity_and_hasher(live, KeyHash::new());
         self.pending_since = None;
         emit(&Message::SnapshotBegin)?;
         let mut n = 0u64;
@@ -131,14 +229,15 @@ impl<'a> Follower<'a> {
     }
 
     fn remember(&mut self, slot: u32, key: &[u8]) {
-        if let Some(old) = self.slots.insert(slot, key.to_vec()) {
+        let key: Rc<[u8]> = Rc::from(key);
+        if let Some(old) = self.slots.insert(slot, key.clone()) {
             if old != key && self.keys.get(&old) == Some(&slot) {
                 self.keys.remove(&old);
             }
         }
-        if let Some(prev) = self.keys.insert(key.to_vec(), slot) {
+        if let Some(prev) = self.keys.insert(key, slot) {
             if prev != slot {
-                self.slots.remove(&prev);
+                self.slots.remove(prev);
             }
         }
     }
@@ -175,18 +274,21 @@ impl<'a> Follower<'a> {
 
     fn reconcile(&mut self, slot: u32, pos: u64, emit: &mut Emit<'_>) -> io::Result<()> {
         let now = self.store.entry_at(slot).map_err(engine)?;
-        let shipped = self.slots.get(&slot);
-        let same_key = matches!((shipped, &now), (Some(k), Some(e)) if *k == e.key);
+        let shipped = self.slots.get(slot);
+        let same_key = matches!((shipped, &now), (Some(k), Some(e)) if **k == e.key[..]);
         if !same_key {
-            if let Some(old) = self.slots.remove(&slot) {
+            if let Some(old) = self.slots.remove(slot) {
                 if self.keys.get(&old) == Some(&slot) {
                     self.keys.remove(&old);
-                    emit(&Message::Delete { pos, key: old })?;
+                    emit(&Message::Delete { pos, key: old.to_vec() })?;
                 }
             }
         }
         if let Some(e) = now {
-            self.remember(slot, &e.key);
+            // The maps are inverses: a slot still shipping its key needs no update.
+            if !same_key {
+                self.remember(slot, &e.key);
+            }
             emit(&entry_frame(e, pos))?;
         }
         Ok(())
@@ -263,6 +365,22 @@ mod tests {
                 ("set".into(), b"c".to_vec(), 5)
             ]
         );
+    }
+
+    #[test]
+    fn the_slot_table_grows_by_chunks_and_ignores_slots_it_never_held() {
+        let mut t = SlotKeys::default();
+        assert_eq!(t.get(u32::MAX), None);
+        assert_eq!(t.remove(u32::MAX), None);
+        let k = |b: &[u8]| -> Rc<[u8]> { Rc::from(b) };
+        assert_eq!(t.insert(3, k(b"a")), None);
+        assert_eq!(t.insert(SLOT_CHUNK as u32 * 5 + 1, k(b"b")), None);
+        assert_eq!(t.chunks.iter().filter(|c| c.is_some()).count(), 2, "only touched chunks exist");
+        assert_eq!(t.insert(3, k(b"c")).as_deref(), Some(&b"a"[..]));
+        assert_eq!(t.get(3).map(|r| &r[..]), Some(&b"c"[..]));
+        assert_eq!(t.get(4), None);
+        assert_eq!(t.remove(SLOT_CHUNK as u32 * 5 + 1).as_deref(), Some(&b"b"[..]));
+        assert_eq!(t.get(SLOT_CHUNK as u32 * 5 + 1), None);
     }
 
     #[test]

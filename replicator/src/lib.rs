@@ -22,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod apply;
 pub mod attach;
 pub mod auth;
 pub mod cli;

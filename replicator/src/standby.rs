@@ -23,6 +23,7 @@
 //! when its segment becomes writable (`gardenstate promote`). Operators should stop the
 //! daemon first and then promote.
 
+use crate::apply::Applier;
 use crate::auth::{self, AuthError};
 use crate::cli::StandbyArgs;
 use crate::config::{self, DaemonKind, RoleFlags};
@@ -33,8 +34,7 @@ use crate::frame::{
 use crate::log;
 use crate::node::{self, Next, Node};
 use crate::primary::PEER_TIMEOUT;
-use gardenstate::{LockInfo, Store, WriteMode};
-use std::collections::HashSet;
+use gardenstate::{Store, WriteMode};
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -285,71 +285,20 @@ fn apply_stream(
     let mut acks = conn.try_clone().map_err(retry)?;
     let mut reader = BufReader::with_capacity(256 << 10, conn);
     let mut buf = Vec::new();
-    let mut snapshot: Option<HashSet<Vec<u8>>> = None;
-    let (mut applied, mut acked, mut last_ack) = (0u64, 0u64, Instant::now());
-    let engine = |what: &str, e: gardenstate::Error| retry(format!("{what} in segment {name}: {e}"));
+    let mut applier = Applier::new(store, name, history, 0);
+    let (mut acked, mut last_ack) = (0u64, Instant::now());
     loop {
         if store.write_mode() == WriteMode::Writable {
             return Ok(End::Promoted);
         }
         let m = frame::read_frame(&mut reader, limit, &mut buf).map_err(retry)?;
         link.frame_arrived(node);
-        match m {
-            Message::SnapshotBegin => {
-                log::info("receiving a snapshot");
-                // History 0 marks the replica incomplete until SnapshotEnd: such a standby is
-                // never promoted automatically and `promote` warns (F1 in `node`).
-                store.set_history_id(0);
-                snapshot = Some(HashSet::new());
-            }
-            Message::Entry(e) => {
-                let ms = Duration::from_millis;
-                let lock = e.lock.map(|(lock_id, age)| LockInfo { lock_id, age: ms(age) });
-                store
-                    .apply_replicated(&e.key, &e.value, e.ttl_left_ms.map(ms), e.sliding_ms.map(ms), lock)
-                    .map_err(|err| engine("applying an entry", err))?;
-                node.status.applied(1, (e.key.len() + e.value.len()) as u64);
-                match snapshot.as_mut() {
-                    Some(keys) => {
-                        keys.insert(e.key);
-                    }
-                    None => applied = applied.max(e.pos),
-                }
-            }
-            Message::Delete { pos, key } => {
-                store.apply_replicated_delete(&key).map_err(|err| engine("applying a delete", err))?;
-                if snapshot.is_none() {
-                    applied = applied.max(pos);
-                }
-            }
-            Message::SnapshotEnd { pos } => {
-                let Some(keys) = snapshot.take() else {
-                    return Err(retry("SnapshotEnd without SnapshotBegin"));
-                };
-                let mut stale = Vec::new();
-                store
-                    .scan(|e| {
-                        if !keys.contains(&e.key) {
-                            stale.push(e.key);
-                        }
-                    })
-                    .map_err(|err| engine("scanning", err))?;
-                for k in &stale {
-                    store.apply_replicated_delete(k).map_err(|err| engine("removing a stale entry", err))?;
-                }
-                log::info(&format!(
-                    "snapshot applied: {} entries, {} stale local entries removed; streaming from position {pos}",
-                    keys.len(),
-                    stale.len()
-                ));
-                applied = applied.max(pos);
-                store.set_history_id(history);
-            }
+        match &m {
             Message::Promote { pos, epoch } => {
-                let refuse = if snapshot.is_some() {
+                let refuse = if applier.in_snapshot() {
                     Some("a snapshot is in progress".to_string())
-                } else if applied < pos {
-                    Some(format!("applied up to {applied}, not {pos}"))
+                } else if applier.applied() < *pos {
+                    Some(format!("applied up to {}, not {pos}", applier.applied()))
                 } else if node.cfg.listen.is_none() {
                     Some("this standby has no --listen address to serve on".to_string())
                 } else {
@@ -358,7 +307,7 @@ fn apply_stream(
                 let done = match &refuse {
                     Some(why) => Message::Done { ok: false, text: why.clone() },
                     None => {
-                        let e = store.raise_epoch(epoch);
+                        let e = store.raise_epoch(*epoch);
                         store.set_write_mode(WriteMode::Writable);
                         log::info(&format!("switchover: promoted at position {pos} to epoch {e}"));
                         Message::Done { ok: true, text: format!("promoted at position {pos}, epoch {e}") }
@@ -368,17 +317,19 @@ fn apply_stream(
                 if refuse.is_none() {
                     return Ok(End::Promoted);
                 }
+                continue;
             }
-            Message::Heartbeat { pos } => {
-                if snapshot.is_none() {
-                    applied = applied.max(pos);
-                }
-                // Everything before `pos` was sent; what is still in the socket is the lag.
-                node.status.standby_lag(pos.saturating_sub(applied));
-                node.status.head_at(pos);
-                node.status.acked(applied);
-            }
-            m => return Err(retry(format!("unexpected {} frame from the primary", m.name()))),
+            Message::Entry(e) => node.status.applied(1, (e.key.len() + e.value.len()) as u64),
+            _ => {}
+        }
+        let heartbeat = matches!(m, Message::Heartbeat { .. }).then(|| m.clone());
+        applier.apply(m).map_err(retry)?;
+        let applied = applier.applied();
+        if let Some(Message::Heartbeat { pos }) = heartbeat {
+            // Everything before `pos` was sent; what is still in the socket is the lag.
+            node.status.standby_lag(pos.saturating_sub(applied));
+            node.status.head_at(pos);
+            node.status.acked(applied);
         }
         let drained = reader.buffer().is_empty();
         let due = (applied > acked && (drained || last_ack.elapsed() >= ACK_EVERY))

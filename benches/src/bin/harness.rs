@@ -10,7 +10,7 @@
 //! missing are installed with apt-get when running as root (unless `--no-install`), or
 //! skipped with the reason printed. Replication runs the replicator's `gardenstate` binary
 //! found next to the harness (or `$GARDENSTATE_BIN`), building it with cargo outside
-//! `--smoke` if it is missing; `--replication` runs only that part. `--worker ...` is
+//! `--smoke` if it is missing; `--replication` runs only that part, `--resync [--runs N]` only its resync. `--worker ...` is
 //! internal: the second process of the 2-process figure.
 
 use gardenstate_benches::report::{
@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: harness [--quick|--smoke] [--out DIR] [--no-install]
        harness [--quick|--smoke] --profile get|set   (load the sessions, run only that loop: for perf/callgrind)
-       harness [--quick|--smoke] --replication       (only the replication figures, printed)";
+       harness [--quick|--smoke] --replication       (only the replication figures, printed)
+       harness [--quick|--smoke] --resync [--runs N] (only the resync time, N runs on one filled primary)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,6 +39,7 @@ fn main() {
     let mut cfg = Config::full();
     let mut profile = None;
     let mut replication_only = false;
+    let mut resync_runs = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -46,6 +48,11 @@ fn main() {
             "--full" => cfg = Config { out: cfg.out, install: cfg.install, ..Config::full() },
             "--no-install" => cfg.install = false,
             "--replication" => replication_only = true,
+            "--resync" => resync_runs = Some(resync_runs.unwrap_or(1)),
+            "--runs" => match it.next().and_then(|n| n.parse().ok()) {
+                Some(n) => resync_runs = Some(n),
+                None => die("--runs needs a number"),
+            },
             "--profile" => match it.next().map(String::as_str) {
                 Some("get") => profile = Some(gs::Op::Get),
                 Some("set") => profile = Some(gs::Op::Set),
@@ -64,6 +71,7 @@ fn main() {
     }
     let result = match profile {
         Some(op) => profile_only(&cfg, op),
+        None if resync_runs.is_some() => replication::bench_resync(&cfg, resync_runs.unwrap_or(1)).map(drop),
         None if replication_only => replication::bench(&cfg).map(|f| {
             println!("{}", Replication::measured(&f).summary());
         }),
