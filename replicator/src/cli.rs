@@ -273,6 +273,9 @@ pub struct DaemonArgs {
     /// Serve Prometheus metrics on HOST:PORT (GET /metrics)
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Primary: the last frames kept so a reconnecting standby resumes without a snapshot [default: 64MiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub backlog: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@
 //! fence_after = "3s"
 //! rejoin_after = "10s"
 //! metrics = "127.0.0.1:9480"
+//! backlog = "64MiB"               # primary: frames kept for standbys that reconnect
 //! ```
 //!
 //! An unknown key, a value of the wrong type, or a setting the role needs but nobody gave is
@@ -30,7 +31,7 @@
 
 use crate::auth::Key;
 use crate::cli::DaemonArgs;
-use crate::units::parse_duration;
+use crate::units::{parse_duration, parse_size};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(100);
 pub const DEFAULT_FAILOVER_AFTER: Duration = Duration::from_secs(5);
 pub const DEFAULT_FENCE_AFTER: Duration = Duration::from_secs(3);
 pub const DEFAULT_REJOIN_AFTER: Duration = Duration::from_secs(10);
+pub const DEFAULT_BACKLOG: u64 = 64 << 20;
 
 /// Which daemon is being configured (what it requires).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +65,7 @@ struct File {
     fence_after: Option<String>,
     rejoin_after: Option<String>,
     metrics: Option<String>,
+    backlog: Option<String>,
 }
 
 /// A daemon's resolved settings.
@@ -79,6 +82,8 @@ pub struct Config {
     pub fence_after: Duration,
     pub rejoin_after: Duration,
     pub metrics: Option<String>,
+    /// Bytes of shipped frames the primary keeps for resuming standbys.
+    pub backlog: usize,
 }
 
 /// Role-specific settings given as flags (the rest is in `DaemonArgs`).
@@ -151,6 +156,11 @@ pub fn resolve(kind: DaemonKind, role: RoleFlags, d: DaemonArgs) -> Result<Confi
             DEFAULT_REJOIN_AFTER,
         ))?,
         metrics: d.metrics.or(file.metrics),
+        backlog: match (d.backlog, file.backlog.as_deref()) {
+            (Some(n), _) => n,
+            (None, Some(t)) => parse_size(t).map_err(|e| format!("{origin}: backlog: {e}"))?,
+            (None, None) => DEFAULT_BACKLOG,
+        } as usize,
     };
     match kind {
         DaemonKind::Primary | DaemonKind::Witness if c.listen.is_none() => return Err(missing("listen")),

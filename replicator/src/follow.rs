@@ -27,7 +27,7 @@ use gardenstate::{ChangeKind, FeedRead, ScanEntry, Store};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -108,17 +108,17 @@ struct SlotKeys {
 }
 
 /// [`SLOT_CHUNK`] consecutive slots' keys.
-type Chunk = Box<[Option<Rc<[u8]>>]>;
+type Chunk = Box<[Option<Arc<[u8]>>]>;
 
 const SLOT_CHUNK: usize = 512;
 
 impl SlotKeys {
-    fn get(&self, slot: u32) -> Option<&Rc<[u8]>> {
+    fn get(&self, slot: u32) -> Option<&Arc<[u8]>> {
         let (c, i) = (slot as usize / SLOT_CHUNK, slot as usize % SLOT_CHUNK);
         self.chunks.get(c)?.as_ref()?[i].as_ref()
     }
 
-    fn insert(&mut self, slot: u32, key: Rc<[u8]>) -> Option<Rc<[u8]>> {
+    fn insert(&mut self, slot: u32, key: Arc<[u8]>) -> Option<Arc<[u8]>> {
         let (c, i) = (slot as usize / SLOT_CHUNK, slot as usize % SLOT_CHUNK);
         if self.chunks.len() <= c {
             self.chunks.resize_with(c + 1, || None);
@@ -127,7 +127,7 @@ impl SlotKeys {
         chunk[i].replace(key)
     }
 
-    fn remove(&mut self, slot: u32) -> Option<Rc<[u8]>> {
+    fn remove(&mut self, slot: u32) -> Option<Arc<[u8]>> {
         let (c, i) = (slot as usize / SLOT_CHUNK, slot as usize % SLOT_CHUNK);
         self.chunks.get_mut(c)?.as_mut()?[i].take()
     }
@@ -140,7 +140,7 @@ pub struct Follower<'a> {
     cursor: u64,
     // One allocation per shipped key, shared by both maps.
     slots: SlotKeys,
-    keys: HashMap<Rc<[u8]>, u32, KeyHash>,
+    keys: HashMap<Arc<[u8]>, u32, KeyHash>,
     pending_since: Option<Instant>,
 }
 
@@ -229,7 +229,7 @@ impl<'a> Follower<'a> {
     }
 
     fn remember(&mut self, slot: u32, key: &[u8]) {
-        let key: Rc<[u8]> = Rc::from(key);
+        let key: Arc<[u8]> = Arc::from(key);
         if let Some(old) = self.slots.insert(slot, key.clone()) {
             if old != key && self.keys.get(&old) == Some(&slot) {
                 self.keys.remove(&old);
@@ -372,7 +372,7 @@ mod tests {
         let mut t = SlotKeys::default();
         assert_eq!(t.get(u32::MAX), None);
         assert_eq!(t.remove(u32::MAX), None);
-        let k = |b: &[u8]| -> Rc<[u8]> { Rc::from(b) };
+        let k = |b: &[u8]| -> Arc<[u8]> { Arc::from(b) };
         assert_eq!(t.insert(3, k(b"a")), None);
         assert_eq!(t.insert(SLOT_CHUNK as u32 * 5 + 1, k(b"b")), None);
         assert_eq!(t.chunks.iter().filter(|c| c.is_some()).count(), 2, "only touched chunks exist");

@@ -25,6 +25,7 @@
 pub mod apply;
 pub mod attach;
 pub mod auth;
+pub mod backlog;
 pub mod cli;
 pub mod config;
 pub mod demo;

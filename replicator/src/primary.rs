@@ -20,11 +20,12 @@
 //! switchover`: see [`switchover`].
 
 use crate::auth;
+use crate::backlog::Backlog;
 use crate::cli::PrimaryArgs;
 use crate::config::{self, DaemonKind, RoleFlags};
 use crate::exit::{CmdResult, Failure};
 use crate::follow::{Follower, Poll};
-use crate::frame::{self, HANDSHAKE_MAX_PAYLOAD, Hello, Message, PROTOCOL_VERSION, Role, Shape};
+use crate::frame::{self, EntryFrame, HANDSHAKE_MAX_PAYLOAD, Hello, Message, PROTOCOL_VERSION, Role, Shape};
 use crate::heartbeat::{FRESH, NodeRole};
 use crate::log;
 use crate::node::{self, Guard, Next, Node, Verdict};
@@ -85,6 +86,8 @@ struct Shared {
     switch: Mutex<Switch>,
     next: Mutex<Option<Next>>,
     conns: Mutex<Vec<TcpStream>>,
+    /// The current standby connection (shut down when a newer one supersedes it).
+    standby_conn: Mutex<Option<TcpStream>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -124,10 +127,12 @@ pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
         switch: Mutex::new(Switch::Idle),
         next: Mutex::new(None),
         conns: Mutex::new(Vec::new()),
+        standby_conn: Mutex::new(None),
     };
     node.status.set_role("primary");
     node.status.set_epoch(shared.store.epoch(), shared.store.history_id());
     node.status.acked(shared.store.replicated_upto());
+    let parked = Mutex::new(Parked::Empty);
     let mut guard = Guard::start(node, &shared.store, cold);
     let mut last_round = Instant::now() - cfg.heartbeat;
     let next = std::thread::scope(|s| {
@@ -148,10 +153,10 @@ pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
                     if let Ok(c) = conn.try_clone() {
                         lock(&shared.conns).push(c);
                     }
-                    let shared = &shared;
+                    let (shared, parked) = (&shared, &parked);
                     s.spawn(move || {
                         let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-                        if let Err(e) = connection(conn, node, shared, &peer) {
+                        if let Err(e) = connection(conn, node, shared, parked, &peer) {
                             log::warn(&format!("standby {peer}: connection closed: {e}"));
                         }
                     });
@@ -179,7 +184,13 @@ fn shape_of(store: &Store) -> Shape {
     Shape::of(&store.info().options())
 }
 
-fn connection(mut conn: TcpStream, node: &Node, shared: &Shared, peer: &str) -> Result<(), String> {
+fn connection<'s>(
+    mut conn: TcpStream,
+    node: &Node,
+    shared: &'s Shared,
+    parked: &Mutex<Parked<'s>>,
+    peer: &str,
+) -> Result<(), String> {
     let io = |e: std::io::Error| e.to_string();
     let store = &shared.store;
     conn.set_nonblocking(false).map_err(io)?;
@@ -214,6 +225,15 @@ fn connection(mut conn: TcpStream, node: &Node, shared: &Shared, peer: &str) -> 
     if generation == u64::MAX {
         return Err("the primary role is ending".into());
     }
+    // The superseded connection's stream stops now rather than at its next write timeout,
+    // and parks the follower this one may resume from.
+    if let Some(old) = lock(&shared.standby_conn).replace(conn.try_clone().map_err(io)?) {
+        let _ = old.shutdown(Shutdown::Both);
+    }
+    // A standby of this very history and epoch says where it is; it may resume there.
+    let from =
+        (theirs.history == store.history_id() && theirs.epoch == store.epoch() && theirs.feed_head > 0)
+            .then_some(theirs.feed_head);
     log::info(&format!(
         "standby {peer} authenticated (its history {:016x}, epoch {}); sending a snapshot",
         theirs.history, theirs.epoch
@@ -222,7 +242,7 @@ fn connection(mut conn: TcpStream, node: &Node, shared: &Shared, peer: &str) -> 
     let acks = conn.try_clone().map_err(io)?;
     std::thread::scope(|s| {
         let reader = s.spawn(|| read_acks(acks, node, shared));
-        let streamed = stream(&conn, node, shared, generation, peer);
+        let streamed = stream(&conn, node, shared, parked, generation, peer, from);
         let _ = conn.shutdown(Shutdown::Both);
         let acked = reader.join().unwrap_or_else(|_| Err("ack reader panicked".into()));
         if shared.current.load(Ordering::Acquire) == generation {
@@ -348,12 +368,20 @@ struct Sink<'c> {
     scratch: Vec<u8>,
     last_flush: Instant,
     status: &'c Status,
+    /// Entry and Delete frames are kept here when `record` is on (not during a snapshot).
+    backlog: Backlog,
+    record: bool,
 }
 
 impl Sink<'_> {
     fn send(&mut self, m: &Message) -> std::io::Result<()> {
         frame::write_frame(&mut self.out, m, &mut self.scratch)?;
         self.status.shipped(1, self.scratch.len() as u64);
+        if self.record {
+            if let Message::Entry(EntryFrame { pos, .. }) | Message::Delete { pos, .. } = m {
+                self.backlog.push(*pos, &self.scratch);
+            }
+        }
         Ok(())
     }
 
@@ -367,19 +395,108 @@ impl Sink<'_> {
     }
 }
 
-/// Ships the snapshot and then the feed, until the connection fails or is superseded.
-fn stream(conn: &TcpStream, node: &Node, shared: &Shared, generation: u64, peer: &str) -> Result<(), String> {
+/// A standby connection's stream position, handed from one connection to the next so a
+/// reconnecting standby can resume (`backlog`).
+pub struct Resume<'s> {
+    follower: Follower<'s>,
+    backlog: Backlog,
+}
+
+/// Where the follower is between connections.
+pub enum Parked<'s> {
+    /// No stream has run yet, or the last one could not give its follower back.
+    Empty,
+    /// A stream holds it.
+    Busy,
+    Here(Resume<'s>),
+}
+
+/// Takes the parked follower, waiting (up to `wait`) for a superseded stream to give it back.
+fn take_parked<'s>(parked: &Mutex<Parked<'s>>, wait: Duration) -> Option<Resume<'s>> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let mut p = lock(parked);
+        match std::mem::replace(&mut *p, Parked::Busy) {
+            Parked::Here(r) => return Some(r),
+            Parked::Empty => return None,
+            Parked::Busy if Instant::now() >= deadline => return None,
+            Parked::Busy => {}
+        }
+        drop(p);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Ships the standby what it lacks (from the backlog if it can resume at `from`, else a
+/// snapshot) and then the feed, until the connection fails or is superseded; then parks the
+/// follower for the next connection.
+fn stream<'s>(
+    conn: &TcpStream,
+    node: &Node,
+    shared: &'s Shared,
+    parked: &Mutex<Parked<'s>>,
+    generation: u64,
+    peer: &str,
+    from: Option<u64>,
+) -> Result<(), String> {
     let store = &shared.store;
+    let Resume { mut follower, backlog } = take_parked(parked, Duration::from_secs(2)).unwrap_or_else(|| {
+        Resume { follower: Follower::new(store), backlog: Backlog::new(node.cfg.backlog) }
+    });
     let mut sink = Sink {
         out: BufWriter::with_capacity(256 << 10, conn),
         scratch: Vec::new(),
         last_flush: Instant::now(),
         status: &node.status,
+        backlog,
+        record: false,
     };
-    let mut follower = Follower::new(store);
-    let started = Instant::now();
-    let n = follower.snapshot(&mut |m| sink.send(m)).map_err(|e| format!("sending the snapshot: {e}"))?;
-    log::info(&format!("standby {peer}: snapshot of {n} entries sent in {:?}", started.elapsed()));
+    let r = (|| {
+        let resumed = from.and_then(|p| {
+            let frames = sink.backlog.since(p, follower.cursor())?;
+            let mut n = 0u64;
+            for f in frames {
+                if let Err(e) = sink.out.write_all(f) {
+                    return Some(Err(e));
+                }
+                n += 1;
+            }
+            Some(Ok((p, n)))
+        });
+        match resumed {
+            Some(Ok((p, n))) => log::info(&format!(
+                "standby {peer}: resumed at position {p}: {n} frames from the backlog, no snapshot"
+            )),
+            Some(Err(e)) => return Err(format!("sending the backlog: {e}")),
+            None => {
+                let started = Instant::now();
+                let n = follower
+                    .snapshot(&mut |m| sink.send(m))
+                    .map_err(|e| format!("sending the snapshot: {e}"))?;
+                sink.backlog.reset(follower.cursor());
+                log::info(&format!(
+                    "standby {peer}: snapshot of {n} entries sent in {:?}",
+                    started.elapsed()
+                ));
+            }
+        }
+        sink.record = true;
+        follow_feed(&mut sink, &mut follower, node, shared, generation, peer)
+    })();
+    *lock(parked) = Parked::Here(Resume { follower, backlog: sink.backlog });
+    r
+}
+
+/// The stream after its start: the change feed, heartbeats, resyncs, a switchover's Promote.
+fn follow_feed(
+    sink: &mut Sink<'_>,
+    follower: &mut Follower<'_>,
+    node: &Node,
+    shared: &Shared,
+    generation: u64,
+    peer: &str,
+) -> Result<(), String> {
+    let store = &shared.store;
     shared.streaming.store(generation, Ordering::Release);
     let mut last_lag_log = Instant::now();
     let mut dirty = true;
@@ -401,9 +518,12 @@ fn stream(conn: &TcpStream, node: &Node, shared: &Shared, generation: u64, peer:
                 log::warn(&format!("standby {peer}: resync: {why}"));
                 node.status.resync();
                 node.status.event(&format!("resync: {why}"));
+                sink.record = false;
                 let n = follower
                     .snapshot(&mut |m| sink.send(m))
                     .map_err(|e| format!("sending the snapshot: {e}"))?;
+                sink.backlog.reset(follower.cursor());
+                sink.record = true;
                 log::info(&format!("standby {peer}: resync snapshot of {n} entries sent"));
                 dirty = true;
                 continue;

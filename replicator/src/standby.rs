@@ -75,6 +75,9 @@ pub fn run(a: StandbyArgs) -> CmdResult {
 struct Link {
     /// Milliseconds after the node started when a frame last arrived (0: never).
     last_frame_ms: AtomicU64,
+    /// The position applied so far in this role (0: none yet): a reconnect offers it to the
+    /// primary, which resumes from its backlog if it still can (`backlog`).
+    applied: AtomicU64,
     /// The current connection, so the watchdog can end it after promoting.
     conn: Mutex<Option<TcpStream>>,
     stop: AtomicBool,
@@ -222,7 +225,13 @@ fn session(
         role: Role::Standby,
         history: local.as_ref().map_or(0, |s| s.history_id()),
         epoch: local.as_ref().map_or(0, |s| s.epoch()),
-        feed_head: 0,
+        // Where to resume: only a complete replica (history known) may.
+        feed_head: match &local {
+            Some(s) if s.history_id() != 0 && s.write_mode() == WriteMode::Replica => {
+                link.applied.load(Ordering::Acquire)
+            }
+            _ => 0,
+        },
         shape: Shape::default(),
     });
     drop(local);
@@ -285,7 +294,7 @@ fn apply_stream(
     let mut acks = conn.try_clone().map_err(retry)?;
     let mut reader = BufReader::with_capacity(256 << 10, conn);
     let mut buf = Vec::new();
-    let mut applier = Applier::new(store, name, history, 0);
+    let mut applier = Applier::new(store, name, history, link.applied.load(Ordering::Acquire));
     let (mut acked, mut last_ack) = (0u64, Instant::now());
     loop {
         if store.write_mode() == WriteMode::Writable {
@@ -325,6 +334,7 @@ fn apply_stream(
         let heartbeat = matches!(m, Message::Heartbeat { .. }).then(|| m.clone());
         applier.apply(m).map_err(retry)?;
         let applied = applier.applied();
+        link.applied.store(if applier.in_snapshot() { 0 } else { applied }, Ordering::Release);
         if let Some(Message::Heartbeat { pos }) = heartbeat {
             // Everything before `pos` was sent; what is still in the socket is the lag.
             node.status.standby_lag(pos.saturating_sub(applied));

@@ -267,20 +267,25 @@ fn stats_and_metrics_show_the_daemons_replication_state() {
     }
 }
 
-/// The link breaks under load, through a proxy the test cuts, round after round: after each
-/// heal the standby converges to exactly the primary's content.
-#[test]
-fn a_link_broken_under_load_heals_to_equal_content_every_time() {
-    let (p, store) = pair("flaky");
+/// Breaks the link under load (`rate` changes a second, or as fast as it goes) through a
+/// proxy, round after round, and checks after each heal that the standby converged to exactly
+/// the primary's content. Returns (reconnections, resumes from the backlog, snapshots sent) as
+/// the daemons logged them.
+fn break_the_link_under_load(tag: &str, rate: Option<u64>) -> (usize, usize, usize) {
+    let (p, store) = pair(tag);
     let proxy = Proxy::start(p.port);
-    let _primary = Daemon::primary(&p.dir, &p.primary_seg, p.port, &p.key);
+    let addr = format!("127.0.0.1:{}", p.port);
+    let key = p.key.to_str().unwrap();
+    let args = ["primary", "--segment", &p.primary_seg.0, "--listen", &addr, "--key-file", key];
+    let primary = Daemon::start(&p.dir, "primary", &args);
+    wait_until("the primary to listen", Duration::from_secs(10), || primary.log().contains("serving"));
     let standby = Daemon::standby(&p.dir, &p.standby_seg, proxy.port, &p.key);
     wait_converged(&store, &p.standby_seg, Duration::from_secs(20));
     let rounds = 4;
     for round in 0..rounds {
         let stop = AtomicBool::new(false);
         let ops = std::thread::scope(|s| {
-            let w = s.spawn(|| churn(&store, 3000, &stop));
+            let w = s.spawn(|| churn_paced(&store, 3000, &stop, rate));
             std::thread::sleep(Duration::from_millis(400));
             proxy.cut();
             std::thread::sleep(Duration::from_millis(300 + 100 * round));
@@ -292,6 +297,30 @@ fn a_link_broken_under_load_heals_to_equal_content_every_time() {
         assert!(ops > 100, "round {round}: the writer barely ran ({ops} ops)");
         wait_converged(&store, &p.standby_seg, Duration::from_secs(30));
     }
-    let reconnects = standby.log().matches("authenticated with primary").count();
-    assert!(reconnects > rounds as usize, "the link never broke: {}", standby.log());
+    let reconnects = standby.log().matches("authenticated with primary").count() - 1;
+    assert!(reconnects >= rounds as usize, "the link did not break every round: {}", standby.log());
+    let log = primary.log();
+    (reconnects, log.matches("resumed at position").count(), log.matches("snapshot of").count())
+}
+
+/// A break the change feed covers: the standby resumes where it was (the backlog holds what
+/// was in flight when the link broke, the feed what was written during the break), without a
+/// snapshot, and converges every time.
+#[test]
+fn a_link_broken_under_load_resumes_from_the_backlog() {
+    // About 20k changes a second: a break of up to 0.7 s stays inside the feed's 65,536.
+    let (reconnects, resumed, snapshots) = break_the_link_under_load("flaky", Some(20_000));
+    eprintln!("{reconnects} reconnections: {resumed} resumed from the backlog, {snapshots} snapshots");
+    assert!(resumed >= 1, "no reconnection resumed from the backlog");
+    assert!(snapshots < 1 + reconnects, "every reconnection took a snapshot");
+}
+
+/// A break the feed does not cover (writes as fast as they go overwrite it): the stream
+/// takes the resync path (a snapshot) instead, and still converges every time.
+#[test]
+fn a_break_longer_than_the_feed_resyncs_with_a_snapshot() {
+    let (reconnects, resumed, snapshots) = break_the_link_under_load("flaky-fast", None);
+    eprintln!("{reconnects} reconnections: {resumed} resumed from the backlog, {snapshots} snapshots");
+    assert!(snapshots >= 1 + reconnects - resumed, "a reconnection neither resumed nor took a snapshot");
+    assert!(snapshots > 1, "no reconnection took the snapshot path");
 }

@@ -190,9 +190,21 @@ pub fn wait_converged(primary: &Store, standby: &Seg, timeout: Duration) -> Stor
 /// Writes a mix of operations until `stop`: sets with no, fixed, sliding and short TTLs,
 /// deletes, locks and unlocks, over `keys` keys.
 pub fn churn(store: &Store, keys: u32, stop: &AtomicBool) -> u64 {
+    churn_paced(store, keys, stop, None)
+}
+
+/// `churn`, at most about `per_second` operations a second if given.
+pub fn churn_paced(store: &Store, keys: u32, stop: &AtomicBool, per_second: Option<u64>) -> u64 {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d ^ std::process::id() as u64;
     let mut ops = 0;
+    let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if let Some(rate) = per_second {
+            let due = started + Duration::from_micros(ops * 1_000_000 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
