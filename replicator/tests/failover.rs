@@ -450,15 +450,23 @@ fn forged_garbage_and_replayed_heartbeats_change_nothing() {
     });
 }
 
-/// The primary's daemon dies (kill -9) while its workers go on: the segment's write lease
-/// runs out within fence_after, before the standby promotes itself, so the workers' writes
-/// stop instead of landing where the failover would lose them.
+/// The primary's daemon dies (kill -9) while its workers go on, round after round (2 in CI,
+/// 10 with GDS_LONG=1): the segment's write lease runs out within fence_after, before the
+/// standby promotes itself, so the workers' writes stop instead of landing where the
+/// failover would lose them; every write that waited for the standby survives.
 #[test]
 fn a_primary_whose_daemon_dies_stops_taking_writes_before_the_standby_promotes() {
-    let dir = Scratch::new("daemon-dies");
+    let rounds = if std::env::var_os("GDS_LONG").is_some() { 10 } else { 2 };
+    for round in 0..rounds {
+        daemon_dies_round(round);
+    }
+}
+
+fn daemon_dies_round(round: u32) {
+    let dir = Scratch::new(&format!("daemon-dies-{round}"));
     let key = dir.key("key", b"daemon dies test key 0123456789abcdef");
     let key = key.to_str().unwrap();
-    let (pseg, sseg) = (Seg::new("dd-p"), Seg::new("dd-s"));
+    let (pseg, sseg) = (Seg::new(&format!("dd-p{round}")), Seg::new(&format!("dd-s{round}")));
     let primary_store = pseg.create();
     let (pp, ps, pw) = (free_port(), free_port(), free_port());
     let (p_addr, s_addr, w_addr) =
@@ -492,7 +500,7 @@ fn a_primary_whose_daemon_dies_stops_taking_writes_before_the_standby_promotes()
         (refused_after, w.join().unwrap())
     });
     eprintln!(
-        "daemon killed: writes refused after {refused_after:?}; {} acked, {} waited",
+        "round {round}: daemon killed: writes refused after {refused_after:?}; {} acked, {} waited",
         acked.len(),
         waited.len()
     );
