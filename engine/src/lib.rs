@@ -22,6 +22,10 @@ mod check;
 mod clients;
 mod error;
 mod feed;
+// Fuzz target bodies, shared by `fuzz/` and the replay tests (not part of the API).
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod heap;
 mod layout;
 #[cfg(all(test, loom))]

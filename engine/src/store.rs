@@ -271,7 +271,7 @@ impl Store {
         Segment::destroy(name)
     }
 
-    fn from_segment(seg: Segment) -> Store {
+    pub(crate) fn from_segment(seg: Segment) -> Store {
         Store {
             seg: Arc::new(seg),
             registry: Arc::new(Mutex::new(Vec::new())),

@@ -25,6 +25,9 @@ pub mod escape;
 pub mod exit;
 pub mod follow;
 pub mod frame;
+// Fuzz target bodies, shared by `fuzz/` and the replay tests (not part of the API).
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod log;
 pub mod primary;
 pub mod progress;
