@@ -27,6 +27,8 @@ mod feed;
 #[doc(hidden)]
 pub mod fuzzing;
 mod heap;
+#[cfg(all(test, not(loom)))]
+mod inprocess_tests;
 mod layout;
 #[cfg(all(test, loom))]
 mod loom_tests;

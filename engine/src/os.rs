@@ -188,6 +188,8 @@ extern "C" fn after_fork_in_child() {
 /// inherited and must register the child as a new client instead of impersonating the parent.
 pub fn fork_generation() -> u64 {
     static REGISTER: std::sync::Once = std::sync::Once::new();
+    // Miri cannot call pthread_atfork (nor fork): the generation stays 0 there.
+    #[cfg(not(miri))]
     REGISTER.call_once(|| {
         // SAFETY: the handler is async-signal-safe (one atomic add) and lives for the program.
         unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
