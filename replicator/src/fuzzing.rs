@@ -256,7 +256,14 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             for m in &msgs {
                 frame::encode_into(m, &mut stream);
             }
-            vec![with_mode(0, stream.clone()), with_mode(0b0101_1000, stream)]
+            // Mode bit 0: an Entry's header and payload, the checksum left to the target.
+            let entry = frame::encode(&msgs[1]);
+            let unsummed = entry[..entry.len() - frame::CHECKSUM_LEN].to_vec();
+            vec![
+                with_mode(0, stream.clone()),
+                with_mode(0b0101_1000, stream),
+                with_mode(0b0001_0001, unsummed),
+            ]
         }
         "snapshot" => {
             let header = snapshot::Header {
