@@ -109,3 +109,21 @@ fn threads_share_an_in_process_store() {
     });
     assert!(st.check().problems.is_empty(), "{:?}", st.check());
 }
+
+/// Durations past 2^64 ms saturate: `as u64` once kept only their low bits (a TTL of
+/// 2^64 ms + 1 s became one second), and a replicated TTL near u64::MAX ms overflowed
+/// `now + ttl` (fuzz/regressions/attach/apply-replicated-ttl-overflow).
+#[test]
+fn huge_durations_saturate() {
+    let st = store();
+    let huge = Duration::from_millis(u64::MAX) + Duration::from_secs(1);
+    let day = Duration::from_secs(86_400);
+    st.set(b"k", b"v", Expiry::After(huge)).unwrap();
+    assert!(st.meta_of(b"k").unwrap().unwrap().ttl_left.unwrap() > day);
+    let lock = crate::LockInfo { lock_id: 9, age: huge };
+    st.apply_replicated(b"r", b"v", Some(huge), Some(huge), Some(lock)).unwrap();
+    assert!(st.meta_of(b"r").unwrap().unwrap().ttl_left.unwrap() > day);
+    let max = Duration::from_millis(u64::MAX);
+    st.apply_replicated(b"m", b"v", Some(max), None, None).unwrap();
+    assert!(st.meta_of(b"m").unwrap().unwrap().ttl_left.unwrap() > day);
+}
