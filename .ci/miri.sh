@@ -10,7 +10,7 @@
 # mapping, and the pure layout tests (engine/src/layout.rs). MIRIFLAGS adds
 # -Zmiri-disable-isolation (the store reads the monotonic clock and /proc/self/stat for its
 # client identity) and runs MIRI_SEEDS seeds of Miri's scheduler (-Zmiri-many-seeds;
-# default 1: about 4 minutes on a 2-vCPU machine, each further seed as long again).
+# default 1: 4 to 8 minutes on a shared 2-vCPU machine, each further seed as long again).
 #
 # Covers: the engine's unsafe code as these tests drive it: `Mem::from_raw`/`Mem::w` pointer
 # arithmetic and alignment, out-of-bounds and use-after-free of the buffer, the Send/Sync
