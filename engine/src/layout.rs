@@ -446,10 +446,19 @@ impl Geometry {
     }
 }
 
-fn header_checksum(mem: &Mem) -> u64 {
+pub(crate) fn header_checksum(mem: &Mem) -> u64 {
+    header_checksum_with(|i| mem.w(i).load(Ordering::Relaxed))
+}
+
+/// The header checksum of a segment file's bytes (the fuzzer forges headers with it).
+pub(crate) fn header_checksum_of_bytes(bytes: &[u8]) -> u64 {
+    header_checksum_with(|i| u64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes")))
+}
+
+fn header_checksum_with(word: impl Fn(usize) -> u64) -> u64 {
     let bytes: Vec<u8> = (0..H_IMMUTABLE_END)
         .filter(|&i| i != H_STATE && i != H_CHECKSUM)
-        .flat_map(|i| mem.w(i).load(Ordering::Relaxed).to_le_bytes())
+        .flat_map(|i| word(i).to_le_bytes())
         .collect();
     xxh3_64(&bytes)
 }

@@ -23,7 +23,13 @@ mod clients;
 mod error;
 mod failpoint;
 mod feed;
+// Fuzz target bodies, shared by `fuzz/` and the replay tests (not part of the API).
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod heap;
+#[cfg(all(test, not(loom)))]
+mod inprocess_tests;
 mod layout;
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -65,7 +65,7 @@ impl Mem {
     /// one miss at a time as the copy reaches them.
     #[inline(always)]
     pub(crate) fn prefetch(&self, i: usize) {
-        #[cfg(all(target_arch = "x86_64", not(loom)))]
+        #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
         if i < self.words {
             // SAFETY: i < words keeps the pointer inside the mapping; a prefetch never faults
             // and has no architectural effect, and SSE is part of the x86_64 baseline.
@@ -75,7 +75,7 @@ impl Mem {
                 )
             }
         }
-        #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+        #[cfg(not(all(target_arch = "x86_64", not(loom), not(miri))))]
         let _ = i;
     }
 }

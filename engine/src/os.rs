@@ -180,6 +180,7 @@ pub fn process_alive(pid: u32, start_time: u64) -> bool {
 
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
+#[cfg(not(miri))]
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
@@ -187,11 +188,15 @@ extern "C" fn after_fork_in_child() {
 /// A number that changes in a child after every `fork()`: handles compare it to notice they were
 /// inherited and must register the child as a new client instead of impersonating the parent.
 pub fn fork_generation() -> u64 {
-    static REGISTER: std::sync::Once = std::sync::Once::new();
-    REGISTER.call_once(|| {
-        // SAFETY: the handler is async-signal-safe (one atomic add) and lives for the program.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
+    // Miri cannot call pthread_atfork (nor fork): the generation stays 0 there.
+    #[cfg(not(miri))]
+    {
+        static REGISTER: std::sync::Once = std::sync::Once::new();
+        REGISTER.call_once(|| {
+            // SAFETY: the handler is async-signal-safe (one atomic add) and lives for the program.
+            unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        });
+    }
     FORK_GENERATION.load(Ordering::Relaxed)
 }
 

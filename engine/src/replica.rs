@@ -109,12 +109,13 @@ impl Store {
         lock: Option<LockInfo>,
     ) -> Result<u64> {
         let now = crate::os::now_ms();
-        let ms = |d: Duration| (d.as_millis() as u64).max(1);
-        let expires = ttl_left.map_or(0, |d| (now + ms(d)).min(crate::layout::DEADLINE_MASK));
+        // The durations come from the network (a primary's frame): saturate, never overflow.
+        let ms = |d: Duration| crate::store::millis_saturating(d).max(1);
+        let expires = ttl_left.map_or(0, |d| now.saturating_add(ms(d)).min(crate::layout::DEADLINE_MASK));
         let sliding = sliding.map_or(0, |d| ms(d).min(u32::MAX as u64) as u32);
         let lock = lock.map_or(LockWords::default(), |l| LockWords {
             id: l.lock_id,
-            time: now.saturating_sub(l.age.as_millis() as u64),
+            time: now.saturating_sub(crate::store::millis_saturating(l.age)),
             pid: 0,
             start: 0,
         });

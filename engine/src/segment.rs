@@ -36,7 +36,17 @@ pub(crate) struct Segment {
     // Dropped after `mem` (field order): the mapping outlives every reference into it.
     // Under loom the segment is an in-process `Mem` of loom atomics (`Segment::model`).
     #[cfg(not(loom))]
-    _map: MmapRaw,
+    _map: Backing,
+}
+
+/// The memory behind a segment's `Mem`.
+#[cfg(not(loom))]
+enum Backing {
+    /// The shared mapping of the `/dev/shm` file (every real segment).
+    Map(#[allow(dead_code)] MmapRaw),
+    /// A heap buffer (`Segment::in_process`: unit tests, and Miri, which cannot map a file).
+    #[cfg(test)]
+    Heap(#[allow(dead_code)] Vec<std::sync::atomic::AtomicU64>),
 }
 
 /// How long an attacher waits for a concurrent creator to stamp the segment ready.
@@ -135,6 +145,32 @@ impl Segment {
         unsafe { Mem::from_raw(map.as_mut_ptr(), map.len() / 8) }
     }
 
+    /// A zeroed segment in a heap buffer of this process, header written and stamped ready: no
+    /// file and no mapping, so Miri can run the store's operations on it (unit tests only).
+    #[cfg(all(test, not(loom)))]
+    pub fn in_process(opts: &Options, seed: u64) -> Result<Segment> {
+        use std::sync::atomic::AtomicU64;
+        let g = Geometry::from_options(opts)?;
+        let words: Vec<AtomicU64> = (0..g.segment_bytes / 8).map(|_| AtomicU64::new(0)).collect();
+        // SAFETY: the buffer is 8-byte aligned (AtomicU64) and `words.len()` words long; it
+        // moves into `_map`, which is dropped after `mem` and never resized (the buffer stays
+        // where it is); it is only ever accessed atomically, through `Mem` (AtomicU64 is an
+        // UnsafeCell, so writing through a pointer from `as_ptr` is allowed).
+        let mem = unsafe { Mem::from_raw(words.as_ptr() as *mut u8, words.len()) };
+        g.write_header(&mem, opts, seed, 1, 0);
+        mem.w(H_STATE).store(READY, Ordering::Release);
+        let full_scan_memo = Segment::memo(&g);
+        Ok(Segment {
+            mem,
+            g,
+            seed,
+            evict: opts.evict,
+            path: PathBuf::new(),
+            full_scan_memo,
+            _map: Backing::Heap(words),
+        })
+    }
+
     /// Loom atomics cannot live in a mapping: under loom, models build their segment with
     /// [`Segment::model`] and never create or attach a real one.
     #[cfg(loom)]
@@ -175,7 +211,7 @@ impl Segment {
             evict: false,
             path,
             #[cfg(not(loom))]
-            _map: map,
+            _map: Backing::Map(map),
         })
     }
 

@@ -272,7 +272,7 @@ impl Store {
         Segment::destroy(name)
     }
 
-    fn from_segment(seg: Segment) -> Store {
+    pub(crate) fn from_segment(seg: Segment) -> Store {
         Store {
             seg: Arc::new(seg),
             registry: Arc::new(Mutex::new(Vec::new())),
@@ -1097,9 +1097,15 @@ fn expired(view: &View, now: u64) -> bool {
     view.expires != 0 && view.expires <= now
 }
 
+/// `d` in whole milliseconds, `u64::MAX` for a longer one (`as u64` would keep only the low
+/// bits: a TTL of 2^64 ms + 1 s would become one second).
+pub(crate) fn millis_saturating(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// (deadline, sliding window ms) for an expiry starting now.
 fn deadline_of(expiry: Expiry, now: u64) -> (u64, u32) {
-    let ms = |d: Duration| (d.as_millis() as u64).clamp(1, u32::MAX as u64);
+    let ms = |d: Duration| millis_saturating(d).clamp(1, u32::MAX as u64);
     match expiry {
         Expiry::Never => (0, 0),
         Expiry::After(d) => ((now + ms(d)).min(layout::DEADLINE_MASK), 0),

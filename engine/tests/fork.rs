@@ -248,7 +248,15 @@ fn child_dropping_inherited_handle_releases_its_own_slot() {
     let st = cell.borrow_mut().take().unwrap();
     let report = wait_key(&st, b"child-report", Duration::from_secs(20)).expect("child report");
     let report = String::from_utf8(report).unwrap();
-    let live_clients = st.stats().clients;
+    // The child releases its slot just after writing the report (drop(fresh)) and then lives
+    // on for 500 ms: wait for that release instead of sampling once (a slow child, e.g. under
+    // ASan, was still between the write and the drop).
+    let deadline = Instant::now() + Duration::from_millis(400);
+    let mut live_clients = st.stats().clients;
+    while live_clients != parent_clients && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        live_clients = st.stats().clients;
+    }
     assert_eq!(wait_pid(pid, Duration::from_secs(20)), End::Exit(0));
     let (with_child, after_drop): (u64, u64) = {
         let mut it = report.split(' ').map(|x| x.parse().unwrap());

@@ -36,6 +36,9 @@ pub mod escape;
 pub mod exit;
 pub mod follow;
 pub mod frame;
+// Fuzz target bodies, shared by `fuzz/` and the replay tests (not part of the API).
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod heartbeat;
 pub mod log;
 pub mod metrics;

@@ -1,0 +1,129 @@
+//! The store's operations on an in-process segment (`Segment::in_process`: a heap buffer, no
+//! file, no mapping). They run in every `cargo test`, and they are what `.ci/miri.sh` runs
+//! under Miri, which cannot map a `/dev/shm` file: Miri then checks the engine's unsafe code
+//! (the `Mem` word accessor and its pointer arithmetic) for undefined behaviour, and the
+//! threaded test for data races and for the weak-memory behaviours Miri emulates.
+//!
+//! Kept small (a few dozen operations): Miri runs them thousands of times slower.
+
+use crate::layout::{H_FEED_HEAD, Options};
+use crate::segment::Segment;
+use crate::store::{Expiry, Store};
+use crate::sync::Ordering;
+use crate::{Error, FeedRead};
+use std::time::Duration;
+
+fn opts() -> Options {
+    Options {
+        capacity_bytes: 256 << 10,
+        max_entries: 16,
+        max_key: 16,
+        max_value: 64,
+        max_clients: 4,
+        feed_len: 16,
+        evict: false,
+        mode: 0o600,
+    }
+}
+
+fn store() -> Store {
+    Store::from_segment(Segment::in_process(&opts(), 0x1234_5678).unwrap())
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("key-{i}").into_bytes()
+}
+
+#[test]
+fn every_operation_on_an_in_process_segment() {
+    let st = store();
+    for i in 0..6 {
+        st.set(&key(i), format!("value-{i}").as_bytes(), Expiry::Never).unwrap();
+    }
+    assert_eq!(st.get(&key(3)).unwrap().unwrap().value, b"value-3");
+    assert!(st.get(b"absent").unwrap().is_none());
+    let mut buf = [0u8; 64];
+    let m = st.get_into(&key(2), &mut buf).unwrap().unwrap();
+    assert_eq!(&buf[..m.len], b"value-2");
+    assert!(matches!(st.add(&key(1), b"x", Expiry::Never), Err(Error::Exists)));
+    let v = st.meta_of(&key(1)).unwrap().unwrap().version;
+    st.compare_and_set(&key(1), v, b"swapped", Expiry::After(Duration::from_secs(60))).unwrap();
+    assert!(st.delete(&key(0)).unwrap());
+    assert!(st.touch(&key(4), Expiry::Sliding(Duration::from_secs(5))).unwrap());
+    let l = st.lock(&key(5), Duration::from_secs(60)).unwrap().unwrap();
+    st.set_and_unlock(&key(5), l.lock_id, b"locked-then-set", Expiry::Never).unwrap();
+    let mut n = 0;
+    st.scan(|_| n += 1).unwrap();
+    assert_eq!(n, 5);
+    let _ = st.entry_at(0).unwrap();
+    let _ = st.sweep(u64::MAX).unwrap();
+    let head = st.feed_head();
+    assert!(head > 0);
+    assert!(matches!(st.feed_read(head - 1), FeedRead::Change(_)));
+    assert!(st.check().problems.is_empty(), "{:?}", st.check());
+    let _ = st.stats();
+}
+
+#[test]
+fn damaged_words_give_errors_not_undefined_behaviour() {
+    let st = store();
+    for i in 0..4 {
+        st.set(&key(i), b"v", Expiry::Never).unwrap();
+    }
+    let g = st.seg.g;
+    // Garbage over the index, the page table and a mutable header word.
+    for (w, v) in [(g.index_off, u64::MAX), (g.index_off + 1, 0x5555_5555_5555_5555), (g.pages_off, 77)] {
+        st.seg.mem.w(w).store(v, Ordering::Relaxed);
+    }
+    st.seg.mem.w(H_FEED_HEAD).store(u64::MAX, Ordering::Relaxed);
+    for i in 0..6 {
+        let _ = st.get(&key(i));
+        let _ = st.set(&key(i), b"w", Expiry::Never);
+        let _ = st.delete(&key(i));
+    }
+    let _ = st.scan(|_| {});
+    let _ = st.feed_read(3);
+    assert!(!st.check().problems.is_empty());
+}
+
+#[test]
+fn threads_share_an_in_process_store() {
+    let st = store();
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let st = &st;
+            s.spawn(move || {
+                for i in 0..8u64 {
+                    let k = key(i % 4);
+                    let v = format!("t{t}-{i}");
+                    st.set(&k, v.as_bytes(), Expiry::Never).unwrap();
+                    if let Some(e) = st.get(&k).unwrap() {
+                        assert!(e.value.starts_with(b"t"), "torn value {:?}", e.value);
+                    }
+                    if i % 3 == 0 {
+                        let _ = st.delete(&k).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    assert!(st.check().problems.is_empty(), "{:?}", st.check());
+}
+
+/// Durations past 2^64 ms saturate: `as u64` once kept only their low bits (a TTL of
+/// 2^64 ms + 1 s became one second), and a replicated TTL near u64::MAX ms overflowed
+/// `now + ttl` (fuzz/regressions/attach/apply-replicated-ttl-overflow).
+#[test]
+fn huge_durations_saturate() {
+    let st = store();
+    let huge = Duration::from_millis(u64::MAX) + Duration::from_secs(1);
+    let day = Duration::from_secs(86_400);
+    st.set(b"k", b"v", Expiry::After(huge)).unwrap();
+    assert!(st.meta_of(b"k").unwrap().unwrap().ttl_left.unwrap() > day);
+    let lock = crate::LockInfo { lock_id: 9, age: huge };
+    st.apply_replicated(b"r", b"v", Some(huge), Some(huge), Some(lock)).unwrap();
+    assert!(st.meta_of(b"r").unwrap().unwrap().ttl_left.unwrap() > day);
+    let max = Duration::from_millis(u64::MAX);
+    st.apply_replicated(b"m", b"v", Some(max), None, None).unwrap();
+    assert!(st.meta_of(b"m").unwrap().unwrap().ttl_left.unwrap() > day);
+}

@@ -1,0 +1,4 @@
+//! Fuzz target `units`: the body is `gardenstate_replicator::fuzzing::units` (see its doc comment).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| gardenstate_replicator::fuzzing::units(data));

@@ -1,0 +1,198 @@
+//! Replays the fuzzers' inputs on stable, through the same target bodies the cargo-fuzz
+//! targets run (`gardenstate_replicator::fuzzing`):
+//!
+//! - every file in `fuzz/regressions/<target>/` (inputs that once failed: each must pass now)
+//!   and `fuzz/corpus/<target>/` (the small seed corpus), plus the built-in seeds;
+//! - a deterministic mutation smoke: a seeded PRNG mutates the corpus into a few thousand
+//!   inputs per target, bounded in time, so CI exercises the decoders without nightly or
+//!   libFuzzer. `GDS_FUZZ_SEED` picks another seed, `GDS_FUZZ_SMOKE_SECS` another time budget.
+//!
+//! `cargo test -p gardenstate-replicator --test fuzz_regressions -- --ignored` rewrites the
+//! seed corpus files from `fuzzing::seeds`.
+
+use gardenstate_replicator::fuzzing;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A target body.
+type Target = fn(&[u8]);
+
+const TARGETS: [(&str, Target); 4] = [
+    ("frame", fuzzing::frame),
+    ("snapshot", fuzzing::snapshot),
+    ("handshake", fuzzing::handshake),
+    ("units", fuzzing::units),
+];
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+}
+
+/// The saved inputs of `target`: (file name, bytes), regressions first, sorted by name.
+fn saved(target: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for kind in ["regressions", "corpus"] {
+        let dir = fuzz_dir().join(kind).join(target);
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let mut files: Vec<PathBuf> = rd.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
+        files.sort();
+        for p in files {
+            if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                continue;
+            }
+            let bytes = std::fs::read(&p).unwrap();
+            out.push((format!("{kind}/{target}/{}", p.file_name().unwrap().to_string_lossy()), bytes));
+        }
+    }
+    out
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(non-string panic)".into())
+}
+
+/// Runs `f` on each input, collecting every failure (with the input's name) before failing.
+fn replay(target: &str, f: Target, inputs: &[(String, Vec<u8>)]) {
+    let mut failures = Vec::new();
+    for (name, bytes) in inputs {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(bytes))) {
+            failures.push(format!("{name} ({} bytes): {}", bytes.len(), panic_text(p)));
+        }
+    }
+    println!("{target}: {} saved inputs replayed", inputs.len());
+    assert!(failures.is_empty(), "{target}: {} inputs fail:\n{}", failures.len(), failures.join("\n"));
+}
+
+fn all_inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let mut inputs = saved(target);
+    for (i, s) in fuzzing::seeds(target).into_iter().enumerate() {
+        inputs.push((format!("fuzzing::seeds(\"{target}\")[{i}]"), s));
+    }
+    inputs
+}
+
+#[test]
+fn frame_saved_inputs() {
+    replay("frame", fuzzing::frame, &all_inputs("frame"));
+}
+
+#[test]
+fn snapshot_saved_inputs() {
+    replay("snapshot", fuzzing::snapshot, &all_inputs("snapshot"));
+}
+
+#[test]
+fn handshake_saved_inputs() {
+    replay("handshake", fuzzing::handshake, &all_inputs("handshake"));
+}
+
+#[test]
+fn units_saved_inputs() {
+    replay("units", fuzzing::units, &all_inputs("units"));
+}
+
+/// splitmix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// One to four libFuzzer-style mutations of `input` (`others` for splicing).
+fn mutate(rng: &mut Rng, input: &[u8], others: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut v = input.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(v.len());
+        match rng.below(8) {
+            0 if !v.is_empty() => v[at] ^= 1 << rng.below(8),
+            1 if !v.is_empty() => v[at] = rng.next() as u8,
+            2 => {
+                let n = 1 + rng.below(8);
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                v.splice(at.min(v.len())..at.min(v.len()), bytes);
+            }
+            3 if !v.is_empty() => {
+                let end = (at + 1 + rng.below(16)).min(v.len());
+                v.drain(at..end);
+            }
+            4 => v.truncate(rng.below(v.len() + 1)),
+            5 if v.len() >= 4 => {
+                // An "interesting" little-endian word.
+                let vals = [0u32, 1, 0x7f, 0x80, 0xff, 0xffff, 0x7fff_ffff, u32::MAX, 0x4000_0000];
+                let x = vals[rng.below(vals.len())].to_le_bytes();
+                let at = at.min(v.len() - 4);
+                let w = 1 + rng.below(4);
+                v[at..at + w].copy_from_slice(&x[..w]);
+            }
+            6 if !others.is_empty() => {
+                let o = &others[rng.below(others.len())].1;
+                let from = rng.below(o.len());
+                let end = (from + rng.below(64)).min(o.len());
+                v.splice(at.min(v.len())..at.min(v.len()), o[from..end].iter().copied());
+            }
+            _ if !v.is_empty() => v[0] = rng.next() as u8, // another mode byte
+            _ => v.push(rng.next() as u8),
+        }
+    }
+    v
+}
+
+fn smoke_seed() -> u64 {
+    std::env::var("GDS_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed)
+}
+
+fn smoke_budget() -> Duration {
+    let secs = std::env::var("GDS_FUZZ_SMOKE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
+    Duration::from_secs_f64(secs)
+}
+
+/// A deterministic mutation run per target: up to 5,000 inputs or the time budget.
+#[test]
+fn mutation_smoke() {
+    let seed = smoke_seed();
+    println!("GDS_FUZZ_SEED={seed}");
+    let mut failures = Vec::new();
+    for (target, f) in TARGETS {
+        let corpus = all_inputs(target);
+        let mut rng = Rng(seed ^ target.len() as u64);
+        let t0 = Instant::now();
+        let mut n = 0;
+        while n < 5_000 && t0.elapsed() < smoke_budget() {
+            let base = &corpus[rng.below(corpus.len())].1;
+            let input = mutate(&mut rng, base, &corpus);
+            n += 1;
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&input))) {
+                failures.push(format!("{target}: input #{n} {input:02x?}: {}", panic_text(p)));
+                break;
+            }
+        }
+        println!("{target}: {n} mutated inputs in {:?}", t0.elapsed());
+    }
+    assert!(failures.is_empty(), "GDS_FUZZ_SEED={seed}:\n{}", failures.join("\n"));
+}
+
+/// Rewrites `fuzz/corpus/<target>/seed-N` from `fuzzing::seeds` (run by hand).
+#[test]
+#[ignore = "writes the seed corpus files; run by hand after changing fuzzing::seeds"]
+fn write_seed_corpus() {
+    for (target, _) in TARGETS {
+        let dir = fuzz_dir().join("corpus").join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, s) in fuzzing::seeds(target).iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i}")), s).unwrap();
+        }
+    }
+}
