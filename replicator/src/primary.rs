@@ -432,7 +432,12 @@ fn stream(conn: &Conn, node: &Node, shared: &Shared, generation: u64, peer: &str
                         sink.send(&Message::Promote { pos: follower.cursor(), epoch })
                             .and_then(|_| sink.out.flush())
                             .map_err(|e| format!("sending Promote: {e}"))?;
-                        *lock(&shared.switch) = Switch::Sent;
+                        // The standby's Done may already be back (read_acks): keep it.
+                        let mut switch = lock(&shared.switch);
+                        if matches!(*switch, Switch::Requested { .. }) {
+                            *switch = Switch::Sent;
+                        }
+                        drop(switch);
                         log::info(&format!("switchover: Promote(epoch {epoch}) sent at position {head}"));
                     }
                 }

@@ -32,8 +32,10 @@
 //!    socket.
 //! 3. Either thread ending ends the link both ways; nothing stays half-alive:
 //!    - the daemon drops every handle of its `Conn` (or shuts it down): the tx thread reads
-//!      EOF on `pump`, sends close_notify, and shuts the TCP socket down both ways, which ends
-//!      the rx thread's read;
+//!      EOF on `pump`, sends close_notify and a FIN, and sets a [`LINGER`] read timeout; the
+//!      rx thread reads on (and drops what it cannot deliver) until the peer closes too or
+//!      LINGER of silence, then shuts the socket: a graceful close, since closing a socket
+//!      with unread data resets it, which can destroy the last records in flight;
 //!    - the peer closes, resets, or sends bad TLS: the rx thread shuts `pump` (so the daemon
 //!      reads EOF after what arrived) and, on an error, the TCP socket both ways (which ends
 //!      the tx thread's write, and its next poll reads EOF on the shut `pump`);
@@ -63,6 +65,8 @@ use std::time::{Duration, Instant};
 
 /// The tx thread looks for rustls output it did not cause itself at least this often.
 const TX_POLL: Duration = Duration::from_millis(50);
+/// How long a closing link waits for the peer to close too (see `tx`).
+const LINGER: Duration = Duration::from_secs(2);
 /// Bytes moved per step.
 const CHUNK: usize = 16 << 10;
 /// The first byte of a TLS handshake record (a ClientHello).
@@ -354,7 +358,11 @@ fn rx(mut tcp: TcpStream, mut pump: UnixStream, state: &Mutex<Connection>, peer:
             break Some(Some(e));
         }
         if !plain.is_empty() && pump.write_all(&plain).is_err() {
-            break None; // the daemon closed its end: the tx thread ends the link
+            // The daemon closed its end: the tx thread closes gracefully; drain what the peer
+            // still sends, for at most LINGER of silence, so that the close is no reset.
+            let _ = tcp.set_read_timeout(Some(LINGER));
+            while matches!(tcp.read(&mut buf), Ok(n) if n > 0) {}
+            break Some(None);
         }
         if closed {
             break None;
@@ -402,7 +410,15 @@ fn tx(mut tcp: TcpStream, mut pump: UnixStream, state: &Mutex<Connection>, sent:
                 tls.send_close_notify();
                 take_records(&mut tls, &mut out);
                 drop(tls);
-                let _ = tcp.write_all(&out);
+                // A graceful close: FIN after close_notify, and the rx thread reads on (for at
+                // most LINGER) until the peer closes too. Closing a socket with unread data
+                // sends a reset, which can destroy our last records (a switchover's Done)
+                // before the peer has read them.
+                let _ = tcp.set_read_timeout(Some(LINGER));
+                if tcp.write_all(&out).is_ok() {
+                    let _ = tcp.shutdown(Shutdown::Write);
+                    return;
+                }
                 break;
             }
             Ok(n) => n,
