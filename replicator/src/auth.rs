@@ -129,7 +129,7 @@ impl fmt::Display for AuthError {
             AuthError::HungUp => {
                 write!(
                     f,
-                    "authentication failed: the peer hung up during the handshake (it may hold another key)"
+                    "authentication failed: the peer hung up during the handshake (it may hold another key, or require TLS)"
                 )
             }
             AuthError::Io(e) => write!(f, "handshake: {e}"),

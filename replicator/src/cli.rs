@@ -276,6 +276,23 @@ pub struct DaemonArgs {
     /// Primary: the last frames kept so a reconnecting standby resumes without a snapshot [default: 64MiB]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub backlog: Option<u64>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS 1.3 on the replication link (TCP): all three, or none for plaintext. Both ends of a
+/// link must agree. See `transport`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TlsArgs {
+    /// This node's certificate chain (PEM), signed by the --tls-ca; it must name the host peers connect to
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM; mode 0600 or stricter)
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA certificate (PEM) that every peer's certificate must chain to
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -316,6 +333,9 @@ pub struct SwitchoverArgs {
     /// File holding the pre-shared key
     #[arg(long, value_name = "PATH")]
     pub key_file: PathBuf,
+    // TLS, when the daemons use it: this command's certificate, key and CA.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 #[derive(Debug, Args)]

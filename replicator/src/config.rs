@@ -16,7 +16,20 @@
 //! rejoin_after = "10s"
 //! metrics = "127.0.0.1:9480"
 //! backlog = "64MiB"               # primary: frames kept for standbys that reconnect
+//! tls_cert = "/etc/gardenstate/node.crt"   # TLS on the TCP link: all three, or none
+//! tls_key = "/etc/gardenstate/node.key"    # mode 0600 or stricter, like key_file
+//! tls_ca = "/etc/gardenstate/ca.crt"       # peers' certificates must chain to it
 //! ```
+//!
+//! TLS (`transport`): with `tls_cert`, `tls_key` and `tls_ca` (PEM files) the TCP link
+//! (primary <-> standby, and `gardenstate switchover`) runs over TLS 1.3, both sides showing a
+//! certificate signed by the CA; the HMAC challenge-response still runs inside it. Without
+//! them it is plaintext. Give all three or none; every node of a cluster must agree (a TLS
+//! node refuses a plaintext peer and the other way round). Each node's certificate must carry
+//! the DNS name or IP address its peers connect to (`connect`, and the `listen` address they
+//! learn from heartbeats after a failover), and be usable for both server and client
+//! authentication, since nodes swap roles. The files are read and checked at start (the key
+//! file's mode, the key matching the certificate, the certificate chaining to the CA).
 //!
 //! An unknown key, a value of the wrong type, or a setting the role needs but nobody gave is
 //! refused with the file's name and the key, before anything is bound or attached.
@@ -31,6 +44,7 @@
 
 use crate::auth::Key;
 use crate::cli::DaemonArgs;
+use crate::transport::Tls;
 use crate::units::{parse_duration, parse_size};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -66,6 +80,9 @@ struct File {
     rejoin_after: Option<String>,
     metrics: Option<String>,
     backlog: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
 }
 
 /// A daemon's resolved settings.
@@ -84,6 +101,8 @@ pub struct Config {
     pub metrics: Option<String>,
     /// Bytes of shipped frames the primary keeps for resuming standbys.
     pub backlog: usize,
+    /// TLS on the TCP link, or None for plaintext.
+    pub tls: Option<Tls>,
 }
 
 /// Role-specific settings given as flags (the rest is in `DaemonArgs`).
@@ -126,6 +145,10 @@ pub fn resolve(kind: DaemonKind, role: RoleFlags, d: DaemonArgs) -> Result<Confi
     let key_file = d.key_file.or(file.key_file).ok_or_else(|| missing("key_file"))?;
     let key = Key::from_file(&key_file)?;
     let in_file = |r: Result<Duration, String>| r.map_err(|e| format!("{origin}: {e}"));
+    let t = d.tls;
+    let tls =
+        Tls::from_paths(t.tls_cert.or(file.tls_cert), t.tls_key.or(file.tls_key), t.tls_ca.or(file.tls_ca))
+            .map_err(|e| if d.config.is_some() { format!("{origin}: {e}") } else { e })?;
     let c = Config {
         segment: match kind {
             DaemonKind::Witness => role.segment.or(file.segment).unwrap_or_default(),
@@ -161,6 +184,7 @@ pub fn resolve(kind: DaemonKind, role: RoleFlags, d: DaemonArgs) -> Result<Confi
             (None, Some(t)) => parse_size(t).map_err(|e| format!("{origin}: backlog: {e}"))?,
             (None, None) => DEFAULT_BACKLOG,
         } as usize,
+        tls,
     };
     match kind {
         DaemonKind::Primary | DaemonKind::Witness if c.listen.is_none() => return Err(missing("listen")),
@@ -256,5 +280,41 @@ mod tests {
         }
         let err = resolve(DaemonKind::Primary, RoleFlags::default(), DaemonArgs::default()).unwrap_err();
         assert!(err.contains("key_file is required (a --key-file flag"), "{err}");
+    }
+
+    #[test]
+    fn tls_takes_all_three_files_or_none_and_a_private_key_file() {
+        let d = dir("tls");
+        let base = "segment = \"s\"\nkey_file = \"KEY\"\nlisten = \"x:1\"\n";
+        let p = write(&d, &format!("{base}tls_cert = \"/nonexistent/c\"\ntls_ca = \"/nonexistent/ca\"\n"));
+        let err = resolve(
+            DaemonKind::Primary,
+            RoleFlags::default(),
+            DaemonArgs { config: Some(p), ..Default::default() },
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("all three") && err.contains("missing: tls_key") && err.contains("gardenstate.toml"),
+            "{err}"
+        );
+        let tls_key = d.0.join("tls.key");
+        std::fs::write(&tls_key, b"not checked before the mode").unwrap();
+        std::fs::set_permissions(&tls_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let p = write(&d, base);
+        let tls = crate::cli::TlsArgs {
+            tls_cert: Some("/nonexistent/c".into()),
+            tls_key: Some(tls_key),
+            tls_ca: Some("/nonexistent/ca".into()),
+        };
+        let args = DaemonArgs { config: Some(p), tls, ..Default::default() };
+        let err = resolve(DaemonKind::Primary, RoleFlags::default(), args).unwrap_err();
+        assert!(err.contains("chmod 600"), "{err}");
+        let p = write(&d, base);
+        let c = resolve(
+            DaemonKind::Primary,
+            RoleFlags::default(),
+            DaemonArgs { config: Some(p), ..Default::default() },
+        );
+        assert!(c.unwrap().tls.is_none());
     }
 }

@@ -12,7 +12,7 @@
 //! snapshot and change-feed follower, `primary` and `standby` the two roles of a data node
 //! and `node` the rules that move a node between them (`promote` is in `segment_cmds`);
 //! `heartbeat` the authenticated UDP heartbeats, `witness` the third vote, `switchover` the
-//! operator's command, `config` the daemons' flags and TOML file, `log` their log, `status`
+//! operator's command, `transport` the link's byte stream (plain TCP or TLS), `config` the daemons' flags and TOML file, `log` their log, `status`
 //! their live status (published to a status file that `stats` reads), `metrics` their
 //! Prometheus endpoint.
 //! `demo` shows them at work on one machine (a primary, a standby, worker processes of
@@ -51,5 +51,6 @@ pub mod snapshot;
 pub mod standby;
 pub mod status;
 pub mod switchover;
+pub mod transport;
 pub mod units;
 pub mod witness;

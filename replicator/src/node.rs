@@ -98,6 +98,12 @@ pub fn run(kind: DaemonKind, cfg: Config) -> CmdResult {
             None => ", no witness: no automatic failover".into(),
         }
     ));
+    log::info(&match &cfg.tls {
+        Some(t) => {
+            format!("replication link: TLS 1.3 with {t:?}, peers' certificates checked against the CA")
+        }
+        None => "replication link: plaintext TCP (no tls_cert/tls_key/tls_ca)".into(),
+    });
     let status = Status::new(&cfg.segment);
     status.set_role(initial.name());
     let _status_file = status::publish_forever(status.clone()).map_err(Failure::error)?;

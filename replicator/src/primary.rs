@@ -30,6 +30,7 @@ use crate::heartbeat::{FRESH, NodeRole};
 use crate::log;
 use crate::node::{self, Guard, Next, Node, Verdict};
 use crate::status::Status;
+use crate::transport::{self, Conn};
 use gardenstate::{Store, WriteMode};
 use std::io::{BufWriter, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -87,7 +88,7 @@ struct Shared {
     next: Mutex<Option<Next>>,
     conns: Mutex<Vec<TcpStream>>,
     /// The current standby connection (shut down when a newer one supersedes it).
-    standby_conn: Mutex<Option<TcpStream>>,
+    standby_conn: Mutex<Option<Conn>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -185,7 +186,7 @@ fn shape_of(store: &Store) -> Shape {
 }
 
 fn connection<'s>(
-    mut conn: TcpStream,
+    tcp: TcpStream,
     node: &Node,
     shared: &'s Shared,
     parked: &Mutex<Parked<'s>>,
@@ -193,8 +194,16 @@ fn connection<'s>(
 ) -> Result<(), String> {
     let io = |e: std::io::Error| e.to_string();
     let store = &shared.store;
-    conn.set_nonblocking(false).map_err(io)?;
-    conn.set_nodelay(true).map_err(io)?;
+    tcp.set_nonblocking(false).map_err(io)?;
+    tcp.set_nodelay(true).map_err(io)?;
+    // TLS (or plain TCP), refusing a peer that speaks the other way: before any data.
+    let mut conn = match transport::server(tcp, node.cfg.tls.as_ref(), PEER_TIMEOUT) {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn(&format!("refused connection from {peer} before any data: {e}"));
+            return Ok(());
+        }
+    };
     conn.set_read_timeout(Some(PEER_TIMEOUT)).map_err(io)?;
     conn.set_write_timeout(Some(PEER_TIMEOUT)).map_err(io)?;
     if let Err(e) = auth::primary_handshake(&mut conn, &node.cfg.key) {
@@ -216,10 +225,16 @@ fn connection<'s>(
         Err(e) => return Err(e.to_string()),
     };
     if theirs.role == Role::Control {
-        let (ok, text) = switchover(node, shared);
+        let mut next = None;
+        let (ok, text) = switchover(node, shared, &mut next);
         log::info(&format!("switchover requested by {peer}: {text}"));
-        conn.write_all(&frame::encode(&Message::Done { ok, text })).map_err(io)?;
-        return Ok(());
+        // The outcome is on the wire (`flush`: through the TLS pump too) before the role
+        // ends, which shuts every connection down.
+        let sent = conn.write_all(&frame::encode(&Message::Done { ok, text })).and_then(|_| conn.flush());
+        if next.is_some() {
+            *lock(&shared.next) = next;
+        }
+        return sent.map_err(io);
     }
     let generation = shared.current.fetch_add(1, Ordering::AcqRel) + 1;
     if generation == u64::MAX {
@@ -256,10 +271,11 @@ fn connection<'s>(
 /// writers (`Store::drain_writers`, so the feed head covers every write that will ever be
 /// acknowledged here), let the current standby connection ship everything before the head
 /// and then a Promote, wait for the standby's Done and for its first heartbeat as a primary,
-/// then hand this node over to it. Writes are refused from the fence until the new primary
-/// is writable: that pause is measured (an upper bound: it ends when we hear of it). Any
-/// failure before the standby promoted itself gives the writes back here.
-fn switchover(node: &Node, shared: &Shared) -> (bool, String) {
+/// then hand this node over to it (`next`, set once the operator has the outcome). Writes
+/// are refused from the fence until the new primary is writable: that pause is measured (an
+/// upper bound: it ends when we hear of it). Any failure before the standby promoted itself
+/// gives the writes back here.
+fn switchover(node: &Node, shared: &Shared, next: &mut Option<Next>) -> (bool, String) {
     let store = &shared.store;
     let t0 = Instant::now();
     if store.write_mode() != WriteMode::Writable {
@@ -326,7 +342,7 @@ fn switchover(node: &Node, shared: &Shared) -> (bool, String) {
             format!("the standby promoted itself ({text}) but sends no heartbeats; this node stays fenced"),
         );
     };
-    *lock(&shared.next) = Some(Next::Follow { addr: addr.clone(), planned: true });
+    *next = Some(Next::Follow { addr: addr.clone(), planned: true });
     (
         true,
         format!(
@@ -339,7 +355,7 @@ fn switchover(node: &Node, shared: &Shared) -> (bool, String) {
 
 /// Reads the standby's Acks (and a switchover's Done) until the connection ends, then shuts
 /// the connection down so the streaming side stops too.
-fn read_acks(mut conn: TcpStream, node: &Node, shared: &Shared) -> Result<(), String> {
+fn read_acks(mut conn: Conn, node: &Node, shared: &Shared) -> Result<(), String> {
     let mut buf = Vec::new();
     let result = loop {
         let m = frame::read_frame(&mut conn, CONTROL_MAX_PAYLOAD, &mut buf);
@@ -364,7 +380,7 @@ fn read_acks(mut conn: TcpStream, node: &Node, shared: &Shared) -> Result<(), St
 
 /// The buffered frame writer of a connection; counts what it sends for the status.
 struct Sink<'c> {
-    out: BufWriter<&'c TcpStream>,
+    out: BufWriter<&'c Conn>,
     scratch: Vec<u8>,
     last_flush: Instant,
     status: &'c Status,
@@ -431,7 +447,7 @@ fn take_parked<'s>(parked: &Mutex<Parked<'s>>, wait: Duration) -> Option<Resume<
 /// snapshot) and then the feed, until the connection fails or is superseded; then parks the
 /// follower for the next connection.
 fn stream<'s>(
-    conn: &TcpStream,
+    conn: &Conn,
     node: &Node,
     shared: &'s Shared,
     parked: &Mutex<Parked<'s>>,
@@ -536,7 +552,12 @@ fn follow_feed(
                         sink.send(&Message::Promote { pos: follower.cursor(), epoch })
                             .and_then(|_| sink.out.flush())
                             .map_err(|e| format!("sending Promote: {e}"))?;
-                        *lock(&shared.switch) = Switch::Sent;
+                        // The standby's Done may already be back (read_acks): keep it.
+                        let mut switch = lock(&shared.switch);
+                        if matches!(*switch, Switch::Requested { .. }) {
+                            *switch = Switch::Sent;
+                        }
+                        drop(switch);
                         log::info(&format!("switchover: Promote(epoch {epoch}) sent at position {head}"));
                     }
                 }

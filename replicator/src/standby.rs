@@ -34,6 +34,7 @@ use crate::frame::{
 use crate::log;
 use crate::node::{self, Next, Node};
 use crate::primary::PEER_TIMEOUT;
+use crate::transport::{self, Conn};
 use gardenstate::{Store, WriteMode};
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpStream};
@@ -200,14 +201,16 @@ fn open_segment(name: &str, shape: &Shape) -> Result<Store, SessionError> {
 }
 
 fn session(
-    mut conn: TcpStream,
+    tcp: TcpStream,
     node: &Node,
     addr: &str,
     link: &Link,
     followed: &mut bool,
 ) -> Result<End, SessionError> {
     let name = &node.cfg.segment;
-    conn.set_nodelay(true).map_err(retry)?;
+    tcp.set_nodelay(true).map_err(retry)?;
+    // TLS (or plain TCP): the primary's certificate is checked before anything is sent.
+    let mut conn = transport::client(tcp, addr, node.cfg.tls.as_ref(), PEER_TIMEOUT).map_err(retry)?;
     conn.set_read_timeout(Some(PEER_TIMEOUT)).map_err(retry)?;
     conn.set_write_timeout(Some(PEER_TIMEOUT)).map_err(retry)?;
     match auth::standby_handshake(&mut conn, &node.cfg.key) {
@@ -283,7 +286,7 @@ fn session(
 }
 
 fn apply_stream(
-    conn: TcpStream,
+    conn: Conn,
     store: &Store,
     limit: u32,
     node: &Node,

@@ -3,12 +3,14 @@
 //! its outcome, with the measured write pause.
 //!
 //! The command authenticates like a standby (the same key and challenge-response), says
-//! `Control` in its Hello, and waits for one Done frame.
+//! `Control` in its Hello, and waits for one Done frame. With `--tls-cert`, `--tls-key` and
+//! `--tls-ca` it connects over TLS, as the daemons do (a certificate from the cluster's CA).
 
 use crate::auth;
 use crate::cli::SwitchoverArgs;
 use crate::exit::{CmdResult, Failure};
 use crate::frame::{self, Hello, Message, PROTOCOL_VERSION, Role, Shape};
+use crate::transport::{self, Tls};
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
@@ -18,8 +20,11 @@ const ANSWER_WAIT: Duration = Duration::from_secs(30);
 
 pub fn run(a: SwitchoverArgs) -> CmdResult {
     let key = auth::Key::from_file(&a.key_file).map_err(Failure::error)?;
-    let mut conn = TcpStream::connect(&a.primary)
+    let tls = Tls::from_paths(a.tls.tls_cert, a.tls.tls_key, a.tls.tls_ca).map_err(Failure::error)?;
+    let tcp = TcpStream::connect(&a.primary)
         .map_err(|e| Failure::error(format!("cannot connect to the primary at {}: {e}", a.primary)))?;
+    let mut conn = transport::client(tcp, &a.primary, tls.as_ref(), ANSWER_WAIT)
+        .map_err(|e| Failure::error(format!("{}: {e}", a.primary)))?;
     conn.set_read_timeout(Some(ANSWER_WAIT)).map_err(Failure::error)?;
     auth::standby_handshake(&mut conn, &key).map_err(|e| Failure::error(format!("{}: {e}", a.primary)))?;
     let mut buf = Vec::new();
