@@ -317,7 +317,8 @@ impl Beacon {
         self.stop.store(true, Ordering::Release);
     }
 
-    /// Changes what this node announces from the next datagram on.
+    /// Changes what this node announces from the next datagram on; returns once no datagram
+    /// with the old announcement can be sent any more.
     pub fn announce(&self, a: Announce) {
         lock(&self.state).0 = a;
     }
@@ -367,7 +368,11 @@ impl Beacon {
 
     fn send_loop(&self) {
         while !self.stop.load(Ordering::Acquire) {
-            let (announce, p_age, s_age) = *lock(&self.state);
+            // Held through the round: once `announce` returns, no datagram built from the
+            // state it replaced is sent any more (a just-promoted standby must not be heard
+            // saying "standby" afterwards).
+            let state = lock(&self.state);
+            let (announce, p_age, s_age) = *state;
             let mut to: Vec<(SocketAddr, u64, u64)> = self.targets.iter().map(|a| (*a, 0, 0)).collect();
             for p in lock(&self.peers).values() {
                 match to.iter_mut().find(|t| t.0 == p.addr) {
@@ -389,6 +394,7 @@ impl Beacon {
                 // A peer that is down answers with ICMP; the next round tries again.
                 let _ = self.socket.send_to(&encode(&d, &self.key), addr);
             }
+            drop(state);
             std::thread::sleep(self.interval);
         }
     }

@@ -22,10 +22,13 @@
 //!   of life from the standby or the witness for `fence_after`, which is shorter than the
 //!   standby's wait by at least three heartbeats: when F1 fires, the old primary is
 //!   already fenced. It starts fenced, and unfences only on a fresh datagram from a standby
-//!   that is still a standby of an epoch not above its own: a primary never resumes writes
+//!   that is still a standby of an epoch not above its own, while that standby acknowledges
+//!   its replication stream (a datagram sent just before a promotion can arrive after it; a
+//!   promoted standby no longer follows us): a primary never resumes writes
 //!   because it hears the witness alone, which could be just after a promotion it has not heard
-//!   of yet. While writable it renews the segment's write lease (`fence_after` ahead), so if
-//!   the daemon itself dies the workers' writes stop by the same deadline.
+//!   of yet. While writable it keeps the segment's write lease at `fence_after` past its last
+//!   proof of a peer, so if the daemon itself dies (or is starved of CPU) the workers' writes
+//!   stop by the same deadline.
 //! - F3. A primary that sees a writable primary of a higher epoch (directly, or through the
 //!   witness's announced epoch) fences itself at once; once it has seen that primary steadily
 //!   for `rejoin_after` (no flapping), it follows it as a standby, and the snapshot replaces
@@ -223,29 +226,36 @@ impl Guard {
         if !node.has_witness() || witness_knows_newer {
             return Verdict::Stay;
         }
-        // F2. While writable, the lease covers the time until we would fence: if this daemon
-        // dies, the workers' writes stop as if it had fenced the segment.
-        if store.write_mode() == WriteMode::Writable {
-            store.set_write_lease(Some(node.cfg.fence_after));
-        }
+        // F2. The lease runs until `fence_after` past the last proof that a peer was alive, the
+        // very deadline at which this guard fences: if the daemon dies, or its rounds are
+        // starved, the workers' writes stop at the same time as if it had fenced. (Renewing
+        // it `fence_after` from *now* would let it outlive that proof by up to twice
+        // `fence_after`, past the standby's promotion.)
         let standby = node.beacon.last_alive(NodeRole::Standby);
         let heard = [standby.map(|(_, at)| at), witness.map(|(_, at)| at), last_ack]
             .into_iter()
             .flatten()
             .max()
             .unwrap_or(node.started);
-        if heard.elapsed() >= node.cfg.fence_after {
+        let left = node.cfg.fence_after.saturating_sub(heard.elapsed());
+        if left.is_zero() {
             self.fence(
                 node,
                 store,
                 &format!("neither the standby nor the witness heard for {:?}", heard.elapsed()),
             );
-        } else if self.fenced_by_me && mode == WriteMode::Fenced {
+        } else if mode == WriteMode::Writable {
+            store.set_write_lease(Some(left));
+        } else if self.fenced_by_me {
+            // Both a heartbeat saying "standby, of no newer epoch" and acknowledgements on a
+            // live replication stream: a datagram sent just before the standby promoted itself
+            // can arrive after, but a promoted standby no longer follows us over TCP.
             let steady_standby = standby.is_some_and(|(d, at)| {
                 at.elapsed() <= FRESH && d.announce.role == NodeRole::Standby && d.announce.epoch <= epoch
             });
-            if steady_standby {
-                store.set_write_lease(Some(node.cfg.fence_after));
+            let following = last_ack.is_some_and(|t| t.elapsed() <= FRESH);
+            if steady_standby && following {
+                store.set_write_lease(Some(left));
                 store.set_write_mode(WriteMode::Writable);
                 self.fenced_by_me = false;
                 log::info("the standby answers: writes resumed (unfenced)");
@@ -307,6 +317,7 @@ pub fn failover_round(node: &Node, store: &Store, last_frame: Option<Instant>, s
         return false;
     }
     let new_epoch = store.raise_epoch(epoch.max(w.announce.epoch) + 1);
+    announce_primary(node, store);
     store.set_write_mode(WriteMode::Writable);
     node.status.event(&format!("automatic failover: promoted to epoch {new_epoch}"));
     log::warn(&format!(
@@ -325,4 +336,17 @@ fn report_peers(node: &Node) {
             node.status.heartbeat_from(role.name());
         }
     }
+}
+
+/// Announces this node as the primary of its segment's (new) epoch at once, rather than at
+/// the next round: a standby that just promoted itself must not go on saying "standby".
+pub fn announce_primary(node: &Node, store: &Store) {
+    node.beacon.announce(Announce {
+        role: NodeRole::Primary,
+        fenced: false,
+        synced: true,
+        epoch: store.epoch(),
+        history: store.history_id(),
+        pos: store.feed_head(),
+    });
 }

@@ -320,6 +320,7 @@ fn apply_stream(
                     Some(why) => Message::Done { ok: false, text: why.clone() },
                     None => {
                         let e = store.raise_epoch(*epoch);
+                        node::announce_primary(node, store);
                         store.set_write_mode(WriteMode::Writable);
                         log::info(&format!("switchover: promoted at position {pos} to epoch {e}"));
                         Message::Done { ok: true, text: format!("promoted at position {pos}, epoch {e}") }
