@@ -120,17 +120,7 @@ impl Segment {
     }
 
     fn copy_words(&self, at: usize, out: &mut [u8]) {
-        let mut chunks = out.chunks_exact_mut(8);
-        let mut i = at;
-        for c in &mut chunks {
-            c.copy_from_slice(&self.mem.w(i).load(Ordering::Relaxed).to_ne_bytes());
-            i += 1;
-        }
-        let rest = chunks.into_remainder();
-        if !rest.is_empty() {
-            let n = rest.len();
-            rest.copy_from_slice(&self.mem.w(i).load(Ordering::Relaxed).to_ne_bytes()[..n]);
-        }
+        self.mem.load_bytes(at, out);
     }
 
     /// Optimistically reads the record that index slot `pos` held as word `w` (see the module
