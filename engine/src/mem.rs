@@ -93,6 +93,24 @@ impl Mem {
         }
     }
 
+    /// The `N` words `at..at + N`, with one bounds check for all of them. Panics if the
+    /// range is out of bounds (an engine bug, as for [`Mem::w`]).
+    #[inline(always)]
+    pub(crate) fn words<const N: usize>(&self, at: usize) -> [&AtomicU64; N] {
+        assert!(
+            at.checked_add(N).is_some_and(|end| end <= self.words),
+            "segment words {at}+{N} out of bounds ({})",
+            self.words
+        );
+        #[cfg(not(loom))]
+        // SAFETY: at + N <= words (checked above), and `from_raw`'s contract makes
+        // base..base+words valid AtomicU64s for the life of `self`.
+        let ws = core::array::from_fn(|j| unsafe { &*self.base.add(at + j) });
+        #[cfg(loom)]
+        let ws = core::array::from_fn(|j| self.w(at + j));
+        ws
+    }
+
     /// Asks the CPU to start loading the cache line of word `i` (a hint: out-of-bounds indexes
     /// and other architectures do nothing). Lets a record's lines arrive in parallel instead of
     /// one miss at a time as the copy reaches them.
