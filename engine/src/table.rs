@@ -122,6 +122,12 @@ impl Segment {
         Err(kept_changing())
     }
 
+    /// Starts loading the key's home bucket (its probe bound and first seven slots).
+    #[inline]
+    pub(crate) fn prefetch_bucket(&self, p: &Probe) {
+        self.mem.prefetch(self.g.index_off + p.home * BUCKET_SLOTS);
+    }
+
     /// Starts loading the first 4 KiB of the block at `off` (the hardware streamer follows
     /// for larger ones), so its cache misses overlap instead of queueing behind each other.
     fn prefetch_record(&self, off: u64) {
