@@ -185,6 +185,20 @@ impl Segment {
         self.mem.load_bytes(at, out);
     }
 
+    /// Do the words at `at` hold `key` (as `write_record` stores it: zero-padded)?
+    fn key_equals(&self, at: usize, key: &[u8]) -> bool {
+        let mut chunks = key.chunks_exact(8);
+        let mut i = at;
+        for c in &mut chunks {
+            if self.mem.w(i).load(Ordering::Relaxed) != u64::from_ne_bytes(c.try_into().expect("8 bytes")) {
+                return false;
+            }
+            i += 1;
+        }
+        let rest = chunks.remainder();
+        rest.is_empty() || self.mem.w(i).load(Ordering::Relaxed) == word_of(rest, 0)
+    }
+
     /// Copies the value stored at word `at` into `out` (its length) and returns the checksum
     /// of the words as loaded (see [`ValueSum`]): one pass, eight words a bounds check.
     fn copy_value(&self, at: usize, out: &mut [u8], key_hash: u64) -> u64 {
@@ -236,7 +250,7 @@ impl Segment {
             return self.judge(pos, w, Some(st), "record lengths out of bounds");
         }
         if let Some(k) = key {
-            if k.len() != key_len || (0..kw).any(|i| ld(RECORD_HEADER_WORDS + i) != word_of(k, i)) {
+            if k.len() != key_len || !self.key_equals(base + RECORD_HEADER_WORDS, k) {
                 return match self.judge(pos, w, Some(st), "") {
                     Read::Damaged(_) => Read::OtherKey,
                     other => other,
