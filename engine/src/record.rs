@@ -72,16 +72,16 @@ pub(crate) enum Read {
 }
 
 /// Lanes of the value checksum.
-const SUM_LANES: usize = 8;
+const SUM_LANES: usize = 4;
 const SUM_K: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// The value checksum (`R_SUM`), seeded with the key hash, over the value's words as stored
-/// (native byte order, the last one zero-padded): word `i` steps lane `i % 8` with
+/// (native byte order, the last one zero-padded): word `i` steps lane `i % 4` with
 /// `lane = rotl((lane ^ w) * K, 29)` (K odd), then the lanes and the length are folded the
 /// same way and avalanched. Each step is a bijection of the lane for a given word and of the
 /// word for a given lane, so damage confined to one word of the value always changes the sum;
 /// other damage goes unnoticed with a probability of about 2^-64. Readers compute it in the
-/// copy loop, on the words as they load them: the value is read once, and the eight
+/// copy loop, on the words as they load them: the value is read once, and the four
 /// independent lanes keep the multiplier busy instead of waiting on one chain. (It replaced
 /// xxh3 of the value bytes: a second pass over the value and ~870 instructions a KiB.)
 #[derive(Clone, Copy)]
@@ -97,14 +97,7 @@ impl ValueSum {
     fn step(lane: u64, w: u64) -> u64 {
         (lane ^ w).wrapping_mul(SUM_K).rotate_left(29)
     }
-    /// Words `8m .. 8m + 8` of the value.
-    #[inline(always)]
-    fn block(&mut self, ws: [u64; SUM_LANES]) {
-        for (l, w) in self.lanes.iter_mut().zip(ws) {
-            *l = ValueSum::step(*l, w);
-        }
-    }
-    /// Word `8m + j` of the value (its last, partial block).
+    /// Word `4m + j` of the value.
     #[inline(always)]
     fn word(&mut self, j: usize, w: u64) {
         self.lanes[j] = ValueSum::step(self.lanes[j], w);
@@ -128,7 +121,9 @@ pub(crate) fn value_sum(value: &[u8], key_hash: u64) -> u64 {
     let mut s = ValueSum::new(key_hash);
     let mut blocks = value.chunks_exact(SUM_LANES * 8);
     for b in &mut blocks {
-        s.block(core::array::from_fn(|j| word_of(b, j)));
+        for j in 0..SUM_LANES {
+            s.word(j, word_of(b, j));
+        }
     }
     let rest = blocks.remainder();
     for j in 0..rest.len().div_ceil(8) {
@@ -200,24 +195,26 @@ impl Segment {
     }
 
     /// Copies the value stored at word `at` into `out` (its length) and returns the checksum
-    /// of the words as loaded (see [`ValueSum`]): one pass, eight words a bounds check.
+    /// of the words as loaded (see [`ValueSum`]): one pass, sixteen words a bounds check.
     fn copy_value(&self, at: usize, out: &mut [u8], key_hash: u64) -> u64 {
+        /// Words a bounds check covers (a multiple of the lane count).
+        const BLOCK: usize = 16;
         let mut s = ValueSum::new(key_hash);
         let mut i = at;
-        let mut blocks = out.chunks_exact_mut(SUM_LANES * 8);
+        let mut blocks = out.chunks_exact_mut(BLOCK * 8);
         for b in &mut blocks {
-            let ws = self.mem.words::<SUM_LANES>(i);
+            let ws = self.mem.words::<BLOCK>(i);
             for (j, w) in ws.iter().enumerate() {
                 let w = w.load(Ordering::Relaxed);
                 b[j * 8..j * 8 + 8].copy_from_slice(&w.to_ne_bytes());
-                s.word(j, w);
+                s.word(j % SUM_LANES, w);
             }
-            i += SUM_LANES;
+            i += BLOCK;
         }
         for (j, c) in blocks.into_remainder().chunks_mut(8).enumerate() {
             let w = self.mem.w(i + j).load(Ordering::Relaxed);
             c.copy_from_slice(&w.to_ne_bytes()[..c.len()]);
-            s.word(j, w);
+            s.word(j % SUM_LANES, w);
         }
         s.finish(out.len())
     }
