@@ -115,8 +115,9 @@ pub const R_LOCK_ID: usize = 6;
 pub const R_LOCK_TIME: usize = 7;
 pub const R_LOCK_PID: usize = 8;
 pub const R_LOCK_START: usize = 9;
-/// xxh3 of the value seeded with the key hash: a value damaged in place (a stray write into
-/// the mapping) is reported as `Corrupt` by the reads that copy it, never returned.
+/// The value checksum seeded with the key hash (record.rs `ValueSum`): a value damaged in
+/// place (a stray write into the mapping) is reported as `Corrupt` by the reads that copy
+/// it, never returned.
 pub const R_SUM: usize = 10;
 pub const RECORD_HEADER_WORDS: usize = 11;
 
@@ -207,7 +208,7 @@ pub const MAX_CLIENTS_LIMIT: u64 = (1 << 14) - 1;
 /// A fingerprint of every constant above that shapes the layout: two builds that would read
 /// the segment differently have different fingerprints.
 pub fn fingerprint() -> u64 {
-    let parts: [u64; 18] = [
+    let parts: [u64; 19] = [
         HEADER_WORDS as u64,
         H_CHECKSUM as u64,
         H_EPOCH as u64,
@@ -226,6 +227,9 @@ pub fn fingerprint() -> u64 {
         block::pack(1, 0x1234, 0x5678),
         class_size(37),
         crate::stats::STAT_COUNT as u64,
+        // The value checksum function (record.rs): a build that sums values differently
+        // would report every value of this one as damaged.
+        crate::record::value_sum(b"gardenstate value checksum", 0x5eed),
     ];
     let bytes: Vec<u8> = parts.iter().flat_map(|p| p.to_le_bytes()).collect();
     xxh3_64(&bytes)

@@ -60,6 +60,57 @@ impl Mem {
             .unwrap_or_else(|| panic!("segment word {i} is not live in this loom model"))
     }
 
+    /// Copies the words `at..at + out.len().div_ceil(8)` into `out` (native byte order; the
+    /// last word truncated to what `out` has room for), with relaxed loads. One bounds check
+    /// for the whole range instead of one a word: this is the loop every value read runs.
+    /// Panics if the range is out of bounds (an engine bug, as for [`Mem::w`]).
+    #[inline]
+    pub(crate) fn load_bytes(&self, at: usize, out: &mut [u8]) {
+        let n = out.len().div_ceil(8);
+        assert!(
+            at.checked_add(n).is_some_and(|end| end <= self.words),
+            "segment words {at}+{n} out of bounds ({})",
+            self.words
+        );
+        #[cfg(not(loom))]
+        // SAFETY: at + n <= words (checked above), and `from_raw`'s contract makes
+        // base..base+words valid AtomicU64s for the life of `self`.
+        let src = unsafe { core::slice::from_raw_parts(self.base.add(at), n) };
+        #[cfg(loom)]
+        let src: Vec<&AtomicU64> = (at..at + n).map(|i| self.w(i)).collect();
+        let full = out.len() / 8;
+        let dst = out.as_mut_ptr();
+        for (i, w) in src[..full].iter().enumerate() {
+            let v = w.load(crate::sync::Ordering::Relaxed);
+            // SAFETY: i < full = out.len() / 8, so bytes i*8..i*8+8 are inside `out`;
+            // unaligned writes of plain bytes need no alignment.
+            unsafe { dst.add(i * 8).cast::<u64>().write_unaligned(v) };
+        }
+        let k = out.len() - full * 8;
+        if k > 0 {
+            let v = src[full].load(crate::sync::Ordering::Relaxed);
+            out[full * 8..].copy_from_slice(&v.to_ne_bytes()[..k]);
+        }
+    }
+
+    /// The `N` words `at..at + N`, with one bounds check for all of them. Panics if the
+    /// range is out of bounds (an engine bug, as for [`Mem::w`]).
+    #[inline(always)]
+    pub(crate) fn words<const N: usize>(&self, at: usize) -> [&AtomicU64; N] {
+        assert!(
+            at.checked_add(N).is_some_and(|end| end <= self.words),
+            "segment words {at}+{N} out of bounds ({})",
+            self.words
+        );
+        #[cfg(not(loom))]
+        // SAFETY: at + N <= words (checked above), and `from_raw`'s contract makes
+        // base..base+words valid AtomicU64s for the life of `self`.
+        let ws = core::array::from_fn(|j| unsafe { &*self.base.add(at + j) });
+        #[cfg(loom)]
+        let ws = core::array::from_fn(|j| self.w(at + j));
+        ws
+    }
+
     /// Asks the CPU to start loading the cache line of word `i` (a hint: out-of-bounds indexes
     /// and other architectures do nothing). Lets a record's lines arrive in parallel instead of
     /// one miss at a time as the copy reaches them.

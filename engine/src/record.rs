@@ -71,8 +71,65 @@ pub(crate) enum Read {
     Damaged(&'static str),
 }
 
-fn value_sum(value: &[u8], key_hash: u64) -> u64 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(value, key_hash)
+/// Lanes of the value checksum.
+const SUM_LANES: usize = 4;
+const SUM_K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The value checksum (`R_SUM`), seeded with the key hash, over the value's words as stored
+/// (native byte order, the last one zero-padded): word `i` steps lane `i % 4` with
+/// `lane = rotl((lane ^ w) * K, 29)` (K odd), then the lanes and the length are folded the
+/// same way and avalanched. Each step is a bijection of the lane for a given word and of the
+/// word for a given lane, so damage confined to one word of the value always changes the sum;
+/// other damage goes unnoticed with a probability of about 2^-64. Readers compute it in the
+/// copy loop, on the words as they load them: the value is read once, and the four
+/// independent lanes keep the multiplier busy instead of waiting on one chain. (It replaced
+/// xxh3 of the value bytes: a second pass over the value and ~870 instructions a KiB.)
+#[derive(Clone, Copy)]
+struct ValueSum {
+    lanes: [u64; SUM_LANES],
+}
+
+impl ValueSum {
+    fn new(key_hash: u64) -> ValueSum {
+        ValueSum { lanes: core::array::from_fn(|j| key_hash ^ SUM_K.wrapping_mul(j as u64 + 1)) }
+    }
+    #[inline(always)]
+    fn step(lane: u64, w: u64) -> u64 {
+        (lane ^ w).wrapping_mul(SUM_K).rotate_left(29)
+    }
+    /// Word `4m + j` of the value.
+    #[inline(always)]
+    fn word(&mut self, j: usize, w: u64) {
+        self.lanes[j] = ValueSum::step(self.lanes[j], w);
+    }
+    fn finish(self, value_len: usize) -> u64 {
+        let mut h = (value_len as u64).wrapping_mul(SUM_K);
+        for l in self.lanes {
+            h = ValueSum::step(h, l);
+        }
+        // murmur3's fmix64 (a bijection).
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+/// The checksum of `value` as a writer stores it (see [`ValueSum`]).
+pub(crate) fn value_sum(value: &[u8], key_hash: u64) -> u64 {
+    let mut s = ValueSum::new(key_hash);
+    let mut blocks = value.chunks_exact(SUM_LANES * 8);
+    for b in &mut blocks {
+        for j in 0..SUM_LANES {
+            s.word(j, word_of(b, j));
+        }
+    }
+    let rest = blocks.remainder();
+    for j in 0..rest.len().div_ceil(8) {
+        s.word(j, word_of(rest, j));
+    }
+    s.finish(value.len())
 }
 
 fn word_of(bytes: &[u8], i: usize) -> u64 {
@@ -120,17 +177,46 @@ impl Segment {
     }
 
     fn copy_words(&self, at: usize, out: &mut [u8]) {
-        let mut chunks = out.chunks_exact_mut(8);
+        self.mem.load_bytes(at, out);
+    }
+
+    /// Do the words at `at` hold `key` (as `write_record` stores it: zero-padded)?
+    fn key_equals(&self, at: usize, key: &[u8]) -> bool {
+        let mut chunks = key.chunks_exact(8);
         let mut i = at;
         for c in &mut chunks {
-            c.copy_from_slice(&self.mem.w(i).load(Ordering::Relaxed).to_ne_bytes());
+            if self.mem.w(i).load(Ordering::Relaxed) != u64::from_ne_bytes(c.try_into().expect("8 bytes")) {
+                return false;
+            }
             i += 1;
         }
-        let rest = chunks.into_remainder();
-        if !rest.is_empty() {
-            let n = rest.len();
-            rest.copy_from_slice(&self.mem.w(i).load(Ordering::Relaxed).to_ne_bytes()[..n]);
+        let rest = chunks.remainder();
+        rest.is_empty() || self.mem.w(i).load(Ordering::Relaxed) == word_of(rest, 0)
+    }
+
+    /// Copies the value stored at word `at` into `out` (its length) and returns the checksum
+    /// of the words as loaded (see [`ValueSum`]): one pass, sixteen words a bounds check.
+    fn copy_value(&self, at: usize, out: &mut [u8], key_hash: u64) -> u64 {
+        /// Words a bounds check covers (a multiple of the lane count).
+        const BLOCK: usize = 16;
+        let mut s = ValueSum::new(key_hash);
+        let mut i = at;
+        let mut blocks = out.chunks_exact_mut(BLOCK * 8);
+        for b in &mut blocks {
+            let ws = self.mem.words::<BLOCK>(i);
+            for (j, w) in ws.iter().enumerate() {
+                let w = w.load(Ordering::Relaxed);
+                b[j * 8..j * 8 + 8].copy_from_slice(&w.to_ne_bytes());
+                s.word(j % SUM_LANES, w);
+            }
+            i += BLOCK;
         }
+        for (j, c) in blocks.into_remainder().chunks_mut(8).enumerate() {
+            let w = self.mem.w(i + j).load(Ordering::Relaxed);
+            c.copy_from_slice(&w.to_ne_bytes()[..c.len()]);
+            s.word(j % SUM_LANES, w);
+        }
+        s.finish(out.len())
     }
 
     /// Optimistically reads the record that index slot `pos` held as word `w` (see the module
@@ -161,7 +247,7 @@ impl Segment {
             return self.judge(pos, w, Some(st), "record lengths out of bounds");
         }
         if let Some(k) = key {
-            if k.len() != key_len || (0..kw).any(|i| ld(RECORD_HEADER_WORDS + i) != word_of(k, i)) {
+            if k.len() != key_len || !self.key_equals(base + RECORD_HEADER_WORDS, k) {
                 return match self.judge(pos, w, Some(st), "") {
                     Read::Damaged(_) => Read::OtherKey,
                     other => other,
@@ -186,25 +272,19 @@ impl Segment {
         };
         let vat = base + RECORD_HEADER_WORDS + kw;
         let (sum, key_hash) = (ld(R_SUM), ld(R_KEY_HASH));
-        let copied = |v: &[u8]| value_sum(v, key_hash) == sum;
         let (value_fits, sum_ok) = match sink {
             Sink::Nothing => (true, true),
             Sink::Buf(b) if b.len() < value_len => (false, true),
-            Sink::Buf(b) => {
-                self.copy_words(vat, &mut b[..value_len]);
-                (true, copied(&b[..value_len]))
-            }
+            Sink::Buf(b) => (true, self.copy_value(vat, &mut b[..value_len], key_hash) == sum),
             Sink::Vec(v) => {
                 v.resize(value_len, 0);
-                self.copy_words(vat, v);
-                (true, copied(v))
+                (true, self.copy_value(vat, v, key_hash) == sum)
             }
             Sink::KeyAndValue(k, v) => {
                 k.resize(key_len, 0);
                 self.copy_words(base + RECORD_HEADER_WORDS, k);
                 v.resize(value_len, 0);
-                self.copy_words(vat, v);
-                (true, copied(v))
+                (true, self.copy_value(vat, v, key_hash) == sum)
             }
         };
         match self.judge(pos, w, Some(st), "value checksum mismatch") {
@@ -222,5 +302,45 @@ impl Segment {
             self.mem.w(self.heap_word(slot::block(w) as u64) + R_STATE).load(Ordering::Relaxed) == st
         });
         if slot_now != w || !block_same { Read::Changed } else { Read::Damaged(why) }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::value_sum;
+
+    #[test]
+    fn every_single_bit_flip_changes_the_value_sum() {
+        for len in [0usize, 1, 7, 8, 63, 64, 65, 1024, 1031] {
+            let v: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(7)).collect();
+            let sum = value_sum(&v, 42);
+            assert_ne!(sum, value_sum(&v, 43), "len {len}: the key hash seeds the sum");
+            for bit in 0..len * 8 {
+                let mut d = v.clone();
+                d[bit / 8] ^= 1 << (bit % 8);
+                assert_ne!(value_sum(&d, 42), sum, "len {len}: bit {bit} flipped unnoticed");
+            }
+        }
+        // Zero padding does not make lengths equal.
+        assert_ne!(value_sum(&[0u8; 3], 1), value_sum(&[0u8; 4], 1));
+        assert_ne!(value_sum(&[], 1), value_sum(&[0u8; 8], 1));
+    }
+
+    #[test]
+    fn swapped_words_and_repeated_garbage_change_the_value_sum() {
+        let v: Vec<u8> = (0..1024u32).map(|i| (i * 7 + 3) as u8).collect();
+        let sum = value_sum(&v, 9);
+        for (a, b) in [(0, 8), (0, 64), (8, 16), (1000, 1016)] {
+            let mut d = v.clone();
+            let (x, y) = (d[a..a + 8].to_vec(), d[b..b + 8].to_vec());
+            d[a..a + 8].copy_from_slice(&y);
+            d[b..b + 8].copy_from_slice(&x);
+            assert_ne!(value_sum(&d, 9), sum, "words at {a} and {b} swapped unnoticed");
+        }
+        for at in (0..1024 - 64).step_by(40) {
+            let mut d = v.clone();
+            d[at..at + 64].fill(0xff);
+            assert_ne!(value_sum(&d, 9), sum, "64 bytes of 0xff at {at} unnoticed");
+        }
     }
 }

@@ -423,9 +423,14 @@ impl Store {
     fn read(&self, key: &[u8], sink: &mut Sink<'_>) -> Result<Option<Meta>> {
         self.check_key(key)?;
         let p = self.seg.probe(key);
+        // The home bucket is a cache (and TLB) miss on a large table: start it, then do the
+        // work that does not depend on it (the clock, this thread's client) while it loads.
+        // The clock is read before the record: a time inside the operation, as good as one
+        // read after it for deciding expiry (a deadline is compared in whole milliseconds).
+        self.seg.prefetch_bucket(&p);
+        let now = os::now_ms();
         self.with_client(|c| {
             let found = self.seg.find(key, &p, sink)?;
-            let now = if found.is_some_and(|m| m.view.expires != 0) { os::now_ms() } else { 0 };
             match found {
                 Some(m) if !expired(&m.view, now) => {
                     if !m.value_fits {

@@ -100,27 +100,40 @@ impl Segment {
     /// Finds the MEMBER record of `key`, copying into `sink` (which may be written even when the
     /// search goes on: its contents are meaningful only with a returned member).
     pub(crate) fn find(&self, key: &[u8], p: &Probe, sink: &mut Sink<'_>) -> Result<Option<Member>> {
+        let n = self.g.n_buckets as usize;
         'retry: for _ in 0..MAX_READ_RETRIES {
-            for pos in self.window(p) {
-                let w = self.index_word(pos).load(Ordering::Acquire);
-                if slot::state(w) != slot::MEMBER || slot::tag(w) != p.tag {
-                    continue;
-                }
-                if !matches!(sink, Sink::Nothing) {
-                    self.prefetch_record(slot::block(w) as u64);
-                }
-                match self.read_record(pos, w, Some(key), sink) {
-                    Read::Ok { view, value_fits } => {
-                        return Ok(Some(Member { pos, word: w, view, value_fits }));
+            // The window (`window`'s order) as plain loops: this is every read's inner loop.
+            for d in 0..=self.bound(p.home) {
+                let b = (p.home + d) % n;
+                for pos in b * BUCKET_SLOTS + 1..(b + 1) * BUCKET_SLOTS {
+                    let w = self.index_word(pos).load(Ordering::Acquire);
+                    if slot::state(w) != slot::MEMBER || slot::tag(w) != p.tag {
+                        continue;
                     }
-                    Read::OtherKey => continue,
-                    Read::Changed => continue 'retry,
-                    Read::Damaged(why) => return Err(corrupt("record", format!("index slot {pos}: {why}"))),
+                    if !matches!(sink, Sink::Nothing) {
+                        self.prefetch_record(slot::block(w) as u64);
+                    }
+                    match self.read_record(pos, w, Some(key), sink) {
+                        Read::Ok { view, value_fits } => {
+                            return Ok(Some(Member { pos, word: w, view, value_fits }));
+                        }
+                        Read::OtherKey => continue,
+                        Read::Changed => continue 'retry,
+                        Read::Damaged(why) => {
+                            return Err(corrupt("record", format!("index slot {pos}: {why}")));
+                        }
+                    }
                 }
             }
             return Ok(None);
         }
         Err(kept_changing())
+    }
+
+    /// Starts loading the key's home bucket (its probe bound and first seven slots).
+    #[inline]
+    pub(crate) fn prefetch_bucket(&self, p: &Probe) {
+        self.mem.prefetch(self.g.index_off + p.home * BUCKET_SLOTS);
     }
 
     /// Starts loading the first 4 KiB of the block at `off` (the hardware streamer follows

@@ -838,6 +838,73 @@ fn record_header_garbage() {
     damage_test("record_header_garbage", damage_record_garbage);
 }
 
+/// Values damaged in place, as a stray write would (one bit flipped, one byte changed, a
+/// word or a run of up to 64 bytes of garbage; at a value's first byte, its last, or anywhere):
+/// every read that copies the value reports `Corrupt`, never the damaged bytes (the record
+/// header and key are untouched, so only the value checksum can notice); every other key
+/// reads back intact.
+#[test]
+fn value_damage_in_place_is_corrupt() {
+    let seed = seed_from_env("GDS_SEED");
+    println!("GDS_SEED={seed}");
+    let mut rng = Rng::new(seed);
+    let fx = Fixture::new();
+    let mut damaged = HashSet::new();
+    for i in (0..N_KEYS).step_by(3) {
+        let v = value(i, 0);
+        let len = v.len() as u64;
+        let vat = fx.record(i) * 8 + RECORD_HEADER_BYTES + (key(i).len() as u64).div_ceil(8) * 8;
+        let n = match (i / 3) % 4 {
+            0 | 1 => 1,
+            2 => 8,
+            _ => 1 + rng.below(64),
+        }
+        .min(len);
+        let at = match (i / 3) % 3 {
+            0 => 0,
+            1 => len - n,
+            _ => rng.below(len - n + 1),
+        };
+        let old = fx.f.bytes(vat + at, n as usize);
+        let new: Vec<u8> = match (i / 3) % 4 {
+            0 => vec![old[0] ^ (1 << rng.below(8))],
+            1 => vec![old[0].wrapping_add(1 + rng.below(255) as u8)],
+            _ => (0..n).map(|_| rng.next_u64() as u8).collect(),
+        };
+        if new != old {
+            fx.f.set_bytes(vat + at, &new);
+            damaged.insert(i);
+        }
+    }
+    assert!(damaged.len() > 150, "only {} values damaged", damaged.len());
+    let mut bad = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    for i in 0..N_KEYS {
+        let hurt = damaged.contains(&i);
+        let ok = value(i, 0);
+        match (hurt, fx.st.get(&key(i))) {
+            (true, Err(Error::Corrupt { .. })) => {}
+            (false, Ok(Some(e))) if e.value == ok => {}
+            (_, got) => {
+                bad.push(format!("get key {i} (damaged: {hurt}): {:?}", got.map(|e| e.map(|e| e.meta))))
+            }
+        }
+        match (hurt, fx.st.get_into(&key(i), &mut buf)) {
+            (true, Err(Error::Corrupt { .. })) => {}
+            (false, Ok(Some(m))) if buf[..m.len] == ok[..] => {}
+            (_, got) => bad.push(format!("get_into key {i} (damaged: {hurt}): {got:?}")),
+        }
+    }
+    let mut scanned_damaged = 0;
+    match fx.st.scan(|e| scanned_damaged += usize::from(damaged.iter().any(|&i| e.key == key(i)))) {
+        Err(Error::Corrupt { .. }) => {}
+        other => {
+            bad.push(format!("scan over damaged values: {other:?} ({scanned_damaged} damaged returned)"))
+        }
+    }
+    assert!(bad.is_empty(), "GDS_SEED={seed}: {} violations:\n{}", bad.len(), bad.join("\n"));
+}
+
 /// Index slots whose block offset points past the heap.
 #[test]
 fn slot_offsets_beyond_heap() {
