@@ -11,6 +11,8 @@
 //! - [`handshake`]: both sides of the authentication handshake against a peer that sends the
 //!   input: always refused (the input cannot know the fresh nonce's MAC).
 //! - [`units`]: the size, count, duration and TTL parsers and the escape syntax.
+//! - [`config`]: a daemon's `--config` TOML file through `config::resolve`: an error or a
+//!   configuration that keeps its own rules (the timing rule, the heartbeat's bounds).
 //!
 //! The first byte of a `frame` or `snapshot` input is a mode byte (see each function): it can
 //! have the checksum recomputed, so the fuzzer reaches the payload parsers behind it.
@@ -234,6 +236,40 @@ pub fn units(data: &[u8]) {
     }
 }
 
+/// The config target: `data[0] % 3` picks the daemon (primary, standby, witness), the rest is
+/// the TOML file. The key file is given as a flag (flags win), so the file's paths are never
+/// opened but for TLS; inputs naming device or kernel files are skipped (a config may point
+/// anywhere the operator says, and reading /dev/zero would never end).
+pub fn config(data: &[u8]) {
+    use crate::cli::DaemonArgs;
+    use crate::config::{self, DaemonKind, RoleFlags};
+    use std::os::unix::fs::PermissionsExt;
+    let Some((&kind, text)) = data.split_first() else { return };
+    let text = String::from_utf8_lossy(text);
+    if ["/dev", "/proc", "/sys"].iter().any(|d| text.contains(d)) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("gds-fuzz-config-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let (key, file) = (dir.join("key"), dir.join("config.toml"));
+    if !key.exists() {
+        std::fs::write(&key, b"a fuzzing key of 32 bytes length").expect("scratch dir");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("scratch dir");
+    }
+    std::fs::write(&file, text.as_bytes()).expect("scratch dir");
+    let kind = [DaemonKind::Primary, DaemonKind::Standby, DaemonKind::Witness][kind as usize % 3];
+    let args = DaemonArgs { config: Some(file), key_file: Some(key), ..DaemonArgs::default() };
+    if let Ok(c) = config::resolve(kind, RoleFlags::default(), args) {
+        assert!(c.fence_after + 3 * c.heartbeat < c.failover_after, "{c:?} breaks the timing rule");
+        assert!(c.heartbeat >= std::time::Duration::from_millis(10), "{c:?}");
+        match kind {
+            DaemonKind::Primary => assert!(c.listen.is_some() && !c.segment.is_empty()),
+            DaemonKind::Standby => assert!(c.connect.is_some() && !c.segment.is_empty()),
+            DaemonKind::Witness => assert!(c.listen.is_some()),
+        }
+    }
+}
+
 /// Small seeds for each target (the fuzzer's starting corpus; also replayed by the tests).
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     let with_mode = |mode: u8, bytes: Vec<u8>| [vec![mode], bytes].concat();
@@ -301,6 +337,14 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             b[0] = 1;
             vec![a, b]
         }
+        "config" => [
+            "\x00segment = \"s\"\nlisten = \"127.0.0.1:7480\"\nwitness = \"w:7480\"\nfence_after = \"2s\"\n",
+            "\x01segment = \"s\"\nconnect = \"p:7480\"\nlisten = \"0.0.0.0:7480\"\nheartbeat = \"50ms\"\nbacklog = \"1MiB\"\n",
+            "\x02listen = \"0.0.0.0:7480\"\npeers = [\"a:1\", \"b:2\"]\nfailover_after = \"1h\"\n",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect(),
         "units" => ["64MiB", "1_000_000", "1h30m", "500ms", "a\\x00\\u{202e}\\n"]
             .iter()
             .map(|s| s.as_bytes().to_vec())

@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 /// A target body.
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 4] = [
+const TARGETS: [(&str, Target); 5] = [
     ("frame", fuzzing::frame),
     ("snapshot", fuzzing::snapshot),
     ("handshake", fuzzing::handshake),
     ("units", fuzzing::units),
+    ("config", fuzzing::config),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -93,6 +94,11 @@ fn handshake_saved_inputs() {
 #[test]
 fn units_saved_inputs() {
     replay("units", fuzzing::units, &all_inputs("units"));
+}
+
+#[test]
+fn config_saved_inputs() {
+    replay("config", fuzzing::config, &all_inputs("config"));
 }
 
 /// splitmix64.
