@@ -40,8 +40,9 @@ pub struct Figures {
     pub resync_seconds: Option<f64>,
 }
 
-/// The replicator binary: `$GARDENSTATE_BIN`, or next to the harness; built (release) if
-/// missing and `build` is true.
+/// The replicator binary: `$GARDENSTATE_BIN`, or next to the harness. With `build`, it is
+/// (re)built first (`cargo build --release`, a no-op when up to date): a stale binary of
+/// another segment layout would refuse the harness's segments.
 pub fn locate_binary(build: bool) -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("GARDENSTATE_BIN") {
         let p = PathBuf::from(p);
@@ -55,11 +56,12 @@ pub fn locate_binary(build: bool) -> Result<PathBuf, String> {
     let dir = exe.parent().ok_or("harness binary has no directory")?;
     // Tests run the harness from target/<profile>/ (integration tests from target/<profile>/deps).
     let candidates = [dir.join("gardenstate"), dir.parent().map_or(dir.join("x"), |d| d.join("gardenstate"))];
-    if let Some(p) = candidates.iter().find(|p| p.is_file()) {
-        return Ok(p.clone());
-    }
     if !build {
-        return Err(format!("the replicator binary is not built (no {})", candidates[0].display()));
+        return candidates
+            .iter()
+            .find(|p| p.is_file())
+            .cloned()
+            .ok_or_else(|| format!("the replicator binary is not built (no {})", candidates[0].display()));
     }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
