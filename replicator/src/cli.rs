@@ -276,6 +276,9 @@ pub struct DaemonArgs {
     /// Primary: the last frames kept so a reconnecting standby resumes without a snapshot [default: 64MiB]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub backlog: Option<u64>,
+    /// Log lines as text or as one JSON object each (ts, level, msg) [default: text]
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
     #[command(flatten)]
     pub tls: TlsArgs,
 }

@@ -16,6 +16,7 @@
 //! rejoin_after = "10s"
 //! metrics = "127.0.0.1:9480"
 //! backlog = "64MiB"               # primary: frames kept for standbys that reconnect
+//! log_format = "json"             # or "text" (the default)
 //! tls_cert = "/etc/gardenstate/node.crt"   # TLS on the TCP link: all three, or none
 //! tls_key = "/etc/gardenstate/node.key"    # mode 0600 or stricter, like key_file
 //! tls_ca = "/etc/gardenstate/ca.crt"       # peers' certificates must chain to it
@@ -80,6 +81,7 @@ struct File {
     rejoin_after: Option<String>,
     metrics: Option<String>,
     backlog: Option<String>,
+    log_format: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
@@ -101,6 +103,8 @@ pub struct Config {
     pub metrics: Option<String>,
     /// Bytes of shipped frames the primary keeps for resuming standbys.
     pub backlog: usize,
+    /// Log lines as JSON objects rather than text.
+    pub log_json: bool,
     /// TLS on the TCP link, or None for plaintext.
     pub tls: Option<Tls>,
 }
@@ -184,6 +188,13 @@ pub fn resolve(kind: DaemonKind, role: RoleFlags, d: DaemonArgs) -> Result<Confi
             (None, Some(t)) => parse_size(t).map_err(|e| format!("{origin}: backlog: {e}"))?,
             (None, None) => DEFAULT_BACKLOG,
         } as usize,
+        log_json: match d.log_format.or(file.log_format).as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(format!("{origin}: log_format must be \"text\" or \"json\", not {other:?}"));
+            }
+        },
         tls,
     };
     match kind {

@@ -1,11 +1,21 @@
-//! The daemons' log: one line per event on stderr, `2026-11-24T12:00:00.123Z LEVEL message`.
+//! The daemons' log: one line per event on stderr, `2026-11-24T12:00:00.123Z LEVEL message`,
+//! or with `--log-format json` one JSON object per line, `{"ts":"…","level":"info","msg":"…"}`,
+//! for a log shipper.
 //!
 //! No logging framework: the daemons log a handful of events (connections, auth results,
 //! resyncs, errors), and a line is written with a single `write_all` on a locked stderr, so
 //! lines from different threads never interleave.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Switches every later line to JSON (`true`) or text.
+pub fn set_json(on: bool) {
+    JSON.store(on, Ordering::Relaxed);
+}
 
 /// How serious an event is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,13 +27,26 @@ pub enum Level {
 
 /// Writes one log line (the `info!`-style helpers below call this).
 pub fn log(level: Level, message: &str) {
-    let tag = match level {
-        Level::Info => "INFO ",
-        Level::Warn => "WARN ",
-        Level::Error => "ERROR",
-    };
-    let line = format!("{} {tag} {message}\n", timestamp(SystemTime::now()));
+    let line = format_line(level, message, SystemTime::now(), JSON.load(Ordering::Relaxed));
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+fn format_line(level: Level, message: &str, t: SystemTime, json: bool) -> String {
+    if json {
+        let level = match level {
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        };
+        serde_json::json!({ "ts": timestamp(t), "level": level, "msg": message }).to_string() + "\n"
+    } else {
+        let tag = match level {
+            Level::Info => "INFO ",
+            Level::Warn => "WARN ",
+            Level::Error => "ERROR",
+        };
+        format!("{} {tag} {message}\n", timestamp(t))
+    }
 }
 
 pub fn info(message: &str) {
@@ -66,6 +89,19 @@ pub fn timestamp(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_line_is_text_or_one_json_object() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_955_696_789);
+        let msg = "standby \"x\" closed:\nbye";
+        assert_eq!(format_line(Level::Warn, "lag 3", t, false), "2026-11-29T12:34:56.789Z WARN  lag 3\n");
+        let line = format_line(Level::Error, msg, t, true);
+        assert_eq!(line.matches('\n').count(), 1, "one line: {line:?}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["ts"], "2026-11-29T12:34:56.789Z");
+        assert_eq!(v["level"], "error");
+        assert_eq!(v["msg"], msg);
+    }
 
     #[test]
     fn timestamps_are_utc_rfc3339() {

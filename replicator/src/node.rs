@@ -79,6 +79,7 @@ impl Node {
 
 /// Runs a data node from its first role until it exits.
 pub fn run(kind: DaemonKind, cfg: Config) -> CmdResult {
+    log::set_json(cfg.log_json);
     let listen = cfg.listen.clone().unwrap_or_else(|| "0.0.0.0:0".into());
     let mut targets: Vec<String> = cfg.witness.iter().cloned().collect();
     targets.extend(cfg.connect.iter().cloned());
