@@ -49,7 +49,9 @@ pub use failpoint::NAMES as FAILPOINTS;
 pub use feed::{Change, ChangeKind, FeedRead};
 pub use layout::Options;
 pub use stats::Stats;
-pub use store::{Entry, Expiry, Info, LockInfo, Locked, Meta, ScanEntry, Store, SweepReport, WriteMode};
+pub use store::{
+    Digest, Entry, Expiry, Info, LockInfo, Locked, Meta, ScanEntry, Store, SweepReport, WriteMode,
+};
 
 /// Where segment files are created (`/dev/shm`, or `$GARDENSTATE_SHM_DIR`).
 pub fn shm_dir() -> std::path::PathBuf {

@@ -295,7 +295,12 @@ fn break_the_link_under_load(tag: &str, rate: Option<u64>) -> (usize, usize, usi
             w.join().unwrap()
         });
         assert!(ops > 100, "round {round}: the writer barely ran ({ops} ops)");
-        wait_converged(&store, &p.standby_seg, Duration::from_secs(30));
+        let replica = wait_converged(&store, &p.standby_seg, Duration::from_secs(30));
+        // The order-independent digests agree too (entries, values, locks, expiry kinds),
+        // once the writer's 200 ms TTLs have run out on both sides.
+        wait_until("equal digests", Duration::from_secs(5), || {
+            store.digest().unwrap() == replica.digest().unwrap()
+        });
     }
     let reconnects = standby.log().matches("authenticated with primary").count() - 1;
     assert!(reconnects >= rounds as usize, "the link did not break every round: {}", standby.log());
