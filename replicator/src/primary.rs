@@ -32,6 +32,7 @@ use crate::node::{self, Guard, Next, Node, Verdict};
 use crate::status::Status;
 use crate::transport::{self, Conn};
 use gardenstate::{Store, WriteMode};
+use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,7 +87,9 @@ struct Shared {
     last_ack_ms: AtomicU64,
     switch: Mutex<Switch>,
     next: Mutex<Option<Next>>,
-    conns: Mutex<Vec<TcpStream>>,
+    /// Every open connection (by a number of its own), to shut them all when the role ends;
+    /// a connection removes itself when it ends, so a flapping link leaks no sockets.
+    conns: Mutex<HashMap<u64, TcpStream>>,
     /// The current standby connection (shut down when a newer one supersedes it).
     standby_conn: Mutex<Option<Conn>>,
 }
@@ -127,7 +130,7 @@ pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
         last_ack_ms: AtomicU64::new(0),
         switch: Mutex::new(Switch::Idle),
         next: Mutex::new(None),
-        conns: Mutex::new(Vec::new()),
+        conns: Mutex::new(HashMap::new()),
         standby_conn: Mutex::new(None),
     };
     node.status.set_role("primary");
@@ -136,6 +139,7 @@ pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
     let parked = Mutex::new(Parked::Empty);
     let mut guard = Guard::start(node, &shared.store, cold);
     let mut last_round = Instant::now() - cfg.heartbeat;
+    let mut accepted = 0u64;
     let next = std::thread::scope(|s| {
         let next = loop {
             if let Some(n) = lock(&shared.next).take() {
@@ -151,8 +155,10 @@ pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
             }
             match listener.accept() {
                 Ok((conn, _)) => {
+                    accepted += 1;
+                    let id = accepted;
                     if let Ok(c) = conn.try_clone() {
-                        lock(&shared.conns).push(c);
+                        lock(&shared.conns).insert(id, c);
                     }
                     let (shared, parked) = (&shared, &parked);
                     s.spawn(move || {
@@ -160,6 +166,7 @@ pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
                         if let Err(e) = connection(conn, node, shared, parked, &peer) {
                             log::warn(&format!("standby {peer}: connection closed: {e}"));
                         }
+                        lock(&shared.conns).remove(&id);
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -173,7 +180,7 @@ pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
         };
         // End the role: every stream stops at its next step, every socket is shut.
         shared.current.store(u64::MAX, Ordering::Release);
-        for c in lock(&shared.conns).drain(..) {
+        for (_, c) in lock(&shared.conns).drain() {
             let _ = c.shutdown(Shutdown::Both);
         }
         next

@@ -174,6 +174,23 @@ fn garbage_on_the_port_is_dropped_and_the_primary_keeps_serving() {
     wait_until("the primary to log the refusal", Duration::from_secs(10), || {
         primary.log().contains("refused connection")
     });
+    // Refused connections leave no socket behind (a flapping link must not leak them).
+    let pid = primary.child.as_ref().unwrap().id();
+    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let before = fds();
+    for i in 0..60 {
+        let mut c = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = c.write_all(&junk[..64]);
+        // Closed by the primary: EOF or a reset, never a wait (a kept socket never closes).
+        if let Err(e) = c.read_to_end(&mut Vec::new()) {
+            assert!(
+                !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+                "{i}: {e}"
+            );
+        }
+    }
+    wait_until("the refused connections' sockets to close", Duration::from_secs(10), || fds() < before + 10);
     let _standby = Daemon::standby(&p.dir, &p.standby_seg, p.port, &p.key);
     store.set(b"after", b"garbage", Expiry::Never).unwrap();
     wait_converged(&store, &p.standby_seg, Duration::from_secs(20));
