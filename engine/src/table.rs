@@ -143,7 +143,7 @@ impl Segment {
             let bytes = layout::class_size(bp.class).min(4096) as usize;
             let base = self.heap_word(off);
             for line in (0..bytes / 8).step_by(8) {
-                self.mem.prefetch(base + line);
+                self.mem.prefetch_once(base + line);
             }
         }
     }
