@@ -313,10 +313,13 @@ impl Store {
         let fork_gen = os::fork_generation();
         let (idx, pid, rnd, sweep_due) = CLIENTS.with(|cell| -> Result<_> {
             let mut v = cell.borrow_mut();
-            v.retain(|c| c.fork_gen == fork_gen && c.seg.strong_count() > 0);
-            let c = match v.iter_mut().position(|c| c.store_id == self.id) {
+            // Store ids are never reused, so a live entry for this store can only be this
+            // thread's current one; stale entries (another fork, dropped stores) are pruned
+            // only when a client is claimed, keeping every operation's lookup a short scan.
+            let c = match v.iter().position(|c| c.store_id == self.id && c.fork_gen == fork_gen) {
                 Some(i) => &mut v[i],
                 None => {
+                    v.retain(|c| c.fork_gen == fork_gen && c.seg.strong_count() > 0);
                     let (pid, start) = os::self_identity();
                     let seed = os::random_u64().unwrap_or(pid as u64) | 1;
                     let idx = self.seg.claim_client(pid, start, seed)?;
