@@ -156,6 +156,20 @@ pub struct Run {
     pub elapsed: Duration,
 }
 
+impl Run {
+    /// Loops run one after another by one worker, as one run: their samples, operations and
+    /// time added up.
+    pub fn sequential(runs: Vec<Run>) -> Run {
+        let mut all = Run { samples: Vec::new(), ops: 0, elapsed: Duration::ZERO };
+        for r in runs {
+            all.samples.extend(r.samples);
+            all.ops += r.ops;
+            all.elapsed += r.elapsed;
+        }
+        all
+    }
+}
+
 /// Samples kept per loop (32 MiB): beyond that, operations are counted but not timed.
 pub const MAX_SAMPLES: usize = 4 << 20;
 
