@@ -47,6 +47,7 @@
 //! stream to its end first (`restore` does so in a validation pass, then reads it again to
 //! apply it). [`decode`] is the all-at-once form for byte slices, used by tests and fuzzers.
 
+use crate::frame::Shape;
 use gardenstate::Options;
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -80,18 +81,11 @@ pub struct Header {
 }
 
 impl Header {
-    /// The options that recreate the dumped segment's shape, mode 0600.
+    /// The options that recreate the dumped segment's shape, mode 0600 (as a standby creates
+    /// its segment from the primary's [`Shape`]).
     pub fn options(&self) -> Options {
-        Options {
-            capacity_bytes: self.heap_bytes,
-            max_entries: self.max_entries,
-            max_key: self.max_key,
-            max_value: self.max_value,
-            max_clients: self.max_clients,
-            feed_len: self.feed_len,
-            evict: self.evict,
-            mode: 0o600,
-        }
+        let &Header { heap_bytes, max_entries, max_value, max_key, max_clients, feed_len, evict, .. } = self;
+        Shape { heap_bytes, max_entries, max_key, max_value, max_clients, feed_len, evict }.options()
     }
 }
 
@@ -637,6 +631,14 @@ mod tests {
         assert_eq!((b[t], u64_at(&b, t + 1)), (0, 1));
         assert_eq!(u64_at(&b, t + 9), xxhash_rust::xxh3::xxh3_64(&b[..t + 9]));
         assert_eq!(b.len(), t + TRAILER_LEN);
+    }
+
+    #[test]
+    fn options_recreate_the_dumped_shape() {
+        let o = header().options();
+        let got = (o.capacity_bytes, o.max_entries, o.max_key, o.max_value, o.max_clients, o.feed_len);
+        assert_eq!(got, (8 << 20, 1000, 64, 4096, 16, 1024));
+        assert_eq!((o.evict, o.mode), (true, 0o600));
     }
 
     #[test]
