@@ -270,6 +270,22 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// A valid dump header of a small segment: the snapshot seeds' (and the `snapshot` module's
+/// unit tests').
+pub fn snapshot_header() -> snapshot::Header {
+    snapshot::Header {
+        dumped_at_unix_ms: 1_700_000_000_000,
+        heap_bytes: 8 << 20,
+        max_entries: 1000,
+        max_value: 4096,
+        max_key: 64,
+        max_clients: 16,
+        feed_len: 1024,
+        dataset_id: 0xfeed,
+        evict: true,
+    }
+}
+
 /// Small seeds for each target (the fuzzer's starting corpus; also replayed by the tests).
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     let with_mode = |mode: u8, bytes: Vec<u8>| [vec![mode], bytes].concat();
@@ -302,17 +318,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             ]
         }
         "snapshot" => {
-            let header = snapshot::Header {
-                dumped_at_unix_ms: 1_700_000_000_000,
-                heap_bytes: 8 << 20,
-                max_entries: 1000,
-                max_value: 4096,
-                max_key: 64,
-                max_clients: 16,
-                feed_len: 1024,
-                dataset_id: 0xfeed,
-                evict: true,
-            };
+            let header = snapshot_header();
             let entries = vec![
                 snapshot::Record { key: b"a".to_vec(), value: vec![], ttl_ms: 0, sliding_ms: 0 },
                 snapshot::Record {
