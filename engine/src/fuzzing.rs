@@ -246,6 +246,33 @@ fn exercise(st: &Store, data: &[u8]) {
     let _ = st.check();
 }
 
+/// A small seeded PRNG (splitmix64) for the fuzzers' mutation smokes and the tests' random
+/// data: a seed gives the same numbers in every build and process, so a failing run that
+/// prints its seed replays.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
 /// Small seeds for the attach target (the fuzzer's starting corpus; also replayed by the tests).
 pub fn seeds() -> Vec<Vec<u8>> {
     let g = crate::layout::Geometry::from_options(&options()).expect("valid options");

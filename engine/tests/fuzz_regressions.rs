@@ -14,7 +14,7 @@
 //!
 //! `cargo test -p gardenstate --test fuzz_regressions -- --ignored` rewrites the seed corpus.
 
-use gardenstate::fuzzing;
+use gardenstate::fuzzing::{self, Rng};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -79,22 +79,6 @@ fn attach_saved_inputs() {
     assert!(failures.is_empty(), "attach: {} inputs fail:\n{}", failures.len(), failures.join("\n"));
 }
 
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// Word indexes worth aiming at: the header, the feed, the clients, the index, the page table
 /// and bitmaps, and the first records (the template is one small segment).
 fn word_index(rng: &mut Rng, words: usize) -> u32 {
@@ -110,8 +94,8 @@ fn value(rng: &mut Rng) -> u64 {
     let vals = [0, 1, u64::MAX, 1 << 63, u32::MAX as u64, 0x5555_5555_5555_5555];
     match rng.below(3) {
         0 => vals[rng.below(vals.len())],
-        1 => rng.next() & 0xffff,
-        _ => rng.next(),
+        1 => rng.next_u64() & 0xffff,
+        _ => rng.next_u64(),
     }
 }
 
@@ -121,7 +105,7 @@ fn mutate(rng: &mut Rng, input: &[u8], words: usize) -> Vec<u8> {
         v.push(1);
     }
     match rng.below(6) {
-        0 => v[0] = rng.next() as u8,
+        0 => v[0] = rng.next_u64() as u8,
         1 if v.len() > 1 => {
             let at = 1 + rng.below(v.len() - 1);
             v[at] ^= 1 << rng.below(8);

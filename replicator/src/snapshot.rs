@@ -553,6 +553,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
 mod tests {
     use super::*;
     use crate::fuzzing::snapshot_header as header;
+    use gardenstate::fuzzing::Rng;
 
     fn sample() -> Snapshot {
         Snapshot {
@@ -567,17 +568,6 @@ mod tests {
                     sliding_ms: 1_200_000,
                 },
             ],
-        }
-    }
-
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
         }
     }
 
@@ -701,21 +691,21 @@ mod tests {
         for round in 0..20_000 {
             let input: Vec<u8> = if round % 4 == 0 {
                 // Pure noise, sometimes behind a valid magic and version.
-                let len = (rng.next() % 200) as usize;
-                let mut v: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                let len = (rng.next_u64() % 200) as usize;
+                let mut v: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
                 if round % 8 == 0 && v.len() >= 8 {
                     v[..8].copy_from_slice(b"GDSDUMP\x01");
                 }
                 v
             } else {
                 let mut v = good.clone();
-                for _ in 0..1 + rng.next() % 4 {
-                    let i = (rng.next() as usize) % v.len();
-                    match rng.next() % 3 {
-                        0 => v[i] ^= 1 << (rng.next() % 8),
-                        1 => v[i] = rng.next() as u8,
+                for _ in 0..1 + rng.next_u64() % 4 {
+                    let i = (rng.next_u64() as usize) % v.len();
+                    match rng.next_u64() % 3 {
+                        0 => v[i] ^= 1 << (rng.next_u64() % 8),
+                        1 => v[i] = rng.next_u64() as u8,
                         _ => {
-                            let at = (rng.next() as usize) % v.len();
+                            let at = (rng.next_u64() as usize) % v.len();
                             v.truncate(at.max(1));
                         }
                     }

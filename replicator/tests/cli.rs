@@ -3,6 +3,7 @@
 //! used directly only to fill segments with entries a shell cannot type (binary keys, locks)
 //! and to read back exactly what a restore produced.
 
+use gardenstate::fuzzing::Rng;
 use gardenstate::{Expiry, Store};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -99,21 +100,6 @@ fn fails(args: &[&str], needle: &str) -> String {
     let e = stderr(&o);
     assert!(e.contains(needle), "stderr of {args:?} lacks {needle:?}: {e}");
     e
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
 }
 
 const SMALL: [&str; 10] = [
@@ -343,14 +329,14 @@ fn dump_destroy_restore_round_trips_2000_entries() {
     for i in 0..2000u64 {
         // Binary keys: a counter, then random bytes (NUL, newline, 0xff all likely).
         let mut key = i.to_le_bytes().to_vec();
-        let key_tail = 1 + (rng.next() % 40) as usize;
+        let key_tail = 1 + (rng.next_u64() % 40) as usize;
         key.extend(rng.bytes(key_tail));
-        let value_len = (rng.next() % 2000) as usize;
+        let value_len = (rng.next_u64() % 2000) as usize;
         let value = rng.bytes(value_len);
         let expiry = match i % 3 {
             0 => Expiry::Never,
-            1 => Expiry::After(Duration::from_secs(600 + rng.next() % 3000)),
-            _ => Expiry::Sliding(Duration::from_secs(300 + rng.next() % 1500)),
+            1 => Expiry::After(Duration::from_secs(600 + rng.next_u64() % 3000)),
+            _ => Expiry::Sliding(Duration::from_secs(300 + rng.next_u64() % 1500)),
         };
         store.set(&key, &value, expiry).unwrap();
         keys.push(key);

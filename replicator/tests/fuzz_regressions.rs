@@ -10,6 +10,7 @@
 //! `cargo test -p gardenstate-replicator --test fuzz_regressions -- --ignored` rewrites the
 //! seed corpus files from `fuzzing::seeds`.
 
+use gardenstate::fuzzing::Rng;
 use gardenstate_replicator::fuzzing;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -101,22 +102,6 @@ fn config_saved_inputs() {
     replay("config", fuzzing::config, &all_inputs("config"));
 }
 
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// One to four libFuzzer-style mutations of `input` (`others` for splicing).
 fn mutate(rng: &mut Rng, input: &[u8], others: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut v = input.to_vec();
@@ -124,10 +109,10 @@ fn mutate(rng: &mut Rng, input: &[u8], others: &[(String, Vec<u8>)]) -> Vec<u8> 
         let at = rng.below(v.len());
         match rng.below(8) {
             0 if !v.is_empty() => v[at] ^= 1 << rng.below(8),
-            1 if !v.is_empty() => v[at] = rng.next() as u8,
+            1 if !v.is_empty() => v[at] = rng.next_u64() as u8,
             2 => {
                 let n = 1 + rng.below(8);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                 v.splice(at.min(v.len())..at.min(v.len()), bytes);
             }
             3 if !v.is_empty() => {
@@ -149,8 +134,8 @@ fn mutate(rng: &mut Rng, input: &[u8], others: &[(String, Vec<u8>)]) -> Vec<u8> 
                 let end = (from + rng.below(64)).min(o.len());
                 v.splice(at.min(v.len())..at.min(v.len()), o[from..end].iter().copied());
             }
-            _ if !v.is_empty() => v[0] = rng.next() as u8, // another mode byte
-            _ => v.push(rng.next() as u8),
+            _ if !v.is_empty() => v[0] = rng.next_u64() as u8, // another mode byte
+            _ => v.push(rng.next_u64() as u8),
         }
     }
     v
