@@ -16,40 +16,16 @@
 
 use gardenstate::fuzzing::{self, Rng};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
-}
-
+/// The saved inputs of `target`, then the built-in seeds.
 fn saved(target: &str) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    for kind in ["regressions", "corpus"] {
-        let dir = fuzz_dir().join(kind).join(target);
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-        let mut files: Vec<PathBuf> = rd.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
-        files.sort();
-        for p in files {
-            if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
-                continue;
-            }
-            let bytes = std::fs::read(&p).unwrap();
-            out.push((format!("{kind}/{target}/{}", p.file_name().unwrap().to_string_lossy()), bytes));
-        }
-    }
+    let mut out = fuzzing::saved_inputs(target);
     for (i, s) in fuzzing::seeds().into_iter().enumerate() {
         out.push((format!("fuzzing::seeds()[{i}]"), s));
     }
     out
-}
-
-fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "(non-string panic)".into())
 }
 
 /// Runs `attach` on `input`, on a thread with a watchdog: a panic or a hang is `Err`.
@@ -57,7 +33,7 @@ fn run(input: &[u8]) -> Result<(), String> {
     let (tx, rx) = mpsc::channel();
     let data = input.to_vec();
     std::thread::spawn(move || {
-        let r = catch_unwind(AssertUnwindSafe(|| fuzzing::attach(&data))).map_err(panic_text);
+        let r = catch_unwind(AssertUnwindSafe(|| fuzzing::attach(&data))).map_err(fuzzing::panic_text);
         let _ = tx.send(r);
     });
     match rx.recv_timeout(Duration::from_secs(20)) {
@@ -68,15 +44,7 @@ fn run(input: &[u8]) -> Result<(), String> {
 
 #[test]
 fn attach_saved_inputs() {
-    let inputs = saved("attach");
-    let mut failures = Vec::new();
-    for (name, bytes) in &inputs {
-        if let Err(e) = run(bytes) {
-            failures.push(format!("{name} ({} bytes): {e}", bytes.len()));
-        }
-    }
-    println!("attach: {} saved inputs replayed", inputs.len());
-    assert!(failures.is_empty(), "attach: {} inputs fail:\n{}", failures.len(), failures.join("\n"));
+    fuzzing::replay("attach", &saved("attach"), run);
 }
 
 /// Word indexes worth aiming at: the header, the feed, the clients, the index, the page table
@@ -148,7 +116,7 @@ fn attach_mutation_smoke() {
 #[test]
 #[ignore = "writes the seed corpus files; run by hand after changing fuzzing::seeds"]
 fn write_seed_corpus() {
-    let dir = fuzz_dir().join("corpus").join("attach");
+    let dir = fuzzing::fuzz_dir().join("corpus").join("attach");
     std::fs::create_dir_all(&dir).unwrap();
     for (i, s) in fuzzing::seeds().iter().enumerate() {
         std::fs::write(dir.join(format!("seed-{i}")), s).unwrap();

@@ -10,10 +10,9 @@
 //! `cargo test -p gardenstate-replicator --test fuzz_regressions -- --ignored` rewrites the
 //! seed corpus files from `fuzzing::seeds`.
 
-use gardenstate::fuzzing::Rng;
+use gardenstate::fuzzing::{self as engine_fuzzing, Rng};
 use gardenstate_replicator::fuzzing;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A target body.
@@ -27,50 +26,16 @@ const TARGETS: [(&str, Target); 5] = [
     ("config", fuzzing::config),
 ];
 
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
-}
-
-/// The saved inputs of `target`: (file name, bytes), regressions first, sorted by name.
-fn saved(target: &str) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    for kind in ["regressions", "corpus"] {
-        let dir = fuzz_dir().join(kind).join(target);
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-        let mut files: Vec<PathBuf> = rd.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
-        files.sort();
-        for p in files {
-            if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
-                continue;
-            }
-            let bytes = std::fs::read(&p).unwrap();
-            out.push((format!("{kind}/{target}/{}", p.file_name().unwrap().to_string_lossy()), bytes));
-        }
-    }
-    out
-}
-
-fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "(non-string panic)".into())
-}
-
 /// Runs `f` on each input, collecting every failure (with the input's name) before failing.
 fn replay(target: &str, f: Target, inputs: &[(String, Vec<u8>)]) {
-    let mut failures = Vec::new();
-    for (name, bytes) in inputs {
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(bytes))) {
-            failures.push(format!("{name} ({} bytes): {}", bytes.len(), panic_text(p)));
-        }
-    }
-    println!("{target}: {} saved inputs replayed", inputs.len());
-    assert!(failures.is_empty(), "{target}: {} inputs fail:\n{}", failures.len(), failures.join("\n"));
+    engine_fuzzing::replay(target, inputs, |b| {
+        catch_unwind(AssertUnwindSafe(|| f(b))).map_err(engine_fuzzing::panic_text)
+    });
 }
 
+/// The saved inputs of `target` (regressions first, sorted by name), then the built-in seeds.
 fn all_inputs(target: &str) -> Vec<(String, Vec<u8>)> {
-    let mut inputs = saved(target);
+    let mut inputs = engine_fuzzing::saved_inputs(target);
     for (i, s) in fuzzing::seeds(target).into_iter().enumerate() {
         inputs.push((format!("fuzzing::seeds(\"{target}\")[{i}]"), s));
     }
@@ -166,7 +131,8 @@ fn mutation_smoke() {
             let input = mutate(&mut rng, base, &corpus);
             n += 1;
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&input))) {
-                failures.push(format!("{target}: input #{n} {input:02x?}: {}", panic_text(p)));
+                let why = engine_fuzzing::panic_text(p);
+                failures.push(format!("{target}: input #{n} {input:02x?}: {why}"));
                 break;
             }
         }
@@ -180,7 +146,7 @@ fn mutation_smoke() {
 #[ignore = "writes the seed corpus files; run by hand after changing fuzzing::seeds"]
 fn write_seed_corpus() {
     for (target, _) in TARGETS {
-        let dir = fuzz_dir().join("corpus").join(target);
+        let dir = engine_fuzzing::fuzz_dir().join("corpus").join(target);
         std::fs::create_dir_all(&dir).unwrap();
         for (i, s) in fuzzing::seeds(target).iter().enumerate() {
             std::fs::write(dir.join(format!("seed-{i}")), s).unwrap();
