@@ -102,24 +102,21 @@ fn fails(args: &[&str], needle: &str) -> String {
     e
 }
 
-const SMALL: [&str; 10] = [
-    "--capacity",
-    "4MiB",
-    "--max-entries",
-    "5000",
-    "--max-key",
-    "128",
-    "--max-value",
-    "16KiB",
-    "--max-clients",
-    "16",
-];
+/// The limits of the tests' segments, but for the heap's size.
+const LIMITS: [&str; 8] =
+    ["--max-entries", "5000", "--max-key", "128", "--max-value", "16KiB", "--max-clients", "16"];
 
-fn create_small(seg: &Seg, extra: &[&str]) {
-    let mut args = vec!["create", seg.name()];
-    args.extend_from_slice(&SMALL);
+/// Creates `seg` with `capacity` bytes of heap, the usual [`LIMITS`], and `extra` options.
+fn create_sized(seg: &Seg, capacity: &str, extra: &[&str]) {
+    let mut args = vec!["create", seg.name(), "--capacity", capacity];
+    args.extend_from_slice(&LIMITS);
     args.extend_from_slice(extra);
     ok(&args);
+}
+
+/// Creates `seg` with a 4 MiB heap, the usual [`LIMITS`], and `extra` options.
+fn create_small(seg: &Seg, extra: &[&str]) {
+    create_sized(seg, "4MiB", extra);
 }
 
 #[test]
@@ -307,22 +304,7 @@ fn snapshot_of(store: &Store) -> HashMap<Vec<u8>, Expected> {
 fn dump_destroy_restore_round_trips_2000_entries() {
     let seg = Seg::new("roundtrip");
     let file = TmpPath::new("roundtrip");
-    ok(&[
-        "create",
-        seg.name(),
-        "--capacity",
-        "16MiB",
-        "--max-entries",
-        "5000",
-        "--max-key",
-        "128",
-        "--max-value",
-        "16KiB",
-        "--max-clients",
-        "16",
-        "--feed-len",
-        "512",
-    ]);
+    create_sized(&seg, "16MiB", &["--feed-len", "512"]);
     let store = Store::attach(seg.name()).unwrap();
     let mut rng = Rng(7);
     let mut keys = Vec::new();
