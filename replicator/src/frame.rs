@@ -596,14 +596,7 @@ mod tests {
             Message::Challenge([7; NONCE_LEN]),
             Message::Response([0xa5; MAC_LEN]),
             Message::SnapshotBegin,
-            Message::Entry(EntryFrame {
-                pos: 12,
-                key: b"sid:1".to_vec(),
-                value: b"cart=3".to_vec(),
-                ttl_left_ms: Some(1_200_000),
-                sliding_ms: Some(1_200_000),
-                lock: Some((42, 1500)),
-            }),
+            crate::fuzzing::entry_message(),
             Message::Entry(EntryFrame {
                 pos: 13,
                 key: vec![0, 255, 10],

@@ -270,6 +270,19 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// An Entry frame with every optional field set: a frame seed's (and the `frame` module's
+/// unit tests').
+pub fn entry_message() -> Message {
+    Message::Entry(frame::EntryFrame {
+        pos: 12,
+        key: b"sid:1".to_vec(),
+        value: b"cart=3".to_vec(),
+        ttl_left_ms: Some(1_200_000),
+        sliding_ms: Some(1_200_000),
+        lock: Some((42, 1500)),
+    })
+}
+
 /// A valid dump header of a small segment: the snapshot seeds' (and the `snapshot` module's
 /// unit tests').
 pub fn snapshot_header() -> snapshot::Header {
@@ -293,14 +306,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         "frame" => {
             let msgs = [
                 Message::Challenge([7; frame::NONCE_LEN]),
-                Message::Entry(frame::EntryFrame {
-                    pos: 12,
-                    key: b"sid:1".to_vec(),
-                    value: b"cart=3".to_vec(),
-                    ttl_left_ms: Some(1_200_000),
-                    sliding_ms: Some(1_200_000),
-                    lock: Some((42, 1500)),
-                }),
+                entry_message(),
                 Message::Delete { pos: 14, key: b"k".to_vec() },
                 Message::Heartbeat { pos: 16 },
             ];
