@@ -385,7 +385,7 @@ pub fn decode(buf: &[u8], limit: u32) -> Result<(Message, usize), FrameError> {
 /// Reads one frame from `r` (blocking); `buf` is reused between calls.
 pub fn read_frame(r: &mut impl Read, limit: u32, buf: &mut Vec<u8>) -> Result<Message, FrameError> {
     let mut h = [0u8; HEADER_LEN];
-    let got = read_full(r, &mut h)?;
+    let got = read_full(r, &mut h).map_err(FrameError::Io)?;
     if got == 0 {
         return Err(FrameError::Closed);
     }
@@ -412,15 +412,16 @@ pub fn read_frame(r: &mut impl Read, limit: u32, buf: &mut Vec<u8>) -> Result<Me
     decode(buf, limit).map(|(m, _)| m)
 }
 
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, FrameError> {
+/// Reads until `buf` is full or the input ends (retrying `Interrupted`); returns the bytes
+/// read. Also the dump reader's (`snapshot`).
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(FrameError::Io(e)),
+            Err(e) => return Err(e),
         }
     }
     Ok(n)

@@ -47,7 +47,7 @@
 //! stream to its end first (`restore` does so in a validation pass, then reads it again to
 //! apply it). [`decode`] is the all-at-once form for byte slices, used by tests and fuzzers.
 
-use crate::frame::Shape;
+use crate::frame::{Shape, read_full};
 use gardenstate::Options;
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -523,20 +523,6 @@ impl<R: Read> Reader<R> {
         }
         Ok(())
     }
-}
-
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match input.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Decodes and fully verifies a snapshot held in memory. Never panics, whatever `bytes` holds.
