@@ -13,7 +13,7 @@
 //! wait for the old, dead connection to time out. A connection that fails authentication,
 //! sends garbage, or stays silent for [`PEER_TIMEOUT`] is closed and logged, and nothing is
 //! sent to it but the handshake.
-
+//!
 //! With a witness, the node's guard (`node::Guard`, once per heartbeat) fences the segment
 //! when the primary is cut off and hands the node over to a newer primary (F2, F3 in
 //! `node`). A connection whose Hello says `Control` is an operator's `gardenstate
@@ -81,7 +81,8 @@ struct Shared {
     /// The generation of the newest standby connection; a stream whose generation is not
     /// this one stops. `u64::MAX`: the role is ending.
     current: AtomicU64,
-    /// Generations of connections that reached streaming.
+    /// The generation of the newest connection that reached streaming (a switchover needs it
+    /// to be `current`).
     streaming: AtomicU64,
     /// Milliseconds after the node started when the standby last sent a frame (0: never).
     last_ack_ms: AtomicU64,
@@ -256,8 +257,13 @@ fn connection<'s>(
     let from =
         (theirs.history == store.history_id() && theirs.epoch == store.epoch() && theirs.feed_head > 0)
             .then_some(theirs.feed_head);
+    // Whether it does resume is logged by `stream`, once the backlog has been looked at.
+    let plan = match from {
+        Some(p) => format!("it asks to resume at position {p}"),
+        None => "sending a snapshot".to_string(),
+    };
     log::info(&format!(
-        "standby {peer} authenticated (its history {:016x}, epoch {}); sending a snapshot",
+        "standby {peer} authenticated (its history {:016x}, epoch {}); {plan}",
         theirs.history, theirs.epoch
     ));
     node.status.set_peer(Some(peer.to_string()), true);
