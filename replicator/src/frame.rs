@@ -695,7 +695,7 @@ mod tests {
                     let n = next() as usize % 200;
                     bad = (0..n).map(|_| next() as u8).collect();
                     if n >= 4 && next() % 2 == 0 {
-                        bad[..4].copy_from_slice(&[b'G', b'S', 1, (next() % 10) as u8]);
+                        bad[..4].copy_from_slice(&[b'G', b'S', 1, (next() % (LAST_TYPE as u64 + 1)) as u8]);
                     }
                 }
                 _ => bad.truncate(next() as usize % bad.len()),
