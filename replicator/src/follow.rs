@@ -31,9 +31,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-/// A hasher for the replicator's maps of keys and slots: one-shot xxh3 with a random
-/// per-map seed (keys come from clients, so a fixed seed would invite collision floods), far
-/// cheaper than SipHash on a million keys.
+/// A hasher for the replicator's maps and sets of keys: one-shot xxh3 with a random per-map
+/// seed (keys come from clients, so a fixed seed would invite collision floods), far cheaper
+/// than SipHash on a million keys.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyHash(u64);
 
@@ -67,11 +67,9 @@ impl Hasher for KeyHasher {
     fn write(&mut self, bytes: &[u8]) {
         self.0 = xxh3_64_with_seed(bytes, self.0);
     }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(n as u64)
-    }
     fn write_u64(&mut self, n: u64) {
-        // A multiply-xorshift mix (splitmix64's finalizer) of the seed and n.
+        // A key's length prefix (`write_usize`) comes here. A multiply-xorshift mix
+        // (splitmix64's finalizer) of the seed and n.
         let mut z = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
