@@ -2,7 +2,8 @@
 //!
 //! The main thread accepts TCP connections; each gets a thread that authenticates it
 //! (`auth`), exchanges Hellos (the primary's carries the segment's shape, history id and
-//! epoch), then streams: a snapshot, then the change feed (`follow`), batched in a buffered
+//! epoch), then streams: a snapshot (or, to a standby that can resume, the frames it lacks
+//! from the `backlog`), then the change feed (`follow`), batched in a buffered
 //! writer that is flushed, with a Heartbeat carrying the cursor, whenever the feed is empty
 //! (and at least every 5 ms under continuous load). A second thread per connection reads the
 //! standby's Acks and records them with `Store::acknowledge_replicated`, which is what
@@ -426,13 +427,13 @@ impl Sink<'_> {
 
 /// A standby connection's stream position, handed from one connection to the next so a
 /// reconnecting standby can resume (`backlog`).
-pub struct Resume<'s> {
+struct Resume<'s> {
     follower: Follower<'s>,
     backlog: Backlog,
 }
 
 /// Where the follower is between connections.
-pub enum Parked<'s> {
+enum Parked<'s> {
     /// No stream has run yet, or the last one could not give its follower back.
     Empty,
     /// A stream holds it.
