@@ -18,7 +18,7 @@
 //! With a witness, the node's guard (`node::Guard`, once per heartbeat) fences the segment
 //! when the primary is cut off and hands the node over to a newer primary (F2, F3 in
 //! `node`). A connection whose Hello says `Control` is an operator's `gardenstate
-//! switchover`: see [`switchover`].
+//! switchover`: see the `switchover` function.
 
 use crate::auth;
 use crate::backlog::Backlog;
