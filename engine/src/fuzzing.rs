@@ -18,6 +18,10 @@
 //! Whatever the file, attach and every operation must return (an error is fine): no panic,
 //! no crash, no hang. Attach does not wait for a creator here (a file that is not stamped
 //! ready is refused at once), so each input costs microseconds.
+//!
+//! The replay tests of both crates share the rest: [`saved_inputs`] (the files under
+//! `fuzz/`), [`replay`] (run them all, report every failure), and [`Rng`], the seeded PRNG of
+//! their mutation smokes (which other tests use for reproducible random data too).
 
 #![forbid(unsafe_code)]
 
@@ -25,9 +29,10 @@ use crate::layout::{H_CHECKSUM, H_CREATED_UNIX_MS, H_DATASET_ID, H_HASH_SEED, H_
 use crate::segment::Segment;
 use crate::store::{Expiry, LockInfo, Store};
 use crate::sync::Ordering;
+use std::any::Any;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -244,6 +249,86 @@ fn exercise(st: &Store, data: &[u8]) {
     st.acknowledge_replicated(ttl);
     let _ = st.replicated_upto();
     let _ = st.check();
+}
+
+/// The workspace's `fuzz/` directory: the cargo-fuzz crate, its seed corpus and its saved
+/// regressions (found from this crate's source tree, so for tests run from a checkout).
+pub fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+}
+
+/// The inputs saved for the fuzz target `target`, as (name, bytes): the files of
+/// `fuzz/regressions/<target>/` (inputs that once failed), then of `fuzz/corpus/<target>/`
+/// (the seed corpus), each sorted by name, dot files skipped, named `<kind>/<target>/<file>`.
+/// A missing directory holds none.
+pub fn saved_inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for kind in ["regressions", "corpus"] {
+        let dir = fuzz_dir().join(kind).join(target);
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let mut files: Vec<PathBuf> = rd
+            .map(|e| e.unwrap_or_else(|e| panic!("listing {}: {e}", dir.display())).path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        for p in files {
+            let file = p.file_name().expect("a listed file has a name").to_string_lossy().into_owned();
+            if file.starts_with('.') {
+                continue;
+            }
+            let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+            out.push((format!("{kind}/{target}/{file}"), bytes));
+        }
+    }
+    out
+}
+
+/// What a caught panic said.
+pub fn panic_text(p: Box<dyn Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(non-string panic)".into())
+}
+
+/// Runs `run` on every input of `target`, then panics naming each input it failed (with its
+/// length and the error), so one run reports them all.
+pub fn replay(target: &str, inputs: &[(String, Vec<u8>)], mut run: impl FnMut(&[u8]) -> Result<(), String>) {
+    let mut failures = Vec::new();
+    for (name, bytes) in inputs {
+        if let Err(e) = run(bytes) {
+            failures.push(format!("{name} ({} bytes): {e}", bytes.len()));
+        }
+    }
+    println!("{target}: {} saved inputs replayed", inputs.len());
+    assert!(failures.is_empty(), "{target}: {} inputs fail:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// A small seeded PRNG (splitmix64) for the fuzzers' mutation smokes and the tests' random
+/// data: a seed gives the same numbers in every build and process, so a failing run that
+/// prints its seed replays.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
 }
 
 /// Small seeds for the attach target (the fuzzer's starting corpus; also replayed by the tests).

@@ -14,42 +14,18 @@
 //!
 //! `cargo test -p gardenstate --test fuzz_regressions -- --ignored` rewrites the seed corpus.
 
-use gardenstate::fuzzing;
+use gardenstate::fuzzing::{self, Rng};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
-}
-
+/// The saved inputs of `target`, then the built-in seeds.
 fn saved(target: &str) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    for kind in ["regressions", "corpus"] {
-        let dir = fuzz_dir().join(kind).join(target);
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-        let mut files: Vec<PathBuf> = rd.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
-        files.sort();
-        for p in files {
-            if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
-                continue;
-            }
-            let bytes = std::fs::read(&p).unwrap();
-            out.push((format!("{kind}/{target}/{}", p.file_name().unwrap().to_string_lossy()), bytes));
-        }
-    }
+    let mut out = fuzzing::saved_inputs(target);
     for (i, s) in fuzzing::seeds().into_iter().enumerate() {
         out.push((format!("fuzzing::seeds()[{i}]"), s));
     }
     out
-}
-
-fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "(non-string panic)".into())
 }
 
 /// Runs `attach` on `input`, on a thread with a watchdog: a panic or a hang is `Err`.
@@ -57,7 +33,7 @@ fn run(input: &[u8]) -> Result<(), String> {
     let (tx, rx) = mpsc::channel();
     let data = input.to_vec();
     std::thread::spawn(move || {
-        let r = catch_unwind(AssertUnwindSafe(|| fuzzing::attach(&data))).map_err(panic_text);
+        let r = catch_unwind(AssertUnwindSafe(|| fuzzing::attach(&data))).map_err(fuzzing::panic_text);
         let _ = tx.send(r);
     });
     match rx.recv_timeout(Duration::from_secs(20)) {
@@ -68,31 +44,7 @@ fn run(input: &[u8]) -> Result<(), String> {
 
 #[test]
 fn attach_saved_inputs() {
-    let inputs = saved("attach");
-    let mut failures = Vec::new();
-    for (name, bytes) in &inputs {
-        if let Err(e) = run(bytes) {
-            failures.push(format!("{name} ({} bytes): {e}", bytes.len()));
-        }
-    }
-    println!("attach: {} saved inputs replayed", inputs.len());
-    assert!(failures.is_empty(), "attach: {} inputs fail:\n{}", failures.len(), failures.join("\n"));
-}
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
+    fuzzing::replay("attach", &saved("attach"), run);
 }
 
 /// Word indexes worth aiming at: the header, the feed, the clients, the index, the page table
@@ -110,8 +62,8 @@ fn value(rng: &mut Rng) -> u64 {
     let vals = [0, 1, u64::MAX, 1 << 63, u32::MAX as u64, 0x5555_5555_5555_5555];
     match rng.below(3) {
         0 => vals[rng.below(vals.len())],
-        1 => rng.next() & 0xffff,
-        _ => rng.next(),
+        1 => rng.next_u64() & 0xffff,
+        _ => rng.next_u64(),
     }
 }
 
@@ -121,7 +73,7 @@ fn mutate(rng: &mut Rng, input: &[u8], words: usize) -> Vec<u8> {
         v.push(1);
     }
     match rng.below(6) {
-        0 => v[0] = rng.next() as u8,
+        0 => v[0] = rng.next_u64() as u8,
         1 if v.len() > 1 => {
             let at = 1 + rng.below(v.len() - 1);
             v[at] ^= 1 << rng.below(8);
@@ -164,7 +116,7 @@ fn attach_mutation_smoke() {
 #[test]
 #[ignore = "writes the seed corpus files; run by hand after changing fuzzing::seeds"]
 fn write_seed_corpus() {
-    let dir = fuzz_dir().join("corpus").join("attach");
+    let dir = fuzzing::fuzz_dir().join("corpus").join("attach");
     std::fs::create_dir_all(&dir).unwrap();
     for (i, s) in fuzzing::seeds().iter().enumerate() {
         std::fs::write(dir.join(format!("seed-{i}")), s).unwrap();

@@ -139,21 +139,10 @@ impl<'s> Applier<'s> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::follow::scratch::seg;
     use crate::frame::EntryFrame;
-    use gardenstate::{Expiry, Options};
+    use gardenstate::Expiry;
 
-    struct Seg(String, Store);
-    impl Drop for Seg {
-        fn drop(&mut self) {
-            let _ = Store::destroy(&self.0);
-        }
-    }
-    fn seg(tag: &str) -> Seg {
-        let name = format!("gds-apply-{tag}-{}", std::process::id());
-        let _ = Store::destroy(&name);
-        let opts = Options { capacity_bytes: 4 << 20, max_entries: 1024, feed_len: 64, ..Options::default() };
-        Seg(name.clone(), Store::create(&name, &opts).unwrap())
-    }
     fn entry(key: &[u8], value: &[u8], pos: u64) -> Message {
         Message::Entry(EntryFrame {
             pos,
@@ -173,7 +162,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_leaves_exactly_its_entries_and_acknowledges_only_its_end() {
-        let s = seg("exact");
+        let s = seg("apply-exact");
         for k in [b"a", b"b", b"c", b"e"] {
             s.1.set(k, b"old", Expiry::Never).unwrap();
         }

@@ -31,9 +31,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-/// A hasher for the replicator's maps of keys and slots: one-shot xxh3 with a random
-/// per-map seed (keys come from clients, so a fixed seed would invite collision floods), far
-/// cheaper than SipHash on a million keys.
+/// A hasher for the replicator's maps and sets of keys: one-shot xxh3 with a random per-map
+/// seed (keys come from clients, so a fixed seed would invite collision floods), far cheaper
+/// than SipHash on a million keys.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyHash(u64);
 
@@ -67,11 +67,9 @@ impl Hasher for KeyHasher {
     fn write(&mut self, bytes: &[u8]) {
         self.0 = xxh3_64_with_seed(bytes, self.0);
     }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(n as u64)
-    }
     fn write_u64(&mut self, n: u64) {
-        // A multiply-xorshift mix (splitmix64's finalizer) of the seed and n.
+        // A key's length prefix (`write_usize`) comes here. A multiply-xorshift mix
+        // (splitmix64's finalizer) of the seed and n.
         let mut z = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -295,23 +293,35 @@ impl<'a> Follower<'a> {
     }
 }
 
+/// A scratch segment for the unit tests here and in `apply`.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use gardenstate::{Expiry, Options};
+pub(crate) mod scratch {
+    use gardenstate::{Options, Store};
 
-    struct Seg(String, Store);
+    /// A segment's name and handle; the segment is destroyed when this is dropped.
+    pub(crate) struct Seg(pub String, pub Store);
+
     impl Drop for Seg {
         fn drop(&mut self) {
             let _ = Store::destroy(&self.0);
         }
     }
-    fn seg(tag: &str) -> Seg {
-        let name = format!("gds-follow-{tag}-{}", std::process::id());
+
+    /// A fresh small segment (4 MiB, 1,024 entries, a 64-entry feed) named
+    /// `gds-<tag>-<pid>`.
+    pub(crate) fn seg(tag: &str) -> Seg {
+        let name = format!("gds-{tag}-{}", std::process::id());
         let _ = Store::destroy(&name);
         let opts = Options { capacity_bytes: 4 << 20, max_entries: 1024, feed_len: 64, ..Options::default() };
         Seg(name.clone(), Store::create(&name, &opts).unwrap())
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scratch::seg;
+    use super::*;
+    use gardenstate::Expiry;
 
     fn drain(f: &mut Follower<'_>) -> (Vec<Message>, Poll) {
         let mut out = Vec::new();
@@ -329,7 +339,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_then_changes_ship_current_values_and_deletes() {
-        let s = seg("basic");
+        let s = seg("follow-basic");
         s.1.set(b"a", b"1", Expiry::Never).unwrap();
         s.1.set(b"b", b"2", Expiry::After(Duration::from_secs(60))).unwrap();
         let mut f = Follower::new(&s.1);
@@ -385,7 +395,7 @@ mod tests {
 
     #[test]
     fn a_lapped_feed_asks_for_a_resync() {
-        let s = seg("lap");
+        let s = seg("follow-lap");
         let mut f = Follower::new(&s.1);
         f.snapshot(&mut |_: &Message| Ok(())).unwrap();
         for i in 0..200u32 {

@@ -385,7 +385,7 @@ pub fn decode(buf: &[u8], limit: u32) -> Result<(Message, usize), FrameError> {
 /// Reads one frame from `r` (blocking); `buf` is reused between calls.
 pub fn read_frame(r: &mut impl Read, limit: u32, buf: &mut Vec<u8>) -> Result<Message, FrameError> {
     let mut h = [0u8; HEADER_LEN];
-    let got = read_full(r, &mut h)?;
+    let got = read_full(r, &mut h).map_err(FrameError::Io)?;
     if got == 0 {
         return Err(FrameError::Closed);
     }
@@ -412,15 +412,16 @@ pub fn read_frame(r: &mut impl Read, limit: u32, buf: &mut Vec<u8>) -> Result<Me
     decode(buf, limit).map(|(m, _)| m)
 }
 
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, FrameError> {
+/// Reads until `buf` is full or the input ends (retrying `Interrupted`); returns the bytes
+/// read. Also the dump reader's (`snapshot`).
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(FrameError::Io(e)),
+            Err(e) => return Err(e),
         }
     }
     Ok(n)
@@ -596,14 +597,7 @@ mod tests {
             Message::Challenge([7; NONCE_LEN]),
             Message::Response([0xa5; MAC_LEN]),
             Message::SnapshotBegin,
-            Message::Entry(EntryFrame {
-                pos: 12,
-                key: b"sid:1".to_vec(),
-                value: b"cart=3".to_vec(),
-                ttl_left_ms: Some(1_200_000),
-                sliding_ms: Some(1_200_000),
-                lock: Some((42, 1500)),
-            }),
+            crate::fuzzing::entry_message(),
             Message::Entry(EntryFrame {
                 pos: 13,
                 key: vec![0, 255, 10],
@@ -701,7 +695,7 @@ mod tests {
                     let n = next() as usize % 200;
                     bad = (0..n).map(|_| next() as u8).collect();
                     if n >= 4 && next() % 2 == 0 {
-                        bad[..4].copy_from_slice(&[b'G', b'S', 1, (next() % 10) as u8]);
+                        bad[..4].copy_from_slice(&[b'G', b'S', 1, (next() % (LAST_TYPE as u64 + 1)) as u8]);
                     }
                 }
                 _ => bad.truncate(next() as usize % bad.len()),

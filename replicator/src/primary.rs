@@ -2,7 +2,8 @@
 //!
 //! The main thread accepts TCP connections; each gets a thread that authenticates it
 //! (`auth`), exchanges Hellos (the primary's carries the segment's shape, history id and
-//! epoch), then streams: a snapshot, then the change feed (`follow`), batched in a buffered
+//! epoch), then streams: a snapshot (or, to a standby that can resume, the frames it lacks
+//! from the `backlog`), then the change feed (`follow`), batched in a buffered
 //! writer that is flushed, with a Heartbeat carrying the cursor, whenever the feed is empty
 //! (and at least every 5 ms under continuous load). A second thread per connection reads the
 //! standby's Acks and records them with `Store::acknowledge_replicated`, which is what
@@ -13,11 +14,11 @@
 //! wait for the old, dead connection to time out. A connection that fails authentication,
 //! sends garbage, or stays silent for [`PEER_TIMEOUT`] is closed and logged, and nothing is
 //! sent to it but the handshake.
-
+//!
 //! With a witness, the node's guard (`node::Guard`, once per heartbeat) fences the segment
 //! when the primary is cut off and hands the node over to a newer primary (F2, F3 in
 //! `node`). A connection whose Hello says `Control` is an operator's `gardenstate
-//! switchover`: see [`switchover`].
+//! switchover`: see the `switchover` function.
 
 use crate::auth;
 use crate::backlog::Backlog;
@@ -81,7 +82,8 @@ struct Shared {
     /// The generation of the newest standby connection; a stream whose generation is not
     /// this one stops. `u64::MAX`: the role is ending.
     current: AtomicU64,
-    /// Generations of connections that reached streaming.
+    /// The generation of the newest connection that reached streaming (a switchover needs it
+    /// to be `current`).
     streaming: AtomicU64,
     /// Milliseconds after the node started when the standby last sent a frame (0: never).
     last_ack_ms: AtomicU64,
@@ -256,8 +258,13 @@ fn connection<'s>(
     let from =
         (theirs.history == store.history_id() && theirs.epoch == store.epoch() && theirs.feed_head > 0)
             .then_some(theirs.feed_head);
+    // Whether it does resume is logged by `stream`, once the backlog has been looked at.
+    let plan = match from {
+        Some(p) => format!("it asks to resume at position {p}"),
+        None => "sending a snapshot".to_string(),
+    };
     log::info(&format!(
-        "standby {peer} authenticated (its history {:016x}, epoch {}); sending a snapshot",
+        "standby {peer} authenticated (its history {:016x}, epoch {}); {plan}",
         theirs.history, theirs.epoch
     ));
     node.status.set_peer(Some(peer.to_string()), true);
@@ -420,13 +427,13 @@ impl Sink<'_> {
 
 /// A standby connection's stream position, handed from one connection to the next so a
 /// reconnecting standby can resume (`backlog`).
-pub struct Resume<'s> {
+struct Resume<'s> {
     follower: Follower<'s>,
     backlog: Backlog,
 }
 
 /// Where the follower is between connections.
-pub enum Parked<'s> {
+enum Parked<'s> {
     /// No stream has run yet, or the last one could not give its follower back.
     Empty,
     /// A stream holds it.

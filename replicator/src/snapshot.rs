@@ -47,6 +47,7 @@
 //! stream to its end first (`restore` does so in a validation pass, then reads it again to
 //! apply it). [`decode`] is the all-at-once form for byte slices, used by tests and fuzzers.
 
+use crate::frame::{Shape, read_full};
 use gardenstate::Options;
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -80,18 +81,11 @@ pub struct Header {
 }
 
 impl Header {
-    /// The options that recreate the dumped segment's shape, mode 0600.
+    /// The options that recreate the dumped segment's shape, mode 0600 (as a standby creates
+    /// its segment from the primary's [`Shape`]).
     pub fn options(&self) -> Options {
-        Options {
-            capacity_bytes: self.heap_bytes,
-            max_entries: self.max_entries,
-            max_key: self.max_key,
-            max_value: self.max_value,
-            max_clients: self.max_clients,
-            feed_len: self.feed_len,
-            evict: self.evict,
-            mode: 0o600,
-        }
+        let &Header { heap_bytes, max_entries, max_value, max_key, max_clients, feed_len, evict, .. } = self;
+        Shape { heap_bytes, max_entries, max_key, max_value, max_clients, feed_len, evict }.options()
     }
 }
 
@@ -531,20 +525,6 @@ impl<R: Read> Reader<R> {
     }
 }
 
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match input.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// Decodes and fully verifies a snapshot held in memory. Never panics, whatever `bytes` holds.
 pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
     let mut r = Reader::new(bytes)?;
@@ -558,20 +538,8 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn header() -> Header {
-        Header {
-            dumped_at_unix_ms: 1_700_000_000_000,
-            heap_bytes: 8 << 20,
-            max_entries: 1000,
-            max_value: 4096,
-            max_key: 64,
-            max_clients: 16,
-            feed_len: 1024,
-            dataset_id: 0xfeed_beef,
-            evict: true,
-        }
-    }
+    use crate::fuzzing::snapshot_header as header;
+    use gardenstate::fuzzing::Rng;
 
     fn sample() -> Snapshot {
         Snapshot {
@@ -586,17 +554,6 @@ mod tests {
                     sliding_ms: 1_200_000,
                 },
             ],
-        }
-    }
-
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
         }
     }
 
@@ -626,7 +583,7 @@ mod tests {
         assert_eq!(u32_at(&b, 40), 64);
         assert_eq!(u32_at(&b, 44), 16);
         assert_eq!(u64_at(&b, 48), 1024);
-        assert_eq!(u64_at(&b, 56), 0xfeed_beef);
+        assert_eq!(u64_at(&b, 56), 0xfeed);
         assert_eq!(u32_at(&b, 64), 1);
         let e = HEADER_LEN;
         assert_eq!(b[e], 1);
@@ -637,6 +594,14 @@ mod tests {
         assert_eq!((b[t], u64_at(&b, t + 1)), (0, 1));
         assert_eq!(u64_at(&b, t + 9), xxhash_rust::xxh3::xxh3_64(&b[..t + 9]));
         assert_eq!(b.len(), t + TRAILER_LEN);
+    }
+
+    #[test]
+    fn options_recreate_the_dumped_shape() {
+        let o = header().options();
+        let got = (o.capacity_bytes, o.max_entries, o.max_key, o.max_value, o.max_clients, o.feed_len);
+        assert_eq!(got, (8 << 20, 1000, 64, 4096, 16, 1024));
+        assert_eq!((o.evict, o.mode), (true, 0o600));
     }
 
     #[test]
@@ -712,21 +677,21 @@ mod tests {
         for round in 0..20_000 {
             let input: Vec<u8> = if round % 4 == 0 {
                 // Pure noise, sometimes behind a valid magic and version.
-                let len = (rng.next() % 200) as usize;
-                let mut v: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                let len = (rng.next_u64() % 200) as usize;
+                let mut v: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
                 if round % 8 == 0 && v.len() >= 8 {
                     v[..8].copy_from_slice(b"GDSDUMP\x01");
                 }
                 v
             } else {
                 let mut v = good.clone();
-                for _ in 0..1 + rng.next() % 4 {
-                    let i = (rng.next() as usize) % v.len();
-                    match rng.next() % 3 {
-                        0 => v[i] ^= 1 << (rng.next() % 8),
-                        1 => v[i] = rng.next() as u8,
+                for _ in 0..1 + rng.next_u64() % 4 {
+                    let i = (rng.next_u64() as usize) % v.len();
+                    match rng.next_u64() % 3 {
+                        0 => v[i] ^= 1 << (rng.next_u64() % 8),
+                        1 => v[i] = rng.next_u64() as u8,
                         _ => {
-                            let at = (rng.next() as usize) % v.len();
+                            let at = (rng.next_u64() as usize) % v.len();
                             v.truncate(at.max(1));
                         }
                     }

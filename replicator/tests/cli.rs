@@ -3,6 +3,7 @@
 //! used directly only to fill segments with entries a shell cannot type (binary keys, locks)
 //! and to read back exactly what a restore produced.
 
+use gardenstate::fuzzing::Rng;
 use gardenstate::{Expiry, Store};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -101,39 +102,21 @@ fn fails(args: &[&str], needle: &str) -> String {
     e
 }
 
-struct Rng(u64);
+/// The limits of the tests' segments, but for the heap's size.
+const LIMITS: [&str; 8] =
+    ["--max-entries", "5000", "--max-key", "128", "--max-value", "16KiB", "--max-clients", "16"];
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
-const SMALL: [&str; 10] = [
-    "--capacity",
-    "4MiB",
-    "--max-entries",
-    "5000",
-    "--max-key",
-    "128",
-    "--max-value",
-    "16KiB",
-    "--max-clients",
-    "16",
-];
-
-fn create_small(seg: &Seg, extra: &[&str]) {
-    let mut args = vec!["create", seg.name()];
-    args.extend_from_slice(&SMALL);
+/// Creates `seg` with `capacity` bytes of heap, the usual [`LIMITS`], and `extra` options.
+fn create_sized(seg: &Seg, capacity: &str, extra: &[&str]) {
+    let mut args = vec!["create", seg.name(), "--capacity", capacity];
+    args.extend_from_slice(&LIMITS);
     args.extend_from_slice(extra);
     ok(&args);
+}
+
+/// Creates `seg` with a 4 MiB heap, the usual [`LIMITS`], and `extra` options.
+fn create_small(seg: &Seg, extra: &[&str]) {
+    create_sized(seg, "4MiB", extra);
 }
 
 #[test]
@@ -321,36 +304,21 @@ fn snapshot_of(store: &Store) -> HashMap<Vec<u8>, Expected> {
 fn dump_destroy_restore_round_trips_2000_entries() {
     let seg = Seg::new("roundtrip");
     let file = TmpPath::new("roundtrip");
-    ok(&[
-        "create",
-        seg.name(),
-        "--capacity",
-        "16MiB",
-        "--max-entries",
-        "5000",
-        "--max-key",
-        "128",
-        "--max-value",
-        "16KiB",
-        "--max-clients",
-        "16",
-        "--feed-len",
-        "512",
-    ]);
+    create_sized(&seg, "16MiB", &["--feed-len", "512"]);
     let store = Store::attach(seg.name()).unwrap();
     let mut rng = Rng(7);
     let mut keys = Vec::new();
     for i in 0..2000u64 {
         // Binary keys: a counter, then random bytes (NUL, newline, 0xff all likely).
         let mut key = i.to_le_bytes().to_vec();
-        let key_tail = 1 + (rng.next() % 40) as usize;
+        let key_tail = 1 + (rng.next_u64() % 40) as usize;
         key.extend(rng.bytes(key_tail));
-        let value_len = (rng.next() % 2000) as usize;
+        let value_len = (rng.next_u64() % 2000) as usize;
         let value = rng.bytes(value_len);
         let expiry = match i % 3 {
             0 => Expiry::Never,
-            1 => Expiry::After(Duration::from_secs(600 + rng.next() % 3000)),
-            _ => Expiry::Sliding(Duration::from_secs(300 + rng.next() % 1500)),
+            1 => Expiry::After(Duration::from_secs(600 + rng.next_u64() % 3000)),
+            _ => Expiry::Sliding(Duration::from_secs(300 + rng.next_u64() % 1500)),
         };
         store.set(&key, &value, expiry).unwrap();
         keys.push(key);

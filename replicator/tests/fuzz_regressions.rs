@@ -10,9 +10,9 @@
 //! `cargo test -p gardenstate-replicator --test fuzz_regressions -- --ignored` rewrites the
 //! seed corpus files from `fuzzing::seeds`.
 
+use gardenstate::fuzzing::{self as engine_fuzzing, Rng};
 use gardenstate_replicator::fuzzing;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A target body.
@@ -26,50 +26,16 @@ const TARGETS: [(&str, Target); 5] = [
     ("config", fuzzing::config),
 ];
 
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
-}
-
-/// The saved inputs of `target`: (file name, bytes), regressions first, sorted by name.
-fn saved(target: &str) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    for kind in ["regressions", "corpus"] {
-        let dir = fuzz_dir().join(kind).join(target);
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-        let mut files: Vec<PathBuf> = rd.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
-        files.sort();
-        for p in files {
-            if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
-                continue;
-            }
-            let bytes = std::fs::read(&p).unwrap();
-            out.push((format!("{kind}/{target}/{}", p.file_name().unwrap().to_string_lossy()), bytes));
-        }
-    }
-    out
-}
-
-fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "(non-string panic)".into())
-}
-
 /// Runs `f` on each input, collecting every failure (with the input's name) before failing.
 fn replay(target: &str, f: Target, inputs: &[(String, Vec<u8>)]) {
-    let mut failures = Vec::new();
-    for (name, bytes) in inputs {
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(bytes))) {
-            failures.push(format!("{name} ({} bytes): {}", bytes.len(), panic_text(p)));
-        }
-    }
-    println!("{target}: {} saved inputs replayed", inputs.len());
-    assert!(failures.is_empty(), "{target}: {} inputs fail:\n{}", failures.len(), failures.join("\n"));
+    engine_fuzzing::replay(target, inputs, |b| {
+        catch_unwind(AssertUnwindSafe(|| f(b))).map_err(engine_fuzzing::panic_text)
+    });
 }
 
+/// The saved inputs of `target` (regressions first, sorted by name), then the built-in seeds.
 fn all_inputs(target: &str) -> Vec<(String, Vec<u8>)> {
-    let mut inputs = saved(target);
+    let mut inputs = engine_fuzzing::saved_inputs(target);
     for (i, s) in fuzzing::seeds(target).into_iter().enumerate() {
         inputs.push((format!("fuzzing::seeds(\"{target}\")[{i}]"), s));
     }
@@ -101,22 +67,6 @@ fn config_saved_inputs() {
     replay("config", fuzzing::config, &all_inputs("config"));
 }
 
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// One to four libFuzzer-style mutations of `input` (`others` for splicing).
 fn mutate(rng: &mut Rng, input: &[u8], others: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut v = input.to_vec();
@@ -124,10 +74,10 @@ fn mutate(rng: &mut Rng, input: &[u8], others: &[(String, Vec<u8>)]) -> Vec<u8> 
         let at = rng.below(v.len());
         match rng.below(8) {
             0 if !v.is_empty() => v[at] ^= 1 << rng.below(8),
-            1 if !v.is_empty() => v[at] = rng.next() as u8,
+            1 if !v.is_empty() => v[at] = rng.next_u64() as u8,
             2 => {
                 let n = 1 + rng.below(8);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                 v.splice(at.min(v.len())..at.min(v.len()), bytes);
             }
             3 if !v.is_empty() => {
@@ -149,8 +99,8 @@ fn mutate(rng: &mut Rng, input: &[u8], others: &[(String, Vec<u8>)]) -> Vec<u8> 
                 let end = (from + rng.below(64)).min(o.len());
                 v.splice(at.min(v.len())..at.min(v.len()), o[from..end].iter().copied());
             }
-            _ if !v.is_empty() => v[0] = rng.next() as u8, // another mode byte
-            _ => v.push(rng.next() as u8),
+            _ if !v.is_empty() => v[0] = rng.next_u64() as u8, // another mode byte
+            _ => v.push(rng.next_u64() as u8),
         }
     }
     v
@@ -181,7 +131,8 @@ fn mutation_smoke() {
             let input = mutate(&mut rng, base, &corpus);
             n += 1;
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&input))) {
-                failures.push(format!("{target}: input #{n} {input:02x?}: {}", panic_text(p)));
+                let why = engine_fuzzing::panic_text(p);
+                failures.push(format!("{target}: input #{n} {input:02x?}: {why}"));
                 break;
             }
         }
@@ -195,7 +146,7 @@ fn mutation_smoke() {
 #[ignore = "writes the seed corpus files; run by hand after changing fuzzing::seeds"]
 fn write_seed_corpus() {
     for (target, _) in TARGETS {
-        let dir = fuzz_dir().join("corpus").join(target);
+        let dir = engine_fuzzing::fuzz_dir().join("corpus").join(target);
         std::fs::create_dir_all(&dir).unwrap();
         for (i, s) in fuzzing::seeds(target).iter().enumerate() {
             std::fs::write(dir.join(format!("seed-{i}")), s).unwrap();
