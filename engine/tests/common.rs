@@ -46,20 +46,17 @@ pub fn small() -> Options {
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// A small deterministic PRNG (splitmix64): tests print their seed so a run can be replayed.
+/// A small deterministic PRNG (the engine's splitmix64, seeded apart from the fuzzers'):
+/// tests print their seed so a run can be replayed.
 #[derive(Debug, Clone)]
-pub struct Rng(pub u64);
+pub struct Rng(gardenstate::fuzzing::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+        Rng(gardenstate::fuzzing::Rng(seed ^ 0x9e37_79b9_7f4a_7c15))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
