@@ -24,6 +24,7 @@
 //! At the end the monitor prints a summary, checks the whole segment (`Store::check`, an fsck),
 //! fails if any read was wrong or anything leaked, and destroys the segment (also on Ctrl-C).
 
+use gardenstate::demo::{self, Rng, SESSION_ID_LEN, request_count_of, seal, unseal, verify};
 use gardenstate::{Error, Expiry, Options, Stats, Store};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -83,8 +84,6 @@ fn segment_options() -> Options {
         ..Options::default() // no eviction (a full store says Full), mode 0600
     }
 }
-
-const SESSION_ID_LEN: usize = 32;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -578,7 +577,7 @@ impl Worker {
     /// A page that only reads the session. Reading pushes its sliding deadline out.
     fn view(&mut self, sid: &[u8]) -> gardenstate::Result<bool> {
         let Some(meta) = self.store.get_into(sid, &mut self.buf)? else { return Ok(false) };
-        let ok = verify_session(sid, &self.buf[..meta.len]);
+        let ok = verify(sid, &self.buf[..meta.len]);
         self.check(ok);
         Ok(true)
     }
@@ -588,12 +587,12 @@ impl Worker {
     /// another request holds, so writers that do not lock use the version.
     fn update(&mut self, sid: &[u8]) -> gardenstate::Result<bool> {
         let Some(meta) = self.store.get_into(sid, &mut self.buf)? else { return Ok(false) };
-        let ok = verify_session(sid, &self.buf[..meta.len]);
+        let ok = verify(sid, &self.buf[..meta.len]);
         self.check(ok);
         if meta.lock.is_some() {
             return Ok(true); // a request holds it exclusively: leave it alone this time
         }
-        let count = request_count(&self.buf[..meta.len]) + 1;
+        let count = request_count_of(sid, &self.buf[..meta.len]) + 1;
         self.make_value(sid, count, 200, 4000);
         match self.store.compare_and_set(sid, meta.version, &self.value, Expiry::Sliding(CONFIG.user_ttl)) {
             Ok(_) => self.tally.updates += 1,
@@ -613,12 +612,12 @@ impl Worker {
             Err(Error::Locked { .. }) => return Ok(true),
             Err(e) => return Err(e),
         };
-        self.check(verify_session(sid, &locked.value));
+        self.check(verify(sid, &locked.value));
         let until = Instant::now() + CONFIG.request_work;
         while Instant::now() < until {
             std::hint::spin_loop(); // the request's own work, session locked
         }
-        let count = request_count(&locked.value) + 1;
+        let count = request_count_of(sid, &locked.value) + 1;
         self.make_value(sid, count, 200, 4000);
         match self.store.set_and_unlock(sid, locked.lock_id, &self.value, Expiry::Sliding(CONFIG.user_ttl)) {
             // Logged out by another tab meanwhile, or the lock was taken over: the write is lost,
@@ -652,86 +651,16 @@ impl Worker {
     /// A session value of `min..max` bytes: session id, request count, some data, checksum.
     fn make_value(&mut self, sid: &[u8], count: u64, min: u64, max: u64) {
         let len = (min + self.rng.below(max - min)) as usize;
-        let mut v = std::mem::take(&mut self.value);
-        v.clear();
-        v.extend_from_slice(sid);
-        v.extend_from_slice(&count.to_le_bytes());
-        while v.len() + 8 < len {
-            v.extend_from_slice(&self.rng.next().to_le_bytes());
-        }
-        self.value = seal(v);
+        demo::make_value(&mut self.value, sid, count, len, &mut self.rng);
     }
 }
 
 // ================================================================================================
-// Values, keys, checksums, randomness, formatting
+// Keys, formatting (values, checksums and randomness: gardenstate::demo)
 // ================================================================================================
 
 fn jar_key(user: usize) -> String {
     format!("jar:{user:06}")
-}
-
-/// Appends a checksum of `body`.
-fn seal(mut body: Vec<u8>) -> Vec<u8> {
-    let sum = checksum(&body);
-    body.extend_from_slice(&sum.to_le_bytes());
-    body
-}
-
-/// The body of a sealed value, if its checksum matches.
-fn unseal(value: &[u8]) -> Option<&[u8]> {
-    let (body, sum) = value.split_at_checked(value.len().checked_sub(8)?)?;
-    (checksum(body).to_le_bytes() == sum).then_some(body)
-}
-
-/// A session value is sealed and starts with its own session id: a torn read, or another
-/// session's value, fails here.
-fn verify_session(sid: &[u8], value: &[u8]) -> bool {
-    unseal(value).is_some_and(|body| body.len() >= SESSION_ID_LEN + 8 && body.starts_with(sid))
-}
-
-fn request_count(value: &[u8]) -> u64 {
-    value.get(SESSION_ID_LEN..SESSION_ID_LEN + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
-}
-
-/// A fast 64-bit checksum (word-wise multiply-rotate); any torn mix of two values fails it.
-fn checksum(bytes: &[u8]) -> u64 {
-    let mut h = 0x243f_6a88_85a3_08d3 ^ bytes.len() as u64;
-    for chunk in bytes.chunks(8) {
-        let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
-    }
-    h
-}
-
-/// xorshift64*, seeded from the clock, the pid and the worker number. (A real server draws
-/// session ids from the OS's CSPRNG; a demo does not need to.)
-struct Rng(u64);
-
-impl Rng {
-    fn new(n: u64) -> Rng {
-        let t =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        Rng((t as u64 ^ ((std::process::id() as u64) << 32) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        ((self.next() as u128 * n as u128) >> 64) as u64
-    }
-
-    /// 32 characters from [A-Za-z0-9].
-    fn session_id(&mut self) -> [u8; SESSION_ID_LEN] {
-        const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        std::array::from_fn(|_| ALPHABET[self.below(62) as usize])
-    }
 }
 
 /// One line of the live table: right-aligned columns.
