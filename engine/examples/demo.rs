@@ -24,7 +24,7 @@
 //! At the end the monitor prints a summary, checks the whole segment (`Store::check`, an fsck),
 //! fails if any read was wrong or anything leaked, and destroys the segment (also on Ctrl-C).
 
-use gardenstate::demo::{self, Rng, SESSION_ID_LEN, request_count_of, seal, unseal, verify};
+use gardenstate::demo::{self, Rng, SESSION_ID_LEN, Tally, request_count_of, seal, unseal, verify};
 use gardenstate::{Error, Expiry, Options, Stats, Store};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -377,7 +377,7 @@ impl WorkerProcess {
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                match Tally::parse(&line) {
+                match parse_report(&line) {
                     Some(t) => *latest.lock().unwrap_or_else(|e| e.into_inner()) = t,
                     None => println!("worker {n}: {line}"),
                 }
@@ -391,58 +391,9 @@ impl WorkerProcess {
 // A worker
 // ================================================================================================
 
-/// What a worker counts; it sends these to the monitor as a `report ...` line several times a
-/// second, so a killed worker's figures survive it.
-#[derive(Debug, Default, Clone)]
-struct Tally {
-    requests: u64,
-    verified: u64,
-    bad: u64,
-    logins: u64,
-    logouts: u64,
-    updates: u64,
-    conflicts: u64,
-}
-
-impl Tally {
-    fn line(&self) -> String {
-        let t = self;
-        format!(
-            "report requests={} verified={} bad={} logins={} logouts={} updates={} conflicts={}",
-            t.requests, t.verified, t.bad, t.logins, t.logouts, t.updates, t.conflicts
-        )
-    }
-
-    fn parse(line: &str) -> Option<Tally> {
-        let mut t = Tally::default();
-        for field in line.strip_prefix("report ")?.split(' ') {
-            let (k, v) = field.split_once('=')?;
-            let v: u64 = v.parse().ok()?;
-            match k {
-                "requests" => t.requests = v,
-                "verified" => t.verified = v,
-                "bad" => t.bad = v,
-                "logins" => t.logins = v,
-                "logouts" => t.logouts = v,
-                "updates" => t.updates = v,
-                "conflicts" => t.conflicts = v,
-                _ => return None,
-            }
-        }
-        Some(t)
-    }
-
-    fn plus(&self, o: &Tally) -> Tally {
-        Tally {
-            requests: self.requests + o.requests,
-            verified: self.verified + o.verified,
-            bad: self.bad + o.bad,
-            logins: self.logins + o.logins,
-            logouts: self.logouts + o.logouts,
-            updates: self.updates + o.updates,
-            conflicts: self.conflicts + o.conflicts,
-        }
-    }
+/// A worker's `report ...` line (`Tally::line`), if `line` is one.
+fn parse_report(line: &str) -> Option<Tally> {
+    Tally::parse_fields(line.strip_prefix("report ")?.split(' '))
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);

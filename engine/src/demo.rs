@@ -1,6 +1,7 @@
-//! Self-verifying session values and session ids, shared by the two demos: the engine's
-//! `examples/demo.rs` and the replicator's `gardenstate demo` (its workers write the values,
-//! the demo checks the promoted standby's copies). Not part of the store's API.
+//! What the two demos share: the engine's `examples/demo.rs` and the replicator's
+//! `gardenstate demo` (whose workers write the values and whose demo checks the promoted
+//! standby's copies). Self-verifying session values, session ids, and the counters a worker
+//! process reports to its parent ([`Tally`]). Not part of the store's API.
 //!
 //! A value is `key, count, filler, checksum`: the key it is stored under, a request count
 //! (u64, little-endian) that grows with every write of the session, any filler, and a
@@ -91,6 +92,69 @@ impl Rng {
     }
 }
 
+/// A worker's counters. A worker sends them to its parent as one line ([`Tally::line`])
+/// several times a second, so a killed worker's figures survive it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Requests served (users' and visitors').
+    pub requests: u64,
+    /// Values read and verified (checksum and key).
+    pub verified: u64,
+    /// Values read that failed verification: torn, or another session's.
+    pub bad: u64,
+    pub logins: u64,
+    pub logouts: u64,
+    /// Optimistic updates that won (`compare_and_set`).
+    pub updates: u64,
+    /// Optimistic updates that lost a race (the version changed meanwhile).
+    pub conflicts: u64,
+}
+
+impl Tally {
+    /// `report requests=N verified=N ...`: the line a worker writes.
+    pub fn line(&self) -> String {
+        let t = self;
+        format!(
+            "report requests={} verified={} bad={} logins={} logouts={} updates={} conflicts={}",
+            t.requests, t.verified, t.bad, t.logins, t.logouts, t.updates, t.conflicts
+        )
+    }
+
+    /// Parses the `name=N` words that follow `report` in a [`Tally::line`]; None if any word
+    /// is not one of them.
+    pub fn parse_fields<'a>(words: impl Iterator<Item = &'a str>) -> Option<Tally> {
+        let mut t = Tally::default();
+        for field in words {
+            let (k, v) = field.split_once('=')?;
+            let v: u64 = v.parse().ok()?;
+            *match k {
+                "requests" => &mut t.requests,
+                "verified" => &mut t.verified,
+                "bad" => &mut t.bad,
+                "logins" => &mut t.logins,
+                "logouts" => &mut t.logouts,
+                "updates" => &mut t.updates,
+                "conflicts" => &mut t.conflicts,
+                _ => return None,
+            } = v;
+        }
+        Some(t)
+    }
+
+    /// The sum of two workers' counters.
+    pub fn plus(&self, o: &Tally) -> Tally {
+        Tally {
+            requests: self.requests + o.requests,
+            verified: self.verified + o.verified,
+            bad: self.bad + o.bad,
+            logins: self.logins + o.logins,
+            logouts: self.logouts + o.logouts,
+            updates: self.updates + o.updates,
+            conflicts: self.conflicts + o.conflicts,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +176,14 @@ mod tests {
         assert_eq!(unseal(&seal(b"jar".to_vec())), Some(&b"jar"[..]));
         assert_eq!(unseal(&seal(Vec::new())), Some(&b""[..]));
         assert_eq!(unseal(b"short"), None);
+    }
+
+    #[test]
+    fn a_tally_round_trips_through_its_line() {
+        let t = Tally { requests: 1, verified: 2, bad: 3, logins: 4, logouts: 5, updates: 6, conflicts: 7 };
+        let line = t.line();
+        assert_eq!(Tally::parse_fields(line.strip_prefix("report ").unwrap().split(' ')), Some(t.clone()));
+        assert_eq!(t.plus(&t).conflicts, 14);
+        assert_eq!(Tally::parse_fields("requests=1 extra".split(' ')), None);
     }
 }

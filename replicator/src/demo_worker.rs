@@ -33,9 +33,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-// The self-verifying values, shared with the engine's demo example; the demo checks the
-// standby's copies with `verify` and `request_count_of`.
-pub use gardenstate::demo::{request_count_of, verify};
+// Shared with the engine's demo example: the workers' counters, and the self-verifying
+// values (the demo checks the standby's copies with `verify` and `request_count_of`).
+pub use gardenstate::demo::{Tally, request_count_of, verify};
+
 /// Prefix of the keys of orders, the writes that wait for the standby.
 pub const ORDER_PREFIX: &str = "order:";
 /// How often the critical worker places an order.
@@ -73,10 +74,7 @@ impl Msg {
     /// The line that carries the message (keys are ASCII, without spaces).
     pub fn line(&self) -> String {
         match self {
-            Msg::Report(t) => format!(
-                "report requests={} verified={} bad={} logins={} logouts={} updates={} conflicts={}",
-                t.requests, t.verified, t.bad, t.logins, t.logouts, t.updates, t.conflicts
-            ),
+            Msg::Report(t) => t.line(),
             Msg::Ordered(k) => format!("ordered {k}"),
             Msg::Confirmed(k, us) => format!("confirmed {k} {us}"),
             Msg::Unconfirmed(k) => format!("unconfirmed {k}"),
@@ -87,62 +85,13 @@ impl Msg {
     pub fn parse(line: &str) -> Option<Msg> {
         let mut words = line.split(' ');
         let msg = match words.next()? {
-            "report" => {
-                let mut t = Tally::default();
-                for field in words.by_ref() {
-                    let (k, v) = field.split_once('=')?;
-                    let v: u64 = v.parse().ok()?;
-                    *match k {
-                        "requests" => &mut t.requests,
-                        "verified" => &mut t.verified,
-                        "bad" => &mut t.bad,
-                        "logins" => &mut t.logins,
-                        "logouts" => &mut t.logouts,
-                        "updates" => &mut t.updates,
-                        "conflicts" => &mut t.conflicts,
-                        _ => return None,
-                    } = v;
-                }
-                Msg::Report(t)
-            }
+            "report" => Msg::Report(Tally::parse_fields(words.by_ref())?),
             "ordered" => Msg::Ordered(words.next()?.to_string()),
             "confirmed" => Msg::Confirmed(words.next()?.to_string(), words.next()?.parse().ok()?),
             "unconfirmed" => Msg::Unconfirmed(words.next()?.to_string()),
             _ => return None,
         };
         words.next().is_none().then_some(msg)
-    }
-}
-
-/// A worker's counters.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Tally {
-    /// Requests served (users' and visitors').
-    pub requests: u64,
-    /// Values read and verified (checksum and key).
-    pub verified: u64,
-    /// Values read that failed verification: torn, or another session's.
-    pub bad: u64,
-    pub logins: u64,
-    pub logouts: u64,
-    /// Optimistic updates that won (`compare_and_set`).
-    pub updates: u64,
-    /// Optimistic updates that lost a race (the version changed meanwhile).
-    pub conflicts: u64,
-}
-
-impl Tally {
-    /// The sum of two workers' counters.
-    pub fn plus(&self, o: &Tally) -> Tally {
-        Tally {
-            requests: self.requests + o.requests,
-            verified: self.verified + o.verified,
-            bad: self.bad + o.bad,
-            logins: self.logins + o.logins,
-            logouts: self.logouts + o.logouts,
-            updates: self.updates + o.updates,
-            conflicts: self.conflicts + o.conflicts,
-        }
     }
 }
 
