@@ -25,19 +25,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-skip() {
-    echo "asan.sh: skipped: $1"
-    [ "${GDS_REQUIRE_NIGHTLY:-0}" = 1 ] && exit 1
-    exit 0
-}
-
-cargo +nightly --version >/dev/null 2>&1 ||
-    skip "no nightly toolchain (-Zsanitizer=address is unstable); install it with: rustup toolchain install nightly"
-host=$(rustc +nightly -vV | sed -n 's/^host: //p')
-case "$host" in
-    x86_64-unknown-linux-gnu | aarch64-unknown-linux-gnu) ;;
-    *) skip "AddressSanitizer is not supported by rustc on $host" ;;
-esac
+# shellcheck source=.ci/nightly.sh
+source .ci/nightly.sh
+need_sanitizer address AddressSanitizer
 
 build_std=()
 if [ "${GDS_BUILD_STD:-0}" = 1 ]; then

@@ -41,19 +41,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-skip() {
-    echo "tsan.sh: skipped: $1"
-    [ "${GDS_REQUIRE_NIGHTLY:-0}" = 1 ] && exit 1
-    exit 0
-}
-
-cargo +nightly --version >/dev/null 2>&1 ||
-    skip "no nightly toolchain (-Zsanitizer=thread is unstable); install it with: rustup toolchain install nightly"
-host=$(rustc +nightly -vV | sed -n 's/^host: //p')
-case "$host" in
-    x86_64-unknown-linux-gnu | aarch64-unknown-linux-gnu) ;;
-    *) skip "ThreadSanitizer is not supported by rustc on $host" ;;
-esac
+# shellcheck source=.ci/nightly.sh
+source .ci/nightly.sh
+need_sanitizer thread ThreadSanitizer
 
 mode=build-std
 if [ "${GDS_BUILD_STD:-1}" = 0 ] || ! rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src'; then

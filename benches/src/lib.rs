@@ -8,7 +8,7 @@
 //!
 //! One module per thing measured (`floor`, `gardenstate`, `lmdb`, `redis`, `memcached`,
 //! `dashmap`, `replication`: the replicator's primary and standby daemons), `workload` for what they share (keys, values, clock, percentiles), `servers`
-//! for starting peer servers, `report` for the table, JSON and goals, `svg` for the plots.
+//! for starting peer servers and measuring them in the same shapes, `report` for the table, JSON and goals, `svg` for the plots.
 
 pub mod dashmap;
 pub mod floor;

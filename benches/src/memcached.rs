@@ -1,16 +1,15 @@
 //! memcached on loopback: a `memcached` this harness starts on a free port (`-m 2048`),
-//! spoken to with a minimal text-protocol client (below) over one TCP connection, the same
-//! shapes as Redis: one unpipelined connection, then 2 connections with 16 requests in
-//! flight each (gets as one 16-key `get`, memcached's own batching; sets pipelined).
+//! spoken to with a minimal text-protocol client (below), measured in the loopback shapes
+//! (`servers::Loopback`), as Redis: one unpipelined connection, then 2 connections with 16
+//! requests in flight each (gets as one 16-key `get`, memcached's own batching; sets
+//! pipelined).
 
-use crate::report::{Measurement, Memory, Section};
-use crate::servers;
-use crate::workload::{Clock, KEY_LEN, Limit, Rng, Run, SEED, Summary, key, run, value};
+use crate::report::{Memory, Section};
+use crate::servers::{self, PIPELINE};
+use crate::workload::{Clock, key, value};
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-
-const PIPELINE: u32 = 16;
 
 /// A text-protocol connection: requests are written whole, replies read through a buffer.
 struct Conn {
@@ -123,96 +122,47 @@ pub fn bench(cfg: &crate::Config, clock: &Clock, value_len: usize, sessions: u64
         return Err(format!("memcached fill: {ver:?}"));
     }
 
-    let mut out = Vec::new();
-    let m = |op, workers, pipeline, runs: &[Run]| {
-        Measurement::new(
-            "memcached",
-            op,
-            value_len,
-            sessions,
-            workers,
-            "connection",
-            pipeline,
-            Summary::of(clock, runs),
-        )
-    };
-    let mut rng = Rng::new(SEED);
+    let peer = servers::Loopback { system: "memcached", cfg, clock, value_len, sessions };
     let mut buf = Vec::new();
-    let get = run(
-        Limit::Ops(cfg.net_ops),
-        || key(rng.below(sessions)),
-        |k| {
+    let mut out = vec![
+        peer.unpipelined("get", |k| {
             con.push_get(&k);
             con.send().expect("memcached send");
             assert_eq!(con.read_get(&mut buf).expect("memcached get"), Some(value_len), "a loaded session");
             black_box(&buf);
-        },
-    );
-    out.push(m("get", 1, 1, &[get]));
-    let mut rng = Rng::new(SEED);
-    let set = run(
-        Limit::Ops(cfg.net_ops),
-        || key(rng.below(sessions)),
-        |k| {
+        }),
+        peer.unpipelined("set", |k| {
             con.push_set(&k, &v, false);
             con.send().expect("memcached send");
             con.expect("STORED").expect("memcached set");
-        },
-    );
-    out.push(m("set", 1, 1, &[set]));
-
-    for (op, label) in [("get", "get (multi-key)"), ("set", "set")] {
-        let runs: Vec<Run> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..2u64)
-                .map(|t| {
-                    let con = Conn::open(server.port);
-                    let v = &v;
-                    s.spawn(move || {
-                        let mut con = con.expect("memcached connection");
-                        let mut rng = Rng::new(SEED ^ t.wrapping_mul(0x9e37));
-                        let mut buf = Vec::new();
-                        let mut r = run(
-                            Limit::For(cfg.window),
-                            || {
-                                std::array::from_fn::<[u8; KEY_LEN], { PIPELINE as usize }, _>(|_| {
-                                    key(rng.below(sessions))
-                                })
-                            },
-                            |keys| {
-                                if op == "get" {
-                                    // memcached's own batching: one multi-key get.
-                                    con.req.extend_from_slice(b"get");
-                                    for k in &keys {
-                                        con.req.push(b' ');
-                                        con.req.extend_from_slice(k);
-                                    }
-                                    con.req.extend_from_slice(b"\r\n");
-                                    con.send().expect("memcached send");
-                                    let mut n = 0;
-                                    while con.read_value(&mut buf).expect("memcached get").is_some() {
-                                        n += 1;
-                                    }
-                                    assert_eq!(n, PIPELINE, "every session found");
-                                } else {
-                                    for k in &keys {
-                                        con.push_set(k, v, false);
-                                    }
-                                    con.send().expect("memcached send");
-                                    for _ in 0..PIPELINE {
-                                        con.expect("STORED").expect("memcached set");
-                                    }
-                                }
-                            },
-                        );
-                        r.ops *= PIPELINE as u64;
-                        r
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("memcached client thread")).collect()
-        });
-        out.push(m(label, 2, PIPELINE, &runs));
-    }
+        }),
+    ];
+    // Each thread's connection, with its read buffer.
+    let connect = || Conn::open(server.port).map(|c| (c, Vec::new()));
+    // memcached's own batching for gets: one multi-key get.
+    out.push(peer.pipelined("get (multi-key)", connect, |(con, buf), keys| {
+        con.req.extend_from_slice(b"get");
+        for k in &keys {
+            con.req.push(b' ');
+            con.req.extend_from_slice(k);
+        }
+        con.req.extend_from_slice(b"\r\n");
+        con.send().expect("memcached send");
+        let mut n = 0;
+        while con.read_value(buf).expect("memcached get").is_some() {
+            n += 1;
+        }
+        assert_eq!(n, PIPELINE, "every session found");
+    }));
+    out.push(peer.pipelined("set", connect, |(con, _), keys| {
+        for k in &keys {
+            con.push_set(k, &v, false);
+        }
+        con.send().expect("memcached send");
+        for _ in 0..PIPELINE {
+            con.expect("STORED").expect("memcached set");
+        }
+    }));
 
     con.req.extend_from_slice(b"stats\r\n");
     con.send().map_err(io)?;

@@ -1,6 +1,10 @@
 //! Peer servers (redis-server, memcached): found on the PATH, installed with apt-get when
-//! missing and allowed (root only), started on a free loopback port, stopped on drop.
+//! missing and allowed (root only), started on a free loopback port, stopped on drop; and
+//! measured in the same shapes ([`Loopback`]), so their figures compare.
 
+use crate::Config;
+use crate::report::Measurement;
+use crate::workload::{Clock, KEY_LEN, Limit, Rng, Run, SEED, Summary, key, run};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -119,4 +123,70 @@ pub fn version(bin: &Path) -> String {
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
         .unwrap_or_else(|| "unknown version".into())
+}
+
+/// Requests in flight on each connection of the pipelined shape.
+pub const PIPELINE: u32 = 16;
+/// Connections (one thread each) of the pipelined shape: the most a loopback server serves
+/// on this machine.
+const CLIENTS: u64 = 2;
+
+/// The shapes a loopback peer is measured in: one connection without pipelining (a web
+/// worker's round trip per request), then [`CLIENTS`] connections on as many threads with
+/// [`PIPELINE`] requests in flight each (a pipelined request's latency is its batch's).
+/// Every shape draws random keys of the `sessions` loaded, the same sequence for every peer.
+pub struct Loopback<'a> {
+    /// The peer's name in the report ("redis", "memcached").
+    pub system: &'static str,
+    pub cfg: &'a Config,
+    pub clock: &'a Clock,
+    pub value_len: usize,
+    pub sessions: u64,
+}
+
+impl Loopback<'_> {
+    fn measurement(&self, op: &str, workers: u32, pipeline: u32, runs: &[Run]) -> Measurement {
+        let s = Summary::of(self.clock, runs);
+        Measurement::new(self.system, op, self.value_len, self.sessions, workers, "connection", pipeline, s)
+    }
+
+    /// `cfg.net_ops` calls of `request` with a random session's key, one at a time.
+    pub fn unpipelined(&self, op: &str, request: impl FnMut([u8; KEY_LEN])) -> Measurement {
+        let mut rng = Rng::new(SEED);
+        let r = run(Limit::Ops(self.cfg.net_ops), || key(rng.below(self.sessions)), request);
+        self.measurement(op, 1, 1, &[r])
+    }
+
+    /// For `cfg.window`, on each of [`CLIENTS`] threads: `batch` with [`PIPELINE`] random
+    /// sessions' keys, again and again, over the thread's own connection from `connect`
+    /// (opened before the thread starts). Each key counts as one operation.
+    pub fn pipelined<C: Send, E: Send + std::fmt::Debug>(
+        &self,
+        op: &str,
+        connect: impl Fn() -> Result<C, E>,
+        batch: impl Fn(&mut C, [[u8; KEY_LEN]; PIPELINE as usize]) + Sync,
+    ) -> Measurement {
+        let runs: Vec<Run> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..CLIENTS)
+                .map(|t| {
+                    let con = connect();
+                    let batch = &batch;
+                    s.spawn(move || {
+                        let system = self.system;
+                        let mut con = con.unwrap_or_else(|e| panic!("{system} connection: {e:?}"));
+                        let mut rng = Rng::new(SEED ^ t.wrapping_mul(0x9e37));
+                        let mut r = run(
+                            Limit::For(self.cfg.window),
+                            || std::array::from_fn(|_| key(rng.below(self.sessions))),
+                            |keys| batch(&mut con, keys),
+                        );
+                        r.ops *= PIPELINE as u64;
+                        r
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("client thread")).collect()
+        });
+        self.measurement(op, CLIENTS as u32, PIPELINE, &runs)
+    }
 }

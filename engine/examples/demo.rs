@@ -24,6 +24,7 @@
 //! At the end the monitor prints a summary, checks the whole segment (`Store::check`, an fsck),
 //! fails if any read was wrong or anything leaked, and destroys the segment (also on Ctrl-C).
 
+use gardenstate::demo::{self, Rng, SESSION_ID_LEN, Tally, request_count_of, seal, unseal, verify};
 use gardenstate::{Error, Expiry, Options, Stats, Store};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -83,8 +84,6 @@ fn segment_options() -> Options {
         ..Options::default() // no eviction (a full store says Full), mode 0600
     }
 }
-
-const SESSION_ID_LEN: usize = 32;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -378,7 +377,7 @@ impl WorkerProcess {
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                match Tally::parse(&line) {
+                match parse_report(&line) {
                     Some(t) => *latest.lock().unwrap_or_else(|e| e.into_inner()) = t,
                     None => println!("worker {n}: {line}"),
                 }
@@ -392,58 +391,9 @@ impl WorkerProcess {
 // A worker
 // ================================================================================================
 
-/// What a worker counts; it sends these to the monitor as a `report ...` line several times a
-/// second, so a killed worker's figures survive it.
-#[derive(Debug, Default, Clone)]
-struct Tally {
-    requests: u64,
-    verified: u64,
-    bad: u64,
-    logins: u64,
-    logouts: u64,
-    updates: u64,
-    conflicts: u64,
-}
-
-impl Tally {
-    fn line(&self) -> String {
-        let t = self;
-        format!(
-            "report requests={} verified={} bad={} logins={} logouts={} updates={} conflicts={}",
-            t.requests, t.verified, t.bad, t.logins, t.logouts, t.updates, t.conflicts
-        )
-    }
-
-    fn parse(line: &str) -> Option<Tally> {
-        let mut t = Tally::default();
-        for field in line.strip_prefix("report ")?.split(' ') {
-            let (k, v) = field.split_once('=')?;
-            let v: u64 = v.parse().ok()?;
-            match k {
-                "requests" => t.requests = v,
-                "verified" => t.verified = v,
-                "bad" => t.bad = v,
-                "logins" => t.logins = v,
-                "logouts" => t.logouts = v,
-                "updates" => t.updates = v,
-                "conflicts" => t.conflicts = v,
-                _ => return None,
-            }
-        }
-        Some(t)
-    }
-
-    fn plus(&self, o: &Tally) -> Tally {
-        Tally {
-            requests: self.requests + o.requests,
-            verified: self.verified + o.verified,
-            bad: self.bad + o.bad,
-            logins: self.logins + o.logins,
-            logouts: self.logouts + o.logouts,
-            updates: self.updates + o.updates,
-            conflicts: self.conflicts + o.conflicts,
-        }
-    }
+/// A worker's `report ...` line (`Tally::line`), if `line` is one.
+fn parse_report(line: &str) -> Option<Tally> {
+    Tally::parse_fields(line.strip_prefix("report ")?.split(' '))
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -578,7 +528,7 @@ impl Worker {
     /// A page that only reads the session. Reading pushes its sliding deadline out.
     fn view(&mut self, sid: &[u8]) -> gardenstate::Result<bool> {
         let Some(meta) = self.store.get_into(sid, &mut self.buf)? else { return Ok(false) };
-        let ok = verify_session(sid, &self.buf[..meta.len]);
+        let ok = verify(sid, &self.buf[..meta.len]);
         self.check(ok);
         Ok(true)
     }
@@ -588,12 +538,12 @@ impl Worker {
     /// another request holds, so writers that do not lock use the version.
     fn update(&mut self, sid: &[u8]) -> gardenstate::Result<bool> {
         let Some(meta) = self.store.get_into(sid, &mut self.buf)? else { return Ok(false) };
-        let ok = verify_session(sid, &self.buf[..meta.len]);
+        let ok = verify(sid, &self.buf[..meta.len]);
         self.check(ok);
         if meta.lock.is_some() {
             return Ok(true); // a request holds it exclusively: leave it alone this time
         }
-        let count = request_count(&self.buf[..meta.len]) + 1;
+        let count = request_count_of(sid, &self.buf[..meta.len]) + 1;
         self.make_value(sid, count, 200, 4000);
         match self.store.compare_and_set(sid, meta.version, &self.value, Expiry::Sliding(CONFIG.user_ttl)) {
             Ok(_) => self.tally.updates += 1,
@@ -613,12 +563,12 @@ impl Worker {
             Err(Error::Locked { .. }) => return Ok(true),
             Err(e) => return Err(e),
         };
-        self.check(verify_session(sid, &locked.value));
+        self.check(verify(sid, &locked.value));
         let until = Instant::now() + CONFIG.request_work;
         while Instant::now() < until {
             std::hint::spin_loop(); // the request's own work, session locked
         }
-        let count = request_count(&locked.value) + 1;
+        let count = request_count_of(sid, &locked.value) + 1;
         self.make_value(sid, count, 200, 4000);
         match self.store.set_and_unlock(sid, locked.lock_id, &self.value, Expiry::Sliding(CONFIG.user_ttl)) {
             // Logged out by another tab meanwhile, or the lock was taken over: the write is lost,
@@ -652,86 +602,16 @@ impl Worker {
     /// A session value of `min..max` bytes: session id, request count, some data, checksum.
     fn make_value(&mut self, sid: &[u8], count: u64, min: u64, max: u64) {
         let len = (min + self.rng.below(max - min)) as usize;
-        let mut v = std::mem::take(&mut self.value);
-        v.clear();
-        v.extend_from_slice(sid);
-        v.extend_from_slice(&count.to_le_bytes());
-        while v.len() + 8 < len {
-            v.extend_from_slice(&self.rng.next().to_le_bytes());
-        }
-        self.value = seal(v);
+        demo::make_value(&mut self.value, sid, count, len, &mut self.rng);
     }
 }
 
 // ================================================================================================
-// Values, keys, checksums, randomness, formatting
+// Keys, formatting (values, checksums and randomness: gardenstate::demo)
 // ================================================================================================
 
 fn jar_key(user: usize) -> String {
     format!("jar:{user:06}")
-}
-
-/// Appends a checksum of `body`.
-fn seal(mut body: Vec<u8>) -> Vec<u8> {
-    let sum = checksum(&body);
-    body.extend_from_slice(&sum.to_le_bytes());
-    body
-}
-
-/// The body of a sealed value, if its checksum matches.
-fn unseal(value: &[u8]) -> Option<&[u8]> {
-    let (body, sum) = value.split_at_checked(value.len().checked_sub(8)?)?;
-    (checksum(body).to_le_bytes() == sum).then_some(body)
-}
-
-/// A session value is sealed and starts with its own session id: a torn read, or another
-/// session's value, fails here.
-fn verify_session(sid: &[u8], value: &[u8]) -> bool {
-    unseal(value).is_some_and(|body| body.len() >= SESSION_ID_LEN + 8 && body.starts_with(sid))
-}
-
-fn request_count(value: &[u8]) -> u64 {
-    value.get(SESSION_ID_LEN..SESSION_ID_LEN + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
-}
-
-/// A fast 64-bit checksum (word-wise multiply-rotate); any torn mix of two values fails it.
-fn checksum(bytes: &[u8]) -> u64 {
-    let mut h = 0x243f_6a88_85a3_08d3 ^ bytes.len() as u64;
-    for chunk in bytes.chunks(8) {
-        let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
-    }
-    h
-}
-
-/// xorshift64*, seeded from the clock, the pid and the worker number. (A real server draws
-/// session ids from the OS's CSPRNG; a demo does not need to.)
-struct Rng(u64);
-
-impl Rng {
-    fn new(n: u64) -> Rng {
-        let t =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        Rng((t as u64 ^ ((std::process::id() as u64) << 32) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        ((self.next() as u128 * n as u128) >> 64) as u64
-    }
-
-    /// 32 characters from [A-Za-z0-9].
-    fn session_id(&mut self) -> [u8; SESSION_ID_LEN] {
-        const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        std::array::from_fn(|_| ALPHABET[self.below(62) as usize])
-    }
 }
 
 /// One line of the live table: right-aligned columns.

@@ -20,6 +20,10 @@
 
 mod check;
 mod clients;
+// Self-verifying values of the two demos (examples/demo.rs, the replicator's `demo`); not part
+// of the API.
+#[doc(hidden)]
+pub mod demo;
 mod error;
 mod failpoint;
 mod feed;

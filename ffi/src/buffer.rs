@@ -8,7 +8,7 @@ use std::ffi::c_void;
 
 /// Copies `bytes` into a new `malloc` block (at least 1 byte, so an empty value still gets a
 /// non-NULL pointer). With `nul`, a NUL byte follows the copy (a C string).
-pub(crate) fn to_c(bytes: &[u8], nul: bool) -> Result<*mut u8, Fail> {
+fn to_c(bytes: &[u8], nul: bool) -> Result<*mut u8, Fail> {
     let size = bytes.len() + usize::from(nul);
     // SAFETY: malloc has no preconditions; the result is checked for NULL below.
     let p = unsafe { libc::malloc(size.max(1)) }.cast::<u8>();

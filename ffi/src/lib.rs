@@ -16,6 +16,8 @@
 //! - `status`: the stable status codes, `gds_strerror`, the thread-local detailed message;
 //! - `extensible`: structs that grow (`struct_size` first);
 //! - `version`: version macros, `gds_version()`, the ABI version;
+//! - `types`: the fixed-layout types of the data path (`gds_meta`, `gds_lock_info`, expiry);
+//! - `buffer`: memory handed to the caller, freed with `gds_buffer_free`;
 //! - `store`, `ops`, `maintenance`, `feed`: the exports, grouped as in the header.
 //!
 //! Exported names are the C names (`gds_*`), hence the lint exceptions below.
@@ -47,7 +49,7 @@ mod extensible;
 mod panic;
 
 pub use buffer::gds_buffer_free;
-pub use feed::{gds_change, gds_change_kind, gds_feed_head, gds_feed_read};
+pub use feed::{gds_change, gds_change_kind, gds_feed_head, gds_feed_read, gds_wait_replicated};
 pub use maintenance::{
     gds_check, gds_check_report, gds_entry, gds_entry_at, gds_get_stats, gds_scan, gds_scan_fn, gds_stats,
     gds_sweep, gds_sweep_report,

@@ -133,6 +133,23 @@ unsafe fn open_with(
     Ok(GDS_OK)
 }
 
+/// `open_with` for the calls that take options (`Store::create`, `Store::open`): reads and
+/// converts `opts` first.
+///
+/// # Safety
+/// - As `open_with`; `opts` is NULL or a readable `gds_options` of its declared `struct_size`.
+unsafe fn open_with_options(
+    name: *const c_char,
+    opts: *const gds_options,
+    out: *mut *mut gds_store,
+    open: fn(&str, &Options) -> engine::Result<Store>,
+) -> Result<gds_status, Fail> {
+    // SAFETY: the caller guarantees `opts` is NULL or readable for its struct_size.
+    let opts = unsafe { extensible::read_in(opts, "opts") }?.to_engine()?;
+    // SAFETY: `name` and `out` as in this function's # Safety.
+    unsafe { open_with(name, out, |name| open(name, &opts)) }
+}
+
 /// Creates the segment `name` with `opts` and opens it: `/dev/shm/<name>`, or
 /// `$GARDENSTATE_SHM_DIR/<name>`. A name is 1 to 200 characters from `[A-Za-z0-9._-]`.
 ///
@@ -152,12 +169,8 @@ pub unsafe extern "C" fn gds_create(
     opts: *const gds_options,
     store_out: *mut *mut gds_store,
 ) -> gds_status {
-    boundary(|| {
-        // SAFETY: the caller guarantees `opts` is NULL or readable for its struct_size.
-        let opts = unsafe { extensible::read_in(opts, "opts") }?.to_engine()?;
-        // SAFETY: `name` and `store_out` as in # Safety above.
-        unsafe { open_with(name, store_out, |name| Store::create(name, &opts)) }
-    })
+    // SAFETY: forwarded from # Safety above.
+    boundary(|| unsafe { open_with_options(name, opts, store_out, Store::create) })
 }
 
 /// Opens the segment `name`, creating it with `opts` if it does not exist: the call every
@@ -176,12 +189,8 @@ pub unsafe extern "C" fn gds_open(
     opts: *const gds_options,
     store_out: *mut *mut gds_store,
 ) -> gds_status {
-    boundary(|| {
-        // SAFETY: the caller guarantees `opts` is NULL or readable for its struct_size.
-        let opts = unsafe { extensible::read_in(opts, "opts") }?.to_engine()?;
-        // SAFETY: `name` and `store_out` as in # Safety above.
-        unsafe { open_with(name, store_out, |name| Store::open(name, &opts)) }
-    })
+    // SAFETY: forwarded from # Safety above.
+    boundary(|| unsafe { open_with_options(name, opts, store_out, Store::open) })
 }
 
 /// Attaches to the existing segment `name` (owned by this user), waiting up to 5 s for a

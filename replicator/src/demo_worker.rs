@@ -26,14 +26,17 @@
 
 use crate::cli::DemoWorkerArgs;
 use crate::exit::{CmdResult, Failure};
+use gardenstate::demo::{self, Rng, SESSION_ID_LEN};
 use gardenstate::{Error, Expiry, Store};
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Length of a session id (the key of a session).
-pub const SESSION_ID_LEN: usize = 32;
+// Shared with the engine's demo example: the workers' counters, and the self-verifying
+// values (the demo checks the standby's copies with `verify` and `request_count_of`).
+pub use gardenstate::demo::{Tally, request_count_of, verify};
+
 /// Prefix of the keys of orders, the writes that wait for the standby.
 pub const ORDER_PREFIX: &str = "order:";
 /// How often the critical worker places an order.
@@ -71,10 +74,7 @@ impl Msg {
     /// The line that carries the message (keys are ASCII, without spaces).
     pub fn line(&self) -> String {
         match self {
-            Msg::Report(t) => format!(
-                "report requests={} verified={} bad={} logins={} logouts={} updates={} conflicts={}",
-                t.requests, t.verified, t.bad, t.logins, t.logouts, t.updates, t.conflicts
-            ),
+            Msg::Report(t) => t.line(),
             Msg::Ordered(k) => format!("ordered {k}"),
             Msg::Confirmed(k, us) => format!("confirmed {k} {us}"),
             Msg::Unconfirmed(k) => format!("unconfirmed {k}"),
@@ -85,62 +85,13 @@ impl Msg {
     pub fn parse(line: &str) -> Option<Msg> {
         let mut words = line.split(' ');
         let msg = match words.next()? {
-            "report" => {
-                let mut t = Tally::default();
-                for field in words.by_ref() {
-                    let (k, v) = field.split_once('=')?;
-                    let v: u64 = v.parse().ok()?;
-                    *match k {
-                        "requests" => &mut t.requests,
-                        "verified" => &mut t.verified,
-                        "bad" => &mut t.bad,
-                        "logins" => &mut t.logins,
-                        "logouts" => &mut t.logouts,
-                        "updates" => &mut t.updates,
-                        "conflicts" => &mut t.conflicts,
-                        _ => return None,
-                    } = v;
-                }
-                Msg::Report(t)
-            }
+            "report" => Msg::Report(Tally::parse_fields(words.by_ref())?),
             "ordered" => Msg::Ordered(words.next()?.to_string()),
             "confirmed" => Msg::Confirmed(words.next()?.to_string(), words.next()?.parse().ok()?),
             "unconfirmed" => Msg::Unconfirmed(words.next()?.to_string()),
             _ => return None,
         };
         words.next().is_none().then_some(msg)
-    }
-}
-
-/// A worker's counters.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Tally {
-    /// Requests served (users' and visitors').
-    pub requests: u64,
-    /// Values read and verified (checksum and key).
-    pub verified: u64,
-    /// Values read that failed verification: torn, or another session's.
-    pub bad: u64,
-    pub logins: u64,
-    pub logouts: u64,
-    /// Optimistic updates that won (`compare_and_set`).
-    pub updates: u64,
-    /// Optimistic updates that lost a race (the version changed meanwhile).
-    pub conflicts: u64,
-}
-
-impl Tally {
-    /// The sum of two workers' counters.
-    pub fn plus(&self, o: &Tally) -> Tally {
-        Tally {
-            requests: self.requests + o.requests,
-            verified: self.verified + o.verified,
-            bad: self.bad + o.bad,
-            logins: self.logins + o.logins,
-            logouts: self.logouts + o.logouts,
-            updates: self.updates + o.updates,
-            conflicts: self.conflicts + o.conflicts,
-        }
     }
 }
 
@@ -162,7 +113,7 @@ pub fn run(a: DemoWorkerArgs) -> CmdResult {
     let store = Store::attach(&a.segment).map_err(Failure::error)?;
     let mut w = Worker {
         store,
-        rng: Rng::new(a.worker),
+        rng: Rng::new(u64::from(a.worker)),
         buf: vec![0; 64 << 10],
         value: Vec::new(),
         jar: vec![None; USERS],
@@ -288,7 +239,7 @@ impl Worker {
         if meta.lock.is_some() {
             return Ok(true); // another request holds it exclusively
         }
-        let count = request_count(&self.buf[..meta.len]) + 1;
+        let count = request_count_of(sid, &self.buf[..meta.len]) + 1;
         self.make_value(sid, count, 100, 1000);
         match self.store.compare_and_set(sid, meta.version, &self.value, Expiry::Sliding(USER_TTL)) {
             Ok(_) => self.tally.updates += 1,
@@ -315,7 +266,7 @@ impl Worker {
                 Err(e) => Err(e),
             };
         }
-        let count = request_count(&locked.value) + 1;
+        let count = request_count_of(sid, &locked.value) + 1;
         self.make_value(sid, count, 100, 1000);
         match self.store.set_and_unlock(sid, locked.lock_id, &self.value, Expiry::Sliding(USER_TTL)) {
             Ok(_) | Err(Error::NotFound | Error::LockMismatch { .. }) => Ok(true),
@@ -364,14 +315,7 @@ impl Worker {
     /// A value of `min..max` bytes: the key, a request count, filler, checksum.
     fn make_value(&mut self, key: &[u8], count: u64, min: u64, max: u64) {
         let len = (min + self.rng.below(max - min)) as usize;
-        let mut v = std::mem::take(&mut self.value);
-        v.clear();
-        v.extend_from_slice(key);
-        v.extend_from_slice(&count.to_le_bytes());
-        while v.len() + 8 < len {
-            v.extend_from_slice(&self.rng.next().to_le_bytes());
-        }
-        self.value = seal(v);
+        demo::make_value(&mut self.value, key, count, len, &mut self.rng);
     }
 }
 
@@ -381,73 +325,7 @@ pub(crate) fn sealed_value(key: &[u8], count: u64, filler: &[u8]) -> Vec<u8> {
     let mut body = key.to_vec();
     body.extend_from_slice(&count.to_le_bytes());
     body.extend_from_slice(filler);
-    seal(body)
-}
-
-/// Appends a checksum of `body`.
-fn seal(mut body: Vec<u8>) -> Vec<u8> {
-    let sum = checksum(&body);
-    body.extend_from_slice(&sum.to_le_bytes());
-    body
-}
-
-/// Whether `value` is a value the demo's workers wrote under `key`: its checksum matches and
-/// it starts with the key, so a torn value or another key's value fails.
-pub fn verify(key: &[u8], value: &[u8]) -> bool {
-    let Some(cut) = value.len().checked_sub(8) else { return false };
-    let (body, sum) = value.split_at(cut);
-    checksum(body).to_le_bytes() == sum && body.len() >= key.len() + 8 && body.starts_with(key)
-}
-
-/// The request count of a verified value: it grows with every write of a session, so of two
-/// values of one key, the one with the lower count is older.
-pub fn request_count_of(key: &[u8], value: &[u8]) -> u64 {
-    value.get(key.len()..key.len() + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-}
-
-fn request_count(session: &[u8]) -> u64 {
-    request_count_of(&[0; SESSION_ID_LEN], session)
-}
-
-/// A fast 64-bit checksum (word-wise multiply-rotate); any torn mix of two values fails it.
-fn checksum(bytes: &[u8]) -> u64 {
-    let mut h = 0x243f_6a88_85a3_08d3 ^ bytes.len() as u64;
-    for chunk in bytes.chunks(8) {
-        let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
-    }
-    h
-}
-
-/// xorshift64*, seeded from the clock, the pid and the worker number. (A real server draws
-/// session ids from the OS's CSPRNG; a demo does not need to.)
-struct Rng(u64);
-
-impl Rng {
-    fn new(n: u32) -> Rng {
-        let t =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        Rng((t as u64 ^ ((std::process::id() as u64) << 32) ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
-            | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        ((self.next() as u128 * n as u128) >> 64) as u64
-    }
-
-    /// 32 characters from [A-Za-z0-9].
-    fn session_id(&mut self) -> [u8; SESSION_ID_LEN] {
-        const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        std::array::from_fn(|_| ALPHABET[self.below(62) as usize])
-    }
+    demo::seal(body)
 }
 
 #[cfg(test)]
@@ -468,22 +346,5 @@ mod tests {
         assert_eq!(Msg::parse("confirmed order:1 x"), None);
         assert_eq!(Msg::parse("report requests=1 extra"), None);
         assert_eq!(Msg::parse("hello"), None);
-    }
-
-    #[test]
-    fn values_verify_and_order_by_count() {
-        let mut rng = Rng::new(1);
-        let sid = rng.session_id();
-        let mut body = sid.to_vec();
-        body.extend_from_slice(&7u64.to_le_bytes());
-        body.extend_from_slice(b"filler");
-        let v = seal(body);
-        assert!(verify(&sid, &v));
-        assert_eq!(request_count_of(&sid, &v), 7);
-        assert!(!verify(&rng.session_id(), &v), "another key's value");
-        let mut torn = v.clone();
-        torn[SESSION_ID_LEN + 9] ^= 1;
-        assert!(!verify(&sid, &torn));
-        assert!(!verify(&sid, &v[..5]));
     }
 }

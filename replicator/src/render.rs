@@ -355,35 +355,31 @@ fn replication_human(t: &mut Table, r: &Replication, now_unix_ms: u64) {
             _ => "unknown (no acknowledgement yet)".into(),
         },
     );
-    let per_s = |v: f64| format_count(v.round() as u64);
     let window = if x.rates.window_ms == 0 {
         "(no rate before a second report)".to_string()
     } else {
         format!("over {}", ms(x.rates.window_ms))
     };
+    // "N <unit>/s, B/s <window> (total N <unit>, B)": the rates of the last window, then totals.
+    let flow = |unit: &str, per_s: f64, bytes_per_s: f64, total: u64, total_bytes: u64| {
+        format!(
+            "{} {unit}/s, {}/s {window} (total {} {unit}, {})",
+            format_count(per_s.round() as u64),
+            format_bytes(bytes_per_s.round() as u64),
+            format_count(total),
+            format_bytes(total_bytes)
+        )
+    };
+    let rates = &x.rates;
     if x.shipped_frames > 0 || x.role == "primary" {
         t.row(
             "shipped",
-            format!(
-                "{} frames/s, {}/s {window} (total {} frames, {})",
-                per_s(x.rates.frames_per_s),
-                format_bytes(x.rates.bytes_per_s.round() as u64),
-                format_count(x.shipped_frames),
-                format_bytes(x.shipped_bytes)
-            ),
+            flow("frames", rates.frames_per_s, rates.bytes_per_s, x.shipped_frames, x.shipped_bytes),
         );
     }
     if x.applied_entries > 0 || x.role == "standby" {
-        t.row(
-            "applied",
-            format!(
-                "{} entries/s, {}/s {window} (total {} entries, {})",
-                per_s(x.rates.applied_entries_per_s),
-                format_bytes(x.rates.applied_bytes_per_s.round() as u64),
-                format_count(x.applied_entries),
-                format_bytes(x.applied_bytes)
-            ),
-        );
+        let (per_s, bytes_per_s) = (rates.applied_entries_per_s, rates.applied_bytes_per_s);
+        t.row("applied", flow("entries", per_s, bytes_per_s, x.applied_entries, x.applied_bytes));
     }
     t.row(
         "heartbeats",
