@@ -79,6 +79,10 @@ struct Link {
     /// The position applied so far in this role (0: none yet): a reconnect offers it to the
     /// primary, which resumes from its backlog if it still can (`backlog`).
     applied: AtomicU64,
+    /// The history this daemon adopted from the primary in this role (0: none yet). A replica
+    /// left incomplete (history 0) by a snapshot this daemon was loading from that same
+    /// history resyncs; it is not taken for a replica of another history.
+    history: AtomicU64,
     /// The current connection, so the watchdog can end it after promoting.
     conn: Mutex<Option<TcpStream>>,
     stop: AtomicBool,
@@ -258,7 +262,21 @@ fn session(
             hello.epoch
         )));
     }
-    if store.write_mode() == WriteMode::Replica && store.history_id() != hello.history {
+    // A snapshot this daemon was loading from this very history left the replica incomplete
+    // (history 0): it resyncs. Anything else of another history is refused.
+    let ours = store.history_id() == 0
+        && hello.history != 0
+        && link.history.load(Ordering::Acquire) == hello.history;
+    if store.write_mode() == WriteMode::Replica && store.history_id() != hello.history && !ours {
+        if store.history_id() == 0 {
+            return Err(SessionError::Fatal(format!(
+                "segment {name} is an incomplete replica (a snapshot was interrupted, history unknown to \
+                 this daemon), and the primary at {addr} holds history {:016x}: refusing to overwrite \
+                 it, as it may hold sessions of another history; destroy segment {name} to start over \
+                 from the primary, or `promote --force` it",
+                hello.history
+            )));
+        }
         return Err(SessionError::Fatal(format!(
             "the primary at {} holds history {:016x}, but segment {} is a replica of history {:016x}: \
              the primary's segment was recreated (a reboot empties shared memory) and following it \
@@ -272,8 +290,11 @@ fn session(
         )));
     }
     store.set_write_mode(WriteMode::Replica);
-    store.set_history_id(hello.history);
+    if store.history_id() != 0 {
+        store.set_history_id(hello.history);
+    } // else incomplete: it stays so until its snapshot ends (`Applier`)
     store.raise_epoch(hello.epoch);
+    link.history.store(hello.history, Ordering::Release);
     *followed = true;
     node.status.set_peer(Some(addr.to_string()), true);
     node.status.set_epoch(store.epoch(), hello.history);

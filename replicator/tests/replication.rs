@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::*;
+use gardenstate_replicator::auth;
+use gardenstate_replicator::frame::{
+    self, EntryFrame, HANDSHAKE_MAX_PAYLOAD, Hello, Message, PROTOCOL_VERSION, Role, Shape,
+};
 
 struct Pair {
     dir: Scratch,
@@ -349,4 +353,99 @@ fn a_break_longer_than_the_feed_resyncs_with_a_snapshot() {
     eprintln!("{reconnects} reconnections: {resumed} resumed from the backlog, {snapshots} snapshots");
     assert!(snapshots >= 1 + reconnects - resumed, "a reconnection neither resumed nor took a snapshot");
     assert!(snapshots > 1, "no reconnection took the snapshot path");
+}
+
+/// A primary played by the test, frame by frame, so a standby can be cut at an exact point
+/// of its session (no race with a real primary's timing).
+struct ScriptedPrimary {
+    listener: std::net::TcpListener,
+    key: gardenstate_replicator::auth::Key,
+    hello: Hello,
+}
+
+impl ScriptedPrimary {
+    fn new(port: u16, key: &std::path::Path, like: &Store) -> ScriptedPrimary {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let hello = Hello {
+            proto: PROTOCOL_VERSION as u16,
+            role: Role::Primary,
+            history: like.history_id(),
+            epoch: like.epoch(),
+            feed_head: 0,
+            shape: Shape::of(&like.info().options()),
+        };
+        ScriptedPrimary { listener, key: auth::Key::from_file(key).unwrap(), hello }
+    }
+
+    /// Accepts the standby's next connection, authenticates it and swaps Hellos; returns the
+    /// connection and the standby's Hello.
+    fn accept(&self, standby: &Daemon) -> (TcpStream, Hello) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut conn = loop {
+            match self.listener.accept() {
+                Ok((c, _)) => break c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "the standby did not reconnect:\n{}", standby.log());
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        auth::primary_handshake(&mut conn, &self.key).unwrap();
+        conn.write_all(&frame::encode(&Message::Hello(self.hello.clone()))).unwrap();
+        let theirs = match frame::read_frame(&mut conn, HANDSHAKE_MAX_PAYLOAD, &mut Vec::new()) {
+            Ok(Message::Hello(h)) => h,
+            r => panic!("expected the standby's Hello, got {r:?}:\n{}", standby.log()),
+        };
+        (conn, theirs)
+    }
+}
+
+fn entry(key: &str, pos: u64) -> Message {
+    Message::Entry(EntryFrame {
+        pos,
+        key: key.as_bytes().to_vec(),
+        value: b"value".to_vec(),
+        ttl_left_ms: None,
+        sliding_ms: None,
+        lock: None,
+    })
+}
+
+fn send(conn: &mut TcpStream, frames: &[Message]) {
+    let mut out = Vec::new();
+    for m in frames {
+        frame::encode_into(m, &mut out);
+    }
+    conn.write_all(&out).unwrap();
+}
+
+/// A link that breaks while the standby loads a snapshot leaves its replica incomplete
+/// (history 0). Reconnecting to the same primary, the standby resyncs: it must not take its
+/// own half-loaded replica for one of another history and exit (as it did: a feed-overrun
+/// test under load saw its standby stop after such a break and never converge).
+#[test]
+fn a_standby_cut_off_mid_snapshot_resyncs_from_the_same_primary() {
+    let (p, store) = pair("midsnap");
+    let primary = ScriptedPrimary::new(p.port, &p.key, &store);
+    let standby = Daemon::standby(&p.dir, &p.standby_seg, p.port, &p.key);
+    let (mut conn, _) = primary.accept(&standby);
+    send(&mut conn, &[Message::SnapshotBegin, entry("half", 0)]);
+    drop(conn); // the break, mid-snapshot: the standby applies what was sent, then sees EOF
+    let (mut conn, theirs) = primary.accept(&standby);
+    assert_eq!(theirs.history, 0, "the interrupted replica did not mark itself incomplete");
+    assert_eq!(theirs.feed_head, 0, "an incomplete replica offered to resume");
+    let replica = Store::attach(&p.standby_seg.0).unwrap();
+    assert_eq!(replica.history_id(), 0, "incomplete, yet marked complete before its snapshot ended");
+    send(&mut conn, &[Message::SnapshotBegin, entry("a", 0), entry("b", 0), Message::SnapshotEnd { pos: 7 }]);
+    send(&mut conn, &[Message::Heartbeat { pos: 7 }]);
+    wait_until("the resync to complete", Duration::from_secs(30), || {
+        replica.history_id() == store.history_id() || standby.log().contains("ERROR")
+    });
+    assert!(!standby.log().contains("ERROR"), "{}", standby.log());
+    let keys: Vec<Vec<u8>> = content(&replica).into_keys().collect();
+    assert_eq!(keys, [b"a".to_vec(), b"b".to_vec()], "{}", standby.log());
 }
