@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use gardenstate::{Error, Expiry, Options, Store};
+use gardenstate::{Error, Expiry, Options, Store, WriteMode};
 use std::collections::BTreeMap;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
@@ -191,6 +191,24 @@ pub fn wait_converged(primary: &Store, standby: &Seg, timeout: Duration) -> Stor
 /// deletes, locks and unlocks, over `keys` keys.
 pub fn churn(store: &Store, keys: u32, stop: &AtomicBool) -> u64 {
     churn_paced(store, keys, stop, None)
+}
+
+/// Churns `store` for 1.5 s (over 1,000 operations), then waits until the standby segment
+/// holds exactly the same, as a read-only replica of the primary's history; returns it.
+pub fn churn_then_converge(store: &Store, standby: &Seg, timeout: Duration) -> Store {
+    let stop = AtomicBool::new(false);
+    let ops = std::thread::scope(|s| {
+        let w = s.spawn(|| churn(store, 2_000, &stop));
+        std::thread::sleep(Duration::from_millis(1_500));
+        stop.store(true, Ordering::Relaxed);
+        w.join().unwrap()
+    });
+    assert!(ops > 1_000, "the writer did only {ops} operations");
+    let replica = wait_converged(store, standby, timeout);
+    assert_eq!(replica.write_mode(), WriteMode::Replica);
+    assert_eq!(replica.history_id(), store.history_id());
+    assert!(matches!(replica.set(b"x", b"y", Expiry::Never), Err(Error::ReadOnly)));
+    replica
 }
 
 /// `churn`, at most about `per_second` operations a second if given.
