@@ -54,6 +54,7 @@ fn a_late_standby_gets_a_snapshot_while_writes_go_on() {
     let _primary = Daemon::primary(&p.dir, &p.primary_seg, p.port, &p.key);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop); // a failed wait fails the test, not hangs it
         let w = s.spawn(|| churn(&store, 8_000, &stop));
         std::thread::sleep(Duration::from_millis(300));
         let standby = Daemon::standby(&p.dir, &p.standby_seg, p.port, &p.key);
@@ -240,7 +241,9 @@ fn stats_and_metrics_show_the_daemons_replication_state() {
         &metrics,
     ];
     let primary = Daemon::start(&p.dir, "primary", &args);
-    wait_until("the primary to listen", Duration::from_secs(10), || primary.log().contains("serving"));
+    wait_logged("the primary to listen", Duration::from_secs(10), &[&primary], || {
+        primary.log().contains("serving")
+    });
     let _standby = Daemon::standby(&p.dir, &p.standby_seg, p.port, &p.key);
     for i in 0..500u32 {
         store.set(format!("k{i}").as_bytes(), b"value", Expiry::Never).unwrap();
@@ -288,7 +291,9 @@ fn break_the_link_under_load(tag: &str, rate: Option<u64>) -> (usize, usize, usi
     let key = p.key.to_str().unwrap();
     let args = ["primary", "--segment", &p.primary_seg.0, "--listen", &addr, "--key-file", key];
     let primary = Daemon::start(&p.dir, "primary", &args);
-    wait_until("the primary to listen", Duration::from_secs(10), || primary.log().contains("serving"));
+    wait_logged("the primary to listen", Duration::from_secs(10), &[&primary], || {
+        primary.log().contains("serving")
+    });
     let standby = Daemon::standby(&p.dir, &p.standby_seg, proxy.port, &p.key);
     wait_converged(&store, &p.standby_seg, Duration::from_secs(20));
     let rounds = 4;

@@ -112,7 +112,7 @@ impl Setup {
         args.extend(["--key-file", self.key.to_str().unwrap()]);
         args.extend(tls.iter().map(String::as_str));
         let d = Daemon::start(&self.dir, "primary", &args);
-        wait_until("the primary to listen", Duration::from_secs(10), || d.log().contains("serving"));
+        wait_logged("the primary to listen", Duration::from_secs(10), &[&d], || d.log().contains("serving"));
         d
     }
 

@@ -96,7 +96,7 @@ impl Daemon {
             &["primary", "--segment", &seg.0, "--listen", &addr, "--key-file", key.to_str().unwrap()],
         );
         // Wait until it listens.
-        wait_until("the primary to listen", Duration::from_secs(10), || d.log().contains("serving"));
+        wait_logged("the primary to listen", Duration::from_secs(10), &[&d], || d.log().contains("serving"));
         d
     }
     pub fn standby(dir: &Scratch, seg: &Seg, port: u16, key: &std::path::Path) -> Daemon {
@@ -128,11 +128,36 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    wait_until_or(what, timeout, f, String::new);
+}
+
+/// `wait_until`, and a timeout's message carries the daemons' logs (what each did, or why it
+/// stopped).
+pub fn wait_logged(what: &str, timeout: Duration, daemons: &[&Daemon], f: impl FnMut() -> bool) {
+    wait_until_or(what, timeout, f, || {
+        let logs = daemons.iter().map(|d| format!("--- {}:\n{}", d.log.display(), d.log()));
+        logs.collect::<Vec<_>>().join("\n")
+    });
+}
+
+fn wait_until_or(what: &str, timeout: Duration, mut f: impl FnMut() -> bool, more: impl Fn() -> String) {
     let deadline = Instant::now() + timeout;
     while !f() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}\n{}", more());
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sets its flag when dropped, also while a panic unwinds. A scoped thread that runs until a
+/// flag is set would otherwise keep a failed test's `thread::scope` waiting for it forever:
+/// the test hangs, and its panic message is never shown (the harness prints a test's output
+/// when the test ends). Make it the first thing in the scope's closure.
+pub struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
