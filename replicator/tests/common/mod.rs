@@ -9,7 +9,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -124,7 +124,27 @@ impl Drop for Daemon {
     }
 }
 
+/// A port number free on 127.0.0.1 for TCP and UDP both (a daemon binds both on its listen
+/// port), for a daemon to bind later. Taken below the kernel's ephemeral range: a number from
+/// `bind(0)` is free only until the daemon binds it, and meanwhile any socket the kernel
+/// numbers itself (a connect, a proxy's UDP socket, in this test or one running beside it)
+/// may take it; below that range only another `free_port` can, and within a process it never
+/// gives the same number twice.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(32_768);
+    let (from, span) = (10_000, low.saturating_sub(10_000));
+    let start = u64::from(std::process::id()) * 7_919;
+    for _ in 0..span {
+        let port = (from + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if tcp && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
