@@ -19,7 +19,8 @@
 //!
 //! Any error (a frame that fails to decode, a connection that drops, a primary silent for
 //! [`PEER_TIMEOUT`], an entry the segment cannot hold) closes the connection with a logged
-//! reason; the standby reconnects with backoff (100 ms doubling to 5 s) and resyncs. It stops
+//! reason; the standby reconnects with backoff (100 ms doubling to 5 s, back to 100 ms after a
+//! session that caught up with the primary) and resyncs. It stops
 //! when its segment becomes writable (`gardenstate promote`). Operators should stop the
 //! daemon first and then promote.
 
@@ -79,8 +80,18 @@ struct Link {
     /// The position applied so far in this role (0: none yet): a reconnect offers it to the
     /// primary, which resumes from its backlog if it still can (`backlog`).
     applied: AtomicU64,
+    /// The history this daemon adopted from the primary in this role (0: none yet). A replica
+    /// left incomplete (history 0) by a snapshot this daemon was loading from that same
+    /// history resyncs; it is not taken for a replica of another history.
+    history: AtomicU64,
+    /// Whether the current session caught up with the primary (applied a whole snapshot, or a
+    /// Heartbeat outside one): such a session made progress, and the next reconnect after it
+    /// waits the shortest backoff.
+    caught_up: AtomicBool,
     /// The current connection, so the watchdog can end it after promoting.
     conn: Mutex<Option<TcpStream>>,
+    /// Set by the watchdog when it promoted the segment: ends a reconnect backoff at once.
+    promoted: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -131,6 +142,7 @@ fn watchdog(node: &Node, link: &Link) {
         let ms = link.last_frame_ms.load(Ordering::Acquire);
         let last = (ms > 0).then(|| node.started + Duration::from_millis(ms));
         if node::failover_round(node, st, last, since) {
+            link.promoted.store(true, Ordering::Release);
             if let Some(c) = lock(&link.conn).take() {
                 let _ = c.shutdown(Shutdown::Both);
             }
@@ -143,6 +155,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Connects, follows, reconnects with backoff; returns once the segment is writable.
+///
+/// The backoff (100 ms doubling to 5 s) is for a primary that refuses or fails us: a connect
+/// that fails, a handshake or session that ends before the standby caught up. A session that
+/// caught up with the primary (`Link::caught_up`) or lasted over 10 s resets it: a link that
+/// breaks again and again between good sessions must not leave a healed link idle for up to
+/// 5 s (a test saw the wait reach 1.6 s after four short sessions, and 5 s after six).
 fn reconnect(node: &Node, addr: &str, link: &Link) -> Result<(), Failure> {
     let name = &node.cfg.segment;
     let mut backoff = BACKOFF_MIN;
@@ -155,8 +173,9 @@ fn reconnect(node: &Node, addr: &str, link: &Link) -> Result<(), Failure> {
             return Ok(());
         }
         let started = Instant::now();
-        match TcpStream::connect(addr) {
-            Err(e) => log::warn(&format!("cannot connect to {addr}: {e}")),
+        link.caught_up.store(false, Ordering::Release);
+        let why = match TcpStream::connect(addr) {
+            Err(e) => format!("cannot connect to {addr}: {e}"),
             Ok(conn) => {
                 if let Ok(c) = conn.try_clone() {
                     *lock(&link.conn) = Some(c);
@@ -170,17 +189,24 @@ fn reconnect(node: &Node, addr: &str, link: &Link) -> Result<(), Failure> {
                         log::error(&e);
                         return Err(Failure::error(e));
                     }
-                    Err(SessionError::Retry(e)) => log::warn(&format!("connection to {addr} closed: {e}")),
+                    Err(SessionError::Retry(e)) => format!("connection to {addr} closed: {e}"),
                 }
             }
-        }
+        };
         if promoted(followed) {
             return Ok(());
         }
-        if started.elapsed() > Duration::from_secs(10) {
+        if link.caught_up.load(Ordering::Acquire) || started.elapsed() > Duration::from_secs(10) {
             backoff = BACKOFF_MIN;
         }
-        std::thread::sleep(backoff);
+        log::warn(&format!("{why}; reconnecting in {backoff:?}"));
+        // A promotion by the watchdog ends the wait: the node serves as the primary at once
+        // rather than up to 5 s later.
+        let until = Instant::now() + backoff;
+        while !link.promoted.load(Ordering::Acquire) {
+            let Some(left) = until.checked_duration_since(Instant::now()) else { break };
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
@@ -258,7 +284,21 @@ fn session(
             hello.epoch
         )));
     }
-    if store.write_mode() == WriteMode::Replica && store.history_id() != hello.history {
+    // A snapshot this daemon was loading from this very history left the replica incomplete
+    // (history 0): it resyncs. Anything else of another history is refused.
+    let ours = store.history_id() == 0
+        && hello.history != 0
+        && link.history.load(Ordering::Acquire) == hello.history;
+    if store.write_mode() == WriteMode::Replica && store.history_id() != hello.history && !ours {
+        if store.history_id() == 0 {
+            return Err(SessionError::Fatal(format!(
+                "segment {name} is an incomplete replica (a snapshot was interrupted, history unknown to \
+                 this daemon), and the primary at {addr} holds history {:016x}: refusing to overwrite \
+                 it, as it may hold sessions of another history; destroy segment {name} to start over \
+                 from the primary, or `promote --force` it",
+                hello.history
+            )));
+        }
         return Err(SessionError::Fatal(format!(
             "the primary at {} holds history {:016x}, but segment {} is a replica of history {:016x}: \
              the primary's segment was recreated (a reboot empties shared memory) and following it \
@@ -272,8 +312,11 @@ fn session(
         )));
     }
     store.set_write_mode(WriteMode::Replica);
-    store.set_history_id(hello.history);
+    if store.history_id() != 0 {
+        store.set_history_id(hello.history);
+    } // else incomplete: it stays so until its snapshot ends (`Applier`)
     store.raise_epoch(hello.epoch);
+    link.history.store(hello.history, Ordering::Release);
     *followed = true;
     node.status.set_peer(Some(addr.to_string()), true);
     node.status.set_epoch(store.epoch(), hello.history);
@@ -336,7 +379,11 @@ fn apply_stream(
             _ => {}
         }
         let heartbeat = matches!(m, Message::Heartbeat { .. }).then(|| m.clone());
+        let sync_point = matches!(m, Message::Heartbeat { .. } | Message::SnapshotEnd { .. });
         applier.apply(m).map_err(retry)?;
+        if sync_point && !applier.in_snapshot() {
+            link.caught_up.store(true, Ordering::Release);
+        }
         let applied = applier.applied();
         link.applied.store(if applier.in_snapshot() { 0 } else { applied }, Ordering::Release);
         if let Some(Message::Heartbeat { pos }) = heartbeat {

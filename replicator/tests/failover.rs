@@ -119,22 +119,23 @@ fn a_cut_off_primary_fences_itself_the_standby_takes_over_and_the_old_primary_fo
     let _standby = Daemon::start(&dir, "standby", &daemon_args(&s_args, &["--key-file", key]));
 
     // With a witness, the primary starts fenced and unfences once the standby answers.
-    wait_until("the primary to unfence", Duration::from_secs(20), || {
+    wait_logged("the primary to unfence", Duration::from_secs(20), &[&primary, &_standby, &_witness], || {
         primary.log().contains("writes resumed")
     });
-    wait_until("the standby's replica", Duration::from_secs(20), || {
+    wait_logged("the standby's replica", Duration::from_secs(20), &[&primary, &_standby], || {
         sseg.exists() && Store::attach(&sseg.0).is_ok_and(|s| s.history_id() != 0)
     });
     let watch = SplitBrainWatch::start(&pseg.0, &sseg.0);
     let stop = AtomicBool::new(false);
     let (acked, waited) = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop); // a failed wait fails the test, not hangs it
         let w = s.spawn(|| writer(&primary_store, &stop));
         std::thread::sleep(Duration::from_secs(1));
         // The primary is cut off from both its standby and the witness.
         let cut_at = Instant::now();
         to_witness.cut();
         to_primary.cut();
-        wait_until("the primary to fence itself", Duration::from_secs(10), || {
+        wait_logged("the primary to fence itself", Duration::from_secs(10), &[&primary], || {
             mode(&pseg) == WriteMode::Fenced
         });
         let fenced_after = cut_at.elapsed();
@@ -142,9 +143,12 @@ fn a_cut_off_primary_fences_itself_the_standby_takes_over_and_the_old_primary_fo
         // round: a starved or dead guard cannot stretch it past the standby's promotion.
         let lease_left = primary_store.write_lease_left().expect("a primary with a witness holds a lease");
         assert!(lease_left <= Duration::from_millis(300), "the lease outlives the fence by {lease_left:?}");
-        wait_until("the standby to promote itself", Duration::from_secs(20), || {
-            mode(&sseg) == WriteMode::Writable
-        });
+        wait_logged(
+            "the standby to promote itself",
+            Duration::from_secs(20),
+            &[&primary, &_standby, &_witness],
+            || mode(&sseg) == WriteMode::Writable,
+        );
         let promoted_after = cut_at.elapsed();
         eprintln!("cut: primary fenced after {fenced_after:?}, standby promoted after {promoted_after:?}");
         assert!(fenced_after < promoted_after);
@@ -198,9 +202,12 @@ fn a_cut_off_primary_fences_itself_the_standby_takes_over_and_the_old_primary_fo
     let empty = pseg.create();
     let before = standby_store.stats().live_entries;
     let _primary = Daemon::start(&dir, "primary-rebooted", &daemon_args(&p_args, &[]));
-    wait_until("the rebooted primary to follow", Duration::from_secs(30), || {
-        empty.write_mode() == WriteMode::Replica
-    });
+    wait_logged(
+        "the rebooted primary to follow",
+        Duration::from_secs(30),
+        &[&_primary, &_standby, &_witness],
+        || empty.write_mode() == WriteMode::Replica,
+    );
     wait_converged(&standby_store, &pseg, Duration::from_secs(30));
     assert_eq!(standby_store.stats().live_entries, before, "the new primary lost sessions");
     assert_eq!(standby_store.write_mode(), WriteMode::Writable);
@@ -498,6 +505,7 @@ fn daemon_dies_round(round: u32) {
     let watch = SplitBrainWatch::start(&pseg.0, &sseg.0);
     let stop = AtomicBool::new(false);
     let (refused_after, (acked, waited)) = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop); // a failed wait fails the test, not hangs it
         let w = s.spawn(|| writer(&primary_store, &stop));
         std::thread::sleep(Duration::from_millis(500));
         let killed = Instant::now();

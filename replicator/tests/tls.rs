@@ -4,7 +4,7 @@
 //! plaintext peer of a TLS node (both ways), a certificate from another CA, and a wrong HMAC
 //! key inside valid TLS. Every refused standby must leave no segment behind.
 
-use gardenstate::{Error, Expiry, Store, WriteMode};
+use gardenstate::{Expiry, Store, WriteMode};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
     IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -12,7 +12,6 @@ use rcgen::{
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 mod common;
@@ -113,7 +112,7 @@ impl Setup {
         args.extend(["--key-file", self.key.to_str().unwrap()]);
         args.extend(tls.iter().map(String::as_str));
         let d = Daemon::start(&self.dir, "primary", &args);
-        wait_until("the primary to listen", Duration::from_secs(10), || d.log().contains("serving"));
+        wait_logged("the primary to listen", Duration::from_secs(10), &[&d], || d.log().contains("serving"));
         d
     }
 
@@ -131,18 +130,7 @@ fn writes_under_load_converge_over_tls() {
     let (t, store) = setup("load");
     let primary = t.primary(&t.pki.primary);
     let standby = t.standby(&t.pki.standby, &t.key, &[]);
-    let stop = AtomicBool::new(false);
-    let ops = std::thread::scope(|s| {
-        let w = s.spawn(|| churn(&store, 2_000, &stop));
-        std::thread::sleep(Duration::from_millis(1_500));
-        stop.store(true, Ordering::Relaxed);
-        w.join().unwrap()
-    });
-    assert!(ops > 1_000, "the writer did only {ops} operations");
-    let replica = wait_converged(&store, &t.sseg, Duration::from_secs(30));
-    assert_eq!(replica.write_mode(), WriteMode::Replica);
-    assert_eq!(replica.history_id(), store.history_id());
-    assert!(matches!(replica.set(b"x", b"y", Expiry::Never), Err(Error::ReadOnly)));
+    churn_then_converge(&store, &t.sseg, Duration::from_secs(30));
     // Acks flow back through the TLS link too.
     wait_until("the standby's acks", Duration::from_secs(10), || {
         store.replicated_upto() >= store.feed_head()

@@ -3,13 +3,13 @@
 
 #![allow(dead_code)]
 
-use gardenstate::{Error, Expiry, Options, Store};
+use gardenstate::{Error, Expiry, Options, Store, WriteMode};
 use std::collections::BTreeMap;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -96,7 +96,7 @@ impl Daemon {
             &["primary", "--segment", &seg.0, "--listen", &addr, "--key-file", key.to_str().unwrap()],
         );
         // Wait until it listens.
-        wait_until("the primary to listen", Duration::from_secs(10), || d.log().contains("serving"));
+        wait_logged("the primary to listen", Duration::from_secs(10), &[&d], || d.log().contains("serving"));
         d
     }
     pub fn standby(dir: &Scratch, seg: &Seg, port: u16, key: &std::path::Path) -> Daemon {
@@ -124,15 +124,60 @@ impl Drop for Daemon {
     }
 }
 
+/// A port number free on 127.0.0.1 for TCP and UDP both (a daemon binds both on its listen
+/// port), for a daemon to bind later. Taken below the kernel's ephemeral range: a number from
+/// `bind(0)` is free only until the daemon binds it, and meanwhile any socket the kernel
+/// numbers itself (a connect, a proxy's UDP socket, in this test or one running beside it)
+/// may take it; below that range only another `free_port` can, and within a process it never
+/// gives the same number twice.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(32_768);
+    let (from, span) = (10_000, low.saturating_sub(10_000));
+    let start = u64::from(std::process::id()) * 7_919;
+    for _ in 0..span {
+        let port = (from + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if tcp && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    wait_until_or(what, timeout, f, String::new);
+}
+
+/// `wait_until`, and a timeout's message carries the daemons' logs (what each did, or why it
+/// stopped).
+pub fn wait_logged(what: &str, timeout: Duration, daemons: &[&Daemon], f: impl FnMut() -> bool) {
+    wait_until_or(what, timeout, f, || {
+        let logs = daemons.iter().map(|d| format!("--- {}:\n{}", d.log.display(), d.log()));
+        logs.collect::<Vec<_>>().join("\n")
+    });
+}
+
+fn wait_until_or(what: &str, timeout: Duration, mut f: impl FnMut() -> bool, more: impl Fn() -> String) {
     let deadline = Instant::now() + timeout;
     while !f() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}\n{}", more());
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sets its flag when dropped, also while a panic unwinds. A scoped thread that runs until a
+/// flag is set would otherwise keep a failed test's `thread::scope` waiting for it forever:
+/// the test hangs, and its panic message is never shown (the harness prints a test's output
+/// when the test ends). Make it the first thing in the scope's closure.
+pub struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -191,6 +236,24 @@ pub fn wait_converged(primary: &Store, standby: &Seg, timeout: Duration) -> Stor
 /// deletes, locks and unlocks, over `keys` keys.
 pub fn churn(store: &Store, keys: u32, stop: &AtomicBool) -> u64 {
     churn_paced(store, keys, stop, None)
+}
+
+/// Churns `store` for 1.5 s (over 1,000 operations), then waits until the standby segment
+/// holds exactly the same, as a read-only replica of the primary's history; returns it.
+pub fn churn_then_converge(store: &Store, standby: &Seg, timeout: Duration) -> Store {
+    let stop = AtomicBool::new(false);
+    let ops = std::thread::scope(|s| {
+        let w = s.spawn(|| churn(store, 2_000, &stop));
+        std::thread::sleep(Duration::from_millis(1_500));
+        stop.store(true, Ordering::Relaxed);
+        w.join().unwrap()
+    });
+    assert!(ops > 1_000, "the writer did only {ops} operations");
+    let replica = wait_converged(store, standby, timeout);
+    assert_eq!(replica.write_mode(), WriteMode::Replica);
+    assert_eq!(replica.history_id(), store.history_id());
+    assert!(matches!(replica.set(b"x", b"y", Expiry::Never), Err(Error::ReadOnly)));
+    replica
 }
 
 /// `churn`, at most about `per_second` operations a second if given.
