@@ -311,10 +311,15 @@ fn session(
             name
         )));
     }
+    // Anything but a complete replica of this history is incomplete (history 0) until the
+    // snapshot the primary now sends ends (the `Applier` then records the history), so F1
+    // never counts it as a replica. History first, then the mode: `synced` needs both. (A
+    // fresh segment used to take the primary's history here and count as synced until the
+    // snapshot began.)
+    if store.write_mode() != WriteMode::Replica || store.history_id() != hello.history {
+        store.set_history_id(0);
+    }
     store.set_write_mode(WriteMode::Replica);
-    if store.history_id() != 0 {
-        store.set_history_id(hello.history);
-    } // else incomplete: it stays so until its snapshot ends (`Applier`)
     store.raise_epoch(hello.epoch);
     link.history.store(hello.history, Ordering::Release);
     *followed = true;

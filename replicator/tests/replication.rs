@@ -448,6 +448,31 @@ fn a_standby_cut_off_mid_snapshot_resyncs_from_the_same_primary() {
     assert_eq!(keys, [b"a".to_vec(), b"b".to_vec()], "{}", standby.log());
 }
 
+/// A fresh standby is no replica until its first snapshot ends: from the handshake on it
+/// is in replica mode with history 0, which F1 (node.rs) reads as "incomplete, never
+/// promote". It used to take the primary's history at the handshake, so a primary lost
+/// before the snapshot began left a promotable empty segment.
+#[test]
+fn a_fresh_standby_is_incomplete_until_its_first_snapshot_ends() {
+    let (p, store) = pair("fresh");
+    let primary = ScriptedPrimary::new(p.port, &p.key, &store);
+    let standby = Daemon::standby(&p.dir, &p.standby_seg, p.port, &p.key);
+    let (mut conn, _) = primary.accept(&standby);
+    let mut attached = None;
+    wait_until("the standby to enter replica mode", Duration::from_secs(30), || {
+        attached = Store::attach(&p.standby_seg.0).ok();
+        attached.as_ref().is_some_and(|s| s.write_mode() == WriteMode::Replica)
+    });
+    let replica = attached.expect("attached");
+    assert_eq!(replica.history_id(), 0, "counted as a replica before any snapshot:\n{}", standby.log());
+    send(&mut conn, &[Message::SnapshotBegin, entry("a", 0), Message::SnapshotEnd { pos: 1 }]);
+    send(&mut conn, &[Message::Heartbeat { pos: 1 }]);
+    wait_until("the snapshot to complete", Duration::from_secs(30), || {
+        replica.history_id() == store.history_id()
+    });
+    assert!(!standby.log().contains("ERROR"), "{}", standby.log());
+}
+
 /// The reconnect backoff is for refusals: a session that caught up with the primary (here, a
 /// whole snapshot and a heartbeat) resets it, so a link that breaks again and again between
 /// good sessions reconnects after the shortest wait, while a refused connect still doubles
