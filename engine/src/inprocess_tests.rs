@@ -127,3 +127,14 @@ fn huge_durations_saturate() {
     st.apply_replicated(b"m", b"v", Some(max), None, None).unwrap();
     assert!(st.meta_of(b"m").unwrap().unwrap().ttl_left.unwrap() > day);
 }
+
+/// A write lease of `Duration::MAX` (as good as none) saturates like the TTLs above: `as u64`
+/// kept the low 64 bits of its milliseconds (u64::MAX), and `now + u64::MAX` wrapped to a
+/// lease that had run out a millisecond ago (or overflowed, with overflow checks).
+#[test]
+fn huge_write_lease_saturates() {
+    let st = store();
+    st.set_write_lease(Some(Duration::MAX));
+    assert!(st.write_lease_left().unwrap() > Duration::from_secs(86_400));
+    st.set(b"k", b"v", Expiry::Never).unwrap();
+}
