@@ -455,6 +455,7 @@ pub(crate) fn header_checksum(mem: &Mem) -> u64 {
 }
 
 /// The header checksum of a segment file's bytes (the fuzzer forges headers with it).
+#[cfg(not(loom))]
 pub(crate) fn header_checksum_of_bytes(bytes: &[u8]) -> u64 {
     header_checksum_with(|i| u64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes")))
 }

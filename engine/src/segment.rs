@@ -181,7 +181,7 @@ impl Segment {
     /// A zeroed in-process segment of loom atomics with its header written and stamped ready,
     /// for loom models of the algorithms (no file, no mapping). Only the words `i` with
     /// `live(i)` exist (each loom atomic costs time in every execution a model explores).
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     pub fn model(opts: &Options, seed: u64, live: impl Fn(usize) -> bool) -> Result<Segment> {
         let g = Geometry::from_options(opts)?;
         let mem = Mem::zeroed(g.segment_bytes as usize / 8, live);
