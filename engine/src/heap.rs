@@ -227,7 +227,9 @@ impl Segment {
     }
 
     /// Clears a bitmap bit left set over a FREE block by a freer that died between the two
-    /// steps of `free` (H2). Safe at any time: no one allocates a block whose bit is set.
+    /// steps of `free` (H2). Safe at any time: the page scan never takes a block whose bit is
+    /// set, and a block taken meanwhile through the recent-free hint (`alloc`'s `recent`, which
+    /// does not look at the bitmap) can at worst end OWNED with its bit clear, which H2 allows.
     pub(crate) fn repair_bit(&self, off: u64) {
         let Some(pos) = self.block_pos(off) else { return };
         let st = self.mem.w(self.heap_word(off) + layout::R_STATE).load(Ordering::Acquire);
