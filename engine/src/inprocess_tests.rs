@@ -138,3 +138,26 @@ fn huge_write_lease_saturates() {
     assert!(st.write_lease_left().unwrap() > Duration::from_secs(86_400));
     st.set(b"k", b"v", Expiry::Never).unwrap();
 }
+
+/// A touch is a worker write like a set: once the write lease ran out it is refused, in place
+/// (a CAS of the deadline) or as a rewrite (a new sliding window), and a read no longer slides
+/// a deadline out. Touch checked the write mode only (not the lease, nor the `C_WRITING`
+/// handshake of `drain_writers`), so a primary whose daemon died kept taking touches that a
+/// failover loses.
+#[test]
+fn an_expired_write_lease_refuses_touches() {
+    let st = store();
+    st.set(b"fixed", b"v", Expiry::After(Duration::from_secs(60))).unwrap();
+    st.set(b"slides", b"v", Expiry::Sliding(Duration::from_millis(800))).unwrap();
+    st.set_write_lease(Some(Duration::from_millis(1)));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(matches!(st.set(b"fixed", b"w", Expiry::Never), Err(Error::ReadOnly)));
+    let head = st.feed_head();
+    let ten_minutes = Duration::from_secs(600);
+    assert!(matches!(st.touch(b"fixed", Expiry::After(ten_minutes)), Err(Error::ReadOnly)));
+    assert!(matches!(st.touch(b"fixed", Expiry::Sliding(ten_minutes)), Err(Error::ReadOnly)));
+    assert!(st.get(b"slides").unwrap().is_some());
+    assert_eq!(st.feed_head(), head, "a write went through after the lease ran out");
+    st.set_write_lease(None);
+    assert!(st.touch(b"fixed", Expiry::After(ten_minutes)).unwrap());
+}

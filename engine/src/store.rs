@@ -463,16 +463,19 @@ impl Store {
     }
 
     /// Sliding expiry: extends `m`'s deadline in place. Returns the new deadline if it moved.
+    /// The extension is a worker write (`worker_write`): where writes are refused, the read
+    /// returns without it.
     fn slide(&self, c: &Ctx, p: &Probe, m: &Member, now: u64) -> Option<u64> {
         let sliding = m.view.sliding_ms as u64;
-        if sliding == 0 || self.write_mode() != WriteMode::Writable {
+        if sliding == 0 {
             return None;
         }
         let deadline = now + sliding;
         if deadline < m.view.expires + sliding / 16 {
             return None;
         }
-        self.extend(c, p, m, deadline, ChangeKind::Touch).then_some(deadline)
+        let extended = self.worker_write(c, || Ok(self.extend(c, p, m, deadline, ChangeKind::Touch)));
+        extended.unwrap_or(false).then_some(deadline)
     }
 
     /// CASes the deadline of the published record `m` to `deadline`, and records the change.
@@ -525,31 +528,32 @@ impl Store {
     /// Resets `key`'s expiry to `expiry` from now. Returns whether the key was present.
     /// Keeping the entry's kind of expiry is one CAS in place; switching between sliding and
     /// fixed (or another sliding window) rewrites the record, which needs a free block and can
-    /// fail with `Full`.
+    /// fail with `Full`. A worker write like `set`: `ReadOnly` where those are refused.
     pub fn touch(&self, key: &[u8], expiry: Expiry) -> Result<bool> {
         self.check_key(key)?;
-        self.check_writable()?;
         let p = self.seg.probe(key);
         self.with_client(|c| {
-            loop {
-                let Some(m) = self.seg.find(key, &p, &mut Sink::Nothing)? else { return Ok(false) };
-                let now = os::now_ms();
-                if expired(&m.view, now) {
-                    return Ok(false);
+            self.worker_write(c, || {
+                loop {
+                    let Some(m) = self.seg.find(key, &p, &mut Sink::Nothing)? else { return Ok(false) };
+                    let now = os::now_ms();
+                    if expired(&m.view, now) {
+                        return Ok(false);
+                    }
+                    let (deadline, sliding) = deadline_of(expiry, now);
+                    if sliding as u64 != m.view.sliding_ms as u64 {
+                        // The sliding window is part of the record: rewrite it.
+                        return match self.mutate_with(c, key, &p, Op::Retime { expiry }) {
+                            Ok(_) => Ok(true),
+                            Err(Error::NotFound) => Ok(false), // deleted or expired meanwhile
+                            Err(e) => Err(e),
+                        };
+                    }
+                    if self.extend(c, &p, &m, deadline, ChangeKind::Touch) {
+                        return Ok(true);
+                    }
                 }
-                let (deadline, sliding) = deadline_of(expiry, now);
-                if sliding as u64 != m.view.sliding_ms as u64 {
-                    // The sliding window is part of the record: rewrite it.
-                    return match self.mutate_with(c, key, &p, Op::Retime { expiry }) {
-                        Ok(_) => Ok(true),
-                        Err(Error::NotFound) => Ok(false), // deleted or expired meanwhile
-                        Err(e) => Err(e),
-                    };
-                }
-                if self.extend(c, &p, &m, deadline, ChangeKind::Touch) {
-                    return Ok(true);
-                }
-            }
+            })
         })
     }
 
@@ -582,18 +586,24 @@ impl Store {
         self.mutate(key, Op::Set { value, expiry, cond: Cond::Lock(lock_id) }).map(|o| o.version)
     }
 
-    fn check_writable(&self) -> Result<()> {
-        match self.write_mode() {
-            WriteMode::Writable => Ok(()),
-            _ => Err(Error::ReadOnly),
-        }
+    /// Runs `f`, a worker's write, unless writes are refused: `ReadOnly` unless the segment
+    /// is writable and its write lease, if any, has not run out (replica.rs). The client
+    /// raises its `C_WRITING` word before it reads the write mode and lowers it when the
+    /// write is done, both sequentially consistent, so `drain_writers` can tell when no write
+    /// that saw the segment writable is still in flight (W1 in `drain_writers`). Every write
+    /// of a worker goes through here: mutations, touches, and the sliding extension of reads.
+    fn worker_write<T>(&self, c: &Ctx, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let writing = self.seg.mem.w(c.base + C_WRITING);
+        writing.swap(1, Ordering::SeqCst);
+        let mode = self.seg.mem.w(layout::H_WRITE_MODE).load(Ordering::SeqCst);
+        let lease = self.seg.mem.w(layout::H_WRITE_LEASE).load(Ordering::Relaxed);
+        let leased = lease == 0 || os::now_ms() < lease;
+        let r = if mode == layout::WRITE_MODE_WRITABLE && leased { f() } else { Err(Error::ReadOnly) };
+        writing.store(0, Ordering::Release);
+        r
     }
 
-    /// A worker's write: refused unless the segment is writable (and its write lease, if
-    /// any, has not run out: replica.rs). The client raises its
-    /// `C_WRITING` word before it reads the write mode and lowers it when the write is done,
-    /// both sequentially consistent, so `drain_writers` can tell when no write that saw the
-    /// segment writable is still in flight (W1 in `drain_writers`).
+    /// A worker's mutation (see `worker_write`).
     fn mutate(&self, key: &[u8], op: Op<'_>) -> Result<Outcome> {
         self.mutate_in(key, op, true)
     }
@@ -610,19 +620,8 @@ impl Store {
         }
         let p = self.seg.probe(key);
         self.with_client(|c| {
-            let writing = self.seg.mem.w(c.base + C_WRITING);
             let r = if worker {
-                writing.swap(1, Ordering::SeqCst);
-                let mode = self.seg.mem.w(layout::H_WRITE_MODE).load(Ordering::SeqCst);
-                let lease = self.seg.mem.w(layout::H_WRITE_LEASE).load(Ordering::Relaxed);
-                let leased = lease == 0 || os::now_ms() < lease;
-                let r = if mode == layout::WRITE_MODE_WRITABLE && leased {
-                    self.mutate_with(c, key, &p, op)
-                } else {
-                    Err(Error::ReadOnly)
-                };
-                writing.store(0, Ordering::Release);
-                r
+                self.worker_write(c, || self.mutate_with(c, key, &p, op))
             } else {
                 self.mutate_with(c, key, &p, op)
             };
