@@ -893,19 +893,19 @@ impl Store {
         done
     }
 
-    /// Evicts the entry of `p`'s window closest to expiry (never-expiring ones last, oldest
-    /// version first among equals).
+    /// Evicts the entry of `p`'s window closest to expiry (in `eviction_order`).
     fn evict_in_window(&self, c: &Ctx, p: &Probe) -> bool {
         let victim = self
             .seg
             .window(p)
             .filter_map(|pos| self.seg.member_at(pos, &mut Sink::Nothing).ok().flatten())
-            .min_by_key(|m| (if m.view.expires == 0 { u64::MAX } else { m.view.expires }, m.view.version));
+            .min_by_key(eviction_order);
         victim.is_some_and(|m| self.evict(c, &m))
     }
 
-    /// Evicts, among a random sample of entries, the one closest to expiry whose block has
-    /// the size class a record of `bytes` needs (freeing another class would not help).
+    /// Evicts, among a random sample of entries, the one closest to expiry (in
+    /// `eviction_order`) whose block has the size class a record of `bytes` needs (freeing
+    /// another class would not help).
     fn evict_for_class(&self, c: &Ctx, bytes: usize) -> bool {
         let seg = &*self.seg;
         let class = layout::class_of(bytes as u64);
@@ -923,9 +923,7 @@ impl Store {
                 continue;
             }
             seen += 1;
-            let key =
-                |m: &Member| (if m.view.expires == 0 { u64::MAX } else { m.view.expires }, m.view.version);
-            if best.as_ref().is_none_or(|b| key(&m) < key(b)) {
+            if best.as_ref().is_none_or(|b| eviction_order(&m) < eviction_order(b)) {
                 best = Some(m);
             }
         }
@@ -1130,6 +1128,12 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.seg.path).finish_non_exhaustive()
     }
+}
+
+/// Which entry eviction takes first (the smallest): the closest to expiry, never-expiring
+/// ones last, the oldest version first among equals.
+fn eviction_order(m: &Member) -> (u64, u64) {
+    (if m.view.expires == 0 { u64::MAX } else { m.view.expires }, m.view.version)
 }
 
 fn expired(view: &View, now: u64) -> bool {
