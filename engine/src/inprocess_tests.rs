@@ -161,3 +161,19 @@ fn an_expired_write_lease_refuses_touches() {
     st.set_write_lease(None);
     assert!(st.touch(b"fixed", Expiry::After(ten_minutes)).unwrap());
 }
+
+/// Opportunistic sweeps are looked for every `SWEEP_CHECK_EVERY` writes of a client. The
+/// count was of every operation (reads too) and only a write looked, so a client whose
+/// operations cycle with the write off the multiples of 64 (here: a set, then three gets)
+/// never swept at all.
+#[test]
+fn a_client_that_also_reads_still_sweeps() {
+    let st = store();
+    for i in 0..256 {
+        st.set(&key(i % 4), b"v", Expiry::Never).unwrap();
+        for _ in 0..3 {
+            let _ = st.get(&key(i % 4)).unwrap();
+        }
+    }
+    assert!(st.stats().sweeps > 0, "256 writes and no opportunistic sweep");
+}

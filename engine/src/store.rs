@@ -204,6 +204,8 @@ struct Ctx {
     base: usize,
     pid: u32,
     rnd: u64,
+    /// This write is the client's `SWEEP_CHECK_EVERY`-th since its last look: look whether
+    /// an opportunistic sweep is due (`sweep_if_due`).
     sweep_due: bool,
 }
 
@@ -308,8 +310,9 @@ impl Store {
     }
 
     /// Runs `f` with this thread's client slot, claiming one on first use (and again in a
-    /// child after `fork()`, where the inherited slot is the parent's).
-    fn with_client<T>(&self, f: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<T> {
+    /// child after `fork()`, where the inherited slot is the parent's). `write`: `f` is a
+    /// mutation, counted towards the client's next look at the sweep (`Ctx::sweep_due`).
+    fn with_client<T>(&self, write: bool, f: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<T> {
         let fork_gen = os::fork_generation();
         let (idx, pid, rnd, sweep_due) = CLIENTS.with(|cell| -> Result<_> {
             let mut v = cell.borrow_mut();
@@ -341,8 +344,12 @@ impl Store {
             c.rng ^= c.rng << 13;
             c.rng ^= c.rng >> 7;
             c.rng ^= c.rng << 17;
-            c.writes = c.writes.wrapping_add(1);
-            Ok((c.idx, c.pid, c.rng, c.writes % SWEEP_CHECK_EVERY == 0))
+            // Writes only: counting reads too, a client whose operations cycle with its writes
+            // off the multiples of SWEEP_CHECK_EVERY never looked at the sweep.
+            if write {
+                c.writes = c.writes.wrapping_add(1);
+            }
+            Ok((c.idx, c.pid, c.rng, write && c.writes % SWEEP_CHECK_EVERY == 0))
         })?;
         let mut ctx = Ctx { idx, base: self.seg.client_base(idx), pid, rnd, sweep_due };
         f(&mut ctx)
@@ -440,7 +447,7 @@ impl Store {
         // read after it for deciding expiry (a deadline is compared in whole milliseconds).
         self.seg.prefetch_bucket(&p);
         let now = os::now_ms();
-        self.with_client(|c| {
+        self.with_client(false, |c| {
             let found = self.seg.find(key, &p, sink)?;
             match found {
                 Some(m) if !expired(&m.view, now) => {
@@ -532,7 +539,7 @@ impl Store {
     pub fn touch(&self, key: &[u8], expiry: Expiry) -> Result<bool> {
         self.check_key(key)?;
         let p = self.seg.probe(key);
-        self.with_client(|c| {
+        self.with_client(false, |c| {
             self.worker_write(c, || {
                 loop {
                     let Some(m) = self.seg.find(key, &p, &mut Sink::Nothing)? else { return Ok(false) };
@@ -619,7 +626,7 @@ impl Store {
             self.check_value(value)?;
         }
         let p = self.seg.probe(key);
-        self.with_client(|c| {
+        self.with_client(true, |c| {
             let r = if worker {
                 self.worker_write(c, || self.mutate_with(c, key, &p, op))
             } else {
@@ -938,7 +945,7 @@ impl Store {
     /// also sweep a slice of the index when one is due (at most every 100 ms per segment,
     /// the whole index about once a minute), so a store in use needs no separate sweeper.
     pub fn sweep(&self, budget: u64) -> Result<SweepReport> {
-        self.with_client(|c| Ok(self.sweep_with(c, budget)))
+        self.with_client(false, |c| Ok(self.sweep_with(c, budget)))
     }
 
     /// Sweeps a slice of the index if the segment's next sweep is due (see SWEEP_INTERVAL_MS).
