@@ -177,3 +177,18 @@ fn a_client_that_also_reads_still_sweeps() {
     }
     assert!(st.stats().sweeps > 0, "256 writes and no opportunistic sweep");
 }
+
+/// An insert whose probe window holds only expired entries takes one of their slots: they
+/// are not entries any more. It failed with `Full(Index)` unless a sweep had happened to
+/// pass (a full heap sweeps before it gives up; a full window did not look).
+#[test]
+fn expired_entries_do_not_fill_the_index() {
+    let st = store();
+    let slots = st.info().index_slots;
+    for i in 0..slots {
+        st.set(&key(i), b"v", Expiry::After(Duration::from_millis(1))).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    st.set(b"new", b"v", Expiry::Never).unwrap();
+    assert_eq!(st.get(b"new").unwrap().unwrap().value, b"v");
+}

@@ -741,7 +741,9 @@ impl Store {
                 }
                 None => {
                     let Some(q) = seg.free_slot(p) else {
-                        if seg.evict && self.evict_in_window(c, p) {
+                        // Expired entries first (they are gone already), as a full heap
+                        // sweeps before it evicts.
+                        if self.expire_in_window(c, p, now) || seg.evict && self.evict_in_window(c, p) {
                             continue;
                         }
                         break Err(Error::Full(FullKind::Index));
@@ -900,6 +902,25 @@ impl Store {
         done
     }
 
+    /// Removes the expired entries of `p`'s window (what a sweep would). Returns whether it
+    /// removed any.
+    fn expire_in_window(&self, c: &Ctx, p: &Probe, now: u64) -> bool {
+        self.seg.window(p).filter(|&pos| self.expire_at(c, pos, now)).count() > 0
+    }
+
+    /// Removes the entry at index position `pos` if it has expired (a sweep's step).
+    /// Returns whether this call removed it.
+    fn expire_at(&self, c: &Ctx, pos: usize, now: u64) -> bool {
+        if let Ok(Some(m)) = self.seg.member_at(pos, &mut Sink::Nothing)
+            && expired(&m.view, now)
+            && self.unpublish(c, self.key_hash_of(&m), &m, ChangeKind::Expire)
+        {
+            self.bump(c, stats::EXPIRED, 1);
+            return true;
+        }
+        false
+    }
+
     /// Evicts the entry of `p`'s window closest to expiry (in `eviction_order`).
     fn evict_in_window(&self, c: &Ctx, p: &Probe) -> bool {
         let victim = self
@@ -984,12 +1005,8 @@ impl Store {
             if slot::state(w) != slot::MEMBER {
                 continue;
             }
-            if let Ok(Some(m)) = self.seg.member_at(pos, &mut Sink::Nothing)
-                && expired(&m.view, now)
-                && self.unpublish(c, self.key_hash_of(&m), &m, ChangeKind::Expire)
-            {
+            if self.expire_at(c, pos, now) {
                 report.expired += 1;
-                self.bump(c, stats::EXPIRED, 1);
                 failpoint!("sweep.mid_expire");
             }
             if k % 1024 == 1023 && lease.load(Ordering::Relaxed) != mine {
