@@ -241,7 +241,8 @@ pub fn fingerprint() -> u64 {
 pub struct Options {
     /// Bytes of heap for records (key + value + an 88-byte header each, in size classes).
     pub capacity_bytes: u64,
-    /// Live entries the index is sized for (at a load of 1/2, so inserts find room).
+    /// Live entries the index is sized for: about 1.75 usable slots an entry (two index
+    /// positions, one in eight of them a bucket's probe bound), so inserts find room.
     pub max_entries: u64,
     /// Longest key, in bytes.
     pub max_key: u32,
