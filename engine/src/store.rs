@@ -122,8 +122,6 @@ pub struct Info {
     pub max_entries: u64,
     /// Slots keys can occupy (seven of every eight index positions).
     pub index_slots: u64,
-    /// One past the highest index position: `ScanEntry::slot` and `Change::slot` are below it.
-    pub slot_limit: u64,
     pub max_key: u64,
     pub max_value: u64,
     pub max_clients: u64,
@@ -299,7 +297,6 @@ impl Store {
             page_size: g.page_size,
             max_entries: g.max_entries,
             index_slots: g.n_buckets * (layout::BUCKET_SLOTS as u64 - 1),
-            slot_limit: g.index_slots(),
             max_key: g.max_key,
             max_value: g.max_value,
             max_clients: g.max_clients,
