@@ -824,11 +824,10 @@ impl Store {
 
     fn alloc(&self, c: &Ctx, bytes: usize) -> Result<Block> {
         let seg = &*self.seg;
-        let journal = c.base + C_J_NEW;
         let mut tries = 0;
         loop {
             let recent = seg.mem.w(c.base + C_RECENT_FREE).load(Ordering::Relaxed);
-            match seg.alloc(c.idx, journal, bytes, c.rnd.wrapping_add(tries), recent) {
+            match seg.alloc(c.idx, bytes, c.rnd.wrapping_add(tries), recent) {
                 Ok(b) => return Ok(b),
                 Err(Error::Full(FullKind::Heap)) if tries < 16 => {
                     tries += 1;

@@ -268,7 +268,6 @@ impl Segment {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::clients::C_J_NEW;
     use crate::layout::{Options, block};
     use crate::record::{LockWords, NewRecord};
 
@@ -290,9 +289,8 @@ mod tests {
         let seg = Segment::in_process(&opts, 7).unwrap();
         let key = b"one-key";
         let p = seg.probe(key);
-        let journal = seg.client_base(0) + C_J_NEW;
         let place = |pos: usize, n: u64| {
-            let b = seg.alloc(0, journal, layout::record_bytes(key.len(), 1), n, 0).unwrap();
+            let b = seg.alloc(0, layout::record_bytes(key.len(), 1), n, 0).unwrap();
             let rec = NewRecord {
                 key,
                 value: b"v",
