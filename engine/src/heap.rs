@@ -155,7 +155,7 @@ impl Segment {
         let blocks = self.g.page_size / size;
         let words = blocks.div_ceil(64);
         for k in 0..words {
-            let wi = (rnd + k) % words;
+            let wi = rnd.wrapping_add(k) % words;
             let bw = self.mem.w(self.bitmap_word(page, wi * 64));
             let valid = if wi == words - 1 && blocks % 64 != 0 { (1u64 << (blocks % 64)) - 1 } else { !0 };
             // Acquire, pairing with the release of the bit changes: a bit seen clear by a free

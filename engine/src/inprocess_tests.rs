@@ -192,3 +192,19 @@ fn expired_entries_do_not_fill_the_index() {
     st.set(b"new", b"v", Expiry::Never).unwrap();
     assert_eq!(st.get(b"new").unwrap().unwrap().value, b"v");
 }
+
+/// The random starting points of the allocator's bitmap walk and of the client-slot claim
+/// are any u64: adding the walk's step to them must wrap, not overflow (a panic in builds
+/// with overflow checks, such as `cargo test` without `--release`).
+#[test]
+fn random_starting_points_near_u64_max_wrap() {
+    let st = store();
+    // Past the first bitmap word the walk looks at (64 blocks), then past the first slot.
+    let bytes = crate::layout::record_bytes(4, 4);
+    for _ in 0..65 {
+        st.seg.alloc(0, bytes, u64::MAX, 0).unwrap();
+    }
+    for _ in 0..2 {
+        st.seg.claim_client(std::process::id(), 1, u64::MAX).unwrap();
+    }
+}
