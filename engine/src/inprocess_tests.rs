@@ -13,7 +13,8 @@ use crate::sync::Ordering;
 use crate::{Error, FeedRead};
 use std::time::Duration;
 
-fn opts() -> Options {
+/// A small segment's options (also the table's unit tests).
+pub(crate) fn opts() -> Options {
     Options {
         capacity_bytes: 256 << 10,
         max_entries: 16,

@@ -268,7 +268,7 @@ impl Segment {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::layout::{Options, block};
+    use crate::layout::block;
     use crate::record::{LockWords, NewRecord};
 
     /// T1 with two unresolved lower copies of the key (their owners paused after their own
@@ -276,17 +276,7 @@ mod tests {
     /// one it leaves flips to MEMBER next to its own.
     #[test]
     fn settle_collides_every_unresolved_lower_copy() {
-        let opts = Options {
-            capacity_bytes: 256 << 10,
-            max_entries: 16,
-            max_key: 16,
-            max_value: 64,
-            max_clients: 4,
-            feed_len: 16,
-            evict: false,
-            mode: 0o600,
-        };
-        let seg = Segment::in_process(&opts, 7).unwrap();
+        let seg = Segment::in_process(&crate::inprocess_tests::opts(), 7).unwrap();
         let key = b"one-key";
         let p = seg.probe(key);
         let place = |pos: usize, n: u64| {
