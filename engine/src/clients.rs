@@ -70,7 +70,7 @@ impl Segment {
         for attempt in 0..2 {
             let n = self.g.max_clients as usize;
             for k in 0..n {
-                let idx = (rnd as usize + k) % n;
+                let idx = (rnd as usize).wrapping_add(k) % n;
                 let base = self.client_base(idx);
                 let ow = self.mem.w(base + C_OWNER);
                 let w = ow.load(Ordering::Acquire);

@@ -50,7 +50,8 @@ pub struct Change {
     pub kind: ChangeKind,
     /// Index slot of the key (stable for the key's lifetime in the segment).
     pub slot: u32,
-    /// Version of the record the change produced (0 for removals).
+    /// Version of the entry after the change: the new record's for a rewrite, the unchanged
+    /// one for a touch in place (a CAS of the deadline), 0 for removals and `Nop`.
     pub version: u64,
     /// The key's seeded hash.
     pub key_hash: u64,

@@ -45,6 +45,7 @@
 //! for a class while other classes have room (the stats show bytes_free; `capacity_bytes`
 //! should leave headroom for the size mix).
 
+use crate::clients::C_J_NEW;
 use crate::error::{Error, FullKind, Result};
 use crate::failpoint::failpoint;
 use crate::layout::{self, H_CLASS_HINT, block, class_size};
@@ -99,25 +100,19 @@ impl Segment {
         self.g.bitmap_off + page as usize * self.g.bitmap_words + (index / 64) as usize
     }
 
-    /// Allocates a block of at least `bytes` for client `me`, journaling it first (H3).
+    /// Allocates a block of at least `bytes` for client `me`, journaling it first in the
+    /// client's `C_J_NEW` (H3).
     /// `recent` (a heap offset + 1, or 0) is the block this client freed last: if it has the
     /// right class and is still free it is taken first, since its lines are likely still in
     /// this CPU's cache (an overwrite frees the old record it has just read).
-    pub(crate) fn alloc(
-        &self,
-        me: usize,
-        journal: usize,
-        bytes: usize,
-        rnd: u64,
-        recent: u64,
-    ) -> Result<Block> {
+    pub(crate) fn alloc(&self, me: usize, bytes: usize, rnd: u64, recent: u64) -> Result<Block> {
         let class = layout::class_of(bytes as u64);
         if class >= self.g.n_classes {
             return Err(Error::ValueTooLarge { len: bytes, max: self.g.max_value as usize });
         }
         if let Some(pos) =
             recent.checked_sub(1).and_then(|off| self.block_pos(off)).filter(|p| p.class == class)
-            && let Some(b) = self.take(me, journal, recent - 1, pos)
+            && let Some(b) = self.take(me, recent - 1, pos)
         {
             return Ok(b);
         }
@@ -141,7 +136,7 @@ impl Segment {
                 if self.page_class(page) != class as u64 + 1 {
                     continue;
                 }
-                if let Some(b) = self.alloc_in_page(me, journal, page, class, rnd) {
+                if let Some(b) = self.alloc_in_page(me, page, class, rnd) {
                     if page != hint {
                         hint_w.store(page, Ordering::Relaxed);
                     }
@@ -155,12 +150,12 @@ impl Segment {
         Err(Error::Full(FullKind::Heap))
     }
 
-    fn alloc_in_page(&self, me: usize, journal: usize, page: u64, class: usize, rnd: u64) -> Option<Block> {
+    fn alloc_in_page(&self, me: usize, page: u64, class: usize, rnd: u64) -> Option<Block> {
         let size = class_size(class);
         let blocks = self.g.page_size / size;
         let words = blocks.div_ceil(64);
         for k in 0..words {
-            let wi = (rnd + k) % words;
+            let wi = rnd.wrapping_add(k) % words;
             let bw = self.mem.w(self.bitmap_word(page, wi * 64));
             let valid = if wi == words - 1 && blocks % 64 != 0 { (1u64 << (blocks % 64)) - 1 } else { !0 };
             // Acquire, pairing with the release of the bit changes: a bit seen clear by a free
@@ -172,7 +167,7 @@ impl Segment {
                 free &= free - 1;
                 let index = wi * 64 + bit;
                 let off = page * self.g.page_words() + index * size / 8;
-                if let Some(b) = self.take(me, journal, off, BlockPos { page, class, index }) {
+                if let Some(b) = self.take(me, off, BlockPos { page, class, index }) {
                     return Some(b);
                 }
             }
@@ -181,13 +176,13 @@ impl Segment {
     }
 
     /// Takes the block at `off` (at `pos`) if it is FREE: journal, CAS, bitmap hint (H1-H4).
-    fn take(&self, me: usize, journal: usize, off: u64, pos: BlockPos) -> Option<Block> {
+    fn take(&self, me: usize, off: u64, pos: BlockPos) -> Option<Block> {
         let sw = self.mem.w(self.heap_word(off) + layout::R_STATE);
         let st = sw.load(Ordering::Acquire);
         if block::kind(st) != block::FREE {
             return None;
         }
-        self.mem.w(journal).store(off + 1, Ordering::Relaxed);
+        self.mem.w(self.client_base(me) + C_J_NEW).store(off + 1, Ordering::Relaxed);
         failpoint!("heap.take_after_journal");
         let owned = block::pack(block::OWNED, me as u16, block::generation(st) + 1);
         sw.compare_exchange(st, owned, Ordering::AcqRel, Ordering::Acquire).ok()?;
@@ -227,7 +222,9 @@ impl Segment {
     }
 
     /// Clears a bitmap bit left set over a FREE block by a freer that died between the two
-    /// steps of `free` (H2). Safe at any time: no one allocates a block whose bit is set.
+    /// steps of `free` (H2). Safe at any time: the page scan never takes a block whose bit is
+    /// set, and a block taken meanwhile through the recent-free hint (`alloc`'s `recent`, which
+    /// does not look at the bitmap) can at worst end OWNED with its bit clear, which H2 allows.
     pub(crate) fn repair_bit(&self, off: u64) {
         let Some(pos) = self.block_pos(off) else { return };
         let st = self.mem.w(self.heap_word(off) + layout::R_STATE).load(Ordering::Acquire);

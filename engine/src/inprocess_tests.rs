@@ -13,7 +13,8 @@ use crate::sync::Ordering;
 use crate::{Error, FeedRead};
 use std::time::Duration;
 
-fn opts() -> Options {
+/// A small segment's options (also the table's unit tests).
+pub(crate) fn opts() -> Options {
     Options {
         capacity_bytes: 256 << 10,
         max_entries: 16,
@@ -126,4 +127,85 @@ fn huge_durations_saturate() {
     let max = Duration::from_millis(u64::MAX);
     st.apply_replicated(b"m", b"v", Some(max), None, None).unwrap();
     assert!(st.meta_of(b"m").unwrap().unwrap().ttl_left.unwrap() > day);
+}
+
+/// A write lease of `Duration::MAX` (as good as none) saturates like the TTLs above: `as u64`
+/// kept the low 64 bits of its milliseconds (u64::MAX), and `now + u64::MAX` wrapped to a
+/// lease that had run out a millisecond ago (or overflowed, with overflow checks).
+#[test]
+fn huge_write_lease_saturates() {
+    let st = store();
+    st.set_write_lease(Some(Duration::MAX));
+    assert!(st.write_lease_left().unwrap() > Duration::from_secs(86_400));
+    st.set(b"k", b"v", Expiry::Never).unwrap();
+}
+
+/// A touch is a worker write like a set: once the write lease ran out it is refused, in place
+/// (a CAS of the deadline) or as a rewrite (a new sliding window), and a read no longer slides
+/// a deadline out. Touch checked the write mode only (not the lease, nor the `C_WRITING`
+/// handshake of `drain_writers`), so a primary whose daemon died kept taking touches that a
+/// failover loses.
+#[test]
+fn an_expired_write_lease_refuses_touches() {
+    let st = store();
+    st.set(b"fixed", b"v", Expiry::After(Duration::from_secs(60))).unwrap();
+    st.set(b"slides", b"v", Expiry::Sliding(Duration::from_millis(800))).unwrap();
+    st.set_write_lease(Some(Duration::from_millis(1)));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(matches!(st.set(b"fixed", b"w", Expiry::Never), Err(Error::ReadOnly)));
+    let head = st.feed_head();
+    let ten_minutes = Duration::from_secs(600);
+    assert!(matches!(st.touch(b"fixed", Expiry::After(ten_minutes)), Err(Error::ReadOnly)));
+    assert!(matches!(st.touch(b"fixed", Expiry::Sliding(ten_minutes)), Err(Error::ReadOnly)));
+    assert!(st.get(b"slides").unwrap().is_some());
+    assert_eq!(st.feed_head(), head, "a write went through after the lease ran out");
+    st.set_write_lease(None);
+    assert!(st.touch(b"fixed", Expiry::After(ten_minutes)).unwrap());
+}
+
+/// Opportunistic sweeps are looked for every `SWEEP_CHECK_EVERY` writes of a client. The
+/// count was of every operation (reads too) and only a write looked, so a client whose
+/// operations cycle with the write off the multiples of 64 (here: a set, then three gets)
+/// never swept at all.
+#[test]
+fn a_client_that_also_reads_still_sweeps() {
+    let st = store();
+    for i in 0..256 {
+        st.set(&key(i % 4), b"v", Expiry::Never).unwrap();
+        for _ in 0..3 {
+            let _ = st.get(&key(i % 4)).unwrap();
+        }
+    }
+    assert!(st.stats().sweeps > 0, "256 writes and no opportunistic sweep");
+}
+
+/// An insert whose probe window holds only expired entries takes one of their slots: they
+/// are not entries any more. It failed with `Full(Index)` unless a sweep had happened to
+/// pass (a full heap sweeps before it gives up; a full window did not look).
+#[test]
+fn expired_entries_do_not_fill_the_index() {
+    let st = store();
+    let slots = st.info().index_slots;
+    for i in 0..slots {
+        st.set(&key(i), b"v", Expiry::After(Duration::from_millis(1))).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    st.set(b"new", b"v", Expiry::Never).unwrap();
+    assert_eq!(st.get(b"new").unwrap().unwrap().value, b"v");
+}
+
+/// The random starting points of the allocator's bitmap walk and of the client-slot claim
+/// are any u64: adding the walk's step to them must wrap, not overflow (a panic in builds
+/// with overflow checks, such as `cargo test` without `--release`).
+#[test]
+fn random_starting_points_near_u64_max_wrap() {
+    let st = store();
+    // Past the first bitmap word the walk looks at (64 blocks), then past the first slot.
+    let bytes = crate::layout::record_bytes(4, 4);
+    for _ in 0..65 {
+        st.seg.alloc(0, bytes, u64::MAX, 0).unwrap();
+    }
+    for _ in 0..2 {
+        st.seg.claim_client(std::process::id(), 1, u64::MAX).unwrap();
+    }
 }

@@ -125,7 +125,7 @@ fn record<'a>(key: &'a [u8], value: &'a [u8], p: &Probe, version: u64) -> NewRec
 fn alloc_record(seg: &Segment, me: usize, key: &[u8], value: &[u8]) -> Block {
     let bytes = layout::record_bytes(key.len(), value.len());
     let recent = seg.mem.w(seg.client_base(me) + C_RECENT_FREE).load(Ordering::Relaxed);
-    seg.alloc(me, journal(seg, me), bytes, 0, recent).expect("the model heap has room")
+    seg.alloc(me, bytes, 0, recent).expect("the model heap has room")
 }
 
 /// Frees a record displaced from the index, remembering it as this client's recent free.
@@ -370,7 +370,7 @@ fn loom_allocator() {
                 thread::spawn(move || {
                     let mut recent = 0;
                     for _ in 0..rounds {
-                        let b = match seg.alloc(me, journal(&seg, me), BIG, 0, recent) {
+                        let b = match seg.alloc(me, BIG, 0, recent) {
                             Ok(b) => b,
                             Err(Error::Full(FullKind::Heap)) => continue,
                             Err(e) => panic!("thread {me}: alloc failed: {e:?}"),
@@ -396,10 +396,10 @@ fn loom_allocator() {
         assert_eq!(owned_blocks(&seg, class, 2), Vec::<u64>::new());
         assert_eq!(bits_set(&seg), Vec::<u64>::new(), "H2: no bit over a FREE block at quiescence");
         // Both blocks were freed: both can be allocated again, and then the page is full.
-        let a = seg.alloc(0, journal(&seg, 0), BIG, 0, 0).expect("a freed block is reusable");
-        let b = seg.alloc(0, journal(&seg, 0), BIG, 0, 0).expect("a freed block is reusable");
+        let a = seg.alloc(0, BIG, 0, 0).expect("a freed block is reusable");
+        let b = seg.alloc(0, BIG, 0, 0).expect("a freed block is reusable");
         assert_ne!(a.off, b.off);
-        assert!(matches!(seg.alloc(0, journal(&seg, 0), BIG, 0, 0), Err(Error::Full(FullKind::Heap))));
+        assert!(matches!(seg.alloc(0, BIG, 0, 0), Err(Error::Full(FullKind::Heap))));
         assert_eq!(bits_set(&seg), vec![0, 1]);
     });
 }
@@ -424,18 +424,18 @@ fn loom_allocator() {
 fn loom_allocator_no_spurious_full() {
     check("loom_allocator_no_spurious_full", || {
         let seg = big_block_segment();
-        let first = seg.alloc(1, journal(&seg, 1), BIG, 0, 0).expect("empty page");
-        let held = seg.alloc(1, journal(&seg, 1), BIG, 0, 0).expect("second block");
+        let first = seg.alloc(1, BIG, 0, 0).expect("empty page");
+        let held = seg.alloc(1, BIG, 0, 0).expect("second block");
         assert!(seg.free(first.off as u64, first.state));
         let t0 = {
             let seg = seg.clone();
-            thread::spawn(move || seg.alloc(0, journal(&seg, 0), BIG, 0, 0))
+            thread::spawn(move || seg.alloc(0, BIG, 0, 0))
         };
         let t1 = {
             let seg = seg.clone();
             thread::spawn(move || {
                 assert!(seg.free(held.off as u64, held.state));
-                seg.alloc(1, journal(&seg, 1), BIG, 0, 0)
+                seg.alloc(1, BIG, 0, 0)
             })
         };
         let (a, b) = (t0.join().unwrap(), t1.join().unwrap());

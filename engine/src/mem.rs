@@ -40,7 +40,7 @@ impl Mem {
 
     /// A zeroed in-process memory of `words` words of which those with `live(i)` exist (loom
     /// models of the algorithms).
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     pub(crate) fn zeroed(words: usize, live: impl Fn(usize) -> bool) -> Mem {
         Mem { words_vec: (0..words).map(|i| live(i).then(|| AtomicU64::new(0))).collect(), words }
     }

@@ -116,7 +116,14 @@ fn in_group(gid: u32) -> bool {
     if unsafe { libc::getegid() } == gid {
         return true;
     }
-    let mut groups = vec![0 as libc::gid_t; 1024];
+    // Sized by asking first (a size of 0 returns the count): a fixed 1024 made getgroups fail
+    // with EINVAL for a user in more groups (Linux allows 65536), refusing every group segment.
+    // SAFETY: with a size of 0 the list is not touched, so a null pointer is allowed.
+    let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    if count <= 0 {
+        return false;
+    }
+    let mut groups = vec![0 as libc::gid_t; count as usize];
     // SAFETY: `groups` has room for `groups.len()` entries, the size passed.
     let n = unsafe { libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr()) };
     n > 0 && groups[..n as usize].contains(&gid)

@@ -39,7 +39,10 @@ impl Store {
 
     /// Sets the write lease to `ttl` from now, or clears it (`None`: no lease, the default).
     pub fn set_write_lease(&self, ttl: Option<Duration>) {
-        let v = ttl.map_or(0, |d| crate::os::now_ms() + (d.as_millis() as u64).max(1));
+        // Saturating, like TTLs (store.rs `millis_saturating`): `as u64` kept the low bits of
+        // the milliseconds, and `Duration::MAX` wrapped to a lease already run out.
+        let ms = |d: Duration| crate::store::millis_saturating(d).max(1);
+        let v = ttl.map_or(0, |d| crate::os::now_ms().saturating_add(ms(d)));
         self.header_word(H_WRITE_LEASE).store(v, Ordering::Release);
     }
 

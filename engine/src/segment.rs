@@ -139,9 +139,11 @@ impl Segment {
 
     #[cfg(not(loom))]
     fn mem_of(map: &MmapRaw) -> Mem {
-        // SAFETY: the mapping is page aligned, `map.len()` bytes long and stays mapped while
-        // this temporary `Mem` is used (callers drop it before the map); every access to the
-        // segment is atomic.
+        // SAFETY: the mapping is page aligned and `map.len()` bytes long, and it stays mapped
+        // while the `Mem` is used: `attach` reads the header through its `Mem` only while it
+        // holds the map (moving the `MmapRaw` into `from_map` does not move the mapping), and
+        // `from_map` keeps the map in the segment's `_map`, dropped after `mem` (field
+        // order). Every access to the segment is atomic (`Mem` hands out only atomics).
         unsafe { Mem::from_raw(map.as_mut_ptr(), map.len() / 8) }
     }
 
@@ -181,7 +183,7 @@ impl Segment {
     /// A zeroed in-process segment of loom atomics with its header written and stamped ready,
     /// for loom models of the algorithms (no file, no mapping). Only the words `i` with
     /// `live(i)` exist (each loom atomic costs time in every execution a model explores).
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     pub fn model(opts: &Options, seed: u64, live: impl Fn(usize) -> bool) -> Result<Segment> {
         let g = Geometry::from_options(opts)?;
         let mem = Mem::zeroed(g.segment_bytes as usize / 8, live);

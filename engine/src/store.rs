@@ -122,8 +122,6 @@ pub struct Info {
     pub max_entries: u64,
     /// Slots keys can occupy (seven of every eight index positions).
     pub index_slots: u64,
-    /// One past the highest index position: `ScanEntry::slot` and `Change::slot` are below it.
-    pub slot_limit: u64,
     pub max_key: u64,
     pub max_value: u64,
     pub max_clients: u64,
@@ -204,6 +202,8 @@ struct Ctx {
     base: usize,
     pid: u32,
     rnd: u64,
+    /// This write is the client's `SWEEP_CHECK_EVERY`-th since its last look: look whether
+    /// an opportunistic sweep is due (`sweep_if_due`).
     sweep_due: bool,
 }
 
@@ -297,7 +297,6 @@ impl Store {
             page_size: g.page_size,
             max_entries: g.max_entries,
             index_slots: g.n_buckets * (layout::BUCKET_SLOTS as u64 - 1),
-            slot_limit: g.index_slots(),
             max_key: g.max_key,
             max_value: g.max_value,
             max_clients: g.max_clients,
@@ -308,8 +307,9 @@ impl Store {
     }
 
     /// Runs `f` with this thread's client slot, claiming one on first use (and again in a
-    /// child after `fork()`, where the inherited slot is the parent's).
-    fn with_client<T>(&self, f: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<T> {
+    /// child after `fork()`, where the inherited slot is the parent's). `write`: `f` is a
+    /// mutation, counted towards the client's next look at the sweep (`Ctx::sweep_due`).
+    fn with_client<T>(&self, write: bool, f: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<T> {
         let fork_gen = os::fork_generation();
         let (idx, pid, rnd, sweep_due) = CLIENTS.with(|cell| -> Result<_> {
             let mut v = cell.borrow_mut();
@@ -341,8 +341,12 @@ impl Store {
             c.rng ^= c.rng << 13;
             c.rng ^= c.rng >> 7;
             c.rng ^= c.rng << 17;
-            c.writes = c.writes.wrapping_add(1);
-            Ok((c.idx, c.pid, c.rng, c.writes % SWEEP_CHECK_EVERY == 0))
+            // Writes only: counting reads too, a client whose operations cycle with its writes
+            // off the multiples of SWEEP_CHECK_EVERY never looked at the sweep.
+            if write {
+                c.writes = c.writes.wrapping_add(1);
+            }
+            Ok((c.idx, c.pid, c.rng, write && c.writes % SWEEP_CHECK_EVERY == 0))
         })?;
         let mut ctx = Ctx { idx, base: self.seg.client_base(idx), pid, rnd, sweep_due };
         f(&mut ctx)
@@ -440,7 +444,7 @@ impl Store {
         // read after it for deciding expiry (a deadline is compared in whole milliseconds).
         self.seg.prefetch_bucket(&p);
         let now = os::now_ms();
-        self.with_client(|c| {
+        self.with_client(false, |c| {
             let found = self.seg.find(key, &p, sink)?;
             match found {
                 Some(m) if !expired(&m.view, now) => {
@@ -463,16 +467,19 @@ impl Store {
     }
 
     /// Sliding expiry: extends `m`'s deadline in place. Returns the new deadline if it moved.
+    /// The extension is a worker write (`worker_write`): where writes are refused, the read
+    /// returns without it.
     fn slide(&self, c: &Ctx, p: &Probe, m: &Member, now: u64) -> Option<u64> {
         let sliding = m.view.sliding_ms as u64;
-        if sliding == 0 || self.write_mode() != WriteMode::Writable {
+        if sliding == 0 {
             return None;
         }
         let deadline = now + sliding;
         if deadline < m.view.expires + sliding / 16 {
             return None;
         }
-        self.extend(c, p, m, deadline, ChangeKind::Touch).then_some(deadline)
+        let extended = self.worker_write(c, || Ok(self.extend(c, p, m, deadline, ChangeKind::Touch)));
+        extended.unwrap_or(false).then_some(deadline)
     }
 
     /// CASes the deadline of the published record `m` to `deadline`, and records the change.
@@ -525,31 +532,32 @@ impl Store {
     /// Resets `key`'s expiry to `expiry` from now. Returns whether the key was present.
     /// Keeping the entry's kind of expiry is one CAS in place; switching between sliding and
     /// fixed (or another sliding window) rewrites the record, which needs a free block and can
-    /// fail with `Full`.
+    /// fail with `Full`. A worker write like `set`: `ReadOnly` where those are refused.
     pub fn touch(&self, key: &[u8], expiry: Expiry) -> Result<bool> {
         self.check_key(key)?;
-        self.check_writable()?;
         let p = self.seg.probe(key);
-        self.with_client(|c| {
-            loop {
-                let Some(m) = self.seg.find(key, &p, &mut Sink::Nothing)? else { return Ok(false) };
-                let now = os::now_ms();
-                if expired(&m.view, now) {
-                    return Ok(false);
+        self.with_client(false, |c| {
+            self.worker_write(c, || {
+                loop {
+                    let Some(m) = self.seg.find(key, &p, &mut Sink::Nothing)? else { return Ok(false) };
+                    let now = os::now_ms();
+                    if expired(&m.view, now) {
+                        return Ok(false);
+                    }
+                    let (deadline, sliding) = deadline_of(expiry, now);
+                    if sliding as u64 != m.view.sliding_ms as u64 {
+                        // The sliding window is part of the record: rewrite it.
+                        return match self.mutate_with(c, key, &p, Op::Retime { expiry }) {
+                            Ok(_) => Ok(true),
+                            Err(Error::NotFound) => Ok(false), // deleted or expired meanwhile
+                            Err(e) => Err(e),
+                        };
+                    }
+                    if self.extend(c, &p, &m, deadline, ChangeKind::Touch) {
+                        return Ok(true);
+                    }
                 }
-                let (deadline, sliding) = deadline_of(expiry, now);
-                if sliding as u64 != m.view.sliding_ms as u64 {
-                    // The sliding window is part of the record: rewrite it.
-                    return match self.mutate_with(c, key, &p, Op::Retime { expiry }) {
-                        Ok(_) => Ok(true),
-                        Err(Error::NotFound) => Ok(false), // deleted or expired meanwhile
-                        Err(e) => Err(e),
-                    };
-                }
-                if self.extend(c, &p, &m, deadline, ChangeKind::Touch) {
-                    return Ok(true);
-                }
-            }
+            })
         })
     }
 
@@ -582,18 +590,24 @@ impl Store {
         self.mutate(key, Op::Set { value, expiry, cond: Cond::Lock(lock_id) }).map(|o| o.version)
     }
 
-    fn check_writable(&self) -> Result<()> {
-        match self.write_mode() {
-            WriteMode::Writable => Ok(()),
-            _ => Err(Error::ReadOnly),
-        }
+    /// Runs `f`, a worker's write, unless writes are refused: `ReadOnly` unless the segment
+    /// is writable and its write lease, if any, has not run out (replica.rs). The client
+    /// raises its `C_WRITING` word before it reads the write mode and lowers it when the
+    /// write is done, both sequentially consistent, so `drain_writers` can tell when no write
+    /// that saw the segment writable is still in flight (W1 in `drain_writers`). Every write
+    /// of a worker goes through here: mutations, touches, and the sliding extension of reads.
+    fn worker_write<T>(&self, c: &Ctx, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let writing = self.seg.mem.w(c.base + C_WRITING);
+        writing.swap(1, Ordering::SeqCst);
+        let mode = self.seg.mem.w(layout::H_WRITE_MODE).load(Ordering::SeqCst);
+        let lease = self.seg.mem.w(layout::H_WRITE_LEASE).load(Ordering::Relaxed);
+        let leased = lease == 0 || os::now_ms() < lease;
+        let r = if mode == layout::WRITE_MODE_WRITABLE && leased { f() } else { Err(Error::ReadOnly) };
+        writing.store(0, Ordering::Release);
+        r
     }
 
-    /// A worker's write: refused unless the segment is writable (and its write lease, if
-    /// any, has not run out: replica.rs). The client raises its
-    /// `C_WRITING` word before it reads the write mode and lowers it when the write is done,
-    /// both sequentially consistent, so `drain_writers` can tell when no write that saw the
-    /// segment writable is still in flight (W1 in `drain_writers`).
+    /// A worker's mutation (see `worker_write`).
     fn mutate(&self, key: &[u8], op: Op<'_>) -> Result<Outcome> {
         self.mutate_in(key, op, true)
     }
@@ -609,20 +623,9 @@ impl Store {
             self.check_value(value)?;
         }
         let p = self.seg.probe(key);
-        self.with_client(|c| {
-            let writing = self.seg.mem.w(c.base + C_WRITING);
+        self.with_client(true, |c| {
             let r = if worker {
-                writing.swap(1, Ordering::SeqCst);
-                let mode = self.seg.mem.w(layout::H_WRITE_MODE).load(Ordering::SeqCst);
-                let lease = self.seg.mem.w(layout::H_WRITE_LEASE).load(Ordering::Relaxed);
-                let leased = lease == 0 || os::now_ms() < lease;
-                let r = if mode == layout::WRITE_MODE_WRITABLE && leased {
-                    self.mutate_with(c, key, &p, op)
-                } else {
-                    Err(Error::ReadOnly)
-                };
-                writing.store(0, Ordering::Release);
-                r
+                self.worker_write(c, || self.mutate_with(c, key, &p, op))
             } else {
                 self.mutate_with(c, key, &p, op)
             };
@@ -735,7 +738,9 @@ impl Store {
                 }
                 None => {
                     let Some(q) = seg.free_slot(p) else {
-                        if seg.evict && self.evict_in_window(c, p) {
+                        // Expired entries first (they are gone already), as a full heap
+                        // sweeps before it evicts.
+                        if self.expire_in_window(c, p, now) || seg.evict && self.evict_in_window(c, p) {
                             continue;
                         }
                         break Err(Error::Full(FullKind::Index));
@@ -819,11 +824,10 @@ impl Store {
 
     fn alloc(&self, c: &Ctx, bytes: usize) -> Result<Block> {
         let seg = &*self.seg;
-        let journal = c.base + C_J_NEW;
         let mut tries = 0;
         loop {
             let recent = seg.mem.w(c.base + C_RECENT_FREE).load(Ordering::Relaxed);
-            match seg.alloc(c.idx, journal, bytes, c.rnd.wrapping_add(tries), recent) {
+            match seg.alloc(c.idx, bytes, c.rnd.wrapping_add(tries), recent) {
                 Ok(b) => return Ok(b),
                 Err(Error::Full(FullKind::Heap)) if tries < 16 => {
                     tries += 1;
@@ -894,39 +898,57 @@ impl Store {
         done
     }
 
-    /// Evicts the entry of `p`'s window closest to expiry (never-expiring ones last, oldest
-    /// version first among equals).
+    /// Removes the expired entries of `p`'s window (what a sweep would). Returns whether it
+    /// removed any.
+    fn expire_in_window(&self, c: &Ctx, p: &Probe, now: u64) -> bool {
+        self.seg.window(p).filter(|&pos| self.expire_at(c, pos, now)).count() > 0
+    }
+
+    /// Removes the entry at index position `pos` if it has expired (a sweep's step).
+    /// Returns whether this call removed it.
+    fn expire_at(&self, c: &Ctx, pos: usize, now: u64) -> bool {
+        if let Ok(Some(m)) = self.seg.member_at(pos, &mut Sink::Nothing)
+            && expired(&m.view, now)
+            && self.unpublish(c, self.key_hash_of(&m), &m, ChangeKind::Expire)
+        {
+            self.bump(c, stats::EXPIRED, 1);
+            return true;
+        }
+        false
+    }
+
+    /// Evicts the entry of `p`'s window closest to expiry (in `eviction_order`).
     fn evict_in_window(&self, c: &Ctx, p: &Probe) -> bool {
         let victim = self
             .seg
             .window(p)
             .filter_map(|pos| self.seg.member_at(pos, &mut Sink::Nothing).ok().flatten())
-            .min_by_key(|m| (if m.view.expires == 0 { u64::MAX } else { m.view.expires }, m.view.version));
+            .min_by_key(eviction_order);
         victim.is_some_and(|m| self.evict(c, &m))
     }
 
-    /// Evicts, among a random sample of entries, the one closest to expiry whose block has
-    /// the size class a record of `bytes` needs (freeing another class would not help).
+    /// Evicts, among a random sample of entries, the one closest to expiry (in
+    /// `eviction_order`) whose block has the size class a record of `bytes` needs (freeing
+    /// another class would not help).
     fn evict_for_class(&self, c: &Ctx, bytes: usize) -> bool {
         let seg = &*self.seg;
         let class = layout::class_of(bytes as u64);
         let slots = seg.g.index_slots() as usize;
         let start = c.rnd as usize % slots;
+        let stride = sample_stride(slots);
         let mut best: Option<Member> = None;
         let mut seen = 0;
         for k in 0..slots {
             if seen >= 64 {
                 break;
             }
-            let pos = (start + k * 7919) % slots;
+            let pos = (start + k * stride) % slots;
             let Ok(Some(m)) = self.seg.member_at(pos, &mut Sink::Nothing) else { continue };
             if seg.block_pos(slot::block(m.word) as u64).is_none_or(|bp| bp.class != class) {
                 continue;
             }
             seen += 1;
-            let key =
-                |m: &Member| (if m.view.expires == 0 { u64::MAX } else { m.view.expires }, m.view.version);
-            if best.as_ref().is_none_or(|b| key(&m) < key(b)) {
+            if best.as_ref().is_none_or(|b| eviction_order(&m) < eviction_order(b)) {
                 best = Some(m);
             }
         }
@@ -941,7 +963,7 @@ impl Store {
     /// also sweep a slice of the index when one is due (at most every 100 ms per segment,
     /// the whole index about once a minute), so a store in use needs no separate sweeper.
     pub fn sweep(&self, budget: u64) -> Result<SweepReport> {
-        self.with_client(|c| Ok(self.sweep_with(c, budget)))
+        self.with_client(false, |c| Ok(self.sweep_with(c, budget)))
     }
 
     /// Sweeps a slice of the index if the segment's next sweep is due (see SWEEP_INTERVAL_MS).
@@ -980,12 +1002,8 @@ impl Store {
             if slot::state(w) != slot::MEMBER {
                 continue;
             }
-            if let Ok(Some(m)) = self.seg.member_at(pos, &mut Sink::Nothing)
-                && expired(&m.view, now)
-                && self.unpublish(c, self.key_hash_of(&m), &m, ChangeKind::Expire)
-            {
+            if self.expire_at(c, pos, now) {
                 report.expired += 1;
-                self.bump(c, stats::EXPIRED, 1);
                 failpoint!("sweep.mid_expire");
             }
             if k % 1024 == 1023 && lease.load(Ordering::Relaxed) != mine {
@@ -1131,6 +1149,22 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.seg.path).finish_non_exhaustive()
     }
+}
+
+/// The step of `evict_for_class`'s walk over `slots` index positions: near 7919 (so the
+/// sample is spread over the index), and coprime with `slots`, so the walk visits every
+/// position once. (A fixed 7919 visited only 8 positions of an index of 8 x 7919.)
+fn sample_stride(slots: usize) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    (7919..).step_by(2).find(|&s| gcd(s, slots) == 1).expect("an odd number coprime with slots")
+}
+
+/// Which entry eviction takes first (the smallest): the closest to expiry, never-expiring
+/// ones last, the oldest version first among equals.
+fn eviction_order(m: &Member) -> (u64, u64) {
+    (if m.view.expires == 0 { u64::MAX } else { m.view.expires }, m.view.version)
 }
 
 fn expired(view: &View, now: u64) -> bool {

@@ -19,9 +19,10 @@
 //! which it collided (by CAS) every other INSERTING copy of the key. Of two inserts of one key,
 //! the scan of the one placed later sees the earlier one's slot (the probe bound is raised
 //! before placing), as INSERTING (so it collides it, or its CAS fails because that one flipped
-//! and it rescans) or as MEMBER (so it withdraws). Lower probe positions win ties; a lower
-//! INSERTING copy that stays unresolved (its owner paused or dead) is collided after a short
-//! patience, so no insert waits on another client.
+//! and it rescans) or as MEMBER (so it withdraws). Lower probe positions win ties; lower
+//! INSERTING copies that stay unresolved (their owners paused or dead) are all collided after
+//! a short patience, so no insert waits on another client. (All of them: collide only one and
+//! another, whose owner finished its scan before this copy was placed, can flip too.)
 
 use crate::error::{Result, corrupt};
 use crate::failpoint::failpoint;
@@ -200,7 +201,7 @@ impl Segment {
                 self.withdraw(q, mine);
                 return Err(kept_changing());
             }
-            let mut lower = None;
+            let mut lower = Vec::new();
             let mut higher = Vec::new();
             for pos in self.window(p) {
                 if pos == q {
@@ -212,20 +213,23 @@ impl Segment {
                 }
                 match self.read_record(pos, w, Some(key), &mut Sink::Nothing) {
                     Read::Ok { .. } if slot::state(w) == slot::MEMBER => return Ok(self.withdraw(q, mine)),
-                    Read::Ok { .. } if self.rank(p.home, pos) < my_rank => lower = Some((pos, w)),
+                    Read::Ok { .. } if self.rank(p.home, pos) < my_rank => lower.push((pos, w)),
                     Read::Ok { .. } => higher.push((pos, w)),
                     Read::OtherKey => {}
                     Read::Changed => continue 'scan,
                     Read::Damaged(why) => return Err(corrupt("record", format!("index slot {pos}: {why}"))),
                 }
             }
-            if let Some((pos, w)) = lower {
+            if !lower.is_empty() {
                 patience += 1;
                 if patience < INSERT_PATIENCE {
                     spin_hint();
                     continue 'scan;
                 }
-                higher.push((pos, w));
+                // Every lower copy, not just one: a copy left INSERTING may belong to an owner
+                // past its own scan (which ran before this slot was placed), whose flip would
+                // then make a second MEMBER of the key.
+                higher.append(&mut lower);
             }
             for (pos, w) in higher {
                 if self
@@ -258,5 +262,51 @@ impl Segment {
         // Fails only if someone collided it already: either way it is out of the index.
         let _ = self.index_word(q).compare_exchange(mine, slot::EMPTY, Ordering::AcqRel, Ordering::Relaxed);
         Settled::Lost
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::layout::block;
+    use crate::record::{LockWords, NewRecord};
+
+    /// T1 with two unresolved lower copies of the key (their owners paused after their own
+    /// scans, before their flips): the inserter that outwaits them must collide both, or the
+    /// one it leaves flips to MEMBER next to its own.
+    #[test]
+    fn settle_collides_every_unresolved_lower_copy() {
+        let seg = Segment::in_process(&crate::inprocess_tests::opts(), 7).unwrap();
+        let key = b"one-key";
+        let p = seg.probe(key);
+        let place = |pos: usize, n: u64| {
+            let b = seg.alloc(0, layout::record_bytes(key.len(), 1), n, 0).unwrap();
+            let rec = NewRecord {
+                key,
+                value: b"v",
+                key_hash: p.hash,
+                version: n,
+                expires: 0,
+                sliding_ms: 0,
+                lock: LockWords::default(),
+            };
+            seg.write_record(b.off, pos, &rec);
+            let w = slot::pack(slot::INSERTING, p.tag, block::generation(b.state), b.off);
+            seg.index_word(pos).store(w, Ordering::Release);
+            w
+        };
+        let home = p.home * BUCKET_SLOTS;
+        let lower = [place(home + 1, 1), place(home + 2, 2)];
+        let q = home + 3;
+        let mine = place(q, 3);
+        assert!(matches!(seg.settle(key, &p, q, mine).unwrap(), Settled::Inserted));
+        for (j, w) in lower.into_iter().enumerate() {
+            // The paused owner resumes with its flip: it must find its copy collided.
+            let flipped = seg
+                .index_word(home + 1 + j)
+                .compare_exchange(w, slot::with_state(w, slot::MEMBER), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok();
+            assert!(!flipped, "lower copy at {} flipped to a second MEMBER of the key", home + 1 + j);
+        }
     }
 }

@@ -179,6 +179,24 @@ fn full_then_evict() {
     common::assert_healthy(&st);
 }
 
+/// Eviction samples the index with a fixed stride, which must be coprime with the number of
+/// index positions: with max_entries 31,676 there are 8 x 7,919 positions and the stride was
+/// 7,919, so the sample visited 8 positions, almost always empty ones, and a full heap with
+/// eviction on reported `Full` instead of evicting.
+#[test]
+fn eviction_samples_the_whole_index_whatever_its_size() {
+    let s = Seg::new("evict-stride");
+    let opts =
+        Options { capacity_bytes: 1 << 20, max_value: 4096, max_entries: 31_676, evict: true, ..small() };
+    let st = Store::create(&s.name, &opts).unwrap();
+    assert_eq!(st.info().index_slots, 7 * 7_919);
+    for i in 0..3000 {
+        st.set(format!("k{i}").as_bytes(), &[3u8; 1000], Expiry::Never).unwrap();
+    }
+    assert!(st.stats().evictions > 0);
+    common::assert_healthy(&st);
+}
+
 #[test]
 fn scan_and_feed() {
     let s = Seg::new("scan");
