@@ -206,24 +206,50 @@ pub mod block {
 /// The most clients a segment can have (the block owner field is 14 bits).
 pub const MAX_CLIENTS_LIMIT: u64 = (1 << 14) - 1;
 
-/// A fingerprint of every constant above that shapes the layout: two builds that would read
-/// the segment differently have different fingerprints.
+/// A fingerprint of every constant that shapes the layout (here, in clients.rs and in
+/// stats.rs): two builds that would read the segment differently have different
+/// fingerprints, so one refuses the other's segment instead of misreading it.
 pub fn fingerprint() -> u64 {
-    let parts: [u64; 19] = [
+    use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_OWNER, C_RECENT_FREE, C_START, C_WRITING};
+    let parts = [
         HEADER_WORDS as u64,
         H_CHECKSUM as u64,
         H_EPOCH as u64,
+        H_WRITE_MODE as u64,
         H_HISTORY_ID as u64,
         H_REPL_ACKED as u64,
+        H_WRITE_LEASE as u64,
         H_FEED_HEAD as u64,
+        H_SWEEP_LEASE as u64,
+        H_SWEEP_CURSOR as u64,
+        H_SWEEP_DUE as u64,
         H_RETIRED_STATS as u64,
         H_CLASS_HINT as u64,
         MAX_CLASSES as u64,
         FEED_ENTRY_WORDS as u64,
         CLIENT_WORDS as u64,
+        C_OWNER as u64,
+        C_START as u64,
+        C_J_NEW as u64,
+        C_J_OLD as u64,
+        C_J_OLD_STATE as u64,
+        C_RECENT_FREE as u64,
+        C_WRITING as u64,
+        crate::stats::CLIENT_STATS_OFF as u64,
         BUCKET_SLOTS as u64,
         MAX_PROBE_BUCKETS as u64,
         RECORD_HEADER_WORDS as u64,
+        R_STATE as u64,
+        R_VERSION as u64,
+        R_EXPIRES as u64,
+        R_LENS as u64,
+        R_META as u64,
+        R_KEY_HASH as u64,
+        R_LOCK_ID as u64,
+        R_LOCK_TIME as u64,
+        R_LOCK_PID as u64,
+        R_LOCK_START as u64,
+        R_SUM as u64,
         slot::pack(2, 0xabcd, 0x1234, 0x5678_9abc),
         block::pack(1, 0x1234, 0x5678),
         class_size(37),
