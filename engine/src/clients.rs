@@ -142,7 +142,7 @@ impl Segment {
 
     /// Reclaims every client whose process is dead. Returns how many it reclaimed.
     pub(crate) fn reclaim_dead_clients(&self) -> u64 {
-        let (my_pid, _) = os::self_identity();
+        let my_pid = std::process::id();
         let mut reclaimed = 0;
         for idx in 0..self.g.max_clients as usize {
             let base = self.client_base(idx);

@@ -208,17 +208,26 @@ pub fn fork_generation() -> u64 {
 }
 
 /// This process's identity: (pid, start time), read once per process (and again after a fork).
-pub fn self_identity() -> (u32, u64) {
+/// An error if `/proc` cannot tell the start time: registering with a made-up one would make
+/// every other process judge this one's clients dead and reclaim them under it.
+pub fn self_identity() -> Result<(u32, u64)> {
     static CACHE: std::sync::Mutex<Option<(u64, u32, u64)>> = std::sync::Mutex::new(None);
     let fork_gen = fork_generation();
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     match *cache {
-        Some((g, pid, start)) if g == fork_gen => (pid, start),
+        Some((g, pid, start)) if g == fork_gen => Ok((pid, start)),
         _ => {
             let pid = std::process::id();
-            let start = process_start_time(pid).unwrap_or(0);
+            let path = format!("/proc/{pid}/stat");
+            let start = process_start_time(pid).ok_or_else(|| {
+                io(
+                    "read this process's start time from",
+                    std::path::Path::new(&path),
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no start time (is /proc mounted?)"),
+                )
+            })?;
             *cache = Some((fork_gen, pid, start));
-            (pid, start)
+            Ok((pid, start))
         }
     }
 }
@@ -229,7 +238,7 @@ mod tests {
 
     #[test]
     fn own_start_time_is_stable_and_alive() {
-        let (pid, st) = self_identity();
+        let (pid, st) = self_identity().unwrap();
         assert!(st > 0);
         assert!(process_alive(pid, st));
         assert!(!process_alive(pid, st + 1), "another start time is another process");

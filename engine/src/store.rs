@@ -320,7 +320,7 @@ impl Store {
                 Some(i) => &mut v[i],
                 None => {
                     v.retain(|c| c.fork_gen == fork_gen && c.seg.strong_count() > 0);
-                    let (pid, start) = os::self_identity();
+                    let (pid, start) = os::self_identity()?;
                     let seed = os::random_u64().unwrap_or(pid as u64) | 1;
                     let idx = self.seg.claim_client(pid, start, seed)?;
                     self.registry.lock().unwrap_or_else(|e| e.into_inner()).push((idx, fork_gen));
@@ -1304,7 +1304,7 @@ fn plan<'a>(op: &Op<'a>, live: Option<&Member>, now: u64, pid: u32) -> Result<Pl
                 took_over = true;
             }
             let (expires, sliding) = keep_deadline(m);
-            let (_, start) = os::self_identity();
+            let (_, start) = os::self_identity()?;
             let lock = LockWords { id: 0, time: now, pid, start };
             Ok(Plan::Write { value: None, expires, sliding, lock, kind: ChangeKind::Lock, took_over })
         }
