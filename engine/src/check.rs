@@ -15,7 +15,8 @@ use std::collections::{HashMap, HashSet};
 pub struct CheckReport {
     /// Published entries (MEMBER slots), expired or not.
     pub entries: u64,
-    /// Blocks in use, and how many of them no index slot or live client journal names.
+    /// Blocks in use, and how many of them no index slot or client journal names (a dead
+    /// client's journal counts until it is reclaimed: its blocks are not leaked yet).
     pub blocks_in_use: u64,
     pub leaked_blocks: u64,
     /// Free blocks whose bitmap bit says "in use" (allocators cannot find them).

@@ -48,12 +48,13 @@ pub struct Stats {
     pub locks: u64,
     pub lock_contentions: u64,
     pub lock_takeovers: u64,
-    /// Clients of dead processes reclaimed, and locks released because their owner died.
+    /// Clients of dead processes reclaimed, and locks taken over because their owner died.
     pub dead_reclaims: u64,
     pub sweeps: u64,
     /// Client slots in use (threads attached across all processes).
     pub clients: u64,
-    /// Change-feed position (total mutations recorded).
+    /// Change-feed position: every change recorded (writes, deletes, expirations, touches and
+    /// the feed's own no-op entries).
     pub feed_head: u64,
 }
 
