@@ -320,9 +320,10 @@ def _candidates() -> list[tuple[str, bool]]:
     if beside.exists():
         out.append((str(beside), True))
     # bindings/python/gardenstate -> repository root
-    repo_lib = here.parents[2] / "target" / "release" / "libgardenstate.so"
-    if repo_lib.exists():
-        out.append((str(repo_lib), True))
+    if len(here.parents) > 2:
+        repo_lib = here.parents[2] / "target" / "release" / "libgardenstate.so"
+        if repo_lib.exists():
+            out.append((str(repo_lib), True))
     out.append((f"libgardenstate.so.{GDS_ABI_VERSION}", False))
     out.append(("libgardenstate.so", False))
     return out
