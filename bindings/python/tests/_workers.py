@@ -34,7 +34,12 @@ def verify(key: bytes, value: bytes) -> bool:
 
 
 def hammer(store_or_name, writer, n_ops, nkeys, results, progress=None, stop=None, seed=None):
-    """Mixed operations on shared keys; puts (writer, ops, wrong_reads, errors) on results."""
+    """Mixed operations on shared keys; puts (writer, ops, wrong_reads, errors) on results.
+
+    progress and stop are lock-free shared integers (multiprocessing RawValue), not a Value
+    with a lock or an Event: a worker SIGKILLed while holding such a lock would block every
+    other process that touches it (the Python side of the test, not the store).
+    """
     if isinstance(store_or_name, str):
         store = gardenstate.Store.attach(store_or_name)
     else:
@@ -46,7 +51,7 @@ def hammer(store_or_name, writer, n_ops, nkeys, results, progress=None, stop=Non
     ops = 0
     seq = 0
     try:
-        while ops < n_ops and not (stop is not None and stop.is_set()):
+        while ops < n_ops and not (stop is not None and stop.value):
             key = rng.choice(keys)
             op = rng.random()
             seq += 1
@@ -97,7 +102,6 @@ def hammer(store_or_name, writer, n_ops, nkeys, results, progress=None, stop=Non
                     break
             ops += 1
             if progress is not None and ops % 50 == 0:
-                with progress.get_lock():
-                    progress.value = ops
+                progress.value = ops
     finally:
         results.put((writer, ops, wrong, errors))

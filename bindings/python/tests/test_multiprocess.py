@@ -109,8 +109,9 @@ class MultiProcess(unittest.TestCase):
     def test_sigkill_mid_run_leaves_the_segment_usable_and_clean(self):
         ctx = mp.get_context("fork")
         results = ctx.Queue()
-        stop = ctx.Event()
-        counters = [ctx.Value("q", 0) for _ in range(4)]
+        # lock-free shared integers: a worker killed holding a lock would hang the others
+        stop = ctx.RawValue("q", 0)
+        counters = [ctx.RawValue("q", 0) for _ in range(4)]
         procs = [ctx.Process(target=_workers.hammer,
                              args=(self.store, w, 10**9, NKEYS, results, counters[w], stop))
                  for w in range(4)]
@@ -135,7 +136,7 @@ class MultiProcess(unittest.TestCase):
             self.assertEqual(stop_after[0][1:], (1000, 0, []))
             fresh.join(timeout=60)
         finally:
-            stop.set()
+            stop.value = 1
         out = collect(results, 2, procs[2:])
         for p in procs[2:]:
             p.join(timeout=120)
