@@ -51,4 +51,5 @@ fi
 echo "== unittest (bindings/python/tests)"
 export GDS_PY_REQUIRE_FLASK=1
 export GARDENSTATE_LIB="$repo/target/release/libgardenstate.so"
-"$venv/bin/python" -m unittest discover -s bindings/python/tests -v
+# A hung test must fail the run, not hold CI: the suite takes well under a minute here.
+timeout -k 30 1200 "$venv/bin/python" -m unittest discover -s bindings/python/tests -v
