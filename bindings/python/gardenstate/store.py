@@ -259,20 +259,27 @@ class _Gate:
     def __init__(self) -> None:
         self.cond = threading.Condition(threading.Lock())
         self.in_flight = 0
+        self.forking = False
 
     def before_fork(self) -> None:
         self.cond.acquire()
+        # New calls wait while a fork is pending (see Store._enter), so busy threads cannot
+        # keep the count above zero and starve the fork.
+        self.forking = True
         while self.in_flight:
             self.cond.wait()
         # Held across fork(): no call can start until after_fork releases it.
 
     def after_fork_parent(self) -> None:
+        self.forking = False
+        self.cond.notify_all()
         self.cond.release()
 
     def after_fork_child(self) -> None:
         # The child has only the forking thread, and no call in flight: start afresh.
         self.cond = threading.Condition(threading.Lock())
         self.in_flight = 0
+        self.forking = False
 
 
 _GATE = _Gate()
@@ -455,6 +462,8 @@ class Store:
     def _enter(self) -> int:
         gate = _GATE
         with gate.cond:
+            while gate.forking:
+                gate.cond.wait()
             if self._h is None or self._closing:
                 raise StoreClosedError(f"store {self._name!r} is closed")
             self._in_flight += 1

@@ -139,6 +139,23 @@ class InProcess(unittest.TestCase):
         (entry,) = session_keys(self.store, b"rev:")
         self.assertTrue(entry.value.startswith(b"}"))
 
+    def test_init_app_installs_the_interface(self):
+        from flask import Flask, session
+        from gardenstate.flask import GardenstateSessionInterface, init_app
+        app = Flask("init_app_test")
+        interface = init_app(app, self.store, key_prefix="ia:")
+        self.assertIs(app.session_interface, interface)
+        self.assertIsInstance(interface, GardenstateSessionInterface)
+
+        @app.post("/")
+        def put():
+            session["who"] = "ada"
+            return "ok"
+
+        app.test_client().post("/")
+        (entry,) = session_keys(self.store, b"ia:")
+        self.assertEqual(json.loads(entry.value), {"who": "ada"})
+
     def test_the_interface_wants_a_store(self):
         from gardenstate.flask import GardenstateSessionInterface
         with self.assertRaises(TypeError):

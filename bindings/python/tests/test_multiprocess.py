@@ -154,6 +154,48 @@ class MultiProcess(unittest.TestCase):
         self.assert_healthy()
 
 
+class ForkWhileThreadsCall(unittest.TestCase):
+    """ffi/README.md: fork while no other thread is inside a gds_ call. The package's
+    at-fork hook waits for calls in flight, so forking from a busy process is safe."""
+
+    def test_fork_while_other_threads_use_the_store(self):
+        import threading
+        name = unique_name("fk")
+        store = Store.create(name, capacity_bytes=8 << 20, max_entries=256)
+        try:
+            store.set(b"shared", b"v" * 3000)
+            stop = threading.Event()
+            bad = []
+
+            def busy():
+                while not stop.is_set():
+                    if store.get(b"shared") != b"v" * 3000:
+                        bad.append(1)
+                    store.set(b"t", b"x")
+
+            threads = [threading.Thread(target=busy) for _ in range(3)]
+            for t in threads:
+                t.start()
+            try:
+                for _ in range(20):
+                    pid = os.fork()
+                    if pid == 0:  # the child: only this thread exists; the handle works
+                        ok = store.get(b"shared") == b"v" * 3000 and store.set(b"c", b"1") > 0
+                        os._exit(0 if ok else 1)
+                    _, status = os.waitpid(pid, 0)
+                    self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(timeout=60)
+            self.assertEqual(bad, [])
+            store.sweep()
+            self.assertTrue(store.check().ok)
+        finally:
+            store.close()
+            gardenstate.destroy(name)
+
+
 class SelfVerifyingValues(unittest.TestCase):
     def test_verify_rejects_every_kind_of_wrong_value(self):
         import random
