@@ -82,5 +82,10 @@ else
     echo "skipped: .ci/loom.sh is not present (or not executable)"
 fi
 
+section "python binding (bindings/python/test.sh)"
+# Builds libgardenstate, makes target/python-venv with Flask and gunicorn, runs the unittest
+# suite (every call of the binding, multi-process, and the Flask provider under gunicorn).
+bindings/python/test.sh
+
 section "README quick start (.ci/readme.sh)"
 .ci/readme.sh

@@ -1,0 +1,145 @@
+"""A Flask session provider storing sessions in a gardenstate segment.
+
+    from flask import Flask
+    from gardenstate import Store
+    from gardenstate.flask import GardenstateSessionInterface
+
+    app = Flask(__name__)
+    app.session_interface = GardenstateSessionInterface(Store.open("sessions"))
+
+Nothing else in the application changes: `session` behaves as with Flask's default cookie
+sessions, but the cookie holds only a random session id (256 bits, secrets.token_urlsafe)
+and the data lives in shared memory, so every worker process of the host sees it.
+
+- The entry expires `app.permanent_session_lifetime` after the last access (sliding: every
+  read of the session pushes the deadline out, in the segment, without a write).
+- A session emptied (session.clear()) is deleted from the segment and its cookie removed.
+- An unknown, expired or malformed session id starts a new session with a new id (the id a
+  client sends is never adopted, so an attacker cannot fix a victim's id).
+- Values are serialized with json by default; pass serializer= any object with
+  dumps(dict) -> bytes|str and loads(bytes) -> dict (pickle is possible but then anyone who
+  can write the segment can run code in your workers).
+- Concurrent requests of the same session: the last one to save wins, as with Flask's cookie
+  sessions. Session locks (Store.lock) are available for code that needs exclusion.
+
+Flask is imported here only: `import gardenstate` works without it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from typing import Any, Optional
+
+from flask.sessions import SessionInterface, SessionMixin
+from werkzeug.datastructures import CallbackDict
+
+from .store import Store
+
+_SID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+
+
+class JSONSerializer:
+    """The default: compact JSON, UTF-8."""
+
+    def dumps(self, data: dict) -> bytes:
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def loads(self, raw: bytes) -> dict:
+        return json.loads(raw.decode("utf-8"))
+
+
+class GardenstateSession(CallbackDict, SessionMixin):
+    """The session object: a dict that knows its id and whether it changed."""
+
+    def __init__(self, initial: Optional[dict] = None, sid: str = "", new: bool = False):
+        def on_update(self):
+            self.modified = True
+            self.accessed = True
+
+        super().__init__(initial, on_update)
+        self.sid = sid
+        self.new = new
+        self.modified = False
+        self.accessed = False
+
+
+class GardenstateSessionInterface(SessionInterface):
+    """Stores Flask sessions in a gardenstate Store under `key_prefix + session id`.
+
+    store: an open gardenstate.Store (open it at import time: with gunicorn --preload the
+    master opens it and the forked workers inherit it, which the C ABI supports).
+    """
+
+    session_class = GardenstateSession
+
+    def __init__(self, store: Store, *, key_prefix: str = "session:", serializer: Any = None,
+                 sid_bytes: int = 32) -> None:
+        if not isinstance(store, Store):
+            raise TypeError(f"store must be a gardenstate.Store, not {type(store).__name__}")
+        self.store = store
+        self.key_prefix = key_prefix
+        self.serializer = serializer if serializer is not None else JSONSerializer()
+        self.sid_bytes = sid_bytes
+
+    def _key(self, sid: str) -> bytes:
+        return (self.key_prefix + sid).encode("utf-8")
+
+    def _new_sid(self) -> str:
+        return secrets.token_urlsafe(self.sid_bytes)
+
+    def open_session(self, app, request) -> GardenstateSession:
+        sid = request.cookies.get(self.get_cookie_name(app))
+        if sid and _SID.match(sid):
+            raw = self.store.get(self._key(sid))  # a sliding read extends the deadline
+            if raw is not None:
+                try:
+                    data = self.serializer.loads(raw)
+                except Exception:
+                    app.logger.warning("gardenstate: session %s... does not deserialize; "
+                                       "starting a new one", sid[:8])
+                    data = None
+                if isinstance(data, dict):
+                    return self.session_class(data, sid=sid)
+        return self.session_class(sid=self._new_sid(), new=True)
+
+    def save_session(self, app, session: GardenstateSession, response) -> None:
+        name = self.get_cookie_name(app)
+        domain = self.get_cookie_domain(app)
+        path = self.get_cookie_path(app)
+        secure = self.get_cookie_secure(app)
+        samesite = self.get_cookie_samesite(app)
+        httponly = self.get_cookie_httponly(app)
+
+        if session.accessed:
+            response.vary.add("Cookie")
+
+        if not session:
+            if session.modified:  # cleared: forget it everywhere
+                if not session.new:
+                    self.store.delete(self._key(session.sid))
+                response.delete_cookie(name, domain=domain, path=path, secure=secure,
+                                       samesite=samesite, httponly=httponly)
+                response.vary.add("Cookie")
+            return
+
+        lifetime = app.permanent_session_lifetime
+        if session.modified or session.new:
+            raw = self.serializer.dumps(dict(session))
+            if isinstance(raw, str):
+                raw = raw.encode("utf-8")
+            self.store.set(self._key(session.sid), raw, sliding=lifetime)
+
+        if session.new or self.should_set_cookie(app, session):
+            response.set_cookie(name, session.sid, expires=self.get_expiration_time(app, session),
+                                httponly=httponly, domain=domain, path=path, secure=secure,
+                                samesite=samesite)
+            response.vary.add("Cookie")
+
+
+def init_app(app, store: Store, **kwargs: Any) -> GardenstateSessionInterface:
+    """Installs a GardenstateSessionInterface on `app` and returns it."""
+    interface = GardenstateSessionInterface(store, **kwargs)
+    app.session_interface = interface
+    return interface
