@@ -27,7 +27,7 @@
 
 use crate::layout::{H_CHECKSUM, H_CREATED_UNIX_MS, H_DATASET_ID, H_HASH_SEED, H_HISTORY_ID, Options};
 use crate::segment::Segment;
-use crate::store::{Expiry, LockInfo, Store};
+use crate::store::{Expiry, LockInfo, Store, WriteMode};
 use crate::sync::Ordering;
 use std::any::Any;
 use std::io::Write;
@@ -248,6 +248,19 @@ fn exercise(st: &Store, data: &[u8]) {
     let _ = st.sweep(u64::MAX);
     st.acknowledge_replicated(ttl);
     let _ = st.replicated_upto();
+    // The daemon's control words, with values from the input (a Duration::MAX write lease
+    // once wrapped to an expired one), and a worker's writes under each.
+    for lease in [Some(Duration::from_millis(ttl)), Some(Duration::MAX), None] {
+        st.set_write_lease(lease);
+        let _ = st.set(&keys[0], b"leased", Expiry::Never);
+    }
+    let _ = st.raise_epoch(ttl);
+    st.set_history_id(ttl);
+    for mode in [WriteMode::Fenced, WriteMode::Replica, WriteMode::Writable] {
+        st.set_write_mode(mode);
+        let _ = st.drain_writers(Duration::ZERO);
+        let _ = st.touch(&keys[0], Expiry::After(d));
+    }
     let _ = st.check();
 }
 
