@@ -4,7 +4,7 @@
 #
 #   bindings/python/test.sh            # from anywhere
 #
-# The venv lives in target/python-venv (reused by later runs; delete it for a cold start).
+# The venv lives in target/python-venv (or $CARGO_TARGET_DIR/python-venv) (reused by later runs; delete it for a cold start).
 # Flask and gunicorn come from pip, into the venv only: nothing on the machine is relied on
 # beyond python3 (with its venv module; installed with apt-get when missing and run as root).
 set -euo pipefail
@@ -24,7 +24,10 @@ fi
     exit 1
 }
 
-venv="$repo/target/python-venv"
+# Where cargo put the library: target/, or $CARGO_TARGET_DIR (CI may build elsewhere).
+target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | "$python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+venv="$target_dir/python-venv"
 if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "== install python3-venv (apt-get)"
@@ -50,6 +53,6 @@ fi
 
 echo "== unittest (bindings/python/tests)"
 export GDS_PY_REQUIRE_FLASK=1
-export GARDENSTATE_LIB="$repo/target/release/libgardenstate.so"
+export GARDENSTATE_LIB="$target_dir/release/libgardenstate.so"
 # A hung test must fail the run, not hold CI: the suite takes well under a minute here.
 timeout -k 30 1200 "$venv/bin/python" -m unittest discover -s bindings/python/tests -v

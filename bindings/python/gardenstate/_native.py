@@ -8,7 +8,8 @@ a silent fallback to another copy):
 
 1. the file named by the environment variable GARDENSTATE_LIB;
 2. libgardenstate.so next to this package (a wheel or a copy may ship it there);
-3. target/release/libgardenstate.so of the repository this package sits in (a checkout);
+3. target/release/libgardenstate.so of the repository this package sits in (a checkout;
+   $CARGO_TARGET_DIR/release if that is set);
 4. the system loader: libgardenstate.so.<GDS_ABI_VERSION> (the SONAME), then libgardenstate.so.
 
 Before any other symbol is used, gds_abi_version() must equal GDS_ABI_VERSION below (the
@@ -319,9 +320,13 @@ def _candidates() -> list[tuple[str, bool]]:
     beside = here / "libgardenstate.so"
     if beside.exists():
         out.append((str(beside), True))
-    # bindings/python/gardenstate -> repository root
+    # bindings/python/gardenstate -> repository root; cargo's target directory is target/
+    # there unless CARGO_TARGET_DIR moved it.
     if len(here.parents) > 2:
-        repo_lib = here.parents[2] / "target" / "release" / "libgardenstate.so"
+        target = Path(os.environ.get("CARGO_TARGET_DIR") or here.parents[2] / "target")
+        if not target.is_absolute():
+            target = here.parents[2] / target
+        repo_lib = target / "release" / "libgardenstate.so"
         if repo_lib.exists():
             out.append((str(repo_lib), True))
     out.append((f"libgardenstate.so.{GDS_ABI_VERSION}", False))
