@@ -4,7 +4,7 @@
 //! block not yet published) as problems.
 
 use crate::clients::{C_J_NEW, C_J_OLD, C_OWNER};
-use crate::layout::{self, BUCKET_SLOTS, class_size, slot};
+use crate::layout::{self, BUCKET_SLOTS, MAX_PROBE_BUCKETS, class_size, slot};
 use crate::record::{Read, Sink};
 use crate::segment::Segment;
 use crate::sync::Ordering;
@@ -36,6 +36,15 @@ impl Segment {
         let mut keys: HashMap<Vec<u8>, usize> = HashMap::new();
         for pos in 0..self.g.index_slots() as usize {
             if pos % BUCKET_SLOTS == 0 {
+                // The bucket's probe bound: readers clamp a larger one, so only check says so.
+                let b = self.index_word(pos).load(Ordering::Acquire);
+                if b >= MAX_PROBE_BUCKETS as u64 {
+                    r.problems.push(format!(
+                        "bucket {}: probe bound {b} beyond {}",
+                        pos / BUCKET_SLOTS,
+                        MAX_PROBE_BUCKETS - 1
+                    ));
+                }
                 continue;
             }
             let w = self.index_word(pos).load(Ordering::Acquire);

@@ -1198,3 +1198,21 @@ fn file_truncated_while_attached() {
         }
     });
 }
+
+/// A bucket's probe bound beyond the most a key may probe is clamped by readers (so every
+/// key still reads), and only `check` can say the word is damaged: it must.
+#[test]
+fn a_probe_bound_beyond_the_limit_is_reported_by_check() {
+    let fx = Fixture::new();
+    let b = fx.slot[0] / 8;
+    fx.f.set_word(fx.g.index_off + b * 8, 1 << 40);
+    let report = fx.st.check();
+    assert!(
+        report.problems.iter().any(|p| p.contains(&format!("bucket {b}: probe bound"))),
+        "check did not report the damaged bound: {:?}",
+        report.problems
+    );
+    for i in 0..N_KEYS {
+        assert!(fx.st.get(&key(i)).unwrap().is_some(), "key {i} lost to a clamped bound");
+    }
+}
