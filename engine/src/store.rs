@@ -256,6 +256,7 @@ impl Store {
     /// capacity options is refused with `Incompatible`.
     pub fn open(name: &str, opts: &Options) -> Result<Store> {
         let want = Geometry::from_options(opts)?;
+        let start = Instant::now();
         for _ in 0..100 {
             if let Some(seg) = Segment::create(name, opts)? {
                 return Ok(Store::from_segment(seg));
@@ -272,7 +273,7 @@ impl Store {
             }
             // Destroyed between our create and attach attempts: try again.
         }
-        Err(Error::NotReady { waited: DEFAULT_READY_WAIT })
+        Err(Error::NotReady { waited: start.elapsed() })
     }
 
     /// Removes segment `name` (see `Segment::destroy`). Returns whether it existed.
