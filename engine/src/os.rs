@@ -201,7 +201,10 @@ pub fn fork_generation() -> u64 {
         static REGISTER: std::sync::Once = std::sync::Once::new();
         REGISTER.call_once(|| {
             // SAFETY: the handler is async-signal-safe (one atomic add) and lives for the program.
-            unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+            let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+            // It fails only without memory. Going on would let a forked child use its parent's
+            // client slot (journal, locks) as its own: refuse every operation instead.
+            assert_eq!(rc, 0, "pthread_atfork failed (out of memory): fork detection is impossible");
         });
     }
     FORK_GENERATION.load(Ordering::Relaxed)
