@@ -734,6 +734,8 @@ impl Store {
                         if live.is_none() {
                             self.bump(c, stats::EXPIRED, 1);
                         }
+                    } else {
+                        self.unjournal_old(c); // not displaced by us: nothing to recover
                     }
                     ok.then_some(m.pos)
                 }
@@ -859,6 +861,12 @@ impl Store {
         if self.seg.free(off, m.view.state) {
             self.seg.mem.w(c.base + C_RECENT_FREE).store(off + 1, Ordering::Relaxed);
         }
+        self.unjournal_old(c);
+    }
+
+    /// Clears the journal of a displaced record (freed, or the CAS that would have displaced
+    /// it failed).
+    fn unjournal_old(&self, c: &Ctx) {
         self.seg.mem.w(c.base + C_J_OLD).store(0, Ordering::Relaxed);
     }
 
@@ -874,7 +882,7 @@ impl Store {
             .compare_exchange(m.word, slot::EMPTY, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
-            seg.mem.w(c.base + C_J_OLD).store(0, Ordering::Relaxed);
+            self.unjournal_old(c);
             return false;
         }
         if kind == ChangeKind::Delete {
