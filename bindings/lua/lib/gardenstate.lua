@@ -21,6 +21,7 @@ local M = { _VERSION = "0.1.0" }
 -- Constants of include/gardenstate.h (checked against the header by tests/check_cdef.py).
 M.GDS_ABI_VERSION = 1
 M.GDS_EXPIRY_NEVER = 0
+local TTL_NEVER = 0xFFFFFFFFFFFFFFFFULL -- GDS_TTL_NEVER (UINT64_MAX)
 M.GDS_EXPIRY_AFTER = 1
 M.GDS_EXPIRY_SLIDING = 2
 M.status = {
@@ -182,6 +183,9 @@ M._CDEF_ABI = CDEF_ABI
 M._CDEF = CDEF
 
 local lib -- the loaded library, once load() succeeded
+-- The reusable read buffer (one per Lua VM: an nginx worker has one), grown on demand, and
+-- the output cells of the data path; allocated by load(), once the types are declared.
+local buf_len, buf, len_out, meta_out, ver_out
 
 local function try_load(path)
     local ok, l = pcall(ffi.load, path)
@@ -222,6 +226,11 @@ function M.load(path)
             .. "was written for %d; use a matching libgardenstate", abi, M.GDS_ABI_VERSION)
     end
     pcall(ffi.cdef, CDEF)
+    buf_len = 4096
+    buf = ffi.new("uint8_t[?]", buf_len)
+    len_out = ffi.new("size_t[1]")
+    meta_out = ffi.new("gds_meta")
+    ver_out = ffi.new("uint64_t[1]")
     lib = l
     M.lib = l
     return true
@@ -354,19 +363,14 @@ local function expiry_of(ttl_ms, sliding)
     return sliding and M.GDS_EXPIRY_SLIDING or M.GDS_EXPIRY_AFTER, ttl_ms
 end
 
--- The reusable read buffer (one per Lua VM: an nginx worker has one), grown on demand.
-local buf_len = 4096
-local buf = ffi.new("uint8_t[?]", buf_len)
-local len_out = ffi.new("size_t[1]")
-local meta_out = ffi.new("gds_meta")
-local ver_out = ffi.new("uint64_t[1]")
 
 local function meta_table(m)
-    local ttl = m.ttl_left_ms
+    local ttl = m.ttl_left_ms -- GDS_TTL_NEVER (UINT64_MAX) becomes nil
+    if ttl == TTL_NEVER then ttl = nil else ttl = tonumber(ttl) end
     return {
         version = tonumber(m.version),
         value_len = tonumber(m.value_len),
-        ttl_left_ms = (ttl == 0xFFFFFFFFFFFFFFFFULL) and nil or tonumber(ttl),
+        ttl_left_ms = ttl,
         lock_id = tonumber(m.lock_id),
         lock_age_ms = tonumber(m.lock_age_ms),
     }
