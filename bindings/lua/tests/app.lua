@@ -30,6 +30,44 @@ if uri == "/missing" then
     return result(s and true, err, code)
 end
 
+if uri == "/lifecycle" then
+    -- create / open / attach / close / destroy of a second segment, each outcome reported.
+    local name = ngx.var.arg_name
+    local r = {}
+    local a, err, code = gardenstate.create(name, { max_value = 1024, max_entries = 1000 })
+    r.create = a and true or code
+    r.create_again = select(3, gardenstate.create(name))
+    r.bad_option = select(3, gardenstate.create(name .. "-x", { no_such_option = 1 }))
+    r.bad_name = select(3, gardenstate.create("bad/name"))
+    local b = assert(gardenstate.open(name, { max_value = 1024, max_entries = 1000 }))
+    r.open_max_value = b:info().max_value
+    a:set("k", "v")
+    b:close()
+    r.close_twice = b:close()
+    local c = assert(gardenstate.attach(name))
+    r.attach_get = c:get("k")
+    r.used_after_close = pcall(b.get, b, "k")
+    r.not_a_string = pcall(c.set, c, "k", 42)
+    c:close()
+    a:close()
+    r.destroy = gardenstate.destroy(name)
+    r.destroy_again = select(3, gardenstate.destroy(name))
+    r.attach_destroyed = select(3, gardenstate.attach(name))
+    return reply(200, r)
+end
+
+if uri == "/abi" then
+    -- A fresh copy of the module that expects another ABI version must refuse the library.
+    local saved = package.loaded.gardenstate
+    package.loaded.gardenstate = nil
+    local g = require("gardenstate")
+    package.loaded.gardenstate = saved
+    g.GDS_ABI_VERSION = gardenstate.GDS_ABI_VERSION + 1
+    local ok, err = g.load()
+    local s, err2 = g.attach("anything")
+    return reply(200, { ok = ok or false, err = err, attach_err = err2 })
+end
+
 if store == nil then
     return reply(503, { err = "no store in this worker: " .. tostring(store_err) })
 end

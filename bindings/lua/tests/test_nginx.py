@@ -254,6 +254,33 @@ class NginxLua(unittest.TestCase):
         self.assertEqual((st, b["code"]), (409, 32))
         self.assertIn(f"{SEGMENT}-absent", b["err"])
 
+    def test_lifecycle(self):
+        name = SEGMENT + "-life"
+        try:
+            st, b = request("GET", f"/lifecycle?name={name}")[:2]
+        finally:
+            gardenstate.destroy(name)
+        self.assertEqual(st, 200, b)
+        self.assertEqual(b["create"], True)
+        self.assertEqual(b["create_again"], 31)
+        self.assertEqual(b["bad_option"], 41)
+        self.assertEqual(b["bad_name"], 37)
+        self.assertEqual(b["open_max_value"], 1024)
+        self.assertEqual(b["close_twice"], True)
+        self.assertEqual(b["attach_get"], "v")
+        self.assertEqual(b["used_after_close"], False)
+        self.assertEqual(b["not_a_string"], False)
+        self.assertEqual(b["destroy"], True)
+        self.assertEqual(b["destroy_again"], 1)
+        self.assertEqual(b["attach_destroyed"], 32)
+
+    def test_abi_mismatch_refused(self):
+        st, b = request("GET", "/abi")[:2]
+        self.assertEqual(st, 200)
+        self.assertIs(b["ok"], False)
+        self.assertIn("ABI version 1", b["err"])
+        self.assertIn("ABI version 1", b["attach_err"])
+
     # --- other bindings see the same entries ---------------------------------------------
 
     def test_cross_binding(self):
