@@ -142,8 +142,9 @@ class NginxLua(unittest.TestCase):
             errs = [l for l in log.read_text().splitlines() if "[error]" in l or "[alert]" in l]
             # The SIGKILLed worker is reported by the master as an alert; nothing else may be.
             errs = [l for l in errs if "exited on signal 9" not in l]
+            # A Lua error in a handler (a 500 the test may not look at) fails the run.
             if errs:
-                print("nginx error.log:\n" + "\n".join(errs[-20:]), file=sys.stderr)
+                raise AssertionError("nginx error.log:\n" + "\n".join(errs[-20:]))
 
     # --- every API call, through HTTP --------------------------------------------------
 
