@@ -87,5 +87,10 @@ section "python binding (bindings/python/test.sh)"
 # suite (every call of the binding, multi-process, and the Flask provider under gunicorn).
 bindings/python/test.sh
 
+section "nginx Lua binding (bindings/lua/test.sh)"
+# Checks the module's ffi.cdef against the header, then runs a real nginx (4 workers) whose
+# locations use the binding: every call over HTTP, sessions, a worker killed with SIGKILL.
+bindings/lua/test.sh
+
 section "README quick start (.ci/readme.sh)"
 .ci/readme.sh

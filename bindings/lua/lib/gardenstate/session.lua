@@ -1,0 +1,122 @@
+-- gardenstate.session: cookie sessions for lua-nginx-module, stored in a gardenstate segment.
+--
+--   local session = require("gardenstate.session")
+--   local s, err = session.start(store, { ttl_ms = 1800000 })   -- in access/content phase
+--   s:set("count", (s:get("count") or 0) + 1)
+--   local ok, err = s:save()
+--
+-- The cookie holds only a random session id (256 bits from /dev/urandom, hex); the data is a
+-- Lua table serialised with cjson under `key_prefix .. id` (default "session:", the same
+-- layout as the Python binding's Flask interface, so both can share sessions when their
+-- cookie names match and values are JSON). The expiry is sliding by default: every read
+-- extends it by ttl_ms. Concurrent requests of one session: the last save wins.
+local cjson = require("cjson.safe")
+
+local M = {}
+local Session = {}
+Session.__index = Session
+
+M.defaults = {
+    cookie = "gds_session",
+    key_prefix = "session:",
+    ttl_ms = 30 * 60 * 1000,
+    sliding = true,
+    path = "/",
+    secure = false,
+    httponly = true,
+    samesite = "Lax",
+}
+
+local function random_id()
+    local f, err = io.open("/dev/urandom", "rb")
+    if not f then return nil, "gardenstate.session: /dev/urandom: " .. tostring(err) end
+    local raw = f:read(32)
+    f:close()
+    if not raw or #raw ~= 32 then return nil, "gardenstate.session: short read of /dev/urandom" end
+    return (raw:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+local function valid_id(id)
+    return type(id) == "string" and #id == 64 and id:match("^[0-9a-f]+$") ~= nil
+end
+
+-- start(store, opts) -> session | nil, message, code
+-- Reads the session named by the request's cookie; an absent, malformed or expired one
+-- starts a new, empty session (its cookie is sent by save()).
+function M.start(store, opts)
+    local o = {}
+    for k, v in pairs(M.defaults) do o[k] = v end
+    for k, v in pairs(opts or {}) do o[k] = v end
+    local self = setmetatable({ store = store, opts = o, data = {}, fresh = true,
+        dirty = false }, Session)
+    local id = ngx.var["cookie_" .. o.cookie]
+    if valid_id(id) then
+        local raw, err, code = store:get(o.key_prefix .. id)
+        if raw then
+            local t = cjson.decode(raw)
+            if type(t) == "table" then
+                self.id, self.data, self.fresh = id, t, false
+                return self
+            end
+            -- Not a JSON object: treat as a new session rather than fail every request.
+        elseif code ~= 1 then
+            return nil, err, code
+        end
+    end
+    local nid, err = random_id()
+    if not nid then return nil, err end
+    self.id = nid
+    return self
+end
+
+function Session:get(k) return self.data[k] end
+
+function Session:set(k, v)
+    self.data[k] = v
+    self.dirty = true
+end
+
+function Session:clear()
+    self.data = {}
+    self.dirty = true
+end
+
+local function cookie_header(self, value, max_age)
+    local o = self.opts
+    local c = o.cookie .. "=" .. value .. "; Path=" .. o.path
+    if max_age then c = c .. "; Max-Age=" .. max_age end
+    if o.httponly then c = c .. "; HttpOnly" end
+    if o.secure then c = c .. "; Secure" end
+    if o.samesite then c = c .. "; SameSite=" .. o.samesite end
+    return c
+end
+
+-- save() -> true | nil, message, code
+-- Writes the data (when changed or new) and sends the cookie for a new session; an emptied
+-- session is deleted and its cookie removed. Call it before the response headers are sent.
+function Session:save()
+    local o = self.opts
+    local key = o.key_prefix .. self.id
+    if next(self.data) == nil then
+        if not self.fresh then
+            local ok, err, code = self.store:delete(key)
+            if not ok and code ~= 1 then return nil, err, code end
+            ngx.header["Set-Cookie"] = cookie_header(self, "", 0)
+        end
+        return true
+    end
+    if self.dirty or self.fresh then
+        local raw, jerr = cjson.encode(self.data)
+        if not raw then return nil, "gardenstate.session: cannot encode: " .. tostring(jerr) end
+        local ok, err, code = self.store:set(key, raw, o.ttl_ms, o.sliding)
+        if not ok then return nil, err, code end
+    end
+    if self.fresh then
+        ngx.header["Set-Cookie"] = cookie_header(self, self.id)
+        self.fresh = false
+    end
+    self.dirty = false
+    return true
+end
+
+return M

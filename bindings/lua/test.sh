@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Tests the nginx Lua binding: builds libgardenstate and the gardenstate CLI, checks the
+# module's ffi.cdef against include/gardenstate.h, then starts a real nginx (master process,
+# 4 workers, lua-nginx-module as Debian packages it) whose locations use the binding, and
+# drives it over HTTP with tests/test_nginx.py (Python standard library + the Python binding).
+#
+#   bindings/lua/test.sh            # from anywhere; as root it installs what is missing:
+#                                   # nginx libnginx-mod-http-lua lua-cjson (apt-get)
+#
+# nginx runs from its own prefix under the target dir (target/lua-nginx, or
+# $CARGO_TARGET_DIR/lua-nginx) on a free port; it is stopped and the test segment destroyed
+# on exit, whatever happens. The whole run is bounded by timeout.
+set -euo pipefail
+# The whole run, build included, is bounded: a hang fails it instead of holding CI.
+if [ -z "${GDS_LUA_TEST_BOUNDED:-}" ]; then
+    export GDS_LUA_TEST_BOUNDED=1
+    exec timeout -k 30 "${GDS_LUA_TEST_TIMEOUT:-1800}" "$0" "$@"
+fi
+cd "$(dirname "$0")/../.."
+
+need=()
+command -v nginx >/dev/null 2>&1 || need+=(nginx)
+[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
+# cjson for the session helper: OpenResty bundles it, Debian's module does not.
+[ -f /usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so ] || ls /usr/lib/*/lua/5.1/cjson.so >/dev/null 2>&1 \
+    || need+=(lua-cjson)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "== install ${need[*]} (apt-get)"
+        apt-get update -qq
+        # Installing nginx may start the distribution's service on port 80: that one is not
+        # ours and is left alone; the test runs its own nginx.
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+    else
+        echo "test.sh: missing ${need[*]}: install them (apt-get install ${need[*]})" >&2
+        exit 1
+    fi
+fi
+
+echo "== build libgardenstate and the gardenstate CLI"
+cargo build --release -p gardenstate-ffi -p gardenstate-replicator
+
+# Where cargo put them: target/, or $CARGO_TARGET_DIR (CI may build elsewhere).
+target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+export GARDENSTATE_LIB="$target_dir/release/libgardenstate.so"
+export GDS_CLI="$target_dir/release/gardenstate"
+export GDS_LUA_SEGMENT="gds-luatest-$$"
+export GDS_LUA_PREFIX="$target_dir/lua-nginx/$$"
+
+cleanup() {
+    local pidfile="$GDS_LUA_PREFIX/nginx.pid" pid
+    if [ -f "$pidfile" ] && pid=$(cat "$pidfile") && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    "$GDS_CLI" destroy --yes "$GDS_LUA_SEGMENT" >/dev/null 2>&1 || true
+    if [ -e "${GARDENSTATE_SHM_DIR:-/dev/shm}/$GDS_LUA_SEGMENT" ]; then echo "test.sh: could not destroy segment $GDS_LUA_SEGMENT" >&2; fi
+    rm -rf "$GDS_LUA_PREFIX"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== ffi.cdef and constants against include/gardenstate.h"
+python3 bindings/lua/tests/check_cdef.py
+
+echo "== nginx $(nginx -v 2>&1 | sed 's/^nginx version: //'), 4 workers, over HTTP (tests/test_nginx.py)"
+# A hung test must fail the run, not hold CI: it takes well under a minute here.
+timeout -k 10 600 python3 bindings/lua/tests/test_nginx.py
