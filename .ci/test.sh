@@ -87,5 +87,10 @@ section "python binding (bindings/python/test.sh)"
 # suite (every call of the binding, multi-process, and the Flask provider under gunicorn).
 bindings/python/test.sh
 
+section ".NET binding (bindings/dotnet/test.sh)"
+# Installs Mono from Debian when missing, builds Gardenstate.dll and Gardenstate.Web.dll with
+# mcs, runs the test programs (every call, locks, kill -9 multi-process, CLI interop, System.Web).
+bindings/dotnet/test.sh
+
 section "README quick start (.ci/readme.sh)"
 .ci/readme.sh
