@@ -92,5 +92,10 @@ section "nginx Lua binding (bindings/lua/test.sh)"
 # locations use the binding: every call over HTTP, sessions, a worker killed with SIGKILL.
 bindings/lua/test.sh
 
+section ".NET binding (bindings/dotnet/test.sh)"
+# Installs Mono from Debian when missing, builds Gardenstate.dll and Gardenstate.Web.dll with
+# mcs, runs the test programs (every call, locks, kill -9 multi-process, CLI interop, System.Web).
+bindings/dotnet/test.sh
+
 section "README quick start (.ci/readme.sh)"
 .ci/readme.sh

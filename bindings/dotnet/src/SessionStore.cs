@@ -1,0 +1,229 @@
+// The ASP.NET session-state provider shape over a Store: the method set of
+// System.Web.SessionState.SessionStateStoreProviderBase, without HttpContext (see README.md:
+// a standalone class; the web.config adapter is a thin subclass that forwards to it).
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Text;
+
+namespace Gardenstate
+{
+    /// <summary>System.Web.SessionState.SessionStateActions.</summary>
+    [Flags]
+    public enum SessionStateActions { None = 0, InitializeItem = 1 }
+
+    /// <summary>One session: its items and its timeout (minutes), like SessionStateStoreData.
+    /// Item values are null, string, bool, int, long, double, DateTime or byte[].</summary>
+    public sealed class SessionData
+    {
+        public int Timeout;
+        public readonly Dictionary<string, object> Items = new Dictionary<string, object>(StringComparer.Ordinal);
+        public SessionData(int timeoutMinutes) { Timeout = timeoutMinutes; }
+
+        public object this[string name]
+        {
+            get { object v; return Items.TryGetValue(name, out v) ? v : null; }
+            set { Items[name] = value; }
+        }
+
+        // Format, version 1 (little endian, BinaryWriter): byte 'G', byte version, byte flags
+        // (1: uninitialized), int32 timeout minutes, int32 count, then per item: string name
+        // (BinaryWriter's length-prefixed UTF-8), byte tag, value.
+        internal const byte FormatVersion = 1;
+        enum Tag : byte { Null = 0, String = 1, Bool = 2, Int = 3, Long = 4, Double = 5, DateTime = 6, Bytes = 7 }
+
+        internal static byte[] Serialize(SessionData d, bool uninitialized)
+        {
+            var ms = new MemoryStream();
+            using (var w = new BinaryWriter(ms, Encoding.UTF8))
+            {
+                w.Write((byte)'G'); w.Write(FormatVersion); w.Write((byte)(uninitialized ? 1 : 0));
+                w.Write(d.Timeout); w.Write(d.Items.Count);
+                foreach (var kv in d.Items)
+                {
+                    w.Write(kv.Key);
+                    object v = kv.Value;
+                    if (v == null) w.Write((byte)Tag.Null);
+                    else if (v is string) { w.Write((byte)Tag.String); w.Write((string)v); }
+                    else if (v is bool) { w.Write((byte)Tag.Bool); w.Write((bool)v); }
+                    else if (v is int) { w.Write((byte)Tag.Int); w.Write((int)v); }
+                    else if (v is long) { w.Write((byte)Tag.Long); w.Write((long)v); }
+                    else if (v is double) { w.Write((byte)Tag.Double); w.Write((double)v); }
+                    else if (v is DateTime) { w.Write((byte)Tag.DateTime); w.Write(((DateTime)v).ToBinary()); }
+                    else if (v is byte[]) { var b = (byte[])v; w.Write((byte)Tag.Bytes); w.Write(b.Length); w.Write(b); }
+                    else throw new ArgumentException("session item \"" + kv.Key + "\" has type " + v.GetType() +
+                        ": only null, string, bool, int, long, double, DateTime and byte[] are stored");
+                }
+            }
+            return ms.ToArray();
+        }
+
+        internal static SessionData Deserialize(byte[] bytes, out bool uninitialized)
+        {
+            using (var r = new BinaryReader(new MemoryStream(bytes), Encoding.UTF8))
+            {
+                if (bytes.Length < 3 || r.ReadByte() != (byte)'G')
+                    throw new InvalidDataException("not a gardenstate session (bad magic)");
+                byte ver = r.ReadByte();
+                if (ver != FormatVersion)
+                    throw new InvalidDataException("session format version " + ver + " is not supported (this build reads " + FormatVersion + ")");
+                uninitialized = (r.ReadByte() & 1) != 0;
+                var d = new SessionData(r.ReadInt32());
+                int n = r.ReadInt32();
+                if (n < 0) throw new InvalidDataException("negative item count");
+                for (int i = 0; i < n; i++)
+                {
+                    string name = r.ReadString();
+                    switch ((Tag)r.ReadByte())
+                    {
+                        case Tag.Null: d.Items[name] = null; break;
+                        case Tag.String: d.Items[name] = r.ReadString(); break;
+                        case Tag.Bool: d.Items[name] = r.ReadBoolean(); break;
+                        case Tag.Int: d.Items[name] = r.ReadInt32(); break;
+                        case Tag.Long: d.Items[name] = r.ReadInt64(); break;
+                        case Tag.Double: d.Items[name] = r.ReadDouble(); break;
+                        case Tag.DateTime: d.Items[name] = DateTime.FromBinary(r.ReadInt64()); break;
+                        case Tag.Bytes:
+                            int len = r.ReadInt32();
+                            var b = r.ReadBytes(len);
+                            if (b.Length != len) throw new InvalidDataException("truncated byte[] item");
+                            d.Items[name] = b; break;
+                        default: throw new InvalidDataException("unknown item tag");
+                    }
+                }
+                if (r.BaseStream.Position != bytes.Length) throw new InvalidDataException("trailing bytes after the session");
+                return d;
+            }
+        }
+    }
+
+    /// <summary>The operations of SessionStateStoreProviderBase over a gardenstate segment.
+    /// Sessions expire sliding after their Timeout (every read pushes it out); the session lock
+    /// is the segment's (lock id, lock age, takeover after ExecutionTimeout or a dead owner).</summary>
+    public sealed class GardenstateSessionStore : IDisposable
+    {
+        readonly Store store;
+        readonly bool ownsStore;
+        readonly string prefix;
+        /// <summary>A lock older than this is taken over (ASP.NET: httpRuntime executionTimeout, 110 s).</summary>
+        public TimeSpan ExecutionTimeout = TimeSpan.FromSeconds(110);
+
+        /// <summary>Opens (or creates) the segment segmentName; keys are "applicationName/sessionId".</summary>
+        public GardenstateSessionStore(string segmentName, string applicationName, StoreOptions options = null)
+            : this(Store.Open(segmentName, options), applicationName, true) { }
+
+        public GardenstateSessionStore(Store store, string applicationName, bool ownsStore = false)
+        {
+            if (store == null) throw new ArgumentNullException("store");
+            if (applicationName == null) throw new ArgumentNullException("applicationName");
+            this.store = store; this.ownsStore = ownsStore;
+            prefix = applicationName + "/";
+        }
+
+        public Store Store { get { return store; } }
+        public void Dispose() { if (ownsStore) store.Dispose(); }
+
+        byte[] Key(string id)
+        {
+            if (id == null) throw new ArgumentNullException("id");
+            if (id.Length == 0) throw new ArgumentException("empty session id", "id");
+            return Encoding.UTF8.GetBytes(prefix + id);
+        }
+
+        static Expiry Timeout(int minutes)
+        {
+            if (minutes <= 0) throw new ArgumentOutOfRangeException("timeout", "a session timeout is at least 1 minute");
+            return Expiry.Sliding(TimeSpan.FromMinutes(minutes));
+        }
+
+        public SessionData CreateNewStoreData(int timeout) { return new SessionData(timeout); }
+
+        /// <summary>Stores an empty, uninitialized session (cookieless sessions); a live one is kept.</summary>
+        public void CreateUninitializedItem(string id, int timeout)
+        {
+            store.Add(Key(id), SessionData.Serialize(new SessionData(timeout), true), Timeout(timeout));
+        }
+
+        /// <summary>Read-only access: the session, or null. If it is locked: null, locked = true,
+        /// with the holder's lockAge and lockId.</summary>
+        public SessionData GetItem(string id, out bool locked, out TimeSpan lockAge, out object lockId, out SessionStateActions actions)
+        {
+            locked = false; lockAge = TimeSpan.Zero; lockId = null; actions = SessionStateActions.None;
+            EntryMeta meta;
+            byte[] v = store.Get(Key(id), out meta);
+            if (v == null) return null;
+            if (meta.LockId != 0)
+            {
+                locked = true; lockAge = TimeSpan.FromMilliseconds(meta.LockAgeMs); lockId = meta.LockId;
+                return null;
+            }
+            bool uninit;
+            var d = SessionData.Deserialize(v, out uninit);
+            if (uninit) actions = SessionStateActions.InitializeItem;
+            return d;
+        }
+
+        /// <summary>Exclusive access: takes the session lock (never waits). Null with locked = false:
+        /// no session. Null with locked = true: another request holds it (lockAge, lockId are the
+        /// holder's; ASP.NET polls again). Else the session, with lockId the id to release it.</summary>
+        public SessionData GetItemExclusive(string id, out bool locked, out TimeSpan lockAge, out object lockId, out SessionStateActions actions)
+        {
+            locked = false; lockAge = TimeSpan.Zero; lockId = null; actions = SessionStateActions.None;
+            LockResult r = store.Lock(Key(id), ExecutionTimeout);
+            if (r == null) return null;
+            if (!r.Acquired)
+            {
+                locked = true; lockAge = TimeSpan.FromMilliseconds(r.LockAgeMs); lockId = r.LockId;
+                return null;
+            }
+            lockId = r.LockId;
+            bool uninit;
+            SessionData d;
+            try { d = SessionData.Deserialize(r.Value, out uninit); }
+            catch { store.Unlock(Key(id), r.LockId); throw; }
+            if (uninit) actions = SessionStateActions.InitializeItem;
+            return d;
+        }
+
+        /// <summary>Writes the session and releases its lock. newItem: a new session (no lock held).
+        /// A lock taken over meanwhile, or a session that expired, makes the write a no-op (as the
+        /// SQL Server provider); returns whether it was written.</summary>
+        public bool SetAndReleaseItemExclusive(string id, SessionData item, object lockId, bool newItem)
+        {
+            if (item == null) throw new ArgumentNullException("item");
+            byte[] key = Key(id);
+            byte[] v = SessionData.Serialize(item, false);
+            var exp = Timeout(item.Timeout);
+            if (newItem) { store.Set(key, v, exp); return true; }
+            if (!(lockId is ulong)) throw new ArgumentException("lockId is not a gardenstate lock id", "lockId");
+            try { return store.SetAndUnlock(key, (ulong)lockId, v, exp).HasValue; }
+            catch (LockMismatchException) { return false; }
+        }
+
+        /// <summary>Releases the lock (the request ended without changes); a lock no longer ours is left alone.</summary>
+        public void ReleaseItemExclusive(string id, object lockId)
+        {
+            if (!(lockId is ulong)) throw new ArgumentException("lockId is not a gardenstate lock id", "lockId");
+            try { store.Unlock(Key(id), (ulong)lockId); }
+            catch (LockMismatchException) { }
+        }
+
+        /// <summary>Session.Abandon(): removes the session if lockId still holds it.</summary>
+        public bool RemoveItem(string id, object lockId, SessionData item)
+        {
+            if (!(lockId is ulong)) throw new ArgumentException("lockId is not a gardenstate lock id", "lockId");
+            byte[] key = Key(id);
+            // The C ABI has no delete-if-locked-by: check the lock, then delete. A takeover in
+            // between (only after ExecutionTimeout) would lose its session; see README.md.
+            EntryMeta? m = store.GetMeta(key);
+            if (!m.HasValue || m.Value.LockId != (ulong)lockId) return false;
+            return store.Delete(key);
+        }
+
+        /// <summary>Pushes the session's sliding deadline out (a read of its metadata does it).</summary>
+        public void ResetItemTimeout(string id)
+        {
+            store.GetMeta(Key(id));
+        }
+    }
+}
