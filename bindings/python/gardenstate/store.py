@@ -478,6 +478,29 @@ class Store:
             if gate.in_flight == 0 or (self._closing and self._in_flight == 0):
                 gate.cond.notify_all()
 
+    def _call(self, fn: str, *args) -> int:
+        """gds_<fn>(handle, *args) through the gate; its status."""
+        h = self._enter()
+        try:
+            return getattr(N.lib(), "gds_" + fn)(h, *args)
+        finally:
+            self._exit()
+
+    def _call_ok(self, fn: str, *args) -> None:
+        """`_call`, raising the error of any status but GDS_OK."""
+        st = self._call(fn, *args)
+        if st != N.GDS_OK:
+            raise _error(st, fn)
+
+    def _call_found(self, fn: str, *args) -> bool:
+        """`_call` of a call on a key: True for GDS_OK, False for GDS_NOT_FOUND."""
+        st = self._call(fn, *args)
+        if st == N.GDS_OK:
+            return True
+        if st == N.GDS_NOT_FOUND:
+            return False
+        raise _error(st, fn)
+
     # --- reads ---
 
     def get(self, key: Key) -> Optional[bytes]:
@@ -572,16 +595,7 @@ class Store:
     def delete(self, key: Key) -> bool:
         """Removes `key`; True if a live entry was removed, False if there was none."""
         k = _key(key)
-        h = self._enter()
-        try:
-            st = N.lib().gds_delete(h, k, len(k))
-        finally:
-            self._exit()
-        if st == N.GDS_OK:
-            return True
-        if st == N.GDS_NOT_FOUND:
-            return False
-        raise _error(st, "delete")
+        return self._call_found("delete", k, len(k))
 
     def touch(self, key: Key, *, ttl: Optional[Duration] = None,
               sliding: Optional[Duration] = None) -> bool:
@@ -589,16 +603,7 @@ class Store:
         keeping value, version and lock. False if the key is absent or expired."""
         k = _key(key)
         kind, ms = _expiry(ttl, sliding)
-        h = self._enter()
-        try:
-            st = N.lib().gds_touch(h, k, len(k), kind, ms)
-        finally:
-            self._exit()
-        if st == N.GDS_OK:
-            return True
-        if st == N.GDS_NOT_FOUND:
-            return False
-        raise _error(st, "touch")
+        return self._call_found("touch", k, len(k), kind, ms)
 
     # --- session locks (ASP.NET semantics) ---
 
@@ -640,16 +645,7 @@ class Store:
         holds it (taken over, or not locked)."""
         k = _key(key)
         lid = _u64(lock_id, "lock_id")
-        h = self._enter()
-        try:
-            st = N.lib().gds_unlock(h, k, len(k), lid)
-        finally:
-            self._exit()
-        if st == N.GDS_OK:
-            return True
-        if st == N.GDS_NOT_FOUND:
-            return False
-        raise _error(st, "unlock")
+        return self._call_found("unlock", k, len(k), lid)
 
     def set_and_unlock(self, key: Key, lock_id: int, value: Value, *,
                        ttl: Optional[Duration] = None,
@@ -665,13 +661,7 @@ class Store:
     def _struct_call(self, fn: str, cls, *args):
         s = cls()
         s.struct_size = sizeof(cls)
-        h = self._enter()
-        try:
-            st = getattr(N.lib(), fn)(h, *args, byref(s))
-        finally:
-            self._exit()
-        if st != N.GDS_OK:
-            raise _error(st, fn[4:])
+        self._call_ok(fn[4:], *args, byref(s))
         return s
 
     def info(self) -> Info:
@@ -696,13 +686,7 @@ class Store:
         r.struct_size = sizeof(N.gds_check_report)
         p = c_void_p()
         lib = N.lib()
-        h = self._enter()
-        try:
-            st = lib.gds_check(h, byref(r), byref(p))
-        finally:
-            self._exit()
-        if st != N.GDS_OK:
-            raise _error(st, "check")
+        self._call_ok("check", byref(r), byref(p))
         problems: tuple = ()
         if p.value:
             try:
@@ -724,14 +708,7 @@ class Store:
                              Meta._from(e.meta), int(e.slot)))
             return 0
 
-        fn = N.gds_scan_fn(cb)
-        h = self._enter()
-        try:
-            st = N.lib().gds_scan(h, fn, None)
-        finally:
-            self._exit()
-        if st != N.GDS_OK:
-            raise _error(st, "scan")
+        self._call_ok("scan", N.gds_scan_fn(cb), None)
         return out
 
     def keys(self) -> Iterator[bytes]:
@@ -741,26 +718,14 @@ class Store:
     def feed_head(self) -> int:
         """The change-feed position the next mutation will take."""
         out = c_uint64()
-        h = self._enter()
-        try:
-            st = N.lib().gds_feed_head(h, byref(out))
-        finally:
-            self._exit()
-        if st != N.GDS_OK:
-            raise _error(st, "feed_head")
+        self._call_ok("feed_head", byref(out))
         return out.value
 
     @property
     def write_mode(self) -> WriteMode:
         """WRITABLE, or REPLICA / FENCED (every write raises ReadOnlyError)."""
         out = c_uint32()
-        h = self._enter()
-        try:
-            st = N.lib().gds_get_write_mode(h, byref(out))
-        finally:
-            self._exit()
-        if st != N.GDS_OK:
-            raise _error(st, "write_mode")
+        self._call_ok("get_write_mode", byref(out))
         return WriteMode(out.value)
 
     @write_mode.setter
@@ -772,13 +737,7 @@ class Store:
         if isinstance(mode, bool) or not isinstance(mode, int):
             raise TypeError(f"mode must be a WriteMode, not {type(mode).__name__}")
         m = WriteMode(mode)  # ValueError for an unknown mode
-        h = self._enter()
-        try:
-            st = N.lib().gds_set_write_mode(h, int(m))
-        finally:
-            self._exit()
-        if st != N.GDS_OK:
-            raise _error(st, "set_write_mode")
+        self._call_ok("set_write_mode", int(m))
 
     def wait_replicated(self, version: int, timeout: Duration) -> bool:
         """Waits until the standby has applied the write that returned `version` (like Redis
@@ -786,11 +745,5 @@ class Store:
         v = _u64(version, "version")
         ms = _ms(timeout, "timeout")
         out = c_uint32()
-        h = self._enter()
-        try:
-            st = N.lib().gds_wait_replicated(h, v, ms, byref(out))
-        finally:
-            self._exit()
-        if st != N.GDS_OK:
-            raise _error(st, "wait_replicated")
+        self._call_ok("wait_replicated", v, ms, byref(out))
         return bool(out.value)
