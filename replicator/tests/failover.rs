@@ -140,7 +140,9 @@ fn a_cut_off_primary_fences_itself_the_standby_takes_over_and_the_old_primary_fo
         });
         let fenced_after = cut_at.elapsed();
         // The write lease ends with the last proof of a peer, not fence_after after the last
-        // round: a starved or dead guard cannot stretch it past the standby's promotion.
+        // round: a starved or dead guard cannot stretch it past the standby's promotion. (Read
+        // after the fence was seen, so a slow machine only makes it smaller: the bound is the
+        // guard's round, not a timing; renewed from "now" it would be ~fence_after.)
         let lease_left = primary_store.write_lease_left().expect("a primary with a witness holds a lease");
         assert!(lease_left <= Duration::from_millis(300), "the lease outlives the fence by {lease_left:?}");
         wait_logged(

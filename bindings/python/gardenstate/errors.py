@@ -138,7 +138,7 @@ class CorruptError(GardenstateError):
 
 
 class NotReadyError(GardenstateError):
-    """The segment was still being initialized after 5 s (GDS_ERR_NOT_READY)."""
+    """The segment was still being initialized when the wait ran out (GDS_ERR_NOT_READY)."""
     code = 36
 
 
