@@ -4,10 +4,15 @@
 //! owned but not yet journaled as published, a segment created but not yet stamped ready).
 //!
 //! Compiled only with the cargo feature `failpoints`: without it `failpoint!("name")` expands
-//! to nothing (zero cost). With it, `GDS_FAILPOINT=name[:n]` makes the `n`-th hit (default 1)
-//! of failpoint `name` in this process send SIGKILL to the process itself. If
-//! `GDS_FAILPOINT_MARK=<path>` is set too, the name is appended to that file just before the
-//! kill, so a test can tell the failpoint it armed was the one that fired.
+//! to nothing (zero cost). With it, a failpoint can kill or stall what reaches it:
+//! - `GDS_FAILPOINT=name[:n[:action]]` makes the `n`-th hit (default 1) of failpoint `name` in
+//!   this process send itself SIGKILL (`kill`, the default) or SIGSTOP (`stop`: the whole
+//!   process stalls there, for as long as the test waits before its SIGCONT). If
+//!   `GDS_FAILPOINT_MARK=<path>` is set too, the name is appended to that file just before,
+//!   so a test can tell the failpoint it armed was the one that fired.
+//! - [`pause`] (in-process) parks only the thread that makes the `n`-th hit, until the test
+//!   releases it: a writer stalled at an exact instruction while other threads go on, for
+//!   any number of their operations (a stall of any length, without a clock).
 //!
 //! Every failpoint name is listed in [`NAMES`] (tests iterate over it, so a failpoint removed
 //! from the code but left in the list fails its test, never hit).
@@ -41,34 +46,135 @@ pub const NAMES: &[&str] = &[
 
 #[cfg(feature = "failpoints")]
 mod imp {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+    /// What an armed failpoint does to the process or thread that hits it.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Action {
+        /// SIGKILL to the whole process (the default).
+        Kill,
+        /// SIGSTOP to the whole process: it stalls there until a SIGCONT (a test's stand-in
+        /// for CPU throttling, swap or a debugger).
+        Stop,
+    }
 
     struct Armed {
         name: String,
         nth: u64,
         hits: AtomicU64,
         mark: Option<std::path::PathBuf>,
+        action: Action,
+    }
+
+    /// `GDS_FAILPOINT=name[:n[:kill|stop]]`: `n`-th hit (default 1), action (default kill).
+    fn parse(spec: &str) -> Armed {
+        let mut parts = spec.splitn(3, ':');
+        let name = parts.next().unwrap_or_default().to_string();
+        let nth = parts.next().map_or(1, |k| k.trim().parse().unwrap_or(1));
+        let action = match parts.next().map(str::trim) {
+            None | Some("kill") => Action::Kill,
+            Some("stop") => Action::Stop,
+            Some(other) => panic!("GDS_FAILPOINT {spec:?}: unknown action {other:?} (kill or stop)"),
+        };
+        let mark = std::env::var_os("GDS_FAILPOINT_MARK").map(Into::into);
+        Armed { name, nth: nth.max(1), hits: AtomicU64::new(0), mark, action }
     }
 
     fn armed() -> Option<&'static Armed> {
         static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
-        ARMED
-            .get_or_init(|| {
-                let spec = std::env::var("GDS_FAILPOINT").ok()?;
-                let (name, nth) = match spec.split_once(':') {
-                    Some((n, k)) => (n.to_string(), k.trim().parse().unwrap_or(1)),
-                    None => (spec.clone(), 1),
-                };
-                let mark = std::env::var_os("GDS_FAILPOINT_MARK").map(Into::into);
-                Some(Armed { name, nth: nth.max(1), hits: AtomicU64::new(0), mark })
-            })
-            .as_ref()
+        ARMED.get_or_init(|| std::env::var("GDS_FAILPOINT").ok().map(|s| parse(&s))).as_ref()
     }
 
-    /// Called at failpoint `name`: kills this process if it is the armed one's n-th hit.
+    /// A thread stall armed from inside the process (see [`pause`]).
+    #[derive(Debug)]
+    pub struct Pause {
+        name: &'static str,
+        nth: u64,
+        /// Only hits by this thread count (None: any thread of the process).
+        thread: Option<std::thread::ThreadId>,
+        hits: AtomicU64,
+        /// (reached, released)
+        state: Mutex<(bool, bool)>,
+        cv: Condvar,
+    }
+
+    impl Pause {
+        /// Blocks until a thread is parked at the failpoint.
+        pub fn wait_reached(&self) {
+            let mut st = self.state.lock().unwrap();
+            while !st.0 {
+                st = self.cv.wait(st).unwrap();
+            }
+        }
+        /// Whether a thread is parked (or was, and has been released).
+        pub fn reached(&self) -> bool {
+            self.state.lock().unwrap().0
+        }
+        /// Lets the parked thread go on.
+        pub fn release(&self) {
+            self.state.lock().unwrap().1 = true;
+            self.cv.notify_all();
+        }
+        fn park_here(&self) {
+            let mut st = self.state.lock().unwrap();
+            st.0 = true;
+            self.cv.notify_all();
+            while !st.1 {
+                st = self.cv.wait(st).unwrap();
+            }
+        }
+    }
+
+    impl Drop for Pause {
+        fn drop(&mut self) {
+            self.release();
+        }
+    }
+
+    static ANY_PAUSE: AtomicBool = AtomicBool::new(false);
+    fn pauses() -> &'static Mutex<Vec<Arc<Pause>>> {
+        static PAUSES: OnceLock<Mutex<Vec<Arc<Pause>>>> = OnceLock::new();
+        PAUSES.get_or_init(|| Mutex::new(Vec::new()))
+    }
+
+    /// Arms a stall: the `nth` hit (from now, by `thread`, or by any thread of the process if
+    /// None) of failpoint `name` parks the hitting thread until [`Pause::release`] (or the
+    /// handle is dropped). Other threads run on, so a test can stage "this writer stalled exactly here
+    /// while the world moved on". Tests of one binary share the process: name the thread.
+    pub fn pause(name: &'static str, nth: u64, thread: Option<std::thread::ThreadId>) -> Arc<Pause> {
+        assert!(super::NAMES.contains(&name), "failpoint {name} is not in failpoint::NAMES");
+        let p = Arc::new(Pause {
+            name,
+            nth: nth.max(1),
+            thread,
+            hits: AtomicU64::new(0),
+            state: Mutex::new((false, false)),
+            cv: Condvar::new(),
+        });
+        pauses().lock().unwrap().push(p.clone());
+        ANY_PAUSE.store(true, Ordering::SeqCst);
+        p
+    }
+
+    /// Called at failpoint `name`: stalls or kills as armed (see the module comment).
     pub fn hit(name: &'static str) {
         debug_assert!(super::NAMES.contains(&name), "failpoint {name} is not in failpoint::NAMES");
+        if ANY_PAUSE.load(Ordering::Relaxed) {
+            let me = std::thread::current().id();
+            let due = {
+                let mut all = pauses().lock().unwrap();
+                let at = all.iter().position(|p| {
+                    p.name == name
+                        && p.thread.is_none_or(|t| t == me)
+                        && p.hits.fetch_add(1, Ordering::SeqCst) + 1 == p.nth
+                });
+                at.map(|i| all.swap_remove(i)) // fires once
+            };
+            if let Some(p) = due {
+                p.park_here();
+            }
+        }
         let Some(a) = armed() else { return };
         if a.name != name || a.hits.fetch_add(1, Ordering::SeqCst) + 1 != a.nth {
             return;
@@ -79,22 +185,28 @@ mod imp {
                 let _ = writeln!(f, "{name}");
             }
         }
-        // SAFETY: kill(2) and getpid(2) have no memory-safety preconditions.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-        // SIGKILL to oneself is delivered before kill() returns; never go on regardless.
-        loop {
-            std::thread::park();
+        match a.action {
+            Action::Stop => {
+                // SAFETY: kill(2) and getpid(2) have no memory-safety preconditions.
+                unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+            }
+            Action::Kill => {
+                // SAFETY: as above.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                // SIGKILL to oneself is delivered before kill() returns; never go on regardless.
+                loop {
+                    std::thread::park();
+                }
+            }
         }
     }
 }
 
 #[cfg(feature = "failpoints")]
-pub use imp::hit;
+pub use imp::{Pause, hit, pause};
 
-/// `failpoint!("name")`: with the `failpoints` feature, the process may be killed here (see
-/// the module comment); without it, nothing.
+/// `failpoint!("name")`: with the `failpoints` feature, the process may be killed or stalled
+/// here (see the module comment); without it, nothing.
 macro_rules! failpoint {
     ($name:expr) => {{
         #[cfg(feature = "failpoints")]

@@ -640,3 +640,33 @@ fn an_unknown_failpoint_is_reported_as_not_hit() {
         run.describe()
     );
 }
+
+/// A stall armed with `pause_at_failpoint` parks exactly the writer that reaches it, in the
+/// middle of its update, while another thread's operations go on; released, the writer
+/// finishes. The reader sees the old value for as long as the writer is parked, whatever the
+/// number of operations in between (no clock decides anything here).
+#[test]
+fn a_paused_writer_stalls_alone_and_finishes_when_released() {
+    let seg = Seg::new("fp-pause");
+    let st = Store::create(&seg.name, &opts()).unwrap();
+    st.set(b"k", b"old", Expiry::Never).unwrap();
+    let go = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            go.wait();
+            st.set(b"k", b"new", Expiry::Never)
+        });
+        let pause = gardenstate::pause_at_failpoint("update.before_publish", 1, Some(writer.thread().id()));
+        go.wait();
+        pause.wait_reached();
+        for i in 0..1000u64 {
+            st.set(&fill_key(i), b"x", Expiry::Never).unwrap();
+            assert_eq!(st.get(b"k").unwrap().unwrap().value, b"old", "a parked write is visible");
+        }
+        assert!(!writer.is_finished(), "the writer went past its failpoint while paused");
+        pause.release();
+        writer.join().unwrap().unwrap();
+    });
+    assert_eq!(st.get(b"k").unwrap().unwrap().value, b"new");
+    common::assert_healthy(&st);
+}
