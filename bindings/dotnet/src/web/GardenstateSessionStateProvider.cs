@@ -160,7 +160,12 @@ namespace Gardenstate.Web
 
         public override void SetAndReleaseItemExclusive(HttpContext context, string id, SessionStateStoreData item, object lockId, bool newItem)
         {
-            inner.SetAndReleaseItemExclusive(id, FromAspNet(item), lockId, newItem);
+            var d = FromAspNet(item);
+            // Mono's module hands over the SessionStateStoreData of the request's start: a
+            // Session.Timeout the page set is only on the session still in the context.
+            HttpSessionState live = context != null ? context.Session : null;
+            if (d != null && live != null && live.SessionID == id && live.Timeout > 0) d.Timeout = live.Timeout;
+            inner.SetAndReleaseItemExclusive(id, d, lockId, newItem);
         }
 
         public override void ReleaseItemExclusive(HttpContext context, string id, object lockId)
