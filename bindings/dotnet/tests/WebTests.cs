@@ -89,6 +89,15 @@ static class WebTests
         catch (System.Configuration.Provider.ProviderException e) { True(e.Message.Contains(seg), "other capacity: " + e.Message); }
         try { new GardenstateSessionStateProvider().Initialize("gardenstate", new NameValueCollection { { "segmentName", seg + "-none" }, { "open", "attach" } }); True(false, "attach of a missing segment refused"); }
         catch (System.Configuration.Provider.ProviderException e) { True(e.Message.Contains("attach"), "attach of a missing segment: " + e.Message); }
+        // mode="0660": a segment the creator's group may use.
+        var grp = new GardenstateSessionStateProvider();
+        grp.Initialize("gardenstate", new NameValueCollection { { "segmentName", seg + "-group" }, { "mode", "0660" } });
+        var st = Process.Start(new ProcessStartInfo("stat", "-c %a " + System.IO.Path.Combine(Gardenstate.Store.ShmDir, seg + "-group"))
+            { UseShellExecute = false, RedirectStandardOutput = true });
+        string perm = st.StandardOutput.ReadToEnd().Trim(); st.WaitForExit();
+        True(perm == "660", "mode=0660 creates a group segment: " + perm);
+        grp.Dispose();
+        Gardenstate.Store.Destroy(seg + "-group");
         var same = new GardenstateSessionStateProvider();
         same.Initialize("gardenstate", new NameValueCollection { { "segmentName", seg }, { "open", "attach" } });
         True(same.Store.Store.Info().MaxValue == 65536, "attach sees the created capacity");

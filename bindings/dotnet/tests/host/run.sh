@@ -165,6 +165,14 @@ get b /counter.aspx "$jar"
 check "the worker lives on (pid $(field pid "$body")) and the session kept its contents (n=2)" \
     test "$code" = 200 -a "$(field pid "$body")" = "$pid_b" -a "$(field n "$body")" = 2
 
+echo "== Session.Abandon()"
+jar=$work/abandon.jar
+get a /counter.aspx "$jar"
+get b "/counter.aspx?abandon=1" "$jar"
+check "the abandoning request answers (HTTP $code)" test "$code" = 200
+get a /status.ashx "$jar"
+check "the abandoned session is gone from the segment ($body)" test "$(field exists "$body")" = 0
+
 echo "== session expiry"
 jar=$work/exp.jar
 get a "/counter.aspx?timeout=1" "$jar"
