@@ -128,6 +128,8 @@ namespace Gardenstate
         }
 
         public Store Store { get { return store; } }
+        /// <summary>The longest session id a key of this segment holds (maxKey less the prefix).</summary>
+        public int MaxIdBytes { get { return (int)maxKey - Encoding.UTF8.GetByteCount(prefix); } }
         public void Dispose() { if (ownsStore) store.Dispose(); }
 
         /// <summary>The segment key of session id, or null if no session can have that id (null,
@@ -238,14 +240,13 @@ namespace Gardenstate
         /// lock, so the session keeps its previous contents and stays usable.</summary>
         public bool SetAndReleaseItemExclusive(string id, SessionData item, object lockId, bool newItem)
         {
-            ulong? ours = OurLock(lockId);
-            byte[] key = id == null ? null : KeyOf(id);
             if (item == null)
             {
-                if (ours.HasValue && key != null) ReleaseItemExclusive(id, lockId);
+                ReleaseItemExclusive(id, lockId);
                 return false;
             }
-            key = WriteKey(id);
+            ulong? ours = OurLock(lockId);
+            byte[] key = WriteKey(id);
             byte[] v;
             try { v = Bytes(id, item, false); }
             catch

@@ -89,6 +89,9 @@ static class WebTests
         catch (System.Configuration.Provider.ProviderException e) { True(e.Message.Contains(seg), "other capacity: " + e.Message); }
         try { new GardenstateSessionStateProvider().Initialize("gardenstate", new NameValueCollection { { "segmentName", seg + "-none" }, { "open", "attach" } }); True(false, "attach of a missing segment refused"); }
         catch (System.Configuration.Provider.ProviderException e) { True(e.Message.Contains("attach"), "attach of a missing segment: " + e.Message); }
+        // A segment whose keys cannot hold applicationName + a session id is refused at start-up.
+        try { new GardenstateSessionStateProvider().Initialize("gardenstate", new NameValueCollection { { "segmentName", seg }, { "open", "attach" }, { "applicationName", new string('a', 60) } }); True(false, "short keys refused"); }
+        catch (System.Configuration.Provider.ProviderException e) { True(e.Message.Contains("maxKey"), "short keys: " + e.Message); }
         // mode="0660": a segment the creator's group may use.
         var grp = new GardenstateSessionStateProvider();
         grp.Initialize("gardenstate", new NameValueCollection { { "segmentName", seg + "-group" }, { "mode", "0660" } });

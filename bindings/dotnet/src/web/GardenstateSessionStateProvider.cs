@@ -79,6 +79,14 @@ namespace Gardenstate.Web
                     " segment \"" + segment + "\": " + e.Message, e);
             }
             inner = new GS.GardenstateSessionStore(store, app, true);
+            // SessionIDManager's ids are at most 80 characters: each must fit in a key.
+            if (inner.MaxIdBytes < SessionIDManager.SessionIDMaxLength)
+            {
+                inner.Dispose();
+                throw new ProviderException("gardenstate provider: segment \"" + segment + "\" keys hold " + inner.MaxIdBytes +
+                    " bytes after applicationName \"" + app + "/\", fewer than a session id's " + SessionIDManager.SessionIDMaxLength +
+                    ": create the segment with a larger maxKey, or use a shorter applicationName");
+            }
             ulong t = Number(config, "executionTimeoutSeconds", int.MaxValue);
             inner.ExecutionTimeout = t != 0 ? TimeSpan.FromSeconds(t) : HostExecutionTimeout();
         }
