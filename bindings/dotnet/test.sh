@@ -4,23 +4,28 @@
 #
 #   bindings/dotnet/test.sh            # from anywhere
 #
-# Needs mono-mcs and mono-runtime (Debian), and libmono-system-web4.0-cil for the System.Web
-# provider (Gardenstate.Web.dll); installed with apt-get when missing and run as root. Nothing else: no NuGet, no network beyond apt. Outputs go to $target_dir/dotnet/.
+# Needs mono-mcs and mono-runtime (Debian), libmono-system-web4.0-cil for the System.Web
+# provider (Gardenstate.Web.dll), and nginx and mono-fastcgi-server4 for the real-host suite
+# (tests/host/run.sh: a web garden of two fastcgi-mono-server4 processes behind nginx);
+# installed with apt-get when missing and run as root. Nothing else: no NuGet, no network
+# beyond apt. Outputs go to $target_dir/dotnet/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
 
 system_web=/usr/lib/mono/4.5/System.Web.dll
-if ! command -v mcs >/dev/null 2>&1 || ! command -v mono >/dev/null 2>&1 || [ ! -f "$system_web" ]; then
+packages="mono-mcs mono-runtime libmono-system-web4.0-cil nginx mono-fastcgi-server4"
+if ! command -v mcs >/dev/null 2>&1 || ! command -v mono >/dev/null 2>&1 || [ ! -f "$system_web" ] \
+    || ! command -v nginx >/dev/null 2>&1 || ! command -v fastcgi-mono-server4 >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "== install mono-mcs mono-runtime libmono-system-web4.0-cil (apt-get)"
+        echo "== install $packages (apt-get)"
         start=$(date +%s)
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            mono-mcs mono-runtime libmono-system-web4.0-cil >/dev/null
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $packages >/dev/null
         echo "   apt-get took $(( $(date +%s) - start )) s"
     else
-        echo "test.sh: install mono-mcs, mono-runtime and libmono-system-web4.0-cil" >&2
+        echo "test.sh: install $packages" >&2
         exit 1
     fi
 fi
@@ -60,3 +65,7 @@ trap 'rm -f "$shm_dir/$GDS_NET_TEST_PREFIX"*' EXIT
 cd "$out"
 timeout -k 30 600 mono --debug GardenstateTests.exe
 timeout -k 30 120 mono --debug GardenstateWebTests.exe
+
+echo "== real host: nginx + two fastcgi-mono-server4 over one segment (tests/host/run.sh)"
+cd "$repo"
+timeout -k 30 600 bindings/dotnet/tests/host/run.sh "$out"

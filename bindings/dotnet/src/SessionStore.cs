@@ -97,14 +97,19 @@ namespace Gardenstate
         }
     }
 
-    /// <summary>The operations of SessionStateStoreProviderBase over a gardenstate segment.
-    /// Sessions expire sliding after their Timeout (every read pushes it out); the session lock
-    /// is the segment's (lock id, lock age, takeover after ExecutionTimeout or a dead owner).</summary>
+    /// <summary>The operations of SessionStateStoreProviderBase over a gardenstate segment, as the
+    /// hosts really call them (Microsoft's and Mono's SessionStateModule differ; see README.md
+    /// "The provider contract"): a null, empty or over-long id is "no session" (a new visitor has
+    /// none); a lock id that is not a gardenstate one (null, or the boxed Int32 0 of a read-only
+    /// page) holds no lock, so releasing with it does nothing. Sessions expire sliding after their
+    /// Timeout (every read pushes it out); the session lock is the segment's (lock id, lock age,
+    /// takeover after ExecutionTimeout or at once from a dead owner).</summary>
     public sealed class GardenstateSessionStore : IDisposable
     {
         readonly Store store;
         readonly bool ownsStore;
         readonly string prefix;
+        readonly ulong maxKey, maxValue;
         /// <summary>A lock older than this is taken over (ASP.NET: httpRuntime executionTimeout, 110 s).</summary>
         public TimeSpan ExecutionTimeout = TimeSpan.FromSeconds(110);
 
@@ -118,16 +123,44 @@ namespace Gardenstate
             if (applicationName == null) throw new ArgumentNullException("applicationName");
             this.store = store; this.ownsStore = ownsStore;
             prefix = applicationName + "/";
+            var info = store.Info();
+            maxKey = info.MaxKey; maxValue = info.MaxValue;
         }
 
         public Store Store { get { return store; } }
+        /// <summary>The longest session id a key of this segment holds (maxKey less the prefix).</summary>
+        public int MaxIdBytes { get { return (int)maxKey - Encoding.UTF8.GetByteCount(prefix); } }
         public void Dispose() { if (ownsStore) store.Dispose(); }
 
-        byte[] Key(string id)
+        /// <summary>The segment key of session id, or null if no session can have that id (null,
+        /// empty, or a key longer than the segment's max key: nothing was ever stored under it).</summary>
+        public byte[] KeyOf(string id)
+        {
+            if (string.IsNullOrEmpty(id)) return null;
+            byte[] k = Encoding.UTF8.GetBytes(prefix + id);
+            return (ulong)k.Length > maxKey ? null : k;
+        }
+
+        // The key of a session this call is about to store: an id no key can hold is the
+        // caller's error, said so.
+        byte[] WriteKey(string id)
         {
             if (id == null) throw new ArgumentNullException("id");
-            if (id.Length == 0) throw new ArgumentException("empty session id", "id");
-            return Encoding.UTF8.GetBytes(prefix + id);
+            byte[] k = KeyOf(id);
+            if (k == null)
+                throw new ArgumentException("session id \"" + id + "\" makes a key longer than the segment's max key (" +
+                    maxKey + " bytes): create the segment with a larger maxKey, or use a shorter applicationName", "id");
+            return k;
+        }
+
+        // The bytes of a session, refused with a clear message when they exceed the segment's max value.
+        byte[] Bytes(string id, SessionData d, bool uninitialized)
+        {
+            byte[] v = SessionData.Serialize(d, uninitialized);
+            if ((ulong)v.Length > maxValue)
+                throw new ArgumentException("session \"" + id + "\" is " + v.Length + " bytes serialized, more than the segment's max value (" +
+                    maxValue + " bytes): store less in the session, or create the segment with a larger maxValue; the session keeps its previous contents", "item");
+            return v;
         }
 
         static Expiry Timeout(int minutes)
@@ -136,12 +169,20 @@ namespace Gardenstate
             return Expiry.Sliding(TimeSpan.FromMinutes(minutes));
         }
 
+        // A lock id this store handed out, or null (none held: null, Mono's boxed Int32 0, anything else).
+        static ulong? OurLock(object lockId)
+        {
+            if (lockId is ulong && (ulong)lockId != 0) return (ulong)lockId;
+            return null;
+        }
+
         public SessionData CreateNewStoreData(int timeout) { return new SessionData(timeout); }
 
         /// <summary>Stores an empty, uninitialized session (cookieless sessions); a live one is kept.</summary>
         public void CreateUninitializedItem(string id, int timeout)
         {
-            store.Add(Key(id), SessionData.Serialize(new SessionData(timeout), true), Timeout(timeout));
+            byte[] key = WriteKey(id);
+            store.Add(key, Bytes(id, new SessionData(timeout), true), Timeout(timeout));
         }
 
         /// <summary>Read-only access: the session, or null. If it is locked: null, locked = true,
@@ -149,8 +190,10 @@ namespace Gardenstate
         public SessionData GetItem(string id, out bool locked, out TimeSpan lockAge, out object lockId, out SessionStateActions actions)
         {
             locked = false; lockAge = TimeSpan.Zero; lockId = null; actions = SessionStateActions.None;
+            byte[] key = KeyOf(id);
+            if (key == null) return null;
             EntryMeta meta;
-            byte[] v = store.Get(Key(id), out meta);
+            byte[] v = store.Get(key, out meta);
             if (v == null) return null;
             if (meta.LockId != 0)
             {
@@ -169,7 +212,9 @@ namespace Gardenstate
         public SessionData GetItemExclusive(string id, out bool locked, out TimeSpan lockAge, out object lockId, out SessionStateActions actions)
         {
             locked = false; lockAge = TimeSpan.Zero; lockId = null; actions = SessionStateActions.None;
-            LockResult r = store.Lock(Key(id), ExecutionTimeout);
+            byte[] key = KeyOf(id);
+            if (key == null) return null;
+            LockResult r = store.Lock(key, ExecutionTimeout);
             if (r == null) return null;
             if (!r.Acquired)
             {
@@ -180,50 +225,91 @@ namespace Gardenstate
             bool uninit;
             SessionData d;
             try { d = SessionData.Deserialize(r.Value, out uninit); }
-            catch { store.Unlock(Key(id), r.LockId); throw; }
+            catch { store.Unlock(key, r.LockId); throw; }
             if (uninit) actions = SessionStateActions.InitializeItem;
             return d;
         }
 
-        /// <summary>Writes the session and releases its lock. newItem: a new session (no lock held).
-        /// A lock taken over meanwhile, or a session that expired, makes the write a no-op (as the
-        /// SQL Server provider); returns whether it was written.</summary>
+        /// <summary>Writes the session and releases its lock; returns whether it was written.
+        /// newItem, or no lock of ours (Mono's module stores a new session with newItem false and
+        /// the null lock id of its GetItemExclusive): a new session, written only if no live session
+        /// has that id (an uninitialized one is replaced when newItem). A lock taken over meanwhile,
+        /// or a session that expired, makes the write a no-op (as the SQL Server provider). A null
+        /// item (a request that never got its session) writes nothing and releases the lock. A
+        /// session too large for the segment is refused with ArgumentException after releasing the
+        /// lock, so the session keeps its previous contents and stays usable.</summary>
         public bool SetAndReleaseItemExclusive(string id, SessionData item, object lockId, bool newItem)
         {
-            if (item == null) throw new ArgumentNullException("item");
-            byte[] key = Key(id);
-            byte[] v = SessionData.Serialize(item, false);
+            if (item == null)
+            {
+                ReleaseItemExclusive(id, lockId);
+                return false;
+            }
+            ulong? ours = OurLock(lockId);
+            byte[] key = WriteKey(id);
+            byte[] v;
+            try { v = Bytes(id, item, false); }
+            catch
+            {
+                if (ours.HasValue) ReleaseItemExclusive(id, lockId);
+                throw;
+            }
             var exp = Timeout(item.Timeout);
-            if (newItem) { store.Set(key, v, exp); return true; }
-            if (!(lockId is ulong)) throw new ArgumentException("lockId is not a gardenstate lock id", "lockId");
-            try { return store.SetAndUnlock(key, (ulong)lockId, v, exp).HasValue; }
-            catch (LockMismatchException) { return false; }
+            if (ours.HasValue)
+            {
+                try { return store.SetAndUnlock(key, ours.Value, v, exp).HasValue; }
+                catch (LockMismatchException) { return false; }
+            }
+            if (newItem)
+            {
+                // Replace an uninitialized session (cookieless ids), never a live initialized one.
+                EntryMeta meta;
+                byte[] old = store.Get(key, out meta);
+                if (old != null)
+                {
+                    bool uninit;
+                    try { SessionData.Deserialize(old, out uninit); } catch (InvalidDataException) { uninit = false; }
+                    if (!uninit || meta.LockId != 0) return false;
+                    return store.CompareAndSet(key, meta.Version, v, exp).HasValue;
+                }
+            }
+            return store.Add(key, v, exp).HasValue;
         }
 
-        /// <summary>Releases the lock (the request ended without changes); a lock no longer ours is left alone.</summary>
+        /// <summary>Releases the lock (the request ended without changes). A lock no longer ours, a
+        /// lock id that is not a gardenstate one, a missing session: nothing to do.</summary>
         public void ReleaseItemExclusive(string id, object lockId)
         {
-            if (!(lockId is ulong)) throw new ArgumentException("lockId is not a gardenstate lock id", "lockId");
-            try { store.Unlock(Key(id), (ulong)lockId); }
+            ulong? ours = OurLock(lockId);
+            byte[] key = KeyOf(id);
+            if (!ours.HasValue || key == null) return;
+            try { store.Unlock(key, ours.Value); }
             catch (LockMismatchException) { }
         }
 
-        /// <summary>Session.Abandon(): removes the session if lockId still holds it.</summary>
+        /// <summary>Session.Abandon(): removes the session unless another request holds its lock.
+        /// Microsoft's module calls this with the lock still held by lockId; Mono's releases the
+        /// lock first (ReleaseItemExclusive, then RemoveItem with the same id), and a read-only
+        /// page has no lock at all: so the session is removed when its lock is lockId's or free.
+        /// A stale lock id (the lock was taken over) removes nothing. Returns whether it was removed.</summary>
         public bool RemoveItem(string id, object lockId, SessionData item)
         {
-            if (!(lockId is ulong)) throw new ArgumentException("lockId is not a gardenstate lock id", "lockId");
-            byte[] key = Key(id);
-            // The C ABI has no delete-if-locked-by: check the lock, then delete. A takeover in
-            // between (only after ExecutionTimeout) would lose its session; see README.md.
+            byte[] key = KeyOf(id);
+            if (key == null) return false;
+            ulong? ours = OurLock(lockId);
+            // The C ABI has no delete-if-locked-by: check the lock, then delete. A lock taken in
+            // between is lost with its session; see README.md.
             EntryMeta? m = store.GetMeta(key);
-            if (!m.HasValue || m.Value.LockId != (ulong)lockId) return false;
+            if (!m.HasValue || (m.Value.LockId != 0 && m.Value.LockId != (ours ?? 0UL))) return false;
             return store.Delete(key);
         }
 
-        /// <summary>Pushes the session's sliding deadline out (a read of its metadata does it).</summary>
+        /// <summary>Pushes the session's sliding deadline out (a read of its metadata does it);
+        /// a missing session is left missing.</summary>
         public void ResetItemTimeout(string id)
         {
-            store.GetMeta(Key(id));
+            byte[] key = KeyOf(id);
+            if (key != null) store.GetMeta(key);
         }
     }
 }

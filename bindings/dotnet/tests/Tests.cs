@@ -351,7 +351,11 @@ static class Program
             var d2 = p.GetItemExclusive("s1", out locked, out age, out lockId, out act);
             p.ReleaseItemExclusive("s1", lockId);
             T.True(p.GetItem("s1", out locked, out age, out lockId2, out act) != null && !locked, "released");
+            // A stale lock id: another request holds the lock now.
+            object holder;
+            p.GetItemExclusive("s1", out locked, out age, out holder, out act);
             T.True(!p.RemoveItem("s1", lockId, d2), "remove with a stale lock id does nothing");
+            p.ReleaseItemExclusive("s1", holder);
             p.GetItemExclusive("s1", out locked, out age, out lockId, out act);
             p.ResetItemTimeout("s1");
             T.True(p.RemoveItem("s1", lockId, d2), "remove with the lock");
@@ -370,8 +374,11 @@ static class Program
             d3["x"] = "new holder";
             T.True(p.SetAndReleaseItemExclusive("s2", d3, lockId3, false), "new holder writes");
             T.Eq("new holder", (string)p.GetItem("s2", out locked, out age, out lockId2, out act)["x"], "value");
-            T.Throws<ArgumentNullException>(() => p.GetItem(null, out locked, out age, out lockId2, out act), "null id");
-            T.Throws<ArgumentException>(() => p.ReleaseItemExclusive("s2", "not a lock id"), "bad lock id");
+            // The host's "no session yet" and "no lock held": answered, not thrown.
+            T.True(p.GetItem(null, out locked, out age, out lockId2, out act) == null && !locked, "null id: no session");
+            p.ReleaseItemExclusive("s2", "not a lock id");
+            T.True(p.GetItem("s2", out locked, out age, out lockId2, out act) != null && !locked, "a foreign lock id releases nothing");
+            T.Throws<ArgumentNullException>(() => p.SetAndReleaseItemExclusive(null, nd, null, true), "storing under a null id");
             var ttl = p.Store.GetMeta(B("app1/s2")).Value.TtlLeftMs;
             T.True(ttl.HasValue && ttl.Value <= 5 * 60000, "session ttl is its Timeout, sliding: " + ttl);
         }
