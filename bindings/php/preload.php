@@ -1,17 +1,18 @@
 <?php
-// opcache.preload script: compiles the binding's classes and registers libgardenstate as the
-// process-wide FFI scope "gardenstate", once when php-fpm starts, so requests skip parsing
-// the declarations and PHP's default ffi.enable=preload is enough. In php.ini (or -d):
+// opcache.preload script: compiles the binding's classes once when php-fpm starts, so that,
+// with PHP's default ffi.enable=preload, they may use the FFI scope that ffi.preload loaded
+// (its header made by bin/preload-header.php), and checks the library's ABI version. In
+// php.ini, or php-fpm's -d flags (both are system settings, not pool settings):
 //
+//   ffi.enable=preload
+//   ffi.preload=/etc/php/8.2/gardenstate-ffi.h
 //   opcache.enable=1
 //   opcache.preload=/path/to/vendor/gardenstate/gardenstate/preload.php
-//   opcache.preload_user=www-data        ; the pool's user (needed when php-fpm starts as root)
-//   ffi.enable=preload
+//   opcache.preload_user=www-data        ; needed when php-fpm starts as root
 //
-// The library is the file named by GARDENSTATE_LIB in php-fpm's environment, else the
-// system loader's libgardenstate.so.1. A preload that fails stops php-fpm with the reason.
+// A failure here stops php-fpm at start-up, with the reason in its log.
 declare(strict_types=1);
 
 require __DIR__ . '/autoload.php';
 
-Gardenstate\Library::preload();
+Gardenstate\Library::ffi();

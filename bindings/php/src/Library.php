@@ -5,9 +5,11 @@
 // include/gardenstate.h by bin/generate-cdef.php (the test fails if it is stale).
 //
 // Two ways to load, the first that applies wins:
-// 1. Preloaded: preload.php (opcache.preload) has registered the FFI scope "gardenstate"
-//    for the whole process; FFI::scope() returns it at no cost. This works with PHP's default
-//    ffi.enable=preload, and saves parsing the declarations on every request.
+// 1. Preloaded: ffi.preload names a header made by bin/preload-header.php (the declarations
+//    with FFI_SCOPE "gardenstate" and FFI_LIB), loaded once when php-fpm starts;
+//    FFI::scope() returns it at no cost. With opcache.preload=preload.php (which compiles
+//    these classes) this works with PHP's default ffi.enable=preload, and saves parsing the
+//    declarations on every request.
 // 2. FFI::cdef() at the first use in a request (needs ffi.enable=1, or the CLI).
 //
 // Which library file (the first that applies wins; a named file that fails to load is an
@@ -37,21 +39,27 @@ final class Library
             throw new LibraryException('gardenstate: the PHP extension FFI is not loaded: install'
                 . ' or enable it (PHP 7.4+ ships it as ext-ffi)');
         }
-        if (ini_get('opcache.preload') && self::scopeRegistered()) {
-            return self::$ffi = \FFI::scope(self::SCOPE);
+        if (ini_get('ffi.preload')) {
+            try {
+                $ffi = \FFI::scope(self::SCOPE);
+            } catch (\FFI\Exception $e) {
+                throw new LibraryException('gardenstate: ffi.preload is set but gives no FFI scope "' . self::SCOPE
+                    . '" (' . $e->getMessage() . '): make its header with bin/preload-header.php, and preload'
+                    . ' preload.php (opcache.preload) when ffi.enable=preload', 0, $e);
+            }
+            return self::$ffi = self::checked($ffi, 'the ffi.preload library');
         }
         return self::$ffi = self::cdef($path);
     }
 
-    /** Whether preload.php registered the scope in this process. */
-    private static function scopeRegistered(): bool
+    private static function checked(\FFI $ffi, string $what): \FFI
     {
-        try {
-            \FFI::scope(self::SCOPE);
-            return true;
-        } catch (\FFI\Exception) {
-            return false;
+        $abi = $ffi->gds_abi_version();
+        if ($abi !== Abi::ABI_VERSION) {
+            throw new LibraryException("gardenstate: $what has ABI version $abi, this binding needs "
+                . Abi::ABI_VERSION . ': install the libgardenstate that matches it');
         }
+        return $ffi;
     }
 
     /** The library file to load, in the documented order, or null for the system loader. */
@@ -83,20 +91,17 @@ final class Library
         $errors = [];
         foreach ($candidates as $lib) {
             try {
-                $abi = \FFI::cdef('uint32_t gds_abi_version(void);', $lib)->gds_abi_version();
+                    $abi = \FFI::cdef('uint32_t gds_abi_version(void);', $lib);
             } catch (\FFI\Exception $e) {
                 if (str_contains($e->getMessage(), 'ffi.enable')) {
                     throw new LibraryException('gardenstate: FFI is disabled here (' . $e->getMessage()
                         . '): set ffi.enable=1, or keep ffi.enable=preload and preload the binding'
-                        . ' (opcache.preload=' . dirname(__DIR__) . '/preload.php); see README "php-fpm"', 0, $e);
+                        . ' (ffi.preload and opcache.preload, README "php-fpm")', 0, $e);
                 }
                 $errors[] = "$lib: " . $e->getMessage();
                 continue;
             }
-            if ($abi !== Abi::ABI_VERSION) {
-                throw new LibraryException("gardenstate: $lib has ABI version $abi, this binding needs "
-                    . Abi::ABI_VERSION . ': install the libgardenstate that matches it');
-            }
+            self::checked($abi, $lib);
             return \FFI::cdef(self::declarations(), $lib);
         }
         throw new LibraryException('gardenstate: cannot load libgardenstate (' . implode('; ', $errors)
@@ -104,26 +109,11 @@ final class Library
             . ' in the pool, or the \'library\' option), or install it where the dynamic loader looks');
     }
 
-    /** For preload.php: loads the library and registers it as the process-wide FFI scope. */
-    public static function preload(?string $path = null): void
+    /** The header ffi.preload loads: the declarations, with the scope and library named. */
+    public static function preloadHeader(string $lib): string
     {
-        $file = self::path($path) ?? 'libgardenstate.so.' . Abi::ABI_VERSION;
-        $abi = \FFI::cdef('uint32_t gds_abi_version(void);', $file)->gds_abi_version();
-        if ($abi !== Abi::ABI_VERSION) {
-            throw new LibraryException("gardenstate: $file has ABI version $abi, this binding needs " . Abi::ABI_VERSION);
-        }
-        // FFI::load takes a file whose FFI_SCOPE and FFI_LIB defines name the scope and
-        // library; write one beside the system's temporary files for this process only.
-        $header = '#define FFI_SCOPE "' . self::SCOPE . "\"\n#define FFI_LIB " . json_encode($file) . "\n"
-            . self::declarations();
-        $tmp = tempnam(sys_get_temp_dir(), 'gardenstate-ffi-');
-        file_put_contents($tmp, $header);
-        try {
-            if (\FFI::load($tmp) === null) {
-                throw new LibraryException("gardenstate: FFI::load of the declarations for $file failed (see the PHP log)");
-            }
-        } finally {
-            unlink($tmp);
-        }
+        // PHP reads FFI_SCOPE and FFI_LIB only from the file's first lines.
+        return '#define FFI_SCOPE "' . self::SCOPE . "\"\n#define FFI_LIB " . json_encode($lib, JSON_UNESCAPED_SLASHES)
+            . "\n/* For ffi.preload: made by bindings/php/bin/preload-header.php. */\n" . self::declarations();
     }
 }
