@@ -243,7 +243,7 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
     private function checkId(string $id): void
     {
         if (!preg_match(self::ID_PATTERN, $id)) {
-            throw new InvalidSessionIdException('gardenstate: session id ' . json_encode(substr($id, 0, 40))
+            throw new InvalidSessionIdException('gardenstate: session id ' . json_encode(substr($id, 0, 40), JSON_UNESCAPED_SLASHES | JSON_INVALID_UTF8_SUBSTITUTE)
                 . (strlen($id) > 40 ? '...' : '') . ' (' . strlen($id) . ' characters) is not a session id:'
                 . ' ids are 16 to 128 characters from [A-Za-z0-9_-]; with session.use_strict_mode=1 PHP'
                 . ' replaces such an id by a new one instead');

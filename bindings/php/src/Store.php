@@ -253,6 +253,7 @@ final class Store
 
     public function __clone()
     {
+        $this->h = null; // the copy must not close the original's handle when it is destroyed
         throw new \LogicException('gardenstate: a Store cannot be cloned (two objects would close one handle): share it');
     }
 
