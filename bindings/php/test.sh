@@ -70,17 +70,10 @@ suite() {
     fi
 }
 
-stop() { # stop PIDFILE: TERM the process it names, then KILL after 10 s
-    local pid
-    if [ -f "$1" ] && pid=$(cat "$1") && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-}
+# shellcheck source=tests/serve.sh
+. bindings/php/tests/serve.sh
 cleanup() {
-    stop "$prefix/nginx.pid"
-    stop "$prefix/fpm.pid"
+    unserve "$prefix"
     for s in "$GDS_PHP_SEGMENT" "$GDS_PHP_SEGMENT-tiny"; do
         "$GDS_CLI" destroy --yes "$s" >/dev/null 2>&1 || true
         if [ -e "${GARDENSTATE_SHM_DIR:-/dev/shm}/$s" ]; then echo "test.sh: could not destroy segment $s" >&2; fi
@@ -99,73 +92,14 @@ echo "== unit tests (tests/unit.php, PHP CLI, FFI::cdef)"
 suite timeout -k 10 300 $php -d ffi.enable=1 bindings/php/tests/unit.php
 
 echo "== php-fpm (4 static children, preloaded) behind nginx $(nginx -v 2>&1 | sed 's/^nginx version: nginx\///')"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 export GDS_PHP_URL="http://127.0.0.1:$port/"
-$php bindings/php/bin/preload-header.php "$GARDENSTATE_LIB" >"$prefix/gardenstate-ffi.h"
-user=$(id -un)
-group=$(id -gn)
-root_flag=()
-[ "$(id -u)" -eq 0 ] && root_flag=(-R) # the test runs the pool as the invoking user, root in CI
-cat >"$prefix/fpm.conf" <<EOF
-[global]
-pid = $prefix/fpm.pid
-error_log = $prefix/fpm.log
-daemonize = no
-[app]
-user = $user
-group = $group
-listen = $prefix/fpm.sock
-listen.mode = 0666
-pm = static
-pm.max_children = 4
-clear_env = yes
+serve "$prefix" "$port" <<EOF
 env[GDS_PHP_SEGMENT] = $GDS_PHP_SEGMENT
 env[GDS_PHP_PIDFILE] = $GDS_PHP_PIDFILE
-env[GDS_PHP_AUTOLOAD] = $repo/bindings/php/autoload.php
-catch_workers_output = yes
-php_admin_value[error_log] = $prefix/php.log
-php_admin_flag[log_errors] = on
-php_admin_flag[display_errors] = off
 php_value[session.use_strict_mode] = 1
-php_admin_value[session.save_path] = $prefix
 EOF
-cat >"$prefix/nginx.conf" <<EOF
-daemon off;
-worker_processes 2;
-pid $prefix/nginx.pid;
-error_log $prefix/nginx-error.log;
-events { worker_connections 256; }
-http {
-    access_log off;
-    client_body_temp_path $prefix/body;
-    fastcgi_temp_path $prefix/fastcgi;
-    proxy_temp_path $prefix/proxy;
-    uwsgi_temp_path $prefix/uwsgi;
-    scgi_temp_path $prefix/scgi;
-    server {
-        listen 127.0.0.1:$port;
-        root $repo/bindings/php/tests/app;
-        location ~ \.php\$ {
-            include /etc/nginx/fastcgi_params;
-            fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
-            fastcgi_pass unix:$prefix/fpm.sock;
-            fastcgi_read_timeout 120s;
-        }
-    }
-}
-EOF
-php-fpm8.2 "${root_flag[@]}" -F -y "$prefix/fpm.conf" \
-    -d ffi.enable=preload -d ffi.preload="$prefix/gardenstate-ffi.h" \
-    -d opcache.enable=1 -d opcache.preload="$repo/bindings/php/preload.php" -d opcache.preload_user="$user" \
-    >"$prefix/fpm.out" 2>&1 &
-nginx -p "$prefix" -c "$prefix/nginx.conf" >"$prefix/nginx.out" 2>&1 &
-for _ in $(seq 300); do # bounded: 30 s
-    [ -S "$prefix/fpm.sock" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-done
-if ! [ -S "$prefix/fpm.sock" ] || ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "test.sh: php-fpm or nginx did not start:" >&2
-    cat "$prefix/fpm.out" "$prefix/fpm.log" "$prefix/nginx.out" "$prefix/nginx-error.log" >&2 2>/dev/null || true
+if [ "$served" -ne 1 ]; then
     failed=$((failed + 1))
 else
     suite timeout -k 10 600 $php bindings/php/tests/e2e.php

@@ -83,9 +83,6 @@ function test_store_errors_name_their_cause(): void
         }
     }, 'full');
     check_same('v', substr((string)$full->get('k0'), 0, 1), 'a full segment keeps what it had');
-    foreach (['-small', '-full'] as $x) {
-        Store::destroy(seg($x));
-    }
 }
 
 function test_lock_is_exclusive_and_a_dead_holders_lock_is_taken_over_at_once(): void
@@ -302,6 +299,8 @@ function test_validate_id_and_gc(): void
 try {
     $rc = run_tests('php unit');
 } finally {
-    Store::destroy(seg());
+    foreach (['', '-small', '-full'] as $x) {
+        Store::destroy(seg($x));
+    }
 }
 exit($rc);
