@@ -45,6 +45,8 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
     private ?string $lockedId = null;
     private int $lockId = 0;
     private bool $readEmpty = false;
+    /** Set by a shutdown function registered before PHP's own (see __construct). */
+    private bool $shuttingDown = false;
 
     /**
      * $segment: the segment name (opened, or created with $options['store'], at
@@ -81,6 +83,13 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
         if ($this->sidBytes < 12 || $this->sidBytes > 96) {
             throw new \InvalidArgumentException("gardenstate: sid_bytes must be 12..96 (16..128 characters), got {$this->sidBytes}");
         }
+        // PHP writes a session still open at the end of the request from its shutdown
+        // functions (this one runs first: it is registered before session_set_save_handler
+        // registers session_write_close); an exception there would be an uncaught fatal error,
+        // so there a failed write is reported as a warning, as PHP's own handlers do.
+        register_shutdown_function(function (): void {
+            $this->shuttingDown = true;
+        });
         if ($segment instanceof Store) {
             $this->store = $segment;
             $this->segment = $segment->name();
@@ -145,17 +154,34 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
 
     public function write(string $id, string $data): bool
     {
-        $this->checkId($id);
-        try {
-            $this->save($id, $this->encode($data));
-        } finally {
-            // On any failure (an encoding, a full segment, a value over max_value) the lock
-            // is given back and the stored session keeps its previous value.
-            if ($this->lockedId === $id) {
-                $this->close();
+        return $this->reported(function () use ($id, $data): bool {
+            $this->checkId($id);
+            try {
+                $this->save($id, $this->encode($data));
+            } finally {
+                // On any failure (an encoding, a full segment, a value over max_value) the
+                // lock is given back and the stored session keeps its previous value.
+                if ($this->lockedId === $id) {
+                    $this->close();
+                }
             }
+            return true;
+        });
+    }
+
+    /** Runs $f; at the end of the request, turns its exception into a warning and false. */
+    private function reported(\Closure $f): bool
+    {
+        try {
+            return $f();
+        } catch (GardenstateException $e) {
+            if (!$this->shuttingDown) {
+                throw $e;
+            }
+            trigger_error(get_class($e) . ': ' . $e->getMessage() . ' (in the session write at the end of the'
+                . ' request: call session_write_close() to get this as an exception)', E_USER_WARNING);
+            return false;
         }
-        return true;
     }
 
     private function save(string $id, ?string $value): void
@@ -192,6 +218,11 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
     }
 
     public function updateTimestamp(string $id, string $data): bool
+    {
+        return $this->reported(fn(): bool => $this->touch($id, $data));
+    }
+
+    private function touch(string $id, string $data): bool
     {
         // lazy_write: the data is unchanged. Unlocking (or any access) pushes the sliding
         // deadline out, so giving the lock back is all there is to do.

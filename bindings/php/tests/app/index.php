@@ -8,6 +8,7 @@
 // ?op=hold         takes the session, writes its pid to $GDS_PHP_PIDFILE, sleeps (holding the lock)
 // ?op=count_linger increments and answers, then (lock released) writes its pid and sleeps
 // ?op=big          stores a value over the segment's max_value in the session
+// ?op=big_end     the same, left for PHP to write at the end of the request (a warning, not a fatal)
 // ?op=object       stores an object in the session (json encoding)
 // ?op=badid        starts a session with a malformed id (strict mode off)
 // ?op=missing      attaches to a segment that does not exist
@@ -65,6 +66,11 @@ try {
             $_SESSION['big'] = str_repeat('x', 2 * 1024 * 1024);
             session_write_close();
             echo "written\n";
+            break;
+        case 'big_end':
+            start($segment);
+            $_SESSION['big'] = str_repeat('x', 2 * 1024 * 1024);
+            echo "end\n";
             break;
         case 'object':
             start($segment);
