@@ -21,11 +21,24 @@ final class Store
     /** @var \FFI\CData|null the gds_store* (null once closed) */
     private ?\FFI\CData $h;
     private \FFI $ffi;
+    // Output parameters, made once per Store and reused by every call (PHP runs one call at
+    // a time; FFI::new parses its type string on each use, which would cost more than the
+    // call). Each call reads them only after the library returned the status that writes them.
+    private \FFI\CData $buf;
+    private \FFI\CData $len;
+    private \FFI\CData $meta;
+    private \FFI\CData $lockInfo;
+    private \FFI\CData $ver;
 
     private function __construct(\FFI $ffi, \FFI\CData $h, private readonly string $name)
     {
         $this->ffi = $ffi;
         $this->h = $h;
+        $this->buf = $ffi->new('uint8_t*');
+        $this->len = $ffi->new('size_t');
+        $this->meta = $ffi->new('gds_meta');
+        $this->lockInfo = $ffi->new('gds_lock_info');
+        $this->ver = $ffi->new('uint64_t');
     }
 
     /**
@@ -86,10 +99,8 @@ final class Store
     public function get(string $key): ?string
     {
         $ffi = $this->ffi;
-        $buf = $ffi->new('uint8_t*');
-        $len = $ffi->new('size_t');
-        $meta = $ffi->new('gds_meta');
-        $st = $ffi->gds_get_alloc($this->handle(), $key, strlen($key), \FFI::addr($buf), \FFI::addr($len), \FFI::addr($meta));
+        [$buf, $len] = [$this->buf, $this->len];
+        $st = $ffi->gds_get_alloc($this->handle(), $key, strlen($key), \FFI::addr($buf), \FFI::addr($len), \FFI::addr($this->meta));
         if ($st === Abi::NOT_FOUND) {
             return null;
         }
@@ -102,8 +113,7 @@ final class Store
     /** Whether `key` is present (extends a sliding deadline, as a read). */
     public function exists(string $key): bool
     {
-        $meta = $this->ffi->new('gds_meta');
-        $st = $this->ffi->gds_get_meta($this->handle(), $key, strlen($key), \FFI::addr($meta));
+        $st = $this->ffi->gds_get_meta($this->handle(), $key, strlen($key), \FFI::addr($this->meta));
         if ($st === Abi::NOT_FOUND) {
             return false;
         }
@@ -157,12 +167,9 @@ final class Store
     public function lock(string $key, ?int $takeoverAfterMs = null): ?array
     {
         $ffi = $this->ffi;
-        $buf = $ffi->new('uint8_t*');
-        $len = $ffi->new('size_t');
-        $meta = $ffi->new('gds_meta');
-        $info = $ffi->new('gds_lock_info');
+        [$buf, $len, $info] = [$this->buf, $this->len, $this->lockInfo];
         $st = $ffi->gds_lock($this->handle(), $key, strlen($key), $takeoverAfterMs ?? PHP_INT_MAX,
-            \FFI::addr($buf), \FFI::addr($len), \FFI::addr($meta), \FFI::addr($info));
+            \FFI::addr($buf), \FFI::addr($len), \FFI::addr($this->meta), \FFI::addr($info));
         if ($st === Abi::OK) {
             return ['value' => $this->take($buf, $len->cdata), 'lock_id' => $info->lock_id,
                 'took_over' => $info->took_over !== 0];
@@ -195,7 +202,7 @@ final class Store
     {
         $ffi = $this->ffi;
         [$kind, $ttl] = self::expiry($ttlMs, $sliding);
-        $ver = $ffi->new('uint64_t');
+        $ver = $this->ver;
         $st = $ffi->gds_set_and_unlock($this->handle(), $key, strlen($key), $lockId, $value, strlen($value),
             $kind, $ttl, \FFI::addr($ver));
         if ($st === Abi::OK) {
@@ -270,7 +277,7 @@ final class Store
     private function write(string $fn, string $key, string $value, ?int $ttlMs, bool $sliding): int
     {
         [$kind, $ttl] = self::expiry($ttlMs, $sliding);
-        $ver = $this->ffi->new('uint64_t');
+        $ver = $this->ver;
         $st = $this->ffi->$fn($this->handle(), $key, strlen($key), $value, strlen($value), $kind, $ttl, \FFI::addr($ver));
         if ($st !== Abi::OK) {
             throw self::error($this->ffi, $st, substr($fn, 4));
