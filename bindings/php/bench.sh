@@ -8,10 +8,13 @@
 #
 #   bindings/php/bench.sh            # from anywhere; as root it installs what is missing:
 #                                    # php8.2-cli php8.2-fpm php8.2-redis nginx redis-server wrk
-#   GDS_PHP_BENCH_SECONDS=10 GDS_PHP_BENCH_CONNECTIONS=8 bindings/php/bench.sh
+#   GDS_PHP_BENCH_SECONDS=5 GDS_PHP_BENCH_ROUNDS=3 GDS_PHP_BENCH_CONNECTIONS=8 bindings/php/bench.sh
+# Handlers take turns, round after round, and the medians are printed: on a shared machine
+# a load change then hits every handler alike.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-secs=${GDS_PHP_BENCH_SECONDS:-10}
+secs=${GDS_PHP_BENCH_SECONDS:-5}
+rounds=${GDS_PHP_BENCH_ROUNDS:-3}
 conns=${GDS_PHP_BENCH_CONNECTIONS:-8}
 
 need=()
@@ -76,23 +79,34 @@ hz=$(getconf CLK_TCK)
 fpm_pid=$(cat "$prefix/fpm.pid")
 nginx_pid=$(cat "$prefix/nginx.pid")
 
-echo "== $(php8.2 -v | head -1 | cut -d' ' -f1-2), nginx, 4 FPM children; wrk -t2 -c$conns -d${secs}s; $(nproc) cores"
+echo "== $(php8.2 -v | head -1 | cut -d' ' -f1-2), nginx, 4 FPM children; wrk -t2 -c$conns -d${secs}s per handler and round, $rounds rounds (interleaved, so load drift hits all alike); $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
+results="$prefix/results"
+: >"$results"
+for round in $(seq "$rounds"); do
+    for h in none files redis gardenstate; do
+        url="http://127.0.0.1:$port/bench.php?h=$h"
+        [ "$round" -eq 1 ] && wrk -t2 -c"$conns" -d2s -s bindings/php/tests/bench.lua "$url" >/dev/null # warm up
+        f0=$(ticks "$fpm_pid"); a0=$((f0 + $(ticks "$nginx_pid") + $(ticks "$redis_pid")))
+        out=$(wrk -t2 -c"$conns" -d"${secs}s" -s bindings/php/tests/bench.lua "$url")
+        f1=$(ticks "$fpm_pid"); a1=$((f1 + $(ticks "$nginx_pid") + $(ticks "$redis_pid")))
+        reqs=$(sed -nE 's/^ *([0-9]+) requests in.*/\1/p' <<<"$out")
+        rps=$(sed -nE 's/^Requests\/sec: *([0-9.]+)/\1/p' <<<"$out")
+        if grep -qE 'Non-2xx|Socket errors' <<<"$out" || [ -z "$reqs" ]; then
+            echo "bench.sh: $h: errors: $out" >&2
+            exit 1
+        fi
+        awk -v h="$h" -v r="$rps" -v n="$reqs" -v f=$((f1 - f0)) -v a=$((a1 - a0)) -v hz="$hz" \
+            'BEGIN { printf "%s %.0f %.0f %.0f\n", h, r, f / hz / n * 1e6, a / hz / n * 1e6 }' >>"$results"
+    done
+done
+echo "medians of $rounds rounds:"
 printf '%-12s %10s %14s %26s\n' handler 'req/s' 'fpm CPU/req' 'fpm+nginx+redis CPU/req'
 for h in none files redis gardenstate; do
-    url="http://127.0.0.1:$port/bench.php?h=$h"
-    wrk -t2 -c"$conns" -d2s -s bindings/php/tests/bench.lua "$url" >/dev/null # warm up
-    f0=$(ticks "$fpm_pid"); a0=$((f0 + $(ticks "$nginx_pid") + $(ticks "$redis_pid")))
-    out=$(wrk -t2 -c"$conns" -d"${secs}s" -s bindings/php/tests/bench.lua "$url")
-    f1=$(ticks "$fpm_pid"); a1=$((f1 + $(ticks "$nginx_pid") + $(ticks "$redis_pid")))
-    reqs=$(sed -nE 's/^ *([0-9]+) requests in.*/\1/p' <<<"$out")
-    rps=$(sed -nE 's/^Requests\/sec: *([0-9.]+)/\1/p' <<<"$out")
-    if grep -qE 'Non-2xx|Socket errors' <<<"$out" || [ -z "$reqs" ]; then
-        echo "bench.sh: $h: errors: $out" >&2
-        exit 1
-    fi
-    awk -v h="$h" -v r="$rps" -v n="$reqs" -v f=$((f1 - f0)) -v a=$((a1 - a0)) -v hz="$hz" \
-        'BEGIN { printf "%-12s %10.0f %11.0f us %23.0f us\n", h, r, f / hz / n * 1e6, a / hz / n * 1e6 }'
+    med() { grep "^$h " "$results" | awk -v c="$1" '{print $c}' | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+    printf '%-12s %10s %11s us %23s us\n' "$h" "$(med 2)" "$(med 3)" "$(med 4)"
 done
+echo "every round (handler req/s fpm-us all-us):"
+sed 's/^/  /' "$results"
 if grep -q 'Fatal' "$prefix/php.log" 2>/dev/null; then
     echo "bench.sh: PHP fatal errors:" >&2
     grep Fatal "$prefix/php.log" >&2
