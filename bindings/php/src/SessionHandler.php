@@ -71,6 +71,15 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
             throw new \InvalidArgumentException('gardenstate: unknown session handler option(s) '
                 . implode(', ', $unknown) . '; known: ' . implode(', ', self::OPTIONS));
         }
+        foreach (['ttl_ms', 'lock_timeout_ms'] as $k) {
+            if (isset($options[$k]) && (!is_int($options[$k]) || $options[$k] < 1)) {
+                throw new \InvalidArgumentException("gardenstate: option $k must be an int >= 1 (or null: the default),"
+                    . ' got ' . var_export($options[$k], true));
+            }
+        }
+        if (!is_string($options['key_prefix'] ?? '') || !is_array($options['store'] ?? [])) {
+            throw new \InvalidArgumentException('gardenstate: option key_prefix must be a string and store an array');
+        }
         $this->prefix = $options['key_prefix'] ?? 'session:';
         $this->encoding = $options['encoding'] ?? 'json';
         if ($this->encoding !== 'json' && $this->encoding !== 'php') {
@@ -79,10 +88,12 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
         $this->ttlMs = $options['ttl_ms'] ?? null;
         $this->lockTimeoutMs = $options['lock_timeout_ms'] ?? null;
         $this->storeOptions = $options['store'] ?? [];
-        $this->sidBytes = $options['sid_bytes'] ?? 32;
-        if ($this->sidBytes < 12 || $this->sidBytes > 96) {
-            throw new \InvalidArgumentException("gardenstate: sid_bytes must be 12..96 (16..128 characters), got {$this->sidBytes}");
+        $sidBytes = $options['sid_bytes'] ?? 32;
+        if (!is_int($sidBytes) || $sidBytes < 12 || $sidBytes > 96) {
+            throw new \InvalidArgumentException('gardenstate: sid_bytes must be an int of 12..96 (ids of 16..128'
+                . ' characters), got ' . var_export($sidBytes, true));
         }
+        $this->sidBytes = $sidBytes;
         // PHP writes a session still open at the end of the request from its shutdown
         // functions (this one runs first: it is registered before session_set_save_handler
         // registers session_write_close); an exception there would be an uncaught fatal error,

@@ -281,6 +281,9 @@ function test_php_encoding_and_regenerate_id(): void
     }
     check_throws(InvalidArgumentException::class, fn() => new SessionHandler(seg(), ['encoding' => 'xml']), 'xml');
     check_throws(InvalidArgumentException::class, fn() => new SessionHandler(seg(), ['ttl' => 1]), 'ttl');
+    check_throws(InvalidArgumentException::class, fn() => new SessionHandler(seg(), ['ttl_ms' => '30']), 'ttl_ms');
+    check_throws(InvalidArgumentException::class, fn() => new SessionHandler(seg(), ['lock_timeout_ms' => 0]), 'lock_timeout_ms');
+    check_throws(InvalidArgumentException::class, fn() => new SessionHandler(seg(), ['sid_bytes' => '32']), 'sid_bytes');
 }
 
 function test_validate_id_and_gc(): void
