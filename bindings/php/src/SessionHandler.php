@@ -47,6 +47,9 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
     private bool $readEmpty = false;
     /** Set by a shutdown function registered before PHP's own (see __construct). */
     private bool $shuttingDown = false;
+    /** Whether this handler opened its Store (then it closes it at the end of the request). */
+    private bool $ownsStore = true;
+    private bool $closeRegistered = false;
 
     /**
      * $segment: the segment name (opened, or created with $options['store'], at
@@ -103,6 +106,7 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
         });
         if ($segment instanceof Store) {
             $this->store = $segment;
+            $this->ownsStore = false;
             $this->segment = $segment->name();
         } else {
             $this->segment = $segment;
@@ -116,9 +120,31 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
 
     public function open(string $path, string $name): bool
     {
-        $this->store ??= Store::open($this->segment, $this->storeOptions);
+        if ($this->store === null) {
+            $this->store = Store::open($this->segment, $this->storeOptions);
+            if (!$this->closeRegistered) {
+                // The handle goes back (mapping and client slot) at the end of the request even
+                // after a fatal error, when PHP runs no destructor but still runs shutdown
+                // functions; this one runs after PHP's session_write_close (registered before).
+                $this->closeRegistered = true;
+                register_shutdown_function(fn() => $this->release());
+            }
+        }
         $this->effectiveTtlMs = $this->ttlMs ?? max(1, (int)ini_get('session.gc_maxlifetime')) * 1000;
         return true;
+    }
+
+    /** End of the request: writes a session still open, then closes the Store it opened. */
+    private function release(): void
+    {
+        if ($this->lockedId !== null && session_status() === PHP_SESSION_ACTIVE) {
+            session_write_close(); // with session_set_save_handler(..., false) PHP would write later
+        }
+        if ($this->ownsStore && $this->store !== null) {
+            $this->close();
+            $this->store->close();
+            $this->store = null;
+        }
     }
 
     public function close(): bool

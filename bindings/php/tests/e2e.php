@@ -189,6 +189,29 @@ function test_a_session_written_by_python_is_continued_by_php(): void
     check_same(42, $n, 'PHP continued the Python session');
 }
 
+function clients(): int
+{
+    exec(escapeshellarg(getenv('GDS_CLI')) . ' stats ' . escapeshellarg(getenv('GDS_PHP_SEGMENT')) . ' --json 2>&1', $out, $rc);
+    check_same(0, $rc, 'gardenstate stats (' . implode(' ', $out) . ')');
+    $stats = json_decode(implode("\n", $out), true);
+    check(isset($stats['stats']['clients']), 'stats has clients: ' . implode(' ', $out));
+    return (int)$stats['stats']['clients'];
+}
+
+function test_a_fatal_error_gives_back_the_lock_and_the_client_slot(): void
+{
+    $sid = '';
+    count_once($sid);
+    $before = clients();
+    for ($i = 0; $i < 20; $i++) {
+        [$status] = http('op=fatal', $sid);
+        check_same(500, $status, 'a fatal error is a 500');
+    }
+    [$n] = count_once($sid); // would wait forever on a lock left behind
+    check_same(22, $n, 'the session after 20 fatal errors (PHP writes it at shutdown, as with files)');
+    check_same($before, clients(), 'client slots in use after 20 fatal errors');
+}
+
 function test_bad_input_gives_a_clear_exception_not_a_fatal_error(): void
 {
     $cases = [

@@ -9,6 +9,8 @@
 // ?op=count_linger increments and answers, then (lock released) writes its pid and sleeps
 // ?op=big          stores a value over the segment's max_value in the session
 // ?op=big_end     the same, left for PHP to write at the end of the request (a warning, not a fatal)
+// ?op=fatal       a PHP fatal error (memory exhausted) while the session is open (its lock and
+//                  client slot must go back)
 // ?op=object       stores an object in the session (json encoding)
 // ?op=badid        starts a session with a malformed id (strict mode off)
 // ?op=missing      attaches to a segment that does not exist
@@ -71,6 +73,13 @@ try {
             start($segment);
             $_SESSION['big'] = str_repeat('x', 2 * 1024 * 1024);
             echo "end\n";
+            break;
+        case 'fatal':
+            start($segment);
+            $_SESSION['count'] = ($_SESSION['count'] ?? 0) + 1;
+            // A fatal error proper (E_ERROR: no exception, no destructor runs), marked for test.sh.
+            ini_set('memory_limit', (string)(memory_get_usage() + 4 * 1024 * 1024));
+            $gds_test_intentional_fatal = str_repeat('x', 64 * 1024 * 1024);
             break;
         case 'object':
             start($segment);
