@@ -233,7 +233,8 @@ enum gds_status
      */
     GDS_ERR_FEED_OVERFLOW = 26,
     /**
-     * An operating-system call failed (mmap, open, ...); the message names it.
+     * An operating-system call failed (mmap, open, ...), or `gds_create` found no room in the
+     * segment directory to reserve the segment's memory; the message names it (and the fixes).
      */
     GDS_ERR_IO = 30,
     /**
@@ -266,7 +267,8 @@ enum gds_status
      */
     GDS_ERR_INVALID_OPTIONS = 37,
     /**
-     * The segment file is a symlink, not a regular file, or owned by another user.
+     * The segment file is a symlink, not a regular file, owned by another user, or a sparse
+     * file whose memory is not all reserved.
      */
     GDS_ERR_REFUSED = 38,
     /**

@@ -3,7 +3,10 @@
 //! Creation protocol (race-free when many processes start at once):
 //! 1. `open(O_CREAT|O_EXCL|O_NOFOLLOW, 0000)`: exactly one process wins and is the creator;
 //!    the file is unreadable by other non-root users until step 4.
-//! 2. The creator sizes it (zero-filled), maps it and writes the immutable header.
+//! 2. The creator sizes it and reserves its memory (`posix_fallocate`: a segment that does not
+//!    fit its filesystem fails here with `NoSpace`, naming the room missing and the fixes,
+//!    instead of killing its users with SIGBUS once the filesystem fills), maps it and writes
+//!    the immutable header.
 //! 3. The creator sets the file mode to exactly the requested mode (fchmod: the umask cannot
 //!    change it), then stamps `H_STATE = READY` last, with release ordering.
 //! 4. Every other process (the losers of step 1, and later attachers) opens the file and waits
@@ -13,6 +16,12 @@
 //! after their wait limit; `destroy` removes it. Once stamped, a segment has its final mode
 //! (the mode used to be set after the stamp: a creator killed in between left a READY segment
 //! at mode 0000 that no non-root user could ever open; failpoint `create.after_ready`).
+//!
+//! Attach refuses, before mapping anything, a file whose memory is not all reserved (a sparse
+//! file: fewer allocated blocks than bytes; `Unreserved`): a touch of one of its holes could
+//! raise SIGBUS once the filesystem is full. This needs a filesystem that counts reserved
+//! blocks in `st_blocks` (tmpfs, ext4, xfs do); one that does not (a compressing filesystem)
+//! cannot hold segments.
 
 use crate::error::{Error, Result};
 use crate::failpoint::failpoint;
@@ -115,6 +124,13 @@ impl Segment {
                     "file size",
                     format!("{len} bytes is smaller than the {}-byte header", HEADER_WORDS * 8),
                 ));
+            }
+            // Before mapping it: even a read of a hole faults in a page, which a full tmpfs
+            // answers with SIGBUS. Every segment `create` makes is reserved from the moment
+            // it has a size (os.rs `create_exclusive`): a hole is never a creator at work.
+            let reserved = os::reserved_bytes(&file, &path, len)?;
+            if reserved < len {
+                return Err(Error::Unreserved { path: path.display().to_string(), size: len, reserved });
             }
             let map = os::map(&file, &path)?;
             let mem = Segment::mem_of(&map);

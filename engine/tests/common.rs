@@ -157,7 +157,9 @@ pub fn check_value(key: &[u8], v: &[u8]) -> Result<Option<Ident>, String> {
 pub fn child_command(child_test: &str, envs: &[(&str, String)]) -> Command {
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
-    cmd.args(["--exact", child_test, "--nocapture", "--test-threads=1", "--quiet"]);
+    // --include-ignored: child roles are `#[ignore = "child role of ..."]` (not tests of their
+    // own), and --exact picks the one role out of them.
+    cmd.args(["--include-ignored", "--exact", child_test, "--nocapture", "--test-threads=1", "--quiet"]);
     for (k, v) in envs {
         cmd.env(k, v);
     }

@@ -51,7 +51,8 @@ pub enum gds_status {
     /// `gds_feed_read`: the change feed overwrote entries past the cursor; resync with a scan.
     GDS_ERR_FEED_OVERFLOW = 26,
 
-    /// An operating-system call failed (mmap, open, ...); the message names it.
+    /// An operating-system call failed (mmap, open, ...), or `gds_create` found no room in the
+    /// segment directory to reserve the segment's memory; the message names it (and the fixes).
     GDS_ERR_IO = 30,
     /// `gds_create`: a segment of that name exists already.
     GDS_ERR_SEGMENT_EXISTS = 31,
@@ -68,7 +69,8 @@ pub enum gds_status {
     GDS_ERR_NOT_READY = 36,
     /// Options out of range, or a segment name not of 1-200 characters from `[A-Za-z0-9._-]`.
     GDS_ERR_INVALID_OPTIONS = 37,
-    /// The segment file is a symlink, not a regular file, or owned by another user.
+    /// The segment file is a symlink, not a regular file, owned by another user, or a sparse
+    /// file whose memory is not all reserved.
     GDS_ERR_REFUSED = 38,
 
     /// A required pointer argument was NULL. Nothing was done.
@@ -215,7 +217,8 @@ impl From<engine::Error> for Fail {
             E::Corrupt { .. } => GDS_ERR_CORRUPT,
             E::NotReady { .. } => GDS_ERR_NOT_READY,
             E::InvalidOptions(_) => GDS_ERR_INVALID_OPTIONS,
-            E::Refused { .. } => GDS_ERR_REFUSED,
+            E::Refused { .. } | E::Unreserved { .. } => GDS_ERR_REFUSED,
+            E::NoSpace { .. } => GDS_ERR_IO,
             _ => GDS_ERR_UNKNOWN,
         };
         Fail::new(status, e.to_string())
