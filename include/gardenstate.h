@@ -251,7 +251,8 @@ enum gds_status
     GDS_ERR_PERMISSION = 33,
     /**
      * The segment was made by an incompatible build (byte order, layout version), or
-     * `gds_open` was given other options than it was created with.
+     * `gds_open` was given other options than it was created with, or it was created before
+     * the host's last reboot or in a time namespace with another monotonic clock.
      */
     GDS_ERR_INCOMPATIBLE = 34,
     /**

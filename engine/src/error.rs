@@ -60,11 +60,23 @@ pub enum Error {
     /// `size` bytes are allocated): touching a hole could raise SIGBUS once its filesystem
     /// is full, so it is refused.
     Unreserved { path: String, size: u64, reserved: u64 },
+    /// The segment was created before this host's last reboot: the CLOCK_MONOTONIC deadlines
+    /// in it (expiries, lock times, leases) belong to a clock that restarted.
+    OtherBoot { path: String, segment_boot: u64, this_boot: u64 },
+    /// The segment was created in a time namespace whose CLOCK_MONOTONIC differs from this
+    /// process's (offsets in nanoseconds): every deadline in it would be misread by the
+    /// difference.
+    OtherTimeNamespace { path: String, segment_offset_ns: i64, this_offset_ns: i64 },
 }
 
 /// `bytes` with a readable unit: "73924608 bytes (70.5 MiB)".
 fn bytes_text(bytes: u64) -> String {
     format!("{bytes} bytes ({:.1} MiB)", bytes as f64 / (1u64 << 20) as f64)
+}
+
+/// Nanoseconds as seconds, with a sign: "+2592000.000 s".
+fn offset_text(ns: i64) -> String {
+    format!("{:+.3} s", ns as f64 / 1e9)
 }
 
 impl fmt::Display for Error {
@@ -141,6 +153,24 @@ impl fmt::Display for Error {
                  creation reserves the memory, or says how much room is missing",
                 bytes_text(*reserved),
                 bytes_text(*size)
+            ),
+            Error::OtherBoot { path, segment_boot, this_boot } => write!(
+                f,
+                "refusing {path}: it was created before this host's last reboot (boot id hash \
+                 {segment_boot:#018x}, this boot {this_boot:#018x}); the CLOCK_MONOTONIC \
+                 deadlines in it (expiries, locks, leases) belong to a clock that restarted. \
+                 Destroy it (`gardenstate destroy`) and create it again; a standby's resync \
+                 brings its sessions back"
+            ),
+            Error::OtherTimeNamespace { path, segment_offset_ns, this_offset_ns } => write!(
+                f,
+                "refusing {path}: it was created in a time namespace whose CLOCK_MONOTONIC is \
+                 offset by {} from the host's, and this process's is offset by {}: every \
+                 deadline in it (expiries, locks, leases) would be misread by the difference. \
+                 Use it from processes of the creator's time namespace (or one with the same \
+                 monotonic offset), or give each time namespace its own segment",
+                offset_text(*segment_offset_ns),
+                offset_text(*this_offset_ns)
             ),
         }
     }

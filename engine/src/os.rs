@@ -213,6 +213,58 @@ pub fn now_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
+/// Which boot of the host and which monotonic clock a process sees: what the header records
+/// at creation (layout.rs `H_BOOT_ID`, `H_CLOCK_OFFSET`) and attach compares, because every
+/// deadline in a segment is a [`now_ms`] value, meaningful only on the clock it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockId {
+    /// A hash of `/proc/sys/kernel/random/boot_id` (a random UUID the kernel draws at boot);
+    /// never 0.
+    pub boot: u64,
+    /// This process's time-namespace offset of CLOCK_MONOTONIC, in nanoseconds (0 outside a
+    /// time namespace, and on kernels without them).
+    pub monotonic_offset_ns: i64,
+}
+
+/// This process's [`ClockId`]. An error if `/proc` cannot tell (a made-up answer could let a
+/// segment of another clock in, or refuse a good one).
+pub fn clock_id() -> Result<ClockId> {
+    let path = std::path::Path::new("/proc/sys/kernel/random/boot_id");
+    let text = std::fs::read_to_string(path).map_err(|e| io("read", path, e))?;
+    let boot = xxhash_rust::xxh3::xxh3_64(text.trim().as_bytes()).max(1);
+    Ok(ClockId { boot, monotonic_offset_ns: monotonic_offset_ns()? })
+}
+
+/// The CLOCK_MONOTONIC offset of this process's time namespace, from
+/// `/proc/self/timens_offsets` (lines `<clock> <secs> <nanosecs>`, the clock named or
+/// numbered): the namespace an `unshare -T` (or a container runtime) put it in before its
+/// `exec`. No such file: a kernel without time namespaces, offset 0.
+fn monotonic_offset_ns() -> Result<i64> {
+    let path = std::path::Path::new("/proc/self/timens_offsets");
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io("read", path, e)),
+    };
+    let monotonic = libc::CLOCK_MONOTONIC.to_string();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_ascii_whitespace().collect();
+        if let [clock, secs, nanos] = f[..]
+            && (clock == "monotonic" || clock == monotonic)
+        {
+            let parsed = secs.parse::<i64>().ok().zip(nanos.parse::<i64>().ok());
+            if let Some(ns) = parsed.and_then(|(s, n)| s.checked_mul(1_000_000_000)?.checked_add(n)) {
+                return Ok(ns);
+            }
+        }
+    }
+    Err(io(
+        "parse the monotonic offset in",
+        path,
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unexpected content {text:?}")),
+    ))
+}
+
 /// Random bytes from the kernel (for the hash seed and dataset ids).
 pub fn random_u64() -> Result<u64> {
     let mut b = [0u8; 8];

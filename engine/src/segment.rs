@@ -22,10 +22,20 @@
 //! raise SIGBUS once the filesystem is full. This needs a filesystem that counts reserved
 //! blocks in `st_blocks` (tmpfs, ext4, xfs do); one that does not (a compressing filesystem)
 //! cannot hold segments.
+//!
+//! Attach also refuses a segment made on another clock: every deadline in a segment is a
+//! CLOCK_MONOTONIC reading, so a segment from before the last reboot (`OtherBoot`: kept in a
+//! persistent `GARDENSTATE_SHM_DIR`) or made in a time namespace with another monotonic offset
+//! (`OtherTimeNamespace`) would have its expiries, lock ages and leases misread by the clock's
+//! jump (layout.rs `H_BOOT_ID`, `H_CLOCK_OFFSET`). Refused, not rebased: rebasing would need
+//! the old clock's reading at the moment the new one started, which nobody recorded, and a
+//! rebase racing live writers would tear deadlines. Destroy and recreate (a standby's resync
+//! refills it). A process that enters another time namespace after attaching (a `setns` or an
+//! `unshare -T` without `exec`) is not noticed: none of our runtimes does that.
 
 use crate::error::{Error, Result};
 use crate::failpoint::failpoint;
-use crate::layout::{Geometry, H_STATE, HEADER_WORDS, Options, READY};
+use crate::layout::{Geometry, H_BOOT_ID, H_CLOCK_OFFSET, H_STATE, HEADER_WORDS, HeaderIds, Options, READY};
 use crate::mem::Mem;
 use crate::os;
 use crate::sync::Ordering;
@@ -66,6 +76,7 @@ impl Segment {
     pub fn create(name: &str, opts: &Options) -> Result<Option<Segment>> {
         let g = Geometry::from_options(opts)?;
         let path = os::segment_path(name)?;
+        let clock = os::clock_id()?;
         let Some(file) = os::create_exclusive(&path, g.segment_bytes)? else {
             return Ok(None);
         };
@@ -76,7 +87,13 @@ impl Segment {
             let unix_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
-            g.write_header(&seg.mem, opts, os::random_u64()?, os::random_u64()?, unix_ms);
+            let ids = HeaderIds {
+                seed: os::random_u64()?,
+                dataset: os::random_u64()?,
+                now_unix_ms: unix_ms,
+                clock,
+            };
+            g.write_header(&seg.mem, opts, ids);
             let seed = seg.mem.w(crate::layout::H_HASH_SEED).load(Ordering::Relaxed);
             let seg = Segment { seed, evict: opts.evict, ..seg };
             // The mode before the stamp: a creator killed between the two must not leave a
@@ -145,6 +162,7 @@ impl Segment {
                 return Err(Error::NotReady { waited: wait });
             }
             let g = Geometry::validate(&mem, len)?;
+            same_clock(&mem, os::clock_id()?, &path)?;
             let seg = Segment::from_map(map, g, path)?;
             let seed = seg.mem.w(crate::layout::H_HASH_SEED).load(Ordering::Relaxed);
             let evict =
@@ -175,7 +193,7 @@ impl Segment {
         // where it is); it is only ever accessed atomically, through `Mem` (AtomicU64 is an
         // UnsafeCell, so writing through a pointer from `as_ptr` is allowed).
         let mem = unsafe { Mem::from_raw(words.as_ptr() as *mut u8, words.len()) };
-        g.write_header(&mem, opts, seed, 1, 0);
+        g.write_header(&mem, opts, HeaderIds::unit_test(seed));
         mem.w(H_STATE).store(READY, Ordering::Release);
         let full_scan_memo = Segment::memo(&g);
         Ok(Segment {
@@ -203,7 +221,7 @@ impl Segment {
     pub fn model(opts: &Options, seed: u64, live: impl Fn(usize) -> bool) -> Result<Segment> {
         let g = Geometry::from_options(opts)?;
         let mem = Mem::zeroed(g.segment_bytes as usize / 8, live);
-        g.write_header(&mem, opts, seed, 1, 0);
+        g.write_header(&mem, opts, HeaderIds::unit_test(seed));
         mem.w(H_STATE).store(READY, Ordering::Release);
         let full_scan_memo = Segment::memo(&g);
         Ok(Segment { mem, g, seed, evict: opts.evict, path: PathBuf::new(), full_scan_memo })
@@ -238,4 +256,27 @@ impl Segment {
     pub fn destroy(name: &str) -> Result<bool> {
         os::unlink(&os::segment_path(name)?)
     }
+}
+
+/// Refuses a segment whose deadlines were read from another clock than this process's: made
+/// in another boot, or in a time namespace with another monotonic offset (layout.rs
+/// `H_BOOT_ID`, `H_CLOCK_OFFSET`).
+fn same_clock(mem: &Mem, here: os::ClockId, path: &std::path::Path) -> Result<()> {
+    let segment_boot = mem.w(H_BOOT_ID).load(Ordering::Relaxed);
+    if segment_boot != here.boot {
+        return Err(Error::OtherBoot {
+            path: path.display().to_string(),
+            segment_boot,
+            this_boot: here.boot,
+        });
+    }
+    let segment_offset_ns = mem.w(H_CLOCK_OFFSET).load(Ordering::Relaxed) as i64;
+    if segment_offset_ns != here.monotonic_offset_ns {
+        return Err(Error::OtherTimeNamespace {
+            path: path.display().to_string(),
+            segment_offset_ns,
+            this_offset_ns: here.monotonic_offset_ns,
+        });
+    }
+    Ok(())
 }

@@ -61,7 +61,8 @@ pub enum gds_status {
     /// The operating system denied access to the segment file.
     GDS_ERR_PERMISSION = 33,
     /// The segment was made by an incompatible build (byte order, layout version), or
-    /// `gds_open` was given other options than it was created with.
+    /// `gds_open` was given other options than it was created with, or it was created before
+    /// the host's last reboot or in a time namespace with another monotonic clock.
     GDS_ERR_INCOMPATIBLE = 34,
     /// The segment is damaged. Destroy and recreate it.
     GDS_ERR_CORRUPT = 35,
@@ -219,6 +220,7 @@ impl From<engine::Error> for Fail {
             E::InvalidOptions(_) => GDS_ERR_INVALID_OPTIONS,
             E::Refused { .. } | E::Unreserved { .. } => GDS_ERR_REFUSED,
             E::NoSpace { .. } => GDS_ERR_IO,
+            E::OtherBoot { .. } | E::OtherTimeNamespace { .. } => GDS_ERR_INCOMPATIBLE,
             _ => GDS_ERR_UNKNOWN,
         };
         Fail::new(status, e.to_string())
