@@ -184,6 +184,20 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// Sends SIGCONT to `pid` (a child stopped at a failpoint).
+pub fn sigcont(pid: u32) {
+    // SAFETY: kill(2) has no memory-safety preconditions; `pid` is a child we spawned and
+    // have not reaped yet, so the pid cannot have been reused.
+    let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+    assert_eq!(r, 0, "kill({pid}, SIGCONT): {}", std::io::Error::last_os_error());
+}
+
+/// The state letter of process `pid` (`R`, `S`, `T` = stopped, `Z`, ...), if it exists.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].split_ascii_whitespace().next()?.chars().next()
+}
+
 /// Sends SIGKILL to `pid`.
 pub fn sigkill(pid: u32) {
     // SAFETY: kill(2) has no memory-safety preconditions; `pid` is a child we spawned and
