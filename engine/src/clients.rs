@@ -64,6 +64,20 @@ fn state_of(w: u64) -> u64 {
     w & 0xff
 }
 
+/// A dead client's slot this process took for reclaiming (`taken`), handed back to its dead
+/// owner's word when dropped (unwinding out of the recovery).
+struct GiveBack<'s> {
+    owner: &'s crate::sync::AtomicU64,
+    taken: u64,
+    dead: u64,
+}
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        let _ = self.owner.compare_exchange(self.taken, self.dead, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
 impl Segment {
     pub(crate) fn client_base(&self, idx: usize) -> usize {
         self.g.clients_off + idx * CLIENT_WORDS
@@ -159,8 +173,14 @@ impl Segment {
             if ow.compare_exchange(w, taken, Ordering::AcqRel, Ordering::Relaxed).is_err() {
                 continue;
             }
+            // A panic inside the recovery (caught by a caller) must not leave the slot
+            // RECLAIMING under this live process, where nobody would ever finish it: the
+            // guard hands it back to its dead owner's word, for the next sweep to reclaim
+            // again (settling a journal is idempotent, as several reclaimers may run it).
+            let give_back = GiveBack { owner: ow, taken, dead: w };
             self.settle_journal(idx);
             stats::retire(&self.mem, base);
+            std::mem::forget(give_back); // recovered: nothing to give back
             if ow
                 .compare_exchange(taken, pack(0, gen_of(w), FREE), Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()

@@ -934,3 +934,58 @@ fn a_panic_at_every_failpoint_unwinds_cleanly() {
         println!("  {name}:{nth}: panicked after {ops} operations, unwound cleanly");
     }
 }
+
+/// A panic inside the reclaim of a dead client (while freeing the record its journal names)
+/// hands the slot back instead of leaving it RECLAIMING under this live process, where no
+/// sweep would ever finish it: the next sweep reclaims it, and nothing is lost or leaked.
+#[test]
+fn a_panic_while_reclaiming_a_dead_client_leaves_it_for_the_next_sweep() {
+    let seg = Seg::new("fp-panic-reclaim");
+    let st = Store::create(&seg.name, &opts()).unwrap();
+    let cap = fresh_capacity();
+    assert_eq!(st.get(b"warm-up").unwrap(), None); // this thread's client slot
+    let clients0 = st.stats().clients;
+    // A victim killed right after publishing an update: its journal names the displaced record.
+    let dir = Scratch::new("panic-reclaim");
+    let (jpath, mark) = (dir.0.join("victim.journal"), dir.0.join("victim.mark"));
+    drop(Journal::create(&jpath));
+    let cmd = child_command(
+        "child_victim",
+        &[
+            (ROLE_VAR, "victim".to_string()),
+            ("GDS_FAILPOINT", "update.after_publish:1".to_string()),
+            ("GDS_FAILPOINT_MARK", mark.display().to_string()),
+            ("GDS_SEG", seg.name.clone()),
+            ("GDS_JOURNAL", jpath.display().to_string()),
+            ("GDS_SEED", "7".to_string()),
+        ],
+    );
+    let run = run_child(cmd, VICTIM_LIMIT + Duration::from_secs(30));
+    assert_eq!(run.signal(), Some(libc::SIGKILL), "{}", run.describe());
+    assert_eq!(st.stats().clients, clients0 + 1, "the dead victim's slot is there to reclaim");
+
+    let armed =
+        gardenstate::panic_at_failpoint("heap.free_after_state", 1, Some(std::thread::current().id()));
+    let r = std::panic::catch_unwind(|| st.sweep(u64::MAX));
+    assert!(r.is_err() && armed.reached(), "the reclaim did not panic where armed: {r:?}");
+
+    let report = sweep_fully(&st);
+    assert_eq!(
+        report.dead_clients_reclaimed, 1,
+        "the next sweep did not reclaim the dead victim: {report:?}"
+    );
+    assert_eq!(st.stats().clients, clients0);
+    assert!(st.drain_writers(Duration::ZERO));
+    let report = st.check();
+    assert!(
+        report.problems.is_empty() && report.dead_clients == 0 && report.leaked_blocks == 0,
+        "fsck after the reclaim: {report:#?}"
+    );
+    let mut keys = Vec::new();
+    st.scan(|e| keys.push(e.key)).unwrap();
+    for k in &keys {
+        st.delete(k).unwrap();
+    }
+    sweep_fully(&st);
+    assert_eq!(fill(&st), cap, "blocks lost");
+}
