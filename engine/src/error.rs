@@ -147,8 +147,9 @@ impl fmt::Display for Error {
             ),
             Error::Unreserved { path, size, reserved } => write!(
                 f,
-                "refusing {path}: only {} of its {} have memory reserved (a sparse file: not \
-                 made by gardenstate's create, or grown since); using it could kill this \
+                "refusing {path}: only {} of its {} have memory reserved (a sparse file: made \
+                 by a build older than layout 2, which did not reserve it, or not by create, or \
+                 grown since); using it could kill this \
                  process with SIGBUS once its filesystem fills. Destroy it and create it again: \
                  creation reserves the memory, or says how much room is missing",
                 bytes_text(*reserved),
