@@ -233,7 +233,8 @@ enum gds_status
      */
     GDS_ERR_FEED_OVERFLOW = 26,
     /**
-     * An operating-system call failed (mmap, open, ...); the message names it.
+     * An operating-system call failed (mmap, open, ...), or `gds_create` found no room in the
+     * segment directory to reserve the segment's memory; the message names it (and the fixes).
      */
     GDS_ERR_IO = 30,
     /**
@@ -250,7 +251,8 @@ enum gds_status
     GDS_ERR_PERMISSION = 33,
     /**
      * The segment was made by an incompatible build (byte order, layout version), or
-     * `gds_open` was given other options than it was created with.
+     * `gds_open` was given other options than it was created with, or it was created before
+     * the host's last reboot or in a time namespace with another monotonic clock.
      */
     GDS_ERR_INCOMPATIBLE = 34,
     /**
@@ -266,7 +268,8 @@ enum gds_status
      */
     GDS_ERR_INVALID_OPTIONS = 37,
     /**
-     * The segment file is a symlink, not a regular file, or owned by another user.
+     * The segment file is a symlink, not a regular file, owned by another user, or a sparse
+     * file whose memory is not all reserved.
      */
     GDS_ERR_REFUSED = 38,
     /**

@@ -20,6 +20,10 @@
 //!   stale bitmap bit is cleared (heap.rs H2).
 //! - its counters fold into the retired totals; the slot becomes FREE.
 //!
+//! A live client whose operation unwinds (a panic) settles its own journal the same way
+//! (`abandon_operation`, run by a drop guard in store.rs), so a caught panic leaks nothing and
+//! leaves no `C_WRITING` raised.
+//!
 //! Locks held by the dead process are not touched here: whoever meets them sees the dead owner
 //! and takes them over (store.rs). Nothing here waits for the dead client.
 
@@ -58,6 +62,20 @@ fn gen_of(w: u64) -> u64 {
 }
 fn state_of(w: u64) -> u64 {
     w & 0xff
+}
+
+/// A dead client's slot this process took for reclaiming (`taken`), handed back to its dead
+/// owner's word when dropped (unwinding out of the recovery).
+struct GiveBack<'s> {
+    owner: &'s crate::sync::AtomicU64,
+    taken: u64,
+    dead: u64,
+}
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        let _ = self.owner.compare_exchange(self.taken, self.dead, Ordering::AcqRel, Ordering::Relaxed);
+    }
 }
 
 impl Segment {
@@ -155,10 +173,14 @@ impl Segment {
             if ow.compare_exchange(w, taken, Ordering::AcqRel, Ordering::Relaxed).is_err() {
                 continue;
             }
-            self.recover_journal(idx);
+            // A panic inside the recovery (caught by a caller) must not leave the slot
+            // RECLAIMING under this live process, where nobody would ever finish it: the
+            // guard hands it back to its dead owner's word, for the next sweep to reclaim
+            // again (settling a journal is idempotent, as several reclaimers may run it).
+            let give_back = GiveBack { owner: ow, taken, dead: w };
+            self.settle_journal(idx);
             stats::retire(&self.mem, base);
-            self.mem.w(base + C_J_NEW).store(0, Ordering::Relaxed);
-            self.mem.w(base + C_J_OLD).store(0, Ordering::Relaxed);
+            std::mem::forget(give_back); // recovered: nothing to give back
             if ow
                 .compare_exchange(taken, pack(0, gen_of(w), FREE), Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
@@ -188,6 +210,27 @@ impl Segment {
             && slot::block(w) as u64 == off
             && slot::generation(w) == block::generation(st) & slot::GEN_MASK;
         holds.then_some((pos, w))
+    }
+
+    /// Undoes or completes, from client `idx`'s journal, what its interrupted operation had
+    /// taken or given up (see the module comment), then clears the journal.
+    fn settle_journal(&self, idx: usize) {
+        let base = self.client_base(idx);
+        self.recover_journal(idx);
+        self.mem.w(base + C_J_NEW).store(0, Ordering::Relaxed);
+        self.mem.w(base + C_J_OLD).store(0, Ordering::Relaxed);
+    }
+
+    /// Client `idx`'s own thread unwinding out of an operation (a panic, caught by a caller
+    /// such as the C ABI's boundary): leaves the segment as a kill there would, and gives back
+    /// what reclaiming the killed client would, so the live client goes on with a clean slot.
+    /// The journal is settled exactly as a reclaimer settles a dead client's (nobody else
+    /// touches a live client's journal, and every step is the reclaimer's CAS, safe against
+    /// concurrent operations of others), and `C_WRITING` is lowered (a write that unwound
+    /// was never acknowledged: `drain_writers` must not wait for it).
+    pub(crate) fn abandon_operation(&self, idx: usize) {
+        self.settle_journal(idx);
+        self.mem.w(self.client_base(idx) + C_WRITING).store(0, Ordering::SeqCst);
     }
 
     fn recover_journal(&self, idx: usize) {

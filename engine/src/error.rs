@@ -53,6 +53,30 @@ pub enum Error {
     InvalidOptions(String),
     /// The segment file is not ours to open: a symlink, another owner, not a regular file.
     Refused { path: String, reason: String },
+    /// `create`: the filesystem of `dir` has no room to reserve the segment's `needed` bytes
+    /// (`free` is what it had, if it could tell). Nothing was created.
+    NoSpace { dir: String, needed: u64, free: Option<u64> },
+    /// The segment file's memory is not all reserved (a sparse file: only `reserved` of its
+    /// `size` bytes are allocated): touching a hole could raise SIGBUS once its filesystem
+    /// is full, so it is refused.
+    Unreserved { path: String, size: u64, reserved: u64 },
+    /// The segment was created before this host's last reboot: the CLOCK_MONOTONIC deadlines
+    /// in it (expiries, lock times, leases) belong to a clock that restarted.
+    OtherBoot { path: String, segment_boot: u64, this_boot: u64 },
+    /// The segment was created in a time namespace whose CLOCK_MONOTONIC differs from this
+    /// process's (offsets in nanoseconds): every deadline in it would be misread by the
+    /// difference.
+    OtherTimeNamespace { path: String, segment_offset_ns: i64, this_offset_ns: i64 },
+}
+
+/// `bytes` with a readable unit: "73924608 bytes (70.5 MiB)".
+fn bytes_text(bytes: u64) -> String {
+    format!("{bytes} bytes ({:.1} MiB)", bytes as f64 / (1u64 << 20) as f64)
+}
+
+/// Nanoseconds as seconds, with a sign: "+2592000.000 s".
+fn offset_text(ns: i64) -> String {
+    format!("{:+.3} s", ns as f64 / 1e9)
 }
 
 impl fmt::Display for Error {
@@ -110,6 +134,45 @@ impl fmt::Display for Error {
             ),
             Error::InvalidOptions(s) => write!(f, "invalid options: {s}"),
             Error::Refused { path, reason } => write!(f, "refusing {path}: {reason}"),
+            Error::NoSpace { dir, needed, free } => write!(
+                f,
+                "no room in {dir} for the segment: it needs {}, {} free (its memory is reserved \
+                 when it is created, so that no write can later die of SIGBUS on a full \
+                 filesystem). Give {dir} more room (a container's /dev/shm: `docker run \
+                 --shm-size=<size>`, or in Kubernetes an emptyDir volume with medium Memory and \
+                 a sizeLimit), create a smaller segment (a smaller capacity, max_entries or \
+                 feed_len), or create it in a larger tmpfs named by GARDENSTATE_SHM_DIR",
+                bytes_text(*needed),
+                free.map_or_else(|| "an unknown amount".to_string(), bytes_text)
+            ),
+            Error::Unreserved { path, size, reserved } => write!(
+                f,
+                "refusing {path}: only {} of its {} have memory reserved (a sparse file: made \
+                 by a build older than layout 2, which did not reserve it, or not by create, or \
+                 grown since); using it could kill this \
+                 process with SIGBUS once its filesystem fills. Destroy it and create it again: \
+                 creation reserves the memory, or says how much room is missing",
+                bytes_text(*reserved),
+                bytes_text(*size)
+            ),
+            Error::OtherBoot { path, segment_boot, this_boot } => write!(
+                f,
+                "refusing {path}: it was created before this host's last reboot (boot id hash \
+                 {segment_boot:#018x}, this boot {this_boot:#018x}); the CLOCK_MONOTONIC \
+                 deadlines in it (expiries, locks, leases) belong to a clock that restarted. \
+                 Destroy it (`gardenstate destroy`) and create it again; a standby's resync \
+                 brings its sessions back"
+            ),
+            Error::OtherTimeNamespace { path, segment_offset_ns, this_offset_ns } => write!(
+                f,
+                "refusing {path}: it was created in a time namespace whose CLOCK_MONOTONIC is \
+                 offset by {} from the host's, and this process's is offset by {}: every \
+                 deadline in it (expiries, locks, leases) would be misread by the difference. \
+                 Use it from processes of the creator's time namespace (or one with the same \
+                 monotonic offset), or give each time namespace its own segment",
+                offset_text(*segment_offset_ns),
+                offset_text(*this_offset_ns)
+            ),
         }
     }
 }

@@ -7,12 +7,16 @@
 //! to nothing (zero cost). With it, a failpoint can kill or stall what reaches it:
 //! - `GDS_FAILPOINT=name[:n[:action]]` makes the `n`-th hit (default 1) of failpoint `name` in
 //!   this process send itself SIGKILL (`kill`, the default) or SIGSTOP (`stop`: the whole
-//!   process stalls there, for as long as the test waits before its SIGCONT). If
+//!   process stalls there, for as long as the test waits before its SIGCONT), or panic there
+//!   (`panic`: the operation unwinds, as one does when a caller catches panics). If
 //!   `GDS_FAILPOINT_MARK=<path>` is set too, the name is appended to that file just before,
 //!   so a test can tell the failpoint it armed was the one that fired.
 //! - [`pause`] (in-process) parks only the thread that makes the `n`-th hit, until the test
 //!   releases it: a writer stalled at an exact instruction while other threads go on, for
 //!   any number of their operations (a stall of any length, without a clock).
+//! - [`panic_at`] (in-process) makes the `n`-th hit by one thread panic: the operation
+//!   unwinds out of the engine from exactly there, and must leave the segment as a kill would
+//!   and give back what a kill's reclaim would (store.rs, "Unwinding").
 //!
 //! Every failpoint name is listed in [`NAMES`] (tests iterate over it, so a failpoint removed
 //! from the code but left in the list fails its test, never hit).
@@ -57,6 +61,8 @@ mod imp {
         /// SIGSTOP to the whole process: it stalls there until a SIGCONT (a test's stand-in
         /// for CPU throttling, swap or a debugger).
         Stop,
+        /// A panic in the thread that hits it.
+        Panic,
     }
 
     struct Armed {
@@ -75,7 +81,8 @@ mod imp {
         let action = match parts.next().map(str::trim) {
             None | Some("kill") => Action::Kill,
             Some("stop") => Action::Stop,
-            Some(other) => panic!("GDS_FAILPOINT {spec:?}: unknown action {other:?} (kill or stop)"),
+            Some("panic") => Action::Panic,
+            Some(other) => panic!("GDS_FAILPOINT {spec:?}: unknown action {other:?} (kill, stop or panic)"),
         };
         let mark = std::env::var_os("GDS_FAILPOINT_MARK").map(Into::into);
         Armed { name, nth: nth.max(1), hits: AtomicU64::new(0), mark, action }
@@ -86,11 +93,13 @@ mod imp {
         ARMED.get_or_init(|| std::env::var("GDS_FAILPOINT").ok().map(|s| parse(&s))).as_ref()
     }
 
-    /// A thread stall armed from inside the process (see [`pause`]).
+    /// A thread stall (see [`pause`]) or panic (see [`panic_at`]) armed from inside the process.
     #[derive(Debug)]
     pub struct Pause {
         name: &'static str,
         nth: u64,
+        /// Panic at the hit instead of parking there.
+        panics: bool,
         /// Only hits by this thread count (None: any thread of the process).
         thread: Option<std::thread::ThreadId>,
         hits: AtomicU64,
@@ -143,10 +152,22 @@ mod imp {
     /// handle is dropped). Other threads run on, so a test can stage "this writer stalled exactly here
     /// while the world moved on". Tests of one binary share the process: name the thread.
     pub fn pause(name: &'static str, nth: u64, thread: Option<std::thread::ThreadId>) -> Arc<Pause> {
+        arm(name, nth, thread, false)
+    }
+
+    /// Arms a panic: the `nth` hit (from now, by `thread`, or by any thread if None) of
+    /// failpoint `name` panics in the hitting thread (once). [`Pause::reached`] tells whether
+    /// it fired.
+    pub fn panic_at(name: &'static str, nth: u64, thread: Option<std::thread::ThreadId>) -> Arc<Pause> {
+        arm(name, nth, thread, true)
+    }
+
+    fn arm(name: &'static str, nth: u64, thread: Option<std::thread::ThreadId>, panics: bool) -> Arc<Pause> {
         assert!(super::NAMES.contains(&name), "failpoint {name} is not in failpoint::NAMES");
         let p = Arc::new(Pause {
             name,
             nth: nth.max(1),
+            panics,
             thread,
             hits: AtomicU64::new(0),
             state: Mutex::new((false, false)),
@@ -172,6 +193,10 @@ mod imp {
                 at.map(|i| all.swap_remove(i)) // fires once
             };
             if let Some(p) = due {
+                if p.panics {
+                    p.state.lock().unwrap().0 = true;
+                    panic!("failpoint {name}: injected panic");
+                }
                 p.park_here();
             }
         }
@@ -190,6 +215,7 @@ mod imp {
                 // SAFETY: kill(2) and getpid(2) have no memory-safety preconditions.
                 unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
             }
+            Action::Panic => panic!("failpoint {name}: injected panic (GDS_FAILPOINT)"),
             Action::Kill => {
                 // SAFETY: as above.
                 unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
@@ -203,7 +229,7 @@ mod imp {
 }
 
 #[cfg(feature = "failpoints")]
-pub use imp::{Pause, hit, pause};
+pub use imp::{Pause, hit, panic_at, pause};
 
 /// `failpoint!("name")`: with the `failpoints` feature, the process may be killed or stalled
 /// here (see the module comment); without it, nothing.

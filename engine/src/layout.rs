@@ -25,7 +25,7 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const MAGIC: u64 = u64::from_be_bytes(*b"GRDNSTAT");
 pub const MAGIC_SWAPPED: u64 = MAGIC.swap_bytes();
 /// Version of this layout, independent of the crate version.
-pub const LAYOUT_VERSION: u64 = 1;
+pub const LAYOUT_VERSION: u64 = 2;
 /// The value of [`H_STATE`] once the creator finished initializing the segment.
 pub const READY: u64 = u64::from_be_bytes(*b"READY!!!");
 
@@ -48,8 +48,21 @@ pub const H_HASH_SEED: usize = 14;
 pub const H_DATASET_ID: usize = 15;
 pub const H_CREATED_UNIX_MS: usize = 16;
 pub const H_CHECKSUM: usize = 17;
+/// The boot the segment was created in: a hash of the kernel's boot id (os.rs `ClockId`).
+/// Every deadline in the segment (record expiries, lock times, the write and sweep leases)
+/// is a CLOCK_MONOTONIC value, which restarts at boot: attach refuses a segment of another
+/// boot (`Error::OtherBoot`) instead of reading its deadlines on the new clock (a segment kept
+/// in a persistent `GARDENSTATE_SHM_DIR` showed a 1 s TTL as 29 days left).
+pub const H_BOOT_ID: usize = 18;
+/// The creator's CLOCK_MONOTONIC time-namespace offset in nanoseconds (as i64 bits). Two
+/// processes of one boot read different CLOCK_MONOTONIC values in time namespaces with
+/// different offsets (`unshare -T --monotonic`), so the boot id alone does not tell: attach
+/// also refuses a process whose offset differs (`Error::OtherTimeNamespace`). Comparing the
+/// offsets the kernel reports is exact; deriving one from clock readings (monotonic against
+/// boottime or realtime) is not, as those drift apart with suspends and wall-clock steps.
+pub const H_CLOCK_OFFSET: usize = 19;
 /// Words covered by the header checksum: every word before the mutable ones (the reserved
-/// words 18..24 included, which must stay zero), except the state stamp and the checksum.
+/// words 20..24 included, which must stay zero), except the state stamp and the checksum.
 const H_IMMUTABLE_END: usize = 24;
 
 // ---- header words: mutable, one cache line (8 words) each group ------------------------------
@@ -214,6 +227,8 @@ pub fn fingerprint() -> u64 {
     let parts = [
         HEADER_WORDS as u64,
         H_CHECKSUM as u64,
+        H_BOOT_ID as u64,
+        H_CLOCK_OFFSET as u64,
         H_EPOCH as u64,
         H_WRITE_MODE as u64,
         H_HISTORY_ID as u64,
@@ -295,6 +310,31 @@ impl Default for Options {
             feed_len: 65_536,
             evict: false,
             mode: 0o600,
+        }
+    }
+}
+
+/// The per-segment values `write_header` records besides the geometry.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderIds {
+    /// The key hash seed.
+    pub seed: u64,
+    /// The dataset id (also the first history id).
+    pub dataset: u64,
+    pub now_unix_ms: u64,
+    /// The creator's boot and monotonic clock (`H_BOOT_ID`, `H_CLOCK_OFFSET`).
+    pub clock: crate::os::ClockId,
+}
+
+impl HeaderIds {
+    /// Fixed ids for the in-process segments of unit tests and loom models (never attached).
+    #[cfg(test)]
+    pub fn unit_test(seed: u64) -> HeaderIds {
+        HeaderIds {
+            seed,
+            dataset: 1,
+            now_unix_ms: 0,
+            clock: crate::os::ClockId { boot: 1, monotonic_offset_ns: 0 },
         }
     }
 }
@@ -394,7 +434,8 @@ impl Geometry {
     }
 
     /// Writes the immutable header (everything but the READY stamp) into a zeroed segment.
-    pub fn write_header(&self, mem: &Mem, o: &Options, seed: u64, dataset: u64, now_unix_ms: u64) {
+    pub fn write_header(&self, mem: &Mem, o: &Options, ids: HeaderIds) {
+        let HeaderIds { seed, dataset, now_unix_ms, clock } = ids;
         let flags = if o.evict { FLAG_EVICT } else { 0 } | if o.mode & 0o060 != 0 { FLAG_GROUP } else { 0 };
         let vals = [
             (H_MAGIC, MAGIC),
@@ -414,6 +455,8 @@ impl Geometry {
             (H_DATASET_ID, dataset),
             (H_HISTORY_ID, dataset),
             (H_CREATED_UNIX_MS, now_unix_ms),
+            (H_BOOT_ID, clock.boot),
+            (H_CLOCK_OFFSET, clock.monotonic_offset_ns as u64),
         ];
         for (i, v) in vals {
             mem.w(i).store(v, Ordering::Relaxed);

@@ -50,9 +50,9 @@ mod table;
 pub use check::CheckReport;
 pub use error::{Error, FullKind, Result};
 pub use failpoint::NAMES as FAILPOINTS;
-/// In-process thread stalls at named failpoints (tests; feature `failpoints`).
+/// In-process thread stalls and panics at named failpoints (tests; feature `failpoints`).
 #[cfg(feature = "failpoints")]
-pub use failpoint::{Pause as FailpointPause, pause as pause_at_failpoint};
+pub use failpoint::{Pause as FailpointPause, panic_at as panic_at_failpoint, pause as pause_at_failpoint};
 pub use feed::{Change, ChangeKind, FeedRead};
 pub use layout::Options;
 pub use stats::Stats;

@@ -34,8 +34,17 @@ fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Error
 }
 
 /// Creates the segment file exclusively, never following a symlink, with mode 0000 (opened
-/// by `set_mode` once initialized), sized to `len` zero bytes.
+/// by `set_mode` once initialized), sized to `len` zero bytes whose memory is reserved.
 /// Returns `Ok(None)` if the file already exists (someone else is the creator).
+///
+/// Reserved, not only sized: `ftruncate` alone makes a sparse file, whose pages a tmpfs
+/// allocates on first touch; once the filesystem is full that touch raises SIGBUS in whichever
+/// process made it (a worker's `set`, a `check`). `posix_fallocate` allocates every page now
+/// (PostgreSQL reserves its dynamic shared memory the same way, for the same reason), so a
+/// segment that does not fit fails here with [`Error::NoSpace`] and one that fits can never
+/// fault for want of space. On tmpfs the file's size goes from 0 to `len` only once every page
+/// is allocated, so an attacher sees either no size (and waits) or a fully reserved file.
+/// On failure the file is removed: nothing half-made is left for others to wait on.
 pub fn create_exclusive(path: &std::path::Path, len: u64) -> Result<Option<File>> {
     let file = match OpenOptions::new()
         .read(true)
@@ -51,8 +60,55 @@ pub fn create_exclusive(path: &std::path::Path, len: u64) -> Result<Option<File>
     };
     // Size first, open permissions last: attachers cannot open a 0000 file, and once they can,
     // they wait for the ready stamp (layout.rs), so they never see a half-built header.
-    file.set_len(len).map_err(|e| io("ftruncate", path, e))?;
+    if let Err(errno) = reserve(&file, len) {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+        if errno == libc::ENOSPC {
+            // Measured after the removal: what a retry with a smaller segment could use.
+            return Err(Error::NoSpace {
+                dir: dir.display().to_string(),
+                needed: len,
+                free: free_bytes(dir),
+            });
+        }
+        return Err(io("posix_fallocate", path, std::io::Error::from_raw_os_error(errno)));
+    }
     Ok(Some(file))
+}
+
+/// Sizes `file` to `len` bytes and allocates all of them (`posix_fallocate`); the errno if not.
+fn reserve(file: &File, len: u64) -> std::result::Result<(), i32> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len).map_err(|_| libc::EFBIG)?;
+    loop {
+        // SAFETY: the descriptor is open for writing for the duration of the call (`file` is
+        // borrowed); posix_fallocate takes no pointers and returns the error number.
+        match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
+            0 => return Ok(()),
+            libc::EINTR => continue,
+            errno => return Err(errno),
+        }
+    }
+}
+
+/// Bytes an unprivileged user may still allocate in the filesystem holding `dir`, if known.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: all-zero bytes are a valid `statvfs` (plain integers).
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a writable statvfs, both live for the call.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// How many of the file's `len` bytes have memory (or disk) allocated to them: its allocated
+/// 512-byte blocks, capped at `len`. Less than `len` means a sparse file (holes), whose first
+/// touch of a hole can raise SIGBUS once the filesystem is full (see `create_exclusive`).
+pub fn reserved_bytes(file: &File, path: &std::path::Path, len: u64) -> Result<u64> {
+    let blocks = file.metadata().map_err(|e| io("fstat", path, e))?.blocks();
+    Ok(blocks.saturating_mul(512).min(len))
 }
 
 /// Opens the permissions of a freshly initialized segment to exactly `mode`.
@@ -155,6 +211,58 @@ pub fn now_ms() -> u64 {
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC is always supported.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Which boot of the host and which monotonic clock a process sees: what the header records
+/// at creation (layout.rs `H_BOOT_ID`, `H_CLOCK_OFFSET`) and attach compares, because every
+/// deadline in a segment is a [`now_ms`] value, meaningful only on the clock it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockId {
+    /// A hash of `/proc/sys/kernel/random/boot_id` (a random UUID the kernel draws at boot);
+    /// never 0.
+    pub boot: u64,
+    /// This process's time-namespace offset of CLOCK_MONOTONIC, in nanoseconds (0 outside a
+    /// time namespace, and on kernels without them).
+    pub monotonic_offset_ns: i64,
+}
+
+/// This process's [`ClockId`]. An error if `/proc` cannot tell (a made-up answer could let a
+/// segment of another clock in, or refuse a good one).
+pub fn clock_id() -> Result<ClockId> {
+    let path = std::path::Path::new("/proc/sys/kernel/random/boot_id");
+    let text = std::fs::read_to_string(path).map_err(|e| io("read", path, e))?;
+    let boot = xxhash_rust::xxh3::xxh3_64(text.trim().as_bytes()).max(1);
+    Ok(ClockId { boot, monotonic_offset_ns: monotonic_offset_ns()? })
+}
+
+/// The CLOCK_MONOTONIC offset of this process's time namespace, from
+/// `/proc/self/timens_offsets` (lines `<clock> <secs> <nanosecs>`, the clock named or
+/// numbered): the namespace an `unshare -T` (or a container runtime) put it in before its
+/// `exec`. No such file: a kernel without time namespaces, offset 0.
+fn monotonic_offset_ns() -> Result<i64> {
+    let path = std::path::Path::new("/proc/self/timens_offsets");
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io("read", path, e)),
+    };
+    let monotonic = libc::CLOCK_MONOTONIC.to_string();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_ascii_whitespace().collect();
+        if let [clock, secs, nanos] = f[..]
+            && (clock == "monotonic" || clock == monotonic)
+        {
+            let parsed = secs.parse::<i64>().ok().zip(nanos.parse::<i64>().ok());
+            if let Some(ns) = parsed.and_then(|(s, n)| s.checked_mul(1_000_000_000)?.checked_add(n)) {
+                return Ok(ns);
+            }
+        }
+    }
+    Err(io(
+        "parse the monotonic offset in",
+        path,
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unexpected content {text:?}")),
+    ))
 }
 
 /// Random bytes from the kernel (for the hash seed and dataset ids).

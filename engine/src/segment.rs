@@ -3,7 +3,10 @@
 //! Creation protocol (race-free when many processes start at once):
 //! 1. `open(O_CREAT|O_EXCL|O_NOFOLLOW, 0000)`: exactly one process wins and is the creator;
 //!    the file is unreadable by other non-root users until step 4.
-//! 2. The creator sizes it (zero-filled), maps it and writes the immutable header.
+//! 2. The creator sizes it and reserves its memory (`posix_fallocate`: a segment that does not
+//!    fit its filesystem fails here with `NoSpace`, naming the room missing and the fixes,
+//!    instead of killing its users with SIGBUS once the filesystem fills), maps it and writes
+//!    the immutable header.
 //! 3. The creator sets the file mode to exactly the requested mode (fchmod: the umask cannot
 //!    change it), then stamps `H_STATE = READY` last, with release ordering.
 //! 4. Every other process (the losers of step 1, and later attachers) opens the file and waits
@@ -13,10 +16,26 @@
 //! after their wait limit; `destroy` removes it. Once stamped, a segment has its final mode
 //! (the mode used to be set after the stamp: a creator killed in between left a READY segment
 //! at mode 0000 that no non-root user could ever open; failpoint `create.after_ready`).
+//!
+//! Attach refuses, before mapping anything, a file whose memory is not all reserved (a sparse
+//! file: fewer allocated blocks than bytes; `Unreserved`): a touch of one of its holes could
+//! raise SIGBUS once the filesystem is full. This needs a filesystem that counts reserved
+//! blocks in `st_blocks` (tmpfs, ext4, xfs do); one that does not (a compressing filesystem)
+//! cannot hold segments.
+//!
+//! Attach also refuses a segment made on another clock: every deadline in a segment is a
+//! CLOCK_MONOTONIC reading, so a segment from before the last reboot (`OtherBoot`: kept in a
+//! persistent `GARDENSTATE_SHM_DIR`) or made in a time namespace with another monotonic offset
+//! (`OtherTimeNamespace`) would have its expiries, lock ages and leases misread by the clock's
+//! jump (layout.rs `H_BOOT_ID`, `H_CLOCK_OFFSET`). Refused, not rebased: rebasing would need
+//! the old clock's reading at the moment the new one started, which nobody recorded, and a
+//! rebase racing live writers would tear deadlines. Destroy and recreate (a standby's resync
+//! refills it). A process that enters another time namespace after attaching (a `setns` or an
+//! `unshare -T` without `exec`) is not noticed: none of our runtimes does that.
 
 use crate::error::{Error, Result};
 use crate::failpoint::failpoint;
-use crate::layout::{Geometry, H_STATE, HEADER_WORDS, Options, READY};
+use crate::layout::{Geometry, H_BOOT_ID, H_CLOCK_OFFSET, H_STATE, HEADER_WORDS, HeaderIds, Options, READY};
 use crate::mem::Mem;
 use crate::os;
 use crate::sync::Ordering;
@@ -57,6 +76,7 @@ impl Segment {
     pub fn create(name: &str, opts: &Options) -> Result<Option<Segment>> {
         let g = Geometry::from_options(opts)?;
         let path = os::segment_path(name)?;
+        let clock = os::clock_id()?;
         let Some(file) = os::create_exclusive(&path, g.segment_bytes)? else {
             return Ok(None);
         };
@@ -67,7 +87,13 @@ impl Segment {
             let unix_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
-            g.write_header(&seg.mem, opts, os::random_u64()?, os::random_u64()?, unix_ms);
+            let ids = HeaderIds {
+                seed: os::random_u64()?,
+                dataset: os::random_u64()?,
+                now_unix_ms: unix_ms,
+                clock,
+            };
+            g.write_header(&seg.mem, opts, ids);
             let seed = seg.mem.w(crate::layout::H_HASH_SEED).load(Ordering::Relaxed);
             let seg = Segment { seed, evict: opts.evict, ..seg };
             // The mode before the stamp: a creator killed between the two must not leave a
@@ -116,6 +142,13 @@ impl Segment {
                     format!("{len} bytes is smaller than the {}-byte header", HEADER_WORDS * 8),
                 ));
             }
+            // Before mapping it: even a read of a hole faults in a page, which a full tmpfs
+            // answers with SIGBUS. Every segment `create` makes is reserved from the moment
+            // it has a size (os.rs `create_exclusive`): a hole is never a creator at work.
+            let reserved = os::reserved_bytes(&file, &path, len)?;
+            if reserved < len {
+                return Err(Error::Unreserved { path: path.display().to_string(), size: len, reserved });
+            }
             let map = os::map(&file, &path)?;
             let mem = Segment::mem_of(&map);
             // A segment of the other byte order never reads READY here: validate it at once.
@@ -129,6 +162,7 @@ impl Segment {
                 return Err(Error::NotReady { waited: wait });
             }
             let g = Geometry::validate(&mem, len)?;
+            same_clock(&mem, os::clock_id()?, &path)?;
             let seg = Segment::from_map(map, g, path)?;
             let seed = seg.mem.w(crate::layout::H_HASH_SEED).load(Ordering::Relaxed);
             let evict =
@@ -159,7 +193,7 @@ impl Segment {
         // where it is); it is only ever accessed atomically, through `Mem` (AtomicU64 is an
         // UnsafeCell, so writing through a pointer from `as_ptr` is allowed).
         let mem = unsafe { Mem::from_raw(words.as_ptr() as *mut u8, words.len()) };
-        g.write_header(&mem, opts, seed, 1, 0);
+        g.write_header(&mem, opts, HeaderIds::unit_test(seed));
         mem.w(H_STATE).store(READY, Ordering::Release);
         let full_scan_memo = Segment::memo(&g);
         Ok(Segment {
@@ -187,7 +221,7 @@ impl Segment {
     pub fn model(opts: &Options, seed: u64, live: impl Fn(usize) -> bool) -> Result<Segment> {
         let g = Geometry::from_options(opts)?;
         let mem = Mem::zeroed(g.segment_bytes as usize / 8, live);
-        g.write_header(&mem, opts, seed, 1, 0);
+        g.write_header(&mem, opts, HeaderIds::unit_test(seed));
         mem.w(H_STATE).store(READY, Ordering::Release);
         let full_scan_memo = Segment::memo(&g);
         Ok(Segment { mem, g, seed, evict: opts.evict, path: PathBuf::new(), full_scan_memo })
@@ -222,4 +256,27 @@ impl Segment {
     pub fn destroy(name: &str) -> Result<bool> {
         os::unlink(&os::segment_path(name)?)
     }
+}
+
+/// Refuses a segment whose deadlines were read from another clock than this process's: made
+/// in another boot, or in a time namespace with another monotonic offset (layout.rs
+/// `H_BOOT_ID`, `H_CLOCK_OFFSET`).
+fn same_clock(mem: &Mem, here: os::ClockId, path: &std::path::Path) -> Result<()> {
+    let segment_boot = mem.w(H_BOOT_ID).load(Ordering::Relaxed);
+    if segment_boot != here.boot {
+        return Err(Error::OtherBoot {
+            path: path.display().to_string(),
+            segment_boot,
+            this_boot: here.boot,
+        });
+    }
+    let segment_offset_ns = mem.w(H_CLOCK_OFFSET).load(Ordering::Relaxed) as i64;
+    if segment_offset_ns != here.monotonic_offset_ns {
+        return Err(Error::OtherTimeNamespace {
+            path: path.display().to_string(),
+            segment_offset_ns,
+            this_offset_ns: here.monotonic_offset_ns,
+        });
+    }
+    Ok(())
 }

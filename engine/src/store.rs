@@ -207,6 +207,53 @@ struct Ctx {
     sweep_due: bool,
 }
 
+/// Unwinding: a panic inside an operation (caught by a caller: the C ABI's boundary catches
+/// every panic) must leave the segment as a kill at that instruction would, and give back
+/// what reclaiming the killed client would; the client itself lives on. Three drop guards do
+/// it, each disarmed (forgotten, emptied, or done) on the way out of a normal return:
+/// `AbandonOnUnwind` settles the client's journal as a reclaimer would and lowers its
+/// `C_WRITING` (clients.rs `abandon_operation`); `FeedReservation` records a feed position
+/// that published nothing as a `Nop` (a position whose record was published is emptied at
+/// the publishing CAS and left to the code after it, pending like a killed writer's);
+/// `LeaseRelease` gives the sweeper lease back instead of leaving it held until it times out.
+struct AbandonOnUnwind<'s> {
+    seg: &'s Segment,
+    idx: usize,
+}
+
+impl Drop for AbandonOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.seg.abandon_operation(self.idx);
+    }
+}
+
+/// A feed position taken by a write and not (yet) published: written as a `Nop` when dropped.
+struct FeedReservation<'s> {
+    seg: &'s Segment,
+    pos: Option<u64>,
+    hash: u64,
+}
+
+impl Drop for FeedReservation<'_> {
+    fn drop(&mut self) {
+        if let Some(pos) = self.pos {
+            self.seg.feed_write(pos, ChangeKind::Nop, 0, 0, self.hash);
+        }
+    }
+}
+
+/// The sweeper lease this client holds (`mine`), released when dropped if still its own.
+struct LeaseRelease<'s> {
+    lease: &'s crate::sync::AtomicU64,
+    mine: u64,
+}
+
+impl Drop for LeaseRelease<'_> {
+    fn drop(&mut self) {
+        let _ = self.lease.compare_exchange(self.mine, 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
 /// Writes between a client's looks at whether an opportunistic sweep is due.
 const SWEEP_CHECK_EVERY: u32 = 64;
 /// Opportunistic sweeps are paced by time, not by writes: at most one every 100 ms in the
@@ -350,7 +397,10 @@ impl Store {
             Ok((c.idx, c.pid, c.rng, write && c.writes % SWEEP_CHECK_EVERY == 0))
         })?;
         let mut ctx = Ctx { idx, base: self.seg.client_base(idx), pid, rnd, sweep_due };
-        f(&mut ctx)
+        let unwinding = AbandonOnUnwind { seg: &self.seg, idx };
+        let r = f(&mut ctx);
+        std::mem::forget(unwinding); // returned: nothing to abandon
+        r
     }
 
     fn bump(&self, c: &Ctx, which: usize, n: u64) {
@@ -641,7 +691,9 @@ impl Store {
         let seg = &*self.seg;
         let mut scratch = Vec::new();
         let mut held: Option<Block> = None;
-        let mut feed_pos: Option<u64> = None;
+        // Dropped after the loop (and when unwinding): a reserved position that published
+        // nothing is recorded as a Nop.
+        let mut feed = FeedReservation { seg, pos: None, hash: p.hash };
         let result = loop {
             let needs_value = matches!(op, Op::Lock { .. } | Op::Unlock { .. } | Op::Retime { .. });
             let found = {
@@ -698,7 +750,7 @@ impl Store {
                     Err(e) => break Err(e),
                 },
             };
-            let pos = *feed_pos.get_or_insert_with(|| seg.feed_reserve());
+            let pos = *feed.pos.get_or_insert_with(|| seg.feed_reserve());
             let version = pos.wrapping_add(1);
             let lock = if kind == ChangeKind::Lock { LockWords { id: version, ..lock } } else { lock };
             let rec = NewRecord {
@@ -725,6 +777,7 @@ impl Store {
                         .compare_exchange(m.word, new_word(slot::MEMBER), Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok();
                     if ok {
+                        feed.pos = None; // published: its entry is written below
                         failpoint!(if took_over {
                             "lock.takeover_after_publish"
                         } else {
@@ -760,6 +813,7 @@ impl Store {
                     match placed {
                         true => match seg.settle(key, p, q, mine) {
                             Ok(Settled::Inserted) => {
+                                feed.pos = None; // published: its entry is written below
                                 failpoint!("insert.after_member");
                                 Some(q)
                             }
@@ -781,7 +835,6 @@ impl Store {
             };
             let Some(slot_pos) = published else { continue };
             held = None;
-            feed_pos = None;
             seg.mem.w(c.base + C_J_NEW).store(0, Ordering::Relaxed);
             seg.feed_write(pos, kind, slot_pos, version, p.hash);
             match kind {
@@ -816,9 +869,7 @@ impl Store {
             seg.free(b.off as u64, b.state);
             seg.mem.w(c.base + C_J_NEW).store(0, Ordering::Relaxed);
         }
-        if let Some(pos) = feed_pos {
-            seg.feed_write(pos, ChangeKind::Nop, 0, 0, p.hash);
-        }
+        drop(feed);
         if let Err(Error::Locked { .. }) = &result {
             self.bump(c, stats::LOCK_CONTENDED, 1);
         }
@@ -999,6 +1050,8 @@ impl Store {
         {
             return SweepReport::default();
         }
+        // Released when done, and when unwinding out of the sweep (a panic).
+        let _lease = LeaseRelease { lease, mine };
         let mut report = SweepReport { ran: true, ..SweepReport::default() };
         report.dead_clients_reclaimed = seg.reclaim_dead_clients();
         let slots = seg.g.index_slots();
@@ -1019,7 +1072,6 @@ impl Store {
                 break; // the lease moved on (we stalled past it): stop, the next sweeper goes on.
             }
         }
-        let _ = lease.compare_exchange(mine, 0, Ordering::AcqRel, Ordering::Relaxed);
         self.bump(c, stats::SWEEPS, 1);
         report
     }

@@ -157,7 +157,9 @@ pub fn check_value(key: &[u8], v: &[u8]) -> Result<Option<Ident>, String> {
 pub fn child_command(child_test: &str, envs: &[(&str, String)]) -> Command {
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
-    cmd.args(["--exact", child_test, "--nocapture", "--test-threads=1", "--quiet"]);
+    // --include-ignored: child roles are `#[ignore = "child role of ..."]` (not tests of their
+    // own), and --exact picks the one role out of them.
+    cmd.args(["--include-ignored", "--exact", child_test, "--nocapture", "--test-threads=1", "--quiet"]);
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -180,6 +182,20 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
             Err(e) => panic!("waiting for child {}: {e}", child.id()),
         }
     }
+}
+
+/// Sends SIGCONT to `pid` (a child stopped at a failpoint).
+pub fn sigcont(pid: u32) {
+    // SAFETY: kill(2) has no memory-safety preconditions; `pid` is a child we spawned and
+    // have not reaped yet, so the pid cannot have been reused.
+    let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+    assert_eq!(r, 0, "kill({pid}, SIGCONT): {}", std::io::Error::last_os_error());
+}
+
+/// The state letter of process `pid` (`R`, `S`, `T` = stopped, `Z`, ...), if it exists.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].split_ascii_whitespace().next()?.chars().next()
 }
 
 /// Sends SIGKILL to `pid`.

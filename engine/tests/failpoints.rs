@@ -15,6 +15,16 @@
 //! - after deleting everything no byte is in use and the heap takes exactly as many records as
 //!   a fresh one (no block leaked or hidden by a stale bitmap bit).
 //!
+//! Stalls, not only kills: `every_failpoint_is_survived_when_stalled` stops the victim at each
+//! failpoint instead (SIGSTOP, `name:n:stop`) while the parent does a counted number of
+//! operations around it, sweeps among them (none may reclaim the stalled, live victim or take
+//! its locks over); then it resumes the victim (which finishes its operation and ends) or
+//! kills it in the stall, and checks everything as above.
+//!
+//! Panics: `a_panic_at_every_failpoint_unwinds_cleanly` panics in-process at each failpoint
+//! (as a caller that catches panics, like the C ABI, sees it) and checks the unwind left no
+//! raised write flag, no leaked block and a clean fsck, and that the client goes on.
+//!
 //! The creation failpoints kill a creator right after `O_EXCL` (mode 0000, no header), after
 //! the header and the final mode but before the READY stamp, and right after the stamp: a
 //! later attach / open / create then ends promptly with a clear outcome (NotReady after the
@@ -36,6 +46,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const ROLE_VAR: &str = "GDS_FP_ROLE";
+/// Set for a stalled victim: the file it writes its pid to (see `child_victim`).
+const STALL_PIDFILE_VAR: &str = "GDS_FP_PIDFILE";
+/// Operations the parent does while a victim is stalled at its failpoint (counted, not timed).
+const STALL_OPS: u64 = 3000;
 /// Every record of this test has the same size (6-byte keys, `VLEN`-byte values): one size
 /// class, so "the heap takes as many records as a fresh one" is exact.
 const VLEN: usize = 200;
@@ -137,7 +151,18 @@ fn child_victim() {
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(VICTIM_LIMIT, Duration::from_millis);
+    // Stalled (`:stop`) rather than killed: tell the parent who to signal, and once resumed
+    // past the failpoint (its mark file is written just before the SIGSTOP), finish the
+    // operation in flight and end cleanly.
+    let resumed_mark = std::env::var_os(STALL_PIDFILE_VAR).map(|pidfile| {
+        std::fs::write(&pidfile, std::process::id().to_string()).expect("write the pid file");
+        PathBuf::from(env("GDS_FAILPOINT_MARK"))
+    });
     while t0.elapsed() < limit {
+        if resumed_mark.as_ref().is_some_and(|m| m.exists()) {
+            println!("victim: resumed after the stall at {fp}, done");
+            return;
+        }
         let i = rng.below(OWNED);
         let key = victim_key(i);
         seq += 1;
@@ -328,9 +353,24 @@ struct Hit {
     /// Victim keys with a write in flight at the kill.
     cut: u64,
     took_over: u64,
+    fault: Fault,
+    /// Operations done by the parent while the victim was stalled.
+    stall_ops: u64,
 }
 
-fn run_failpoint(name: &'static str, nth: u64, seed: u64, dir: &Path) -> Hit {
+/// What happens to the victim at its failpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// SIGKILL there.
+    Kill,
+    /// SIGSTOP there; the survivors do `STALL_OPS` operations (sweeps among them); SIGCONT:
+    /// the victim finishes its operation and ends.
+    StallThenResume,
+    /// SIGSTOP there, the survivors' operations, then SIGKILL.
+    StallThenKill,
+}
+
+fn run_failpoint(name: &'static str, nth: u64, seed: u64, dir: &Path, fault: Fault) -> Hit {
     let seg = Seg::new(&format!("fp-{}", name.replace('.', "-")));
     let st = Arc::new(Store::create(&seg.name, &opts()).unwrap());
     let cap = fresh_capacity();
@@ -338,8 +378,10 @@ fn run_failpoint(name: &'static str, nth: u64, seed: u64, dir: &Path) -> Hit {
     let clients0 = st.stats().clients;
     let jpath = dir.join(format!("{name}-{nth}.journal"));
     let mark = dir.join(format!("{name}-{nth}.mark"));
+    let pidfile = dir.join(format!("{name}-{nth}.pid"));
     let _ = std::fs::remove_file(&jpath);
     let _ = std::fs::remove_file(&mark);
+    let _ = std::fs::remove_file(&pidfile);
     let journal = Journal::create(&jpath);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -350,18 +392,31 @@ fn run_failpoint(name: &'static str, nth: u64, seed: u64, dir: &Path) -> Hit {
         })
         .collect();
     let t0 = Instant::now();
-    let cmd = child_command(
+    let mut cmd = child_command(
         "child_victim",
         &[
             (ROLE_VAR, "victim".to_string()),
-            ("GDS_FAILPOINT", format!("{name}:{nth}")),
+            ("GDS_FAILPOINT", format!("{name}:{nth}{}", if fault == Fault::Kill { "" } else { ":stop" })),
             ("GDS_FAILPOINT_MARK", mark.display().to_string()),
             ("GDS_SEG", seg.name.clone()),
             ("GDS_JOURNAL", jpath.display().to_string()),
             ("GDS_SEED", (seed ^ nth).to_string()),
         ],
     );
-    let run = run_child(cmd, VICTIM_LIMIT + Duration::from_secs(30));
+    let limit = VICTIM_LIMIT + Duration::from_secs(30);
+    let (run, stall_ops) = if fault == Fault::Kill {
+        (run_child(cmd, limit), 0)
+    } else {
+        cmd.env(STALL_PIDFILE_VAR, &pidfile);
+        let waiter = std::thread::spawn(move || run_child(cmd, limit));
+        let pid = wait_stopped(name, &mark, &pidfile, &waiter);
+        let ops = while_stalled(&st, name, seed);
+        match fault {
+            Fault::StallThenResume => common::sigcont(pid),
+            _ => common::sigkill(pid),
+        }
+        (common::join_within(waiter, limit, "the victim"), ops)
+    };
     let victim_ms = t0.elapsed().as_millis();
     // The survivors go on a little after the death, then stop.
     std::thread::sleep(Duration::from_millis(50));
@@ -374,12 +429,20 @@ fn run_failpoint(name: &'static str, nth: u64, seed: u64, dir: &Path) -> Hit {
         survivor_ops += ops;
         models.push(model);
     }
-    assert_eq!(
-        run.signal(),
-        Some(libc::SIGKILL),
-        "failpoint {name}:{nth} was not hit (the victim must die by SIGKILL there): {}",
-        run.describe()
-    );
+    if fault == Fault::StallThenResume {
+        assert!(
+            run.success() && run.stdout.contains("resumed after the stall"),
+            "failpoint {name}:{nth}: the resumed victim did not finish cleanly: {}",
+            run.describe()
+        );
+    } else {
+        assert_eq!(
+            run.signal(),
+            Some(libc::SIGKILL),
+            "failpoint {name}:{nth} was not hit (the victim must die by SIGKILL there): {}",
+            run.describe()
+        );
+    }
     let marked = std::fs::read_to_string(&mark).unwrap_or_default();
     assert_eq!(marked.trim(), name, "the victim died, but not at failpoint {name} (mark file: {marked:?})");
 
@@ -458,7 +521,80 @@ fn run_failpoint(name: &'static str, nth: u64, seed: u64, dir: &Path) -> Hit {
     common::assert_healthy(&st);
     let _ = std::fs::remove_file(&jpath);
     let _ = std::fs::remove_file(&mark);
-    Hit { name, nth, victim_ms, survivor_ops, cut_landed, cut, took_over }
+    let _ = std::fs::remove_file(&pidfile);
+    Hit { name, nth, victim_ms, survivor_ops, cut_landed, cut, took_over, fault, stall_ops }
+}
+
+/// Waits until the victim has hit its failpoint and is stopped there; returns its pid. Fails
+/// if the victim ends first (it never hit the failpoint).
+fn wait_stopped(
+    name: &str,
+    mark: &Path,
+    pidfile: &Path,
+    waiter: &std::thread::JoinHandle<common::ChildRun>,
+) -> u32 {
+    loop {
+        let pid = std::fs::read_to_string(pidfile).ok().and_then(|p| p.trim().parse::<u32>().ok());
+        if let Some(pid) = pid
+            && mark.exists()
+            && common::process_state(pid) == Some('T')
+        {
+            return pid;
+        }
+        assert!(!waiter.is_finished(), "failpoint {name}: the victim ended without stalling there");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The parent's operations while the victim is stopped inside its operation: `STALL_OPS`
+/// (counted, not timed) writes and reads of its own keys, reads of the victim's keys, lock
+/// attempts on them and sweeps. A stalled process is alive: no sweep may reclaim its client,
+/// no lock of it may be taken over (patience 600 s), and its half-done write is never seen.
+/// Returns how many operations it did.
+fn while_stalled(st: &Store, name: &str, seed: u64) -> u64 {
+    let mut rng = Rng::new(seed ^ 0x57a1);
+    let n = if long() { STALL_OPS * 10 } else { STALL_OPS };
+    for op in 0..n {
+        let i = rng.below(OWNED);
+        match op % 50 {
+            0 => {
+                let r = st.sweep(u64::MAX).unwrap();
+                assert_eq!(
+                    r.dead_clients_reclaimed, 0,
+                    "failpoint {name}: a sweep reclaimed the stalled victim"
+                );
+            }
+            1..5 => {
+                let k = victim_key(i);
+                match st.lock(&k, Duration::from_secs(600)) {
+                    Ok(Some(l)) => {
+                        assert!(!l.took_over, "failpoint {name}: the stalled victim's lock was taken over");
+                        st.unlock(&k, l.lock_id).unwrap();
+                    }
+                    Ok(None) | Err(Error::Locked { .. }) => {}
+                    Err(e) => panic!("failpoint {name}: lock of victim key {i} while it is stalled: {e:?}"),
+                }
+            }
+            5..20 => {
+                let k = victim_key(i);
+                if let Some(e) = st.get(&k).unwrap() {
+                    check_value(&k, &e.value).unwrap_or_else(|m| panic!("failpoint {name}: {m}"));
+                }
+            }
+            _ => {
+                let k = survivor_key(SURVIVORS, i);
+                let v = make_value(&k, 30, op, 0, VLEN);
+                st.set(&k, &v, Expiry::Never)
+                    .unwrap_or_else(|e| panic!("failpoint {name}: set while stalled: {e:?}"));
+                assert_eq!(
+                    st.get(&k).unwrap().map(|e| e.value),
+                    Some(v),
+                    "failpoint {name}: stall-phase key {i}"
+                );
+            }
+        }
+    }
+    n
 }
 
 /// Creation failpoints: the creator dies; later openers get a clear answer, promptly.
@@ -569,7 +705,7 @@ fn every_failpoint_is_survived() {
     for &name in gardenstate::FAILPOINTS.iter().filter(|n| !is_creation(n)) {
         for _ in 0..rounds {
             let nth = rng.range(1, max_nth);
-            let h = run_failpoint(name, nth, rng.next_u64(), &dir.0);
+            let h = run_failpoint(name, nth, rng.next_u64(), &dir.0, Fault::Kill);
             println!("  {h:?}");
             hits.push(h);
         }
@@ -585,6 +721,39 @@ fn every_failpoint_is_survived() {
         hits.iter().map(|h| h.cut_landed).sum::<u64>(),
         hits.iter().map(|h| h.took_over).sum::<u64>(),
         hits.iter().map(|h| h.survivor_ops).sum::<u64>(),
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// The stall variant of `every_failpoint_is_survived`: at each failpoint the victim is
+/// stopped (SIGSTOP, `GDS_FAILPOINT=name:n:stop`) inside its operation while the parent does
+/// `STALL_OPS` operations around it, sweeps among them (none may treat the stalled process as
+/// dead); then it is either resumed (SIGCONT: it finishes its operation and ends cleanly) or
+/// killed in the stall. Everything then checks out as after a kill: acknowledged writes kept,
+/// fsck clean, no block leaked, the client slot given back.
+#[test]
+fn every_failpoint_is_survived_when_stalled() {
+    let seed = seed_from_env("GDS_SEED");
+    println!("stalled failpoints: seed {seed} (replay with GDS_SEED={seed})");
+    let t0 = Instant::now();
+    let mut rng = Rng::new(seed);
+    let dir = Scratch::new("stall");
+    let mut hits = Vec::new();
+    for &name in gardenstate::FAILPOINTS.iter().filter(|n| !is_creation(n)) {
+        for fault in [Fault::StallThenResume, Fault::StallThenKill] {
+            let nth = rng.range(1, 8);
+            let h = run_failpoint(name, nth, rng.next_u64(), &dir.0, fault);
+            println!("  {h:?}");
+            hits.push(h);
+        }
+    }
+    let resumed = hits.iter().filter(|h| h.fault == Fault::StallThenResume).count();
+    println!(
+        "stalled failpoints: {} stalls ({resumed} resumed, {} killed in the stall), survived with {} operations \
+         done around the stalled victims, {:.1} s",
+        hits.len(),
+        hits.len() - resumed,
+        hits.iter().map(|h| h.stall_ops).sum::<u64>(),
         t0.elapsed().as_secs_f64()
     );
 }
@@ -669,4 +838,154 @@ fn a_paused_writer_stalls_alone_and_finishes_when_released() {
     });
     assert_eq!(st.get(b"k").unwrap().unwrap().value, b"new");
     common::assert_healthy(&st);
+}
+
+// ---- panics: unwinding out of an operation at every failpoint -------------------------------
+
+/// One operation of the in-process load that reaches every non-creation failpoint: inserts,
+/// overwrites, deletes, locks taken over at once, short-lived entries and sweeps.
+fn panic_load_step(st: &Store, rng: &mut Rng, seq: u64) {
+    let key = victim_key(rng.below(OWNED));
+    let value = make_value(&key, 5, seq, 0, VLEN);
+    match rng.below(100) {
+        0..35 => drop(st.set(&key, &value, Expiry::Never)),
+        35..50 => drop(st.delete(&key)),
+        50..70 => {
+            if let Ok(Some(l)) = st.lock(&key, Duration::from_secs(600)) {
+                let l = st.lock(&key, Duration::ZERO).ok().flatten().unwrap_or(l);
+                drop(st.set_and_unlock(&key, l.lock_id, &value, Expiry::Never));
+            }
+        }
+        70..88 => {
+            let k = shared_key(rng.below(SHARED));
+            drop(st.set(&k, &make_value(&k, 5, seq, 0, VLEN), Expiry::After(Duration::from_millis(1))));
+        }
+        _ => drop(st.sweep(u64::MAX)),
+    }
+}
+
+/// A panic at failpoint `name` (its `nth` hit by the loading thread), caught as the C ABI's
+/// boundary catches it, leaves the segment as a kill there would and gives back what the
+/// kill's reclaim would: no write left raised (`drain_writers` returns at once), a clean
+/// fsck, no block leaked (after deleting everything the heap takes as many records as a fresh
+/// one), every value whole, and the same thread's client goes on working.
+fn run_panic_failpoint(name: &'static str, nth: u64, seed: u64) -> u64 {
+    let seg = Seg::new(&format!("fp-panic-{}", name.replace('.', "-")));
+    let st = Store::create(&seg.name, &opts()).unwrap();
+    let cap = fresh_capacity();
+    let mut rng = Rng::new(seed);
+    let armed = gardenstate::panic_at_failpoint(name, nth, Some(std::thread::current().id()));
+    let mut ops = 0u64;
+    while !armed.reached() {
+        ops += 1;
+        assert!(ops < 1_000_000, "failpoint {name}:{nth} was never hit in {ops} operations");
+        let r =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| panic_load_step(&st, &mut rng, ops)));
+        assert_eq!(r.is_err(), armed.reached(), "failpoint {name}: a panic, but not the injected one");
+    }
+    // Right after the unwind, before this client's next operation could tidy anything up.
+    assert!(
+        st.drain_writers(Duration::ZERO),
+        "failpoint {name}:{nth}: a write that unwound left C_WRITING raised (a switchover would be refused)"
+    );
+    let report = st.check();
+    assert!(
+        report.problems.is_empty() && report.dead_clients == 0 && report.leaked_blocks == 0,
+        "failpoint {name}:{nth}: fsck after the unwind: {report:#?}"
+    );
+    // The same thread (the same client slot) goes on.
+    for i in 0..100 {
+        panic_load_step(&st, &mut rng, ops + i);
+    }
+    std::thread::sleep(Duration::from_millis(5)); // every short-lived entry expires
+    sweep_fully(&st);
+    let mut keys = Vec::new();
+    st.scan(|e| {
+        check_value(&e.key, &e.value).unwrap_or_else(|m| panic!("failpoint {name}: scan: {m}"));
+        keys.push(e.key);
+    })
+    .unwrap();
+    for k in &keys {
+        st.delete(k).unwrap();
+    }
+    sweep_fully(&st);
+    let stats = st.stats();
+    assert_eq!((stats.live_entries, stats.bytes_used), (0, 0), "failpoint {name}:{nth}: leaked: {stats:?}");
+    let refill = fill(&st);
+    assert_eq!(
+        refill, cap,
+        "failpoint {name}:{nth}: the heap takes {refill} records, a fresh one {cap}: blocks lost"
+    );
+    common::assert_healthy(&st);
+    ops
+}
+
+/// A panic at every failpoint unwinds cleanly (see `run_panic_failpoint`). Regression: a
+/// panic caught mid-`set` left `C_WRITING` at 1 (`drain_writers` false for good, so a planned
+/// switchover was refused) and a journaled block leaked.
+#[test]
+fn a_panic_at_every_failpoint_unwinds_cleanly() {
+    let seed = seed_from_env("GDS_SEED");
+    println!("panic failpoints: seed {seed} (replay with GDS_SEED={seed})");
+    let mut rng = Rng::new(seed);
+    for &name in gardenstate::FAILPOINTS.iter().filter(|n| !is_creation(n)) {
+        let nth = rng.range(1, 8);
+        let ops = run_panic_failpoint(name, nth, rng.next_u64());
+        println!("  {name}:{nth}: panicked after {ops} operations, unwound cleanly");
+    }
+}
+
+/// A panic inside the reclaim of a dead client (while freeing the record its journal names)
+/// hands the slot back instead of leaving it RECLAIMING under this live process, where no
+/// sweep would ever finish it: the next sweep reclaims it, and nothing is lost or leaked.
+#[test]
+fn a_panic_while_reclaiming_a_dead_client_leaves_it_for_the_next_sweep() {
+    let seg = Seg::new("fp-panic-reclaim");
+    let st = Store::create(&seg.name, &opts()).unwrap();
+    let cap = fresh_capacity();
+    assert_eq!(st.get(b"warm-up").unwrap(), None); // this thread's client slot
+    let clients0 = st.stats().clients;
+    // A victim killed right after publishing an update: its journal names the displaced record.
+    let dir = Scratch::new("panic-reclaim");
+    let (jpath, mark) = (dir.0.join("victim.journal"), dir.0.join("victim.mark"));
+    drop(Journal::create(&jpath));
+    let cmd = child_command(
+        "child_victim",
+        &[
+            (ROLE_VAR, "victim".to_string()),
+            ("GDS_FAILPOINT", "update.after_publish:1".to_string()),
+            ("GDS_FAILPOINT_MARK", mark.display().to_string()),
+            ("GDS_SEG", seg.name.clone()),
+            ("GDS_JOURNAL", jpath.display().to_string()),
+            ("GDS_SEED", "7".to_string()),
+        ],
+    );
+    let run = run_child(cmd, VICTIM_LIMIT + Duration::from_secs(30));
+    assert_eq!(run.signal(), Some(libc::SIGKILL), "{}", run.describe());
+    assert_eq!(st.stats().clients, clients0 + 1, "the dead victim's slot is there to reclaim");
+
+    let armed =
+        gardenstate::panic_at_failpoint("heap.free_after_state", 1, Some(std::thread::current().id()));
+    let r = std::panic::catch_unwind(|| st.sweep(u64::MAX));
+    assert!(r.is_err() && armed.reached(), "the reclaim did not panic where armed: {r:?}");
+
+    let report = sweep_fully(&st);
+    assert_eq!(
+        report.dead_clients_reclaimed, 1,
+        "the next sweep did not reclaim the dead victim: {report:?}"
+    );
+    assert_eq!(st.stats().clients, clients0);
+    assert!(st.drain_writers(Duration::ZERO));
+    let report = st.check();
+    assert!(
+        report.problems.is_empty() && report.dead_clients == 0 && report.leaked_blocks == 0,
+        "fsck after the reclaim: {report:#?}"
+    );
+    let mut keys = Vec::new();
+    st.scan(|e| keys.push(e.key)).unwrap();
+    for k in &keys {
+        st.delete(k).unwrap();
+    }
+    sweep_fully(&st);
+    assert_eq!(fill(&st), cap, "blocks lost");
 }

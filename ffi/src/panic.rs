@@ -7,8 +7,10 @@
 //! error records its message for `gds_last_error_message`.
 //!
 //! After a caught panic the call is abandoned midway. That is safe for the segment: the
-//! engine keeps every invariant across a process killed at any instruction, and a panic is a
-//! milder version of that (Rust destructors still run). The handle stays usable.
+//! engine keeps every invariant across a process killed at any instruction, and its drop
+//! guards make an unwind leave the segment as a kill there would, then give back what
+//! reclaiming the killed client would (its journaled blocks, its raised write flag, the
+//! sweeper lease; engine store.rs, "Unwinding"). The handle stays usable.
 //!
 //! Exports that only return a constant (`gds_version`, `gds_abi_version`, ...) contain no
 //! code that can panic and do not need a guard.

@@ -51,7 +51,8 @@ pub enum gds_status {
     /// `gds_feed_read`: the change feed overwrote entries past the cursor; resync with a scan.
     GDS_ERR_FEED_OVERFLOW = 26,
 
-    /// An operating-system call failed (mmap, open, ...); the message names it.
+    /// An operating-system call failed (mmap, open, ...), or `gds_create` found no room in the
+    /// segment directory to reserve the segment's memory; the message names it (and the fixes).
     GDS_ERR_IO = 30,
     /// `gds_create`: a segment of that name exists already.
     GDS_ERR_SEGMENT_EXISTS = 31,
@@ -60,7 +61,8 @@ pub enum gds_status {
     /// The operating system denied access to the segment file.
     GDS_ERR_PERMISSION = 33,
     /// The segment was made by an incompatible build (byte order, layout version), or
-    /// `gds_open` was given other options than it was created with.
+    /// `gds_open` was given other options than it was created with, or it was created before
+    /// the host's last reboot or in a time namespace with another monotonic clock.
     GDS_ERR_INCOMPATIBLE = 34,
     /// The segment is damaged. Destroy and recreate it.
     GDS_ERR_CORRUPT = 35,
@@ -68,7 +70,8 @@ pub enum gds_status {
     GDS_ERR_NOT_READY = 36,
     /// Options out of range, or a segment name not of 1-200 characters from `[A-Za-z0-9._-]`.
     GDS_ERR_INVALID_OPTIONS = 37,
-    /// The segment file is a symlink, not a regular file, or owned by another user.
+    /// The segment file is a symlink, not a regular file, owned by another user, or a sparse
+    /// file whose memory is not all reserved.
     GDS_ERR_REFUSED = 38,
 
     /// A required pointer argument was NULL. Nothing was done.
@@ -215,7 +218,9 @@ impl From<engine::Error> for Fail {
             E::Corrupt { .. } => GDS_ERR_CORRUPT,
             E::NotReady { .. } => GDS_ERR_NOT_READY,
             E::InvalidOptions(_) => GDS_ERR_INVALID_OPTIONS,
-            E::Refused { .. } => GDS_ERR_REFUSED,
+            E::Refused { .. } | E::Unreserved { .. } => GDS_ERR_REFUSED,
+            E::NoSpace { .. } => GDS_ERR_IO,
+            E::OtherBoot { .. } | E::OtherTimeNamespace { .. } => GDS_ERR_INCOMPATIBLE,
             _ => GDS_ERR_UNKNOWN,
         };
         Fail::new(status, e.to_string())

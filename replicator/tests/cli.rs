@@ -544,3 +544,40 @@ fn restore_that_runs_out_of_heap_is_undone() {
     assert!(e.contains("was destroyed"), "{e}");
     assert!(!fresh.exists());
 }
+
+/// `gardenstate create` of a segment larger than its directory's filesystem (a 16 MiB tmpfs
+/// mounted in a private mount namespace, like a container's small /dev/shm) fails with the
+/// engine's message: the directory, the room needed and free, and the fixes. Skipped, saying
+/// so, where the namespace or the mount is not permitted.
+#[test]
+fn create_in_a_too_small_directory_says_what_to_do() {
+    let dir = std::env::temp_dir().join(format!("gds-cli-smallfs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = r#"mount -t tmpfs -o size=16m gds-cli-small "$1" || { echo "SKIPPED: cannot mount a tmpfs here"; exit 0; }
+GARDENSTATE_SHM_DIR="$1" "$2" create sessions; echo "exit $?""#;
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(&dir)
+        .arg(BIN)
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = match out {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => return println!("SKIPPED: unshare -m is not permitted here: {}", stderr(&o).trim()),
+        Err(e) => return println!("SKIPPED: cannot run unshare: {e}"),
+    };
+    if stdout(&out).contains("SKIPPED") {
+        return println!("{}", stdout(&out).trim());
+    }
+    let (e, dir) = (stderr(&out), dir.display().to_string());
+    assert!(stdout(&out).contains("exit 2"), "{}\n{e}", stdout(&out));
+    for part in [
+        format!("gardenstate create: no room in {dir} for the segment"),
+        "--shm-size".into(),
+        "smaller capacity".into(),
+        "GARDENSTATE_SHM_DIR".into(),
+        "16777216 bytes".into(),
+    ] {
+        assert!(e.contains(&part), "the message does not say {part:?}: {e}");
+    }
+}

@@ -108,7 +108,8 @@ class FeedOverflowError(GardenstateError):
 
 # The segment (30s)
 class SegmentIOError(GardenstateError, OSError):
-    """An operating-system call failed (GDS_ERR_IO)."""
+    """An operating-system call failed, or create() found no room to reserve the segment
+    (GDS_ERR_IO)."""
     code = 30
 
 
@@ -128,7 +129,8 @@ class SegmentPermissionError(GardenstateError, PermissionError):
 
 
 class IncompatibleError(GardenstateError):
-    """Segment of an incompatible build, or open() with other options (GDS_ERR_INCOMPATIBLE)."""
+    """Segment of an incompatible build, open() with other options, or a segment from before
+    the last reboot or of another time namespace (GDS_ERR_INCOMPATIBLE)."""
     code = 34
 
 
@@ -148,7 +150,8 @@ class InvalidOptionsError(GardenstateError, ValueError):
 
 
 class RefusedError(GardenstateError):
-    """The segment file is a symlink, not a regular file, or another user's (GDS_ERR_REFUSED)."""
+    """The segment file is a symlink, not a regular file, another user's, or sparse (its
+    memory not all reserved) (GDS_ERR_REFUSED)."""
     code = 38
 
 
