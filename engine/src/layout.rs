@@ -25,7 +25,7 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const MAGIC: u64 = u64::from_be_bytes(*b"GRDNSTAT");
 pub const MAGIC_SWAPPED: u64 = MAGIC.swap_bytes();
 /// Version of this layout, independent of the crate version.
-pub const LAYOUT_VERSION: u64 = 1;
+pub const LAYOUT_VERSION: u64 = 2;
 /// The value of [`H_STATE`] once the creator finished initializing the segment.
 pub const READY: u64 = u64::from_be_bytes(*b"READY!!!");
 
@@ -75,6 +75,12 @@ pub const H_SWEEP_CURSOR: usize = 41;
 pub const H_SWEEP_DUE: usize = 42;
 /// Counters folded in from reclaimed clients (stats.rs), `STAT_COUNT` words.
 pub const H_RETIRED_STATS: usize = 48;
+/// The PID namespace of the segment's creator (`os::pid_namespace`, the inode shown as
+/// `pid:[inode]`), written before the READY stamp and never changed: a process in another
+/// PID namespace is refused (clients.rs `client_identity`), since the pids and start times
+/// every liveness decision reads would name other processes there. Word 96 of the range
+/// 96..111 the client table's segment-wide words use.
+pub const H_PID_NS: usize = 96;
 /// Per size class: the page where allocation of that class looks first (heap.rs).
 pub const H_CLASS_HINT: usize = 128;
 pub const MAX_CLASSES: usize = 256;
@@ -210,7 +216,7 @@ pub const MAX_CLIENTS_LIMIT: u64 = (1 << 14) - 1;
 /// stats.rs): two builds that would read the segment differently have different
 /// fingerprints, so one refuses the other's segment instead of misreading it.
 pub fn fingerprint() -> u64 {
-    use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_OWNER, C_RECENT_FREE, C_START, C_WRITING};
+    use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_OWNER, C_RECENT_FREE, C_WRITING};
     let parts = [
         HEADER_WORDS as u64,
         H_CHECKSUM as u64,
@@ -224,12 +230,13 @@ pub fn fingerprint() -> u64 {
         H_SWEEP_CURSOR as u64,
         H_SWEEP_DUE as u64,
         H_RETIRED_STATS as u64,
+        H_PID_NS as u64,
         H_CLASS_HINT as u64,
         MAX_CLASSES as u64,
         FEED_ENTRY_WORDS as u64,
         CLIENT_WORDS as u64,
         C_OWNER as u64,
-        C_START as u64,
+        crate::clients::owner_word_example(),
         C_J_NEW as u64,
         C_J_OLD as u64,
         C_J_OLD_STATE as u64,

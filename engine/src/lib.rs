@@ -49,6 +49,8 @@ mod table;
 
 pub use check::CheckReport;
 pub use error::{Error, FullKind, Result};
+/// The calls `GDS_FAULT_ERRNO=site:errno` makes fail (tests; feature `failpoints`).
+pub use failpoint::ERRNO_SITES as FAULT_ERRNO_SITES;
 pub use failpoint::NAMES as FAILPOINTS;
 /// In-process thread stalls at named failpoints (tests; feature `failpoints`).
 #[cfg(feature = "failpoints")]

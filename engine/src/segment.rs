@@ -68,6 +68,7 @@ impl Segment {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
             g.write_header(&seg.mem, opts, os::random_u64()?, os::random_u64()?, unix_ms);
+            seg.stamp_pid_namespace()?;
             let seed = seg.mem.w(crate::layout::H_HASH_SEED).load(Ordering::Relaxed);
             let seg = Segment { seed, evict: opts.evict, ..seg };
             // The mode before the stamp: a creator killed between the two must not leave a
@@ -160,9 +161,8 @@ impl Segment {
         // UnsafeCell, so writing through a pointer from `as_ptr` is allowed).
         let mem = unsafe { Mem::from_raw(words.as_ptr() as *mut u8, words.len()) };
         g.write_header(&mem, opts, seed, 1, 0);
-        mem.w(H_STATE).store(READY, Ordering::Release);
         let full_scan_memo = Segment::memo(&g);
-        Ok(Segment {
+        let seg = Segment {
             mem,
             g,
             seed,
@@ -170,7 +170,10 @@ impl Segment {
             path: PathBuf::new(),
             full_scan_memo,
             _map: Backing::Heap(words),
-        })
+        };
+        seg.stamp_pid_namespace()?;
+        seg.mem.w(H_STATE).store(READY, Ordering::Release);
+        Ok(seg)
     }
 
     /// Loom atomics cannot live in a mapping: under loom, models build their segment with
