@@ -197,7 +197,14 @@ pub fn liveness(pid: u32, start_time: u64) -> Liveness {
         Liveness::Unknown => return Liveness::Unknown,
         Liveness::Alive => {}
     }
-    match read_stat(&format!("/proc/{pid}/stat")) {
+    #[cfg(feature = "failpoints")]
+    let read = match crate::failpoint::injected_errno("liveness.read_proc") {
+        Some(errno) => Err(std::io::Error::from_raw_os_error(errno)),
+        None => read_stat(&format!("/proc/{pid}/stat")),
+    };
+    #[cfg(not(feature = "failpoints"))]
+    let read = read_stat(&format!("/proc/{pid}/stat"));
+    match read {
         Ok((zombie, start)) if zombie || (start ^ start_time) & START_MASK != 0 => Liveness::Dead,
         Ok(_) => Liveness::Alive,
         // Gone between the probe and the read, or hidden (hidepid): ask the kernel again.
@@ -230,10 +237,6 @@ fn signal_probe(pid: u32) -> Liveness {
 /// out of memory gets the read's own error, not an abort. Every failure is an error (the caller
 /// decides what it proves: nothing, except ENOENT together with ESRCH).
 fn read_stat(path: &str) -> std::io::Result<(bool, u64)> {
-    #[cfg(feature = "failpoints")]
-    if let Some(errno) = crate::failpoint::injected_errno("liveness.read_proc") {
-        return Err(std::io::Error::from_raw_os_error(errno));
-    }
     let mut buf = [0u8; 4096];
     let mut f = File::open(path)?;
     let mut len = 0;

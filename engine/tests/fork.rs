@@ -395,7 +395,11 @@ fn grandchild_is_a_client_of_its_own() {
     assert_eq!(st.get(b"grandchild").unwrap().unwrap().value, b"1");
     let l = st.lock(b"child-lock", hour).unwrap().unwrap();
     assert!(l.took_over, "the dead child's lock was not taken over: recorded under the parent's pid?");
-    assert_eq!(sweep_fully(&st).dead_clients_reclaimed, 0, "processes that exited between operations hold no slot");
+    assert_eq!(
+        sweep_fully(&st).dead_clients_reclaimed,
+        0,
+        "processes that exited between operations hold no slot"
+    );
     assert_eq!(st.stats().clients, 0);
     assert_healthy(&st);
 }
