@@ -73,7 +73,7 @@ pub const H_SWEEP_LEASE: usize = 40;
 pub const H_SWEEP_CURSOR: usize = 41;
 /// When (`now_ms`) the next opportunistic sweep is due (store.rs).
 pub const H_SWEEP_DUE: usize = 42;
-/// Counters folded in from reclaimed clients (stats.rs), `STAT_COUNT` words.
+/// Segment-wide counters (stats.rs), `STAT_COUNT` words: dead clients reclaimed.
 pub const H_RETIRED_STATS: usize = 48;
 /// The PID namespace of the segment's creator (`os::pid_namespace`, the inode shown as
 /// `pid:[inode]`), written before the READY stamp and never changed: a process in another
@@ -281,7 +281,9 @@ pub struct Options {
     pub max_key: u32,
     /// Longest value, in bytes (default 1 MiB; up to 1 GiB).
     pub max_value: u64,
-    /// Threads (across all processes) that can use the segment at the same time.
+    /// Operations (across all processes) that can be in flight at the same instant: a thread
+    /// holds a client slot only inside an operation, so any number of threads may use the
+    /// segment; a claim that finds every slot in use waits for one (up to 2 s).
     pub max_clients: u32,
     /// Change-feed entries kept for followers before they must fall back to a scan.
     pub feed_len: u64,

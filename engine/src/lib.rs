@@ -10,7 +10,7 @@
 //! - `table`: the index and its insert protocol (one MEMBER per key);
 //! - `record`: record layout, copy-on-write publishing, optimistic validated reads;
 //! - `heap`: the size-class allocator and its crash-safety invariants;
-//! - `clients`: per-thread client slots, dead-process detection and reclamation;
+//! - `clients`: client slots held per operation, three-valued liveness, dead-process reclamation;
 //! - `feed`: the change feed for the replicator;
 //! - `store`: the public operations.
 //!
