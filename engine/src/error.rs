@@ -70,7 +70,10 @@ impl fmt::Display for Error {
                  delete entries, or create the segment with eviction"
             ),
             Error::Full(FullKind::Clients) => {
-                write!(f, "store full: every client slot held an operation in flight for 2 s (stopped processes?); raise max_clients")
+                write!(
+                    f,
+                    "store full: every client slot held an operation in flight for 2 s (stopped processes?); raise max_clients"
+                )
             }
             Error::KeyTooLarge { len, max } => {
                 write!(f, "key of {len} bytes: keys must be 1..={max} bytes")
