@@ -388,8 +388,10 @@ fn thousands_of_threads_in_several_processes() {
         let run = r.join().unwrap();
         assert!(run.success() && run.stdout.contains("CROWD errors=0"), "{}", run.describe());
     }
-    let r = sweep_fully(&st);
-    assert!(r.dead_clients_reclaimed >= 1, "the killed processes held slots mid-operation: {r:?}");
-    assert_eq!(st.stats().clients, 0, "no operation in flight, no slot in use");
+    sweep_fully(&st);
+    // Reclaimed by this sweep or already by the crowds' own opportunistic sweeps.
+    let stats = st.stats();
+    assert!(stats.dead_reclaims >= 1, "the killed processes held slots mid-operation: {stats:?}");
+    assert_eq!(stats.clients, 0, "no operation in flight, no slot in use");
     assert_healthy(&st);
 }
