@@ -74,6 +74,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 section "tests (cargo test --workspace)"
 cargo test --workspace
 cargo test -p gardenstate --features failpoints --test failpoints
+cargo test -p gardenstate --features failpoints --test faults
 
 section "loom models (.ci/loom.sh)"
 if [ -x .ci/loom.sh ]; then

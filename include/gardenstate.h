@@ -64,14 +64,15 @@
  *
  * Threads. A gds_store is safe to use from any number of threads at once: open one per process
  * and share it. Every function may be called from any thread concurrently with any other
- * call, except gds_close, which must not overlap any other use of that handle. Each thread
- * that uses a store takes a client slot in the segment on first use and gives it back when it
- * exits or the handle is closed; max_clients bounds the threads of all processes together.
+ * call, except gds_close, which must not overlap any other use of that handle. A thread holds
+ * a client slot of the segment only while it is inside a call, so the number of threads is not
+ * a limit: max_clients bounds the calls in flight at once across all processes (a call that
+ * finds every slot in use waits for one, up to 2 s, before GDS_ERR_FULL_CLIENTS).
  *
- * fork(). A handle inherited through fork() works in the child: its first call takes a client
- * slot of its own, so parent and child never share one, and gds_close in the child releases
- * only the child's slots. Open the store in the parent before forking (prefork servers do)
- * and fork while no other thread is inside a gds_ call.
+ * fork(). A handle inherited through fork() works in the child: its calls claim slots under
+ * the child's own pid, never the parent's, and gds_close in the child touches nothing of the
+ * parent's. Open the store in the parent before forking (prefork servers do) and fork while
+ * no other thread is inside a gds_ call.
  *
  * Panics. No function unwinds into the caller or aborts the process: an internal panic (a bug)
  * is caught and returned as GDS_ERR_PANIC, with details in gds_last_error_message(). The
@@ -83,8 +84,10 @@
  * - Linux only: segments live in /dev/shm (or $GARDENSTATE_SHM_DIR), liveness is read from
  *   /proc.
  * - All processes sharing a segment must share a PID namespace and see the same /dev/shm: a
- *   dead client or lock owner is recognized by its pid and start time. Two containers with
- *   separate PID namespaces must not share a segment.
+ *   dead client or lock owner is recognized by its pid and start time. A process of another
+ *   PID namespace is refused at attach (GDS_ERR_REFUSED naming both namespaces). A process that
+ *   cannot read /proc (out of file descriptors or memory, hidepid) never takes a live
+ *   process's slot or lock: what it cannot tell is not dead.
  * - A process killed in the middle of any call (kill -9) leaves the segment consistent; what it
  *   held (memory, locks, its client slot) is reclaimed by the survivors.
  * - Do not call gds_ functions from a signal handler: they allocate and use thread-locals.
@@ -308,9 +311,9 @@ typedef int32_t gds_status;
  * `gds_attach_group`, released by `gds_close`.
  *
  * One handle serves every thread of the process, concurrently: open it once per process
- * (before forking, in a prefork server) and share it. Each thread that uses it takes a
- * client slot in the segment on first use, given back when the thread exits or the handle
- * is closed; `max_clients` bounds the threads of all processes together.
+ * (before forking, in a prefork server) and share it. A thread holds a client slot of the
+ * segment only while it is inside a call, so any number of threads may use it;
+ * `max_clients` bounds the calls in flight at once across all processes.
  */
 typedef struct gds_store gds_store;
 
@@ -348,7 +351,8 @@ typedef struct gds_options {
      */
     uint32_t max_key;
     /**
-     * Threads, across all processes, using the segment at once; default 512, at most 16383.
+     * Calls in flight at once, across all processes (idle threads hold no slot); default 512,
+     * at most 16383.
      */
     uint32_t max_clients;
     /**
@@ -892,12 +896,11 @@ gds_status gds_attach_group(const char *name,
                             struct gds_store **store_out);
 
 /**
- * Closes a handle: unmaps the segment (for this process) and gives back the client slots
- * this process's threads took through it. The segment and its entries stay. NULL is a
- * no-op. Closing a handle twice, or using it after closing, is undefined behaviour.
+ * Closes a handle: unmaps the segment (for this process). The segment and its entries stay.
+ * NULL is a no-op. Closing a handle twice, or using it after closing, is undefined behaviour.
  *
- * In a child process after `fork()`, closing the inherited handle releases only the child's
- * own client slots, never the parent's.
+ * A child process after `fork()` may close the inherited handle: no client slot is held
+ * between calls, so nothing of the parent's is touched.
  *
  * Thread safety: no other call may be using `store`, on any thread, during or after this.
  *

@@ -143,9 +143,9 @@ fn monitor() -> AnyResult<()> {
         num(info.max_entries)
     );
 
-    // Every thread that uses a store takes a client slot in the segment until it ends. Seeding
-    // the cookie jar from a short-lived thread leaves the monitor holding none: `stats()`
-    // needs no slot, so the `clients` column counts the workers.
+    // A thread holds a client slot only while inside an operation, so the `clients` column
+    // counts the workers' operations in flight at the instant of the sample (and the killed
+    // worker's slot, if it died mid-operation, until a survivor reclaims it).
     std::thread::scope(|s| s.spawn(|| seed_cookie_jar(&store)).join().expect("seeding thread"))?;
     println!(
         "{} users ({} of them hot), anonymous visitors with a {} s sliding timeout, all logged out.",
@@ -200,10 +200,10 @@ fn monitor() -> AnyResult<()> {
                 now.clients.to_string(),
             ])
         );
-        if killed_at.is_some() && !reclaim_seen && now.clients < c.workers as u64 {
+        if killed_at.is_some() && !reclaim_seen && now.dead_reclaims > first.dead_reclaims {
             reclaim_seen = true;
             println!(
-                "     ^ a surviving worker found worker {}'s process dead and reclaimed its client slot",
+                "     ^ a surviving worker found worker {}'s process dead and reclaimed what it held",
                 c.victim
             );
         }
@@ -307,8 +307,8 @@ fn monitor() -> AnyResult<()> {
     if !check.problems.is_empty() {
         failed.push(format!("the segment check found {} problems", check.problems.len()));
     }
-    // The survivors gave their slots back when they exited; the killed worker's slot is free
-    // only if a survivor reclaimed it.
+    // Nobody is inside an operation now: a slot still in use is the killed worker's, held
+    // mid-operation and never reclaimed.
     if killed_at.is_some() && end.clients != 0 {
         failed.push("the killed worker's client slot was not reclaimed".into());
     }

@@ -107,10 +107,10 @@ impl Segment {
         for idx in 0..self.g.max_clients as usize {
             let base = self.client_base(idx);
             let w = self.mem.w(base + C_OWNER).load(Ordering::Acquire);
-            if w & 0xff == crate::clients::FREE {
+            if Segment::slot_is_free(w) {
                 continue;
             }
-            if !self.client_alive(w, base) {
+            if Segment::holder_liveness(w) == crate::os::Liveness::Dead {
                 r.dead_clients += 1;
             }
             for j in [C_J_NEW, C_J_OLD] {

@@ -1,14 +1,39 @@
-//! The client table: one 256-byte slot per thread using the segment, in any process.
+//! The client table: one 256-byte slot per operation in flight, in any process.
 //!
-//! Slot words: `C_OWNER = [pid:32 | gen:24 | state:8]`, `C_START` (the process start time, so
-//! a reused pid is not mistaken for the owner), the journal (`C_J_NEW`, `C_J_OLD`,
-//! `C_J_OLD_STATE`: the blocks an operation in flight is taking or giving up, heap.rs H3), and
-//! the client's counters (stats.rs) on the following lines.
+//! A thread holds a slot only while it is inside an operation: `Store` claims one when an
+//! operation starts (trying first the slot the thread used last, so the claim is one CAS on a
+//! line likely still in its cache) and releases it when the operation ends. Idle threads hold
+//! none, so the number of threads is not a limit: `max_clients` bounds the operations in flight
+//! at once. (A slot used to be held for a thread's whole life: a process with more threads than
+//! slots got `Full(Clients)` on reads.) If every slot is in use, a claim reclaims the slots of
+//! dead processes, then waits (up to `CLAIM_WAIT`) for an operation to end.
 //!
-//! States: FREE -> CLAIMING -> ACTIVE -> FREE (release) or ACTIVE -> RECLAIMING -> FREE (its
-//! process died). Every claim adds 1 to `gen`. A process is dead when `/proc/<pid>/stat` is gone
-//! or shows another start time; a CLAIMING or RECLAIMING slot is judged by its pid alone (its
-//! start time word may be stale for an instant).
+//! Slot words: `C_OWNER = [state:2 | pid:22 | start:40]`: who holds the slot, the pid and the
+//! low 40 bits of its process start time (os.rs `START_MASK`), so a reused pid is not mistaken
+//! for the owner; the journal (`C_J_NEW`, `C_J_OLD`, `C_J_OLD_STATE`: the blocks an operation in
+//! flight is taking or giving up, heap.rs H3), and counters (stats.rs) on the following lines.
+//! The counters stay with the slot whoever holds it next (`stats::sum` adds up every slot).
+//!
+//! States: FREE (word 0) -> ACTIVE (one CAS that writes the whole identity of the claimer)
+//! -> FREE (release), or ACTIVE -> RECLAIMING (the reclaimer's identity) -> FREE (the holder's
+//! process died). A word names its holder completely at every instant (no half-claimed state
+//! judged by a pid alone), so the same (pid, start) can only reappear if that process claims
+//! again, which a dead one cannot: a reclaimer's CAS from a dead holder's word cannot succeed
+//! on a later claim.
+//!
+//! C1. A FREE slot has empty journals and `C_WRITING` 0: release clears `C_J_NEW` (which may
+//! still name a block another client took first: not ours, nothing to recover) before its
+//! release store, reclaim clears everything before its freeing CAS, and the claimer's acquire
+//! CAS sees those stores.
+//!
+//! Liveness is three-valued (os.rs `liveness`): only a holder proven `Dead` (ESRCH from
+//! `kill(pid, 0)`, or `/proc/<pid>/stat` read and showing a zombie or another start time) is
+//! reclaimed. `Unknown` (a sweeper out of file descriptors or memory, `hidepid`) is treated as
+//! alive: a live writer's blocks are never freed under it. Every process sharing a segment must
+//! be in the creator's PID namespace (`H_PID_NS`); `client_identity` refuses any other with an
+//! error naming both namespaces. A lease renewed by each client would let processes of other
+//! namespaces in, but a lease that runs out proves nothing: a process stopped past it (SIGSTOP,
+//! a cgroup freeze, swap) resumes mid-write into blocks reclaimed under it. Pids prove death.
 //!
 //! Reclaiming a dead client (any process may do it, several at once without harm: every step
 //! is a CAS that only one party wins):
@@ -18,50 +43,60 @@
 //! - `C_J_OLD` names a record it was unpublishing with its exact state word: if unchanged and no
 //!   longer referenced by its index slot, the displaced record is freed; if already FREE, a
 //!   stale bitmap bit is cleared (heap.rs H2).
-//! - its counters fold into the retired totals; the slot becomes FREE.
+//! - the slot becomes FREE (C1).
 //!
-//! A live client whose operation unwinds (a panic) settles its own journal the same way
-//! (`abandon_operation`, run by a drop guard in store.rs), so a caught panic leaks nothing and
-//! leaves no `C_WRITING` raised.
+//! A thread that unwinds out of an operation (a panic) leaves its slot as a kill would and
+//! recovers it the same way at once (`abandon_client`), so a caught panic leaks no slot.
 //!
 //! Locks held by the dead process are not touched here: whoever meets them sees the dead owner
 //! and takes them over (store.rs). Nothing here waits for the dead client.
 
 use crate::error::{Error, FullKind, Result};
 use crate::layout::{self, CLIENT_WORDS, block, slot};
-use crate::os;
+use crate::os::{self, Liveness};
 use crate::segment::Segment;
-use crate::stats;
 use crate::sync::Ordering;
+use std::time::{Duration, Instant};
 
 pub const C_OWNER: usize = 0;
-pub const C_START: usize = 1;
-pub const C_J_NEW: usize = 2;
-pub const C_J_OLD: usize = 3;
-pub const C_J_OLD_STATE: usize = 4;
+pub const C_J_NEW: usize = 1;
+pub const C_J_OLD: usize = 2;
+pub const C_J_OLD_STATE: usize = 3;
 /// The block this client freed last, + 1 (0 = none): an allocation hint only (heap.rs).
-pub const C_RECENT_FREE: usize = 5;
+pub const C_RECENT_FREE: usize = 4;
 /// 1 while the client is inside a write that passed (or is about to pass) the write-mode
-/// check; see `Store::drain_writers` for the handshake (W1). 0 in segments of older builds,
-/// which never used the word.
-pub const C_WRITING: usize = 6;
+/// check; see `Store::drain_writers` for the handshake (W1).
+pub const C_WRITING: usize = 5;
 
-pub(crate) const FREE: u64 = 0;
-const CLAIMING: u64 = 1;
-const ACTIVE: u64 = 2;
-const RECLAIMING: u64 = 3;
+const FREE: u64 = 0;
+const ACTIVE: u64 = 1;
+const RECLAIMING: u64 = 2;
 
-fn pack(pid: u32, gen_: u64, state: u64) -> u64 {
-    ((pid as u64) << 32) | ((gen_ & 0xff_ffff) << 8) | state
+/// Pids are below 2^22 on Linux (`PID_MAX_LIMIT`).
+const PID_BITS: u32 = 22;
+
+/// How long a claim waits for an operation in flight to end when every slot is in use.
+const CLAIM_WAIT: Duration = Duration::from_secs(2);
+
+fn pack(state: u64, pid: u32, start: u64) -> u64 {
+    (state << 62) | ((pid as u64 & ((1 << PID_BITS) - 1)) << 40) | (start & os::START_MASK)
+}
+fn with_state(w: u64, state: u64) -> u64 {
+    (w & !(3 << 62)) | (state << 62)
 }
 fn pid_of(w: u64) -> u32 {
-    (w >> 32) as u32
+    ((w >> 40) & ((1 << PID_BITS) - 1)) as u32
 }
-fn gen_of(w: u64) -> u64 {
-    (w >> 8) & 0xff_ffff
+fn start_of(w: u64) -> u64 {
+    w & os::START_MASK
 }
 fn state_of(w: u64) -> u64 {
-    w & 0xff
+    w >> 62
+}
+
+/// An owner word, for the layout fingerprint (a build packing it otherwise has another).
+pub(crate) fn owner_word_example() -> u64 {
+    pack(RECLAIMING, 0x2_1234, 0xab_cdef_0123)
 }
 
 /// A dead client's slot this process took for reclaiming (`taken`), handed back to its dead
@@ -83,62 +118,101 @@ impl Segment {
         self.g.clients_off + idx * CLIENT_WORDS
     }
 
-    /// Claims a free client slot for this thread of process (`pid`, `start`).
-    pub(crate) fn claim_client(&self, pid: u32, start: u64, rnd: u64) -> Result<usize> {
-        for attempt in 0..2 {
-            let n = self.g.max_clients as usize;
-            for k in 0..n {
-                let idx = (rnd as usize).wrapping_add(k) % n;
-                let base = self.client_base(idx);
-                let ow = self.mem.w(base + C_OWNER);
-                let w = ow.load(Ordering::Acquire);
-                if state_of(w) != FREE {
-                    continue;
-                }
-                let claiming = pack(pid, gen_of(w) + 1, CLAIMING);
-                if ow.compare_exchange(w, claiming, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-                    continue;
-                }
-                self.mem.w(base + C_START).store(start, Ordering::Relaxed);
-                self.mem.w(base + C_J_NEW).store(0, Ordering::Relaxed);
-                self.mem.w(base + C_J_OLD).store(0, Ordering::Relaxed);
-                self.mem.w(base + C_WRITING).store(0, Ordering::Relaxed);
-                ow.store(pack(pid, gen_of(w) + 1, ACTIVE), Ordering::Release);
-                return Ok(idx);
-            }
-            if attempt == 0 && self.reclaim_dead_clients() == 0 {
-                break;
-            }
-        }
-        Err(Error::Full(FullKind::Clients))
+    /// Records the creator's PID namespace in a segment being built (before its READY stamp).
+    pub(crate) fn stamp_pid_namespace(&self) -> Result<()> {
+        self.mem.w(layout::H_PID_NS).store(os::pid_namespace()?, Ordering::Relaxed);
+        Ok(())
     }
 
-    /// Gives a slot back (its thread ended or the store handle was dropped).
+    /// This process's owner word (ACTIVE), after checking it may use this segment: it must be
+    /// in the segment's PID namespace, or every pid it registers would name another process
+    /// for the others (and theirs for it), and liveness could not be judged.
+    pub(crate) fn client_identity(&self) -> Result<u64> {
+        let (seg_ns, ns) = (self.mem.w(layout::H_PID_NS).load(Ordering::Relaxed), os::pid_namespace()?);
+        if seg_ns != ns {
+            return Err(Error::Refused {
+                path: self.path.display().to_string(),
+                reason: format!(
+                    "it was created in PID namespace pid:[{seg_ns}] and this process is in pid:[{ns}]: \
+                     every process sharing a segment must be in one PID namespace, since pids tell \
+                     which clients died (run the container with the host's or the other's PID \
+                     namespace: --pid=host, --pid=container:NAME, or shareProcessNamespace)"
+                ),
+            });
+        }
+        let (pid, start) = os::self_identity()?;
+        if pid >= 1 << PID_BITS {
+            return Err(Error::Refused {
+                path: self.path.display().to_string(),
+                reason: format!("pid {pid} does not fit the client slot's {PID_BITS} bits (Linux pids do)"),
+            });
+        }
+        Ok(pack(ACTIVE, pid, start))
+    }
+
+    /// Claims a free client slot for one operation of the client `me` (its owner word from
+    /// `client_identity`), trying `hint` first.
+    pub(crate) fn claim_client(&self, me: u64, hint: usize) -> Result<usize> {
+        let n = self.g.max_clients as usize;
+        let mut waited: Option<(Instant, Duration)> = None;
+        loop {
+            for k in 0..n {
+                let idx = hint.wrapping_add(k) % n;
+                let ow = self.mem.w(self.client_base(idx) + C_OWNER);
+                if ow.load(Ordering::Relaxed) == FREE
+                    && ow.compare_exchange(FREE, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                {
+                    return Ok(idx);
+                }
+            }
+            if self.reclaim_dead_clients(me) > 0 {
+                continue;
+            }
+            // Every slot holds an operation in flight (or a holder whose liveness is
+            // unknown): wait for one to end.
+            let (since, nap) = waited.get_or_insert((Instant::now(), Duration::from_micros(10)));
+            if since.elapsed() >= CLAIM_WAIT {
+                return Err(Error::Full(FullKind::Clients));
+            }
+            std::thread::sleep(*nap);
+            *nap = (*nap * 2).min(Duration::from_millis(1));
+        }
+    }
+
+    /// Gives a slot back at the end of an operation (C1).
     pub(crate) fn release_client(&self, idx: usize) {
         let base = self.client_base(idx);
-        stats::retire(&self.mem, base);
-        let ow = self.mem.w(base + C_OWNER);
-        let w = ow.load(Ordering::Relaxed);
-        ow.store(pack(0, gen_of(w), FREE), Ordering::Release);
+        self.mem.w(base + C_J_NEW).store(0, Ordering::Relaxed);
+        self.mem.w(base + C_OWNER).store(FREE, Ordering::Release);
     }
 
-    pub(crate) fn client_alive(&self, w: u64, base: usize) -> bool {
-        match state_of(w) {
-            ACTIVE => os::process_alive(pid_of(w), self.mem.w(base + C_START).load(Ordering::Relaxed)),
-            _ => os::process_start_time(pid_of(w)).is_some(),
-        }
+    /// Gives back the slot `me` holds for an operation that unwound (a panic) in the middle:
+    /// recovered as a dead client's would be, so the segment is left as a kill leaves it
+    /// once reclaimed.
+    pub(crate) fn abandon_client(&self, idx: usize, me: u64) {
+        self.recover_and_free(idx, me);
+    }
+
+    /// The liveness of the holder named by a non-FREE owner word.
+    pub(crate) fn holder_liveness(w: u64) -> Liveness {
+        os::liveness(pid_of(w), start_of(w))
+    }
+
+    /// Is the owner word that of a FREE slot?
+    pub(crate) fn slot_is_free(w: u64) -> bool {
+        w == FREE
     }
 
     /// Waits until no live client is inside a write (`C_WRITING`), or `deadline` passes.
     /// Returns whether it drained. A client whose process died mid-write does not count: its
-    /// write never returned to anyone.
+    /// write never returned to anyone. One whose liveness is unknown is waited for.
     pub(crate) fn wait_no_writers(&self, deadline: std::time::Instant) -> bool {
         for idx in 0..self.g.max_clients as usize {
             let base = self.client_base(idx);
             let mut nap = std::time::Duration::from_micros(20);
             while self.mem.w(base + C_WRITING).load(Ordering::SeqCst) == 1 {
                 let w = self.mem.w(base + C_OWNER).load(Ordering::Acquire);
-                if state_of(w) != ACTIVE || !self.client_alive(w, base) {
+                if state_of(w) != ACTIVE || Segment::holder_liveness(w) == Liveness::Dead {
                     break;
                 }
                 if std::time::Instant::now() >= deadline {
@@ -151,50 +225,55 @@ impl Segment {
         true
     }
 
-    /// Number of client slots in use.
+    /// Number of client slots in use: operations in flight, and holders not yet reclaimed.
     pub(crate) fn clients_in_use(&self) -> u64 {
         (0..self.g.max_clients as usize)
-            .filter(|&i| state_of(self.mem.w(self.client_base(i) + C_OWNER).load(Ordering::Relaxed)) != FREE)
+            .filter(|&i| self.mem.w(self.client_base(i) + C_OWNER).load(Ordering::Relaxed) != FREE)
             .count() as u64
     }
 
-    /// Reclaims every client whose process is dead. Returns how many it reclaimed.
-    pub(crate) fn reclaim_dead_clients(&self) -> u64 {
-        let my_pid = std::process::id();
+    /// Reclaims every client whose holder is proven dead (`me`: the reclaimer's owner word).
+    /// Returns how many it reclaimed.
+    pub(crate) fn reclaim_dead_clients(&self, me: u64) -> u64 {
         let mut reclaimed = 0;
         for idx in 0..self.g.max_clients as usize {
-            let base = self.client_base(idx);
-            let ow = self.mem.w(base + C_OWNER);
+            let ow = self.mem.w(self.client_base(idx) + C_OWNER);
             let w = ow.load(Ordering::Acquire);
-            if state_of(w) == FREE || self.client_alive(w, base) {
+            if w == FREE || w == me || Segment::holder_liveness(w) != Liveness::Dead {
                 continue;
             }
-            let taken = pack(my_pid, gen_of(w), RECLAIMING);
+            let taken = with_state(me, RECLAIMING);
             if ow.compare_exchange(w, taken, Ordering::AcqRel, Ordering::Relaxed).is_err() {
                 continue;
             }
             // A panic inside the recovery (caught by a caller) must not leave the slot
             // RECLAIMING under this live process, where nobody would ever finish it: the
             // guard hands it back to its dead owner's word, for the next sweep to reclaim
-            // again (settling a journal is idempotent, as several reclaimers may run it).
+            // again (recovering a journal is idempotent, as several reclaimers may run it).
             let give_back = GiveBack { owner: ow, taken, dead: w };
-            self.settle_journal(idx);
-            stats::retire(&self.mem, base);
+            let freed = self.recover_and_free(idx, taken);
             std::mem::forget(give_back); // recovered: nothing to give back
-            if ow
-                .compare_exchange(taken, pack(0, gen_of(w), FREE), Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
+            if freed {
                 reclaimed += 1;
             }
         }
         if reclaimed > 0 {
-            // Credited to the retired totals: the reclaimer may itself be a short-lived client.
             self.mem
-                .w(layout::H_RETIRED_STATS + stats::DEAD_RECLAIMS)
+                .w(layout::H_RETIRED_STATS + crate::stats::DEAD_RECLAIMS)
                 .fetch_add(reclaimed, Ordering::Relaxed);
         }
         reclaimed
+    }
+
+    /// Recovers slot `idx`'s journal, clears it (C1) and frees the slot if its owner word is
+    /// still `held`. Returns whether it freed it.
+    fn recover_and_free(&self, idx: usize, held: u64) -> bool {
+        let base = self.client_base(idx);
+        self.recover_journal(idx);
+        for w in [C_J_NEW, C_J_OLD, C_WRITING] {
+            self.mem.w(base + w).store(0, Ordering::Relaxed);
+        }
+        self.mem.w(base + C_OWNER).compare_exchange(held, FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// Is the record at heap offset `off`, with state word `st`, the one its index slot holds?
@@ -210,27 +289,6 @@ impl Segment {
             && slot::block(w) as u64 == off
             && slot::generation(w) == block::generation(st) & slot::GEN_MASK;
         holds.then_some((pos, w))
-    }
-
-    /// Undoes or completes, from client `idx`'s journal, what its interrupted operation had
-    /// taken or given up (see the module comment), then clears the journal.
-    fn settle_journal(&self, idx: usize) {
-        let base = self.client_base(idx);
-        self.recover_journal(idx);
-        self.mem.w(base + C_J_NEW).store(0, Ordering::Relaxed);
-        self.mem.w(base + C_J_OLD).store(0, Ordering::Relaxed);
-    }
-
-    /// Client `idx`'s own thread unwinding out of an operation (a panic, caught by a caller
-    /// such as the C ABI's boundary): leaves the segment as a kill there would, and gives back
-    /// what reclaiming the killed client would, so the live client goes on with a clean slot.
-    /// The journal is settled exactly as a reclaimer settles a dead client's (nobody else
-    /// touches a live client's journal, and every step is the reclaimer's CAS, safe against
-    /// concurrent operations of others), and `C_WRITING` is lowered (a write that unwound
-    /// was never acknowledged: `drain_writers` must not wait for it).
-    pub(crate) fn abandon_operation(&self, idx: usize) {
-        self.settle_journal(idx);
-        self.mem.w(self.client_base(idx) + C_WRITING).store(0, Ordering::SeqCst);
     }
 
     fn recover_journal(&self, idx: usize) {

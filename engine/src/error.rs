@@ -13,7 +13,8 @@ pub enum FullKind {
     Index,
     /// No free block of the record's size class in the heap.
     Heap,
-    /// Every per-thread slot of the process table is taken.
+    /// Every client slot held an operation in flight (or a holder whose liveness cannot be
+    /// told) for as long as a claim waits (2 s).
     Clients,
 }
 
@@ -93,7 +94,10 @@ impl fmt::Display for Error {
                  delete entries, or create the segment with eviction"
             ),
             Error::Full(FullKind::Clients) => {
-                write!(f, "store full: every client slot is taken; raise max_clients or end idle threads")
+                write!(
+                    f,
+                    "store full: every client slot held an operation in flight for 2 s (stopped processes?); raise max_clients"
+                )
             }
             Error::KeyTooLarge { len, max } => {
                 write!(f, "key of {len} bytes: keys must be 1..={max} bytes")

@@ -18,6 +18,10 @@
 //!   unwinds out of the engine from exactly there, and must leave the segment as a kill would
 //!   and give back what a kill's reclaim would (store.rs, "Unwinding").
 //!
+//! - `GDS_FAULT_ERRNO=site:errno` makes every call at an [`ERRNO_SITES`] site fail with that
+//!   errno, for the life of the process: resource exhaustion that lasts (ENOMEM, ENFILE,
+//!   EACCES), which a test cannot produce on demand for the one call it is about.
+//!
 //! Every failpoint name is listed in [`NAMES`] (tests iterate over it, so a failpoint removed
 //! from the code but left in the list fails its test, never hit).
 
@@ -46,6 +50,11 @@ pub const NAMES: &[&str] = &[
     "create.after_excl", // file created (O_EXCL, mode 0000), header not written / not READY
     "create.after_mode", // header written, final mode set, not yet READY
     "create.after_ready", // READY stamped, create() not yet returned
+];
+
+/// The calls `GDS_FAULT_ERRNO` can make fail (see the module comment).
+pub const ERRNO_SITES: &[&str] = &[
+    "liveness.read_proc", // os.rs: the read of /proc/<pid>/stat that judges a process's liveness
 ];
 
 #[cfg(feature = "failpoints")]
@@ -178,6 +187,23 @@ mod imp {
         p
     }
 
+    /// The errno `GDS_FAULT_ERRNO=site:errno` injects at `site`, if it names this one.
+    pub fn injected_errno(site: &'static str) -> Option<i32> {
+        debug_assert!(
+            super::ERRNO_SITES.contains(&site),
+            "errno site {site} is not in failpoint::ERRNO_SITES"
+        );
+        static SPEC: OnceLock<Option<(String, i32)>> = OnceLock::new();
+        let spec = SPEC.get_or_init(|| {
+            let v = std::env::var("GDS_FAULT_ERRNO").ok()?;
+            let (name, errno) = v.rsplit_once(':')?;
+            let errno =
+                errno.trim().parse().unwrap_or_else(|_| panic!("GDS_FAULT_ERRNO {v:?}: errno is a number"));
+            Some((name.to_string(), errno))
+        });
+        spec.as_ref().filter(|(name, _)| name == site).map(|&(_, errno)| errno)
+    }
+
     /// Called at failpoint `name`: stalls or kills as armed (see the module comment).
     pub fn hit(name: &'static str) {
         debug_assert!(super::NAMES.contains(&name), "failpoint {name} is not in failpoint::NAMES");
@@ -229,7 +255,7 @@ mod imp {
 }
 
 #[cfg(feature = "failpoints")]
-pub use imp::{Pause, hit, panic_at, pause};
+pub use imp::{Pause, hit, injected_errno, panic_at, pause};
 
 /// `failpoint!("name")`: with the `failpoints` feature, the process may be killed or stalled
 /// here (see the module comment); without it, nothing.

@@ -86,8 +86,14 @@ pub const H_SWEEP_LEASE: usize = 40;
 pub const H_SWEEP_CURSOR: usize = 41;
 /// When (`now_ms`) the next opportunistic sweep is due (store.rs).
 pub const H_SWEEP_DUE: usize = 42;
-/// Counters folded in from reclaimed clients (stats.rs), `STAT_COUNT` words.
+/// Segment-wide counters (stats.rs), `STAT_COUNT` words: dead clients reclaimed.
 pub const H_RETIRED_STATS: usize = 48;
+/// The PID namespace of the segment's creator (`os::pid_namespace`, the inode shown as
+/// `pid:[inode]`), written before the READY stamp and never changed: a process in another
+/// PID namespace is refused (clients.rs `client_identity`), since the pids and start times
+/// every liveness decision reads would name other processes there. Word 96 of the range
+/// 96..111 the client table's segment-wide words use.
+pub const H_PID_NS: usize = 96;
 /// Per size class: the page where allocation of that class looks first (heap.rs).
 pub const H_CLASS_HINT: usize = 128;
 pub const MAX_CLASSES: usize = 256;
@@ -223,7 +229,7 @@ pub const MAX_CLIENTS_LIMIT: u64 = (1 << 14) - 1;
 /// stats.rs): two builds that would read the segment differently have different
 /// fingerprints, so one refuses the other's segment instead of misreading it.
 pub fn fingerprint() -> u64 {
-    use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_OWNER, C_RECENT_FREE, C_START, C_WRITING};
+    use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_OWNER, C_RECENT_FREE, C_WRITING};
     let parts = [
         HEADER_WORDS as u64,
         H_CHECKSUM as u64,
@@ -239,12 +245,13 @@ pub fn fingerprint() -> u64 {
         H_SWEEP_CURSOR as u64,
         H_SWEEP_DUE as u64,
         H_RETIRED_STATS as u64,
+        H_PID_NS as u64,
         H_CLASS_HINT as u64,
         MAX_CLASSES as u64,
         FEED_ENTRY_WORDS as u64,
         CLIENT_WORDS as u64,
         C_OWNER as u64,
-        C_START as u64,
+        crate::clients::owner_word_example(),
         C_J_NEW as u64,
         C_J_OLD as u64,
         C_J_OLD_STATE as u64,
@@ -289,7 +296,9 @@ pub struct Options {
     pub max_key: u32,
     /// Longest value, in bytes (default 1 MiB; up to 1 GiB).
     pub max_value: u64,
-    /// Threads (across all processes) that can use the segment at the same time.
+    /// Operations (across all processes) that can be in flight at the same instant: a thread
+    /// holds a client slot only inside an operation, so any number of threads may use the
+    /// segment; a claim that finds every slot in use waits for one (up to 2 s).
     pub max_clients: u32,
     /// Change-feed entries kept for followers before they must fall back to a scan.
     pub feed_len: u64,

@@ -10,7 +10,7 @@
 //! - `table`: the index and its insert protocol (one MEMBER per key);
 //! - `record`: record layout, copy-on-write publishing, optimistic validated reads;
 //! - `heap`: the size-class allocator and its crash-safety invariants;
-//! - `clients`: per-thread client slots, dead-process detection and reclamation;
+//! - `clients`: client slots held per operation, three-valued liveness, dead-process reclamation;
 //! - `feed`: the change feed for the replicator;
 //! - `store`: the public operations.
 //!
@@ -49,6 +49,8 @@ mod table;
 
 pub use check::CheckReport;
 pub use error::{Error, FullKind, Result};
+/// The calls `GDS_FAULT_ERRNO=site:errno` makes fail (tests; feature `failpoints`).
+pub use failpoint::ERRNO_SITES as FAULT_ERRNO_SITES;
 pub use failpoint::NAMES as FAILPOINTS;
 /// In-process thread stalls and panics at named failpoints (tests; feature `failpoints`).
 #[cfg(feature = "failpoints")]

@@ -273,24 +273,104 @@ pub fn random_u64() -> Result<u64> {
     Ok(u64::from_ne_bytes(b))
 }
 
-/// The start time of `pid` (clock ticks since boot, field 22 of `/proc/<pid>/stat`), or `None`
-/// if no such process exists or it is a zombie. Together with the pid it names one process for
-/// the life of the host, so a reused pid is never mistaken for a dead owner.
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?; // field 3
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    fields.nth(18)?.parse().ok() // field 22
+/// What can be known about whether a process is still running. Only `Dead` allows taking
+/// what the process held (its client slots, its locks): `Unknown` is never treated as dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// It is running (its pid exists and `/proc` shows the start time it registered with).
+    Alive,
+    /// Proven gone: `kill(pid, 0)` said ESRCH, or `/proc/<pid>/stat` was read and shows a
+    /// zombie or another start time (the pid was reused).
+    Dead,
+    /// It could not be told: `/proc` could not be read (EMFILE, ENFILE, ENOMEM, `hidepid`
+    /// hiding another user's process, ...). Treated as alive by every caller.
+    Unknown,
 }
 
-/// Is the process that registered as (`pid`, `start_time`) still running?
-pub fn process_alive(pid: u32, start_time: u64) -> bool {
-    process_start_time(pid) == Some(start_time)
+/// Start times are compared on their low 40 bits (the client slot word keeps 40): 2^40 clock
+/// ticks at 100 Hz are 348 years of uptime, so two processes with one pid never share them.
+pub const START_MASK: u64 = (1 << 40) - 1;
+
+/// Is the process that registered as (`pid`, `start_time`) still running? The one liveness
+/// decision of the engine: client reclaim, lock takeover, the drain of writers and `check`
+/// all come here. Callers must be in the PID namespace of the segment (attach refuses
+/// otherwise: `Segment::client_identity`), so `pid` names the same process for them.
+pub fn liveness(pid: u32, start_time: u64) -> Liveness {
+    // 0 would probe our own process group and a negative pid every process we may signal.
+    if pid == 0 || pid > i32::MAX as u32 {
+        return Liveness::Unknown;
+    }
+    match signal_probe(pid) {
+        Liveness::Dead => return Liveness::Dead,
+        Liveness::Unknown => return Liveness::Unknown,
+        Liveness::Alive => {}
+    }
+    #[cfg(feature = "failpoints")]
+    let read = match crate::failpoint::injected_errno("liveness.read_proc") {
+        Some(errno) => Err(std::io::Error::from_raw_os_error(errno)),
+        None => read_stat(&format!("/proc/{pid}/stat")),
+    };
+    #[cfg(not(feature = "failpoints"))]
+    let read = read_stat(&format!("/proc/{pid}/stat"));
+    match read {
+        Ok((zombie, start)) if zombie || (start ^ start_time) & START_MASK != 0 => Liveness::Dead,
+        Ok(_) => Liveness::Alive,
+        // Gone between the probe and the read, or hidden (hidepid): ask the kernel again.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match signal_probe(pid) {
+            Liveness::Dead => Liveness::Dead,
+            _ => Liveness::Unknown,
+        },
+        Err(_) => Liveness::Unknown,
+    }
+}
+
+/// `kill(pid, 0)`: ESRCH proves no such process exists (`Dead`); success or EPERM (another
+/// user's process) say one does (`Alive`: some process has the pid, maybe a reuse); anything
+/// else is `Unknown`. Needs no file descriptor and no memory.
+fn signal_probe(pid: u32) -> Liveness {
+    // SAFETY: signal 0 sends nothing; kill(2) has no memory-safety preconditions. `pid` is
+    // positive (checked by the caller), so it names one process, never a group.
+    if unsafe { libc::kill(pid as libc::pid_t, 0) } == 0 {
+        return Liveness::Alive;
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ESRCH) => Liveness::Dead,
+        Some(libc::EPERM) => Liveness::Alive,
+        _ => Liveness::Unknown,
+    }
+}
+
+/// (is a zombie, start time) from a `/proc/.../stat` file: field 3 is the state, field 22 the
+/// start time in clock ticks since boot. Read into a stack buffer: no allocation, so a process
+/// out of memory gets the read's own error, not an abort. Every failure is an error (the caller
+/// decides what it proves: nothing, except ENOENT together with ESRCH).
+fn read_stat(path: &str) -> std::io::Result<(bool, u64)> {
+    let mut buf = [0u8; 4096];
+    let mut f = File::open(path)?;
+    let mut len = 0;
+    while len < buf.len() {
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{path}: unexpected format"));
+    let stat = std::str::from_utf8(&buf[..len]).map_err(|_| bad())?;
+    // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
+    let rest = &stat[stat.rfind(')').ok_or_else(bad)? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next().ok_or_else(bad)?; // field 3
+    let start = fields.nth(18).and_then(|f| f.parse().ok()).ok_or_else(bad)?; // field 22
+    Ok((state == "Z" || state == "X", start))
+}
+
+/// The inode of this process's PID namespace (`/proc/self/ns/pid`, shown as `pid:[inode]`).
+/// Processes that share a segment must share it: a pid means another process elsewhere.
+pub fn pid_namespace() -> Result<u64> {
+    let path = std::path::Path::new("/proc/self/ns/pid");
+    std::fs::metadata(path).map(|m| m.ino()).map_err(|e| io("stat", path, e))
 }
 
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -329,14 +409,11 @@ pub fn self_identity() -> Result<(u32, u64)> {
         Some((g, pid, start)) if g == fork_gen => Ok((pid, start)),
         _ => {
             let pid = std::process::id();
-            let path = format!("/proc/{pid}/stat");
-            let start = process_start_time(pid).ok_or_else(|| {
-                io(
-                    "read this process's start time from",
-                    std::path::Path::new(&path),
-                    std::io::Error::new(std::io::ErrorKind::NotFound, "no start time (is /proc mounted?)"),
-                )
-            })?;
+            // /proc/self: right even where /proc belongs to another PID namespace than the
+            // pid getpid() returns (the namespace check then refuses with a clear error).
+            let path = std::path::Path::new("/proc/self/stat");
+            let (_, start) = read_stat("/proc/self/stat")
+                .map_err(|e| io("read this process's start time from", path, e))?;
             *cache = Some((fork_gen, pid, start));
             Ok((pid, start))
         }
@@ -351,16 +428,32 @@ mod tests {
     fn own_start_time_is_stable_and_alive() {
         let (pid, st) = self_identity().unwrap();
         assert!(st > 0);
-        assert!(process_alive(pid, st));
-        assert!(!process_alive(pid, st + 1), "another start time is another process");
+        assert_eq!(liveness(pid, st), Liveness::Alive);
+        assert_eq!(liveness(pid, st + 1), Liveness::Dead, "another start time is another process");
+        assert_eq!(liveness(0, st), Liveness::Unknown, "pid 0 names no process");
+        assert_eq!(liveness(u32::MAX, st), Liveness::Unknown, "nor does a negative pid");
     }
 
     #[test]
-    fn dead_child_is_not_alive() {
+    fn dead_child_is_dead() {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
+        let (_, start) = read_stat(&format!("/proc/{pid}/stat")).unwrap();
         child.wait().unwrap();
-        assert_eq!(process_start_time(pid), None);
+        assert_eq!(liveness(pid, start), Liveness::Dead);
+    }
+
+    #[test]
+    fn a_zombie_is_dead() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let (_, start) = read_stat(&format!("/proc/{pid}/stat")).unwrap();
+        // Not reaped yet: the pid exists (kill succeeds) but the process has exited.
+        while !read_stat(&format!("/proc/{pid}/stat")).unwrap().0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(liveness(pid, start), Liveness::Dead);
+        child.wait().unwrap();
     }
 
     #[test]

@@ -94,6 +94,7 @@ impl Segment {
                 clock,
             };
             g.write_header(&seg.mem, opts, ids);
+            seg.stamp_pid_namespace()?;
             let seed = seg.mem.w(crate::layout::H_HASH_SEED).load(Ordering::Relaxed);
             let seg = Segment { seed, evict: opts.evict, ..seg };
             // The mode before the stamp: a creator killed between the two must not leave a
@@ -194,9 +195,8 @@ impl Segment {
         // UnsafeCell, so writing through a pointer from `as_ptr` is allowed).
         let mem = unsafe { Mem::from_raw(words.as_ptr() as *mut u8, words.len()) };
         g.write_header(&mem, opts, HeaderIds::unit_test(seed));
-        mem.w(H_STATE).store(READY, Ordering::Release);
         let full_scan_memo = Segment::memo(&g);
-        Ok(Segment {
+        let seg = Segment {
             mem,
             g,
             seed,
@@ -204,7 +204,10 @@ impl Segment {
             path: PathBuf::new(),
             full_scan_memo,
             _map: Backing::Heap(words),
-        })
+        };
+        seg.stamp_pid_namespace()?;
+        seg.mem.w(H_STATE).store(READY, Ordering::Release);
+        Ok(seg)
     }
 
     /// Loom atomics cannot live in a mapping: under loom, models build their segment with

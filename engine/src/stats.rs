@@ -1,6 +1,8 @@
-//! Statistics. Each client (thread) counts events in its own cache lines of the client table,
-//! so readers and writers never share a counter line; a reader of stats sums every client plus
-//! the counters folded in from clients that ended or died (`H_RETIRED_STATS`).
+//! Statistics. Each client slot counts the events of the operations that held it in its own
+//! cache lines of the client table, so concurrent operations never share a counter line; the
+//! counters stay in the slot from one holder to the next (the release store and the claim CAS
+//! order one holder's counts before the next's), and a reader of stats sums every slot plus
+//! the segment-wide counters (`H_RETIRED_STATS`: dead clients reclaimed).
 //!
 //! Occupancy (live entries, bytes used and free) is not counted but measured, by reading the
 //! index and the page bitmaps: a counter would drift each time a client is killed between its
@@ -51,28 +53,19 @@ pub struct Stats {
     /// Clients of dead processes reclaimed, and locks taken over because their owner died.
     pub dead_reclaims: u64,
     pub sweeps: u64,
-    /// Client slots in use (threads attached across all processes).
+    /// Client slots in use: operations in flight across all processes, plus slots of dead
+    /// processes not yet reclaimed. Idle threads hold none.
     pub clients: u64,
     /// Change-feed position: every change recorded (writes, deletes, expirations, touches and
     /// the feed's own no-op entries).
     pub feed_head: u64,
 }
 
-/// Adds `n` to this client's counter `which` (only the owning thread writes it).
+/// Adds `n` to this client's counter `which` (only the slot's holder writes it).
 #[inline]
 pub(crate) fn bump(mem: &Mem, client_base: usize, which: usize, n: u64) {
     let w = mem.w(client_base + CLIENT_STATS_OFF + which);
     w.store(w.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-}
-
-/// Moves a client's counters into the retired totals (its slot is being freed).
-pub(crate) fn retire(mem: &Mem, client_base: usize) {
-    for i in 0..STAT_COUNT {
-        let v = mem.w(client_base + CLIENT_STATS_OFF + i).swap(0, Ordering::Relaxed);
-        if v != 0 {
-            mem.w(H_RETIRED_STATS + i).fetch_add(v, Ordering::Relaxed);
-        }
-    }
 }
 
 /// Sums the counters of every client slot and the retired totals.

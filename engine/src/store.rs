@@ -21,7 +21,7 @@ use crate::sync::Ordering;
 use crate::table::{Member, Probe, Settled};
 use std::cell::RefCell;
 use std::sync::atomic::AtomicU64 as ProcessAtomicU64;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// When an entry expires.
@@ -148,45 +148,43 @@ impl Info {
 }
 
 /// A handle on a segment, shared by all threads of a process (`Store` is `Send + Sync`; wrap
-/// it in an `Arc`). Each thread that uses it gets its own client slot in the segment on first
-/// use, given back when the thread ends or the handle is dropped.
+/// it in an `Arc`). A thread holds a client slot of the segment only while it is inside an
+/// operation (clients.rs): any number of threads may use it.
 pub struct Store {
     pub(crate) seg: Arc<Segment>,
-    /// Client slots this handle claimed, with the fork generation that claimed them: after a
-    /// fork, the child releases only its own, never the parent's.
-    registry: Arc<Mutex<Vec<(usize, u64)>>>,
     id: u64,
 }
 
+/// A thread's client state for one store, in this process (after a fork, the child makes
+/// its own: its pid, not the parent's, goes into the slots it claims).
 struct TlsClient {
     store_id: u64,
     fork_gen: u64,
     seg: Weak<Segment>,
-    registry: Weak<Mutex<Vec<(usize, u64)>>>,
-    idx: usize,
+    /// The owner word this thread claims slots with (`Segment::client_identity`).
+    me: u64,
     pid: u32,
+    /// The slot this thread held last: its next claim tries it first.
+    hint: usize,
     rng: u64,
     writes: u32,
 }
 
-impl Drop for TlsClient {
-    fn drop(&mut self) {
-        if self.fork_gen != os::fork_generation() {
-            return; // inherited from the parent: the slot is the parent's.
-        }
-        if let (Some(seg), Some(reg)) = (self.seg.upgrade(), self.registry.upgrade()) {
-            release_registered(&seg, &reg, (self.idx, self.fork_gen));
-        }
-    }
+/// The slot held by one operation: released when the operation ends, recovered like a dead
+/// client's if it unwinds (clients.rs `abandon_client`).
+struct HeldSlot<'a> {
+    seg: &'a Segment,
+    idx: usize,
+    me: u64,
 }
 
-/// Releases a client slot once: whoever removes it from the registry (the thread's exit or
-/// the handle's drop) gives it back.
-fn release_registered(seg: &Segment, reg: &Mutex<Vec<(usize, u64)>>, entry: (usize, u64)) {
-    let mut reg = reg.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(i) = reg.iter().position(|&x| x == entry) {
-        reg.swap_remove(i);
-        seg.release_client(entry.0);
+impl Drop for HeldSlot<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.seg.abandon_client(self.idx, self.me);
+        } else {
+            self.seg.release_client(self.idx);
+        }
     }
 }
 
@@ -201,6 +199,8 @@ struct Ctx {
     idx: usize,
     base: usize,
     pid: u32,
+    /// The owner word of the slot (`Segment::client_identity`).
+    me: u64,
     rnd: u64,
     /// This write is the client's `SWEEP_CHECK_EVERY`-th since its last look: look whether
     /// an opportunistic sweep is due (`sweep_if_due`).
@@ -210,23 +210,12 @@ struct Ctx {
 /// Unwinding: a panic inside an operation (caught by a caller: the C ABI's boundary catches
 /// every panic) must leave the segment as a kill at that instruction would, and give back
 /// what reclaiming the killed client would; the client itself lives on. Three drop guards do
-/// it, each disarmed (forgotten, emptied, or done) on the way out of a normal return:
-/// `AbandonOnUnwind` settles the client's journal as a reclaimer would and lowers its
-/// `C_WRITING` (clients.rs `abandon_operation`); `FeedReservation` records a feed position
+/// it, each disarmed (released, emptied, or done) on the way out of a normal return:
+/// `HeldSlot` recovers the client's journal as a reclaimer would, lowers its `C_WRITING` and
+/// frees the slot (clients.rs `abandon_client`); `FeedReservation` records a feed position
 /// that published nothing as a `Nop` (a position whose record was published is emptied at
 /// the publishing CAS and left to the code after it, pending like a killed writer's);
 /// `LeaseRelease` gives the sweeper lease back instead of leaving it held until it times out.
-struct AbandonOnUnwind<'s> {
-    seg: &'s Segment,
-    idx: usize,
-}
-
-impl Drop for AbandonOnUnwind<'_> {
-    fn drop(&mut self) {
-        self.seg.abandon_operation(self.idx);
-    }
-}
-
 /// A feed position taken by a write and not (yet) published: written as a `Nop` when dropped.
 struct FeedReservation<'s> {
     seg: &'s Segment,
@@ -289,7 +278,7 @@ impl Store {
 
     fn attach_inner(name: &str, allow_group: bool) -> Result<Store> {
         match Segment::attach(name, DEFAULT_READY_WAIT, allow_group)? {
-            Some(seg) => Ok(Store::from_segment(seg)),
+            Some(seg) => Store::from_attached(seg),
             None => Err(Error::Io {
                 op: "attach",
                 path: os::segment_path(name)?.display().to_string(),
@@ -316,7 +305,7 @@ impl Store {
                         found: format!("{:?} evict={}", seg.g, seg.evict),
                     });
                 }
-                return Ok(Store::from_segment(seg));
+                return Store::from_attached(seg);
             }
             // Destroyed between our create and attach attempts: try again.
         }
@@ -329,11 +318,14 @@ impl Store {
     }
 
     pub(crate) fn from_segment(seg: Segment) -> Store {
-        Store {
-            seg: Arc::new(seg),
-            registry: Arc::new(Mutex::new(Vec::new())),
-            id: NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        }
+        Store { seg: Arc::new(seg), id: NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed) }
+    }
+
+    /// A store on a segment this process attached to, after checking this process may use it
+    /// (its PID namespace: `Segment::client_identity`), so the refusal comes at attach.
+    fn from_attached(seg: Segment) -> Result<Store> {
+        seg.client_identity()?;
+        Ok(Store::from_segment(seg))
     }
 
     /// The segment's fixed shape.
@@ -354,37 +346,38 @@ impl Store {
         }
     }
 
-    /// Runs `f` with this thread's client slot, claiming one on first use (and again in a
-    /// child after `fork()`, where the inherited slot is the parent's). `write`: `f` is a
-    /// mutation, counted towards the client's next look at the sweep (`Ctx::sweep_due`).
+    /// Runs `f` holding a client slot, claimed for this operation and released after it
+    /// (clients.rs). The thread's identity is made on its first use (and again in a child
+    /// after `fork()`, whose pid is not the parent's). `write`: `f` is a mutation, counted
+    /// towards the client's next look at the sweep (`Ctx::sweep_due`).
     fn with_client<T>(&self, write: bool, f: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<T> {
         let fork_gen = os::fork_generation();
-        let (idx, pid, rnd, sweep_due) = CLIENTS.with(|cell| -> Result<_> {
+        let (idx, me, pid, rnd, sweep_due) = CLIENTS.with(|cell| -> Result<_> {
             let mut v = cell.borrow_mut();
             // Store ids are never reused, so a live entry for this store can only be this
             // thread's current one; stale entries (another fork, dropped stores) are pruned
-            // only when a client is claimed, keeping every operation's lookup a short scan.
+            // only when an entry is made, keeping every operation's lookup a short scan.
             let c = match v.iter().position(|c| c.store_id == self.id && c.fork_gen == fork_gen) {
                 Some(i) => &mut v[i],
                 None => {
                     v.retain(|c| c.fork_gen == fork_gen && c.seg.strong_count() > 0);
-                    let (pid, start) = os::self_identity()?;
-                    let seed = os::random_u64().unwrap_or(pid as u64) | 1;
-                    let idx = self.seg.claim_client(pid, start, seed)?;
-                    self.registry.lock().unwrap_or_else(|e| e.into_inner()).push((idx, fork_gen));
+                    let me = self.seg.client_identity()?;
+                    let (pid, _) = os::self_identity()?;
+                    let seed = os::random_u64().unwrap_or(me) | 1;
                     v.push(TlsClient {
                         store_id: self.id,
                         fork_gen,
                         seg: Arc::downgrade(&self.seg),
-                        registry: Arc::downgrade(&self.registry),
-                        idx,
+                        me,
                         pid,
+                        hint: seed as usize,
                         rng: seed,
                         writes: 0,
                     });
                     v.last_mut().expect("just pushed")
                 }
             };
+            c.hint = self.seg.claim_client(c.me, c.hint)?;
             // xorshift64: spreads clients over bitmap words and eviction samples.
             c.rng ^= c.rng << 13;
             c.rng ^= c.rng >> 7;
@@ -394,12 +387,12 @@ impl Store {
             if write {
                 c.writes = c.writes.wrapping_add(1);
             }
-            Ok((c.idx, c.pid, c.rng, write && c.writes % SWEEP_CHECK_EVERY == 0))
+            Ok((c.hint, c.me, c.pid, c.rng, write && c.writes % SWEEP_CHECK_EVERY == 0))
         })?;
-        let mut ctx = Ctx { idx, base: self.seg.client_base(idx), pid, rnd, sweep_due };
-        let unwinding = AbandonOnUnwind { seg: &self.seg, idx };
+        let held = HeldSlot { seg: &self.seg, idx, me };
+        let mut ctx = Ctx { idx, base: self.seg.client_base(idx), pid, me, rnd, sweep_due };
         let r = f(&mut ctx);
-        std::mem::forget(unwinding); // returned: nothing to abandon
+        drop(held);
         r
     }
 
@@ -845,7 +838,7 @@ impl Store {
             if took_over {
                 self.bump(c, stats::LOCK_TAKEOVERS, 1);
                 let owner = found.map(|m| m.view.lock).unwrap_or_default();
-                if owner.pid != 0 && !os::process_alive(owner.pid, owner.start) {
+                if os::liveness(owner.pid, owner.start) == os::Liveness::Dead {
                     self.bump(c, stats::DEAD_RECLAIMS, 1);
                 }
             }
@@ -1053,7 +1046,7 @@ impl Store {
         // Released when done, and when unwinding out of the sweep (a panic).
         let _lease = LeaseRelease { lease, mine };
         let mut report = SweepReport { ran: true, ..SweepReport::default() };
-        report.dead_clients_reclaimed = seg.reclaim_dead_clients();
+        report.dead_clients_reclaimed = seg.reclaim_dead_clients(c.me);
         let slots = seg.g.index_slots();
         let budget = budget.min(slots);
         let start = seg.mem.w(layout::H_SWEEP_CURSOR).fetch_add(budget, Ordering::Relaxed) % slots;
@@ -1186,23 +1179,6 @@ impl Store {
     /// Reads the change feed at `cursor` (see [`FeedRead`]).
     pub fn feed_read(&self, cursor: u64) -> FeedRead {
         self.seg.feed_read(cursor)
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        let fork_gen = os::fork_generation();
-        let mine: Vec<(usize, u64)> = self
-            .registry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|e| e.1 == fork_gen)
-            .copied()
-            .collect();
-        for entry in mine {
-            release_registered(&self.seg, &self.registry, entry);
-        }
     }
 }
 
@@ -1358,7 +1334,9 @@ fn plan<'a>(op: &Op<'a>, live: Option<&Member>, now: u64, pid: u32) -> Result<Pl
                 let age = Duration::from_millis(now.saturating_sub(l.time));
                 // pid 0: a lock replicated from another host, whose owner cannot be checked
                 // from here: only its age can free it.
-                let owner_dead = l.pid != 0 && !os::process_alive(l.pid, l.start);
+                // Only a proven death frees a lock early: an owner whose liveness cannot be
+                // told (this process out of file descriptors, hidepid) keeps it until it ages.
+                let owner_dead = os::liveness(l.pid, l.start) == os::Liveness::Dead;
                 if age < takeover_after && !owner_dead {
                     return Err(Error::Locked { lock_id: l.id, age });
                 }

@@ -1,6 +1,7 @@
-//! `fork()` with an open store: a child that uses the inherited handle must register as a
-//! client of its own (never impersonate the parent's slot), see and write the same segment,
-//! and leave the parent's handle working; its slot is reclaimed once it is gone.
+//! `fork()` with an open store: a child that uses the inherited handle must act as a client
+//! of its own (its pid, never the parent's, in the slots it claims and the locks it takes),
+//! see and write the same segment, and leave the parent's handle working. A lock a child took
+//! is taken over at once after it died: proof it was recorded under the child's pid.
 //!
 //! The tests fork the calling thread of a multi-threaded harness: a child only runs store
 //! operations and then `_exit`s (no harness code, no destructors), and reports through its exit
@@ -87,11 +88,12 @@ fn step(code: i32) -> &'static str {
         0 => "ok",
         10 => "reading the parent's key through the inherited handle",
         11 => "writing its own key",
-        12 => "stats().clients did not grow when the child first used the handle",
+        12 => "taking its session lock",
         13 => "reporting ready",
         14 => "waiting for the parent's go",
         15 => "reading the parent's write made after the fork",
         16 => "reading back its own key",
+        17 => "taking over the lock of its dead child",
         101 => "a panic",
         _ => "unknown step",
     }
@@ -100,12 +102,12 @@ fn step(code: i32) -> &'static str {
 /// The child of `forked_children_get_their_own_client_slots`.
 fn child_body(st: &Store, n: usize) -> i32 {
     let me = format!("child-{n}");
-    let before = st.stats().clients; // stats() claims no slot; the first get does
     match st.get(b"parent-key") {
         Ok(Some(e)) if e.value == b"from the parent" => {}
         _ => return 10,
     }
-    if st.stats().clients <= before {
+    // Held when the child exits: the parent takes it over only if it names the child's pid.
+    if !matches!(st.lock(format!("lock-{n}").as_bytes(), Duration::from_secs(3600)), Ok(Some(_))) {
         return 12;
     }
     let v = make_value(me.as_bytes(), 100 + n as u32, 1, 0, 48);
@@ -128,18 +130,22 @@ fn child_body(st: &Store, n: usize) -> i32 {
     }
 }
 
-/// A parent that used the store from its main thread and two more threads (still alive, each
-/// holding a client slot) forks four children. Each child reads the parent's data through the
-/// inherited handle, gets a client slot of its own (the count grows by exactly four while they
-/// run), writes, and sees the parent's later writes. Afterwards the parent's handle works from
-/// every thread, and the dead children's slots are reclaimed.
+/// A parent that used the store from its main thread and two more threads (still alive, idle:
+/// holding no client slot) forks four children. Each child reads the parent's data through the
+/// inherited handle, takes a session lock as itself, writes, and sees the parent's later
+/// writes. Afterwards the parent's handle works from every thread, takes over each dead
+/// child's lock at once (the lock named the child's pid, not the parent's), and no slot is
+/// left in use.
 #[test]
 fn forked_children_get_their_own_client_slots() {
     let _g = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let s = Seg::new("fork");
     let st = Arc::new(Store::create(&s.name, &small()).unwrap());
     st.set(b"parent-key", b"from the parent", Expiry::Never).unwrap();
-    // Two threads use the store, then wait (holding their client slots) while we fork.
+    for n in 0..4 {
+        st.set(format!("lock-{n}").as_bytes(), b"session", Expiry::Never).unwrap();
+    }
+    // Two threads use the store, then wait (idle) while we fork.
     let (forked, resume) = (Arc::new(Barrier::new(3)), Arc::new(Barrier::new(3)));
     let workers: Vec<_> = (0..2)
         .map(|t| {
@@ -162,8 +168,7 @@ fn forked_children_get_their_own_client_slots() {
         })
         .collect();
     forked.wait();
-    let base = st.stats().clients;
-    assert_eq!(base, 3, "main thread + 2 workers");
+    assert_eq!(st.stats().clients, 0, "idle threads hold no client slot");
 
     const CHILDREN: usize = 4;
     let pids: Vec<_> = (0..CHILDREN).map(|n| fork_child(|| child_body(&st, n))).collect();
@@ -173,11 +178,6 @@ fn forked_children_get_their_own_client_slots() {
             panic!("child {n} never got ready; children: {ends:?} (exit codes: see `step`)");
         }
     }
-    assert_eq!(
-        st.stats().clients,
-        base + CHILDREN as u64,
-        "each running child holds one client slot of its own"
-    );
     for n in 0..CHILDREN {
         st.set(format!("after-fork-{n}").as_bytes(), b"parent wrote this after the fork", Expiry::Never)
             .unwrap();
@@ -203,17 +203,20 @@ fn forked_children_get_their_own_client_slots() {
     for w in workers {
         w.join().unwrap();
     }
-    // The children _exit'ed without releasing their slots: they are dead clients now.
+    for n in 0..CHILDREN {
+        let l = st.lock(format!("lock-{n}").as_bytes(), Duration::from_secs(3600)).unwrap().unwrap();
+        assert!(l.took_over, "child {n}'s lock was not taken over after it died: recorded under a live pid?");
+    }
+    // The children _exit'ed between operations: they held no slot, nothing to reclaim.
     let r = sweep_fully(&st);
-    assert_eq!(r.dead_clients_reclaimed, CHILDREN as u64, "{r:?}");
-    assert_eq!(st.stats().clients, 1, "only this thread's slot is left (the workers ended)");
+    assert_eq!(r.dead_clients_reclaimed, 0, "{r:?}");
+    assert_eq!(st.stats().clients, 0, "no operation in flight, no slot in use");
     assert_healthy(&st);
 }
 
-/// A child that drops its inherited handle must give back the client slot *it* claimed (and
-/// only that one: the parent's slots stay the parent's). Otherwise a long-lived child that
-/// used the inherited handle and then replaced it (a common pattern: re-open after fork)
-/// holds a slot until it exits.
+/// A child that uses its inherited handle, drops it and attaches again (a common pattern:
+/// re-open after fork) holds no client slot between operations, before or after the drop,
+/// and the parent's handle is untouched.
 #[test]
 fn child_dropping_inherited_handle_releases_its_own_slot() {
     let _g = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -262,14 +265,10 @@ fn child_dropping_inherited_handle_releases_its_own_slot() {
         let mut it = report.split(' ').map(|x| x.parse().unwrap());
         (it.next().unwrap(), it.next().unwrap())
     };
-    assert_eq!(with_child, parent_clients + 1, "the child claimed one slot of its own");
-    assert_eq!(
-        after_drop, parent_clients,
-        "after the child dropped its inherited handle the segment still counts {after_drop} clients \
-         (parent {parent_clients}, child using it {with_child}): the child's slot leaked until the \
-         child exits (Store::drop skips every release in a forked child)"
-    );
-    assert_eq!(live_clients, parent_clients, "while the child lives on, only the parent's slot is in use");
+    assert_eq!(parent_clients, 0, "an idle parent holds no slot");
+    assert_eq!(with_child, 0, "a child between operations holds no slot");
+    assert_eq!(after_drop, 0, "nor after dropping its inherited handle");
+    assert_eq!(live_clients, 0, "while the child lives on, no slot is in use");
 }
 
 /// Forks while two threads are writing and reading as fast as they can: each child (forked at
@@ -344,27 +343,32 @@ fn fork_while_threads_are_busy() {
     }
     // The workers' opportunistic sweeps may have reclaimed the dead children already.
     sweep_fully(&st);
-    assert_eq!(st.stats().clients, 1, "only this thread's slot is left");
+    assert_eq!(st.stats().clients, 0, "no operation in flight, no slot in use");
     assert_healthy(&st);
 }
 
-/// A grandchild (fork of a forked child) is a new client again, distinct from its parent's.
+/// A grandchild (fork of a forked child) is a new client again, distinct from its parent's:
+/// the lock it holds when it dies is taken over at once by the child, and the child's by the
+/// parent.
 #[test]
 fn grandchild_is_a_client_of_its_own() {
     let _g = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let s = Seg::new("forkgrand");
     let st = Store::create(&s.name, &small()).unwrap();
     st.set(b"parent-key", b"from the parent", Expiry::Never).unwrap();
+    let hour = Duration::from_secs(3600);
+    for k in [&b"child-lock"[..], b"grandchild-lock"] {
+        st.set(k, b"session", Expiry::Never).unwrap();
+    }
     let pid = fork_child(|| {
         if st.set(b"child", b"1", Expiry::Never).is_err() {
             return 11;
         }
-        let before = st.stats().clients; // parent + child
         let gpid = fork_child(|| {
             if st.set(b"grandchild", b"1", Expiry::Never).is_err() {
                 return 11;
             }
-            if st.stats().clients != before + 1 {
+            if !matches!(st.lock(b"grandchild-lock", hour), Ok(Some(_))) {
                 return 12;
             }
             0
@@ -374,7 +378,13 @@ fn grandchild_is_a_client_of_its_own() {
             End::Exit(c) => return 40 + c.min(20),
             _ => return 39,
         }
-        // The grandchild is dead now; the child's own slot still works.
+        // The grandchild is dead now: its lock named its own pid, not the child's.
+        if !matches!(st.lock(b"grandchild-lock", hour), Ok(Some(l)) if l.took_over) {
+            return 17;
+        }
+        if !matches!(st.lock(b"child-lock", hour), Ok(Some(_))) {
+            return 12;
+        }
         match st.get(b"grandchild") {
             Ok(Some(e)) if e.value == b"1" => 0,
             _ => 16,
@@ -383,7 +393,13 @@ fn grandchild_is_a_client_of_its_own() {
     let end = wait_pid(pid, Duration::from_secs(30));
     assert_eq!(end, End::Exit(0), "(40 + c: the grandchild failed with c; see `step`)");
     assert_eq!(st.get(b"grandchild").unwrap().unwrap().value, b"1");
-    assert_eq!(sweep_fully(&st).dead_clients_reclaimed, 2);
-    assert_eq!(st.stats().clients, 1);
+    let l = st.lock(b"child-lock", hour).unwrap().unwrap();
+    assert!(l.took_over, "the dead child's lock was not taken over: recorded under the parent's pid?");
+    assert_eq!(
+        sweep_fully(&st).dead_clients_reclaimed,
+        0,
+        "processes that exited between operations hold no slot"
+    );
+    assert_eq!(st.stats().clients, 0);
     assert_healthy(&st);
 }

@@ -584,7 +584,7 @@ fn cross_check(logs: &[Vec<Rec>]) -> [u64; COUNTERS as usize] {
 
 /// End state: entries counted by stats equal those a scan sees (one per key, all intact),
 /// counters hold exactly the increments made, and deleting everything leaks no memory.
-fn final_checks(st: &Store, incs: [u64; COUNTERS as usize], clients_expected: u64) {
+fn final_checks(st: &Store, incs: [u64; COUNTERS as usize]) {
     // Make every entry permanent, then reclaim those that expired, so the index count and a
     // scan (which hides expired entries) agree.
     for id in 0..N_KEYS {
@@ -649,11 +649,8 @@ fn final_checks(st: &Store, incs: [u64; COUNTERS as usize], clients_expected: u6
     assert_eq!(stats.live_entries, 0, "{stats:?}");
     assert_eq!(stats.bytes_used, 0, "memory leaked: {stats:?}");
     common::assert_healthy(st);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while st.stats().clients != clients_expected && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(st.stats().clients, clients_expected, "client slots not given back: {:?}", st.stats());
+    // Nobody is inside an operation: every slot was given back (or reclaimed by the sweep).
+    assert_eq!(st.stats().clients, 0, "client slots not given back: {:?}", st.stats());
 }
 
 #[test]
@@ -725,7 +722,7 @@ fn processes_share_one_table() {
     let _ = std::fs::remove_dir_all(&dir);
     println!("workload: {:.1} s", t0.elapsed().as_secs_f64());
     let incs = cross_check(&logs);
-    final_checks(&st, incs, 1);
+    final_checks(&st, incs);
     println!("multiprocess total: {:.1} s", t0.elapsed().as_secs_f64());
     assert!(deferred.is_empty(), "violations (seed {seed}):\n{}", deferred.join("\n"));
 }
@@ -751,7 +748,7 @@ fn threads_share_one_store() {
             })
         })
         .collect();
-    // Joined one by one (a native join: each thread's client slot is given back by then).
+    // Joined one by one.
     for (i, h) in handles.into_iter().enumerate() {
         match join_within(h, CHILD_TIMEOUT, &format!("worker thread {}", i + 1)) {
             Ok((log, d)) => {
@@ -763,7 +760,7 @@ fn threads_share_one_store() {
     }
     println!("workload: {:.1} s", t0.elapsed().as_secs_f64());
     let incs = cross_check(&logs);
-    final_checks(&st, incs, 1);
+    final_checks(&st, incs);
     assert!(deferred.is_empty(), "violations (seed {seed}):\n{}", deferred.join("\n"));
 }
 

@@ -105,10 +105,9 @@ fn dead_lock_owner_is_released_at_once() {
     assert_eq!(l.value, b"v1");
     let stats = st.stats();
     assert!(stats.dead_reclaims >= 1 && stats.lock_takeovers == 1, "{stats:?}");
-    // The dead child's client slot is reclaimed by the next sweep.
-    let before = st.stats().clients;
-    assert!(st.sweep(0).unwrap().dead_clients_reclaimed >= 1);
-    assert_eq!(st.stats().clients, before - 1);
+    // The child was killed between operations: it held no client slot, nothing to reclaim.
+    assert_eq!(st.sweep(0).unwrap().dead_clients_reclaimed, 0);
+    assert_eq!(st.stats().clients, 0);
     assert_healthy(&st);
 }
 

@@ -13,9 +13,9 @@ use std::os::unix::ffi::OsStrExt;
 /// `gds_attach_group`, released by `gds_close`.
 ///
 /// One handle serves every thread of the process, concurrently: open it once per process
-/// (before forking, in a prefork server) and share it. Each thread that uses it takes a
-/// client slot in the segment on first use, given back when the thread exits or the handle
-/// is closed; `max_clients` bounds the threads of all processes together.
+/// (before forking, in a prefork server) and share it. A thread holds a client slot of the
+/// segment only while it is inside a call, so any number of threads may use it;
+/// `max_clients` bounds the calls in flight at once across all processes.
 pub struct gds_store {
     pub(crate) store: Store,
 }
@@ -45,7 +45,8 @@ pub struct gds_options {
     pub feed_len: u64,
     /// Longest key in bytes; default 256, at most 65535.
     pub max_key: u32,
-    /// Threads, across all processes, using the segment at once; default 512, at most 16383.
+    /// Calls in flight at once, across all processes (idle threads hold no slot); default 512,
+    /// at most 16383.
     pub max_clients: u32,
     /// File mode: 0600 (default: the creating user only) or 0660 (also the file's group,
     /// who attach with `gds_attach_group`). Nothing else is accepted.
@@ -224,12 +225,11 @@ pub unsafe extern "C" fn gds_attach_group(name: *const c_char, store_out: *mut *
     boundary(|| unsafe { open_with(name, store_out, Store::attach_group) })
 }
 
-/// Closes a handle: unmaps the segment (for this process) and gives back the client slots
-/// this process's threads took through it. The segment and its entries stay. NULL is a
-/// no-op. Closing a handle twice, or using it after closing, is undefined behaviour.
+/// Closes a handle: unmaps the segment (for this process). The segment and its entries stay.
+/// NULL is a no-op. Closing a handle twice, or using it after closing, is undefined behaviour.
 ///
-/// In a child process after `fork()`, closing the inherited handle releases only the child's
-/// own client slots, never the parent's.
+/// A child process after `fork()` may close the inherited handle: no client slot is held
+/// between calls, so nothing of the parent's is touched.
 ///
 /// Thread safety: no other call may be using `store`, on any thread, during or after this.
 ///

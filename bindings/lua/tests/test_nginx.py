@@ -164,7 +164,7 @@ class NginxLua(unittest.TestCase):
         self.assertGreaterEqual(b["result"]["live_entries"], 1)
         self.assertGreaterEqual(b["result"]["sets"], 1)
         self.assertGreaterEqual(b["result"]["hits"], 1)
-        self.assertGreaterEqual(b["result"]["clients"], 1)
+        self.assertIn("clients", b["result"])  # calls in flight: a worker holds none when idle
 
     def test_set_get_delete(self):
         st, b = api("set", "k1", body=b"hello")
