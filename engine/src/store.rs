@@ -17,7 +17,7 @@ use crate::os;
 use crate::record::{LockWords, NewRecord, Sink, View};
 use crate::segment::{DEFAULT_READY_WAIT, Segment};
 use crate::stats::{self, Stats};
-use crate::sync::Ordering;
+use crate::sync::{Ordering, fence};
 use crate::table::{Member, Probe, Settled};
 use std::cell::RefCell;
 use std::sync::atomic::AtomicU64 as ProcessAtomicU64;
@@ -658,6 +658,7 @@ impl Store {
                 Ok(plan) => plan,
                 Err(e) => break Err(e),
             };
+            failpoint!("update.after_view");
             let (value, expiry_words, lock, kind, took_over) = match plan {
                 Plan::Remove => {
                     let Some(m) = found else { break Err(Error::NotFound) };
@@ -698,6 +699,15 @@ impl Store {
                     Err(e) => break Err(e),
                 },
             };
+            // A position kept from an earlier attempt can be older than the record found now
+            // (its writer stalled while others wrote the key): give it up for a fresh one, so
+            // a record's version is always above the one it replaces.
+            if let (Some(old), Some(m)) = (feed_pos, &found)
+                && old.wrapping_add(1) <= m.view.version
+            {
+                seg.feed_write(old, ChangeKind::Nop, 0, 0, p.hash);
+                feed_pos = None;
+            }
             let pos = *feed_pos.get_or_insert_with(|| seg.feed_reserve());
             let version = pos.wrapping_add(1);
             let lock = if kind == ChangeKind::Lock { LockWords { id: version, ..lock } } else { lock };
@@ -714,7 +724,9 @@ impl Store {
             let published = match found {
                 Some(m) => {
                     seg.write_record(b.off, m.pos, &rec);
-                    self.journal_old(c, &m);
+                    if !self.journal_old(c, &m) {
+                        continue; // the record viewed was replaced meanwhile
+                    }
                     failpoint!(if took_over {
                         "lock.takeover_before_publish"
                     } else {
@@ -848,11 +860,27 @@ impl Store {
         }
     }
 
-    /// Journals the record about to be displaced (heap.rs H3).
-    fn journal_old(&self, c: &Ctx, m: &Member) {
-        let mem = &self.seg.mem;
-        mem.w(c.base + C_J_OLD_STATE).store(m.view.state, Ordering::Relaxed);
-        mem.w(c.base + C_J_OLD).store(slot::block(m.word) as u64 + 1, Ordering::Release);
+    /// Journals the record about to be displaced (heap.rs H3), then checks that the view `m`
+    /// is still current: returns false (journal cleared) if its block moved on meanwhile.
+    ///
+    /// From the re-check until the journal is cleared, the block cannot pass a guarded
+    /// generation (heap.rs H5), so the slot word `m.word` cannot come back with another record
+    /// behind it (layout.rs `slot`): a publishing CAS from `m.word` that succeeds displaces
+    /// exactly the record this view read, however long the writer stalled, before the
+    /// journal (the re-check sees the block moved) or after it (the block stays put).
+    #[must_use]
+    fn journal_old(&self, c: &Ctx, m: &Member) -> bool {
+        let seg = &*self.seg;
+        let off = slot::block(m.word) as u64;
+        seg.mem.w(c.base + C_J_OLD_STATE).store(m.view.state, Ordering::Relaxed);
+        seg.mem.w(c.base + C_J_OLD).store(off + 1, Ordering::Release);
+        // H5: pairs with the fence of a guarded take (heap.rs `take`).
+        fence(Ordering::SeqCst);
+        let current = seg.mem.w(seg.heap_word(off) + layout::R_STATE).load(Ordering::Acquire) == m.view.state;
+        if !current {
+            self.unjournal_old(c);
+        }
+        current
     }
 
     /// Frees the record displaced by a successful CAS and clears the journal.
@@ -873,7 +901,9 @@ impl Store {
     /// Removes the published record `m` from the index (delete, expiry, eviction).
     fn unpublish(&self, c: &Ctx, key_hash: u64, m: &Member, kind: ChangeKind) -> bool {
         let seg = &*self.seg;
-        self.journal_old(c, m);
+        if !self.journal_old(c, m) {
+            return false;
+        }
         if kind == ChangeKind::Delete {
             failpoint!("delete.after_journal");
         }
