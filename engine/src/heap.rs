@@ -28,7 +28,7 @@
 //!   guarded generation issues a SeqCst fence and scans every client's `C_J_OLD`; if one names
 //!   the block it steps back (CAS to the FREE word it took) and takes another. A writer stores
 //!   its `C_J_OLD`, issues a SeqCst fence and re-reads the block's state word before its
-//!   publishing CAS (store.rs `journal_old`): of the two fenced pairs, one sees the other, so
+//!   publishing CAS (`journal_view`, called by store.rs `journal_old`): of the two fenced pairs, one sees the other, so
 //!   either the writer sees the block moved (its view is gone: it retries from a fresh lookup)
 //!   or the take sees the journal. Hence, while a writer sits between that re-check and its CAS
 //!   (stalled for any time), the block it viewed stays below its next guarded generation and
@@ -62,7 +62,7 @@
 //! for a class while other classes have room (the stats show bytes_free; `capacity_bytes`
 //! should leave headroom for the size mix).
 
-use crate::clients::{C_J_NEW, C_J_OLD};
+use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE};
 use crate::error::{Error, FullKind, Result};
 use crate::failpoint::failpoint;
 use crate::layout::{self, H_CLASS_HINT, block, class_size};
@@ -216,8 +216,8 @@ impl Segment {
         sw.compare_exchange(st, owned, Ordering::AcqRel, Ordering::Acquire).ok()?;
         if guarded {
             // H5: the SeqCst fence pairs with the one a writer issues between journaling the
-            // block it viewed (`C_J_OLD`) and re-reading its state word (store.rs
-            // `journal_old`): either that writer's re-read sees this take (its view is gone,
+            // block it viewed (`C_J_OLD`) and re-reading its state word
+            // (`journal_view`): either that writer's re-read sees this take (its view is gone,
             // it retries), or this scan sees its journal and the block steps back.
             fence(Ordering::SeqCst);
             if self.viewed_by_a_writer(off) {
@@ -233,6 +233,24 @@ impl Segment {
         self.mem.w(self.bitmap_word(pos.page, pos.index)).fetch_or(1 << (pos.index % 64), Ordering::Release);
         fence(Ordering::Release); // H4
         Some(Block { off: off as u32, state: owned })
+    }
+
+    /// H5, the writer's half: journals in client `me`'s `C_J_OLD` (with `C_J_OLD_STATE`, H3)
+    /// the block at `off` that a view read in state `state`, then checks the block is still in
+    /// that state. True: from now until the journal is cleared the block stays below its next
+    /// guarded generation. False: the block moved on (the view is stale); the journal is
+    /// cleared again.
+    pub(crate) fn journal_view(&self, me: usize, off: u64, state: u64) -> bool {
+        let base = self.client_base(me);
+        self.mem.w(base + C_J_OLD_STATE).store(state, Ordering::Relaxed);
+        self.mem.w(base + C_J_OLD).store(off + 1, Ordering::Release);
+        // Pairs with the fence of a guarded take (`take`).
+        fence(Ordering::SeqCst);
+        let current = self.mem.w(self.heap_word(off) + layout::R_STATE).load(Ordering::Acquire) == state;
+        if !current {
+            self.mem.w(base + C_J_OLD).store(0, Ordering::Relaxed);
+        }
+        current
     }
 
     /// Does a client's `C_J_OLD` name the block at `off`: is a writer between its view of the
@@ -325,5 +343,76 @@ impl Segment {
             used += in_use.min(blocks) * size;
         }
         (used, self.g.n_pages * self.g.page_size - used)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::layout::record_bytes;
+
+    /// The first guarded generation a take lands on (takes land on odd generations).
+    fn first_guarded() -> u64 {
+        (1..).map(|k| 2 * k + 1).find(|&g| block::guarded(g)).expect("a guarded generation")
+    }
+
+    /// Client 0 owns a block, published at the generation just before a guarded take, and
+    /// client 1 has viewed and journaled it. Returns the block's offset and state.
+    fn viewed_block(seg: &Segment) -> (u64, u64) {
+        let b = seg.alloc(0, record_bytes(8, 8), 0, 0).unwrap();
+        let off = b.off as u64;
+        let viewed = block::pack(block::OWNED, 0, first_guarded() - 2);
+        seg.mem.w(seg.heap_word(off) + layout::R_STATE).store(viewed, Ordering::Relaxed);
+        assert!(seg.journal_view(1, off, viewed), "nothing moved the block");
+        (off, viewed)
+    }
+
+    fn state(seg: &Segment, off: u64) -> u64 {
+        seg.mem.w(seg.heap_word(off) + layout::R_STATE).load(Ordering::Relaxed)
+    }
+
+    /// H5 without interleavings (loom_tests.rs has them): a block a writer journaled is not
+    /// taken at its guarded generation, by the recent-free hint or by the page scan; once the
+    /// journal is cleared it is.
+    #[test]
+    fn a_journaled_block_steps_back_at_its_guard() {
+        let seg = Segment::in_process(&crate::inprocess_tests::opts(), 7).unwrap();
+        let (off, viewed) = viewed_block(&seg);
+        assert!(!seg.journal_view(1, off, viewed + 1), "a moved block is no current view");
+        assert!(seg.journal_view(1, off, viewed));
+        assert!(seg.free(off, viewed));
+        let other = seg.alloc(0, record_bytes(8, 8), 0, off + 1).unwrap();
+        assert_ne!(other.off as u64, off, "a journaled block was taken past its guard");
+        assert_eq!(state(&seg, off), block::pack(block::FREE, 0, first_guarded() - 1));
+        assert_eq!(seg.mem.w(seg.client_base(0) + C_J_NEW).load(Ordering::Relaxed), other.off as u64 + 1);
+        seg.mem.w(seg.client_base(1) + C_J_OLD).store(0, Ordering::Relaxed);
+        let again = seg.alloc(0, record_bytes(8, 8), 0, off + 1).unwrap();
+        assert_eq!(again.off as u64, off, "the guard held a block nobody journals");
+        assert_eq!(again.state, block::pack(block::OWNED, 0, first_guarded()));
+    }
+
+    /// A client killed inside a guarded take (its journal flagged) is stepped back by its
+    /// reclaimer, not freed forward past the guard; a flagged journal whose take did not
+    /// happen changes nothing.
+    #[test]
+    fn a_guarded_take_cut_short_steps_back() {
+        let seg = Segment::in_process(&crate::inprocess_tests::opts(), 7).unwrap();
+        let (off, viewed) = viewed_block(&seg);
+        assert!(seg.free(off, viewed));
+        // Client 0 died after its take's CAS, before its scan.
+        let taken = block::pack(block::OWNED, 0, first_guarded());
+        seg.mem.w(seg.heap_word(off) + layout::R_STATE).store(taken, Ordering::Relaxed);
+        seg.mem.w(seg.client_base(0) + C_J_NEW).store((off + 1) | J_NEW_GUARDING, Ordering::Relaxed);
+        assert_eq!(journaled_new((off + 1) | J_NEW_GUARDING), Some(off));
+        seg.undo_guarded_take(0, off);
+        let back = block::pack(block::FREE, 0, first_guarded() - 1);
+        assert_eq!(state(&seg, off), back);
+        seg.undo_guarded_take(0, off);
+        assert_eq!(state(&seg, off), back, "a second reclaim of the same journal is a no-op");
+        // Another client's block at a guarded generation is not stepped back for client 0.
+        let theirs = block::pack(block::OWNED, 1, first_guarded());
+        seg.mem.w(seg.heap_word(off) + layout::R_STATE).store(theirs, Ordering::Relaxed);
+        seg.undo_guarded_take(0, off);
+        assert_eq!(state(&seg, off), theirs);
     }
 }

@@ -167,7 +167,7 @@ pub const DEADLINE_MASK: u64 = (1 << 40) - 1;
 /// two blocks taking turns) used to publish over a record it never saw, its version going
 /// backwards and the record it displaced leaking. What bounds it is H5 (heap.rs): a writer
 /// journals the block it viewed in its `C_J_OLD` and then re-checks the block's state word
-/// (store.rs `journal_old`), and a take that would bring a block to a guarded generation
+/// (heap.rs `journal_view`), and a take that would bring a block to a guarded generation
 /// ([`block::guarded`], two in every [`block::GUARD_SPACING`] = 4,096) first looks through
 /// every client's `C_J_OLD` and steps back if one names the block. So a block a writer has
 /// viewed and journaled cannot advance more than 4,096 + 1 generations until the writer is

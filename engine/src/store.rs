@@ -7,7 +7,7 @@
 //! that fails means someone else changed the key first: the loop starts over from the lookup,
 //! keeping the block and feed position it already took. Nothing waits on another client.
 
-use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_RECENT_FREE, C_WRITING};
+use crate::clients::{C_J_NEW, C_J_OLD, C_RECENT_FREE, C_WRITING};
 use crate::error::{Error, FullKind, Result};
 use crate::failpoint::failpoint;
 use crate::feed::{ChangeKind, FeedRead};
@@ -17,7 +17,7 @@ use crate::os;
 use crate::record::{LockWords, NewRecord, Sink, View};
 use crate::segment::{DEFAULT_READY_WAIT, Segment};
 use crate::stats::{self, Stats};
-use crate::sync::{Ordering, fence};
+use crate::sync::Ordering;
 use crate::table::{Member, Probe, Settled};
 use std::cell::RefCell;
 use std::sync::atomic::AtomicU64 as ProcessAtomicU64;
@@ -860,27 +860,17 @@ impl Store {
         }
     }
 
-    /// Journals the record about to be displaced (heap.rs H3), then checks that the view `m`
-    /// is still current: returns false (journal cleared) if its block moved on meanwhile.
+    /// Journals the record about to be displaced (heap.rs H3) and checks that the view `m` is
+    /// still current: false (journal cleared) if its block moved on meanwhile.
     ///
-    /// From the re-check until the journal is cleared, the block cannot pass a guarded
-    /// generation (heap.rs H5), so the slot word `m.word` cannot come back with another record
-    /// behind it (layout.rs `slot`): a publishing CAS from `m.word` that succeeds displaces
-    /// exactly the record this view read, however long the writer stalled, before the
-    /// journal (the re-check sees the block moved) or after it (the block stays put).
+    /// From the check until the journal is cleared, the block cannot pass a guarded generation
+    /// (heap.rs H5), so the slot word `m.word` cannot come back with another record behind it
+    /// (layout.rs `slot`): a publishing CAS from `m.word` that succeeds displaces exactly the
+    /// record this view read, however long the writer stalled, before the journal (the check
+    /// sees the block moved) or after it (the block stays put).
     #[must_use]
     fn journal_old(&self, c: &Ctx, m: &Member) -> bool {
-        let seg = &*self.seg;
-        let off = slot::block(m.word) as u64;
-        seg.mem.w(c.base + C_J_OLD_STATE).store(m.view.state, Ordering::Relaxed);
-        seg.mem.w(c.base + C_J_OLD).store(off + 1, Ordering::Release);
-        // H5: pairs with the fence of a guarded take (heap.rs `take`).
-        fence(Ordering::SeqCst);
-        let current = seg.mem.w(seg.heap_word(off) + layout::R_STATE).load(Ordering::Acquire) == m.view.state;
-        if !current {
-            self.unjournal_old(c);
-        }
-        current
+        self.seg.journal_view(c.idx, slot::block(m.word) as u64, m.view.state)
     }
 
     /// Frees the record displaced by a successful CAS and clears the journal.
