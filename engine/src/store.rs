@@ -5,7 +5,12 @@
 //! block and a feed position, write the new record, publish it with one CAS on the index slot
 //! (or remove the slot with one CAS), then free what it displaced and record the change. A CAS
 //! that fails means someone else changed the key first: the loop starts over from the lookup,
-//! keeping the block and feed position it already took. Nothing waits on another client.
+//! keeping the block and feed position it already took (the position only while it is newer
+//! than the record found, so a record's version is always above the one it replaces).
+//! Before the publishing CAS the writer journals the block it viewed and re-checks it
+//! (`journal_old`, heap.rs H5): the CAS compares a slot word with 14 bits of generation, and
+//! H5 is what keeps that word from coming back with another record behind it, however long
+//! the writer stalls. Nothing waits on another client.
 
 use crate::clients::{C_J_NEW, C_J_OLD, C_RECENT_FREE, C_WRITING};
 use crate::error::{Error, FullKind, Result};
