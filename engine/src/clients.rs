@@ -19,7 +19,10 @@
 //!   generation it was taken from.
 //! - `C_J_OLD` names a record it was unpublishing with its exact state word: if unchanged and no
 //!   longer referenced by its index slot, the displaced record is freed; if already FREE, a
-//!   stale bitmap bit is cleared (heap.rs H2).
+//!   stale bitmap bit is cleared (heap.rs H2). While set, `C_J_OLD` also holds its block below
+//!   the block's next guarded generation (heap.rs H5: the allocator's guard scans every
+//!   client's `C_J_OLD`, whatever the client's state), so it must be cleared, by the writer or
+//!   by this reclaim, once the operation is over.
 //! - its counters fold into the retired totals; the slot becomes FREE.
 //!
 //! Locks held by the dead process are not touched here: whoever meets them sees the dead owner
