@@ -33,9 +33,9 @@
 //!   it retries from a fresh lookup) or the take sees the journal. Hence, while a writer sits
 //!   between that re-check and its CAS (stalled for any time), the block it viewed stays below
 //!   its next guarded generation and cannot come back to the index slot word the writer
-//!   compares (layout.rs `slot`: that needs 2^14 generations). A guarded take journals its block with `J_NEW_GUARDING` until its scan
-//!   is done, so a client killed in the middle is stepped back by its reclaimer
-//!   (`undo_guarded_take`), never freed forward past the guard. The scan costs one load per
+//!   compares (layout.rs `slot`: that needs 2^14 generations). A guarded take journals its
+//!   block with `J_NEW_GUARDING` until its scan is done, so a client killed in the middle is
+//!   stepped back by its reclaimer (`undo_guarded_take`), never freed forward past the guard. The scan costs one load per
 //!   client on one take of a block in 2,048; while a stalled writer pins a block at its guard,
 //!   an allocation that meets that block pays the scan again and takes another.
 //!
