@@ -35,9 +35,10 @@
 //!   its next guarded generation and cannot come back to the index slot word the writer
 //!   compares (layout.rs `slot`: that needs 2^14 generations). A guarded take journals its
 //!   block with `J_NEW_GUARDING` until its scan is done, so a client killed in the middle is
-//!   stepped back by its reclaimer (`undo_guarded_take`), never freed forward past the guard. The scan costs one load per
-//!   client on one take of a block in 2,048; while a stalled writer pins a block at its guard,
-//!   an allocation that meets that block pays the scan again and takes another.
+//!   stepped back by its reclaimer (`undo_guarded_take`), never freed forward past the guard.
+//!   The scan costs one load per client on one take of a block in 2,048; while a stalled writer
+//!   pins a block at its guard, an allocation that meets that block pays the scan again and
+//!   takes another.
 //!
 //! Full-scan memo: an allocation looks at every page of its class before it claims an
 //! unassigned page (so freed blocks are reused before the heap is spread over more pages),
