@@ -21,6 +21,9 @@ Loom models (engine/src/loom_tests.rs), on the smallest segment geometry, thread
                                         owned twice, stale free refused (H1), journal (H3),
                                         bitmap exact at quiescence (H2), freed blocks reusable
   (b') loom_allocator_no_spurious_full  alloc never reports Full while a block is free
+  (b'') loom_guard_or_recheck           a writer journals and re-checks the block it viewed
+                                        while another client frees it and takes it at a
+                                        guarded generation: never both (heap.rs H5)
   (c)  loom_insert_same_key             two inserts of one new key: one MEMBER (T1), one
                                         insert and one update
   (c') loom_insert_same_key_after_delete  the same with a slot of the window freed under them

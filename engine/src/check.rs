@@ -4,6 +4,7 @@
 //! block not yet published) as problems.
 
 use crate::clients::{C_J_NEW, C_J_OLD, C_OWNER};
+use crate::heap::journaled_new;
 use crate::layout::{self, BUCKET_SLOTS, MAX_PROBE_BUCKETS, class_size, slot};
 use crate::record::{Read, Sink};
 use crate::segment::Segment;
@@ -113,12 +114,9 @@ impl Segment {
             if Segment::holder_liveness(w) == crate::os::Liveness::Dead {
                 r.dead_clients += 1;
             }
-            for j in [C_J_NEW, C_J_OLD] {
-                let v = self.mem.w(base + j).load(Ordering::Relaxed);
-                if v != 0 {
-                    journaled.insert(v - 1);
-                }
-            }
+            let j_new = self.mem.w(base + C_J_NEW).load(Ordering::Relaxed);
+            let j_old = self.mem.w(base + C_J_OLD).load(Ordering::Relaxed);
+            journaled.extend(journaled_new(j_new).into_iter().chain(j_old.checked_sub(1)));
         }
         for page in 0..self.g.n_pages {
             let c = self.page_class(page);

@@ -39,10 +39,15 @@
 //! is a CAS that only one party wins):
 //! - `C_J_NEW` names a block it allocated: if the block is still OWNED by this slot and is not
 //!   the MEMBER of the index slot its record names, it was never published: an INSERTING slot
-//!   pointing at it is cleared, then the block freed.
+//!   pointing at it is cleared, then the block freed. If the word carries `J_NEW_GUARDING`,
+//!   the client died inside a guarded take (heap.rs H5): the block steps back to FREE at the
+//!   generation it was taken from.
 //! - `C_J_OLD` names a record it was unpublishing with its exact state word: if unchanged and no
 //!   longer referenced by its index slot, the displaced record is freed; if already FREE, a
-//!   stale bitmap bit is cleared (heap.rs H2).
+//!   stale bitmap bit is cleared (heap.rs H2). While set, `C_J_OLD` also holds its block below
+//!   the block's next guarded generation (heap.rs H5: the allocator's guard scans every
+//!   client's `C_J_OLD`, whatever the client's state), so it must be cleared, by the writer or
+//!   by this reclaim, once the operation is over.
 //! - the slot becomes FREE (C1).
 //!
 //! A thread that unwinds out of an operation (a panic) leaves its slot as a kill would and
@@ -52,6 +57,7 @@
 //! and takes them over (store.rs). Nothing here waits for the dead client.
 
 use crate::error::{Error, FullKind, Result};
+use crate::heap::{J_NEW_GUARDING, journaled_new};
 use crate::layout::{self, CLIENT_WORDS, block, slot};
 use crate::os::{self, Liveness};
 use crate::segment::Segment;
@@ -294,7 +300,12 @@ impl Segment {
     fn recover_journal(&self, idx: usize) {
         let base = self.client_base(idx);
         let j_new = self.mem.w(base + C_J_NEW).load(Ordering::Acquire);
-        if j_new != 0 && self.block_pos(j_new - 1).is_some() {
+        if j_new & J_NEW_GUARDING != 0 {
+            // Killed inside a guarded take (heap.rs H5): the block was never published.
+            if let Some(off) = journaled_new(j_new).filter(|&off| self.block_pos(off).is_some()) {
+                self.undo_guarded_take(idx, off);
+            }
+        } else if j_new != 0 && self.block_pos(j_new - 1).is_some() {
             let off = j_new - 1;
             let st = self.mem.w(self.heap_word(off) + layout::R_STATE).load(Ordering::Acquire);
             if block::kind(st) == block::OWNED && block::owner(st) as usize == idx {

@@ -31,6 +31,8 @@ pub const NAMES: &[&str] = &[
     "insert.after_inserting", // INSERTING word placed, not yet settled
     "insert.before_flip",     // window scanned, other copies collided, not yet MEMBER
     "insert.after_member",    // flipped to MEMBER, journal (C_J_NEW) not yet cleared
+    // store.rs, every write (insert, update, delete)
+    "update.after_view", // key looked up and the write decided, nothing taken or journaled
     // store.rs, update of a present key (copy-on-write publish)
     "update.before_publish", // new record written, old one journaled (C_J_OLD), CAS not done
     "update.after_publish",  // CAS done: new record published, old block not yet freed

@@ -10,7 +10,9 @@
 //! - H1. The block state word is the truth: a block belongs to whoever moved it from FREE to
 //!   OWNED with a CAS, until someone moves it back to FREE with a CAS from the exact OWNED word
 //!   (so of two parties freeing the same block, one wins, and a stale freer whose generation
-//!   moved on frees nothing). Every transition adds 1 to `gen`.
+//!   moved on frees nothing). Every transition adds 1 to `gen`, but one: a guarded take that
+//!   steps back (H5) returns the block from the OWNED word it just made, which nobody else has
+//!   seen, to the FREE word it took it from.
 //! - H2. The bitmap is a hint: a bit is set only after its block became OWNED and cleared only
 //!   after it became FREE. A clear bit over an OWNED block (set pending or lost) costs a failed
 //!   CAS; a set bit over a FREE block (clear pending) would hide the block, and can only be left
@@ -21,6 +23,22 @@
 //!   client held is named in its journal and reclaimed from there.
 //! - H4. After taking a block, the owner issues a release fence before writing the record, so a
 //!   reader that sees any new byte also sees the new state word (seqlock validation, record.rs).
+//! - H5. A block named by a client's `C_J_OLD` never passes a guarded generation
+//!   (`layout::block::guarded`, two of every 4,096): a take that makes a block OWNED at a
+//!   guarded generation issues a SeqCst fence and scans every client's `C_J_OLD`; if one names
+//!   the block it steps back (CAS to the FREE word it took) and takes another. A writer stores
+//!   its `C_J_OLD`, issues a SeqCst fence and re-reads the block's state word before its
+//!   publishing CAS (`journal_view`, called by store.rs `journal_old`): of the two fenced
+//!   pairs, one sees the other, so either the writer sees the block moved (its view is gone:
+//!   it retries from a fresh lookup) or the take sees the journal. Hence, while a writer sits
+//!   between that re-check and its CAS (stalled for any time), the block it viewed stays below
+//!   its next guarded generation and cannot come back to the index slot word the writer
+//!   compares (layout.rs `slot`: that needs 2^14 generations). A guarded take journals its
+//!   block with `J_NEW_GUARDING` until its scan is done, so a client killed in the middle is
+//!   stepped back by its reclaimer (`undo_guarded_take`), never freed forward past the guard.
+//!   The scan costs one load per client on one take of a block in 2,048; while a stalled writer
+//!   pins a block at its guard, an allocation that meets that block pays the scan again and
+//!   takes another.
 //!
 //! Full-scan memo: an allocation looks at every page of its class before it claims an
 //! unassigned page (so freed blocks are reused before the heap is spread over more pages),
@@ -45,12 +63,21 @@
 //! for a class while other classes have room (the stats show bytes_free; `capacity_bytes`
 //! should leave headroom for the size mix).
 
-use crate::clients::C_J_NEW;
+use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE};
 use crate::error::{Error, FullKind, Result};
 use crate::failpoint::failpoint;
 use crate::layout::{self, H_CLASS_HINT, block, class_size};
 use crate::segment::Segment;
 use crate::sync::{Ordering, fence};
+
+/// Set in a `C_J_NEW` journal word while the take it names is a guarded one that has not yet
+/// scanned the writers' views (H5): a client killed there is stepped back, not freed.
+pub(crate) const J_NEW_GUARDING: u64 = 1 << 63;
+
+/// The heap offset a `C_J_NEW` journal word names, if any.
+pub(crate) fn journaled_new(j: u64) -> Option<u64> {
+    (j & !J_NEW_GUARDING).checked_sub(1)
+}
 
 /// A block this client owns: its heap word offset and its OWNED state word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,14 +209,75 @@ impl Segment {
         if block::kind(st) != block::FREE {
             return None;
         }
-        self.mem.w(self.client_base(me) + C_J_NEW).store(off + 1, Ordering::Relaxed);
-        failpoint!("heap.take_after_journal");
+        let journal = self.mem.w(self.client_base(me) + C_J_NEW);
         let owned = block::pack(block::OWNED, me as u16, block::generation(st) + 1);
+        let guarded = block::guarded(block::generation(owned));
+        journal.store((off + 1) | if guarded { J_NEW_GUARDING } else { 0 }, Ordering::Relaxed);
+        failpoint!("heap.take_after_journal");
         sw.compare_exchange(st, owned, Ordering::AcqRel, Ordering::Acquire).ok()?;
+        if guarded {
+            // H5: the SeqCst fence pairs with the one a writer issues between journaling the
+            // block it viewed (`C_J_OLD`) and re-reading its state word
+            // (`journal_view`): either that writer's re-read sees this take (its view is gone,
+            // it retries), or this scan sees its journal and the block steps back.
+            fence(Ordering::SeqCst);
+            if self.viewed_by_a_writer(off) {
+                // Back to the FREE word it had: nobody but this client has seen the OWNED one
+                // (it was never in the index), so the step back is invisible.
+                let _ = sw.compare_exchange(owned, st, Ordering::AcqRel, Ordering::Relaxed);
+                journal.store(0, Ordering::Relaxed);
+                return None;
+            }
+            journal.store(off + 1, Ordering::Relaxed);
+        }
         failpoint!("heap.take_after_own");
         self.mem.w(self.bitmap_word(pos.page, pos.index)).fetch_or(1 << (pos.index % 64), Ordering::Release);
         fence(Ordering::Release); // H4
         Some(Block { off: off as u32, state: owned })
+    }
+
+    /// H5, the writer's half: journals in client `me`'s `C_J_OLD` (with `C_J_OLD_STATE`, H3)
+    /// the block at `off` that a view read in state `state`, then checks the block is still in
+    /// that state. True: from now until the journal is cleared the block stays below its next
+    /// guarded generation. False: the block moved on (the view is stale); the journal is
+    /// cleared again.
+    pub(crate) fn journal_view(&self, me: usize, off: u64, state: u64) -> bool {
+        let base = self.client_base(me);
+        self.mem.w(base + C_J_OLD_STATE).store(state, Ordering::Relaxed);
+        self.mem.w(base + C_J_OLD).store(off + 1, Ordering::Release);
+        // Pairs with the fence of a guarded take (`take`).
+        fence(Ordering::SeqCst);
+        let current = self.mem.w(self.heap_word(off) + layout::R_STATE).load(Ordering::Acquire) == state;
+        if !current {
+            self.mem.w(base + C_J_OLD).store(0, Ordering::Relaxed);
+        }
+        current
+    }
+
+    /// Does a client's `C_J_OLD` name the block at `off`: is a writer between its view of the
+    /// record there and its publishing CAS (H5)? A scan of the client table, made only by the
+    /// guarded takes (one take of a block in 2,048).
+    fn viewed_by_a_writer(&self, off: u64) -> bool {
+        (0..self.g.max_clients as usize)
+            .any(|idx| self.mem.w(self.client_base(idx) + C_J_OLD).load(Ordering::Relaxed) == off + 1)
+    }
+
+    /// Steps back a guarded take that a client killed before it finished it (its `C_J_NEW`
+    /// still carries [`J_NEW_GUARDING`]): the block, OWNED by it at a guarded generation and
+    /// never published, returns to the FREE word it was taken from, as the take itself would
+    /// have done had it seen a writer's view. Stepping forward instead (a plain free) would let
+    /// the block pass the guard unchecked.
+    pub(crate) fn undo_guarded_take(&self, idx: usize, off: u64) {
+        let sw = self.mem.w(self.heap_word(off) + layout::R_STATE);
+        let st = sw.load(Ordering::Acquire);
+        if block::kind(st) == block::OWNED
+            && block::owner(st) as usize == idx
+            && block::guarded(block::generation(st))
+        {
+            let back = block::pack(block::FREE, 0, block::generation(st) - 1);
+            let _ = sw.compare_exchange(st, back, Ordering::AcqRel, Ordering::Relaxed);
+        }
+        self.repair_bit(off);
     }
 
     /// Frees the block at `off` if its state word is still `state` (H1). Returns whether this
@@ -256,5 +344,76 @@ impl Segment {
             used += in_use.min(blocks) * size;
         }
         (used, self.g.n_pages * self.g.page_size - used)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::layout::record_bytes;
+
+    /// The first guarded generation a take lands on (takes land on odd generations).
+    fn first_guarded() -> u64 {
+        (1..).map(|k| 2 * k + 1).find(|&g| block::guarded(g)).expect("a guarded generation")
+    }
+
+    /// Client 0 owns a block, published at the generation just before a guarded take, and
+    /// client 1 has viewed and journaled it. Returns the block's offset and state.
+    fn viewed_block(seg: &Segment) -> (u64, u64) {
+        let b = seg.alloc(0, record_bytes(8, 8), 0, 0).unwrap();
+        let off = b.off as u64;
+        let viewed = block::pack(block::OWNED, 0, first_guarded() - 2);
+        seg.mem.w(seg.heap_word(off) + layout::R_STATE).store(viewed, Ordering::Relaxed);
+        assert!(seg.journal_view(1, off, viewed), "nothing moved the block");
+        (off, viewed)
+    }
+
+    fn state(seg: &Segment, off: u64) -> u64 {
+        seg.mem.w(seg.heap_word(off) + layout::R_STATE).load(Ordering::Relaxed)
+    }
+
+    /// H5 without interleavings (loom_tests.rs has them): a block a writer journaled is not
+    /// taken at its guarded generation, by the recent-free hint or by the page scan; once the
+    /// journal is cleared it is.
+    #[test]
+    fn a_journaled_block_steps_back_at_its_guard() {
+        let seg = Segment::in_process(&crate::inprocess_tests::opts(), 7).unwrap();
+        let (off, viewed) = viewed_block(&seg);
+        assert!(!seg.journal_view(1, off, viewed + 1), "a moved block is no current view");
+        assert!(seg.journal_view(1, off, viewed));
+        assert!(seg.free(off, viewed));
+        let other = seg.alloc(0, record_bytes(8, 8), 0, off + 1).unwrap();
+        assert_ne!(other.off as u64, off, "a journaled block was taken past its guard");
+        assert_eq!(state(&seg, off), block::pack(block::FREE, 0, first_guarded() - 1));
+        assert_eq!(seg.mem.w(seg.client_base(0) + C_J_NEW).load(Ordering::Relaxed), other.off as u64 + 1);
+        seg.mem.w(seg.client_base(1) + C_J_OLD).store(0, Ordering::Relaxed);
+        let again = seg.alloc(0, record_bytes(8, 8), 0, off + 1).unwrap();
+        assert_eq!(again.off as u64, off, "the guard held a block nobody journals");
+        assert_eq!(again.state, block::pack(block::OWNED, 0, first_guarded()));
+    }
+
+    /// A client killed inside a guarded take (its journal flagged) is stepped back by its
+    /// reclaimer, not freed forward past the guard; a flagged journal whose take did not
+    /// happen changes nothing.
+    #[test]
+    fn a_guarded_take_cut_short_steps_back() {
+        let seg = Segment::in_process(&crate::inprocess_tests::opts(), 7).unwrap();
+        let (off, viewed) = viewed_block(&seg);
+        assert!(seg.free(off, viewed));
+        // Client 0 died after its take's CAS, before its scan.
+        let taken = block::pack(block::OWNED, 0, first_guarded());
+        seg.mem.w(seg.heap_word(off) + layout::R_STATE).store(taken, Ordering::Relaxed);
+        seg.mem.w(seg.client_base(0) + C_J_NEW).store((off + 1) | J_NEW_GUARDING, Ordering::Relaxed);
+        assert_eq!(journaled_new((off + 1) | J_NEW_GUARDING), Some(off));
+        seg.undo_guarded_take(0, off);
+        let back = block::pack(block::FREE, 0, first_guarded() - 1);
+        assert_eq!(state(&seg, off), back);
+        seg.undo_guarded_take(0, off);
+        assert_eq!(state(&seg, off), back, "a second reclaim of the same journal is a no-op");
+        // Another client's block at a guarded generation is not stepped back for client 0.
+        let theirs = block::pack(block::OWNED, 1, first_guarded());
+        seg.mem.w(seg.heap_word(off) + layout::R_STATE).store(theirs, Ordering::Relaxed);
+        seg.undo_guarded_take(0, off);
+        assert_eq!(state(&seg, off), theirs);
     }
 }

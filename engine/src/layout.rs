@@ -176,6 +176,24 @@ pub const DEADLINE_MASK: u64 = (1 << 40) - 1;
 /// Index slot word: `[state:2 | tag:16 | gen:14 | block:32]`. `block` is the record's word
 /// offset inside the heap; `gen` is the low 14 bits of the block generation at publish, so a
 /// freed and reused block never validates against an old slot word.
+///
+/// Why 14 bits are enough, whatever a writer's stall. A writer's publishing CAS (update,
+/// delete, lock, unlock, expiry, eviction) compares this word alone, so it must not come back
+/// to the same value with another record behind it while the writer is between its view and
+/// its CAS. A block's generation goes up by one on every take and every free, so the same
+/// block at the same slot word needs 2^14 generations, 2^13 reuses of the block. That alone
+/// is a count, not a bound: a writer stalled across exactly 16,384 sets of its key (the same
+/// two blocks taking turns) used to publish over a record it never saw, its version going
+/// backwards and the record it displaced leaking. What bounds it is H5 (heap.rs): a writer
+/// journals the block it viewed in its `C_J_OLD` and then re-checks the block's state word
+/// (heap.rs `journal_view`), and a take that would bring a block to a guarded generation
+/// ([`block::guarded`], two in every [`block::GUARD_SPACING`] = 4,096) first looks through
+/// every client's `C_J_OLD` and steps back if one names the block. So a block a writer has
+/// viewed and journaled cannot advance more than 4,096 + 1 generations until the writer is
+/// done (or dead and reclaimed), under the 2^14 it would need to repeat its slot word; a
+/// stall before the journal is caught by the re-check. The width must stay above
+/// `log2(GUARD_SPACING) + 1` bits; 14 leaves a factor 4 of margin, and the guard's cost (a
+/// scan of the client table) is paid on one take of a block in 2,048.
 pub mod slot {
     pub const EMPTY: u64 = 0;
     pub const INSERTING: u64 = 1;
@@ -219,6 +237,16 @@ pub mod block {
     }
     pub const fn generation(w: u64) -> u64 {
         w & GEN_MASK
+    }
+
+    /// Guarded generations come back every `GUARD_SPACING` (see `slot`, heap.rs H5).
+    pub const GUARD_SPACING: u64 = 1 << 12;
+    /// Is a take that brings a block to generation `gen_` guarded (H5)? Two consecutive
+    /// generations of each `GUARD_SPACING`, so every run of `GUARD_SPACING` generations holds
+    /// one a take lands on (takes land on every other generation). Not the first take of a
+    /// block (generation 1): filling a segment pays no guard.
+    pub const fn guarded(gen_: u64) -> bool {
+        gen_ % GUARD_SPACING >= GUARD_SPACING - 2
     }
 }
 
@@ -274,6 +302,9 @@ pub fn fingerprint() -> u64 {
         R_SUM as u64,
         slot::pack(2, 0xabcd, 0x1234, 0x5678_9abc),
         block::pack(1, 0x1234, 0x5678),
+        // H5: the guard spacing, and the flag of a guarded take in a C_J_NEW journal word.
+        block::GUARD_SPACING,
+        crate::heap::J_NEW_GUARDING,
         class_size(37),
         crate::stats::STAT_COUNT as u64,
         // The value checksum function (record.rs): a build that sums values differently

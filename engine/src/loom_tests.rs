@@ -404,6 +404,47 @@ fn loom_allocator() {
     });
 }
 
+/// (b'') H5, a stalled writer's view against block reuse: a writer journals the block it
+/// viewed and re-checks its state (`journal_view`) while another client frees that block and
+/// takes it again at a guarded generation. Of the two SeqCst-fenced pairs one sees the other:
+/// never both the writer's view still current and the block taken past its guard (which, with
+/// 2^13 reuses more, would bring the writer's slot word back with another record behind it).
+/// A stepped-back block is FREE at the generation it was taken from.
+#[test]
+fn loom_guard_or_recheck() {
+    check("loom_guard_or_recheck", || {
+        let seg = big_block_segment();
+        let off = seg.alloc(0, BIG, 0, 0).expect("an empty heap").off as u64;
+        seg.mem.w(journal(&seg, 0)).store(0, Ordering::Relaxed);
+        // The block as a writer viewed it: published, one reuse before a guarded take.
+        let guarded = (1..).map(|k| 2 * k + 1).find(|&g| block::guarded(g)).expect("a guarded generation");
+        let viewed = block::pack(block::OWNED, 0, guarded - 2);
+        seg.mem.w(seg.heap_word(off) + layout::R_STATE).store(viewed, Ordering::Release);
+        let writer = {
+            let seg = seg.clone();
+            thread::spawn(move || seg.journal_view(0, off, viewed))
+        };
+        let other = {
+            let seg = seg.clone();
+            thread::spawn(move || {
+                assert!(seg.free(off, viewed), "only this thread frees the block");
+                seg.alloc(1, BIG, 0, off + 1).expect("the other block is free").off as u64
+            })
+        };
+        let current = writer.join().unwrap();
+        let took = other.join().unwrap();
+        assert!(!(current && took == off), "H5: the viewed block passed its guard under a current view");
+        if took != off {
+            let st = seg.mem.w(seg.heap_word(off) + layout::R_STATE).load(Ordering::Relaxed);
+            assert_eq!(
+                st,
+                block::pack(block::FREE, 0, guarded - 1),
+                "stepped back to the FREE word it was taken from"
+            );
+        }
+    });
+}
+
 /// (b') The allocator never reports `Full` while its class has a free block. Page of two `BIG`
 /// blocks; client 1 holds block 1 and block 0 is free. Thread 1 frees block 1 and allocates
 /// again (block 0, or block 1 if thread 0 took block 0); thread 0 allocates once. Thread 1

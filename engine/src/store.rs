@@ -5,9 +5,14 @@
 //! block and a feed position, write the new record, publish it with one CAS on the index slot
 //! (or remove the slot with one CAS), then free what it displaced and record the change. A CAS
 //! that fails means someone else changed the key first: the loop starts over from the lookup,
-//! keeping the block and feed position it already took. Nothing waits on another client.
+//! keeping the block and feed position it already took (the position only while it is newer
+//! than the record found, so a record's version is always above the one it replaces).
+//! Before the publishing CAS the writer journals the block it viewed and re-checks it
+//! (`journal_old`, heap.rs H5): the CAS compares a slot word with 14 bits of generation, and
+//! H5 is what keeps that word from coming back with another record behind it, however long
+//! the writer stalls. Nothing waits on another client.
 
-use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_RECENT_FREE, C_WRITING};
+use crate::clients::{C_J_NEW, C_J_OLD, C_RECENT_FREE, C_WRITING};
 use crate::error::{Error, FullKind, Result};
 use crate::failpoint::failpoint;
 use crate::feed::{ChangeKind, FeedRead};
@@ -703,6 +708,7 @@ impl Store {
                 Ok(plan) => plan,
                 Err(e) => break Err(e),
             };
+            failpoint!("update.after_view");
             let (value, expiry_words, lock, kind, took_over) = match plan {
                 Plan::Remove => {
                     let Some(m) = found else { break Err(Error::NotFound) };
@@ -743,6 +749,15 @@ impl Store {
                     Err(e) => break Err(e),
                 },
             };
+            // A position kept from an earlier attempt can be older than the record found now
+            // (its writer stalled while others wrote the key): give it up for a fresh one, so
+            // a record's version is always above the one it replaces.
+            if let (Some(old), Some(m)) = (feed.pos, &found)
+                && old.wrapping_add(1) <= m.view.version
+            {
+                seg.feed_write(old, ChangeKind::Nop, 0, 0, p.hash);
+                feed.pos = None;
+            }
             let pos = *feed.pos.get_or_insert_with(|| seg.feed_reserve());
             let version = pos.wrapping_add(1);
             let lock = if kind == ChangeKind::Lock { LockWords { id: version, ..lock } } else { lock };
@@ -759,7 +774,9 @@ impl Store {
             let published = match found {
                 Some(m) => {
                     seg.write_record(b.off, m.pos, &rec);
-                    self.journal_old(c, &m);
+                    if !self.journal_old(c, &m) {
+                        continue; // the record viewed was replaced meanwhile
+                    }
                     failpoint!(if took_over {
                         "lock.takeover_before_publish"
                     } else {
@@ -892,11 +909,17 @@ impl Store {
         }
     }
 
-    /// Journals the record about to be displaced (heap.rs H3).
-    fn journal_old(&self, c: &Ctx, m: &Member) {
-        let mem = &self.seg.mem;
-        mem.w(c.base + C_J_OLD_STATE).store(m.view.state, Ordering::Relaxed);
-        mem.w(c.base + C_J_OLD).store(slot::block(m.word) as u64 + 1, Ordering::Release);
+    /// Journals the record about to be displaced (heap.rs H3) and checks that the view `m` is
+    /// still current: false (journal cleared) if its block moved on meanwhile.
+    ///
+    /// From the check until the journal is cleared, the block cannot pass a guarded generation
+    /// (heap.rs H5), so the slot word `m.word` cannot come back with another record behind it
+    /// (layout.rs `slot`): a publishing CAS from `m.word` that succeeds displaces exactly the
+    /// record this view read, however long the writer stalled, before the journal (the check
+    /// sees the block moved) or after it (the block stays put).
+    #[must_use]
+    fn journal_old(&self, c: &Ctx, m: &Member) -> bool {
+        self.seg.journal_view(c.idx, slot::block(m.word) as u64, m.view.state)
     }
 
     /// Frees the record displaced by a successful CAS and clears the journal.
@@ -917,7 +940,9 @@ impl Store {
     /// Removes the published record `m` from the index (delete, expiry, eviction).
     fn unpublish(&self, c: &Ctx, key_hash: u64, m: &Member, kind: ChangeKind) -> bool {
         let seg = &*self.seg;
-        self.journal_old(c, m);
+        if !self.journal_old(c, m) {
+            return false;
+        }
         if kind == ChangeKind::Delete {
             failpoint!("delete.after_journal");
         }
