@@ -142,9 +142,14 @@ impl Segment {
 
     /// Reclaims every client whose process is dead. Returns how many it reclaimed.
     pub(crate) fn reclaim_dead_clients(&self) -> u64 {
+        self.reclaim_dead_clients_in(0..self.g.max_clients as usize)
+    }
+
+    /// Reclaims the clients among `slots` whose process is dead (a sweep's bounded step).
+    pub(crate) fn reclaim_dead_clients_in(&self, slots: impl Iterator<Item = usize>) -> u64 {
         let my_pid = std::process::id();
         let mut reclaimed = 0;
-        for idx in 0..self.g.max_clients as usize {
+        for idx in slots {
             let base = self.client_base(idx);
             let ow = self.mem.w(base + C_OWNER);
             let w = ow.load(Ordering::Acquire);

@@ -39,6 +39,23 @@
 //! claiming pass reaches it, or the unassigned pages run out. Never a wrong `Full`: the
 //! claiming pass looks at every page, and it is what runs whenever the memo applies.
 //!
+//! Failing allocations: a full heap must not cost a scan per failing request, so each
+//! class's hint word is `[frees:40 | page:24]` (the `hint` module): every free of a block
+//! of the class (and every repaired bit) adds one to the count with a CAS, releasing after
+//! its state CAS and bit clear. An allocation loads the word (acquire) before its passes;
+//! when both passes fail (every page assigned, none with a free block of the class), the
+//! process remembers that word (`Segment::full_scan_memo`, second half). While the class's
+//! word still equals it, no block of the class was freed since the failed pass began, no
+//! page can become unassigned (pages never change class), so the next allocation fails at
+//! once: O(1). Any free in any process changes the word (the count, even if the page is the
+//! same) and the next allocation scans again. An allocation moving the hint writes it with
+//! a CAS from the word it loaded, so it never writes back an older count. Kill or stall at
+//! any instruction: a freer killed between its state CAS and the count leaves a free block
+//! the memo may hide until the next free of the class or the reclaim of the killed client,
+//! whose journal names the block (`repair_bit` counts it); a stalled one the same until it
+//! resumes. The count wraps at 2^39: a stale memo would need exactly k x 2^39 frees between
+//! two looks.
+//!
 //! Fragmentation: internal waste is under 1/8 of a block (8 classes per power of two) plus
 //! the page tail (under one block). A page never changes class, so memory freed in one class is
 //! reusable only by records of that class: a workload whose record sizes shift can get `Full`
@@ -51,6 +68,25 @@ use crate::failpoint::failpoint;
 use crate::layout::{self, H_CLASS_HINT, block, class_size};
 use crate::segment::Segment;
 use crate::sync::{Ordering, fence};
+
+/// Marks a process-local failed-pass memo as set (a hint word never has this bit: its free
+/// count would need 2^39 frees).
+const MEMO_SET: u64 = 1 << 63;
+
+/// The per-class hint word `H_CLASS_HINT + class`: `[frees:40 | page:24]`, the page where the
+/// class's allocation looks first and a count of the class's frees (wrapping at 2^39).
+mod hint {
+    const PAGE_BITS: u32 = 24;
+    pub const fn pack(frees: u64, page: u64) -> u64 {
+        ((frees & ((1 << 39) - 1)) << PAGE_BITS) | (page & ((1 << PAGE_BITS) - 1))
+    }
+    pub const fn frees(w: u64) -> u64 {
+        w >> PAGE_BITS
+    }
+    pub const fn page(w: u64) -> u64 {
+        w & ((1 << PAGE_BITS) - 1)
+    }
+}
 
 /// A block this client owns: its heap word offset and its OWNED state word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +154,15 @@ impl Segment {
         }
         let hint_w = self.mem.w(H_CLASS_HINT + class);
         let n = self.g.n_pages;
-        let hint = hint_w.load(Ordering::Relaxed) % n;
+        // Acquire, pairing with the free that last changed the word: its bit clear is seen.
+        let hw = hint_w.load(Ordering::Acquire);
+        // No block of the class was freed since a pass found none and no page unassigned
+        // (see "Failing allocations" above): fail in O(1).
+        let failed = &self.full_scan_memo[self.g.n_classes + class];
+        if failed.load(std::sync::atomic::Ordering::Relaxed) == hw | MEMO_SET {
+            return Err(Error::Full(FullKind::Heap));
+        }
+        let hint = hint::page(hw) % n;
         let memo = &self.full_scan_memo[class];
         // After a full scan found no room, only the hint page is looked at before claiming
         // (see "Full-scan memo" above).
@@ -138,7 +182,14 @@ impl Segment {
                 }
                 if let Some(b) = self.alloc_in_page(me, page, class, rnd) {
                     if page != hint {
-                        hint_w.store(page, Ordering::Relaxed);
+                        // A hint only: lost to a concurrent free, which names a page with
+                        // room as well, and which must keep its count (never written back).
+                        let _ = hint_w.compare_exchange(
+                            hw,
+                            hint::pack(hint::frees(hw), page),
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
                     }
                     if claim {
                         memo.store(page + 1, std::sync::atomic::Ordering::Relaxed);
@@ -147,7 +198,28 @@ impl Segment {
                 }
             }
         }
+        // The claiming pass met every page assigned and none with a free block of the class.
+        failed.store(hw | MEMO_SET, std::sync::atomic::Ordering::Relaxed);
         Err(Error::Full(FullKind::Heap))
+    }
+
+    /// Counts a block of `class` in `page` made free (a free, or a repaired bit): the class's
+    /// hint word gets the page and one more free, which drops every process's failed-pass
+    /// memo of the class (see "Failing allocations").
+    fn note_free(&self, class: usize, page: u64) {
+        let hint_w = self.mem.w(H_CLASS_HINT + class);
+        let mut w = hint_w.load(Ordering::Relaxed);
+        // Release, pairing with the allocator's acquire load: the freed state and bit are
+        // seen by whoever sees the new count.
+        while let Err(now) = hint_w.compare_exchange_weak(
+            w,
+            hint::pack(hint::frees(w) + 1, page),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
+            w = now;
+        }
+        self.forget_full_scan(class);
     }
 
     fn alloc_in_page(&self, me: usize, page: u64, class: usize, rnd: u64) -> Option<Block> {
@@ -208,8 +280,7 @@ impl Segment {
             .w(self.bitmap_word(pos.page, pos.index))
             .fetch_and(!(1 << (pos.index % 64)), Ordering::Release);
         // Point the class's next allocation here: in a full heap this page is where room is.
-        self.mem.w(H_CLASS_HINT + pos.class).store(pos.page, Ordering::Relaxed);
-        self.forget_full_scan(pos.class);
+        self.note_free(pos.class, pos.page);
         Some(())
     }
 
@@ -231,8 +302,8 @@ impl Segment {
         if block::kind(st) == block::FREE {
             self.mem
                 .w(self.bitmap_word(pos.page, pos.index))
-                .fetch_and(!(1 << (pos.index % 64)), Ordering::Relaxed);
-            self.forget_full_scan(pos.class);
+                .fetch_and(!(1 << (pos.index % 64)), Ordering::Release);
+            self.note_free(pos.class, pos.page);
         }
     }
 

@@ -209,3 +209,23 @@ fn random_starting_points_near_u64_max_wrap() {
         st.seg.claim_client(std::process::id(), 1, u64::MAX).unwrap();
     }
 }
+
+#[test]
+fn a_failing_insert_sweeps_a_bounded_slice() {
+    // A heap of one page and an index of 16k slots: once the heap is full, an insert that
+    // fails sweeps a constant slice of the index (issue 13 item 5), not all of it.
+    let o = Options { capacity_bytes: 64 << 10, max_entries: 1 << 13, ..opts() };
+    let st = Store::from_segment(Segment::in_process(&o, 0x5eed).unwrap());
+    let mut i = 0;
+    while st.set(&key(i), &[7; 64], Expiry::Never).is_ok() {
+        i += 1;
+    }
+    let cursor = |st: &Store| st.seg.mem.w(crate::layout::H_SWEEP_CURSOR).load(Ordering::Relaxed);
+    let before = cursor(&st);
+    for k in 1..=4 {
+        let r = st.set(&key(i + k), &[7; 64], Expiry::Never);
+        assert!(matches!(r, Err(Error::Full(crate::FullKind::Heap))), "{r:?}");
+    }
+    let swept = cursor(&st) - before;
+    assert!(swept <= 4 * 1024, "4 failing inserts examined {swept} index slots");
+}

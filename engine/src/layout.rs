@@ -25,7 +25,7 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const MAGIC: u64 = u64::from_be_bytes(*b"GRDNSTAT");
 pub const MAGIC_SWAPPED: u64 = MAGIC.swap_bytes();
 /// Version of this layout, independent of the crate version.
-pub const LAYOUT_VERSION: u64 = 1;
+pub const LAYOUT_VERSION: u64 = 2;
 /// The value of [`H_STATE`] once the creator finished initializing the segment.
 pub const READY: u64 = u64::from_be_bytes(*b"READY!!!");
 
@@ -73,9 +73,12 @@ pub const H_SWEEP_LEASE: usize = 40;
 pub const H_SWEEP_CURSOR: usize = 41;
 /// When (`now_ms`) the next opportunistic sweep is due (store.rs).
 pub const H_SWEEP_DUE: usize = 42;
+/// Next client slot a bounded sweep step looks at (store.rs `sweep_with`).
+pub const H_SWEEP_CLIENT_CURSOR: usize = 64;
 /// Counters folded in from reclaimed clients (stats.rs), `STAT_COUNT` words.
 pub const H_RETIRED_STATS: usize = 48;
-/// Per size class: the page where allocation of that class looks first (heap.rs).
+/// Per size class: `[frees:40 | page:24]`, the page where allocation of that class looks
+/// first and a count of the class's frees (heap.rs "Failing allocations").
 pub const H_CLASS_HINT: usize = 128;
 pub const MAX_CLASSES: usize = 256;
 pub const HEADER_WORDS: usize = 512;
@@ -223,6 +226,7 @@ pub fn fingerprint() -> u64 {
         H_SWEEP_LEASE as u64,
         H_SWEEP_CURSOR as u64,
         H_SWEEP_DUE as u64,
+        H_SWEEP_CLIENT_CURSOR as u64,
         H_RETIRED_STATS as u64,
         H_CLASS_HINT as u64,
         MAX_CLASSES as u64,

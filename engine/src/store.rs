@@ -216,6 +216,14 @@ const SWEEP_CHECK_EVERY: u32 = 64;
 const SWEEP_INTERVAL_MS: u64 = 100;
 const SWEEP_SHARE: u64 = 600;
 const SWEEP_LEASE_MS: u64 = 2_000;
+/// The most index slots an opportunistic sweep examines (the 1/600 share, capped), so no
+/// write pays for more than this however large the index.
+const SWEEP_MAX_SLOTS: u64 = 1 << 16;
+/// What an insert that finds the heap full sweeps before it fails: a slice of the index and
+/// of the client table (their cursors are shared, so the failing inserts of every process
+/// together go round both). A constant, so a failing insert costs O(1) whatever the size.
+const FULL_SWEEP_SLOTS: u64 = 1024;
+const FULL_SWEEP_CLIENTS: u64 = 16;
 
 impl Store {
     /// Creates segment `name` with `opts`. Fails if it exists (see [`Store::open`]).
@@ -834,9 +842,11 @@ impl Store {
                 Ok(b) => return Ok(b),
                 Err(Error::Full(FullKind::Heap)) if tries < 16 => {
                     tries += 1;
-                    // Reclaim what the dead and the expired hold, then evict if allowed.
+                    // Reclaim what the dead and the expired hold, then evict if allowed: one
+                    // bounded slice of the sweep, continuing where the last one stopped, so a
+                    // failing insert costs O(1) and repeated ones sweep the whole index in turn.
                     let freed_some = tries == 1 && {
-                        let r = self.sweep_with(c, seg.g.index_slots());
+                        let r = self.sweep_with(c, FULL_SWEEP_SLOTS, Some(FULL_SWEEP_CLIENTS));
                         r.expired > 0 || r.dead_clients_reclaimed > 0
                     };
                     if !(freed_some || seg.evict && self.evict_for_class(c, bytes)) {
@@ -970,9 +980,12 @@ impl Store {
     /// of any process stopped) and clients of dead processes. Only one client sweeps at a
     /// time (a lease in the segment); a sweeper that dies loses the lease after 2 s. Writers
     /// also sweep a slice of the index when one is due (at most every 100 ms per segment,
-    /// the whole index about once a minute), so a store in use needs no separate sweeper.
+    /// the whole index about once a minute, at most 64k slots a time), so a store in use
+    /// needs no separate sweeper; an insert that finds the heap full sweeps one constant
+    /// slice (1024 index slots, 16 client slots) before failing, so `Full` costs O(1).
+    /// This call reclaims every dead client and examines `budget` index slots.
     pub fn sweep(&self, budget: u64) -> Result<SweepReport> {
-        self.with_client(false, |c| Ok(self.sweep_with(c, budget)))
+        self.with_client(false, |c| Ok(self.sweep_with(c, budget, None)))
     }
 
     /// Sweeps a slice of the index if the segment's next sweep is due (see SWEEP_INTERVAL_MS).
@@ -984,11 +997,14 @@ impl Store {
                 .compare_exchange(next, now + SWEEP_INTERVAL_MS, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         {
-            self.sweep_with(c, (self.seg.g.index_slots() / SWEEP_SHARE).max(1024));
+            let slots = (self.seg.g.index_slots() / SWEEP_SHARE).clamp(1024, SWEEP_MAX_SLOTS);
+            self.sweep_with(c, slots, Some(FULL_SWEEP_CLIENTS));
         }
     }
 
-    fn sweep_with(&self, c: &Ctx, budget: u64) -> SweepReport {
+    /// One sweep step: up to `budget` index slots, and the client table (all of it, or
+    /// `clients` slots of it from a shared cursor).
+    fn sweep_with(&self, c: &Ctx, budget: u64, clients: Option<u64>) -> SweepReport {
         let seg = &*self.seg;
         let lease = seg.mem.w(layout::H_SWEEP_LEASE);
         let now = os::now_ms();
@@ -1000,7 +1016,14 @@ impl Store {
             return SweepReport::default();
         }
         let mut report = SweepReport { ran: true, ..SweepReport::default() };
-        report.dead_clients_reclaimed = seg.reclaim_dead_clients();
+        report.dead_clients_reclaimed = match clients {
+            None => seg.reclaim_dead_clients(),
+            Some(n) => {
+                let n = n.min(seg.g.max_clients);
+                let start = seg.mem.w(layout::H_SWEEP_CLIENT_CURSOR).fetch_add(n, Ordering::Relaxed);
+                seg.reclaim_dead_clients_in((0..n).map(|k| ((start + k) % seg.g.max_clients) as usize))
+            }
+        };
         let slots = seg.g.index_slots();
         let budget = budget.min(slots);
         let start = seg.mem.w(layout::H_SWEEP_CURSOR).fetch_add(budget, Ordering::Relaxed) % slots;
