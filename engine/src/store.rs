@@ -219,11 +219,14 @@ const SWEEP_LEASE_MS: u64 = 2_000;
 /// The most index slots an opportunistic sweep examines (the 1/600 share, capped), so no
 /// write pays for more than this however large the index.
 const SWEEP_MAX_SLOTS: u64 = 1 << 16;
+/// Client slots an opportunistic sweep looks at (a dead client's slot and journaled blocks
+/// are reclaimed within max_clients / 16 sweeps, 3.2 s for 512 slots).
+const SWEEP_CLIENTS: u64 = 16;
 /// What an insert that finds the heap full sweeps before it fails: a slice of the index and
 /// of the client table (their cursors are shared, so the failing inserts of every process
 /// together go round both). A constant, so a failing insert costs O(1) whatever the size.
-const FULL_SWEEP_SLOTS: u64 = 1024;
-const FULL_SWEEP_CLIENTS: u64 = 16;
+const FULL_SWEEP_SLOTS: u64 = 128;
+const FULL_SWEEP_CLIENTS: u64 = 4;
 
 impl Store {
     /// Creates segment `name` with `opts`. Fails if it exists (see [`Store::open`]).
@@ -980,9 +983,9 @@ impl Store {
     /// of any process stopped) and clients of dead processes. Only one client sweeps at a
     /// time (a lease in the segment); a sweeper that dies loses the lease after 2 s. Writers
     /// also sweep a slice of the index when one is due (at most every 100 ms per segment,
-    /// the whole index about once a minute, at most 64k slots a time), so a store in use
+    /// the whole index about once a minute, at most 64k index and 16 client slots a time), so a store in use
     /// needs no separate sweeper; an insert that finds the heap full sweeps one constant
-    /// slice (1024 index slots, 16 client slots) before failing, so `Full` costs O(1).
+    /// slice (128 index slots, 4 client slots) before failing, so `Full` costs O(1).
     /// This call reclaims every dead client and examines `budget` index slots.
     pub fn sweep(&self, budget: u64) -> Result<SweepReport> {
         self.with_client(false, |c| Ok(self.sweep_with(c, budget, None)))
@@ -998,7 +1001,7 @@ impl Store {
                 .is_ok()
         {
             let slots = (self.seg.g.index_slots() / SWEEP_SHARE).clamp(1024, SWEEP_MAX_SLOTS);
-            self.sweep_with(c, slots, Some(FULL_SWEEP_CLIENTS));
+            self.sweep_with(c, slots, Some(SWEEP_CLIENTS));
         }
     }
 
