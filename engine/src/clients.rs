@@ -18,6 +18,8 @@
 //! - `C_J_OLD` names a record it was unpublishing with its exact state word: if unchanged and no
 //!   longer referenced by its index slot, the displaced record is freed; if already FREE, a
 //!   stale bitmap bit is cleared (heap.rs H2).
+//! - a page it was retiring or initializing is rolled back (heap.rs "Page reuse"), and its
+//!   `C_EPOCH` cleared (its operation is over);
 //! - its counters fold into the retired totals; the slot becomes FREE.
 //!
 //! Locks held by the dead process are not touched here: whoever meets them sees the dead owner
@@ -41,6 +43,9 @@ pub const C_RECENT_FREE: usize = 5;
 /// check; see `Store::drain_writers` for the handshake (W1). 0 in segments of older builds,
 /// which never used the word.
 pub const C_WRITING: usize = 6;
+/// 0 between operations; during one, the heap epoch it entered at + 1 (heap.rs "Page
+/// reuse": a page retired at that epoch or later is not reused until it is 0 again).
+pub const C_EPOCH: usize = 7;
 
 pub(crate) const FREE: u64 = 0;
 const CLAIMING: u64 = 1;
@@ -85,6 +90,7 @@ impl Segment {
                 self.mem.w(base + C_J_NEW).store(0, Ordering::Relaxed);
                 self.mem.w(base + C_J_OLD).store(0, Ordering::Relaxed);
                 self.mem.w(base + C_WRITING).store(0, Ordering::Relaxed);
+                self.mem.w(base + C_EPOCH).store(0, Ordering::Relaxed);
                 ow.store(pack(pid, gen_of(w) + 1, ACTIVE), Ordering::Release);
                 return Ok(idx);
             }
@@ -161,6 +167,9 @@ impl Segment {
                 continue;
             }
             self.recover_journal(idx);
+            self.recover_page_work(idx);
+            // Its operation is over: pages retired since it began may be reused.
+            self.mem.w(base + C_EPOCH).store(0, Ordering::SeqCst);
             stats::retire(&self.mem, base);
             self.mem.w(base + C_J_NEW).store(0, Ordering::Relaxed);
             self.mem.w(base + C_J_OLD).store(0, Ordering::Relaxed);

@@ -205,6 +205,8 @@ struct Ctx {
     /// This write is the client's `SWEEP_CHECK_EVERY`-th since its last look: look whether
     /// an opportunistic sweep is due (`sweep_if_due`).
     sweep_due: bool,
+    /// This operation made its page-reuse announcement (not an inner one): it may renew it.
+    owns_epoch: bool,
 }
 
 /// Writes between a client's looks at whether an opportunistic sweep is due.
@@ -360,7 +362,10 @@ impl Store {
             }
             Ok((c.idx, c.pid, c.rng, write && c.writes % SWEEP_CHECK_EVERY == 0))
         })?;
-        let mut ctx = Ctx { idx, base: self.seg.client_base(idx), pid, rnd, sweep_due };
+        let base = self.seg.client_base(idx);
+        // Announce the operation to page reuse (heap.rs "Page reuse") until it returns.
+        let in_op = self.seg.enter_op(base);
+        let mut ctx = Ctx { idx, base, pid, rnd, sweep_due, owns_epoch: in_op.owns() };
         f(&mut ctx)
     }
 
@@ -653,6 +658,7 @@ impl Store {
         let mut scratch = Vec::new();
         let mut held: Option<Block> = None;
         let mut feed_pos: Option<u64> = None;
+        let mut grace = 0;
         let result = loop {
             let needs_value = matches!(op, Op::Lock { .. } | Op::Unlock { .. } | Op::Retime { .. });
             let found = {
@@ -705,6 +711,17 @@ impl Store {
                     Ok(b) => {
                         held = Some(b);
                         b
+                    }
+                    // Pages retired since this operation (or another in flight) began wait
+                    // for their grace period: this operation holds nothing in the heap but
+                    // what it re-reads, so renew its announcement and start over (bounded).
+                    Err(Error::Full(FullKind::Heap))
+                        if c.owns_epoch && grace < 16 && seg.retired_pending() =>
+                    {
+                        grace += 1;
+                        seg.renew_op(c.base);
+                        crate::sync::spin_hint();
+                        continue;
                     }
                     Err(e) => break Err(e),
                 },
