@@ -246,12 +246,9 @@ impl Segment {
                         all_active = false;
                     } else if c != class as u64 + 1 && self.page_empty(page) {
                         // An empty page of another class: retire it, reusable after the
-                        // grace period (by this very pass if no operation is in flight).
+                        // grace period (which this operation's own announcement is part of:
+                        // `Store::mutate_with` renews it and comes back).
                         self.retire_page(me, page);
-                        let c = self.page_class(page);
-                        if page::state(c) == page::RETIRED && page::epoch(c) < self.oldest_epoch_in_flight() {
-                            self.reuse_page(me, page, c, class);
-                        }
                         all_active = false;
                     }
                 }

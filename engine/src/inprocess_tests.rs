@@ -211,6 +211,7 @@ fn random_starting_points_near_u64_max_wrap() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "thousands of operations: too slow under Miri")]
 fn a_failing_insert_sweeps_a_bounded_slice() {
     // A heap of one page and an index of 16k slots: once the heap is full, an insert that
     // fails sweeps a constant slice of the index (issue 13 item 5), not all of it.
@@ -241,6 +242,7 @@ fn fill_with(st: &Store, tag: &str, len: usize) -> u64 {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "thousands of operations: too slow under Miri")]
 fn a_retired_page_waits_for_the_operations_in_flight() {
     // Issue 13 item 4: pages emptied of one size class serve another, but only once no
     // operation that began before their retirement is still in flight (heap.rs "Page reuse").
@@ -264,6 +266,7 @@ fn a_retired_page_waits_for_the_operations_in_flight() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "thousands of operations: too slow under Miri")]
 fn a_dead_retirers_page_work_is_rolled_back() {
     use crate::layout::{R_STATE, block, page};
     let st = Store::from_segment(
