@@ -323,7 +323,15 @@ impl Store {
     /// Runs `f` with this thread's client slot, claiming one on first use (and again in a
     /// child after `fork()`, where the inherited slot is the parent's). `write`: `f` is a
     /// mutation, counted towards the client's next look at the sweep (`Ctx::sweep_due`).
-    fn with_client<T>(&self, write: bool, f: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<T> {
+    /// `announce`: announce the operation to page reuse (heap.rs "Page reuse") until it
+    /// returns; every operation that may write to the heap does (a pure read validates
+    /// against its index slot instead, and `extend` announces for itself).
+    fn with_client<T>(
+        &self,
+        write: bool,
+        announce: bool,
+        f: impl FnOnce(&mut Ctx) -> Result<T>,
+    ) -> Result<T> {
         let fork_gen = os::fork_generation();
         let (idx, pid, rnd, sweep_due) = CLIENTS.with(|cell| -> Result<_> {
             let mut v = cell.borrow_mut();
@@ -363,9 +371,9 @@ impl Store {
             Ok((c.idx, c.pid, c.rng, write && c.writes % SWEEP_CHECK_EVERY == 0))
         })?;
         let base = self.seg.client_base(idx);
-        // Announce the operation to page reuse (heap.rs "Page reuse") until it returns.
-        let in_op = self.seg.enter_op(base);
-        let mut ctx = Ctx { idx, base, pid, rnd, sweep_due, owns_epoch: in_op.owns() };
+        let in_op = announce.then(|| self.seg.enter_op(base));
+        let owns_epoch = in_op.as_ref().is_some_and(|g| g.owns());
+        let mut ctx = Ctx { idx, base, pid, rnd, sweep_due, owns_epoch };
         f(&mut ctx)
     }
 
@@ -461,7 +469,7 @@ impl Store {
         // read after it for deciding expiry (a deadline is compared in whole milliseconds).
         self.seg.prefetch_bucket(&p);
         let now = os::now_ms();
-        self.with_client(false, |c| {
+        self.with_client(false, false, |c| {
             let found = self.seg.find(key, &p, sink)?;
             match found {
                 Some(m) if !expired(&m.view, now) => {
@@ -502,6 +510,13 @@ impl Store {
     /// CASes the deadline of the published record `m` to `deadline`, and records the change.
     fn extend(&self, c: &Ctx, p: &Probe, m: &Member, deadline: u64, kind: ChangeKind) -> bool {
         let seg = &*self.seg;
+        // A sliding read reaches here unannounced: announce, then check the slot still holds
+        // the record, so its page cannot be retired and reused under the CAS (heap.rs "Page
+        // reuse": the block is freed only after the slot moves on).
+        let _in_op = seg.enter_op(c.base);
+        if seg.index_word(m.pos).load(Ordering::SeqCst) != m.word {
+            return false;
+        }
         let w = seg.mem.w(seg.heap_word(slot::block(m.word) as u64) + layout::R_EXPIRES);
         let new = layout::expires_word(deadline, m.view.state);
         if w.compare_exchange(m.view.expires_word, new, Ordering::AcqRel, Ordering::Relaxed).is_err() {
@@ -553,7 +568,7 @@ impl Store {
     pub fn touch(&self, key: &[u8], expiry: Expiry) -> Result<bool> {
         self.check_key(key)?;
         let p = self.seg.probe(key);
-        self.with_client(false, |c| {
+        self.with_client(false, true, |c| {
             self.worker_write(c, || {
                 loop {
                     let Some(m) = self.seg.find(key, &p, &mut Sink::Nothing)? else { return Ok(false) };
@@ -640,7 +655,7 @@ impl Store {
             self.check_value(value)?;
         }
         let p = self.seg.probe(key);
-        self.with_client(true, |c| {
+        self.with_client(true, true, |c| {
             let r = if worker {
                 self.worker_write(c, || self.mutate_with(c, key, &p, op))
             } else {
@@ -1005,7 +1020,7 @@ impl Store {
     /// slice (128 index slots, 4 client slots) before failing, so `Full` costs O(1).
     /// This call reclaims every dead client and examines `budget` index slots.
     pub fn sweep(&self, budget: u64) -> Result<SweepReport> {
-        self.with_client(false, |c| Ok(self.sweep_with(c, budget, None)))
+        self.with_client(false, true, |c| Ok(self.sweep_with(c, budget, None)))
     }
 
     /// Sweeps a slice of the index if the segment's next sweep is due (see SWEEP_INTERVAL_MS).
