@@ -59,8 +59,10 @@
 //! Page reuse (issue 13 item 4): an empty page of one class serves any other. Page words and
 //! states are in layout::page; the heap epoch is `H_HEAP_EPOCH`; each client's `C_EPOCH` is
 //! 0 between operations and the epoch its operation entered at + 1 during one (`enter_op`,
-//! around every operation in `Store::with_client`: store it, re-read the epoch, again until
-//! unchanged, all SeqCst).
+//! around every operation that may write to the heap, in `Store::with_client`: store it,
+//! re-read the epoch, again until unchanged, all SeqCst). Pure reads write nothing and
+//! validate against the index slot, so they do not announce; a sliding read's `extend`
+//! announces, then checks the slot still holds its record before its `R_EXPIRES` CAS.
 //! - Retire: an allocator whose class has no room, meeting in its claiming pass an ACTIVE
 //!   page of another class whose bitmap is all clear, CASes it to RETIRING (naming itself),
 //!   CASes every block FREE -> RETIRED (kind 2: no allocator takes it), then takes a new epoch
@@ -89,7 +91,8 @@
 //!   reuse of pages retired after it began (never of pages retired before), and a failing
 //!   allocation then returns `Full` after its bounded retries; nothing is ever corrupted.
 //! - Readers never write and validate against the index slot (record.rs), which moved on
-//!   before any block of a retired page was freed, so a reader in a reused page retries.
+//!   before any block of a retired page was freed, so a reader in a reused page retries; its
+//!   lengths are bounds-checked against the heap, not the block, before use.
 //! - A pass that saw a page not ACTIVE (retired, retiring, initializing) leaves no failed-pass
 //!   memo, and the memo also keeps the heap epoch: a retirement ends it.
 //!
