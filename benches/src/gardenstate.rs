@@ -262,3 +262,37 @@ pub fn resident_bytes(name: &str) -> Option<u64> {
     let path = ::gardenstate::shm_dir().join(name);
     std::fs::metadata(path).ok().map(|m| m.blocks() * 512)
 }
+
+/// A segment of default options but an index for `max_entries`, filled with 1 KiB sessions
+/// until the first `Full`; then `n` inserts of new keys, each timed and each expected to fail
+/// with `Full` (what a host sees once its segment is full). Returns the failing inserts and
+/// how many sessions the segment took.
+pub fn failing_inserts(max_entries: u64, n: u64) -> Result<(Run, u64), String> {
+    let name = format!("gds-bench-{}-full-{max_entries}", std::process::id());
+    let _ = Store::destroy(&name);
+    let opts = Options { max_entries, max_clients: 64, ..Options::default() };
+    let store = Store::create(&name, &opts).map_err(|e| e.to_string())?;
+    let seg = Segment { store, name };
+    let v = value(1024);
+    let mut stored = 0u64;
+    loop {
+        match seg.store.set(&key(stored), &v, TTL) {
+            Ok(_) => stored += 1,
+            Err(::gardenstate::Error::Full(_)) => break,
+            Err(e) => return Err(format!("filling: {e}")),
+        }
+    }
+    let mut i = stored;
+    let failing = run(
+        Limit::Ops(n),
+        || {
+            i += 1;
+            key(i)
+        },
+        |k| match seg.store.set(&k, &v, TTL) {
+            Err(::gardenstate::Error::Full(_)) => {}
+            other => panic!("an insert into a full segment: {other:?}"),
+        },
+    );
+    Ok((failing, stored))
+}

@@ -120,14 +120,15 @@ impl Segment {
         }
         for page in 0..self.g.n_pages {
             let c = self.page_class(page);
-            if c == 0 {
-                continue;
+            if c == 0 || matches!(layout::page::state(c), layout::page::RETIRED | layout::page::INIT) {
+                continue; // unused, or no block of it in use (heap.rs "Page reuse")
             }
-            if c as usize > self.g.n_classes {
-                r.problems.push(format!("page {page}: invalid class word {c}"));
+            let Some(class) = layout::page::class_of_word(c, self.g.n_classes) else {
+                r.problems.push(format!("page {page}: invalid page word {c:#x}"));
                 continue;
-            }
-            let size = class_size(c as usize - 1);
+            };
+            let active = layout::page::state(c) == layout::page::ACTIVE;
+            let size = class_size(class);
             for index in 0..self.g.page_size / size {
                 let off = page * self.g.page_words() + index * size / 8;
                 let st = self.mem.w(self.heap_word(off) + layout::R_STATE).load(Ordering::Acquire);
@@ -142,6 +143,9 @@ impl Segment {
                     r.stale_free_bits += u64::from(bit == 0);
                 } else {
                     r.hidden_free_blocks += bit;
+                    if active && layout::block::kind(st) == layout::block::RETIRED {
+                        r.problems.push(format!("page {page}: block {index} RETIRED in an ACTIVE page"));
+                    }
                 }
             }
         }

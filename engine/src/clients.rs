@@ -48,6 +48,8 @@
 //!   the block's next guarded generation (heap.rs H5: the allocator's guard scans every
 //!   client's `C_J_OLD`, whatever the client's state), so it must be cleared, by the writer or
 //!   by this reclaim, once the operation is over.
+//! - a page it was retiring or initializing is rolled back (heap.rs "Page reuse"), and its
+//!   `C_EPOCH` cleared (its operation is over);
 //! - the slot becomes FREE (C1).
 //!
 //! A thread that unwinds out of an operation (a panic) leaves its slot as a kill would and
@@ -73,6 +75,9 @@ pub const C_RECENT_FREE: usize = 4;
 /// 1 while the client is inside a write that passed (or is about to pass) the write-mode
 /// check; see `Store::drain_writers` for the handshake (W1).
 pub const C_WRITING: usize = 5;
+/// 0 between operations; during one, the heap epoch it entered at + 1 (heap.rs "Page
+/// reuse": a page retired at that epoch or later is not reused until it is 0 again).
+pub const C_EPOCH: usize = 6;
 
 const FREE: u64 = 0;
 const ACTIVE: u64 = 1;
@@ -241,8 +246,13 @@ impl Segment {
     /// Reclaims every client whose holder is proven dead (`me`: the reclaimer's owner word).
     /// Returns how many it reclaimed.
     pub(crate) fn reclaim_dead_clients(&self, me: u64) -> u64 {
+        self.reclaim_dead_clients_in(me, 0..self.g.max_clients as usize)
+    }
+
+    /// Reclaims the clients among `slots` whose holder is proven dead (a sweep's bounded step).
+    pub(crate) fn reclaim_dead_clients_in(&self, me: u64, slots: impl Iterator<Item = usize>) -> u64 {
         let mut reclaimed = 0;
-        for idx in 0..self.g.max_clients as usize {
+        for idx in slots {
             let ow = self.mem.w(self.client_base(idx) + C_OWNER);
             let w = ow.load(Ordering::Acquire);
             if w == FREE || w == me || Segment::holder_liveness(w) != Liveness::Dead {
@@ -276,9 +286,13 @@ impl Segment {
     fn recover_and_free(&self, idx: usize, held: u64) -> bool {
         let base = self.client_base(idx);
         self.recover_journal(idx);
+        self.recover_page_work(idx);
         for w in [C_J_NEW, C_J_OLD, C_WRITING] {
             self.mem.w(base + w).store(0, Ordering::Relaxed);
         }
+        // Its operation is over, its journal settled: pages retired since it began may be
+        // reused (heap.rs "Page reuse").
+        self.mem.w(base + C_EPOCH).store(0, Ordering::SeqCst);
         self.mem.w(base + C_OWNER).compare_exchange(held, FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 

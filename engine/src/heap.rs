@@ -1,10 +1,10 @@
 //! The heap allocator: size-classed blocks in fixed-size pages, lock-free and crash-safe.
 //!
-//! Layout: the heap is `n_pages` pages of `page_size` bytes. A page is unassigned (class word
+//! Layout: the heap is `n_pages` pages of `page_size` bytes. A page is unassigned (page word
 //! 0) until an allocator claims it for one size class with a CAS; it then holds
-//! `page_size / class_size` blocks of that class for the life of the segment. Each block starts
-//! with its state word `[kind:2 | owner:14 | gen:48]` (layout::block); each page has a bitmap
-//! with one bit per block.
+//! `page_size / class_size` blocks of that class until it is empty and retired to the common
+//! pool ("Page reuse"). Each block starts with its state word `[kind:2 | owner:14 | gen:48]`
+//! (layout::block); each page has a bitmap with one bit per block.
 //!
 //! Invariants (hold at every instruction, in every process):
 //! - H1. The block state word is the truth: a block belongs to whoever moved it from FREE to
@@ -57,16 +57,72 @@
 //! claiming pass reaches it, or the unassigned pages run out. Never a wrong `Full`: the
 //! claiming pass looks at every page, and it is what runs whenever the memo applies.
 //!
-//! Fragmentation: internal waste is under 1/8 of a block (8 classes per power of two) plus
-//! the page tail (under one block). A page never changes class, so memory freed in one class is
-//! reusable only by records of that class: a workload whose record sizes shift can get `Full`
-//! for a class while other classes have room (the stats show bytes_free; `capacity_bytes`
-//! should leave headroom for the size mix).
+//! Failing allocations: a full heap must not cost a scan per failing request, so each
+//! class's hint word is `[frees:40 | page:24]` (the `hint` module): every free of a block
+//! of the class (and every repaired bit) adds one to the count with a CAS, releasing after
+//! its state CAS and bit clear. An allocation loads the word (acquire) before its passes;
+//! when both passes fail (every page assigned, none with a free block of the class), the
+//! process remembers that word (`Segment::full_scan_memo`, second half). While the class's
+//! word still equals it, no block of the class was freed since the failed pass began, no
+//! page can become unassigned (pages never change class), so the next allocation fails at
+//! once: O(1). Any free in any process changes the word (the count, even if the page is the
+//! same) and the next allocation scans again. An allocation moving the hint writes it with
+//! a CAS from the word it loaded, so it never writes back an older count. Kill or stall at
+//! any instruction: a freer killed between its state CAS and the count leaves a free block
+//! the memo may hide until the next free of the class or the reclaim of the killed client,
+//! whose journal names the block (`repair_bit` counts it); a stalled one the same until it
+//! resumes. The count wraps at 2^39: a stale memo would need exactly k x 2^39 frees between
+//! two looks.
+//!
+//! Page reuse (issue 13 item 4): an empty page of one class serves any other. Page words and
+//! states are in layout::page; the heap epoch is `H_HEAP_EPOCH`; each client's `C_EPOCH` is
+//! 0 between operations and the epoch its operation entered at + 1 during one (`enter_op`,
+//! around every operation that may write to the heap, in `Store::with_client`: store it,
+//! re-read the epoch, again until unchanged, all SeqCst). Pure reads write nothing and
+//! validate against the index slot, so they do not announce; a sliding read's `extend`
+//! announces, then checks the slot still holds its record before its `R_EXPIRES` CAS.
+//! - Retire: an allocator whose class has no room, meeting in its claiming pass an ACTIVE
+//!   page of another class whose bitmap is all clear, CASes it to RETIRING (naming itself),
+//!   CASes every block FREE -> RETIRED (kind 2: no allocator takes it), then takes a new epoch
+//!   e (fetch_add, SeqCst) and CASes the page to RETIRED(e). A block found OWNED (a bit
+//!   pending, H2, or an allocator that won the race) rolls it all back: RETIRED blocks to
+//!   FREE, the page to ACTIVE. Retirement is lazy, only under demand, so pages do not churn
+//!   between classes while each class has room (and a preempted operation rarely holds back
+//!   anything).
+//! - Reuse: a RETIRED(e) page is reusable once every `C_EPOCH` is 0 or above e + 1: every
+//!   operation that could hold a stale view of the page (a class, a block offset, a record
+//!   read before the page emptied) entered before the epoch moved past e and has ended. The
+//!   reuser CASes RETIRED(e) -> INIT (naming itself), clears the bitmap, writes a FREE state
+//!   word at every block start of the new class, and CASes INIT -> ACTIVE (release). Without
+//!   the grace period a stalled allocator's CAS, a stalled `touch`'s CAS of `R_EXPIRES`, or a
+//!   reclaimer's journaled free could hit what is now the middle of another record.
+//! - An operation that cannot allocate while a RETIRED page waits only for operations in
+//!   flight (`retired_pending`, possibly itself, if it retired the page) renews its own
+//!   announcement at the top of its write loop, where it holds nothing in the heap it does not
+//!   re-read (blocks it owns are never retired), and tries again, 16 times at most
+//!   (`Store::mutate_with`).
+//! - Kill at any instruction: a client killed while RETIRING or INIT is reclaimed like any
+//!   dead client (clients.rs), and `recover_page_work` rolls its page back (RETIRING: its
+//!   RETIRED blocks FREE, the page ACTIVE; INIT: RETIRED again at a new epoch); its `C_EPOCH`
+//!   is cleared after its journal is recovered. Stall at any instruction: a stalled retirer or
+//!   initializer keeps one page out of use until it resumes; a stalled operation delays the
+//!   reuse of pages retired after it began (never of pages retired before), and a failing
+//!   allocation then returns `Full` after its bounded retries; nothing is ever corrupted.
+//! - Readers never write and validate against the index slot (record.rs), which moved on
+//!   before any block of a retired page was freed, so a reader in a reused page retries; its
+//!   lengths are bounds-checked against the heap, not the block, before use.
+//! - A pass that saw a page not ACTIVE (retired, retiring, initializing) leaves no failed-pass
+//!   memo, and the memo also keeps the heap epoch: a retirement ends it.
+//!
+//! What reuse does not remove: a page stays in its class while one block of it is in use, so
+//! a few long-lived records of many classes can each hold a page (`page_size` is the largest
+//! record rounded up to a power of two, 2 MiB with the defaults: 32 pages in 64 MiB).
+//! Internal waste is under 1/8 of a block (8 classes per power of two) plus the page tail.
 
-use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE};
+use crate::clients::{C_EPOCH, C_J_NEW, C_J_OLD, C_J_OLD_STATE};
 use crate::error::{Error, FullKind, Result};
 use crate::failpoint::failpoint;
-use crate::layout::{self, H_CLASS_HINT, block, class_size};
+use crate::layout::{self, H_CLASS_HINT, H_HEAP_EPOCH, block, class_size, page};
 use crate::segment::Segment;
 use crate::sync::{Ordering, fence};
 
@@ -77,6 +133,49 @@ pub(crate) const J_NEW_GUARDING: u64 = 1 << 63;
 /// The heap offset a `C_J_NEW` journal word names, if any.
 pub(crate) fn journaled_new(j: u64) -> Option<u64> {
     (j & !J_NEW_GUARDING).checked_sub(1)
+}
+
+/// Marks a process-local failed-pass memo as set (a hint word never has this bit: its free
+/// count would need 2^39 frees).
+const MEMO_SET: u64 = 1 << 63;
+
+/// The per-class hint word `H_CLASS_HINT + class`: `[frees:40 | page:24]`, the page where the
+/// class's allocation looks first and a count of the class's frees (wrapping at 2^39).
+mod hint {
+    const PAGE_BITS: u32 = 24;
+    pub const fn pack(frees: u64, page: u64) -> u64 {
+        ((frees & ((1 << 39) - 1)) << PAGE_BITS) | (page & ((1 << PAGE_BITS) - 1))
+    }
+    pub const fn frees(w: u64) -> u64 {
+        w >> PAGE_BITS
+    }
+    pub const fn page(w: u64) -> u64 {
+        w & ((1 << PAGE_BITS) - 1)
+    }
+}
+
+/// An operation announced to page reuse (`Segment::enter_op`); ends it when dropped, also
+/// when the operation unwinds.
+pub(crate) struct InOp<'a>(Option<&'a crate::sync::AtomicU64>);
+
+impl InOp<'_> {
+    /// Whether this guard made the announcement (not an inner operation of an outer one).
+    pub(crate) fn owns(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Drop for InOp<'_> {
+    fn drop(&mut self) {
+        // Unwinding, the slot's recovery clears it once it has settled the journal, as for a
+        // killed client (clients.rs `abandon_client`): not before, or a page could be reused
+        // under a journaled block the recovery is about to free.
+        if let Some(w) = self.0
+            && !std::thread::panicking()
+        {
+            w.store(0, Ordering::Release);
+        }
+    }
 }
 
 /// A block this client owns: its heap word offset and its OWNED state word.
@@ -110,11 +209,7 @@ impl Segment {
             return None;
         }
         let page = off / self.g.page_words();
-        let c = self.page_class(page);
-        if c == 0 || c as usize > self.g.n_classes {
-            return None;
-        }
-        let class = c as usize - 1;
+        let class = page::class_of_word(self.page_class(page), self.g.n_classes)?;
         let within = (off % self.g.page_words()) * 8;
         let size = class_size(class);
         if within % size != 0 || within + size > self.g.page_size {
@@ -145,7 +240,23 @@ impl Segment {
         }
         let hint_w = self.mem.w(H_CLASS_HINT + class);
         let n = self.g.n_pages;
-        let hint = hint_w.load(Ordering::Relaxed) % n;
+        // Acquire, pairing with the free that last changed the word: its bit clear is seen.
+        let hw = hint_w.load(Ordering::Acquire);
+        // No block of the class was freed since a pass found none and no page unassigned
+        // (see "Failing allocations" above): fail in O(1).
+        let failed = &self.full_scan_memo[self.g.n_classes + class];
+        let failed_epoch = &self.full_scan_memo[2 * self.g.n_classes + class];
+        let epoch = self.mem.w(H_HEAP_EPOCH).load(Ordering::Acquire);
+        if failed.load(std::sync::atomic::Ordering::Relaxed) == hw | MEMO_SET
+            && failed_epoch.load(std::sync::atomic::Ordering::Relaxed) == epoch
+        {
+            return Err(Error::Full(FullKind::Heap));
+        }
+        // Every page a pass met was ACTIVE (no retirement pending or in flight).
+        let mut all_active = true;
+        // The oldest epoch an operation in flight entered at (computed once, when needed).
+        let mut oldest: Option<u64> = None;
+        let hint = hint::page(hw) % n;
         let memo = &self.full_scan_memo[class];
         // After a full scan found no room, only the hint page is looked at before claiming
         // (see "Full-scan memo" above).
@@ -156,16 +267,39 @@ impl Segment {
             for i in 0..pages {
                 let page = (hint + i) % n;
                 let c = self.page_class(page);
-                if c == 0 && claim {
-                    let cw = self.mem.w(self.g.pages_off + page as usize);
-                    let _ = cw.compare_exchange(0, class as u64 + 1, Ordering::AcqRel, Ordering::Acquire);
+                if claim {
+                    if c == 0 {
+                        let cw = self.mem.w(self.g.pages_off + page as usize);
+                        let _ = cw.compare_exchange(0, class as u64 + 1, Ordering::AcqRel, Ordering::Acquire);
+                    } else if page::state(c) == page::RETIRED {
+                        all_active = false;
+                        let oldest = *oldest.get_or_insert_with(|| self.oldest_epoch_in_flight());
+                        if page::epoch(c) < oldest {
+                            self.reuse_page(me, page, c, class);
+                        }
+                    } else if page::state(c) != page::ACTIVE {
+                        all_active = false;
+                    } else if c != class as u64 + 1 && self.page_empty(page) {
+                        // An empty page of another class: retire it, reusable after the
+                        // grace period (which this operation's own announcement is part of:
+                        // `Store::mutate_with` renews it and comes back).
+                        self.retire_page(me, page);
+                        all_active = false;
+                    }
                 }
                 if self.page_class(page) != class as u64 + 1 {
                     continue;
                 }
                 if let Some(b) = self.alloc_in_page(me, page, class, rnd) {
                     if page != hint {
-                        hint_w.store(page, Ordering::Relaxed);
+                        // A hint only: lost to a concurrent free, which names a page with
+                        // room as well, and which must keep its count (never written back).
+                        let _ = hint_w.compare_exchange(
+                            hw,
+                            hint::pack(hint::frees(hw), page),
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
                     }
                     if claim {
                         memo.store(page + 1, std::sync::atomic::Ordering::Relaxed);
@@ -174,7 +308,32 @@ impl Segment {
                 }
             }
         }
+        // The claiming pass met every page assigned and ACTIVE, none with a free block of
+        // the class: until a free of the class or a retirement, the next one fails at once.
+        if all_active {
+            failed.store(hw | MEMO_SET, std::sync::atomic::Ordering::Relaxed);
+            failed_epoch.store(epoch, std::sync::atomic::Ordering::Relaxed);
+        }
         Err(Error::Full(FullKind::Heap))
+    }
+
+    /// Counts a block of `class` in `page` made free (a free, or a repaired bit): the class's
+    /// hint word gets the page and one more free, which drops every process's failed-pass
+    /// memo of the class (see "Failing allocations").
+    fn note_free(&self, class: usize, page: u64) {
+        let hint_w = self.mem.w(H_CLASS_HINT + class);
+        let mut w = hint_w.load(Ordering::Relaxed);
+        // Release, pairing with the allocator's acquire load: the freed state and bit are
+        // seen by whoever sees the new count.
+        while let Err(now) = hint_w.compare_exchange_weak(
+            w,
+            hint::pack(hint::frees(w) + 1, page),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
+            w = now;
+        }
+        self.forget_full_scan(class);
     }
 
     fn alloc_in_page(&self, me: usize, page: u64, class: usize, rnd: u64) -> Option<Block> {
@@ -296,9 +455,172 @@ impl Segment {
             .w(self.bitmap_word(pos.page, pos.index))
             .fetch_and(!(1 << (pos.index % 64)), Ordering::Release);
         // Point the class's next allocation here: in a full heap this page is where room is.
-        self.mem.w(H_CLASS_HINT + pos.class).store(pos.page, Ordering::Relaxed);
-        self.forget_full_scan(pos.class);
+        self.note_free(pos.class, pos.page);
         Some(())
+    }
+
+    /// Whether every bitmap bit of ACTIVE page `page` is clear (no block in use, unless a
+    /// bit is pending, H2: retirement checks every state word anyway).
+    fn page_empty(&self, page: u64) -> bool {
+        let c = self.page_class(page);
+        if page::state(c) != page::ACTIVE || c == 0 || c as usize > self.g.n_classes {
+            return false;
+        }
+        let blocks = self.g.page_size / class_size(c as usize - 1);
+        (0..blocks.div_ceil(64))
+            .all(|wi| self.mem.w(self.bitmap_word(page, wi * 64)).load(Ordering::Acquire) == 0)
+    }
+
+    /// The state word of block `index` of `page`, for blocks of `class`.
+    fn state_word(&self, page: u64, class: usize, index: u64) -> &crate::sync::AtomicU64 {
+        let off = page * self.g.page_words() + index * class_size(class) / 8;
+        self.mem.w(self.heap_word(off) + layout::R_STATE)
+    }
+
+    /// Retires the empty ACTIVE page `page` on behalf of client `me` (see "Page reuse"):
+    /// RETIRING, every block FREE -> RETIRED (or back, if one is in use), then RETIRED at a
+    /// new epoch.
+    fn retire_page(&self, me: usize, page: u64) {
+        let cw = self.mem.w(self.g.pages_off + page as usize);
+        let c = cw.load(Ordering::Acquire);
+        if page::state(c) != page::ACTIVE || c == 0 || c as usize > self.g.n_classes {
+            return;
+        }
+        let class = c as usize - 1;
+        let retiring = page::owned(page::RETIRING, me, class);
+        if cw.compare_exchange(c, retiring, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return;
+        }
+        let blocks = self.g.page_size / class_size(class);
+        let mut index = 0;
+        while index < blocks {
+            let sw = self.state_word(page, class, index);
+            let st = sw.load(Ordering::Acquire);
+            match block::kind(st) {
+                block::FREE => {
+                    let retired = block::pack(block::RETIRED, 0, block::generation(st) + 1);
+                    if sw.compare_exchange(st, retired, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                        continue; // taken or changed meanwhile: look again
+                    }
+                }
+                block::RETIRED => {}
+                _ => return self.unretire(page, retiring), // in use: the page stays
+            }
+            index += 1;
+        }
+        // SeqCst, with the operations' announcements (`enter_op`): an operation that sees
+        // this epoch or a later one also sees the page RETIRING or later.
+        let e = self.mem.w(H_HEAP_EPOCH).fetch_add(1, Ordering::SeqCst);
+        let _ = cw.compare_exchange(retiring, page::retired(e), Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// Rolls back the retirement `retiring` (a RETIRING page word) of `page`: every RETIRED
+    /// block back to FREE, the page back to ACTIVE.
+    fn unretire(&self, page: u64, retiring: u64) {
+        let Some(class) = page::class_of_word(retiring, self.g.n_classes) else { return };
+        for index in 0..self.g.page_size / class_size(class) {
+            let sw = self.state_word(page, class, index);
+            let st = sw.load(Ordering::Acquire);
+            if block::kind(st) == block::RETIRED {
+                let free = block::pack(block::FREE, 0, block::generation(st) + 1);
+                let _ = sw.compare_exchange(st, free, Ordering::AcqRel, Ordering::Relaxed);
+            }
+        }
+        let cw = self.mem.w(self.g.pages_off + page as usize);
+        let _ = cw.compare_exchange(retiring, class as u64 + 1, Ordering::AcqRel, Ordering::Relaxed);
+        self.note_free(class, page);
+    }
+
+    /// Makes the RETIRED page `page` (word `retired`) a page of `class` for client `me`:
+    /// INIT, bitmap cleared and every block's state word FREE, then ACTIVE (release).
+    fn reuse_page(&self, me: usize, page: u64, retired: u64, class: usize) {
+        let cw = self.mem.w(self.g.pages_off + page as usize);
+        let init = page::owned(page::INIT, me, class);
+        if cw.compare_exchange(retired, init, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return;
+        }
+        for wi in 0..self.g.bitmap_words as u64 {
+            self.mem.w(self.bitmap_word(page, wi * 64)).store(0, Ordering::Relaxed);
+        }
+        for index in 0..self.g.page_size / class_size(class) {
+            self.state_word(page, class, index).store(block::pack(block::FREE, 0, 0), Ordering::Relaxed);
+        }
+        let _ = cw.compare_exchange(init, class as u64 + 1, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// Rolls back the page work a dead client `idx` left half done (its reclaim, under the
+    /// slot's RECLAIMING state, so no one else works on its pages): a retirement is undone,
+    /// an initialization retired again.
+    pub(crate) fn recover_page_work(&self, idx: usize) {
+        for page in 0..self.g.n_pages {
+            let c = self.page_class(page);
+            if page::owner(c) != idx {
+                continue;
+            }
+            match page::state(c) {
+                page::RETIRING => self.unretire(page, c),
+                page::INIT => {
+                    let e = self.mem.w(H_HEAP_EPOCH).fetch_add(1, Ordering::SeqCst);
+                    let cw = self.mem.w(self.g.pages_off + page as usize);
+                    let _ = cw.compare_exchange(c, page::retired(e), Ordering::AcqRel, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether a RETIRED page waits for its grace period: an operation that entered at or
+    /// before its retirement epoch is still in flight (possibly the caller's own).
+    pub(crate) fn retired_pending(&self) -> bool {
+        let oldest = self.oldest_epoch_in_flight();
+        (0..self.g.n_pages).any(|p| {
+            let c = self.page_class(p);
+            page::state(c) == page::RETIRED && page::epoch(c) >= oldest
+        })
+    }
+
+    /// Renews the announcement of the operation of the client at `base`, which must hold no
+    /// reference into the heap it has not re-derived after this call (blocks it owns are
+    /// never retired): pages retired since it began become reusable by it.
+    pub(crate) fn renew_op(&self, base: usize) {
+        self.announce(base);
+    }
+
+    /// The oldest heap epoch an operation in flight entered at (`u64::MAX` if none).
+    fn oldest_epoch_in_flight(&self) -> u64 {
+        (0..self.g.max_clients as usize)
+            .map(|i| self.mem.w(self.client_base(i) + C_EPOCH).load(Ordering::SeqCst))
+            .filter(|&a| a != 0)
+            .map(|a| a - 1)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Announces an operation of the client at `base` to page reuse until the guard drops:
+    /// its `C_EPOCH` holds the heap epoch it entered at + 1, stored before anything else the
+    /// operation reads and re-checked so that an announcement is never older than the epoch
+    /// its reads see (an inner operation keeps the outer, older announcement).
+    pub(crate) fn enter_op(&self, base: usize) -> InOp<'_> {
+        let mine = self.mem.w(base + C_EPOCH);
+        if mine.load(Ordering::Relaxed) != 0 {
+            return InOp(None);
+        }
+        self.announce(base);
+        InOp(Some(mine))
+    }
+
+    /// Stores the current heap epoch + 1 in the client's `C_EPOCH`, until it is stable.
+    fn announce(&self, base: usize) {
+        let (mine, epoch) = (self.mem.w(base + C_EPOCH), self.mem.w(H_HEAP_EPOCH));
+        let mut e = epoch.load(Ordering::SeqCst);
+        loop {
+            mine.swap(e + 1, Ordering::SeqCst);
+            let now = epoch.load(Ordering::SeqCst);
+            if now == e {
+                return;
+            }
+            e = now;
+        }
     }
 
     /// Drops this process's full-scan memo of `class`: a block of it became free.
@@ -319,8 +641,8 @@ impl Segment {
         if block::kind(st) == block::FREE {
             self.mem
                 .w(self.bitmap_word(pos.page, pos.index))
-                .fetch_and(!(1 << (pos.index % 64)), Ordering::Relaxed);
-            self.forget_full_scan(pos.class);
+                .fetch_and(!(1 << (pos.index % 64)), Ordering::Release);
+            self.note_free(pos.class, pos.page);
         }
     }
 
@@ -330,11 +652,8 @@ impl Segment {
     pub(crate) fn heap_usage(&self) -> (u64, u64) {
         let mut used = 0;
         for page in 0..self.g.n_pages {
-            let c = self.page_class(page);
-            if c == 0 || c as usize > self.g.n_classes {
-                continue;
-            }
-            let size = class_size(c as usize - 1);
+            let Some(class) = page::class_of_word(self.page_class(page), self.g.n_classes) else { continue };
+            let size = class_size(class);
             let blocks = self.g.page_size / size;
             let in_use: u64 = (0..blocks.div_ceil(64))
                 .map(|wi| {

@@ -227,3 +227,89 @@ fn an_abandoned_operation_is_recovered_like_a_dead_one() {
     let report = st.check();
     assert!(report.problems.is_empty() && report.blocks_in_use == 1, "{report:?}");
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "thousands of operations: too slow under Miri")]
+fn a_failing_insert_sweeps_a_bounded_slice() {
+    // A heap of one page and an index of 16k slots: once the heap is full, an insert that
+    // fails sweeps a constant slice of the index (issue 13 item 5), not all of it.
+    let o = Options { capacity_bytes: 64 << 10, max_entries: 1 << 13, ..opts() };
+    let st = Store::from_segment(Segment::in_process(&o, 0x5eed).unwrap());
+    let mut i = 0;
+    while st.set(&key(i), &[7; 64], Expiry::Never).is_ok() {
+        i += 1;
+    }
+    let cursor = |st: &Store| st.seg.mem.w(crate::layout::H_SWEEP_CURSOR).load(Ordering::Relaxed);
+    let before = cursor(&st);
+    for k in 1..=4 {
+        let r = st.set(&key(i + k), &[7; 64], Expiry::Never);
+        assert!(matches!(r, Err(Error::Full(crate::FullKind::Heap))), "{r:?}");
+    }
+    let swept = cursor(&st) - before;
+    assert!(swept <= 4 * 128, "4 failing inserts examined {swept} index slots");
+}
+
+/// Fills `st` with `len`-byte values under keys `tag0..` until the heap is full; returns how
+/// many it stored.
+fn fill_with(st: &Store, tag: &str, len: usize) -> u64 {
+    let mut n = 0;
+    while st.set(format!("{tag}{n}").as_bytes(), &vec![1; len], Expiry::Never).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "thousands of operations: too slow under Miri")]
+fn a_retired_page_waits_for_the_operations_in_flight() {
+    // Issue 13 item 4: pages emptied of one size class serve another, but only once no
+    // operation that began before their retirement is still in flight (heap.rs "Page reuse").
+    let o = Options { max_entries: 1 << 13, ..opts() };
+    let st = Store::from_segment(Segment::in_process(&o, 0x5eed).unwrap());
+    let seg = &*st.seg;
+    let small = fill_with(&st, "a", 8);
+    for i in 0..small {
+        assert!(st.delete(format!("a{i}").as_bytes()).unwrap());
+    }
+    // Another client's operation stalls from now on.
+    let stalled = seg.mem.w(seg.client_base(3) + crate::clients::C_EPOCH);
+    stalled.store(seg.mem.w(crate::layout::H_HEAP_EPOCH).load(Ordering::SeqCst) + 1, Ordering::SeqCst);
+    let r = st.set(b"big", &[2; 64], Expiry::Never);
+    assert!(matches!(r, Err(Error::Full(crate::FullKind::Heap))), "{r:?}");
+    // It ends: the pages retired meanwhile serve the new size.
+    stalled.store(0, Ordering::SeqCst);
+    let big = fill_with(&st, "b", 64);
+    assert!(big * 160 * 10 >= small * 104 * 9, "{big} 64-byte values after {small} 8-byte ones");
+    assert!(st.check().problems.is_empty(), "{:?}", st.check());
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "thousands of operations: too slow under Miri")]
+fn a_dead_retirers_page_work_is_rolled_back() {
+    use crate::layout::{R_STATE, block, page};
+    let st = Store::from_segment(
+        Segment::in_process(&Options { max_entries: 1 << 13, ..opts() }, 0x5eed).unwrap(),
+    );
+    let seg = &*st.seg;
+    st.set(b"k", b"v", Expiry::Never).unwrap();
+    assert!(st.delete(b"k").unwrap());
+    let c = seg.page_class(0);
+    let class = c as usize - 1;
+    let pw = seg.mem.w(seg.g.pages_off);
+    // Killed halfway through a retirement: RETIRING, its first block marked RETIRED.
+    pw.store(page::owned(page::RETIRING, 3, class), Ordering::SeqCst);
+    let sw = seg.mem.w(seg.heap_word(0) + R_STATE);
+    sw.store(block::pack(block::RETIRED, 0, 7), Ordering::SeqCst);
+    seg.recover_page_work(3);
+    assert_eq!(pw.load(Ordering::SeqCst), c, "the page is ACTIVE in its class again");
+    assert_eq!(block::kind(sw.load(Ordering::SeqCst)), block::FREE);
+    // Killed while making a retired page a page of another class: retired again.
+    pw.store(page::owned(page::INIT, 3, class + 1), Ordering::SeqCst);
+    seg.recover_page_work(3);
+    assert_eq!(page::state(pw.load(Ordering::SeqCst)), page::RETIRED);
+    assert!(st.check().problems.is_empty(), "{:?}", st.check());
+    let o = Options { max_entries: 1 << 13, ..opts() };
+    let fresh = Store::from_segment(Segment::in_process(&o, 0x5eed).unwrap());
+    assert!(st.set(b"k", b"v", Expiry::Never).is_ok());
+    assert_eq!(fill_with(&st, "f", 8) + 1, fill_with(&fresh, "f", 8), "every page serves again");
+}

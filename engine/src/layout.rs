@@ -9,7 +9,7 @@
 //! feed_off              change feed       feed_len x 4 words (a ring, see feed.rs)
 //! clients_off           client table      max_clients x 32 words (256 B per client, clients.rs)
 //! index_off             index             n_buckets x 8 words (one cache line a bucket, table.rs)
-//! pages_off             page classes      n_pages words (0 = unassigned, else class + 1)
+//! pages_off             page table        n_pages words (`page`: ACTIVE class, RETIRING, RETIRED, INIT)
 //! bitmap_off            page bitmaps      n_pages x bitmap_words (1 bit a block: 1 = in use)
 //! heap_off (page-aligned) heap            n_pages x page_size bytes of blocks (heap.rs)
 //! ```
@@ -86,6 +86,11 @@ pub const H_SWEEP_LEASE: usize = 40;
 pub const H_SWEEP_CURSOR: usize = 41;
 /// When (`now_ms`) the next opportunistic sweep is due (store.rs).
 pub const H_SWEEP_DUE: usize = 42;
+/// Next client slot a bounded sweep step looks at (store.rs `sweep_with`).
+pub const H_SWEEP_CLIENT_CURSOR: usize = 64;
+/// The heap epoch: bumped by every page retirement; operations announce the epoch they
+/// entered at in their client's `C_EPOCH` (heap.rs "Page reuse"). On its own cache line.
+pub const H_HEAP_EPOCH: usize = 72;
 /// Segment-wide counters (stats.rs), `STAT_COUNT` words: dead clients reclaimed.
 pub const H_RETIRED_STATS: usize = 48;
 /// The PID namespace of the segment's creator (`os::pid_namespace`, the inode shown as
@@ -94,7 +99,8 @@ pub const H_RETIRED_STATS: usize = 48;
 /// every liveness decision reads would name other processes there. Word 96 of the range
 /// 96..111 the client table's segment-wide words use.
 pub const H_PID_NS: usize = 96;
-/// Per size class: the page where allocation of that class looks first (heap.rs).
+/// Per size class: `[frees:40 | page:24]`, the page where allocation of that class looks
+/// first and a count of the class's frees (heap.rs "Failing allocations").
 pub const H_CLASS_HINT: usize = 128;
 pub const MAX_CLASSES: usize = 256;
 pub const HEADER_WORDS: usize = 512;
@@ -220,10 +226,53 @@ pub mod slot {
     }
 }
 
+/// Page word (the page table, one word a page; heap.rs "Page reuse"): `[state:2 | ...]`.
+/// - ACTIVE (state 0): the word is 0 (never used, its memory zeroed) or class + 1.
+/// - RETIRING (1): `[1:2 | retirer client:14 | class + 1:48]`, its free blocks being marked
+///   RETIRED so no allocator takes them.
+/// - RETIRED (2): `[2:2 | epoch:62]`, every block RETIRED; reusable once no operation that
+///   entered at an epoch <= this one is still in flight.
+/// - INIT (3): `[3:2 | client:14 | class + 1:48]`, being made a page of that class.
+pub mod page {
+    pub const ACTIVE: u64 = 0;
+    pub const RETIRING: u64 = 1;
+    pub const RETIRED: u64 = 2;
+    pub const INIT: u64 = 3;
+    const LOW: u64 = (1 << 48) - 1;
+
+    pub const fn state(w: u64) -> u64 {
+        w >> 62
+    }
+    pub const fn owned(state: u64, owner: usize, class: usize) -> u64 {
+        (state << 62) | (((owner as u64) & 0x3fff) << 48) | (class as u64 + 1)
+    }
+    pub const fn owner(w: u64) -> usize {
+        ((w >> 48) & 0x3fff) as usize
+    }
+    pub const fn retired(epoch: u64) -> u64 {
+        (RETIRED << 62) | (epoch & ((1 << 62) - 1))
+    }
+    pub const fn epoch(w: u64) -> u64 {
+        w & ((1 << 62) - 1)
+    }
+    /// The size class of a page whose blocks may be in use (ACTIVE and assigned, or
+    /// RETIRING); `None` for any other word, or a class beyond `n_classes`.
+    pub fn class_of_word(w: u64, n_classes: usize) -> Option<usize> {
+        let c = match state(w) {
+            ACTIVE => w,
+            RETIRING => w & LOW,
+            _ => return None,
+        };
+        (c != 0 && c as usize <= n_classes).then(|| c as usize - 1)
+    }
+}
+
 /// Block state word: `[kind:2 | owner:14 | gen:48]`.
 pub mod block {
     pub const FREE: u64 = 0;
     pub const OWNED: u64 = 1;
+    /// Free, in a page being retired: no allocator may take it (heap.rs "Page reuse").
+    pub const RETIRED: u64 = 2;
     pub const GEN_MASK: u64 = (1 << 48) - 1;
 
     pub const fn pack(kind: u64, owner: u16, gen_: u64) -> u64 {
@@ -257,7 +306,7 @@ pub const MAX_CLIENTS_LIMIT: u64 = (1 << 14) - 1;
 /// stats.rs): two builds that would read the segment differently have different
 /// fingerprints, so one refuses the other's segment instead of misreading it.
 pub fn fingerprint() -> u64 {
-    use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_OWNER, C_RECENT_FREE, C_WRITING};
+    use crate::clients::{C_EPOCH, C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_OWNER, C_RECENT_FREE, C_WRITING};
     let parts = [
         HEADER_WORDS as u64,
         H_CHECKSUM as u64,
@@ -272,6 +321,11 @@ pub fn fingerprint() -> u64 {
         H_SWEEP_LEASE as u64,
         H_SWEEP_CURSOR as u64,
         H_SWEEP_DUE as u64,
+        H_SWEEP_CLIENT_CURSOR as u64,
+        H_HEAP_EPOCH as u64,
+        C_EPOCH as u64,
+        page::owned(page::INIT, 0x1234, 77),
+        page::retired(0x5678),
         H_RETIRED_STATS as u64,
         H_PID_NS as u64,
         H_CLASS_HINT as u64,

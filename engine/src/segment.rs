@@ -49,8 +49,10 @@ pub(crate) struct Segment {
     pub seed: u64,
     pub evict: bool,
     pub path: PathBuf,
-    /// Process-local, per size class: the allocator's memo of a full scan that found no room
-    /// (heap.rs, "Full-scan memo"); not part of the shared layout.
+    /// Process-local, three words per size class: the allocator's memos of a full scan that
+    /// found no room in the class's pages, and of one that found none anywhere (the class's
+    /// hint word and the heap epoch it saw; heap.rs, "Full-scan memo", "Failing
+    /// allocations"); not part of the shared layout.
     pub full_scan_memo: Box<[std::sync::atomic::AtomicU64]>,
     // Dropped after `mem` (field order): the mapping outlives every reference into it.
     // Under loom the segment is an in-process `Mem` of loom atomics (`Segment::model`).
@@ -231,7 +233,7 @@ impl Segment {
     }
 
     fn memo(g: &Geometry) -> Box<[std::sync::atomic::AtomicU64]> {
-        (0..g.n_classes).map(|_| std::sync::atomic::AtomicU64::new(0)).collect()
+        (0..3 * g.n_classes).map(|_| std::sync::atomic::AtomicU64::new(0)).collect()
     }
 
     fn from_map(map: MmapRaw, g: Geometry, path: PathBuf) -> Result<Segment> {

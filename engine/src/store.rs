@@ -210,6 +210,8 @@ struct Ctx {
     /// This write is the client's `SWEEP_CHECK_EVERY`-th since its last look: look whether
     /// an opportunistic sweep is due (`sweep_if_due`).
     sweep_due: bool,
+    /// This operation made its page-reuse announcement (not an inner one): it may renew it.
+    owns_epoch: bool,
 }
 
 /// Unwinding: a panic inside an operation (caught by a caller: the C ABI's boundary catches
@@ -257,6 +259,17 @@ const SWEEP_CHECK_EVERY: u32 = 64;
 const SWEEP_INTERVAL_MS: u64 = 100;
 const SWEEP_SHARE: u64 = 600;
 const SWEEP_LEASE_MS: u64 = 2_000;
+/// The most index slots an opportunistic sweep examines (the 1/600 share, capped), so no
+/// write pays for more than this however large the index.
+const SWEEP_MAX_SLOTS: u64 = 1 << 16;
+/// Client slots an opportunistic sweep looks at (a dead client's slot and journaled blocks
+/// are reclaimed within max_clients / 16 sweeps, 3.2 s for 512 slots).
+const SWEEP_CLIENTS: u64 = 16;
+/// What an insert that finds the heap full sweeps before it fails: a slice of the index and
+/// of the client table (their cursors are shared, so the failing inserts of every process
+/// together go round both). A constant, so a failing insert costs O(1) whatever the size.
+const FULL_SWEEP_SLOTS: u64 = 128;
+const FULL_SWEEP_CLIENTS: u64 = 4;
 
 impl Store {
     /// Creates segment `name` with `opts`. Fails if it exists (see [`Store::open`]).
@@ -354,8 +367,16 @@ impl Store {
     /// Runs `f` holding a client slot, claimed for this operation and released after it
     /// (clients.rs). The thread's identity is made on its first use (and again in a child
     /// after `fork()`, whose pid is not the parent's). `write`: `f` is a mutation, counted
-    /// towards the client's next look at the sweep (`Ctx::sweep_due`).
-    fn with_client<T>(&self, write: bool, f: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<T> {
+    /// towards the client's next look at the sweep (`Ctx::sweep_due`). `announce`: announce
+    /// the operation to page reuse (heap.rs "Page reuse") until it returns; every operation
+    /// that may write to the heap does (a pure read validates against its index slot
+    /// instead, and `extend` announces for itself).
+    fn with_client<T>(
+        &self,
+        write: bool,
+        announce: bool,
+        f: impl FnOnce(&mut Ctx) -> Result<T>,
+    ) -> Result<T> {
         let fork_gen = os::fork_generation();
         let (idx, me, pid, rnd, sweep_due) = CLIENTS.with(|cell| -> Result<_> {
             let mut v = cell.borrow_mut();
@@ -395,8 +416,13 @@ impl Store {
             Ok((c.hint, c.me, c.pid, c.rng, write && c.writes % SWEEP_CHECK_EVERY == 0))
         })?;
         let held = HeldSlot { seg: &self.seg, idx, me };
-        let mut ctx = Ctx { idx, base: self.seg.client_base(idx), pid, me, rnd, sweep_due };
+        let base = self.seg.client_base(idx);
+        // Ends before the slot is given back (declared after it, dropped before it).
+        let in_op = announce.then(|| self.seg.enter_op(base));
+        let owns_epoch = in_op.as_ref().is_some_and(|g| g.owns());
+        let mut ctx = Ctx { idx, base, pid, me, rnd, sweep_due, owns_epoch };
         let r = f(&mut ctx);
+        drop(in_op);
         drop(held);
         r
     }
@@ -493,7 +519,7 @@ impl Store {
         // read after it for deciding expiry (a deadline is compared in whole milliseconds).
         self.seg.prefetch_bucket(&p);
         let now = os::now_ms();
-        self.with_client(false, |c| {
+        self.with_client(false, false, |c| {
             let found = self.seg.find(key, &p, sink)?;
             match found {
                 Some(m) if !expired(&m.view, now) => {
@@ -534,6 +560,13 @@ impl Store {
     /// CASes the deadline of the published record `m` to `deadline`, and records the change.
     fn extend(&self, c: &Ctx, p: &Probe, m: &Member, deadline: u64, kind: ChangeKind) -> bool {
         let seg = &*self.seg;
+        // A sliding read reaches here unannounced: announce, then check the slot still holds
+        // the record, so its page cannot be retired and reused under the CAS (heap.rs "Page
+        // reuse": the block is freed only after the slot moves on).
+        let _in_op = seg.enter_op(c.base);
+        if seg.index_word(m.pos).load(Ordering::SeqCst) != m.word {
+            return false;
+        }
         let w = seg.mem.w(seg.heap_word(slot::block(m.word) as u64) + layout::R_EXPIRES);
         let new = layout::expires_word(deadline, m.view.state);
         if w.compare_exchange(m.view.expires_word, new, Ordering::AcqRel, Ordering::Relaxed).is_err() {
@@ -585,7 +618,7 @@ impl Store {
     pub fn touch(&self, key: &[u8], expiry: Expiry) -> Result<bool> {
         self.check_key(key)?;
         let p = self.seg.probe(key);
-        self.with_client(false, |c| {
+        self.with_client(false, true, |c| {
             self.worker_write(c, || {
                 loop {
                     let Some(m) = self.seg.find(key, &p, &mut Sink::Nothing)? else { return Ok(false) };
@@ -672,7 +705,7 @@ impl Store {
             self.check_value(value)?;
         }
         let p = self.seg.probe(key);
-        self.with_client(true, |c| {
+        self.with_client(true, true, |c| {
             let r = if worker {
                 self.worker_write(c, || self.mutate_with(c, key, &p, op))
             } else {
@@ -692,6 +725,7 @@ impl Store {
         // Dropped after the loop (and when unwinding): a reserved position that published
         // nothing is recorded as a Nop.
         let mut feed = FeedReservation { seg, pos: None, hash: p.hash };
+        let mut grace = 0;
         let result = loop {
             let needs_value = matches!(op, Op::Lock { .. } | Op::Unlock { .. } | Op::Retime { .. });
             let found = {
@@ -745,6 +779,17 @@ impl Store {
                     Ok(b) => {
                         held = Some(b);
                         b
+                    }
+                    // Pages retired since this operation (or another in flight) began wait
+                    // for their grace period: this operation holds nothing in the heap but
+                    // what it re-reads, so renew its announcement and start over (bounded).
+                    Err(Error::Full(FullKind::Heap))
+                        if c.owns_epoch && grace < 16 && seg.retired_pending() =>
+                    {
+                        grace += 1;
+                        seg.renew_op(c.base);
+                        crate::sync::spin_hint();
+                        continue;
                     }
                     Err(e) => break Err(e),
                 },
@@ -895,9 +940,11 @@ impl Store {
                 Ok(b) => return Ok(b),
                 Err(Error::Full(FullKind::Heap)) if tries < 16 => {
                     tries += 1;
-                    // Reclaim what the dead and the expired hold, then evict if allowed.
+                    // Reclaim what the dead and the expired hold, then evict if allowed: one
+                    // bounded slice of the sweep, continuing where the last one stopped, so a
+                    // failing insert costs O(1) and repeated ones sweep the whole index in turn.
                     let freed_some = tries == 1 && {
-                        let r = self.sweep_with(c, seg.g.index_slots());
+                        let r = self.sweep_with(c, FULL_SWEEP_SLOTS, Some(FULL_SWEEP_CLIENTS));
                         r.expired > 0 || r.dead_clients_reclaimed > 0
                     };
                     if !(freed_some || seg.evict && self.evict_for_class(c, bytes)) {
@@ -1039,9 +1086,12 @@ impl Store {
     /// of any process stopped) and clients of dead processes. Only one client sweeps at a
     /// time (a lease in the segment); a sweeper that dies loses the lease after 2 s. Writers
     /// also sweep a slice of the index when one is due (at most every 100 ms per segment,
-    /// the whole index about once a minute), so a store in use needs no separate sweeper.
+    /// the whole index about once a minute, at most 64k index and 16 client slots a time), so a store in use
+    /// needs no separate sweeper; an insert that finds the heap full sweeps one constant
+    /// slice (128 index slots, 4 client slots) before failing, so `Full` costs O(1).
+    /// This call reclaims every dead client and examines `budget` index slots.
     pub fn sweep(&self, budget: u64) -> Result<SweepReport> {
-        self.with_client(false, |c| Ok(self.sweep_with(c, budget)))
+        self.with_client(false, true, |c| Ok(self.sweep_with(c, budget, None)))
     }
 
     /// Sweeps a slice of the index if the segment's next sweep is due (see SWEEP_INTERVAL_MS).
@@ -1053,11 +1103,14 @@ impl Store {
                 .compare_exchange(next, now + SWEEP_INTERVAL_MS, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         {
-            self.sweep_with(c, (self.seg.g.index_slots() / SWEEP_SHARE).max(1024));
+            let slots = (self.seg.g.index_slots() / SWEEP_SHARE).clamp(1024, SWEEP_MAX_SLOTS);
+            self.sweep_with(c, slots, Some(SWEEP_CLIENTS));
         }
     }
 
-    fn sweep_with(&self, c: &Ctx, budget: u64) -> SweepReport {
+    /// One sweep step: up to `budget` index slots, and the client table (all of it, or
+    /// `clients` slots of it from a shared cursor).
+    fn sweep_with(&self, c: &Ctx, budget: u64, clients: Option<u64>) -> SweepReport {
         let seg = &*self.seg;
         let lease = seg.mem.w(layout::H_SWEEP_LEASE);
         let now = os::now_ms();
@@ -1071,7 +1124,14 @@ impl Store {
         // Released when done, and when unwinding out of the sweep (a panic).
         let _lease = LeaseRelease { lease, mine };
         let mut report = SweepReport { ran: true, ..SweepReport::default() };
-        report.dead_clients_reclaimed = seg.reclaim_dead_clients(c.me);
+        report.dead_clients_reclaimed = match clients {
+            None => seg.reclaim_dead_clients(c.me),
+            Some(n) => {
+                let n = n.min(seg.g.max_clients);
+                let start = seg.mem.w(layout::H_SWEEP_CLIENT_CURSOR).fetch_add(n, Ordering::Relaxed);
+                seg.reclaim_dead_clients_in(c.me, (0..n).map(|k| ((start + k) % seg.g.max_clients) as usize))
+            }
+        };
         let slots = seg.g.index_slots();
         let budget = budget.min(slots);
         let start = seg.mem.w(layout::H_SWEEP_CURSOR).fetch_add(budget, Ordering::Relaxed) % slots;

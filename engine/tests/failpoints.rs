@@ -50,9 +50,16 @@ const ROLE_VAR: &str = "GDS_FP_ROLE";
 const STALL_PIDFILE_VAR: &str = "GDS_FP_PIDFILE";
 /// Operations the parent does while a victim is stalled at its failpoint (counted, not timed).
 const STALL_OPS: u64 = 3000;
-/// Every record of this test has the same size (6-byte keys, `VLEN`-byte values): one size
-/// class, so "the heap takes as many records as a fresh one" is exact.
+/// The size of the survivors' and the final fill's records (6-byte keys, `VLEN`-byte
+/// values). The victim's sizes drift (`victim_len`), so its records move between size classes
+/// and pages are retired and reused under it; once everything is deleted, "the heap takes as
+/// many records as a fresh one" still holds exactly (heap.rs "Page reuse").
 const VLEN: usize = 200;
+
+/// The victim's value length at its `seq`-th operation: 200..=800 bytes, a step every 64.
+fn victim_len(seq: u64) -> usize {
+    VLEN + (seq / 64 % 5) as usize * 150
+}
 const OWNED: u64 = 64;
 const SHARED: u64 = 64;
 const SURVIVORS: u64 = 2;
@@ -167,7 +174,7 @@ fn child_victim() {
         let key = victim_key(i);
         seq += 1;
         let write = seq << 1;
-        let value = make_value(&key, 7, seq, 0, VLEN);
+        let value = make_value(&key, 7, seq, 0, victim_len(seq));
         match rng.below(100) {
             0..30 => {
                 j.begin(i, write);
@@ -207,7 +214,7 @@ fn child_victim() {
             }
             65..82 => {
                 let k = shared_key(rng.below(SHARED));
-                let v = make_value(&k, 7, seq, 0, VLEN);
+                let v = make_value(&k, 7, seq, 0, victim_len(seq));
                 let exp = Expiry::After(Duration::from_millis(rng.range(1, 3)));
                 st.set(&k, &v, exp).unwrap_or_else(|e| fail(format!("set shared: {e:?}")));
             }

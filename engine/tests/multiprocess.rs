@@ -159,9 +159,15 @@ impl<'a> Worker<'a> {
     fn new_value(&mut self, id: u16, counter: u64) -> Vec<u8> {
         self.seq += 1;
         let len = match self.rng.below(10) {
-            0..=2 => self.rng.range(8, 64),
-            3..=6 => self.rng.range(64, 1024),
-            _ => self.rng.range(1024, MAX_LEN),
+            0 => self.rng.range(8, 64),
+            1..=2 => self.rng.range(64, 1024),
+            3..=4 => self.rng.range(1024, MAX_LEN),
+            // A mix that drifts: a 512-byte band whose start walks over every size as this
+            // worker writes, so record sizes shift under the heap (issue 13 item 4).
+            _ => {
+                let lo = 8 + (self.seq / 64 * 613) % (MAX_LEN - 512 - 8);
+                self.rng.range(lo, lo + 512)
+            }
         } as usize;
         // Counters need the full header (it carries the count).
         let len = if is_counter(id) { len.max(FULL_VALUE_MIN) } else { len };

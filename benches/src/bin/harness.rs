@@ -145,6 +145,22 @@ fn bench(cfg: Config) -> Result<(), String> {
         let sec = gardenstate_section(&cfg, &clock, value_len, sessions, value_len == 1024)?;
         merge(&mut report, sec);
     }
+    // A full segment: the cost of an insert that fails with `Full` (issue 13 asks for O(1)),
+    // at the default index (131k slots) and at a large one (1.8M slots).
+    for (max_entries, n) in [(gardenstate::Options::default().max_entries, 2_000), (900_000, 200)] {
+        p.say(&format!("gardenstate full segment: {n} failing inserts, index for {max_entries} entries"));
+        let (failing, stored) = gs::failing_inserts(max_entries, n)?;
+        report.measurements.push(Measurement::new(
+            "gardenstate",
+            &format!("insert (full, fails; {}k index slots)", max_entries * 2 / 1000),
+            1024,
+            stored,
+            1,
+            "thread",
+            1,
+            Summary::of(&clock, &[failing]),
+        ));
+    }
     report.peers.push(Peer {
         name: "floor".into(),
         detail: "random copies from a buffer as large as the segment".into(),

@@ -1,0 +1,121 @@
+//! Value-size mixes that drift (issue 13 item 4): what a segment stores after its record
+//! sizes shift, measured against what a fresh segment stores.
+//!
+//! Each failed on the heap whose pages kept their size class for the life of the segment
+//! (12,740 of 58,240 values stored after the deleted mix; an overwrite failing at 17,868 of
+//! 34,944; `Full` in phase 6 of the drift): empty pages now return to a common pool (heap.rs
+//! "Page reuse").
+
+mod common;
+
+use common::Seg;
+use gardenstate::{Error, Expiry, FullKind, Options, Store};
+
+fn key(tag: &str, i: u64) -> Vec<u8> {
+    format!("{tag}{i:07}").into_bytes()
+}
+
+/// Sets `tag0..` with values of `len` bytes until the heap is full; returns how many it stored.
+fn fill(st: &Store, tag: &str, len: usize) -> u64 {
+    let v = vec![0x5a; len];
+    let mut n = 0;
+    loop {
+        match st.set(&key(tag, n), &v, Expiry::Never) {
+            Ok(_) => n += 1,
+            Err(Error::Full(FullKind::Heap)) => return n,
+            Err(e) => panic!("filling with {len}-byte values: {e:?}"),
+        }
+    }
+}
+
+/// Default options, with an index large enough that the heap fills first.
+fn opts() -> Options {
+    Options { max_entries: 1 << 18, ..Options::default() }
+}
+
+/// What a fresh segment of `opts()` stores of `len`-byte values.
+fn fresh_capacity(len: usize) -> u64 {
+    let s = Seg::new("mix-fresh");
+    let st = Store::create(&s.name, &opts()).unwrap();
+    fill(&st, "f", len)
+}
+
+/// The issue's exact scenario: 40 value sizes from 100 B to 8 KiB, 20 entries each, then
+/// every entry deleted; a fill with 1,000-byte values must then store at least 90% of what a
+/// fresh segment stores (it stored 1,820 of 58,240).
+#[test]
+fn a_deleted_mix_of_forty_sizes_leaves_the_heap_reusable() {
+    let fresh = fresh_capacity(1000);
+    let s = Seg::new("mix-forty");
+    let st = Store::create(&s.name, &opts()).unwrap();
+    let mut stored = Vec::new();
+    for k in 0..40u64 {
+        let len = 100 + (k * (8192 - 100) / 39) as usize;
+        for j in 0..20 {
+            let key = key("m", k * 20 + j);
+            match st.set(&key, &vec![1; len], Expiry::Never) {
+                Ok(_) => stored.push(key),
+                Err(Error::Full(FullKind::Heap)) => {}
+                Err(e) => panic!("{len}-byte value: {e:?}"),
+            }
+        }
+    }
+    for key in &stored {
+        assert!(st.delete(key).unwrap());
+    }
+    let n = fill(&st, "f", 1000);
+    assert!(
+        n * 10 >= fresh * 9,
+        "after the mix the heap took {n} 1,000-byte values; a fresh one takes {fresh}"
+    );
+    common::assert_healthy(&st);
+}
+
+/// Overwrites with another size near full: at 60% full with 1,000-byte values, every key
+/// rewritten with 1,300-byte values needs about 78% of the heap; no overwrite may fail.
+#[test]
+fn overwrites_with_another_size_near_full_never_fail() {
+    let fresh = fresh_capacity(1000);
+    let s = Seg::new("mix-over");
+    let st = Store::create(&s.name, &opts()).unwrap();
+    let n = fresh * 6 / 10;
+    for i in 0..n {
+        st.set(&key("k", i), &[2; 1000], Expiry::Never).unwrap();
+    }
+    for i in 0..n {
+        if let Err(e) = st.set(&key("k", i), &[3; 1300], Expiry::Never) {
+            panic!("overwrite {i} of {n} (heap 60% full of 1,000-byte values) failed: {e:?}");
+        }
+    }
+    common::assert_healthy(&st);
+}
+
+/// A drifting mix: 10 phases, each rewriting every key with a size that grows from 200 B to
+/// 4 KiB (the live set stays under half the heap); then a fill with the last size must reach
+/// 90% of what a fresh segment stores of it.
+#[test]
+fn a_drifting_mix_still_fills_the_heap() {
+    let last = 4000;
+    let fresh = fresh_capacity(last);
+    let s = Seg::new("mix-drift");
+    let st = Store::create(&s.name, &opts()).unwrap();
+    let keys = fresh * 4 / 10;
+    for phase in 0..10u64 {
+        let len = 200 + (phase * (last as u64 - 200) / 9) as usize;
+        for i in 0..keys {
+            // Every other phase deletes first, so some keys move by insert, some by overwrite.
+            if phase % 2 == 1 {
+                st.delete(&key("d", i)).unwrap();
+            }
+            if let Err(e) = st.set(&key("d", i), &vec![4; len + (i % 7) as usize], Expiry::Never) {
+                panic!("phase {phase}, key {i} of {keys}, {len} B: {e:?}");
+            }
+        }
+    }
+    let n = keys + fill(&st, "f", last);
+    assert!(
+        n * 10 >= fresh * 9,
+        "after the drift the heap holds {n} {last}-byte values; a fresh one {fresh}"
+    );
+    common::assert_healthy(&st);
+}
