@@ -2,8 +2,9 @@
 //!
 //! Slot words: `C_OWNER = [pid:32 | gen:24 | state:8]`, `C_START` (the process start time, so
 //! a reused pid is not mistaken for the owner), the journal (`C_J_NEW`, `C_J_OLD`,
-//! `C_J_OLD_STATE`: the blocks an operation in flight is taking or giving up, heap.rs H3), and
-//! the client's counters (stats.rs) on the following lines.
+//! `C_J_OLD_STATE`: the blocks an operation in flight is taking or giving up, heap.rs H3),
+//! `C_RECENT_FREE`, `C_WRITING`, `C_FEED` (the feed position it reserved and has not written
+//! yet, feed.rs F1), and the client's counters (stats.rs) on the following lines.
 //!
 //! States: FREE -> CLAIMING -> ACTIVE -> FREE (release) or ACTIVE -> RECLAIMING -> FREE (its
 //! process died). Every claim adds 1 to `gen`. A process is dead when `/proc/<pid>/stat` is gone
@@ -41,6 +42,10 @@ pub const C_RECENT_FREE: usize = 5;
 /// check; see `Store::drain_writers` for the handshake (W1). 0 in segments of older builds,
 /// which never used the word.
 pub const C_WRITING: usize = 6;
+/// The change-feed position this client reserved and has not written the entry of, + 1 (0 =
+/// none): its claim (feed.rs F1). Stored before the CAS of the feed head, cleared after the
+/// entry; a claim left by a CAS that lost names a position someone else took (harmless).
+pub const C_FEED: usize = 7;
 
 pub(crate) const FREE: u64 = 0;
 const CLAIMING: u64 = 1;
@@ -85,6 +90,7 @@ impl Segment {
                 self.mem.w(base + C_J_NEW).store(0, Ordering::Relaxed);
                 self.mem.w(base + C_J_OLD).store(0, Ordering::Relaxed);
                 self.mem.w(base + C_WRITING).store(0, Ordering::Relaxed);
+                self.mem.w(base + C_FEED).store(0, Ordering::Relaxed);
                 ow.store(pack(pid, gen_of(w) + 1, ACTIVE), Ordering::Release);
                 return Ok(idx);
             }
@@ -131,6 +137,20 @@ impl Segment {
             }
         }
         true
+    }
+
+    /// The feed positions claimed (F1) by active clients not proven dead. This is the one
+    /// place the replicator's follower depends on liveness: a claim is dropped only when its
+    /// process is dead by proof, never because its liveness could not be told.
+    pub(crate) fn feed_claims(&self) -> Vec<u64> {
+        (0..self.g.max_clients as usize)
+            .filter_map(|idx| {
+                let base = self.client_base(idx);
+                let w = self.mem.w(base + C_OWNER).load(Ordering::Acquire);
+                let claim = self.mem.w(base + C_FEED).load(Ordering::Acquire);
+                (state_of(w) == ACTIVE && claim != 0 && self.client_alive(w, base)).then(|| claim - 1)
+            })
+            .collect()
     }
 
     /// Number of client slots in use.

@@ -25,7 +25,7 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const MAGIC: u64 = u64::from_be_bytes(*b"GRDNSTAT");
 pub const MAGIC_SWAPPED: u64 = MAGIC.swap_bytes();
 /// Version of this layout, independent of the crate version.
-pub const LAYOUT_VERSION: u64 = 1;
+pub const LAYOUT_VERSION: u64 = 2;
 /// The value of [`H_STATE`] once the creator finished initializing the segment.
 pub const READY: u64 = u64::from_be_bytes(*b"READY!!!");
 
@@ -210,7 +210,9 @@ pub const MAX_CLIENTS_LIMIT: u64 = (1 << 14) - 1;
 /// stats.rs): two builds that would read the segment differently have different
 /// fingerprints, so one refuses the other's segment instead of misreading it.
 pub fn fingerprint() -> u64 {
-    use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_OWNER, C_RECENT_FREE, C_START, C_WRITING};
+    use crate::clients::{
+        C_FEED, C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_OWNER, C_RECENT_FREE, C_START, C_WRITING,
+    };
     let parts = [
         HEADER_WORDS as u64,
         H_CHECKSUM as u64,
@@ -235,6 +237,7 @@ pub fn fingerprint() -> u64 {
         C_J_OLD_STATE as u64,
         C_RECENT_FREE as u64,
         C_WRITING as u64,
+        C_FEED as u64,
         crate::stats::CLIENT_STATS_OFF as u64,
         BUCKET_SLOTS as u64,
         MAX_PROBE_BUCKETS as u64,

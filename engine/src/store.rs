@@ -495,8 +495,8 @@ impl Store {
         let still = seg.index_word(m.pos).load(Ordering::Acquire) == m.word
             && seg.mem.w(seg.heap_word(slot::block(m.word) as u64)).load(Ordering::Acquire) == m.view.state;
         if still {
-            let pos = seg.feed_reserve();
-            seg.feed_write(pos, kind, m.pos, m.view.version, p.hash);
+            let pos = seg.feed_reserve(c.base);
+            seg.feed_write(c.base, pos, kind, m.pos, m.view.version, p.hash);
             self.bump(c, stats::TOUCHES, 1);
         }
         still
@@ -698,7 +698,7 @@ impl Store {
                     Err(e) => break Err(e),
                 },
             };
-            let pos = *feed_pos.get_or_insert_with(|| seg.feed_reserve());
+            let pos = *feed_pos.get_or_insert_with(|| seg.feed_reserve(c.base));
             let version = pos.wrapping_add(1);
             let lock = if kind == ChangeKind::Lock { LockWords { id: version, ..lock } } else { lock };
             let rec = NewRecord {
@@ -783,7 +783,7 @@ impl Store {
             held = None;
             feed_pos = None;
             seg.mem.w(c.base + C_J_NEW).store(0, Ordering::Relaxed);
-            seg.feed_write(pos, kind, slot_pos, version, p.hash);
+            seg.feed_write(c.base, pos, kind, slot_pos, version, p.hash);
             match kind {
                 ChangeKind::Lock => self.bump(c, stats::LOCKS, 1),
                 ChangeKind::Set => self.bump(c, stats::SETS, 1),
@@ -817,7 +817,7 @@ impl Store {
             seg.mem.w(c.base + C_J_NEW).store(0, Ordering::Relaxed);
         }
         if let Some(pos) = feed_pos {
-            seg.feed_write(pos, ChangeKind::Nop, 0, 0, p.hash);
+            seg.feed_write(c.base, pos, ChangeKind::Nop, 0, 0, p.hash);
         }
         if let Err(Error::Locked { .. }) = &result {
             self.bump(c, stats::LOCK_CONTENDED, 1);
@@ -889,8 +889,8 @@ impl Store {
             failpoint!("delete.after_unpublish");
         }
         self.release_old(c, m);
-        let pos = seg.feed_reserve();
-        seg.feed_write(pos, kind, m.pos, 0, key_hash);
+        let pos = seg.feed_reserve(c.base);
+        seg.feed_write(c.base, pos, kind, m.pos, 0, key_hash);
         true
     }
 
@@ -1129,6 +1129,14 @@ impl Store {
     /// The change-feed position the next mutation will take.
     pub fn feed_head(&self) -> u64 {
         self.seg.feed_head()
+    }
+
+    /// The feed positions reserved by a client whose process is not proven dead and whose
+    /// entries are not written yet (feed.rs F1): the follower keeps every such position
+    /// unshipped, however long its writer stalls. A position below the head that is not
+    /// written and not listed here will never be written by a live writer.
+    pub fn feed_claims(&self) -> Vec<u64> {
+        self.seg.feed_claims()
     }
 
     /// Reads the change feed at `cursor` (see [`FeedRead`]).

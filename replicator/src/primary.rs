@@ -576,7 +576,6 @@ fn follow_feed(
                     }
                 }
             }
-            Poll::Pending => {}
         }
         if dirty || sink.last_flush.elapsed() >= HEARTBEAT_EVERY {
             sink.flush(follower.cursor())?;
