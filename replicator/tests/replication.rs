@@ -628,3 +628,65 @@ fn a_tampered_dropped_repeated_or_injected_record_closes_the_link_and_changes_no
     let replica = Store::attach(&p.standby_seg.0).unwrap();
     assert_eq!(replica.get(b"evil").unwrap(), None);
 }
+
+/// Whether process `pid` is stopped (SIGSTOP: state `T` in /proc).
+#[cfg(feature = "failpoints")]
+fn stopped(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()) == Some("T")
+}
+
+/// A `gardenstate set` stopped (SIGSTOP, for as long as the test likes) between its feed
+/// reservation and its publishing CAS: later writes still reach the standby, the primary
+/// never acknowledges the stopped write's version before the standby has it, and once the
+/// writer goes on its change is shipped (it was lost for good when the follower resynced past
+/// it). Needs `--features failpoints` (the binary's `GDS_FAILPOINT`).
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_writer_stopped_mid_write_is_shipped_when_it_goes_on_and_never_acknowledged_before() {
+    let (p, store) = pair("stopped");
+    store.set(b"k", b"old", Expiry::Never).unwrap();
+    let _primary = Daemon::primary(&p.dir, &p.primary_seg, p.port, &p.key);
+    let standby = Daemon::standby(&p.dir, &p.standby_seg, p.port, &p.key);
+    wait_converged(&store, &p.standby_seg, Duration::from_secs(20));
+    let mut writer = Command::new(BIN)
+        .args(["set", &p.primary_seg.0, "k", "new"])
+        .env("GDS_FAILPOINT", "update.before_publish:1:stop")
+        .spawn()
+        .unwrap();
+    let pid = writer.id();
+    struct Cont(u32);
+    impl Drop for Cont {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
+        }
+    }
+    let cont = Cont(pid);
+    wait_until("the writer to stop at its failpoint", Duration::from_secs(20), || stopped(pid));
+    let version = store.feed_head(); // the stopped write took the last position
+    assert!(store.feed_claims().contains(&(version - 1)), "the stopped writer's claim is missing");
+    // Later writes ship around it; the acknowledged position stays below it.
+    store.set(b"later", b"1", Expiry::Never).unwrap();
+    let replica = Store::attach(&p.standby_seg.0).unwrap();
+    wait_logged("the later write on the standby", Duration::from_secs(20), &[&standby], || {
+        replica.get(b"later").unwrap().is_some()
+    });
+    assert!(
+        !store.wait_replicated(version, Duration::from_millis(300)),
+        "acknowledged before it was written"
+    );
+    assert_eq!(replica.get(b"k").unwrap().map(|e| e.value), Some(b"old".to_vec()));
+    drop(cont); // SIGCONT: it publishes and records its change
+    assert!(writer.wait().unwrap().success());
+    assert!(
+        store.wait_replicated(version, Duration::from_secs(30)),
+        "never acknowledged:\n{}",
+        standby.log()
+    );
+    assert_eq!(
+        replica.get(b"k").unwrap().map(|e| e.value),
+        Some(b"new".to_vec()),
+        "acknowledged, but the standby does not have it"
+    );
+    wait_converged(&store, &p.standby_seg, Duration::from_secs(20));
+}
