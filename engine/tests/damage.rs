@@ -65,9 +65,9 @@ fn judge_header_error(word: u64, found: u64, header: &[u64], e: &Error) -> Resul
             msg.contains(&format!("{MAGIC:#018x}")) && msg.contains(&format!("{found:#018x}"))
         }
         (H_VERSION, Error::Incompatible { what: "layout version", expected, found: f }) => {
-            expected == "1"
+            expected == "2"
                 && *f == found.to_string()
-                && msg.contains("expected 1")
+                && msg.contains("expected 2")
                 && msg.contains(f.as_str())
         }
         (H_FINGERPRINT, Error::Incompatible { what: "layout fingerprint", expected, found: f }) => {
