@@ -11,7 +11,9 @@
 //! Slot words: `C_OWNER = [state:2 | pid:22 | start:40]`: who holds the slot, the pid and the
 //! low 40 bits of its process start time (os.rs `START_MASK`), so a reused pid is not mistaken
 //! for the owner; the journal (`C_J_NEW`, `C_J_OLD`, `C_J_OLD_STATE`: the blocks an operation in
-//! flight is taking or giving up, heap.rs H3), and counters (stats.rs) on the following lines.
+//! flight is taking or giving up, heap.rs H3), `C_RECENT_FREE`, `C_WRITING`, `C_EPOCH` (heap.rs
+//! "Page reuse"), `C_FEED` (the feed position it reserved and has not written yet, feed.rs
+//! F1), and counters (stats.rs) on the following lines.
 //! The counters stay with the slot whoever holds it next (`stats::sum` adds up every slot).
 //!
 //! States: FREE (word 0) -> ACTIVE (one CAS that writes the whole identity of the claimer)
@@ -21,8 +23,9 @@
 //! again, which a dead one cannot: a reclaimer's CAS from a dead holder's word cannot succeed
 //! on a later claim.
 //!
-//! C1. A FREE slot has empty journals and `C_WRITING` 0: release clears `C_J_NEW` (which may
-//! still name a block another client took first: not ours, nothing to recover) before its
+//! C1. A FREE slot has empty journals, `C_WRITING` 0 and no feed claim: release clears `C_J_NEW`
+//! (which may still name a block another client took first: not ours, nothing to recover) and
+//! `C_FEED` (a claim left by a reserving CAS that lost names a position another took) before its
 //! release store, reclaim clears everything before its freeing CAS, and the claimer's acquire
 //! CAS sees those stores.
 //!
@@ -78,6 +81,10 @@ pub const C_WRITING: usize = 5;
 /// 0 between operations; during one, the heap epoch it entered at + 1 (heap.rs "Page
 /// reuse": a page retired at that epoch or later is not reused until it is 0 again).
 pub const C_EPOCH: usize = 6;
+/// The change-feed position this client reserved and has not written the entry of, + 1 (0 =
+/// none): its claim (feed.rs F1). Stored before the CAS of the feed head, cleared after the
+/// entry; a claim left by a CAS that lost names a position someone else took (harmless).
+pub const C_FEED: usize = 7;
 
 const FREE: u64 = 0;
 const ACTIVE: u64 = 1;
@@ -194,6 +201,7 @@ impl Segment {
     pub(crate) fn release_client(&self, idx: usize) {
         let base = self.client_base(idx);
         self.mem.w(base + C_J_NEW).store(0, Ordering::Relaxed);
+        self.mem.w(base + C_FEED).store(0, Ordering::Relaxed);
         self.mem.w(base + C_OWNER).store(FREE, Ordering::Release);
     }
 
@@ -234,6 +242,20 @@ impl Segment {
             }
         }
         true
+    }
+
+    /// The feed positions claimed (F1) by active clients not proven dead. This is the one
+    /// place the replicator's follower depends on liveness: a claim is dropped only when its
+    /// process is dead by proof, never because its liveness could not be told.
+    pub(crate) fn feed_claims(&self) -> Vec<u64> {
+        (0..self.g.max_clients as usize)
+            .filter_map(|idx| {
+                let base = self.client_base(idx);
+                let w = self.mem.w(base + C_OWNER).load(Ordering::Acquire);
+                let claim = self.mem.w(base + C_FEED).load(Ordering::Acquire);
+                (state_of(w) == ACTIVE && claim != 0 && Segment::holder_liveness(w) != Liveness::Dead).then(|| claim - 1)
+            })
+            .collect()
     }
 
     /// Number of client slots in use: operations in flight, and holders not yet reclaimed.
@@ -287,7 +309,7 @@ impl Segment {
         let base = self.client_base(idx);
         self.recover_journal(idx);
         self.recover_page_work(idx);
-        for w in [C_J_NEW, C_J_OLD, C_WRITING] {
+        for w in [C_J_NEW, C_J_OLD, C_WRITING, C_FEED] {
             self.mem.w(base + w).store(0, Ordering::Relaxed);
         }
         // Its operation is over, its journal settled: pages retired since it began may be

@@ -2,18 +2,32 @@
 //! replicator) that read it with their own cursor.
 //!
 //! Entry `p` (4 words, at ring index `p % feed_len`): `[seq, kind | slot << 8, version,
-//! key_hash]`. A writer takes `p` with one `fetch_add` on `H_FEED_HEAD` (which also gives the
-//! new record its version, `p + 1`), publishes its change, then fills the entry and stores
-//! `seq = p + 1` last with release ordering. Writers never wait for followers: the ring simply
-//! overwrites its oldest entries.
+//! key_hash]`. A writer takes `p` with a CAS of `H_FEED_HEAD` from `p` to `p + 1` (which also
+//! gives the new record its version, `p + 1`), publishes its change, then fills the entry and
+//! stores `seq = p + 1` last with release ordering. Writers never wait for followers: the ring
+//! simply overwrites its oldest entries.
+//!
+//! Reservation claims (F1): before its CAS of the head, a writer stores `p + 1` in its client
+//! slot's `C_FEED` word (clients.rs), and it clears the word (0) after storing the entry's
+//! `seq`. The CAS is a release and the follower loads the head with acquire, so a follower
+//! that saw `head > p` sees the claim of whoever took `p` (or a later value of that word,
+//! written after the entry was complete). A word left by a CAS that failed claims a position
+//! someone else took: harmless, it only makes a follower look at that position again later.
+//! So "the entry at `p` is not written and no client whose process is not proven dead claims
+//! `p`" proves the entry will never be written by a live writer: its writer died (whatever it
+//! published, a scan made afterwards sees). A writer stalled for any time between its CAS and
+//! its entry keeps its claim, so a follower never skips a change that is still to come
+//! (replicator `follow.rs`). A writer killed at any instruction leaves a claim its dead client
+//! slot keeps until it is reclaimed; a live client's stale claim lasts until its next write.
 //!
 //! A follower at cursor `c` reads entry `c`: `seq == c + 1` means it is complete (re-checked
 //! after reading, in case it was overwritten meanwhile); `seq < c + 1` means its writer has not
-//! finished (or died: the follower decides how long to wait before treating it as lost);
+//! finished (or died: [`crate::Store::feed_claims`] tells the two apart, by proof only);
 //! `seq > c + 1` or `head - c > feed_len` means the follower was lapped and must resync from a
 //! scan. An entry names the index slot that changed; the follower re-reads that slot's current
 //! record, so it never needs the old value, and a slot keeps one key until that key is deleted.
 
+use crate::clients::C_FEED;
 use crate::layout::{FEED_ENTRY_WORDS, H_FEED_HEAD};
 use crate::segment::Segment;
 use crate::sync::{Ordering, fence};
@@ -72,16 +86,37 @@ pub enum FeedRead {
 }
 
 impl Segment {
-    /// Takes the next feed position; the caller must `feed_write` it exactly once.
-    pub(crate) fn feed_reserve(&self) -> u64 {
-        self.mem.w(H_FEED_HEAD).fetch_add(1, Ordering::Relaxed)
+    /// Takes the next feed position for the client whose slot starts at `client`, claiming it
+    /// in the client's `C_FEED` word first (F1); the caller must `feed_write` it exactly once.
+    pub(crate) fn feed_reserve(&self, client: usize) -> u64 {
+        let head = self.mem.w(H_FEED_HEAD);
+        let claim = self.mem.w(client + C_FEED);
+        let mut p = head.load(Ordering::Relaxed);
+        loop {
+            claim.store(p.wrapping_add(1), Ordering::Relaxed);
+            // Release: whoever sees the head past `p` sees the claim (F1).
+            match head.compare_exchange_weak(p, p.wrapping_add(1), Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return p,
+                Err(now) => p = now,
+            }
+        }
     }
 
     fn feed_entry(&self, p: u64) -> usize {
         self.g.feed_off + (p % self.g.feed_len) as usize * FEED_ENTRY_WORDS
     }
 
-    pub(crate) fn feed_write(&self, p: u64, kind: ChangeKind, slot: usize, version: u64, key_hash: u64) {
+    /// Writes entry `p`, reserved by the client whose slot starts at `client`, and drops the
+    /// client's claim on it (F1).
+    pub(crate) fn feed_write(
+        &self,
+        client: usize,
+        p: u64,
+        kind: ChangeKind,
+        slot: usize,
+        version: u64,
+        key_hash: u64,
+    ) {
         let e = self.feed_entry(p);
         // Mark the entry as being rewritten before the payload changes (seqlock style), so a
         // follower reading the previous lap's entry sees the change on its re-check.
@@ -91,6 +126,8 @@ impl Segment {
         self.mem.w(e + 2).store(version, Ordering::Relaxed);
         self.mem.w(e + 3).store(key_hash, Ordering::Relaxed);
         self.mem.w(e).store(p.wrapping_add(1), Ordering::Release);
+        // After the entry (release): a follower that sees the claim gone sees the entry.
+        self.mem.w(client + C_FEED).store(0, Ordering::Release);
     }
 
     pub(crate) fn feed_head(&self) -> u64 {

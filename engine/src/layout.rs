@@ -306,7 +306,9 @@ pub const MAX_CLIENTS_LIMIT: u64 = (1 << 14) - 1;
 /// stats.rs): two builds that would read the segment differently have different
 /// fingerprints, so one refuses the other's segment instead of misreading it.
 pub fn fingerprint() -> u64 {
-    use crate::clients::{C_EPOCH, C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_OWNER, C_RECENT_FREE, C_WRITING};
+    use crate::clients::{
+        C_EPOCH, C_FEED, C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_OWNER, C_RECENT_FREE, C_WRITING,
+    };
     let parts = [
         HEADER_WORDS as u64,
         H_CHECKSUM as u64,
@@ -339,6 +341,7 @@ pub fn fingerprint() -> u64 {
         C_J_OLD_STATE as u64,
         C_RECENT_FREE as u64,
         C_WRITING as u64,
+        C_FEED as u64,
         crate::stats::CLIENT_STATS_OFF as u64,
         BUCKET_SLOTS as u64,
         MAX_PROBE_BUCKETS as u64,

@@ -584,9 +584,10 @@ fn entry_of(p: u64) -> (ChangeKind, usize, u64, u64) {
 }
 
 fn feed_append(seg: &Segment) -> u64 {
-    let p = seg.feed_reserve();
+    let client = seg.client_base(0);
+    let p = seg.feed_reserve(client);
     let (kind, slot, version, hash) = entry_of(p);
-    seg.feed_write(p, kind, slot, version, hash);
+    seg.feed_write(client, p, kind, slot, version, hash);
     p
 }
 

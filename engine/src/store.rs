@@ -226,6 +226,8 @@ struct Ctx {
 /// A feed position taken by a write and not (yet) published: written as a `Nop` when dropped.
 struct FeedReservation<'s> {
     seg: &'s Segment,
+    /// The reserving client's slot (its `C_FEED` claim is dropped with the entry).
+    base: usize,
     pos: Option<u64>,
     hash: u64,
 }
@@ -233,7 +235,7 @@ struct FeedReservation<'s> {
 impl Drop for FeedReservation<'_> {
     fn drop(&mut self) {
         if let Some(pos) = self.pos {
-            self.seg.feed_write(pos, ChangeKind::Nop, 0, 0, self.hash);
+            self.seg.feed_write(self.base, pos, ChangeKind::Nop, 0, 0, self.hash);
         }
     }
 }
@@ -576,8 +578,8 @@ impl Store {
         let still = seg.index_word(m.pos).load(Ordering::Acquire) == m.word
             && seg.mem.w(seg.heap_word(slot::block(m.word) as u64)).load(Ordering::Acquire) == m.view.state;
         if still {
-            let pos = seg.feed_reserve();
-            seg.feed_write(pos, kind, m.pos, m.view.version, p.hash);
+            let pos = seg.feed_reserve(c.base);
+            seg.feed_write(c.base, pos, kind, m.pos, m.view.version, p.hash);
             self.bump(c, stats::TOUCHES, 1);
         }
         still
@@ -724,7 +726,7 @@ impl Store {
         let mut held: Option<Block> = None;
         // Dropped after the loop (and when unwinding): a reserved position that published
         // nothing is recorded as a Nop.
-        let mut feed = FeedReservation { seg, pos: None, hash: p.hash };
+        let mut feed = FeedReservation { seg, base: c.base, pos: None, hash: p.hash };
         let mut grace = 0;
         let result = loop {
             let needs_value = matches!(op, Op::Lock { .. } | Op::Unlock { .. } | Op::Retime { .. });
@@ -800,10 +802,10 @@ impl Store {
             if let (Some(old), Some(m)) = (feed.pos, &found)
                 && old.wrapping_add(1) <= m.view.version
             {
-                seg.feed_write(old, ChangeKind::Nop, 0, 0, p.hash);
+                seg.feed_write(c.base, old, ChangeKind::Nop, 0, 0, p.hash);
                 feed.pos = None;
             }
-            let pos = *feed.pos.get_or_insert_with(|| seg.feed_reserve());
+            let pos = *feed.pos.get_or_insert_with(|| seg.feed_reserve(c.base));
             let version = pos.wrapping_add(1);
             let lock = if kind == ChangeKind::Lock { LockWords { id: version, ..lock } } else { lock };
             let rec = NewRecord {
@@ -891,7 +893,7 @@ impl Store {
             let Some(slot_pos) = published else { continue };
             held = None;
             seg.mem.w(c.base + C_J_NEW).store(0, Ordering::Relaxed);
-            seg.feed_write(pos, kind, slot_pos, version, p.hash);
+            seg.feed_write(c.base, pos, kind, slot_pos, version, p.hash);
             match kind {
                 ChangeKind::Lock => self.bump(c, stats::LOCKS, 1),
                 ChangeKind::Set => self.bump(c, stats::SETS, 1),
@@ -1005,8 +1007,8 @@ impl Store {
             failpoint!("delete.after_unpublish");
         }
         self.release_old(c, m);
-        let pos = seg.feed_reserve();
-        seg.feed_write(pos, kind, m.pos, 0, key_hash);
+        let pos = seg.feed_reserve(c.base);
+        seg.feed_write(c.base, pos, kind, m.pos, 0, key_hash);
         true
     }
 
@@ -1259,6 +1261,14 @@ impl Store {
     /// The change-feed position the next mutation will take.
     pub fn feed_head(&self) -> u64 {
         self.seg.feed_head()
+    }
+
+    /// The feed positions reserved by a client whose process is not proven dead and whose
+    /// entries are not written yet (feed.rs F1): the follower keeps every such position
+    /// unshipped, however long its writer stalls. A position below the head that is not
+    /// written and not listed here will never be written by a live writer.
+    pub fn feed_claims(&self) -> Vec<u64> {
+        self.seg.feed_claims()
     }
 
     /// Reads the change feed at `cursor` (see [`FeedRead`]).

@@ -9,6 +9,9 @@
 //! mac_s = HMAC(key, "gardenstate-auth-1 standby" || np || ns)
 //! ```
 //!
+//! Both sides then derive the connection's session keys from the key and both nonces, and
+//! every byte after the handshake travels in records sealed with them (`seal`).
+//!
 //! Each side proves it knows the key by MACing the other side's fresh nonce, so a recorded
 //! exchange cannot be replayed; the role label makes a side's own MAC useless as the other
 //! side's answer (no reflection). MACs are compared in constant time (`Mac::verify_slice`).
@@ -17,6 +20,7 @@
 //! bytes (use `head -c 32 /dev/urandom > key`), in a file nobody but its owner can read.
 
 use crate::frame::{self, FrameError, HANDSHAKE_MAX_PAYLOAD, MAC_LEN, Message, NONCE_LEN};
+use crate::seal::{End, SessionKeys};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;
@@ -158,25 +162,27 @@ fn send(w: &mut impl Write, msgs: &[Message]) -> Result<(), AuthError> {
     w.write_all(&out).and_then(|_| w.flush()).map_err(AuthError::Io)
 }
 
-/// The standby's (connecting) side of the handshake.
-pub fn standby_handshake(conn: &mut (impl Read + Write), key: &Key) -> Result<(), AuthError> {
+/// The standby's (connecting) side of the handshake. Returns the session keys for `seal`.
+pub fn standby_handshake(conn: &mut (impl Read + Write), key: &Key) -> Result<SessionKeys, AuthError> {
     let ns = nonce().map_err(AuthError::Io)?;
     send(conn, &[Message::Challenge(ns)])?;
     let Message::Challenge(np) = read(conn, "Challenge")? else { unreachable!("read checked the type") };
     let Message::Response(mac_p) = read(conn, "Response")? else { unreachable!("read checked the type") };
     key.mac(LABEL_PRIMARY, &ns, &np).verify_slice(&mac_p).map_err(|_| AuthError::WrongKey)?;
     let mac_s: [u8; MAC_LEN] = key.mac(LABEL_STANDBY, &np, &ns).finalize().into_bytes().into();
-    send(conn, &[Message::Response(mac_s)])
+    send(conn, &[Message::Response(mac_s)])?;
+    Ok(SessionKeys::derive(&key.0, &ns, &np, End::Standby))
 }
 
-/// The primary's (accepting) side of the handshake.
-pub fn primary_handshake(conn: &mut (impl Read + Write), key: &Key) -> Result<(), AuthError> {
+/// The primary's (accepting) side of the handshake. Returns the session keys for `seal`.
+pub fn primary_handshake(conn: &mut (impl Read + Write), key: &Key) -> Result<SessionKeys, AuthError> {
     let Message::Challenge(ns) = read(conn, "Challenge")? else { unreachable!("read checked the type") };
     let np = nonce().map_err(AuthError::Io)?;
     let mac_p: [u8; MAC_LEN] = key.mac(LABEL_PRIMARY, &ns, &np).finalize().into_bytes().into();
     send(conn, &[Message::Challenge(np), Message::Response(mac_p)])?;
     let Message::Response(mac_s) = read(conn, "Response")? else { unreachable!("read checked the type") };
-    key.mac(LABEL_STANDBY, &np, &ns).verify_slice(&mac_s).map_err(|_| AuthError::WrongKey)
+    key.mac(LABEL_STANDBY, &np, &ns).verify_slice(&mac_s).map_err(|_| AuthError::WrongKey)?;
+    Ok(SessionKeys::derive(&key.0, &ns, &np, End::Primary))
 }
 
 #[cfg(test)]
@@ -185,7 +191,7 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
     use std::os::unix::fs::PermissionsExt;
 
-    fn pair(kp: Key, ks: Key) -> (Result<(), AuthError>, Result<(), AuthError>) {
+    fn pair(kp: Key, ks: Key) -> (Result<SessionKeys, AuthError>, Result<SessionKeys, AuthError>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let t = std::thread::spawn(move || {
@@ -203,6 +209,13 @@ mod tests {
         let k = Key::new(b"0123456789abcdef-shared".to_vec()).unwrap();
         let (p, s) = pair(k.clone(), k);
         assert!(p.is_ok() && s.is_ok(), "{p:?} {s:?}");
+        // Both ends derived the same session keys: what one seals, the other opens.
+        let ((mut to_standby, _), (_, mut from_primary)) = (p.unwrap().split(), s.unwrap().split());
+        let mut wire = Vec::new();
+        to_standby.seal_into(b"hello", &mut wire);
+        let mut got = [0u8; 5];
+        assert_eq!(from_primary.read_opened(&mut &wire[..], &mut got).unwrap(), 5);
+        assert_eq!(&got, b"hello");
     }
 
     #[test]

@@ -3,14 +3,16 @@
 //! partial resync).
 //!
 //! Invariant B1: the backlog holds, in stream order, every Entry and Delete frame the
-//! follower emitted with a position above `floor`, and the follower has emitted nothing
-//! since. A standby that has applied every change before `p` (its acknowledged position),
-//! with `floor <= p <= cursor`, lacks exactly the changes in the frames with a position above
-//! `p`: replaying them, then following on, brings it to the primary's state, because frames
-//! carry current values and deletes (applying one twice is harmless) in the follower's order.
-//! A snapshot restarts the follower's slot maps, so the backlog is cleared and `floor` set to
-//! the snapshot's position; evicting the oldest frame (the size cap) raises `floor` to its
-//! position.
+//! follower emitted with a position at or above `floor`, and the follower has emitted nothing
+//! since. Frame positions never decrease, but several frames share one (a change's Delete and
+//! Entry, and every frame shipped while a position is held, follow.rs R1), so a standby whose
+//! acknowledged position is `p` may lack frames carrying `p` itself. With `floor <= p <=
+//! cursor` it lacks at most the frames with a position at or above `p`: replaying them (a
+//! suffix of the stream, some perhaps applied already: applying a frame again, in order, is
+//! harmless since frames carry current values and deletes), then following on, brings it to
+//! the primary's state. A snapshot restarts the follower's slot maps, so the backlog is
+//! cleared and `floor` set to the snapshot's position; evicting the oldest frame (the size
+//! cap) raises `floor` past its position.
 
 use std::collections::VecDeque;
 
@@ -40,14 +42,14 @@ impl Backlog {
     /// Records a shipped Entry or Delete frame (its encoded bytes) at position `pos`.
     pub fn push(&mut self, pos: u64, frame: &[u8]) {
         if frame.len() > self.cap {
-            // Larger than the whole backlog: nobody before it can resume.
-            self.reset(pos);
+            // Larger than the whole backlog: nobody at or before its position can resume.
+            self.reset(pos + 1);
             return;
         }
         while self.bytes + frame.len() > self.cap {
             let Some((p, f)) = self.frames.pop_front() else { break };
             self.bytes -= f.len();
-            self.floor = self.floor.max(p);
+            self.floor = self.floor.max(p + 1);
         }
         self.bytes += frame.len();
         self.frames.push_back((pos, frame.to_vec()));
@@ -57,7 +59,7 @@ impl Backlog {
     /// (`cursor` is the follower's position).
     pub fn since(&self, p: u64, cursor: u64) -> Option<impl Iterator<Item = &[u8]>> {
         (self.floor <= p && p <= cursor)
-            .then(|| self.frames.iter().filter(move |(pos, _)| *pos > p).map(|(_, f)| f.as_slice()))
+            .then(|| self.frames.iter().filter(move |(pos, _)| *pos >= p).map(|(_, f)| f.as_slice()))
     }
 
     /// Bytes held.
@@ -85,16 +87,18 @@ mod tests {
             b.push(pos, &[tag]);
         }
         assert_eq!(got(&b, 10, 14), Some(vec![1, 2, 3, 4]));
-        assert_eq!(got(&b, 12, 14), Some(vec![4]));
+        // A standby at 12 may have applied only one of the two frames carrying 12.
+        assert_eq!(got(&b, 12, 14), Some(vec![2, 3, 4]));
         assert_eq!(got(&b, 15, 14), None, "ahead of the primary");
-        // The cap evicts the oldest frame: a standby at 10 can no longer resume, one at 11 can.
+        // The cap evicts the oldest frame (11): a standby at 11 can no longer resume, one at
+        // 12 can.
         b.push(15, &[5]);
-        assert_eq!(got(&b, 10, 15), None);
-        assert_eq!(got(&b, 11, 15), Some(vec![2, 3, 4, 5]));
+        assert_eq!(got(&b, 11, 15), None);
+        assert_eq!(got(&b, 12, 15), Some(vec![2, 3, 4, 5]));
         assert_eq!(b.bytes(), 4);
         // A frame larger than the cap empties it and moves the floor past it.
         b.push(16, &[6; 9]);
-        assert_eq!(got(&b, 15, 16), None);
-        assert_eq!(got(&b, 16, 16), Some(vec![]));
+        assert_eq!(got(&b, 16, 16), None);
+        assert_eq!(got(&b, 17, 17), Some(vec![]));
     }
 }

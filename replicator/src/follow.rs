@@ -10,21 +10,30 @@
 //! at a time, so when a key shows up in a new slot (deleted and re-inserted elsewhere, with the
 //! feed entries read in another order) its old slot's mapping is dropped without a Delete.
 //!
-//! Positions: a write's version is its feed position + 1. Every frame carries the cursor after
-//! the change it came from, so a standby that has applied a frame with `pos` has every change
-//! before `pos`, and its `Ack(pos)` makes `Store::wait_replicated(version)` return for every
-//! write with `version <= pos`.
+//! Positions: a write's version is its feed position + 1. Every frame carries the follower's
+//! `cursor()`: the position before which every change has been emitted, so a standby that has
+//! applied a frame with `pos` has every change before `pos`, and its `Ack(pos)` makes
+//! `Store::wait_replicated(version)` return for every write with `version <= pos`.
 //!
-//! Snapshot (at connect, and to resync): take `c0 = feed_head`, wait until every feed entry
-//! before `c0` is complete (so each write with a position before `c0` is published and the
-//! scan sees it or something newer), scan every live entry, then follow the feed from `c0`.
-//! Writers never stop: a write the scan missed has a position at or after `c0` and is
-//! followed. A feed entry still pending after [`PENDING_WAIT`] (its writer died
-//! mid-operation) or a lapped ring (`Overflow`) means a change may be lost: resync.
+//! Writes still in flight (R1): a feed entry that is reserved but not written yet (its writer
+//! is between its reservation and its entry: mid-operation, throttled, swapped out, stopped) is
+//! *held*: the follower reads on past it, but its cursor stays at the lowest held position, so
+//! no frame, heartbeat or snapshot end says the standby has that write before it was shipped.
+//! When the entry is written (whenever that is, across any number of resyncs) its slot is
+//! shipped and the position is released. A held position is dropped only when its writer is
+//! gone by proof: no client not proven dead claims it (`Store::feed_claims`, feed.rs F1) and
+//! its entry is still not readable (never written, or overwritten by a later lap): then a
+//! change may be missed, so the follower resyncs. Time only paces how often a held position's
+//! claim is looked at ([`CLAIM_RECHECK`]); it never decides anything.
+//!
+//! Snapshot (at connect, and to resync): take `c0 = feed_head`, hold every position before
+//! `c0` a live writer still claims, scan every live entry, then follow the feed from `c0`. A
+//! write the scan missed has a position at or after `c0` (followed) or is held (shipped when
+//! its entry is written). A lapped ring (`Overflow`) means a change may be lost: resync.
 
 use crate::frame::{EntryFrame, Message};
-use gardenstate::{ChangeKind, FeedRead, ScanEntry, Store};
-use std::collections::HashMap;
+use gardenstate::{Change, ChangeKind, FeedRead, ScanEntry, Store};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io;
 use std::sync::Arc;
@@ -80,18 +89,16 @@ impl Hasher for KeyHasher {
     }
 }
 
-/// How long a pending feed entry is waited for before the follower resyncs.
-pub const PENDING_WAIT: Duration = Duration::from_millis(100);
+/// How often the claims of held positions are looked at (R1): a pace, not a verdict.
+pub const CLAIM_RECHECK: Duration = Duration::from_millis(100);
 
 /// What one look at the feed found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Poll {
     /// A change was read (and its frames, if any, emitted).
     Progress,
-    /// The cursor is at the head.
+    /// The cursor is at the head (positions may still be held, R1).
     Empty,
-    /// The entry at the cursor is not written yet; look again soon.
-    Pending,
     /// A change may have been missed: take a new snapshot. The string says why.
     Resync(String),
 }
@@ -135,11 +142,13 @@ impl SlotKeys {
 #[derive(Debug)]
 pub struct Follower<'a> {
     store: &'a Store,
-    cursor: u64,
+    /// The next feed position to read.
+    next: u64,
+    /// Held positions (R1), below `next`, each with when its claim was last looked at.
+    held: BTreeMap<u64, Instant>,
     // One allocation per shipped key, shared by both maps.
     slots: SlotKeys,
     keys: HashMap<Arc<[u8]>, u32, KeyHash>,
-    pending_since: Option<Instant>,
 }
 
 /// Where frames go (a buffered socket in the daemon, a vector in tests).
@@ -166,27 +175,33 @@ impl<'a> Follower<'a> {
     pub fn new(store: &'a Store) -> Follower<'a> {
         Follower {
             store,
-            cursor: 0,
+            next: 0,
+            held: BTreeMap::new(),
             slots: SlotKeys::default(),
             keys: HashMap::with_hasher(KeyHash::new()),
-            pending_since: None,
         }
     }
 
-    /// The feed position before which every change has been emitted.
+    /// The feed position before which every change has been emitted: the lowest held
+    /// position (R1), else the next position to read.
     pub fn cursor(&self) -> u64 {
-        self.cursor
+        self.held.keys().next().map_or(self.next, |&h| h.min(self.next))
     }
 
     /// Emits a full snapshot (SnapshotBegin, an Entry per live entry, SnapshotEnd) and
     /// positions the follower after it. Returns the number of entries.
     pub fn snapshot(&mut self, emit: &mut Emit<'_>) -> io::Result<u64> {
-        let c0 = self.settled_head();
+        // The head first, then the claims: a write that took a position before `c0` has its
+        // claim visible by then (feed.rs F1).
+        let c0 = self.store.feed_head();
+        let now = Instant::now();
+        self.held = self.store.feed_claims().into_iter().filter(|&p| p < c0).map(|p| (p, now)).collect();
+        self.next = c0;
+        let pos = self.cursor();
         // Sized for the entries there now, so the map does not rehash during the scan.
         let live = self.store.stats().live_entries as usize;
         self.slots = SlotKeys::default();
         self.keys = HashMap::with_capacity_and_hasher(live, KeyHash::new());
-        self.pending_since = None;
         emit(&Message::SnapshotBegin)?;
         let mut n = 0u64;
         let mut failed = None;
@@ -194,7 +209,7 @@ impl<'a> Follower<'a> {
             .scan_while(|e| {
                 self.remember(e.slot, &e.key);
                 n += 1;
-                match emit(&entry_frame(e, c0)) {
+                match emit(&entry_frame(e, pos)) {
                     Ok(()) => true,
                     Err(err) => {
                         failed = Some(err);
@@ -206,24 +221,8 @@ impl<'a> Follower<'a> {
         if let Some(e) = failed {
             return Err(e);
         }
-        emit(&Message::SnapshotEnd { pos: c0 })?;
-        self.cursor = c0;
+        emit(&Message::SnapshotEnd { pos })?;
         Ok(n)
-    }
-
-    /// The feed head, once every entry before it is complete (or [`PENDING_WAIT`] has passed:
-    /// a writer that died mid-operation never completes its entry; what it published, if
-    /// anything, the scan sees).
-    fn settled_head(&self) -> u64 {
-        let head = self.store.feed_head();
-        let from = head.saturating_sub(self.store.info().feed_len);
-        let deadline = Instant::now() + PENDING_WAIT;
-        for p in from..head {
-            while self.store.feed_read(p) == FeedRead::Pending && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_micros(50));
-            }
-        }
-        head
     }
 
     fn remember(&mut self, slot: u32, key: &[u8]) {
@@ -240,34 +239,81 @@ impl<'a> Follower<'a> {
         }
     }
 
-    /// Reads the feed at the cursor and emits what the change calls for.
+    /// Looks at the held positions, then reads the feed at the next position, and emits what
+    /// the changes call for.
     pub fn poll(&mut self, emit: &mut Emit<'_>) -> io::Result<Poll> {
-        match self.store.feed_read(self.cursor) {
+        let released = match self.poll_held(emit)? {
+            Ok(released) => released,
+            Err(why) => return Ok(Poll::Resync(why)),
+        };
+        match self.store.feed_read(self.next) {
+            FeedRead::Empty if released => Ok(Poll::Progress),
             FeedRead::Empty => Ok(Poll::Empty),
             FeedRead::Overflow => Ok(Poll::Resync(format!(
                 "the change feed overwrote position {} before it was shipped (raise --feed-len, or the link is too slow)",
-                self.cursor
+                self.next
             ))),
             FeedRead::Pending => {
-                let since = *self.pending_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= PENDING_WAIT {
-                    return Ok(Poll::Resync(format!(
-                        "feed position {} stayed unwritten for {PENDING_WAIT:?} (a writer died mid-operation?)",
-                        self.cursor
-                    )));
-                }
-                Ok(Poll::Pending)
+                // Reserved, not written yet: hold it and read on (R1).
+                self.held.insert(self.next, Instant::now());
+                self.next += 1;
+                Ok(Poll::Progress)
             }
             FeedRead::Change(c) => {
-                self.pending_since = None;
-                let pos = c.seq + 1;
-                if c.kind != ChangeKind::Nop {
-                    self.reconcile(c.slot, pos, emit)?;
-                }
-                self.cursor = pos;
+                self.next = c.seq + 1;
+                self.ship(c, emit)?;
                 Ok(Poll::Progress)
             }
         }
+    }
+
+    /// Ships the slot of a written entry, at the cursor (which it may have just released).
+    fn ship(&mut self, c: Change, emit: &mut Emit<'_>) -> io::Result<()> {
+        if c.kind != ChangeKind::Nop {
+            self.reconcile(c.slot, self.cursor(), emit)?;
+        }
+        Ok(())
+    }
+
+    /// Ships the held positions whose entries are written now, and looks at the claims of the
+    /// others every [`CLAIM_RECHECK`]. Returns whether it released any, or (`Err`) why a change
+    /// may be missed.
+    fn poll_held(&mut self, emit: &mut Emit<'_>) -> io::Result<Result<bool, String>> {
+        let mut released = false;
+        let mut claims: Option<Vec<u64>> = None;
+        let held: Vec<(u64, Instant)> = self.held.iter().map(|(&p, &t)| (p, t)).collect();
+        for (p, looked) in held {
+            if let FeedRead::Change(c) = self.store.feed_read(p) {
+                self.held.remove(&p);
+                self.ship(c, emit)?;
+                released = true;
+                continue;
+            }
+            if looked.elapsed() < CLAIM_RECHECK {
+                continue;
+            }
+            let claims = claims.get_or_insert_with(|| self.store.feed_claims());
+            if claims.contains(&p) {
+                self.held.insert(p, Instant::now());
+                continue;
+            }
+            // Nobody alive claims it: its writer wrote the entry since (read it again: the
+            // claim is cleared after the entry), or is dead by proof (feed.rs F1).
+            match self.store.feed_read(p) {
+                FeedRead::Change(c) => {
+                    self.held.remove(&p);
+                    self.ship(c, emit)?;
+                    released = true;
+                }
+                _ => {
+                    return Ok(Err(format!(
+                        "feed position {p} was reserved by a writer that is gone (dead, or its entry \
+                         was overwritten by a later lap of the feed) before its change was shipped"
+                    )));
+                }
+            }
+        }
+        Ok(Ok(released))
     }
 
     fn reconcile(&mut self, slot: u32, pos: u64, emit: &mut Emit<'_>) -> io::Result<()> {
@@ -402,5 +448,208 @@ mod tests {
             s.1.set(&i.to_le_bytes(), b"v", Expiry::Never).unwrap();
         }
         assert!(matches!(drain(&mut f).1, Poll::Resync(_)));
+    }
+
+    /// What a standby would hold after the frames so far, and the position it acknowledges
+    /// (a frame's or heartbeat's position; a snapshot's only at its end).
+    #[cfg(feature = "failpoints")]
+    #[derive(Default)]
+    struct Mirror {
+        kv: HashMap<Vec<u8>, Vec<u8>>,
+        snapshot: Option<HashMap<Vec<u8>, Vec<u8>>>,
+        acked: u64,
+    }
+
+    #[cfg(feature = "failpoints")]
+    impl Mirror {
+        fn apply(&mut self, m: &Message) {
+            match m {
+                Message::SnapshotBegin => self.snapshot = Some(HashMap::new()),
+                Message::SnapshotEnd { pos } => {
+                    self.kv = self.snapshot.take().expect("SnapshotEnd without SnapshotBegin");
+                    self.acked = self.acked.max(*pos);
+                }
+                Message::Entry(e) => match &mut self.snapshot {
+                    Some(s) => {
+                        s.insert(e.key.clone(), e.value.clone());
+                    }
+                    None => {
+                        self.kv.insert(e.key.clone(), e.value.clone());
+                        self.acked = self.acked.max(e.pos);
+                    }
+                },
+                Message::Delete { pos, key } => {
+                    self.kv.remove(key);
+                    self.acked = self.acked.max(*pos);
+                }
+                m => panic!("unexpected {m:?}"),
+            }
+        }
+
+        /// Follows as the primary does (a heartbeat with the cursor after each look, a
+        /// snapshot on a resync) until `done`, checking after every frame that an
+        /// acknowledgement covering `version` means the mirror holds `key = value`
+        /// (what `wait_replicated` promises). Returns the resyncs seen.
+        fn follow(
+            &mut self,
+            f: &mut Follower<'_>,
+            (key, value, version): (&[u8], &[u8], u64),
+            mut done: impl FnMut(&Mirror) -> bool,
+        ) -> u32 {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut resyncs = 0;
+            let check = |m: &Mirror| {
+                if m.acked >= version {
+                    assert_eq!(
+                        m.kv.get(key).map(Vec::as_slice),
+                        Some(value),
+                        "acknowledged position {} covers version {version}, which the standby does not have",
+                        m.acked
+                    );
+                }
+            };
+            while !done(self) {
+                assert!(Instant::now() < deadline, "the follower never got there");
+                let mut out = Vec::new();
+                let p = f.poll(&mut |m: &Message| {
+                    out.push(m.clone());
+                    Ok(())
+                });
+                if let Poll::Resync(_) = p.unwrap() {
+                    resyncs += 1;
+                    f.snapshot(&mut |m: &Message| {
+                        out.push(m.clone());
+                        Ok(())
+                    })
+                    .unwrap();
+                }
+                for m in &out {
+                    self.apply(m);
+                    check(self);
+                }
+                self.acked = self.acked.max(f.cursor()); // the heartbeat
+                check(self);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            resyncs
+        }
+    }
+
+    /// Releases a parked writer when a test fails, so the failure is reported, not a hang.
+    #[cfg(feature = "failpoints")]
+    struct ReleaseOnDrop<'p>(&'p gardenstate::FailpointPause);
+
+    #[cfg(feature = "failpoints")]
+    impl Drop for ReleaseOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.release();
+        }
+    }
+
+    /// A writer parked between its feed reservation and its publishing CAS (for as long as the
+    /// test likes: 200 other writes and any number of the follower's looks) holds the
+    /// follower's cursor below its version, yet later writes still ship; once it publishes,
+    /// its change ships and the cursor passes it.
+    #[cfg(feature = "failpoints")]
+    #[test]
+    fn a_write_stalled_after_its_reservation_is_never_acknowledged_before_it_ships() {
+        let s = seg("follow-stall");
+        let st = &s.1;
+        st.set(b"k", b"old", Expiry::Never).unwrap();
+        let mut f = Follower::new(st);
+        let mut m = Mirror::default();
+        f.snapshot(&mut |msg: &Message| {
+            m.apply(msg);
+            Ok(())
+        })
+        .unwrap();
+        let go = std::sync::Barrier::new(2);
+        std::thread::scope(|sc| {
+            let writer = sc.spawn(|| {
+                go.wait();
+                st.set(b"k", b"new", Expiry::Never).unwrap()
+            });
+            let pause =
+                gardenstate::pause_at_failpoint("update.before_publish", 1, Some(writer.thread().id()));
+            let _unpark = ReleaseOnDrop(&pause);
+            go.wait();
+            pause.wait_reached();
+            let version = st.feed_head(); // the parked write's position is the last taken
+            assert_eq!(st.feed_claims(), vec![version - 1], "the parked writer claims its position");
+            // Later writes ship while the parked one holds the cursor.
+            st.set(b"later", b"1", Expiry::Never).unwrap();
+            let stalled = (&b"k"[..], &b"new"[..], version);
+            m.follow(&mut f, stalled, |m| m.kv.contains_key(&b"later"[..]));
+            assert!(f.cursor() < version, "cursor {} passed the parked write {version}", f.cursor());
+            // The feed laps while it is parked: resyncs keep the cursor below it.
+            for i in 0..200u32 {
+                st.set(&i.to_le_bytes(), b"v", Expiry::Never).unwrap();
+            }
+            let resyncs = m.follow(&mut f, stalled, |m| m.kv.contains_key(&199u32.to_le_bytes()[..]));
+            assert!(resyncs > 0, "the feed was lapped: a resync was due");
+            assert!(f.cursor() < version, "cursor {} passed the parked write {version}", f.cursor());
+            assert!(!writer.is_finished());
+            // Published late: shipped, and only then acknowledged.
+            pause.release();
+            assert_eq!(writer.join().unwrap(), version);
+            let head = st.feed_head();
+            m.follow(&mut f, stalled, |m| m.acked >= head);
+            assert_eq!(m.kv.get(&b"k"[..]).map(Vec::as_slice), Some(&b"new"[..]));
+        });
+    }
+
+    /// A writer that publishes while a resync's snapshot is being sent: the snapshot ends
+    /// below its position, and its change ships after (whether or not the scan saw it).
+    #[cfg(feature = "failpoints")]
+    #[test]
+    fn a_write_published_during_a_resync_is_shipped_before_it_is_acknowledged() {
+        let s = seg("follow-midsync");
+        let st = &s.1;
+        for i in 0..20u32 {
+            st.set(&i.to_le_bytes(), b"v", Expiry::Never).unwrap();
+        }
+        st.set(b"k", b"old", Expiry::Never).unwrap();
+        let go = std::sync::Barrier::new(2);
+        std::thread::scope(|sc| {
+            let writer = sc.spawn(|| {
+                go.wait();
+                st.set(b"k", b"new", Expiry::Never).unwrap()
+            });
+            let pause =
+                gardenstate::pause_at_failpoint("update.before_publish", 1, Some(writer.thread().id()));
+            let _unpark = ReleaseOnDrop(&pause);
+            go.wait();
+            pause.wait_reached();
+            let version = st.feed_head();
+            let mut f = Follower::new(st);
+            let mut m = Mirror::default();
+            let mut released = false;
+            let mut out = Vec::new();
+            f.snapshot(&mut |msg: &Message| {
+                if !released && matches!(msg, Message::Entry(_)) {
+                    // Mid-scan: the writer publishes and records its change.
+                    released = true;
+                    pause.release();
+                    while !writer.is_finished() {
+                        std::thread::yield_now();
+                    }
+                }
+                out.push(msg.clone());
+                Ok(())
+            })
+            .unwrap();
+            assert!(released);
+            let end = out.iter().find_map(|msg| match msg {
+                Message::SnapshotEnd { pos } => Some(*pos),
+                _ => None,
+            });
+            assert_eq!(end, Some(version - 1), "the snapshot ended past a write in flight");
+            for msg in &out {
+                m.apply(msg);
+            }
+            let head = st.feed_head();
+            m.follow(&mut f, (&b"k"[..], &b"new"[..], version), |m| m.acked >= head);
+            assert_eq!(m.kv.get(&b"k"[..]).map(Vec::as_slice), Some(&b"new"[..]));
+        });
     }
 }

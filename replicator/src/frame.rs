@@ -5,7 +5,7 @@
 //! ```text
 //! header (8 bytes)
 //!   0  2  magic     "GS"
-//!   2  1  version   PROTOCOL_VERSION (1)
+//!   2  1  version   PROTOCOL_VERSION (2: every byte after the handshake is in sealed records, `seal`)
 //!   3  1  type      1..=11 (see `Message`)
 //!   4  4  length    u32: payload bytes, at most the receiver's limit
 //! payload           `length` bytes, laid out per type (below)
@@ -43,7 +43,7 @@ use std::io::{self, Read, Write};
 use xxhash_rust::xxh3::xxh3_64;
 
 pub const MAGIC: [u8; 2] = *b"GS";
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 8;
 /// The highest frame type this build knows (`Message::type_byte`).
 pub const LAST_TYPE: u8 = 11;

@@ -10,6 +10,8 @@
 //!   snapshot re-encodes to exactly its bytes.
 //! - [`handshake`]: both sides of the authentication handshake against a peer that sends the
 //!   input: always refused (the input cannot know the fresh nonce's MAC).
+//! - [`sealed`]: the authenticated record layer after the handshake (`seal`): nothing forged
+//!   opens, a refused stream stays refused, and any flipped byte of a sealed stream is caught.
 //! - [`units`]: the size, count, duration and TTL parsers and the escape syntax.
 //! - [`config`]: a daemon's `--config` TOML file through `config::resolve`: an error or a
 //!   configuration that keeps its own rules (the timing rule, the heartbeat's bounds).
@@ -194,6 +196,63 @@ pub fn handshake(data: &[u8]) {
     }
 }
 
+/// The sealed-record target (`seal`): `data` is what a peer sends after the handshake.
+/// Opening it (read in chunks of `data[0] % 16 + 1` bytes) never panics, and once a record is
+/// refused every later read fails too. What opened (nothing, unless the input holds records
+/// sealed with the target's keys, as its seed does), sealed again, opens to itself, and one
+/// flipped byte (at `data[1]`) of that makes it fail.
+pub fn sealed(data: &[u8]) {
+    use crate::seal::{End, SessionKeys};
+    let keys = |end| SessionKeys::derive(b"fuzzing-key-0123456789", &[1; 32], &[2; 32], end);
+    let chunk = data.first().map_or(1, |b| *b as usize % 16 + 1);
+    let (_, mut opener) = keys(End::Standby).split();
+    let mut r = data;
+    let mut buf = vec![0u8; chunk];
+    let mut opened = Vec::new();
+    loop {
+        match opener.read_opened(&mut r, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => opened.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                assert!(e.to_string().contains("authentication failed"), "{e}");
+                assert!(opener.read_opened(&mut r, &mut buf).is_err(), "a failed stream read on");
+                break;
+            }
+        }
+    }
+    let data = &opened[..];
+    let (mut sealer, _) = keys(End::Primary).split();
+    let mut wire = Vec::new();
+    sealer.seal_into(data, &mut wire);
+    let mut out = Vec::new();
+    {
+        let (_, mut o) = keys(End::Standby).split();
+        let mut r = &wire[..];
+        loop {
+            match o.read_opened(&mut r, &mut buf).expect("a sealed stream opens") {
+                0 => break,
+                n => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+    assert_eq!(out, data, "a sealed stream opened to other bytes");
+    if let Some(&at) = data.get(1) {
+        let mut bad = wire.clone();
+        let i = at as usize % bad.len();
+        bad[i] ^= 0x01;
+        let (_, mut o) = keys(End::Standby).split();
+        let mut r = &bad[..];
+        let failed = loop {
+            match o.read_opened(&mut r, &mut buf) {
+                Ok(0) => break false,
+                Ok(_) => {}
+                Err(_) => break true,
+            }
+        };
+        assert!(failed, "a flipped byte at {i} went unnoticed");
+    }
+}
+
 /// The units target: the input as text through every parser, and as bytes through the
 /// escape syntax.
 pub fn units(data: &[u8]) {
@@ -348,6 +407,15 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             let mut b = a.clone();
             b[0] = 1;
             vec![a, b]
+        }
+        "sealed" => {
+            use crate::seal::{End, SessionKeys};
+            let keys = SessionKeys::derive(b"fuzzing-key-0123456789", &[1; 32], &[2; 32], End::Primary);
+            let (mut sealer, _) = keys.split();
+            let mut wire = Vec::new();
+            sealer.seal_into(&frame::encode(&entry_message()), &mut wire);
+            sealer.seal_into(&frame::encode(&Message::Heartbeat { pos: 16 }), &mut wire);
+            vec![wire, b"\x05\x00\x00\x00hello0123456789abcdef0123456789abcdef".to_vec(), vec![3, 200]]
         }
         "config" => [
             "\x00segment = \"s\"\nlisten = \"127.0.0.1:7480\"\nwitness = \"w:7480\"\nfence_after = \"2s\"\n",

@@ -46,6 +46,7 @@ pub mod node;
 pub mod primary;
 pub mod progress;
 pub mod render;
+pub mod seal;
 pub mod segment_cmds;
 pub mod snapshot;
 pub mod standby;

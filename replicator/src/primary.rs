@@ -215,9 +215,12 @@ fn connection<'s>(
     };
     conn.set_read_timeout(Some(PEER_TIMEOUT)).map_err(io)?;
     conn.set_write_timeout(Some(PEER_TIMEOUT)).map_err(io)?;
-    if let Err(e) = auth::primary_handshake(&mut conn, &node.cfg.key) {
-        log::warn(&format!("refused connection from {peer} before any data: {e}"));
-        return Ok(());
+    match auth::primary_handshake(&mut conn, &node.cfg.key) {
+        Ok(keys) => conn.seal(keys),
+        Err(e) => {
+            log::warn(&format!("refused connection from {peer} before any data: {e}"));
+            return Ok(());
+        }
     }
     let hello = Message::Hello(Hello {
         proto: PROTOCOL_VERSION as u16,
@@ -576,7 +579,6 @@ fn follow_feed(
                     }
                 }
             }
-            Poll::Pending => {}
         }
         if dirty || sink.last_flush.elapsed() >= HEARTBEAT_EVERY {
             sink.flush(follower.cursor())?;

@@ -240,7 +240,7 @@ fn session(
     conn.set_read_timeout(Some(PEER_TIMEOUT)).map_err(retry)?;
     conn.set_write_timeout(Some(PEER_TIMEOUT)).map_err(retry)?;
     match auth::standby_handshake(&mut conn, &node.cfg.key) {
-        Ok(()) => {}
+        Ok(keys) => conn.seal(keys),
         Err(e @ AuthError::WrongKey) => {
             log::error(&format!("primary {addr} failed authentication: {e}"));
             return Err(retry("authentication failed"));

@@ -26,7 +26,9 @@ pub fn run(a: SwitchoverArgs) -> CmdResult {
     let mut conn = transport::client(tcp, &a.primary, tls.as_ref(), ANSWER_WAIT)
         .map_err(|e| Failure::error(format!("{}: {e}", a.primary)))?;
     conn.set_read_timeout(Some(ANSWER_WAIT)).map_err(Failure::error)?;
-    auth::standby_handshake(&mut conn, &key).map_err(|e| Failure::error(format!("{}: {e}", a.primary)))?;
+    let keys = auth::standby_handshake(&mut conn, &key)
+        .map_err(|e| Failure::error(format!("{}: {e}", a.primary)))?;
+    conn.seal(keys);
     let mut buf = Vec::new();
     match frame::read_frame(&mut conn, 4096, &mut buf) {
         Ok(Message::Hello(h)) if h.role == Role::Primary => {}

@@ -50,6 +50,7 @@
 //!    sent everything written before it, or fails if the tx thread ended first. A daemon that
 //!    must get a last message out before it cuts the socket (a switchover's outcome) flushes.
 
+use crate::seal::{Opener, Sealer, SessionKeys};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
@@ -182,6 +183,39 @@ pub struct Conn {
     /// TLS: the daemon's end of the pair, and how much of what was written to it the tx
     /// thread has put on the socket (for `flush`).
     app: Option<(UnixStream, Arc<Sent>)>,
+    /// After the handshake: the sealed-record layer (`seal`), shared by every handle, so
+    /// each direction counts its records once whichever clone sends or reads them. Each
+    /// half's lock is held across the socket I/O of one record: only one thread reads and
+    /// one writes a connection, so nothing waits on it but the record's own bytes.
+    sealed: Option<Arc<(Mutex<Sealer>, Mutex<Opener>)>>,
+}
+
+/// A connection's bytes under the sealed-record layer.
+struct Raw<'c>(&'c Conn);
+
+impl Read for Raw<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.0.app {
+            Some((app, _)) => (&*app).read(buf),
+            None => (&self.0.tcp).read(buf),
+        }
+    }
+}
+
+impl Write for Raw<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &self.0.app {
+            Some((app, sent)) => {
+                let n = (&*app).write(buf)?;
+                sent.lock().0 += n as u64;
+                Ok(n)
+            }
+            None => (&self.0.tcp).write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Plaintext bytes written by the daemon into the pair, bytes sent by the tx thread (as
@@ -226,7 +260,7 @@ pub fn server(tcp: TcpStream, tls: Option<&Tls>, timeout: Duration) -> Result<Co
             "the peer speaks plaintext (no TLS), but this node requires TLS: give the peer tls_cert, tls_key \
              and tls_ca too",
         ),
-        (None, _) => Ok(Conn { tcp, app: None }),
+        (None, _) => Ok(Conn { tcp, app: None, sealed: None }),
         (Some(t), _) => {
             let c = ServerConnection::new(t.server.clone()).map_err(|e| format!("TLS: {e}"))?;
             handshake(tcp, Connection::Server(c), timeout)
@@ -238,7 +272,7 @@ pub fn server(tcp: TcpStream, tls: Option<&Tls>, timeout: Duration) -> Result<Co
 /// the server's certificate against the CA and the host in `addr` (`HOST:PORT`: a DNS name
 /// or an IP address the certificate must carry), and presents ours; without, plain TCP.
 pub fn client(tcp: TcpStream, addr: &str, tls: Option<&Tls>, timeout: Duration) -> Result<Conn, String> {
-    let Some(t) = tls else { return Ok(Conn { tcp, app: None }) };
+    let Some(t) = tls else { return Ok(Conn { tcp, app: None, sealed: None }) };
     tcp.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     tcp.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
@@ -311,10 +345,10 @@ fn handshake(mut tcp: TcpStream, mut tls: Connection, timeout: Duration) -> Resu
         tx_sent.moved.notify_all();
     };
     spawn("tls-tx", Box::new(tx_thread))?;
-    Ok(Conn { tcp, app: Some((app, sent)) })
+    Ok(Conn { tcp, app: Some((app, sent)), sealed: None })
 }
 
-fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -450,7 +484,14 @@ fn tx(mut tcp: TcpStream, mut pump: UnixStream, state: &Mutex<Connection>, sent:
 impl Conn {
     /// A plain TCP connection (for callers that have no TLS to offer).
     pub fn plain(tcp: TcpStream) -> Conn {
-        Conn { tcp, app: None }
+        Conn { tcp, app: None, sealed: None }
+    }
+
+    /// From now on every byte sent or read is sealed with the session keys of the handshake
+    /// that just ended (`seal`); set before the handle is cloned.
+    pub fn seal(&mut self, keys: SessionKeys) {
+        let (sealer, opener) = keys.split();
+        self.sealed = Some(Arc::new((Mutex::new(sealer), Mutex::new(opener))));
     }
 
     pub fn is_tls(&self) -> bool {
@@ -462,7 +503,7 @@ impl Conn {
             Some((app, sent)) => Some((app.try_clone()?, sent.clone())),
             None => None,
         };
-        Ok(Conn { tcp: self.tcp.try_clone()?, app })
+        Ok(Conn { tcp: self.tcp.try_clone()?, app, sealed: self.sealed.clone() })
     }
 
     /// As `TcpStream::shutdown`: ends reads and/or writes on every handle now (TLS: also the
@@ -499,22 +540,21 @@ impl Conn {
 
 impl Read for &Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &self.app {
-            Some((app, _)) => (&*app).read(buf),
-            None => (&self.tcp).read(buf),
+        match &self.sealed {
+            Some(s) => lock(&s.1).read_opened(&mut Raw(self), buf),
+            None => Raw(self).read(buf),
         }
     }
 }
 
 impl Write for &Conn {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &self.app {
-            Some((app, sent)) => {
-                let n = (&*app).write(buf)?;
-                sent.lock().0 += n as u64;
-                Ok(n)
+        match &self.sealed {
+            Some(s) => {
+                lock(&s.0).write_sealed(&mut Raw(self), buf)?;
+                Ok(buf.len())
             }
-            None => (&self.tcp).write(buf),
+            None => Raw(self).write(buf),
         }
     }
     /// As on plain TCP, where a write is in the kernel when it returns: waits until the tx

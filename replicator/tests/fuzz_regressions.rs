@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 /// A target body.
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 6] = [
     ("frame", fuzzing::frame),
     ("snapshot", fuzzing::snapshot),
     ("handshake", fuzzing::handshake),
     ("units", fuzzing::units),
     ("config", fuzzing::config),
+    ("sealed", fuzzing::sealed),
 ];
 
 /// Runs `f` on each input, collecting every failure (with the input's name) before failing.
@@ -50,6 +51,11 @@ fn frame_saved_inputs() {
 #[test]
 fn snapshot_saved_inputs() {
     replay("snapshot", fuzzing::snapshot, &all_inputs("snapshot"));
+}
+
+#[test]
+fn sealed_saved_inputs() {
+    replay("sealed", fuzzing::sealed, &all_inputs("sealed"));
 }
 
 #[test]

@@ -19,6 +19,7 @@ use gardenstate_replicator::auth;
 use gardenstate_replicator::frame::{
     self, EntryFrame, HANDSHAKE_MAX_PAYLOAD, Hello, Message, PROTOCOL_VERSION, Role, Shape,
 };
+use gardenstate_replicator::transport::Conn;
 
 struct Pair {
     dir: Scratch,
@@ -378,9 +379,9 @@ impl ScriptedPrimary {
 
     /// Accepts the standby's next connection, authenticates it and swaps Hellos; returns the
     /// connection and the standby's Hello.
-    fn accept(&self, standby: &Daemon) -> (TcpStream, Hello) {
+    fn accept(&self, standby: &Daemon) -> (Conn, Hello) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut conn = loop {
+        let conn = loop {
             match self.listener.accept() {
                 Ok((c, _)) => break c,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -392,7 +393,9 @@ impl ScriptedPrimary {
         };
         conn.set_nonblocking(false).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        auth::primary_handshake(&mut conn, &self.key).unwrap();
+        let mut conn = Conn::plain(conn);
+        let keys = auth::primary_handshake(&mut conn, &self.key).unwrap();
+        conn.seal(keys);
         conn.write_all(&frame::encode(&Message::Hello(self.hello.clone()))).unwrap();
         let theirs = match frame::read_frame(&mut conn, HANDSHAKE_MAX_PAYLOAD, &mut Vec::new()) {
             Ok(Message::Hello(h)) => h,
@@ -413,7 +416,7 @@ fn entry(key: &str, pos: u64) -> Message {
     })
 }
 
-fn send(conn: &mut TcpStream, frames: &[Message]) {
+fn send(conn: &mut Conn, frames: &[Message]) {
     let mut out = Vec::new();
     for m in frames {
         frame::encode_into(m, &mut out);
@@ -507,4 +510,183 @@ fn a_session_that_caught_up_resets_the_reconnect_backoff() {
     // Before: 100ms 200ms 400ms 800ms 1.6s 3.2s, then 5s for a healed link.
     assert_eq!(delays[..sessions as usize], ["100ms"; 6], "{log}");
     assert_eq!(delays[sessions as usize..sessions as usize + 2], ["200ms", "400ms"], "{log}");
+}
+
+/// What the tampering proxy does to the next sealed record from the primary.
+const PASS: u8 = 0;
+const FLIP: u8 = 1;
+const DROP: u8 = 2;
+const REPEAT: u8 = 3;
+const INJECT: u8 = 4;
+
+/// A TCP proxy in the path of the replication stream that, after a good handshake (the
+/// primary's Challenge and Response frames pass untouched), parses the primary's sealed
+/// records (seal.rs) and does what `mode` says to the next one, once.
+fn tampering_proxy(target: u16, mode: Arc<std::sync::atomic::AtomicU8>) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for a in l.incoming() {
+            let Ok(a) = a else { continue };
+            let Ok(b) = TcpStream::connect(("127.0.0.1", target)) else { continue };
+            let (mut a2, mut b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut a2, &mut b2);
+                let _ = b2.shutdown(std::net::Shutdown::Both);
+            });
+            let mode = mode.clone();
+            std::thread::spawn(move || {
+                let (mut from, mut to) = (b, a);
+                let mut relay = || -> std::io::Result<()> {
+                    // The handshake: Challenge(np) and Response, 48 bytes each.
+                    let mut hs = [0u8; 96];
+                    from.read_exact(&mut hs)?;
+                    to.write_all(&hs)?;
+                    loop {
+                        let mut len = [0u8; 4];
+                        from.read_exact(&mut len)?;
+                        let mut rest = vec![0u8; u32::from_le_bytes(len) as usize + 32];
+                        from.read_exact(&mut rest)?;
+                        let record = [&len[..], &rest].concat();
+                        match mode.swap(PASS, Ordering::SeqCst) {
+                            FLIP => {
+                                let mut r = record.clone();
+                                r[6] ^= 0x40;
+                                to.write_all(&r)?;
+                            }
+                            DROP => {}
+                            REPEAT => {
+                                to.write_all(&record)?;
+                                to.write_all(&record)?;
+                            }
+                            INJECT => {
+                                // A well-formed Entry frame in a record with a made-up tag.
+                                let evil = frame::encode(&Message::Entry(EntryFrame {
+                                    pos: 1 << 40,
+                                    key: b"evil".to_vec(),
+                                    value: b"injected".to_vec(),
+                                    ttl_left_ms: None,
+                                    sliding_ms: None,
+                                    lock: None,
+                                }));
+                                to.write_all(&(evil.len() as u32).to_le_bytes())?;
+                                to.write_all(&evil)?;
+                                to.write_all(&[0u8; 32])?;
+                                to.write_all(&record)?;
+                            }
+                            _ => to.write_all(&record)?,
+                        }
+                    }
+                };
+                let _ = relay();
+                let _ = to.shutdown(std::net::Shutdown::Both);
+                let _ = from.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// Without TLS, every byte after the handshake is sealed (seal.rs): a flipped byte, a
+/// dropped, repeated or injected record each close the link with a logged reason, the bad
+/// record never reaches the standby's segment, and the standby reconnects and converges.
+#[test]
+fn a_tampered_dropped_repeated_or_injected_record_closes_the_link_and_changes_nothing() {
+    let (p, store) = pair("tamper");
+    let mode = Arc::new(std::sync::atomic::AtomicU8::new(PASS));
+    let proxy_port = tampering_proxy(p.port, mode.clone());
+    let addr = format!("127.0.0.1:{}", p.port);
+    let key = p.key.to_str().unwrap();
+    let args = ["primary", "--segment", &p.primary_seg.0, "--listen", &addr, "--key-file", key];
+    let primary = Daemon::start(&p.dir, "primary", &args);
+    wait_logged("the primary to listen", Duration::from_secs(10), &[&primary], || {
+        primary.log().contains("serving")
+    });
+    let standby = Daemon::standby(&p.dir, &p.standby_seg, proxy_port, &p.key);
+    store.set(b"before", b"1", Expiry::Never).unwrap();
+    wait_converged(&store, &p.standby_seg, Duration::from_secs(20));
+    let failures = || standby.log().matches("replication stream authentication failed").count();
+    for (round, (what, m)) in
+        [("flip", FLIP), ("drop", DROP), ("repeat", REPEAT), ("inject", INJECT)].into_iter().enumerate()
+    {
+        let before = failures();
+        mode.store(m, Ordering::SeqCst);
+        // Something to ship (a heartbeat would do too).
+        store.set(what.as_bytes(), b"v", Expiry::Never).unwrap();
+        wait_logged(
+            &format!("{what}: the standby to refuse the stream"),
+            Duration::from_secs(20),
+            &[&standby],
+            || failures() > before,
+        );
+        let replica = Store::attach(&p.standby_seg.0).unwrap();
+        assert_eq!(replica.get(b"evil").unwrap(), None, "{what}: an injected entry reached the standby");
+        drop(replica);
+        wait_converged(&store, &p.standby_seg, Duration::from_secs(30));
+        assert_eq!(failures(), before + 1, "round {round} ({what}): {}", standby.log());
+    }
+    let replica = Store::attach(&p.standby_seg.0).unwrap();
+    assert_eq!(replica.get(b"evil").unwrap(), None);
+}
+
+/// Whether process `pid` is stopped (SIGSTOP: state `T` in /proc).
+#[cfg(feature = "failpoints")]
+fn stopped(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()) == Some("T")
+}
+
+/// A `gardenstate set` stopped (SIGSTOP, for as long as the test likes) between its feed
+/// reservation and its publishing CAS: later writes still reach the standby, the primary
+/// never acknowledges the stopped write's version before the standby has it, and once the
+/// writer goes on its change is shipped (it was lost for good when the follower resynced past
+/// it). Needs `--features failpoints` (the binary's `GDS_FAILPOINT`).
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_writer_stopped_mid_write_is_shipped_when_it_goes_on_and_never_acknowledged_before() {
+    let (p, store) = pair("stopped");
+    store.set(b"k", b"old", Expiry::Never).unwrap();
+    let _primary = Daemon::primary(&p.dir, &p.primary_seg, p.port, &p.key);
+    let standby = Daemon::standby(&p.dir, &p.standby_seg, p.port, &p.key);
+    wait_converged(&store, &p.standby_seg, Duration::from_secs(20));
+    let mut writer = Command::new(BIN)
+        .args(["set", &p.primary_seg.0, "k", "new"])
+        .env("GDS_FAILPOINT", "update.before_publish:1:stop")
+        .spawn()
+        .unwrap();
+    let pid = writer.id();
+    struct Cont(u32);
+    impl Drop for Cont {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
+        }
+    }
+    let cont = Cont(pid);
+    wait_until("the writer to stop at its failpoint", Duration::from_secs(20), || stopped(pid));
+    let version = store.feed_head(); // the stopped write took the last position
+    assert!(store.feed_claims().contains(&(version - 1)), "the stopped writer's claim is missing");
+    // Later writes ship around it; the acknowledged position stays below it.
+    store.set(b"later", b"1", Expiry::Never).unwrap();
+    let replica = Store::attach(&p.standby_seg.0).unwrap();
+    wait_logged("the later write on the standby", Duration::from_secs(20), &[&standby], || {
+        replica.get(b"later").unwrap().is_some()
+    });
+    assert!(
+        !store.wait_replicated(version, Duration::from_millis(300)),
+        "acknowledged before it was written"
+    );
+    assert_eq!(replica.get(b"k").unwrap().map(|e| e.value), Some(b"old".to_vec()));
+    drop(cont); // SIGCONT: it publishes and records its change
+    assert!(writer.wait().unwrap().success());
+    assert!(
+        store.wait_replicated(version, Duration::from_secs(30)),
+        "never acknowledged:\n{}",
+        standby.log()
+    );
+    assert_eq!(
+        replica.get(b"k").unwrap().map(|e| e.value),
+        Some(b"new".to_vec()),
+        "acknowledged, but the standby does not have it"
+    );
+    wait_converged(&store, &p.standby_seg, Duration::from_secs(20));
 }
