@@ -253,7 +253,8 @@ impl Segment {
                 let base = self.client_base(idx);
                 let w = self.mem.w(base + C_OWNER).load(Ordering::Acquire);
                 let claim = self.mem.w(base + C_FEED).load(Ordering::Acquire);
-                (state_of(w) == ACTIVE && claim != 0 && Segment::holder_liveness(w) != Liveness::Dead).then(|| claim - 1)
+                (state_of(w) == ACTIVE && claim != 0 && Segment::holder_liveness(w) != Liveness::Dead)
+                    .then(|| claim - 1)
             })
             .collect()
     }

@@ -640,8 +640,10 @@ mod tests {
         bad[0] = b'X';
         assert!(matches!(decode(&bad, 100), Err(FrameError::BadMagic { .. })));
         let mut bad = good.clone();
-        bad[2] = 2;
-        assert!(matches!(decode(&bad, 100), Err(FrameError::BadVersion { found: 2 })));
+        bad[2] = PROTOCOL_VERSION + 1;
+        assert!(
+            matches!(decode(&bad, 100), Err(FrameError::BadVersion { found }) if found == PROTOCOL_VERSION + 1)
+        );
         let mut bad = good.clone();
         bad[3] = 0;
         assert!(matches!(decode(&bad, 100), Err(FrameError::UnknownType { found: 0 })));
@@ -663,7 +665,7 @@ mod tests {
         bad[10] ^= 1;
         assert!(matches!(decode(&bad, 100), Err(FrameError::BadChecksum { .. })));
         // A checksum-valid frame whose payload does not fit its type.
-        let mut raw = vec![b'G', b'S', 1, 9, 3, 0, 0, 0, 1, 2, 3];
+        let mut raw = vec![b'G', b'S', PROTOCOL_VERSION, 9, 3, 0, 0, 0, 1, 2, 3];
         let sum = xxh3_64(&raw);
         raw.extend_from_slice(&sum.to_le_bytes());
         assert!(matches!(decode(&raw, 100), Err(FrameError::Malformed { kind: "Ack", .. })));
