@@ -37,6 +37,13 @@
 //!
 //! Without a witness there is no automatic promotion and no fencing (F3 still applies): the
 //! operator promotes by hand, or runs a planned switchover.
+//!
+//! Reloading ([`watch_reloads`]): SIGHUP no longer kills a daemon (its default action). A
+//! `reload` thread looks every [`RELOAD_POLL`] for a SIGHUP or a changed modification time of
+//! the TLS files, re-reads the certificate, key and CA with every start-up check, and logs
+//! what it reloaded or why it kept the previous ones. The next handshakes use the new files;
+//! open links keep the certificates they were made with. Every other setting takes effect at
+//! a restart, and the log line says so.
 
 use crate::attach::attach;
 use crate::config::{Config, DaemonKind};
@@ -44,10 +51,54 @@ use crate::exit::{CmdResult, Failure};
 use crate::heartbeat::{Announce, Beacon, FRESH, NodeRole};
 use crate::log;
 use crate::status::{self, Status};
+use crate::transport::Tls;
 use crate::{metrics, primary, standby};
 use gardenstate::{Store, WriteMode};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often the reload thread looks for a SIGHUP and for changed TLS files.
+pub const RELOAD_POLL: Duration = Duration::from_secs(1);
+/// What a reload does not change, for its log line.
+const NOT_RELOADED: &str = "other settings (segment, listen, connect, peers, key_file, witness, timings, \
+     metrics, backlog, log_format) take effect at a restart";
+
+/// Makes SIGHUP reload instead of kill, and watches the TLS files (module doc, Reloading).
+pub fn watch_reloads(tls: Option<Tls>) -> Result<(), Failure> {
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()).map_err(Failure::error)?;
+    let stamps = |t: &Tls| -> Vec<Option<SystemTime>> {
+        t.files().iter().map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).collect()
+    };
+    let mut seen = tls.as_ref().map(stamps);
+    let watch = move || {
+        loop {
+            std::thread::sleep(RELOAD_POLL);
+            let hupped = hup.swap(false, Ordering::Relaxed);
+            let now = tls.as_ref().map(stamps);
+            if !hupped && now == seen {
+                continue;
+            }
+            seen = now;
+            let cause = if hupped { "SIGHUP" } else { "the TLS files changed" };
+            match &tls {
+                None => log::info(&format!("{cause}: nothing to reload (no TLS); {NOT_RELOADED}")),
+                Some(t) => match t.reload() {
+                    Ok(()) => log::info(&format!(
+                        "{cause}: reloaded the TLS {t:?}, its key and the CA: the next connections use \
+                         them, open links keep theirs; {NOT_RELOADED}"
+                    )),
+                    Err(e) => log::warn(&format!(
+                        "{cause}: TLS reload failed, still using the previous certificates: {e}"
+                    )),
+                },
+            }
+        }
+    };
+    std::thread::Builder::new().name("reload".into()).spawn(watch).map_err(Failure::error)?;
+    Ok(())
+}
 
 /// What a role returns: the role to take next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +131,7 @@ impl Node {
 /// Runs a data node from its first role until it exits.
 pub fn run(kind: DaemonKind, cfg: Config) -> CmdResult {
     log::set_json(cfg.log_json);
+    watch_reloads(cfg.tls.clone())?;
     let listen = cfg.listen.clone().unwrap_or_else(|| "0.0.0.0:0".into());
     let mut targets: Vec<String> = cfg.witness.iter().cloned().collect();
     targets.extend(cfg.connect.iter().cloned());

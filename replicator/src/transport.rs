@@ -73,12 +73,20 @@ const CHUNK: usize = 16 << 10;
 const TLS_HANDSHAKE: u8 = 0x16;
 
 /// A node's TLS identity and trust: its certificate chain and key, and the CA its peers'
-/// certificates must chain to. Cheap to clone.
+/// certificates must chain to. Cheap to clone; clones share the configuration, so a
+/// [`Tls::reload`] applies to every next handshake (links already open keep theirs).
 #[derive(Clone)]
 pub struct Tls {
+    configs: Arc<Mutex<Configs>>,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+}
+
+/// Both sides' rustls configurations, built from the same files.
+struct Configs {
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
-    cert: PathBuf,
 }
 
 impl fmt::Debug for Tls {
@@ -160,7 +168,31 @@ impl Tls {
             .with_client_auth_cert(certs, private)
             .map_err(|e| format!("TLS certificate {} and key {}: {e}", cert.display(), key.display()))?;
         client.resumption = rustls::client::Resumption::disabled();
-        Ok(Tls { server: Arc::new(server), client: Arc::new(client), cert: cert.to_path_buf() })
+        Ok(Tls {
+            configs: Arc::new(Mutex::new(Configs { server: Arc::new(server), client: Arc::new(client) })),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            ca: ca.to_path_buf(),
+        })
+    }
+
+    /// Reads the three files again, with every check of [`Tls::load`]; on success the next
+    /// handshakes use them. On failure the current ones stay in use and the error says why.
+    pub fn reload(&self) -> Result<(), String> {
+        let fresh = Tls::load(&self.cert, &self.key, &self.ca)?;
+        let new = fresh.configs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cur = self.configs.lock().unwrap_or_else(|p| p.into_inner());
+        *cur = Configs { server: new.server.clone(), client: new.client.clone() };
+        Ok(())
+    }
+
+    /// The three files, for watching them.
+    pub fn files(&self) -> [&Path; 3] {
+        [&self.cert, &self.key, &self.ca]
+    }
+
+    fn current(&self) -> MutexGuard<'_, Configs> {
+        self.configs.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -228,7 +260,7 @@ pub fn server(tcp: TcpStream, tls: Option<&Tls>, timeout: Duration) -> Result<Co
         ),
         (None, _) => Ok(Conn { tcp, app: None }),
         (Some(t), _) => {
-            let c = ServerConnection::new(t.server.clone()).map_err(|e| format!("TLS: {e}"))?;
+            let c = ServerConnection::new(t.current().server.clone()).map_err(|e| format!("TLS: {e}"))?;
             handshake(tcp, Connection::Server(c), timeout)
         }
     }
@@ -245,8 +277,68 @@ pub fn client(tcp: TcpStream, addr: &str, tls: Option<&Tls>, timeout: Duration) 
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let name = ServerName::try_from(host.to_string())
         .map_err(|_| format!("TLS: {host:?} (from {addr}) is neither a DNS name nor an IP address"))?;
-    let c = ClientConnection::new(t.client.clone(), name).map_err(|e| format!("TLS: {e}"))?;
+    let c = ClientConnection::new(t.current().client.clone(), name).map_err(|e| format!("TLS: {e}"))?;
     handshake(tcp, Connection::Client(c), timeout)
+}
+
+/// What an operator does about a handshake that failed with `e`, when we know: the peer's
+/// alert says it refused our certificate, or we refused the peer's. `is_client`: we
+/// connected (a standby, or `switchover`), so the peer is the primary.
+fn advice(e: &rustls::Error, is_client: bool) -> Option<String> {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let peer = if is_client { "the primary" } else { "the connecting node (standby or operator)" };
+    let us = if is_client { "this node" } else { "the primary" };
+    Some(match e {
+        E::AlertReceived(A::UnknownCA) => format!(
+            "{peer} does not trust the certificate authority that signed {us}'s certificate: \
+             check --tls-ca on {peer} (it must hold the CA that signed this node's --tls-cert), \
+             or give this node a certificate signed by that CA"
+        ),
+        E::AlertReceived(A::CertificateExpired) => format!(
+            "{peer} refused this node's certificate as expired: renew --tls-cert here, then send \
+             SIGHUP (or just replace the files: they are watched)"
+        ),
+        E::AlertReceived(A::BadCertificate | A::CertificateUnknown | A::UnsupportedCertificate) => format!(
+            "{peer} refused this node's certificate: check that --tls-cert is signed by the CA in \
+             {peer}'s --tls-ca and allows both server and client authentication"
+        ),
+        E::AlertReceived(A::CertificateRequired) => {
+            format!("{peer} requires a client certificate: give this node --tls-cert, --tls-key and --tls-ca")
+        }
+        E::InvalidCertificate(C::UnknownIssuer) => format!(
+            "the certificate of {peer} is not signed by a CA in this node's --tls-ca: add that CA to \
+             --tls-ca here, or give {peer} a certificate from this CA"
+        ),
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => format!(
+            "the certificate of {peer} has expired: renew its --tls-cert (nodes reload certificates \
+             when the files change or on SIGHUP)"
+        ),
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            format!("the certificate of {peer} is not valid yet: check the clocks of both hosts")
+        }
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => format!(
+            "the certificate of {peer} does not carry the name or address this node connects to: \
+             add it to the certificate's subject alternative names, or connect by a name it carries"
+        ),
+        _ => return None,
+    })
+}
+
+/// A TLS error for the log: what to do about it first, when [`advice`] knows, then rustls's
+/// own words.
+fn describe(e: &rustls::Error, is_client: bool) -> String {
+    match advice(e, is_client) {
+        Some(what) => format!("{what} (TLS: {e})"),
+        None => e.to_string(),
+    }
+}
+
+/// [`describe`] for the rustls error inside an I/O error (as rustls's I/O calls return them).
+fn describe_io(e: &io::Error, is_client: bool) -> String {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(tls_error) => describe(tls_error, is_client),
+        None => e.to_string(),
+    }
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -255,6 +347,7 @@ fn is_timeout(e: &io::Error) -> bool {
 
 /// Runs the handshake on the socket (bounded by its timeouts), then starts the pump.
 fn handshake(mut tcp: TcpStream, mut tls: Connection, timeout: Duration) -> Result<Conn, String> {
+    let is_client = matches!(tls, Connection::Client(_));
     let explain = |e: io::Error| match e.kind() {
         _ if is_timeout(&e) => format!("TLS handshake: the peer was silent for {timeout:?}"),
         io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
@@ -262,7 +355,7 @@ fn handshake(mut tcp: TcpStream, mut tls: Connection, timeout: Duration) -> Resu
              link must use TLS, or neither; or it refused our certificate)"
                 .into()
         }
-        _ => format!("TLS handshake: {e}"),
+        _ => format!("TLS handshake: {}", describe_io(&e, is_client)),
     };
     let mut run = || -> io::Result<()> {
         while tls.is_handshaking() {
@@ -343,13 +436,14 @@ fn rx(mut tcp: TcpStream, mut pump: UnixStream, state: &Mutex<Connection>, peer:
         let mut closed = false;
         let step = {
             let mut tls = lock(state);
+            let is_client = matches!(*tls, Connection::Client(_));
             let mut rest = &buf[..n];
             let mut step = Ok(());
             while !rest.is_empty() && step.is_ok() {
                 step = tls
                     .read_tls(&mut rest)
                     .map_err(|e| e.to_string())
-                    .and_then(|_| tls.process_new_packets().map(drop).map_err(|e| e.to_string()))
+                    .and_then(|_| tls.process_new_packets().map(drop).map_err(|e| describe(&e, is_client)))
                     .and_then(|_| drain_plaintext(&mut tls, &mut plain, &mut closed));
             }
             step
@@ -429,7 +523,8 @@ fn tx(mut tcp: TcpStream, mut pump: UnixStream, state: &Mutex<Connection>, sent:
             let mut tls = lock(state);
             if n > 0 {
                 if let Err(e) = tls.writer().write_all(&buf[..n]) {
-                    crate::log::warn(&format!("TLS link with {peer} failed: {e}"));
+                    let is_client = matches!(*tls, Connection::Client(_));
+                    crate::log::warn(&format!("TLS link with {peer} failed: {}", describe_io(&e, is_client)));
                     break;
                 }
             }

@@ -180,8 +180,16 @@ fn a_certificate_from_another_ca_is_refused() {
     wait_log(&primary, "the primary to refuse the foreign certificate", "refused connection");
     let log = primary.log();
     assert!(log.contains("invalid peer certificate"), "{log}");
-    // The standby hears the primary's alert.
+    // The standby hears the primary's alert, and says what to do about it (before, only
+    // rustls's "received fatal alert: UnknownCA").
     wait_log(&standby, "the standby to log the refusal", "TLS link with");
+    let log = standby.log();
+    assert!(
+        log.contains(
+            "the primary does not trust the certificate authority that signed this node's certificate"
+        ) && log.contains("check --tls-ca on the primary"),
+        "{log}"
+    );
     assert!(!primary.log().contains("authenticated"), "{}", primary.log());
     assert!(!t.sseg.exists(), "the refused standby created its segment");
     eprintln!("primary:\n{}\nstandby:\n{}", primary.log(), standby.log());
@@ -259,4 +267,41 @@ fn tls_settings_are_checked_at_start() {
     let err = run(&standby);
     assert!(err.contains("chmod 600"), "{err}");
     assert!(!t.sseg.exists());
+}
+
+/// SIGHUP reloads the TLS files instead of killing the daemon (before, it died silently), and
+/// replaced files are picked up without a signal too: the next connection uses the new
+/// certificate. Here the primary's certificate, key and CA are replaced by ones from another
+/// CA, so a standby that trusts only the old CA refuses the primary, and says what to do.
+#[test]
+fn sighup_and_replaced_files_reload_the_certificates() {
+    let (t, _store) = setup("reload");
+    // The primary gets a CA file of its own, to replace it alone.
+    let mut flags = t.pki.primary.clone();
+    let own_ca = t.dir.0.join("primary-ca.crt");
+    std::fs::copy(&flags[5], &own_ca).unwrap();
+    flags[5] = own_ca.to_str().unwrap().to_string();
+    let mut primary = t.primary(&flags);
+    let pid = primary.child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    wait_log(&primary, "the primary to reload on SIGHUP", "SIGHUP: reloaded the TLS certificate");
+    assert!(primary.log().contains("take effect at a restart"), "{}", primary.log());
+    assert!(primary.child.as_mut().unwrap().try_wait().unwrap().is_none(), "SIGHUP killed the primary");
+
+    let rotated_ca = ca("rotated CA");
+    let rotated_ca_file = t.dir.0.join("rotated-ca.crt");
+    std::fs::write(&rotated_ca_file, rotated_ca.pem()).unwrap();
+    let rotated = node(&t.dir, "rotated", &rotated_ca, &rotated_ca_file);
+    for (from, to) in [(&rotated[1], &flags[1]), (&rotated[3], &flags[3]), (&rotated[5], &flags[5])] {
+        std::fs::copy(from, to).unwrap();
+    }
+    wait_log(&primary, "the primary to see the new files", "the TLS files changed: reloaded");
+    let standby = t.standby(&t.pki.standby, &t.key, &[]);
+    wait_log(
+        &standby,
+        "the standby to refuse the rotated certificate",
+        "the certificate of the primary is not signed by a CA in this node's --tls-ca",
+    );
+    assert!(primary.child.as_mut().unwrap().try_wait().unwrap().is_none());
+    assert!(!t.sseg.exists(), "the refused standby created its segment");
 }
