@@ -296,6 +296,9 @@ pub struct TlsArgs {
     /// The CA certificate (PEM) that every peer's certificate must chain to
     #[arg(long, value_name = "PATH")]
     pub tls_ca: Option<PathBuf>,
+    /// Warn (log, and the metric) when this node's certificate expires within N days [default: 14]
+    #[arg(long, value_name = "N")]
+    pub tls_warn_days: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -65,15 +65,21 @@ const NOT_RELOADED: &str = "other settings (segment, listen, connect, peers, key
      metrics, backlog, log_format) take effect at a restart";
 
 /// Makes SIGHUP reload instead of kill, and watches the TLS files (module doc, Reloading).
-pub fn watch_reloads(tls: Option<Tls>) -> Result<(), Failure> {
+/// With TLS it also publishes when our certificate expires to `status` (the metric), and
+/// warns once a day (and after each reload) while that is less than `warn_days` away.
+pub fn watch_reloads(tls: Option<Tls>, status: Option<Arc<Status>>, warn_days: u32) -> Result<(), Failure> {
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()).map_err(Failure::error)?;
     let stamps = |t: &Tls| -> Vec<Option<SystemTime>> {
         t.files().iter().map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).collect()
     };
     let mut seen = tls.as_ref().map(stamps);
+    let mut warned: Option<Instant> = None;
     let watch = move || {
         loop {
+            if let Some(t) = &tls {
+                expiry_check(t, status.as_deref(), warn_days, &mut warned);
+            }
             std::thread::sleep(RELOAD_POLL);
             let hupped = hup.swap(false, Ordering::Relaxed);
             let now = tls.as_ref().map(stamps);
@@ -81,6 +87,7 @@ pub fn watch_reloads(tls: Option<Tls>) -> Result<(), Failure> {
                 continue;
             }
             seen = now;
+            warned = None;
             let cause = if hupped { "SIGHUP" } else { "the TLS files changed" };
             match &tls {
                 None => log::info(&format!("{cause}: nothing to reload (no TLS); {NOT_RELOADED}")),
@@ -128,10 +135,39 @@ impl Node {
     }
 }
 
+/// Publishes when `t`'s certificate expires, and warns if that is within `warn_days` (at
+/// most once a day, `warned` being the last warning).
+fn expiry_check(t: &Tls, status: Option<&Status>, warn_days: u32, warned: &mut Option<Instant>) {
+    const DAY_MS: f64 = 86_400_000.0;
+    let expires = t.expires_unix_ms();
+    if let Some(s) = status {
+        s.set_cert_expiry(Some(expires));
+    }
+    let days = (expires as f64 - status::unix_ms_now() as f64) / DAY_MS;
+    if days > warn_days as f64 || warned.is_some_and(|at| at.elapsed() < Duration::from_secs(86_400)) {
+        return;
+    }
+    *warned = Some(Instant::now());
+    let at = log::timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(expires));
+    log::warn(&if days <= 0.0 {
+        format!(
+            "the TLS {t:?} expired at {at}: peers refuse it; renew it and replace the files (they are \
+             reloaded when they change, or on SIGHUP)"
+        )
+    } else {
+        format!(
+            "the TLS {t:?} expires in {days:.1} days (at {at}; warning at {warn_days} days, \
+             --tls-warn-days): renew it and replace the files (they are reloaded when they change, \
+             or on SIGHUP)"
+        )
+    });
+}
+
 /// Runs a data node from its first role until it exits.
 pub fn run(kind: DaemonKind, cfg: Config) -> CmdResult {
     log::set_json(cfg.log_json);
-    watch_reloads(cfg.tls.clone())?;
+    let status = Status::new(&cfg.segment);
+    watch_reloads(cfg.tls.clone(), Some(status.clone()), cfg.tls_warn_days)?;
     let listen = cfg.listen.clone().unwrap_or_else(|| "0.0.0.0:0".into());
     let mut targets: Vec<String> = cfg.witness.iter().cloned().collect();
     targets.extend(cfg.connect.iter().cloned());
@@ -160,8 +196,8 @@ pub fn run(kind: DaemonKind, cfg: Config) -> CmdResult {
         }
         None => "replication link: plaintext TCP (no tls_cert/tls_key/tls_ca)".into(),
     });
-    let status = Status::new(&cfg.segment);
     status.set_role(initial.name());
+    watch_reloads(cfg.tls.clone(), Some(status.clone()), cfg.tls_warn_days)?;
     let _status_file = status::publish_forever(status.clone()).map_err(Failure::error)?;
     if let Some(addr) = &cfg.metrics {
         let store = attach(&cfg.segment).ok().map(Arc::new);

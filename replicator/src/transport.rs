@@ -83,10 +83,12 @@ pub struct Tls {
     ca: PathBuf,
 }
 
-/// Both sides' rustls configurations, built from the same files.
+/// Both sides' rustls configurations, built from the same files, and when our certificate
+/// expires (Unix ms).
 struct Configs {
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    expires_unix_ms: u64,
 }
 
 impl fmt::Debug for Tls {
@@ -133,6 +135,14 @@ impl Tls {
             ));
         }
         let certs = read_certs(cert, "tls_cert")?;
+        let expires_unix_ms = x509_parser::parse_x509_certificate(&certs[0])
+            .map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?
+            .1
+            .validity()
+            .not_after
+            .timestamp()
+            .max(0) as u64
+            * 1000;
         let private = PrivateKeyDer::from_pem_file(key)
             .map_err(|e| format!("TLS key file {}: no usable private key: {e}", key.display()))?;
         let mut roots = RootCertStore::empty();
@@ -169,7 +179,11 @@ impl Tls {
             .map_err(|e| format!("TLS certificate {} and key {}: {e}", cert.display(), key.display()))?;
         client.resumption = rustls::client::Resumption::disabled();
         Ok(Tls {
-            configs: Arc::new(Mutex::new(Configs { server: Arc::new(server), client: Arc::new(client) })),
+            configs: Arc::new(Mutex::new(Configs {
+                server: Arc::new(server),
+                client: Arc::new(client),
+                expires_unix_ms,
+            })),
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             ca: ca.to_path_buf(),
@@ -182,8 +196,17 @@ impl Tls {
         let fresh = Tls::load(&self.cert, &self.key, &self.ca)?;
         let new = fresh.configs.lock().unwrap_or_else(|p| p.into_inner());
         let mut cur = self.configs.lock().unwrap_or_else(|p| p.into_inner());
-        *cur = Configs { server: new.server.clone(), client: new.client.clone() };
+        *cur = Configs {
+            server: new.server.clone(),
+            client: new.client.clone(),
+            expires_unix_ms: new.expires_unix_ms,
+        };
         Ok(())
+    }
+
+    /// When our certificate (the first of the chain in use) expires, in Unix ms.
+    pub fn expires_unix_ms(&self) -> u64 {
+        self.current().expires_unix_ms
     }
 
     /// The three files, for watching them.

@@ -305,3 +305,67 @@ fn sighup_and_replaced_files_reload_the_certificates() {
     assert!(primary.child.as_mut().unwrap().try_wait().unwrap().is_none());
     assert!(!t.sseg.exists(), "the refused standby created its segment");
 }
+
+/// The civil date (year, month, day) `days` days after 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i32, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    ((yoe + era * 400) as i32 + i32::from(m <= 2), m, d)
+}
+
+/// A certificate that expires within days (before, nothing said so until peers refused it):
+/// the daemon logs a warning and `/metrics` shows the days left.
+#[test]
+fn an_expiring_certificate_is_warned_about_and_exported() {
+    let (t, _store) = setup("expiry");
+    let our_ca = ca("expiry test CA");
+    let ca_file = t.dir.0.join("expiry-ca.crt");
+    std::fs::write(&ca_file, our_ca.pem()).unwrap();
+    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let today =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86_400;
+    let (y, m, d) = civil_from_days(today as i64 + 4);
+    p.not_after = rcgen::date_time_ymd(y, m, d);
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &our_ca).unwrap();
+    let (cert_file, key_file) = (t.dir.0.join("expiring.crt"), t.dir.0.join("expiring.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let flags = [
+        "--tls-cert",
+        &s(&cert_file),
+        "--tls-key",
+        &s(&key_file),
+        "--tls-ca",
+        &s(&ca_file),
+        "--metrics",
+        &metrics,
+    ];
+    let primary = t.primary(&flags.map(String::from));
+    wait_log(&primary, "the expiry warning", "expires in 3.");
+    assert!(primary.log().contains("--tls-warn-days"), "{}", primary.log());
+    let body = {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(&metrics).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        conn.read_to_string(&mut out).unwrap();
+        out
+    };
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("gardenstate_tls_certificate_expiry_days{"))
+        .unwrap_or_else(|| panic!("no expiry metric in:\n{body}"));
+    let days: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((3.0..4.0).contains(&days), "{line}");
+}
