@@ -41,6 +41,8 @@
 //!      the tx thread's write, and its next poll reads EOF on the shut `pump`);
 //!    - a TCP write fails or times out ([`Conn`]'s timeout also bounds the pump's TCP
 //!      writes): the tx thread shuts both sockets down, and the rx thread ends as above.
+//!    - the peer's certificate expires (rustls checks validity only at the handshake): the tx
+//!      thread, which wakes at least every [`TX_POLL`], logs it and ends as on a failed write.
 //!    - `Conn::shutdown(Both)` (the daemons' way to stop the other thread) shuts down `app`
 //!      and the TCP socket at once, as on plain TCP; a shut-down raw `TcpStream` clone (the
 //!      daemons keep one to end a role) propagates the same way through the pump.
@@ -135,14 +137,8 @@ impl Tls {
             ));
         }
         let certs = read_certs(cert, "tls_cert")?;
-        let expires_unix_ms = x509_parser::parse_x509_certificate(&certs[0])
-            .map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?
-            .1
-            .validity()
-            .not_after
-            .timestamp()
-            .max(0) as u64
-            * 1000;
+        let expires_unix_ms =
+            not_after_unix_ms(&certs[0]).map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
         let private = PrivateKeyDer::from_pem_file(key)
             .map_err(|e| format!("TLS key file {}: no usable private key: {e}", key.display()))?;
         let mut roots = RootCertStore::empty();
@@ -217,6 +213,12 @@ impl Tls {
     fn current(&self) -> MutexGuard<'_, Configs> {
         self.configs.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// When a certificate expires (its notAfter), in Unix ms.
+fn not_after_unix_ms(der: &CertificateDer<'_>) -> Result<u64, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    Ok(cert.validity().not_after.timestamp().max(0) as u64 * 1000)
 }
 
 fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -394,6 +396,10 @@ fn handshake(mut tcp: TcpStream, mut tls: Connection, timeout: Duration) -> Resu
         return Err(explain(e));
     }
     tls.set_buffer_limit(None); // the pump drains after every chunk (invariant 2)
+    // The link lives on only while the peer's certificate is valid: the tx thread closes it
+    // once the certificate expires (rustls checks validity at the handshake only).
+    let peer_expires =
+        tls.peer_certificates().and_then(|c| c.first()).and_then(|c| not_after_unix_ms(c).ok());
     // The rx thread blocks until the peer sends or the link ends (invariant 3); writes keep
     // the timeout, so a stalled peer cannot hold the tx thread forever.
     tcp.set_read_timeout(None).map_err(|e| e.to_string())?;
@@ -422,7 +428,7 @@ fn handshake(mut tcp: TcpStream, mut tls: Connection, timeout: Duration) -> Resu
     let sent = Arc::new(Sent::default());
     let tx_sent = sent.clone();
     let tx_thread = move || {
-        tx(tx_tcp, pump, &state, &tx_sent, &peer);
+        tx(tx_tcp, pump, &state, &tx_sent, &peer, peer_expires);
         tx_sent.lock().2 = true;
         tx_sent.moved.notify_all();
     };
@@ -516,10 +522,25 @@ fn drain_plaintext(tls: &mut Connection, plain: &mut Vec<u8>, closed: &mut bool)
 
 /// Plaintext from the daemon -> rustls -> socket; also sends what the rx side made rustls
 /// queue (invariant 1).
-fn tx(mut tcp: TcpStream, mut pump: UnixStream, state: &Mutex<Connection>, sent: &Sent, peer: &str) {
+fn tx(
+    mut tcp: TcpStream,
+    mut pump: UnixStream,
+    state: &Mutex<Connection>,
+    sent: &Sent,
+    peer: &str,
+    peer_expires: Option<u64>,
+) {
     let mut buf = vec![0u8; CHUNK];
     let mut out = Vec::new();
     loop {
+        if let Some(at) = peer_expires.filter(|&at| crate::status::unix_ms_now() >= at) {
+            crate::log::warn(&format!(
+                "TLS link with {peer}: the peer's certificate expired at {}: closing the link; \
+                 the peer must renew its --tls-cert (a node reloads replaced files) to connect again",
+                crate::log::timestamp(std::time::UNIX_EPOCH + Duration::from_millis(at))
+            ));
+            break;
+        }
         out.clear();
         let n = match pump.read(&mut buf) {
             Ok(0) => {

@@ -369,3 +369,47 @@ fn an_expiring_certificate_is_warned_about_and_exported() {
     let days: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!((3.0..4.0).contains(&days), "{line}");
 }
+
+/// An open link whose peer's certificate expires is closed, with the reason (before, it ran
+/// on until the next reconnect failed). The standby's certificate is valid for a few seconds:
+/// the link is up before it expires, and the primary closes it after.
+#[test]
+fn a_link_whose_peer_certificate_expires_is_closed() {
+    let (t, _store) = setup("expired-link");
+    let our_ca = ca("short-lived CA");
+    let ca_file = t.dir.0.join("short-ca.crt");
+    std::fs::write(&ca_file, our_ca.pem()).unwrap();
+    let flags = |name: &str, not_after: time::OffsetDateTime| {
+        let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        p.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        p.not_after = not_after;
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &our_ca).unwrap();
+        let (cert_file, key_file) =
+            (t.dir.0.join(format!("{name}.crt")), t.dir.0.join(format!("{name}.key")));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = |p: &Path| p.to_str().unwrap().to_string();
+        vec![
+            "--tls-cert".into(),
+            s(&cert_file),
+            "--tls-key".into(),
+            s(&key_file),
+            "--tls-ca".into(),
+            s(&ca_file),
+        ]
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let primary = t.primary(&flags("long", now + time::Duration::days(30)));
+    let standby = t.standby(&flags("short", now + time::Duration::seconds(8)), &t.key, &[]);
+    wait_log(&primary, "the standby to connect before its certificate expires", "authenticated");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !primary.log().contains("the peer's certificate expired at") {
+        assert!(std::time::Instant::now() < deadline, "the link was not closed:\n{}", primary.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(primary.log().contains("closing the link"), "{}", primary.log());
+    drop(standby);
+}
