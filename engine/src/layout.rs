@@ -436,6 +436,50 @@ impl HeaderIds {
     }
 }
 
+impl Options {
+    /// An empty [`HeapDemand`] for a segment with these options (its page size follows from
+    /// `max_key` and `max_value`), or why the options are invalid.
+    pub fn heap_demand(&self) -> Result<HeapDemand> {
+        let g = Geometry::from_options(self)?;
+        Ok(HeapDemand { page_size: g.page_size, blocks: vec![0; g.n_classes] })
+    }
+}
+
+/// The heap a set of records takes, counted by the allocator's own rules (heap.rs): a record
+/// takes one block of its size class, and a page holds blocks of one class only while any is
+/// in use (an empty page returns to the common pool: heap.rs "Page reuse"). `restore` counts a
+/// dump's records with it before writing anything, so the capacity it suggests is one that
+/// holds them.
+#[derive(Debug, Clone)]
+pub struct HeapDemand {
+    page_size: u64,
+    /// Blocks needed, per size class.
+    blocks: Vec<u64>,
+}
+
+impl HeapDemand {
+    /// Counts one record. Lengths beyond the options' `max_key` / `max_value` are counted in
+    /// the largest class (such a record is refused by the store anyway).
+    pub fn add(&mut self, key_len: usize, value_len: usize) {
+        let class = class_of(record_bytes(key_len, value_len) as u64).min(self.blocks.len() - 1);
+        self.blocks[class] += 1;
+    }
+
+    /// Bytes of the blocks the records take: what they add to `Stats::bytes_used`, and a lower
+    /// bound of the free heap a segment needs for them (free blocks of other classes do not
+    /// serve).
+    pub fn block_bytes(&self) -> u64 {
+        self.blocks.iter().enumerate().map(|(c, &n)| n * class_size(c)).sum()
+    }
+
+    /// The heap capacity that holds the records in an empty segment with these options:
+    /// whole pages of each class.
+    pub fn capacity_bytes(&self) -> u64 {
+        let per_page = |c: usize| self.page_size / class_size(c);
+        self.blocks.iter().enumerate().map(|(c, &n)| n.div_ceil(per_page(c)) * self.page_size).sum()
+    }
+}
+
 /// Region offsets derived from the options: the single place that computes them, used by the
 /// creator to build the segment and by attachers to check it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -639,6 +683,28 @@ fn header_checksum_with(word: impl Fn(usize) -> u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heap_demand_counts_whole_pages_per_class() {
+        let o = Options { capacity_bytes: 1 << 20, max_value: 8 << 10, ..Options::default() };
+        let mut d = o.heap_demand().unwrap();
+        assert_eq!((d.block_bytes(), d.capacity_bytes()), (0, 0));
+        for len in [100, 1000, 5000] {
+            d.add(2, len);
+        }
+        let blocks: u64 =
+            [100, 1000, 5000].map(|v| class_size(class_of(record_bytes(2, v) as u64))).iter().sum();
+        assert_eq!(d.block_bytes(), blocks);
+        assert_eq!(d.capacity_bytes(), 3 * MIN_PAGE_SIZE, "three classes, a page each");
+        // A page of the 100-byte class fills up, then the next record of it takes a page more.
+        let per_page = MIN_PAGE_SIZE / class_size(class_of(record_bytes(2, 100) as u64));
+        for _ in 1..per_page {
+            d.add(2, 100);
+        }
+        assert_eq!(d.capacity_bytes(), 3 * MIN_PAGE_SIZE);
+        d.add(2, 100);
+        assert_eq!(d.capacity_bytes(), 4 * MIN_PAGE_SIZE);
+    }
 
     #[test]
     fn classes_round_trip_and_bound_waste() {

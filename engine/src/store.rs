@@ -604,6 +604,12 @@ impl Store {
         self.mutate(key, Op::Set { value, expiry, cond: Cond::Version(expected) }).map(|o| o.version)
     }
 
+    /// Removes `key` only if its current version is `expected` (an undo that must not remove
+    /// a write made since): `VersionMismatch` if it is another, `NotFound` if the key is absent.
+    pub fn delete_if_version(&self, key: &[u8], expected: u64) -> Result<()> {
+        self.mutate(key, Op::DeleteVersion(expected)).map(drop)
+    }
+
     /// Removes `key`. Returns whether a live entry was removed.
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
         match self.mutate(key, Op::Delete) {
@@ -1335,6 +1341,8 @@ pub(crate) enum Op<'a> {
         cond: Cond,
     },
     Delete,
+    /// Delete only the record of this version.
+    DeleteVersion(u64),
     Lock {
         takeover_after: Duration,
     },
@@ -1421,6 +1429,13 @@ fn plan<'a>(op: &Op<'a>, live: Option<&Member>, now: u64, pid: u32) -> Result<Pl
         }
         // An expired entry is removed too (recorded as an expiry), and reported as absent.
         Op::Delete => Ok(Plan::Remove),
+        Op::DeleteVersion(v) => match live {
+            None => Err(Error::NotFound),
+            Some(m) if m.view.version != v => {
+                Err(Error::VersionMismatch { expected: v, found: m.view.version })
+            }
+            Some(_) => Ok(Plan::Remove),
+        },
         Op::Lock { takeover_after } => {
             let m = live.ok_or(Error::NotFound)?;
             let l = m.view.lock;

@@ -58,6 +58,24 @@ fn add_and_cas() {
     assert!(matches!(st.compare_and_set(b"nope", v2, b"4", Expiry::Never), Err(Error::NotFound)));
 }
 
+/// `delete_if_version` removes only the version it names (a restore's undo must not remove a
+/// write made since), and reports what it found otherwise.
+#[test]
+fn delete_if_version_removes_only_that_version() {
+    let s = Seg::new("delver");
+    let st = Store::create(&s.name, &small()).unwrap();
+    let v = st.add(b"k", b"1", Expiry::Never).unwrap();
+    let v2 = st.set(b"k", b"2", Expiry::Never).unwrap();
+    assert!(matches!(
+        st.delete_if_version(b"k", v),
+        Err(Error::VersionMismatch { expected, found }) if expected == v && found == v2
+    ));
+    assert_eq!(st.get(b"k").unwrap().unwrap().value, b"2");
+    st.delete_if_version(b"k", v2).unwrap();
+    assert!(st.get(b"k").unwrap().is_none());
+    assert!(matches!(st.delete_if_version(b"k", v2), Err(Error::NotFound)));
+}
+
 #[test]
 fn ttl_expiry_touch_and_sliding() {
     let s = Seg::new("ttl");

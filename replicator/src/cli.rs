@@ -40,7 +40,7 @@ pub enum Command {
     Set(SetArgs),
     /// Delete a key (exit 1 if absent)
     Del(DelArgs),
-    /// List the keys, sorted, one per line
+    /// List the keys, one per line, in the table's order (streamed: pipe into `sort` to sort)
     Keys(KeysArgs),
     /// Write every entry, with its TTL, to a snapshot file
     Dump(DumpArgs),
@@ -197,7 +197,7 @@ pub struct KeysArgs {
     /// Only keys that start with these bytes
     #[arg(long, value_name = "P")]
     pub prefix: Option<OsString>,
-    /// Print at most N keys (the first N in byte order)
+    /// Print at most N keys (the first N found; the scan stops there)
     #[arg(long, value_name = "N", value_parser = parse_count)]
     pub limit: Option<u64>,
     /// PREFIX is in the escaped form `keys` prints
@@ -208,7 +208,7 @@ pub struct KeysArgs {
 #[derive(Debug, Args)]
 pub struct DumpArgs {
     pub name: String,
-    /// The snapshot file to write (replaced atomically; mode 0600)
+    /// The snapshot file to write (replaced atomically; mode 0600), or `-` for standard output
     pub file: PathBuf,
     /// No progress bar, no summary
     #[arg(short, long)]
@@ -218,7 +218,7 @@ pub struct DumpArgs {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     pub name: String,
-    /// A snapshot file written by `gardenstate dump`
+    /// A snapshot file written by `gardenstate dump`, or `-` for standard input
     pub file: PathBuf,
     /// Create the segment; shape options not given are taken from the dumped segment
     #[arg(long)]
@@ -296,6 +296,9 @@ pub struct TlsArgs {
     /// The CA certificate (PEM) that every peer's certificate must chain to
     #[arg(long, value_name = "PATH")]
     pub tls_ca: Option<PathBuf>,
+    /// Warn (log, and the metric) when this node's certificate expires within N days [default: 14]
+    #[arg(long, value_name = "N")]
+    pub tls_warn_days: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -20,6 +20,7 @@
 //! tls_cert = "/etc/gardenstate/node.crt"   # TLS on the TCP link: all three, or none
 //! tls_key = "/etc/gardenstate/node.key"    # mode 0600 or stricter, like key_file
 //! tls_ca = "/etc/gardenstate/ca.crt"       # peers' certificates must chain to it
+//! tls_warn_days = 14              # warn this long before our certificate expires
 //! ```
 //!
 //! TLS (`transport`): with `tls_cert`, `tls_key` and `tls_ca` (PEM files) the TCP link
@@ -56,6 +57,7 @@ pub const DEFAULT_FAILOVER_AFTER: Duration = Duration::from_secs(5);
 pub const DEFAULT_FENCE_AFTER: Duration = Duration::from_secs(3);
 pub const DEFAULT_REJOIN_AFTER: Duration = Duration::from_secs(10);
 pub const DEFAULT_BACKLOG: u64 = 64 << 20;
+pub const DEFAULT_TLS_WARN_DAYS: u32 = 14;
 
 /// Which daemon is being configured (what it requires).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +87,7 @@ struct File {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
+    tls_warn_days: Option<u32>,
 }
 
 /// A daemon's resolved settings.
@@ -107,6 +110,8 @@ pub struct Config {
     pub log_json: bool,
     /// TLS on the TCP link, or None for plaintext.
     pub tls: Option<Tls>,
+    /// Warn when our certificate expires within this many days.
+    pub tls_warn_days: u32,
 }
 
 /// Role-specific settings given as flags (the rest is in `DaemonArgs`).
@@ -196,6 +201,7 @@ pub fn resolve(kind: DaemonKind, role: RoleFlags, d: DaemonArgs) -> Result<Confi
             }
         },
         tls,
+        tls_warn_days: t.tls_warn_days.or(file.tls_warn_days).unwrap_or(DEFAULT_TLS_WARN_DAYS),
     };
     match kind {
         DaemonKind::Primary | DaemonKind::Witness if c.listen.is_none() => return Err(missing("listen")),
@@ -316,6 +322,7 @@ mod tests {
             tls_cert: Some("/nonexistent/c".into()),
             tls_key: Some(tls_key),
             tls_ca: Some("/nonexistent/ca".into()),
+            tls_warn_days: None,
         };
         let args = DaemonArgs { config: Some(p), tls, ..Default::default() };
         let err = resolve(DaemonKind::Primary, RoleFlags::default(), args).unwrap_err();

@@ -4,17 +4,25 @@
 //! changed during the dump is saved before or after the change) into a hidden temporary file
 //! beside the target, mode 0600 (sessions are credentials), then fsyncs it and renames it
 //! over the target: an interrupted or failed dump leaves no partial file under the name.
+//! `dump NAME -` writes to standard output instead (the summary goes to stderr).
 //!
 //! `restore` changes nothing until the whole file has been validated:
 //! 1. it reads the header, and attaches to the segment (or works out the options of the one
 //!    `--create` will make, defaulting to the dumped segment's shape);
 //! 2. a first pass reads every entry and the trailer (lengths, count, checksum) and checks
-//!    that every entry fits the segment (key and value limits, entry count, heap bytes);
+//!    that every entry fits the segment (key and value limits, entry count, and the heap
+//!    the entries take, counted by the engine's allocator rules with `HeapDemand`: exact for
+//!    a segment to create, a lower bound against an existing segment's free heap);
 //! 3. only then does it create the segment (with `--create`) and apply the entries in a
 //!    second pass over the same open file, with `Store::add`, so a key that a worker writes
 //!    meanwhile keeps the worker's value. If applying fails (the heap turns out too
 //!    fragmented for the size mix, or the file changed between the passes), what this
-//!    restore added is removed again (or the segment it created is destroyed).
+//!    restore added is removed again, each entry only if it still holds the version the
+//!    restore wrote (`Store::delete_if_version`: a worker's write since is kept), or the
+//!    segment it created is destroyed.
+//!
+//! `restore NAME -` reads standard input: it is first copied into an unlinked temporary
+//! file, since the two passes read the dump twice.
 //!
 //! TTLs are relative to the dump's wall-clock time: an entry with `ttl_ms` left at the dump
 //! gets what is left of it now, and one whose time ran out since is skipped and counted.
@@ -28,11 +36,11 @@ use crate::escape::escape;
 use crate::exit::{CmdResult, Failure};
 use crate::progress::{Progress, Unit};
 use crate::segment_cmds::{shape_given, shape_options};
-use crate::snapshot::{Header, Reader, Record, SnapshotError, Writer};
+use crate::snapshot::{Header, Reader, Record, SnapshotError, TRAILER_LEN, Writer};
 use crate::units::{format_bytes, format_count};
-use gardenstate::{Error, Expiry, Store, WriteMode};
+use gardenstate::{Error, Expiry, HeapDemand, Options, Store, WriteMode};
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Seek, SeekFrom};
+use std::io::{BufReader, BufWriter, IsTerminal, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -120,7 +128,18 @@ impl Drop for TempFile {
     }
 }
 
+/// Whether a FILE argument names standard input or output.
+fn is_std_stream(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
 pub fn dump(a: DumpArgs) -> CmdResult {
+    let to_stdout = is_std_stream(&a.file);
+    if to_stdout && std::io::stdout().is_terminal() {
+        return Err(Failure::error(
+            "standard output is a terminal: pipe `dump NAME -` into a file or a command (gzip, ssh)",
+        ));
+    }
     let store = attach(&a.name)?;
     let info = store.info();
     let shape = info.options();
@@ -136,10 +155,57 @@ pub fn dump(a: DumpArgs) -> CmdResult {
         evict: shape.evict,
     };
     let started = Instant::now();
-    let tmp = TempFile::create(&a.file)?;
-    let out = BufWriter::with_capacity(1 << 20, tmp.file());
-    let mut w = Writer::new(out, &header).map_err(file_error(&a.file))?;
-    let mut progress = Progress::new("dumping", Unit::Entries, store.stats().live_entries, a.quiet);
+    let (count, bytes, locked) = if to_stdout {
+        let out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        // A dump cut short is useless, so a closed pipe is an error here (unlike `keys`).
+        write_dump(&store, &header, out, a.quiet, |e| {
+            Failure::error(format!("writing the dump to standard output: {e}"))
+        })?
+    } else {
+        let tmp = TempFile::create(&a.file)?;
+        let out = BufWriter::with_capacity(1 << 20, tmp.file());
+        let done = write_dump(&store, &header, out, a.quiet, file_error(&tmp.path))?;
+        tmp.persist()?;
+        done
+    };
+    if !a.quiet {
+        let summary = format!(
+            "dumped {} entries ({}) from {} to {} in {:.1}s",
+            format_count(count),
+            format_bytes(bytes),
+            a.name,
+            if to_stdout { "standard output".into() } else { a.file.display().to_string() },
+            started.elapsed().as_secs_f64()
+        );
+        let locks = (locked > 0).then(|| {
+            format!(
+                "{} entries were locked: their values are in the dump, their session locks are not",
+                format_count(locked)
+            )
+        });
+        // With `-`, standard output is the dump: the summary goes to stderr.
+        for line in std::iter::once(summary).chain(locks) {
+            if to_stdout {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes every live entry of `store` to `out` as a snapshot, flushed. Returns the entries
+/// and bytes written, and how many entries were locked.
+fn write_dump<W: Write>(
+    store: &Store,
+    header: &Header,
+    out: W,
+    quiet: bool,
+    fail: impl Fn(SnapshotError) -> Failure,
+) -> Result<(u64, u64, u64), Failure> {
+    let mut w = Writer::new(out, header).map_err(&fail)?;
+    let mut progress = Progress::new("dumping", Unit::Entries, store.stats().live_entries, quiet);
     let mut failed: Option<SnapshotError> = None;
     let mut locked = 0u64;
     store.scan_while(|e| {
@@ -160,30 +226,11 @@ pub fn dump(a: DumpArgs) -> CmdResult {
     })?;
     progress.finish();
     if let Some(e) = failed {
-        return Err(file_error(&tmp.path)(e));
+        return Err(fail(e));
     }
-    let count = w.count();
-    let out = w.finish().map_err(file_error(&tmp.path))?;
-    let bytes = out.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
-    drop(out);
-    tmp.persist()?;
-    if !a.quiet {
-        println!(
-            "dumped {} entries ({}) from {} to {} in {:.1}s",
-            format_count(count),
-            format_bytes(bytes),
-            a.name,
-            a.file.display(),
-            started.elapsed().as_secs_f64()
-        );
-        if locked > 0 {
-            println!(
-                "{} entries were locked: their values are in the dump, their session locks are not",
-                format_count(locked)
-            );
-        }
-    }
-    Ok(())
+    let (count, bytes) = (w.count(), w.bytes() + TRAILER_LEN as u64);
+    w.finish().map_err(&fail)?;
+    Ok((count, bytes, locked))
 }
 
 // ---- restore -----------------------------------------------------------------------------------
@@ -193,17 +240,19 @@ struct Limits {
     max_key: u64,
     max_value: u64,
     max_entries: u64,
+    /// Free heap: the whole capacity of a segment to create.
     heap_free: u64,
+    /// The segment's options, for the heap the entries take in it.
+    options: Options,
 }
 
 /// What the validation pass learned.
-#[derive(Default)]
 struct Survey {
     entries: u64,
     /// Entries whose TTL ran out since the dump (skipped).
     expired: u64,
-    /// Key and value bytes of the entries to apply: a lower bound of the heap they need.
-    payload_bytes: u64,
+    /// The heap the entries to apply take in the target (by the engine's allocator rules).
+    demand: HeapDemand,
     /// The first entry that does not fit, and why.
     misfit: Option<String>,
     longest_key: u64,
@@ -228,7 +277,14 @@ fn survey(file: &File, path: &Path, limits: &Limits, quiet: bool) -> Result<Surv
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut progress = Progress::new("checking", Unit::Bytes, total, quiet);
     let elapsed = elapsed_since(r.header());
-    let mut s = Survey::default();
+    let mut s = Survey {
+        entries: 0,
+        expired: 0,
+        demand: limits.options.heap_demand()?,
+        misfit: None,
+        longest_key: 0,
+        longest_value: 0,
+    };
     while let Some(e) = r.next_entry().map_err(file_error(path))? {
         s.entries += 1;
         progress.set(r.offset());
@@ -239,7 +295,7 @@ fn survey(file: &File, path: &Path, limits: &Limits, quiet: bool) -> Result<Surv
         let (k, v) = (e.key.len() as u64, e.value.len() as u64);
         s.longest_key = s.longest_key.max(k);
         s.longest_value = s.longest_value.max(v);
-        s.payload_bytes += k + v;
+        s.demand.add(e.key.len(), e.value.len());
         if s.misfit.is_none() {
             let why = if k > limits.max_key {
                 Some(format!("its key of {k} bytes exceeds the segment's max_key of {}", limits.max_key))
@@ -285,12 +341,17 @@ fn check_fit(s: &Survey, l: &Limits, creating: bool) -> Result<(), Failure> {
             remedy("max-entries", live.to_string())
         )));
     }
-    if s.payload_bytes > l.heap_free {
+    // Creating: the segment holds the entries if its heap has the pages each size class needs
+    // (exact). Into an existing segment: the blocks must fit in its free heap (a lower bound:
+    // free blocks of one class do not serve another, and workers write meanwhile).
+    let need = if creating { s.demand.capacity_bytes() } else { s.demand.block_bytes() };
+    if need > l.heap_free {
         return Err(Failure::error(format!(
-            "the dump holds {} of keys and values, the segment has {} of free heap; {}; nothing was changed",
-            format_bytes(s.payload_bytes),
+            "the dump's entries need {} of heap, the segment has {}{}; {}; nothing was changed",
+            format_bytes(need),
             format_bytes(l.heap_free),
-            remedy("capacity", format!("{}KiB", (s.payload_bytes * 2).div_ceil(1024)))
+            if creating { "" } else { " free" },
+            remedy("capacity", format!("{}KiB", s.demand.capacity_bytes().div_ceil(1024)))
         )));
     }
     Ok(())
@@ -305,7 +366,8 @@ struct Applied {
     sliding: u64,
 }
 
-/// Pass 2: adds every live entry. On failure returns the keys added so far (for rollback).
+/// Pass 2: adds every live entry. On failure `added` holds the keys added so far, each with
+/// the version this restore wrote (for the undo).
 fn apply(
     store: &Store,
     file: &File,
@@ -313,7 +375,7 @@ fn apply(
     header: &Header,
     total: u64,
     quiet: bool,
-    added: &mut Vec<Vec<u8>>,
+    added: &mut Vec<(Vec<u8>, u64)>,
 ) -> Result<Applied, Failure> {
     let mut r = reader_at_start(file, path)?;
     if r.header() != header {
@@ -346,10 +408,10 @@ fn apply(
             Expiry::Never
         };
         match store.add(&e.key, &e.value, expiry) {
-            Ok(_) => {
+            Ok(version) => {
                 done.restored += 1;
                 done.sliding += u64::from(e.sliding_ms != 0);
-                added.push(e.key);
+                added.push((e.key, version));
             }
             Err(Error::Exists) => done.kept += 1,
             Err(err) => {
@@ -365,14 +427,79 @@ fn apply(
     Ok(done)
 }
 
+/// Copies standard input into an unlinked temporary file (mode 0600, in the temporary
+/// directory) and returns it: restore reads a dump twice (validate everything, then apply), and
+/// a pipe can be read only once. Memory stays constant; the disk holds one copy of the dump
+/// until the restore ends.
+fn spool_stdin() -> Result<File, Failure> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Err(Failure::error(
+            "standard input is a terminal: pipe a dump into `restore NAME -` (e.g. from gunzip or ssh)",
+        ));
+    }
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!(".gardenstate-restore.{}.tmp", std::process::id()));
+    let io = |what: &str, e: std::io::Error| {
+        Failure::error(format!(
+            "{what} {}: {e} (set TMPDIR to a directory with room for the dump)",
+            path.display()
+        ))
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| io("cannot create", e))?;
+    std::fs::remove_file(&path).map_err(|e| io("cannot unlink", e))?;
+    std::io::copy(&mut stdin.lock(), &mut file).map_err(|e| io("copying standard input to", e))?;
+    Ok(file)
+}
+
+/// Removes what a failed merge added, but only entries that still hold the version this
+/// restore wrote (`Store::delete_if_version`): a key a worker wrote, deleted or rewrote since
+/// keeps the worker's write. Returns the sentence that says what was undone.
+fn undo_added(store: &Store, added: &[(Vec<u8>, u64)]) -> String {
+    let (mut removed, mut kept, mut failed) = (0u64, 0u64, 0u64);
+    for (key, version) in added {
+        match store.delete_if_version(key, *version) {
+            Ok(()) => removed += 1,
+            Err(Error::VersionMismatch { .. } | Error::NotFound) => kept += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    let mut undo = format!(
+        "{} of the {} entries it had added were removed again",
+        format_count(removed),
+        format_count(added.len() as u64)
+    );
+    if kept > 0 {
+        undo.push_str(&format!(
+            "; {} were written or deleted by others meanwhile and were left as they are",
+            format_count(kept)
+        ));
+    }
+    if failed > 0 {
+        undo.push_str(&format!("; {} could not be removed", format_count(failed)));
+    }
+    undo
+}
+
 pub fn restore(a: RestoreArgs) -> CmdResult {
     if !a.create && shape_given(&a.shape) {
         return Err(Failure::error("the segment options (--capacity, --max-entries, ...) go with --create"));
     }
     let started = Instant::now();
-    let path = a.file.as_path();
-    let file =
-        File::open(path).map_err(|e| Failure::error(format!("cannot open {}: {e}", path.display())))?;
+    let (file, path) = if is_std_stream(&a.file) {
+        (spool_stdin()?, Path::new("standard input"))
+    } else {
+        let path = a.file.as_path();
+        let file =
+            File::open(path).map_err(|e| Failure::error(format!("cannot open {}: {e}", path.display())))?;
+        (file, path)
+    };
     let header = reader_at_start(&file, path)?.header().clone();
 
     // The target: the options of the segment to create, or the attached segment.
@@ -395,6 +522,7 @@ pub fn restore(a: RestoreArgs) -> CmdResult {
             max_value: opts.max_value,
             max_entries: opts.max_entries,
             heap_free: opts.capacity_bytes,
+            options: opts.clone(),
         };
         (None, Some(opts), limits)
     } else {
@@ -416,6 +544,7 @@ pub fn restore(a: RestoreArgs) -> CmdResult {
             max_value: info.max_value,
             max_entries: info.max_entries,
             heap_free: store.stats().bytes_free,
+            options: info.options(),
         };
         (Some(store), None, limits)
     };
@@ -442,24 +571,7 @@ pub fn restore(a: RestoreArgs) -> CmdResult {
                     }
                 }
             } else {
-                let mut left = 0u64;
-                for key in &added {
-                    if store.delete(key).is_err() {
-                        left += 1;
-                    }
-                }
-                if left == 0 {
-                    format!(
-                        "the {} entries it had added were removed again",
-                        format_count(added.len() as u64)
-                    )
-                } else {
-                    format!(
-                        "{} of the {} entries it had added could not be removed",
-                        format_count(left),
-                        format_count(added.len() as u64)
-                    )
-                }
+                undo_added(&store, &added)
             };
             return Err(Failure::error(format!("{}; {undo}", f.message)));
         }

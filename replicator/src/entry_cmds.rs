@@ -1,8 +1,9 @@
 //! Commands on entries: `get`, `set`, `del`, `keys`.
 //!
 //! `get` is a read like a worker's: on a sliding entry it pushes the deadline out, and it
-//! counts as a hit or a miss in the segment's stats. `keys` reads with `Store::scan`, which
-//! neither slides nor counts.
+//! counts as a hit or a miss in the segment's stats. `keys` reads with `Store::scan_while`,
+//! which neither slides nor counts, and prints each key as it is found, in the table's order
+//! (not sorted: sorting would hold every key in memory; pipe into `sort` for that).
 
 use crate::attach::attach;
 use crate::cli::{DelArgs, GetArgs, KeysArgs, SetArgs};
@@ -90,17 +91,26 @@ pub fn keys(a: KeysArgs) -> CmdResult {
     let prefix =
         a.prefix.as_deref().map(|p| arg_bytes("PREFIX", p, a.escaped)).transpose()?.unwrap_or_default();
     let store = attach(&a.name)?;
-    let mut keys = Vec::new();
-    store.scan(|e| {
-        if e.key.starts_with(&prefix) {
-            keys.push(e.key);
-        }
-    })?;
-    keys.sort_unstable();
-    let limit = a.limit.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let mut left = a.limit.unwrap_or(u64::MAX);
     let mut out = BufWriter::new(std::io::stdout().lock());
-    for k in keys.iter().take(limit) {
-        writeln!(out, "{}", escape(k)).map_err(Failure::output)?;
+    let mut failed = None;
+    // Each key is printed as the scan finds it, and the scan stops at the limit (or a closed
+    // pipe): memory stays constant however many keys the segment holds.
+    if left > 0 {
+        store.scan_while(|e| {
+            if !e.key.starts_with(&prefix) {
+                return true;
+            }
+            if let Err(err) = writeln!(out, "{}", escape(&e.key)) {
+                failed = Some(err);
+                return false;
+            }
+            left -= 1;
+            left > 0
+        })?;
+    }
+    if let Some(err) = failed {
+        return Err(Failure::output(err));
     }
     out.flush().map_err(Failure::output)
 }

@@ -287,6 +287,13 @@ pub fn render(r: &StatusReport, store: Option<&Store>) -> String {
         if r.connected { 1.0 } else { 0.0 },
     );
     x.counter("gardenstate_replication_connections_total", "Peer connections established.", r.connections);
+    if let Some(expires) = r.tls_cert_expires_unix_ms {
+        x.gauge(
+            "gardenstate_tls_certificate_expiry_days",
+            "Days until this node's TLS certificate expires (negative once it has).",
+            (expires as f64 - now_ms as f64) / 86_400_000.0,
+        );
+    }
     if let Some(lag) = r.lag_entries {
         x.gauge(
             "gardenstate_replication_lag_entries",

@@ -37,6 +37,13 @@
 //!
 //! Without a witness there is no automatic promotion and no fencing (F3 still applies): the
 //! operator promotes by hand, or runs a planned switchover.
+//!
+//! Reloading ([`watch_reloads`]): SIGHUP no longer kills a daemon (its default action). A
+//! `reload` thread looks every [`RELOAD_POLL`] for a SIGHUP or a changed modification time of
+//! the TLS files, re-reads the certificate, key and CA with every start-up check, and logs
+//! what it reloaded or why it kept the previous ones. The next handshakes use the new files;
+//! open links keep the certificates they were made with. Every other setting takes effect at
+//! a restart, and the log line says so.
 
 use crate::attach::attach;
 use crate::config::{Config, DaemonKind};
@@ -44,10 +51,61 @@ use crate::exit::{CmdResult, Failure};
 use crate::heartbeat::{Announce, Beacon, FRESH, NodeRole};
 use crate::log;
 use crate::status::{self, Status};
+use crate::transport::Tls;
 use crate::{metrics, primary, standby};
 use gardenstate::{Store, WriteMode};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often the reload thread looks for a SIGHUP and for changed TLS files.
+pub const RELOAD_POLL: Duration = Duration::from_secs(1);
+/// What a reload does not change, for its log line.
+const NOT_RELOADED: &str = "other settings (segment, listen, connect, peers, key_file, witness, timings, \
+     metrics, backlog, log_format) take effect at a restart";
+
+/// Makes SIGHUP reload instead of kill, and watches the TLS files (module doc, Reloading).
+/// With TLS it also publishes when our certificate expires to `status` (the metric), and
+/// warns once a day (and after each reload) while that is less than `warn_days` away.
+pub fn watch_reloads(tls: Option<Tls>, status: Option<Arc<Status>>, warn_days: u32) -> Result<(), Failure> {
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()).map_err(Failure::error)?;
+    let stamps = |t: &Tls| -> Vec<Option<SystemTime>> {
+        t.files().iter().map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).collect()
+    };
+    let mut seen = tls.as_ref().map(stamps);
+    let mut warned: Option<Instant> = None;
+    let watch = move || {
+        loop {
+            if let Some(t) = &tls {
+                expiry_check(t, status.as_deref(), warn_days, &mut warned);
+            }
+            std::thread::sleep(RELOAD_POLL);
+            let hupped = hup.swap(false, Ordering::Relaxed);
+            let now = tls.as_ref().map(stamps);
+            if !hupped && now == seen {
+                continue;
+            }
+            seen = now;
+            warned = None;
+            let cause = if hupped { "SIGHUP" } else { "the TLS files changed" };
+            match &tls {
+                None => log::info(&format!("{cause}: nothing to reload (no TLS); {NOT_RELOADED}")),
+                Some(t) => match t.reload() {
+                    Ok(()) => log::info(&format!(
+                        "{cause}: reloaded the TLS {t:?}, its key and the CA: the next connections use \
+                         them, open links keep theirs; {NOT_RELOADED}"
+                    )),
+                    Err(e) => log::warn(&format!(
+                        "{cause}: TLS reload failed, still using the previous certificates: {e}"
+                    )),
+                },
+            }
+        }
+    };
+    std::thread::Builder::new().name("reload".into()).spawn(watch).map_err(Failure::error)?;
+    Ok(())
+}
 
 /// What a role returns: the role to take next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,9 +135,39 @@ impl Node {
     }
 }
 
+/// Publishes when `t`'s certificate expires, and warns if that is within `warn_days` (at
+/// most once a day, `warned` being the last warning).
+fn expiry_check(t: &Tls, status: Option<&Status>, warn_days: u32, warned: &mut Option<Instant>) {
+    const DAY_MS: f64 = 86_400_000.0;
+    let expires = t.expires_unix_ms();
+    if let Some(s) = status {
+        s.set_cert_expiry(Some(expires));
+    }
+    let days = (expires as f64 - status::unix_ms_now() as f64) / DAY_MS;
+    if days > warn_days as f64 || warned.is_some_and(|at| at.elapsed() < Duration::from_secs(86_400)) {
+        return;
+    }
+    *warned = Some(Instant::now());
+    let at = log::timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(expires));
+    log::warn(&if days <= 0.0 {
+        format!(
+            "the TLS {t:?} expired at {at}: peers refuse it; renew it and replace the files (they are \
+             reloaded when they change, or on SIGHUP)"
+        )
+    } else {
+        format!(
+            "the TLS {t:?} expires in {days:.1} days (at {at}; warning at {warn_days} days, \
+             --tls-warn-days): renew it and replace the files (they are reloaded when they change, \
+             or on SIGHUP)"
+        )
+    });
+}
+
 /// Runs a data node from its first role until it exits.
 pub fn run(kind: DaemonKind, cfg: Config) -> CmdResult {
     log::set_json(cfg.log_json);
+    let status = Status::new(&cfg.segment);
+    watch_reloads(cfg.tls.clone(), Some(status.clone()), cfg.tls_warn_days)?;
     let listen = cfg.listen.clone().unwrap_or_else(|| "0.0.0.0:0".into());
     let mut targets: Vec<String> = cfg.witness.iter().cloned().collect();
     targets.extend(cfg.connect.iter().cloned());
@@ -108,8 +196,8 @@ pub fn run(kind: DaemonKind, cfg: Config) -> CmdResult {
         }
         None => "replication link: plaintext TCP (no tls_cert/tls_key/tls_ca)".into(),
     });
-    let status = Status::new(&cfg.segment);
     status.set_role(initial.name());
+    watch_reloads(cfg.tls.clone(), Some(status.clone()), cfg.tls_warn_days)?;
     let _status_file = status::publish_forever(status.clone()).map_err(Failure::error)?;
     if let Some(addr) = &cfg.metrics {
         let store = attach(&cfg.segment).ok().map(Arc::new);

@@ -115,6 +115,7 @@ struct StatusData {
     heartbeats: BTreeMap<String, u64>,
     last_event: Option<Event>,
     rates: VecDeque<(Instant, Counters)>,
+    tls_cert_expires_unix_ms: Option<u64>,
 }
 
 /// A replication daemon's live status (see the module comment). `Send + Sync`: share it in
@@ -193,6 +194,8 @@ pub struct StatusReport {
     /// Peer role ("primary", "standby", "witness") → when its last valid heartbeat arrived.
     pub last_heartbeat_unix_ms: BTreeMap<String, u64>,
     pub last_event: Option<Event>,
+    /// When this node's TLS certificate expires; null without TLS.
+    pub tls_cert_expires_unix_ms: Option<u64>,
 }
 
 impl Status {
@@ -210,6 +213,11 @@ impl Status {
             resyncs: AtomicU64::new(0),
             data: Mutex::new(StatusData { role: "unknown".into(), ..StatusData::default() }),
         })
+    }
+
+    /// When the certificate in use expires (Unix ms).
+    pub fn set_cert_expiry(&self, unix_ms: Option<u64>) {
+        self.data().tls_cert_expires_unix_ms = unix_ms;
     }
 
     /// The segment this status is about.
@@ -397,6 +405,7 @@ impl Status {
             rates,
             last_heartbeat_unix_ms: d.heartbeats.clone(),
             last_event: d.last_event.clone(),
+            tls_cert_expires_unix_ms: d.tls_cert_expires_unix_ms,
         }
     }
 }

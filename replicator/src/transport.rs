@@ -41,6 +41,8 @@
 //!      the tx thread's write, and its next poll reads EOF on the shut `pump`);
 //!    - a TCP write fails or times out ([`Conn`]'s timeout also bounds the pump's TCP
 //!      writes): the tx thread shuts both sockets down, and the rx thread ends as above.
+//!    - the peer's certificate expires (rustls checks validity only at the handshake): the tx
+//!      thread, which wakes at least every [`TX_POLL`], logs it and ends as on a failed write.
 //!    - `Conn::shutdown(Both)` (the daemons' way to stop the other thread) shuts down `app`
 //!      and the TCP socket at once, as on plain TCP; a shut-down raw `TcpStream` clone (the
 //!      daemons keep one to end a role) propagates the same way through the pump.
@@ -74,12 +76,22 @@ const CHUNK: usize = 16 << 10;
 const TLS_HANDSHAKE: u8 = 0x16;
 
 /// A node's TLS identity and trust: its certificate chain and key, and the CA its peers'
-/// certificates must chain to. Cheap to clone.
+/// certificates must chain to. Cheap to clone; clones share the configuration, so a
+/// [`Tls::reload`] applies to every next handshake (links already open keep theirs).
 #[derive(Clone)]
 pub struct Tls {
+    configs: Arc<Mutex<Configs>>,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+}
+
+/// Both sides' rustls configurations, built from the same files, and when our certificate
+/// expires (Unix ms).
+struct Configs {
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
-    cert: PathBuf,
+    expires_unix_ms: u64,
 }
 
 impl fmt::Debug for Tls {
@@ -126,6 +138,8 @@ impl Tls {
             ));
         }
         let certs = read_certs(cert, "tls_cert")?;
+        let expires_unix_ms =
+            not_after_unix_ms(&certs[0]).map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
         let private = PrivateKeyDer::from_pem_file(key)
             .map_err(|e| format!("TLS key file {}: no usable private key: {e}", key.display()))?;
         let mut roots = RootCertStore::empty();
@@ -161,8 +175,51 @@ impl Tls {
             .with_client_auth_cert(certs, private)
             .map_err(|e| format!("TLS certificate {} and key {}: {e}", cert.display(), key.display()))?;
         client.resumption = rustls::client::Resumption::disabled();
-        Ok(Tls { server: Arc::new(server), client: Arc::new(client), cert: cert.to_path_buf() })
+        Ok(Tls {
+            configs: Arc::new(Mutex::new(Configs {
+                server: Arc::new(server),
+                client: Arc::new(client),
+                expires_unix_ms,
+            })),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            ca: ca.to_path_buf(),
+        })
     }
+
+    /// Reads the three files again, with every check of [`Tls::load`]; on success the next
+    /// handshakes use them. On failure the current ones stay in use and the error says why.
+    pub fn reload(&self) -> Result<(), String> {
+        let fresh = Tls::load(&self.cert, &self.key, &self.ca)?;
+        let new = fresh.configs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cur = self.configs.lock().unwrap_or_else(|p| p.into_inner());
+        *cur = Configs {
+            server: new.server.clone(),
+            client: new.client.clone(),
+            expires_unix_ms: new.expires_unix_ms,
+        };
+        Ok(())
+    }
+
+    /// When our certificate (the first of the chain in use) expires, in Unix ms.
+    pub fn expires_unix_ms(&self) -> u64 {
+        self.current().expires_unix_ms
+    }
+
+    /// The three files, for watching them.
+    pub fn files(&self) -> [&Path; 3] {
+        [&self.cert, &self.key, &self.ca]
+    }
+
+    fn current(&self) -> MutexGuard<'_, Configs> {
+        self.configs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// When a certificate expires (its notAfter), in Unix ms.
+fn not_after_unix_ms(der: &CertificateDer<'_>) -> Result<u64, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    Ok(cert.validity().not_after.timestamp().max(0) as u64 * 1000)
 }
 
 fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -262,7 +319,7 @@ pub fn server(tcp: TcpStream, tls: Option<&Tls>, timeout: Duration) -> Result<Co
         ),
         (None, _) => Ok(Conn { tcp, app: None, sealed: None }),
         (Some(t), _) => {
-            let c = ServerConnection::new(t.server.clone()).map_err(|e| format!("TLS: {e}"))?;
+            let c = ServerConnection::new(t.current().server.clone()).map_err(|e| format!("TLS: {e}"))?;
             handshake(tcp, Connection::Server(c), timeout)
         }
     }
@@ -279,8 +336,68 @@ pub fn client(tcp: TcpStream, addr: &str, tls: Option<&Tls>, timeout: Duration) 
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let name = ServerName::try_from(host.to_string())
         .map_err(|_| format!("TLS: {host:?} (from {addr}) is neither a DNS name nor an IP address"))?;
-    let c = ClientConnection::new(t.client.clone(), name).map_err(|e| format!("TLS: {e}"))?;
+    let c = ClientConnection::new(t.current().client.clone(), name).map_err(|e| format!("TLS: {e}"))?;
     handshake(tcp, Connection::Client(c), timeout)
+}
+
+/// What an operator does about a handshake that failed with `e`, when we know: the peer's
+/// alert says it refused our certificate, or we refused the peer's. `is_client`: we
+/// connected (a standby, or `switchover`), so the peer is the primary.
+fn advice(e: &rustls::Error, is_client: bool) -> Option<String> {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let peer = if is_client { "the primary" } else { "the connecting node (standby or operator)" };
+    let us = if is_client { "this node" } else { "the primary" };
+    Some(match e {
+        E::AlertReceived(A::UnknownCA) => format!(
+            "{peer} does not trust the certificate authority that signed {us}'s certificate: \
+             check --tls-ca on {peer} (it must hold the CA that signed this node's --tls-cert), \
+             or give this node a certificate signed by that CA"
+        ),
+        E::AlertReceived(A::CertificateExpired) => format!(
+            "{peer} refused this node's certificate as expired: renew --tls-cert here, then send \
+             SIGHUP (or just replace the files: they are watched)"
+        ),
+        E::AlertReceived(A::BadCertificate | A::CertificateUnknown | A::UnsupportedCertificate) => format!(
+            "{peer} refused this node's certificate: check that --tls-cert is signed by the CA in \
+             {peer}'s --tls-ca and allows both server and client authentication"
+        ),
+        E::AlertReceived(A::CertificateRequired) => {
+            format!("{peer} requires a client certificate: give this node --tls-cert, --tls-key and --tls-ca")
+        }
+        E::InvalidCertificate(C::UnknownIssuer) => format!(
+            "the certificate of {peer} is not signed by a CA in this node's --tls-ca: add that CA to \
+             --tls-ca here, or give {peer} a certificate from this CA"
+        ),
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => format!(
+            "the certificate of {peer} has expired: renew its --tls-cert (nodes reload certificates \
+             when the files change or on SIGHUP)"
+        ),
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            format!("the certificate of {peer} is not valid yet: check the clocks of both hosts")
+        }
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => format!(
+            "the certificate of {peer} does not carry the name or address this node connects to: \
+             add it to the certificate's subject alternative names, or connect by a name it carries"
+        ),
+        _ => return None,
+    })
+}
+
+/// A TLS error for the log: what to do about it first, when [`advice`] knows, then rustls's
+/// own words.
+fn describe(e: &rustls::Error, is_client: bool) -> String {
+    match advice(e, is_client) {
+        Some(what) => format!("{what} (TLS: {e})"),
+        None => e.to_string(),
+    }
+}
+
+/// [`describe`] for the rustls error inside an I/O error (as rustls's I/O calls return them).
+fn describe_io(e: &io::Error, is_client: bool) -> String {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(tls_error) => describe(tls_error, is_client),
+        None => e.to_string(),
+    }
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -289,6 +406,7 @@ fn is_timeout(e: &io::Error) -> bool {
 
 /// Runs the handshake on the socket (bounded by its timeouts), then starts the pump.
 fn handshake(mut tcp: TcpStream, mut tls: Connection, timeout: Duration) -> Result<Conn, String> {
+    let is_client = matches!(tls, Connection::Client(_));
     let explain = |e: io::Error| match e.kind() {
         _ if is_timeout(&e) => format!("TLS handshake: the peer was silent for {timeout:?}"),
         io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
@@ -296,7 +414,7 @@ fn handshake(mut tcp: TcpStream, mut tls: Connection, timeout: Duration) -> Resu
              link must use TLS, or neither; or it refused our certificate)"
                 .into()
         }
-        _ => format!("TLS handshake: {e}"),
+        _ => format!("TLS handshake: {}", describe_io(&e, is_client)),
     };
     let mut run = || -> io::Result<()> {
         while tls.is_handshaking() {
@@ -312,6 +430,10 @@ fn handshake(mut tcp: TcpStream, mut tls: Connection, timeout: Duration) -> Resu
         return Err(explain(e));
     }
     tls.set_buffer_limit(None); // the pump drains after every chunk (invariant 2)
+    // The link lives on only while the peer's certificate is valid: the tx thread closes it
+    // once the certificate expires (rustls checks validity at the handshake only).
+    let peer_expires =
+        tls.peer_certificates().and_then(|c| c.first()).and_then(|c| not_after_unix_ms(c).ok());
     // The rx thread blocks until the peer sends or the link ends (invariant 3); writes keep
     // the timeout, so a stalled peer cannot hold the tx thread forever.
     tcp.set_read_timeout(None).map_err(|e| e.to_string())?;
@@ -340,7 +462,7 @@ fn handshake(mut tcp: TcpStream, mut tls: Connection, timeout: Duration) -> Resu
     let sent = Arc::new(Sent::default());
     let tx_sent = sent.clone();
     let tx_thread = move || {
-        tx(tx_tcp, pump, &state, &tx_sent, &peer);
+        tx(tx_tcp, pump, &state, &tx_sent, &peer, peer_expires);
         tx_sent.lock().2 = true;
         tx_sent.moved.notify_all();
     };
@@ -377,13 +499,14 @@ fn rx(mut tcp: TcpStream, mut pump: UnixStream, state: &Mutex<Connection>, peer:
         let mut closed = false;
         let step = {
             let mut tls = lock(state);
+            let is_client = matches!(*tls, Connection::Client(_));
             let mut rest = &buf[..n];
             let mut step = Ok(());
             while !rest.is_empty() && step.is_ok() {
                 step = tls
                     .read_tls(&mut rest)
                     .map_err(|e| e.to_string())
-                    .and_then(|_| tls.process_new_packets().map(drop).map_err(|e| e.to_string()))
+                    .and_then(|_| tls.process_new_packets().map(drop).map_err(|e| describe(&e, is_client)))
                     .and_then(|_| drain_plaintext(&mut tls, &mut plain, &mut closed));
             }
             step
@@ -433,10 +556,25 @@ fn drain_plaintext(tls: &mut Connection, plain: &mut Vec<u8>, closed: &mut bool)
 
 /// Plaintext from the daemon -> rustls -> socket; also sends what the rx side made rustls
 /// queue (invariant 1).
-fn tx(mut tcp: TcpStream, mut pump: UnixStream, state: &Mutex<Connection>, sent: &Sent, peer: &str) {
+fn tx(
+    mut tcp: TcpStream,
+    mut pump: UnixStream,
+    state: &Mutex<Connection>,
+    sent: &Sent,
+    peer: &str,
+    peer_expires: Option<u64>,
+) {
     let mut buf = vec![0u8; CHUNK];
     let mut out = Vec::new();
     loop {
+        if let Some(at) = peer_expires.filter(|&at| crate::status::unix_ms_now() >= at) {
+            crate::log::warn(&format!(
+                "TLS link with {peer}: the peer's certificate expired at {}: closing the link; \
+                 the peer must renew its --tls-cert (a node reloads replaced files) to connect again",
+                crate::log::timestamp(std::time::UNIX_EPOCH + Duration::from_millis(at))
+            ));
+            break;
+        }
         out.clear();
         let n = match pump.read(&mut buf) {
             Ok(0) => {
@@ -463,7 +601,8 @@ fn tx(mut tcp: TcpStream, mut pump: UnixStream, state: &Mutex<Connection>, sent:
             let mut tls = lock(state);
             if n > 0 {
                 if let Err(e) = tls.writer().write_all(&buf[..n]) {
-                    crate::log::warn(&format!("TLS link with {peer} failed: {e}"));
+                    let is_client = matches!(*tls, Connection::Client(_));
+                    crate::log::warn(&format!("TLS link with {peer} failed: {}", describe_io(&e, is_client)));
                     break;
                 }
             }

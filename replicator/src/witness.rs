@@ -18,6 +18,7 @@ pub fn run(a: WitnessArgs) -> CmdResult {
     let role = RoleFlags { peers: a.peers, ..RoleFlags::default() };
     let cfg = config::resolve(DaemonKind::Witness, role, a.daemon).map_err(Failure::error)?;
     log::set_json(cfg.log_json);
+    crate::node::watch_reloads(None, None, 0)?;
     let listen = cfg.listen.clone().expect("config checked");
     let announce =
         Announce { role: NodeRole::Witness, fenced: true, synced: false, epoch: 0, history: 0, pos: 0 };

@@ -180,8 +180,16 @@ fn a_certificate_from_another_ca_is_refused() {
     wait_log(&primary, "the primary to refuse the foreign certificate", "refused connection");
     let log = primary.log();
     assert!(log.contains("invalid peer certificate"), "{log}");
-    // The standby hears the primary's alert.
+    // The standby hears the primary's alert, and says what to do about it (before, only
+    // rustls's "received fatal alert: UnknownCA").
     wait_log(&standby, "the standby to log the refusal", "TLS link with");
+    let log = standby.log();
+    assert!(
+        log.contains(
+            "the primary does not trust the certificate authority that signed this node's certificate"
+        ) && log.contains("check --tls-ca on the primary"),
+        "{log}"
+    );
     assert!(!primary.log().contains("authenticated"), "{}", primary.log());
     assert!(!t.sseg.exists(), "the refused standby created its segment");
     eprintln!("primary:\n{}\nstandby:\n{}", primary.log(), standby.log());
@@ -259,4 +267,149 @@ fn tls_settings_are_checked_at_start() {
     let err = run(&standby);
     assert!(err.contains("chmod 600"), "{err}");
     assert!(!t.sseg.exists());
+}
+
+/// SIGHUP reloads the TLS files instead of killing the daemon (before, it died silently), and
+/// replaced files are picked up without a signal too: the next connection uses the new
+/// certificate. Here the primary's certificate, key and CA are replaced by ones from another
+/// CA, so a standby that trusts only the old CA refuses the primary, and says what to do.
+#[test]
+fn sighup_and_replaced_files_reload_the_certificates() {
+    let (t, _store) = setup("reload");
+    // The primary gets a CA file of its own, to replace it alone.
+    let mut flags = t.pki.primary.clone();
+    let own_ca = t.dir.0.join("primary-ca.crt");
+    std::fs::copy(&flags[5], &own_ca).unwrap();
+    flags[5] = own_ca.to_str().unwrap().to_string();
+    let mut primary = t.primary(&flags);
+    let pid = primary.child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    wait_log(&primary, "the primary to reload on SIGHUP", "SIGHUP: reloaded the TLS certificate");
+    assert!(primary.log().contains("take effect at a restart"), "{}", primary.log());
+    assert!(primary.child.as_mut().unwrap().try_wait().unwrap().is_none(), "SIGHUP killed the primary");
+
+    let rotated_ca = ca("rotated CA");
+    let rotated_ca_file = t.dir.0.join("rotated-ca.crt");
+    std::fs::write(&rotated_ca_file, rotated_ca.pem()).unwrap();
+    let rotated = node(&t.dir, "rotated", &rotated_ca, &rotated_ca_file);
+    for (from, to) in [(&rotated[1], &flags[1]), (&rotated[3], &flags[3]), (&rotated[5], &flags[5])] {
+        std::fs::copy(from, to).unwrap();
+    }
+    wait_log(&primary, "the primary to see the new files", "the TLS files changed: reloaded");
+    let standby = t.standby(&t.pki.standby, &t.key, &[]);
+    wait_log(
+        &standby,
+        "the standby to refuse the rotated certificate",
+        "the certificate of the primary is not signed by a CA in this node's --tls-ca",
+    );
+    assert!(primary.child.as_mut().unwrap().try_wait().unwrap().is_none());
+    assert!(!t.sseg.exists(), "the refused standby created its segment");
+}
+
+/// The civil date (year, month, day) `days` days after 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i32, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    ((yoe + era * 400) as i32 + i32::from(m <= 2), m, d)
+}
+
+/// A certificate that expires within days (before, nothing said so until peers refused it):
+/// the daemon logs a warning and `/metrics` shows the days left.
+#[test]
+fn an_expiring_certificate_is_warned_about_and_exported() {
+    let (t, _store) = setup("expiry");
+    let our_ca = ca("expiry test CA");
+    let ca_file = t.dir.0.join("expiry-ca.crt");
+    std::fs::write(&ca_file, our_ca.pem()).unwrap();
+    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let today =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86_400;
+    let (y, m, d) = civil_from_days(today as i64 + 4);
+    p.not_after = rcgen::date_time_ymd(y, m, d);
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &our_ca).unwrap();
+    let (cert_file, key_file) = (t.dir.0.join("expiring.crt"), t.dir.0.join("expiring.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let flags = [
+        "--tls-cert",
+        &s(&cert_file),
+        "--tls-key",
+        &s(&key_file),
+        "--tls-ca",
+        &s(&ca_file),
+        "--metrics",
+        &metrics,
+    ];
+    let primary = t.primary(&flags.map(String::from));
+    wait_log(&primary, "the expiry warning", "expires in 3.");
+    assert!(primary.log().contains("--tls-warn-days"), "{}", primary.log());
+    let body = {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(&metrics).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        conn.read_to_string(&mut out).unwrap();
+        out
+    };
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("gardenstate_tls_certificate_expiry_days{"))
+        .unwrap_or_else(|| panic!("no expiry metric in:\n{body}"));
+    let days: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((3.0..4.0).contains(&days), "{line}");
+}
+
+/// An open link whose peer's certificate expires is closed, with the reason (before, it ran
+/// on until the next reconnect failed). The standby's certificate is valid for a few seconds:
+/// the link is up before it expires, and the primary closes it after.
+#[test]
+fn a_link_whose_peer_certificate_expires_is_closed() {
+    let (t, _store) = setup("expired-link");
+    let our_ca = ca("short-lived CA");
+    let ca_file = t.dir.0.join("short-ca.crt");
+    std::fs::write(&ca_file, our_ca.pem()).unwrap();
+    let flags = |name: &str, not_after: time::OffsetDateTime| {
+        let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        p.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        p.not_after = not_after;
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &our_ca).unwrap();
+        let (cert_file, key_file) =
+            (t.dir.0.join(format!("{name}.crt")), t.dir.0.join(format!("{name}.key")));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = |p: &Path| p.to_str().unwrap().to_string();
+        vec![
+            "--tls-cert".into(),
+            s(&cert_file),
+            "--tls-key".into(),
+            s(&key_file),
+            "--tls-ca".into(),
+            s(&ca_file),
+        ]
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let primary = t.primary(&flags("long", now + time::Duration::days(30)));
+    let standby = t.standby(&flags("short", now + time::Duration::seconds(8)), &t.key, &[]);
+    wait_log(&primary, "the standby to connect before its certificate expires", "authenticated");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !primary.log().contains("the peer's certificate expired at") {
+        assert!(std::time::Instant::now() < deadline, "the link was not closed:\n{}", primary.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(primary.log().contains("closing the link"), "{}", primary.log());
+    drop(standby);
 }
