@@ -650,11 +650,18 @@ fn failed_merge_keeps_what_a_worker_wrote_meanwhile() {
         std::hint::spin_loop();
     }
     assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
-    // The worker rewrites every key the restore has added so far.
+    // The worker rewrites every key the restore has added so far, at the same size, so its
+    // writes stay in that size class and empty no page (an empty page would serve the
+    // restore's last record, and the merge would not fail).
+    let mine = {
+        let mut v = b"worker".to_vec();
+        v.resize(100, b'w');
+        v
+    };
     let mut written = Vec::new();
     for i in 0..small {
         if store.get(&key(i)).unwrap().is_some() {
-            store.set(&key(i), b"worker", Expiry::Never).unwrap();
+            store.set(&key(i), &mine, Expiry::Never).unwrap();
             written.push(key(i));
         }
     }
@@ -668,7 +675,7 @@ fn failed_merge_keeps_what_a_worker_wrote_meanwhile() {
         let got = store.get(k).unwrap().map(|e| e.value);
         assert_eq!(
             got.as_deref(),
-            Some(&b"worker"[..]),
+            Some(&mine[..]),
             "{:?} lost the worker's write: {e}",
             String::from_utf8_lossy(k)
         );
