@@ -36,7 +36,10 @@ from . import _native as N
 from .errors import (
     BY_CODE,
     GardenstateError,
+    IncompatibleError,
     LockedError,
+    NoSegmentError,
+    NotReadyError,
     StoreClosedError,
     UnknownError,
 )
@@ -401,15 +404,89 @@ class Store:
         return cls._make("gds_create", name, opts)
 
     @classmethod
-    def open(cls, name: str, *, capacity_bytes: int = 0, max_entries: int = 0,
-             max_key: int = 0, max_value: int = 0, max_clients: int = 0, feed_len: int = 0,
-             group: bool = False, evict: bool = False) -> "Store":
+    def open(cls, name: str, *, capacity_bytes: Optional[int] = None,
+             max_entries: Optional[int] = None, max_key: Optional[int] = None,
+             max_value: Optional[int] = None, max_clients: Optional[int] = None,
+             feed_len: Optional[int] = None, group: bool = False,
+             evict: Optional[bool] = None) -> "Store":
         """Opens `name`, creating it with these options if it does not exist (race-free:
-        exactly one of many concurrent openers creates it). IncompatibleError if it exists
-        with other options."""
-        opts = cls._options(capacity_bytes, max_entries, max_key, max_value, max_clients,
-                            feed_len, group, evict)
-        return cls._make("gds_open", name, opts)
+        exactly one of many concurrent openers creates it; an option not given takes the
+        library's default on creation).
+
+        An existing segment is checked against the options given explicitly only: open(name)
+        accepts a segment created by the CLI or another program with any shape. An option
+        given with another value than the segment's raises IncompatibleError naming the
+        option, both values and how to proceed without losing sessions."""
+        given = {k: v for k, v in (("capacity_bytes", capacity_bytes),
+                                   ("max_entries", max_entries), ("max_key", max_key),
+                                   ("max_value", max_value), ("max_clients", max_clients),
+                                   ("feed_len", feed_len), ("evict", evict)) if v is not None}
+        opts = cls._options(capacity_bytes or 0, max_entries or 0, max_key or 0,
+                            max_value or 0, max_clients or 0, feed_len or 0, group,
+                            bool(evict))
+        # Attach first, and create only when there is none: gds_open compares every option
+        # (a 0 meaning the default), which would refuse a segment made with other options
+        # that this caller did not ask for. A creator racing us makes gds_open attach and
+        # compare all options: then attach again and compare only the given ones.
+        for _ in range(100):
+            try:
+                store = cls.attach(name, group=group)
+            except NoSegmentError:
+                try:
+                    return cls._make("gds_open", name, opts)
+                except IncompatibleError:
+                    continue  # created meanwhile with other options: check what was given
+            try:
+                store._check_options(given)
+            except BaseException:
+                store.close()
+                raise
+            return store
+        raise NotReadyError(f"open {name!r}: the segment kept appearing and disappearing")
+
+    def _check_options(self, given: dict) -> None:
+        """IncompatibleError if an explicitly given option differs from the segment's."""
+        if not given:
+            return
+        info = self.info()
+        default = N.gds_options()
+        default.struct_size = sizeof(N.gds_options)
+        st = N.lib().gds_options_default(byref(default))
+        if st != N.GDS_OK:
+            raise _error(st, "options_default")
+        found = {
+            "max_entries": info.max_entries, "max_key": info.max_key,
+            "max_value": info.max_value, "max_clients": info.max_clients,
+            "feed_len": info.feed_len, "evict": bool(info.flags & N.GDS_OPTION_EVICT),
+        }
+        for opt, want in given.items():
+            if opt == "evict":
+                have = found["evict"]
+                same = bool(want) == have
+            elif opt == "capacity_bytes":
+                # The heap is whole pages: capacity_bytes rounds up to the segment's page size.
+                want = want or default.capacity_bytes
+                have = info.heap_bytes
+                same = -(-want // info.page_size) * info.page_size == have
+            else:
+                want = want or getattr(default, opt)
+                have = found[opt]
+                same = want == have
+            if not same:
+                if opt == "evict":
+                    shape = "--evict" if want else "(without --evict)"
+                elif opt == "capacity_bytes":
+                    shape = f"--capacity {want}"
+                else:
+                    shape = f"--{opt.replace('_', '-')} {want}"
+                raise IncompatibleError(
+                    f"open {self._name!r}: the segment exists with {opt}={have!r}, but "
+                    f"{opt}={want!r} was given. To keep its sessions, either open it without "
+                    f"{opt}= (or with {opt}={have!r}), or move them to a segment of the new "
+                    f"shape: `gardenstate dump {self._name} FILE`, then `gardenstate restore "
+                    f"--create NEW_NAME FILE {shape}`, and open NEW_NAME (destroying a "
+                    "segment in use would lose its sessions).",
+                    code=N.GDS_ERR_INCOMPATIBLE, name="GDS_ERR_INCOMPATIBLE", detail=opt)
 
     @classmethod
     def attach(cls, name: str, *, group: bool = False) -> "Store":
@@ -452,6 +529,22 @@ class Store:
                 self.close()
         except Exception:
             pass
+
+    # A Store owns a handle of this process: a copy would close it twice (the copy's __del__
+    # closes the original's handle), and a pickle would carry a pointer into another
+    # process. Both are refused before anything is copied.
+    def __reduce_ex__(self, protocol):
+        raise TypeError(
+            f"a gardenstate.Store cannot be pickled or copied (it owns this process's handle "
+            f"of segment {self._name!r}): open the store in the child process: pass "
+            f"the segment name and call Store.open({self._name!r}) or Store.attach({self._name!r}) there "
+            "(a fork()ed child may keep using the parent's Store)")
+
+    def __copy__(self):
+        self.__reduce_ex__(0)
+
+    def __deepcopy__(self, memo):
+        self.__reduce_ex__(0)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

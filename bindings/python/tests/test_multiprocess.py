@@ -92,6 +92,21 @@ class MultiProcess(unittest.TestCase):
     def test_spawn_workers_attach_by_name(self):
         self.hammer("spawn")
 
+    def test_a_store_given_to_a_spawn_or_forkserver_pool_is_refused(self):
+        # A pickled Store used to carry the raw handle: the child crashed and the pool hung.
+        # Now pickling it raises a TypeError in the parent, which the pool returns.
+        self.store.set(b"k", b"v")
+        for method in ("spawn", "forkserver"):
+            with self.subTest(method=method):
+                with mp.get_context(method).Pool(1) as pool:
+                    with self.assertRaises(TypeError) as cm:
+                        pool.apply_async(_workers.get_one, (self.store, b"k")).get(timeout=300)
+                    self.assertIn("open the store in the child", str(cm.exception))
+                    # The pool still works, and a child that opens the store by name reads it.
+                    got = pool.apply_async(_workers.get_one, (self.name, b"k")).get(timeout=300)
+                    self.assertEqual(got, b"v")
+        self.assertEqual(self.store.get(b"k"), b"v")
+
     def test_parent_keeps_working_after_forking(self):
         self.store.set(b"p", b"parent")
         ctx = mp.get_context("fork")
