@@ -6,8 +6,10 @@ the struct layouts and the prototypes. Everything else in the package goes throu
 Loading order (the first that exists wins; a named file that fails to load is an error, never
 a silent fallback to another copy):
 
-1. the file named by the environment variable GARDENSTATE_LIB;
-2. libgardenstate.so next to this package (a wheel or a copy may ship it there);
+1. the bundled copy: libgardenstate.so inside this package (pip install / a wheel puts the
+   library it built there, so an installed package uses the library it was built with);
+2. the file named by the environment variable GARDENSTATE_LIB (a package without a bundled
+   copy: a checkout on PYTHONPATH, or a distribution that ships the library separately);
 3. target/release/libgardenstate.so of the repository this package sits in (a checkout;
    $CARGO_TARGET_DIR/release if that is set);
 4. the system loader: libgardenstate.so.<GDS_ABI_VERSION> (the SONAME), then libgardenstate.so.
@@ -312,14 +314,14 @@ _lib_path: str | None = None
 
 def _candidates() -> list[tuple[str, bool]]:
     """(path or soname, explicit): explicit candidates must load or it is an error."""
+    here = Path(__file__).resolve().parent
+    bundled = here / "libgardenstate.so"
+    if bundled.exists():
+        return [(str(bundled), True)]
     env = os.environ.get("GARDENSTATE_LIB")
     if env:
         return [(env, True)]
-    here = Path(__file__).resolve().parent
     out = []
-    beside = here / "libgardenstate.so"
-    if beside.exists():
-        out.append((str(beside), True))
     # bindings/python/gardenstate -> repository root; cargo's target directory is target/
     # there unless CARGO_TARGET_DIR moved it.
     if len(here.parents) > 2:
@@ -350,11 +352,12 @@ def _load() -> tuple[ctypes.CDLL, str]:
             continue
         return cdll, name
     raise LibraryNotFoundError(
-        "libgardenstate was not found: GARDENSTATE_LIB is not set, there is no "
-        "libgardenstate.so beside the package nor in the repository's target/release, and "
+        "libgardenstate was not found: the package has no bundled copy (it was not installed "
+        "with pip), GARDENSTATE_LIB is not set, the repository's target/release has none, and "
         "the system loader found none (tried: " + "; ".join(tried) + "). Build it with "
-        "`cargo build --release -p gardenstate-ffi` or install it (ffi/install.sh), or set "
-        "GARDENSTATE_LIB to its path."
+        "`pip install ./bindings/python` (which builds and bundles it), or build it with "
+        "`cargo build --release -p gardenstate-ffi` and set GARDENSTATE_LIB to its path, or "
+        "install it system-wide (ffi/install.sh)."
     )
 
 

@@ -15,7 +15,7 @@ import tempfile
 import textwrap
 import unittest
 
-from _support import HEADER, PY_ROOT, subprocess_env
+from _support import HEADER, INSTALLED, PY_ROOT, subprocess_env
 import gardenstate
 from gardenstate import _native as N
 from gardenstate import errors
@@ -112,27 +112,58 @@ def run_python(code, **env):
                           text=True, env=subprocess_env(**env), timeout=120)
 
 
+def package_copy(d, bundle=None):
+    """A copy of the package's modules in directory `d` (for PYTHONPATH), with `bundle`
+    copied in as its bundled libgardenstate.so, or without one."""
+    pkg = os.path.join(d, "gardenstate")
+    src = os.path.dirname(gardenstate.__file__)
+    shutil.copytree(src, pkg, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    if bundle:
+        shutil.copyfile(bundle, os.path.join(pkg, "libgardenstate.so"))
+    return d
+
+
 class Loading(unittest.TestCase):
-    def test_loads_the_repository_build_by_default(self):
-        r = run_python("import gardenstate; print(gardenstate.lib_path())", GARDENSTATE_LIB="")
+    """The lookup order: the bundled copy, GARDENSTATE_LIB, the checkout's target/, the
+    system's. Each case runs a copy of the package, so it holds for the installed package
+    and for a checkout alike."""
+
+    def test_the_bundled_copy_comes_first(self):
+        if INSTALLED:  # pip put the library it built inside the package: it is the one used
+            bundled = os.path.join(os.path.dirname(gardenstate.__file__), "libgardenstate.so")
+            self.assertEqual(gardenstate.lib_path(), bundled)
+        with tempfile.TemporaryDirectory() as d:
+            package_copy(d, bundle=gardenstate.lib_path())
+            r = run_python("import gardenstate; print(gardenstate.lib_path())",
+                           PYTHONPATH=d, GARDENSTATE_LIB="/nonexistent/libgardenstate.so")
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertTrue(r.stdout.strip().endswith("libgardenstate.so"), r.stdout)
+        self.assertEqual(r.stdout.strip(), os.path.join(d, "gardenstate", "libgardenstate.so"))
+
+    def test_loads_the_repository_build_without_a_bundled_copy(self):
+        r = run_python("import gardenstate; print(gardenstate.lib_path())",
+                       PYTHONPATH=str(PY_ROOT), GARDENSTATE_LIB="")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(r.stdout.strip().endswith("release/libgardenstate.so"), r.stdout)
 
     def test_gardenstate_lib_names_the_file(self):
         path = gardenstate.lib_path()
-        r = run_python("import gardenstate; print(gardenstate.lib_path())", GARDENSTATE_LIB=path)
+        with tempfile.TemporaryDirectory() as d:
+            r = run_python("import gardenstate; print(gardenstate.lib_path())",
+                           PYTHONPATH=package_copy(d), GARDENSTATE_LIB=path)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.strip(), path)
 
     def test_a_missing_library_is_a_clear_error(self):
-        r = run_python("""
-            import gardenstate
-            try:
-                gardenstate.Store.attach("x")
-            except gardenstate.LibraryNotFoundError as e:
-                assert isinstance(e, ImportError)
-                print("refused:", e)
-            """, GARDENSTATE_LIB="/nonexistent/libgardenstate.so")
+        with tempfile.TemporaryDirectory() as d:
+            r = run_python("""
+                import gardenstate
+                try:
+                    gardenstate.Store.attach("x")
+                except gardenstate.LibraryNotFoundError as e:
+                    assert isinstance(e, ImportError)
+                    print("refused:", e)
+                """, PYTHONPATH=package_copy(d),
+                GARDENSTATE_LIB="/nonexistent/libgardenstate.so")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("refused: cannot load libgardenstate from '/nonexistent/libgardenstate.so'",
                       r.stdout)
@@ -155,7 +186,7 @@ class Loading(unittest.TestCase):
                         gardenstate.Store.open("x")
                     except gardenstate.AbiMismatchError as e:
                         print("refused:", e)
-                """, GARDENSTATE_LIB=lib)
+                """, PYTHONPATH=package_copy(os.path.join(d, "py")), GARDENSTATE_LIB=lib)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.count("refused:"), 2, r.stdout)  # refused every time
         self.assertIn("has ABI version 2", r.stdout)
