@@ -1,10 +1,11 @@
-"""Build step of the gardenstate package: builds libgardenstate and bundles it.
+"""Build step of the gardenstate package: builds libgardenstate and bundles it, and compiles
+the binding gardenstate._gds (cffi, gardenstate_build.py).
 
 `pip install ./bindings/python` and `pip wheel ./bindings/python` run this (setuptools is the
 build backend, pyproject.toml). build_py runs `cargo build --release -p gardenstate-ffi` at
 the root of the repository this directory sits in and copies libgardenstate.so into the
-package, beside its modules, where gardenstate._native looks first. The wheel is a platform
-wheel (it carries a native library), installable without cargo.
+package, beside its modules, where gardenstate._native looks first.
+wheel (it carries compiled code), installable without cargo or a C compiler.
 
 Set GARDENSTATE_PREBUILT_LIB to an existing libgardenstate.so to bundle it instead of running
 cargo (a packager who built it already).
@@ -18,7 +19,6 @@ from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
-from setuptools.dist import Distribution
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -56,11 +56,6 @@ class BuildWithLibrary(build_py):
         shutil.copyfile(lib, dest)
 
 
-class BinaryDistribution(Distribution):
-    """A wheel with a native library is a platform wheel, not py3-none-any."""
-
-    def has_ext_modules(self):
-        return True
-
-
-setup(cmdclass={"build_py": BuildWithLibrary}, distclass=BinaryDistribution)
+# gardenstate._gds, the compiled binding (cffi API mode, from include/gardenstate.h): it makes
+# the wheel a platform wheel.
+setup(cmdclass={"build_py": BuildWithLibrary}, cffi_modules=["gardenstate_build.py:ffibuilder"])

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Python binding with pip into a virtualenv with Flask, Django and gunicorn (pip
-# builds libgardenstate with cargo and bundles it in the package), runs the binding's tests
+# builds libgardenstate with cargo and bundles it in the package, and compiles the cffi
+# binding gardenstate._gds from include/gardenstate.h), runs the binding's tests
 # (unittest) against the installed package, then builds a wheel with `pip wheel`, installs it
 # into a fresh venv with cargo off PATH, and runs the tests again against that install.
 #
 #   bindings/python/test.sh            # from anywhere
 #
 # The venv lives in target/python-venv (or $CARGO_TARGET_DIR/python-venv) (reused by later runs; delete it for a cold start).
-# Flask and gunicorn come from pip, into the venv only: nothing on the machine is relied on
+# cffi, Flask, Django, gunicorn and Django's sdist (for its session tests) come from pip, into the venv only: nothing on the machine is relied on
 # beyond python3 (with its venv module; installed with apt-get when missing and run as root).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -43,8 +44,8 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' >/dev/nul
     rm -rf "$venv"
     "$python" -m venv "$venv"
 fi
-deps=("flask>=2.2" "gunicorn>=21" "django>=4.2,<6")
-if ! "$venv/bin/python" -c 'import flask, gunicorn, django' >/dev/null 2>&1; then
+deps=("cffi>=1.15" "flask>=2.2" "gunicorn>=21" "django>=4.2,<6")
+if ! "$venv/bin/python" -c 'import cffi, flask, gunicorn, django' >/dev/null 2>&1; then
     echo "== pip install ${deps[*]} (into the venv)"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${deps[@]}"
 fi
