@@ -147,6 +147,66 @@ def _load() -> tuple[ctypes.CDLL, str]:
     )
 
 
+def _import_gds() -> Any:
+    """gardenstate._gds: the installed module, or in a checkout (PYTHONPATH=bindings/python,
+    nothing installed) one compiled from the checkout's header on first use, once, into
+    $XDG_CACHE_HOME/gardenstate/<hash of the header, builder and Python>/ (as cffi's verify()
+    did): tools and other bindings' tests can use a checkout as before, given cffi and a C
+    compiler."""
+    try:
+        from . import _gds
+
+        return _gds
+    except ImportError as e:
+        missing = e
+    builder = Path(__file__).resolve().parent.parent / "gardenstate_build.py"
+    header = builder.parent.parent.parent / "include" / "gardenstate.h"
+    how = ("install the package with pip (pip install ./bindings/python), or build it in place "
+           "with `python bindings/python/gardenstate_build.py`")
+    if not (builder.exists() and header.exists()):
+        raise LibraryNotFoundError(
+            f"the compiled module gardenstate._gds cannot be imported ({missing}): {how}"
+        ) from missing
+    try:
+        import cffi  # noqa: F401  (the builder's and the module's runtime)
+    except ImportError as e:
+        raise LibraryNotFoundError(
+            "gardenstate runs from a checkout without its compiled module, and cffi is not "
+            "installed to build it (pip install cffi, or apt-get install python3-cffi): " + how
+        ) from e
+    import hashlib
+    import importlib.util
+    import shutil
+    import sys
+    import tempfile
+
+    digest = hashlib.sha256(builder.read_bytes() + header.read_bytes()
+                            + sys.version.encode()).hexdigest()[:16]
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gardenstate"
+    cache = root / digest
+    if not cache.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".build-", dir=root)
+        try:
+            spec = importlib.util.spec_from_file_location("gardenstate_build", builder)
+            build = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(build)
+            build.ffibuilder.compile(tmpdir=tmp, verbose=False)
+            try:
+                os.rename(tmp, cache)  # atomic: concurrent builders, one wins
+            except OSError:
+                if not cache.exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    so = next((cache / "gardenstate").glob("_gds*.so"))
+    spec = importlib.util.spec_from_file_location("gardenstate._gds", so)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["gardenstate._gds"] = module
+    return module
+
+
 def lib() -> Any:
     """The compiled binding's lib (gardenstate._gds.lib), over the loaded, ABI-checked
     library (loaded on first use)."""
@@ -170,14 +230,7 @@ def lib() -> Any:
                 "Install the package and the library from the same release, or point "
                 "GARDENSTATE_LIB at a matching libgardenstate.so."
             )
-        try:
-            from . import _gds
-        except ImportError as e:
-            raise LibraryNotFoundError(
-                f"the compiled module gardenstate._gds cannot be imported ({e}): install the "
-                "package with pip (pip install ./bindings/python), or build it in place with "
-                "`python bindings/python/gardenstate_build.py` (needs cffi and a C compiler)"
-            ) from e
+        _gds = _import_gds()
         # fork() must not happen while a thread is inside a gds_ call (ffi/README.md): the
         # gate holds new calls and waits for those in flight (gardenstate_build.py).
         if hasattr(os, "register_at_fork"):

@@ -15,7 +15,7 @@ import tempfile
 import textwrap
 import unittest
 
-from _support import HEADER, INSTALLED, REPO, subprocess_env
+from _support import HEADER, INSTALLED, PY_ROOT, REPO, subprocess_env
 import gardenstate
 from gardenstate import _native as N
 from gardenstate import errors
@@ -129,6 +129,32 @@ class Loading(unittest.TestCase):
                            GARDENSTATE_LIB="", CARGO_TARGET_DIR=target)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.strip(), built)
+
+    def test_a_checkout_without_the_compiled_module_builds_it_once_into_a_cache(self):
+        with tempfile.TemporaryDirectory() as d:
+            py = os.path.join(d, "bindings", "python")
+            os.makedirs(os.path.join(d, "include"))
+            shutil.copyfile(HEADER, os.path.join(d, "include", "gardenstate.h"))
+            shutil.copytree(os.path.dirname(gardenstate.__file__), os.path.join(py, "gardenstate"),
+                            ignore=shutil.ignore_patterns("*.so", "_gds.*", "__pycache__"))
+            shutil.copyfile(PY_ROOT / "gardenstate_build.py",
+                            os.path.join(py, "gardenstate_build.py"))
+            cache = os.path.join(d, "cache")
+            code = """
+                import gardenstate
+                s = gardenstate.Store.open("abi-cache-build")
+                s.set(b"k", b"v"); print(s.get(b"k").decode()); s.close()
+                gardenstate.destroy("abi-cache-build")
+                import gardenstate._gds as g; print(g.__file__)
+                """
+            for _ in range(2):  # built by the first run, reused by the second
+                r = run_python(code, PYTHONPATH=py, XDG_CACHE_HOME=cache,
+                               GARDENSTATE_LIB=gardenstate.lib_path())
+                self.assertEqual(r.returncode, 0, r.stderr)
+                value, path = r.stdout.split()
+                self.assertEqual(value, "v")
+                self.assertTrue(path.startswith(os.path.join(cache, "gardenstate")), path)
+            self.assertEqual(len(os.listdir(os.path.join(cache, "gardenstate"))), 1)
 
     def test_gardenstate_lib_names_the_file(self):
         path = gardenstate.lib_path()
