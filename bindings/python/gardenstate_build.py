@@ -13,7 +13,7 @@ gds_X(handle->store, ...) while counting the call in flight, so that
   calls gds_close (ffi/README.md: gds_close must not overlap any other use of the handle);
   a call that starts after returns GDSPY_CLOSED;
 - gdspy_before_fork() waits until no call of any handle is in flight and holds new ones until
-  gdspy_after_fork() (ffi/README.md: fork() must not happen while a thread is inside a gds_
+  gdspy_after_fork() / gdspy_after_fork_child() (ffi/README.md: fork() must not happen while a thread is inside a gds_
   call); os.register_at_fork runs them, so os.fork, multiprocessing and gunicorn fork at a
   safe point.
 
@@ -160,6 +160,14 @@ static void gdspy_before_fork(void) {
 static void gdspy_after_fork(void) {
     __atomic_store_n(&gdspy_forking, 0, __ATOMIC_SEQ_CST);
 }
+
+/* In the child only the forking thread exists, and it is in no call: a count another thread
+   had raised for an instant (counting itself, then seeing the flag and backing off) when
+   fork() copied the memory is dropped, or the child's next fork would wait for it forever. */
+static void gdspy_after_fork_child(void) {
+    __atomic_store_n(&gdspy_total, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&gdspy_forking, 0, __ATOMIC_SEQ_CST);
+}
 """
 
 GATE_CDEF = """
@@ -170,6 +178,7 @@ int gdspy_close(gdspy_handle *h);
 void gdspy_free(gdspy_handle *h);
 void gdspy_before_fork(void);
 void gdspy_after_fork(void);
+void gdspy_after_fork_child(void);
 extern "Python" int gdspy_scan_entry(void *user, const struct gds_entry *entry);
 """
 

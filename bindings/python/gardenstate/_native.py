@@ -236,7 +236,7 @@ def lib() -> Any:
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(before=_gds.lib.gdspy_before_fork,
                                 after_in_parent=_gds.lib.gdspy_after_fork,
-                                after_in_child=_gds.lib.gdspy_after_fork)
+                                after_in_child=_gds.lib.gdspy_after_fork_child)
         _ffi, _lib, _lib_path = _gds.ffi, _gds.lib, path
         return _lib
 
