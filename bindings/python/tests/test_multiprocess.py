@@ -58,7 +58,14 @@ class MultiProcess(unittest.TestCase):
             self.assertTrue(_workers.verify(e.key, e.value), e.key)
 
     def assert_healthy(self):
-        self.store.sweep()  # reclaims the client slots of exited processes
+        # The sweep reclaims the client slots of exited processes. A worker killed while it
+        # held the sweep lease (its own periodic sweep) keeps other sweeps out until the
+        # lease runs out (SWEEP_LEASE_MS): poll until one runs, as wait_progress does.
+        deadline = time.monotonic() + 300
+        while not self.store.sweep().ran:
+            if time.monotonic() > deadline:
+                raise AssertionError("no sweep could run in 300 s")
+            time.sleep(0.01)
         report = self.store.check()
         self.assertTrue(report.ok, report.problems)
         self.assertEqual(report.leaked_blocks, 0)
