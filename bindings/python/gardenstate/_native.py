@@ -1,13 +1,20 @@
-"""Loading libgardenstate and declaring its C ABI for ctypes.
+"""Loading libgardenstate and its compiled binding, gardenstate._gds.
 
-This module is the only place that knows the header (include/gardenstate.h): the constants,
-the struct layouts and the prototypes. Everything else in the package goes through `lib()`.
+gardenstate._gds is a cffi (API mode) extension built from include/gardenstate.h by
+gardenstate_build.py: the header's own declarations (functions, structs, constants, checked
+by the C compiler) plus a gate wrapper per store function (see gardenstate_build.py). It does
+not link libgardenstate: `lib()` loads the library chosen below with RTLD_GLOBAL, checks its
+ABI version, and only then imports _gds, whose gds_ symbols resolve against that library.
+The constants below are the header's too, kept here so that `import gardenstate` needs no
+library; tests/test_abi.py checks them against the header.
 
 Loading order (the first that exists wins; a named file that fails to load is an error, never
 a silent fallback to another copy):
 
-1. the file named by the environment variable GARDENSTATE_LIB;
-2. libgardenstate.so next to this package (a wheel or a copy may ship it there);
+1. the bundled copy: libgardenstate.so inside this package (pip install / a wheel puts the
+   library it built there, so an installed package uses the library it was built with);
+2. the file named by the environment variable GARDENSTATE_LIB (a package without a bundled
+   copy: a checkout on PYTHONPATH, or a distribution that ships the library separately);
 3. target/release/libgardenstate.so of the repository this package sits in (a checkout;
    $CARGO_TARGET_DIR/release if that is set);
 4. the system loader: libgardenstate.so.<GDS_ABI_VERSION> (the SONAME), then libgardenstate.so.
@@ -22,25 +29,15 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from ctypes import (
-    CFUNCTYPE,
-    POINTER,
-    Structure,
-    c_char_p,
-    c_int,
-    c_int32,
-    c_size_t,
-    c_uint32,
-    c_uint64,
-    c_void_p,
-)
 from pathlib import Path
+from typing import Any
 
 from .errors import AbiMismatchError, LibraryNotFoundError
 
 # --- constants of include/gardenstate.h (checked against the header by the tests) ---------
 
 GDS_ABI_VERSION = 1
+GDSPY_CLOSED = -1  # gardenstate_build.GDSPY_CLOSED: a gate wrapper's "the handle is closed"
 GDS_OPTION_EVICT = 1
 GDS_TTL_NEVER = 2**64 - 1
 
@@ -94,232 +91,22 @@ GDS_ERR_OUT_OF_MEMORY = 43
 GDS_ERR_UNKNOWN = 49
 
 
-# --- structs (field order and types exactly as in the header) ------------------------------
-
-
-class gds_options(Structure):
-    _fields_ = [
-        ("struct_size", c_uint64),
-        ("capacity_bytes", c_uint64),
-        ("max_entries", c_uint64),
-        ("max_value", c_uint64),
-        ("feed_len", c_uint64),
-        ("max_key", c_uint32),
-        ("max_clients", c_uint32),
-        ("mode", c_uint32),
-        ("flags", c_uint32),
-    ]
-
-
-class gds_info(Structure):
-    _fields_ = [
-        ("struct_size", c_uint64),
-        ("segment_bytes", c_uint64),
-        ("heap_bytes", c_uint64),
-        ("page_size", c_uint64),
-        ("max_entries", c_uint64),
-        ("index_slots", c_uint64),
-        ("max_key", c_uint64),
-        ("max_value", c_uint64),
-        ("max_clients", c_uint64),
-        ("feed_len", c_uint64),
-        ("dataset_id", c_uint64),
-        ("flags", c_uint64),
-    ]
-
-
-class gds_meta(Structure):
-    _fields_ = [
-        ("version", c_uint64),
-        ("value_len", c_uint64),
-        ("ttl_left_ms", c_uint64),
-        ("lock_id", c_uint64),
-        ("lock_age_ms", c_uint64),
-    ]
-
-
-class gds_lock_info(Structure):
-    _fields_ = [
-        ("lock_id", c_uint64),
-        ("age_ms", c_uint64),
-        ("took_over", c_uint32),
-        ("reserved", c_uint32),
-    ]
-
-
-class gds_stats(Structure):
-    _fields_ = [
-        ("struct_size", c_uint64),
-        ("live_entries", c_uint64),
-        ("bytes_used", c_uint64),
-        ("bytes_free", c_uint64),
-        ("hits", c_uint64),
-        ("misses", c_uint64),
-        ("sets", c_uint64),
-        ("deletes", c_uint64),
-        ("expirations", c_uint64),
-        ("evictions", c_uint64),
-        ("touches", c_uint64),
-        ("locks", c_uint64),
-        ("lock_contentions", c_uint64),
-        ("lock_takeovers", c_uint64),
-        ("dead_reclaims", c_uint64),
-        ("sweeps", c_uint64),
-        ("clients", c_uint64),
-        ("feed_head", c_uint64),
-    ]
-
-
-class gds_sweep_report(Structure):
-    _fields_ = [
-        ("struct_size", c_uint64),
-        ("ran", c_uint64),
-        ("examined", c_uint64),
-        ("expired", c_uint64),
-        ("dead_clients_reclaimed", c_uint64),
-    ]
-
-
-class gds_check_report(Structure):
-    _fields_ = [
-        ("struct_size", c_uint64),
-        ("entries", c_uint64),
-        ("blocks_in_use", c_uint64),
-        ("leaked_blocks", c_uint64),
-        ("hidden_free_blocks", c_uint64),
-        ("stale_free_bits", c_uint64),
-        ("dead_clients", c_uint64),
-        ("problem_count", c_uint64),
-    ]
-
-
-class gds_entry(Structure):
-    _fields_ = [
-        ("key", c_void_p),
-        ("key_len", c_size_t),
-        ("value", c_void_p),
-        ("value_len", c_size_t),
-        ("meta", gds_meta),
-        ("slot", c_uint32),
-        ("reserved", c_uint32),
-    ]
-
-
-class gds_change(Structure):
-    _fields_ = [
-        ("seq", c_uint64),
-        ("version", c_uint64),
-        ("key_hash", c_uint64),
-        ("slot", c_uint32),
-        ("kind", c_uint32),
-    ]
-
-
-gds_scan_fn = CFUNCTYPE(c_int, c_void_p, POINTER(gds_entry))
-
-# Every struct this module declares, by its C name (the tests compare each with the header).
-STRUCTS = {
-    cls.__name__: cls
-    for cls in (
-        gds_options,
-        gds_info,
-        gds_meta,
-        gds_lock_info,
-        gds_stats,
-        gds_sweep_report,
-        gds_check_report,
-        gds_entry,
-        gds_change,
-    )
-}
-
-_store_p = c_void_p
-_bytes = c_char_p  # (pointer, length) byte strings: bytes objects are passed without a copy
-_u64p = POINTER(c_uint64)
-_sizep = POINTER(c_size_t)
-
-# name: (restype, argtypes)
-_PROTOTYPES = {
-    "gds_version": (c_char_p, []),
-    "gds_version_number": (c_uint32, []),
-    "gds_strerror": (c_char_p, [c_int32]),
-    "gds_last_error_message": (c_char_p, []),
-    "gds_options_default": (c_int32, [POINTER(gds_options)]),
-    "gds_create": (c_int32, [c_char_p, POINTER(gds_options), POINTER(_store_p)]),
-    "gds_open": (c_int32, [c_char_p, POINTER(gds_options), POINTER(_store_p)]),
-    "gds_attach": (c_int32, [c_char_p, POINTER(_store_p)]),
-    "gds_attach_group": (c_int32, [c_char_p, POINTER(_store_p)]),
-    "gds_close": (None, [_store_p]),
-    "gds_destroy": (c_int32, [c_char_p]),
-    "gds_get_info": (c_int32, [_store_p, POINTER(gds_info)]),
-    "gds_set_write_mode": (c_int32, [_store_p, c_uint32]),
-    "gds_get_write_mode": (c_int32, [_store_p, POINTER(c_uint32)]),
-    "gds_shm_dir": (c_int32, [POINTER(c_void_p)]),
-    "gds_get": (
-        c_int32,
-        [_store_p, _bytes, c_size_t, c_void_p, c_size_t, _sizep, POINTER(gds_meta)],
-    ),
-    "gds_get_alloc": (
-        c_int32,
-        [_store_p, _bytes, c_size_t, POINTER(c_void_p), _sizep, POINTER(gds_meta)],
-    ),
-    "gds_get_meta": (c_int32, [_store_p, _bytes, c_size_t, POINTER(gds_meta)]),
-    "gds_set": (
-        c_int32,
-        [_store_p, _bytes, c_size_t, _bytes, c_size_t, c_uint32, c_uint64, _u64p],
-    ),
-    "gds_add": (
-        c_int32,
-        [_store_p, _bytes, c_size_t, _bytes, c_size_t, c_uint32, c_uint64, _u64p],
-    ),
-    "gds_compare_and_set": (
-        c_int32,
-        [_store_p, _bytes, c_size_t, c_uint64, _bytes, c_size_t, c_uint32, c_uint64, _u64p],
-    ),
-    "gds_delete": (c_int32, [_store_p, _bytes, c_size_t]),
-    "gds_touch": (c_int32, [_store_p, _bytes, c_size_t, c_uint32, c_uint64]),
-    "gds_lock": (
-        c_int32,
-        [
-            _store_p,
-            _bytes,
-            c_size_t,
-            c_uint64,
-            POINTER(c_void_p),
-            _sizep,
-            POINTER(gds_meta),
-            POINTER(gds_lock_info),
-        ],
-    ),
-    "gds_unlock": (c_int32, [_store_p, _bytes, c_size_t, c_uint64]),
-    "gds_set_and_unlock": (
-        c_int32,
-        [_store_p, _bytes, c_size_t, c_uint64, _bytes, c_size_t, c_uint32, c_uint64, _u64p],
-    ),
-    "gds_get_stats": (c_int32, [_store_p, POINTER(gds_stats)]),
-    "gds_sweep": (c_int32, [_store_p, c_uint64, POINTER(gds_sweep_report)]),
-    "gds_check": (c_int32, [_store_p, POINTER(gds_check_report), POINTER(c_void_p)]),
-    "gds_scan": (c_int32, [_store_p, gds_scan_fn, c_void_p]),
-    "gds_feed_head": (c_int32, [_store_p, _u64p]),
-    "gds_wait_replicated": (c_int32, [_store_p, c_uint64, c_uint64, POINTER(c_uint32)]),
-    "gds_buffer_free": (None, [c_void_p]),
-}
-
 _lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
+_lib: Any = None  # gardenstate._gds.lib, once loaded
+_ffi: Any = None
 _lib_path: str | None = None
 
 
 def _candidates() -> list[tuple[str, bool]]:
     """(path or soname, explicit): explicit candidates must load or it is an error."""
+    here = Path(__file__).resolve().parent
+    bundled = here / "libgardenstate.so"
+    if bundled.exists():
+        return [(str(bundled), True)]
     env = os.environ.get("GARDENSTATE_LIB")
     if env:
         return [(env, True)]
-    here = Path(__file__).resolve().parent
     out = []
-    beside = here / "libgardenstate.so"
-    if beside.exists():
-        out.append((str(beside), True))
     # bindings/python/gardenstate -> repository root; cargo's target directory is target/
     # there unless CARGO_TARGET_DIR moved it.
     if len(here.parents) > 2:
@@ -338,7 +125,8 @@ def _load() -> tuple[ctypes.CDLL, str]:
     tried = []
     for name, explicit in _candidates():
         try:
-            cdll = ctypes.CDLL(name)
+            # RTLD_GLOBAL: the symbols of gardenstate._gds resolve against this copy.
+            cdll = ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
         except OSError as e:
             if explicit:
                 raise LibraryNotFoundError(
@@ -350,27 +138,89 @@ def _load() -> tuple[ctypes.CDLL, str]:
             continue
         return cdll, name
     raise LibraryNotFoundError(
-        "libgardenstate was not found: GARDENSTATE_LIB is not set, there is no "
-        "libgardenstate.so beside the package nor in the repository's target/release, and "
+        "libgardenstate was not found: the package has no bundled copy (it was not installed "
+        "with pip), GARDENSTATE_LIB is not set, the repository's target/release has none, and "
         "the system loader found none (tried: " + "; ".join(tried) + "). Build it with "
-        "`cargo build --release -p gardenstate-ffi` or install it (ffi/install.sh), or set "
-        "GARDENSTATE_LIB to its path."
+        "`pip install ./bindings/python` (which builds and bundles it), or build it with "
+        "`cargo build --release -p gardenstate-ffi` and set GARDENSTATE_LIB to its path, or "
+        "install it system-wide (ffi/install.sh)."
     )
 
 
-def lib() -> ctypes.CDLL:
-    """The loaded, ABI-checked library (loaded on first use)."""
-    global _lib, _lib_path
-    cdll = _lib
-    if cdll is not None:
-        return cdll
+def _import_gds() -> Any:
+    """gardenstate._gds: the installed module, or in a checkout (PYTHONPATH=bindings/python,
+    nothing installed) one compiled from the checkout's header on first use, once, into
+    $XDG_CACHE_HOME/gardenstate/<hash of the header, builder and Python>/ (as cffi's verify()
+    did): tools and other bindings' tests can use a checkout as before, given cffi and a C
+    compiler."""
+    try:
+        from . import _gds
+
+        return _gds
+    except ImportError as e:
+        missing = e
+    builder = Path(__file__).resolve().parent.parent / "gardenstate_build.py"
+    header = builder.parent.parent.parent / "include" / "gardenstate.h"
+    how = ("install the package with pip (pip install ./bindings/python), or build it in place "
+           "with `python bindings/python/gardenstate_build.py`")
+    if not (builder.exists() and header.exists()):
+        raise LibraryNotFoundError(
+            f"the compiled module gardenstate._gds cannot be imported ({missing}): {how}"
+        ) from missing
+    try:
+        import cffi  # noqa: F401  (the builder's and the module's runtime)
+    except ImportError as e:
+        raise LibraryNotFoundError(
+            "gardenstate runs from a checkout without its compiled module, and cffi is not "
+            "installed to build it (pip install cffi, or apt-get install python3-cffi): " + how
+        ) from e
+    import hashlib
+    import importlib.util
+    import shutil
+    import sys
+    import tempfile
+
+    digest = hashlib.sha256(builder.read_bytes() + header.read_bytes()
+                            + sys.version.encode()).hexdigest()[:16]
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gardenstate"
+    cache = root / digest
+    if not cache.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".build-", dir=root)
+        try:
+            spec = importlib.util.spec_from_file_location("gardenstate_build", builder)
+            build = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(build)
+            build.ffibuilder.compile(tmpdir=tmp, verbose=False)
+            try:
+                os.rename(tmp, cache)  # atomic: concurrent builders, one wins
+            except OSError:
+                if not cache.exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    so = next((cache / "gardenstate").glob("_gds*.so"))
+    spec = importlib.util.spec_from_file_location("gardenstate._gds", so)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["gardenstate._gds"] = module
+    return module
+
+
+def lib() -> Any:
+    """The compiled binding's lib (gardenstate._gds.lib), over the loaded, ABI-checked
+    library (loaded on first use)."""
+    global _lib, _ffi, _lib_path
+    gds = _lib
+    if gds is not None:
+        return gds
     with _lock:
         if _lib is not None:
             return _lib
         cdll, path = _load()
         # The ABI check comes before any other symbol is looked up or called.
         abi = cdll.gds_abi_version
-        abi.restype = c_uint32
+        abi.restype = ctypes.c_uint32
         abi.argtypes = []
         found = abi()
         if found != GDS_ABI_VERSION:
@@ -380,12 +230,21 @@ def lib() -> ctypes.CDLL:
                 "Install the package and the library from the same release, or point "
                 "GARDENSTATE_LIB at a matching libgardenstate.so."
             )
-        for name, (restype, argtypes) in _PROTOTYPES.items():
-            fn = getattr(cdll, name)
-            fn.restype = restype
-            fn.argtypes = argtypes
-        _lib, _lib_path = cdll, path
-        return cdll
+        _gds = _import_gds()
+        # fork() must not happen while a thread is inside a gds_ call (ffi/README.md): the
+        # gate holds new calls and waits for those in flight (gardenstate_build.py).
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(before=_gds.lib.gdspy_before_fork,
+                                after_in_parent=_gds.lib.gdspy_after_fork,
+                                after_in_child=_gds.lib.gdspy_after_fork_child)
+        _ffi, _lib, _lib_path = _gds.ffi, _gds.lib, path
+        return _lib
+
+
+def ffi() -> Any:
+    """The compiled binding's ffi (gardenstate._gds.ffi)."""
+    lib()
+    return _ffi
 
 
 def lib_path() -> str:

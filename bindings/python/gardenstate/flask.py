@@ -19,8 +19,15 @@ and the data lives in shared memory, so every worker process of the host sees it
 - Values are serialized with json by default; pass serializer= any object with
   dumps(dict) -> bytes|str and loads(bytes) -> dict (pickle is possible but then anyone who
   can write the segment can run code in your workers).
-- Concurrent requests of the same session: the last one to save wins, as with Flask's cookie
-  sessions. Session locks (Store.lock) are available for code that needs exclusion.
+- Concurrent requests of the same session: by default the last one to save wins, as with
+  Flask's cookie sessions. With locking=True, a request holds its session's lock (Store.lock)
+  from open_session to save_session, so concurrent requests of one session run one after
+  the other, each seeing the previous one's writes (PHP's and ASP.NET's semantics). A
+  waiting request polls the lock (sleeping, so it holds neither the GIL nor a core) until
+  it gets it: a lock whose holder died (a killed worker) is taken over at once, one held
+  longer than `lock_takeover_after` seconds (a stuck request; default 30, keep it below the
+  server's worker timeout) is taken over then, and the stuck request's changes are lost
+  (logged), as with ASP.NET's executionTimeout.
 
 Flask is imported here only: `import gardenstate` works without it.
 """
@@ -30,11 +37,13 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from typing import Any, Optional
 
 from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
+from .errors import LockedError, LockMismatchError
 from .store import Store
 
 _SID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
@@ -63,6 +72,7 @@ class GardenstateSession(CallbackDict, SessionMixin):
         self.new = new
         self.modified = False
         self.accessed = False
+        self.lock_id = 0  # locking mode: the lock this request holds, 0 if none
 
 
 class GardenstateSessionInterface(SessionInterface):
@@ -75,13 +85,16 @@ class GardenstateSessionInterface(SessionInterface):
     session_class = GardenstateSession
 
     def __init__(self, store: Store, *, key_prefix: str = "session:", serializer: Any = None,
-                 sid_bytes: int = 32) -> None:
+                 sid_bytes: int = 32, locking: bool = False,
+                 lock_takeover_after: float = 30.0) -> None:
         if not isinstance(store, Store):
             raise TypeError(f"store must be a gardenstate.Store, not {type(store).__name__}")
         self.store = store
         self.key_prefix = key_prefix
         self.serializer = serializer if serializer is not None else JSONSerializer()
         self.sid_bytes = sid_bytes
+        self.locking = locking
+        self.lock_takeover_after = lock_takeover_after
 
     def _key(self, sid: str) -> bytes:
         return (self.key_prefix + sid).encode("utf-8")
@@ -92,7 +105,12 @@ class GardenstateSessionInterface(SessionInterface):
     def open_session(self, app, request) -> GardenstateSession:
         sid = request.cookies.get(self.get_cookie_name(app))
         if sid and _SID.match(sid):
-            raw = self.store.get(self._key(sid))  # a sliding read extends the deadline
+            lock_id = 0
+            if self.locking:
+                locked = self._lock(self._key(sid))
+                raw, lock_id = (None, 0) if locked is None else (locked.value, locked.lock_id)
+            else:
+                raw = self.store.get(self._key(sid))  # a sliding read extends the deadline
             if raw is not None:
                 try:
                     data = self.serializer.loads(raw)
@@ -101,8 +119,23 @@ class GardenstateSessionInterface(SessionInterface):
                                        "starting a new one", sid[:8])
                     data = None
                 if isinstance(data, dict):
-                    return self.session_class(data, sid=sid)
+                    session = self.session_class(data, sid=sid)
+                    session.lock_id = lock_id
+                    return session
+                if lock_id:
+                    self.store.unlock(self._key(sid), lock_id)
         return self.session_class(sid=self._new_sid(), new=True)
+
+    def _lock(self, key: bytes):
+        """Takes the session lock of `key`, waiting for its holder; None if `key` is absent.
+        The wait ends: the holder saves, dies, or outlives lock_takeover_after."""
+        pause = 0.0005
+        while True:
+            try:
+                return self.store.lock(key, takeover_after=self.lock_takeover_after)
+            except LockedError:
+                time.sleep(pause)
+                pause = min(pause * 2, 0.02)
 
     def save_session(self, app, session: GardenstateSession, response) -> None:
         name = self.get_cookie_name(app)
@@ -118,24 +151,46 @@ class GardenstateSessionInterface(SessionInterface):
         if not session:
             if session.modified:  # cleared: forget it everywhere
                 if not session.new:
-                    self.store.delete(self._key(session.sid))
+                    self.store.delete(self._key(session.sid))  # drops any lock too
                 response.delete_cookie(name, domain=domain, path=path, secure=secure,
                                        samesite=samesite, httponly=httponly)
                 response.vary.add("Cookie")
+            elif session.lock_id:
+                self._unlock(app, session)
             return
 
-        lifetime = app.permanent_session_lifetime
         if session.modified or session.new:
             raw = self.serializer.dumps(dict(session))
             if isinstance(raw, str):
                 raw = raw.encode("utf-8")
-            self.store.set(self._key(session.sid), raw, sliding=lifetime)
+            lifetime = app.permanent_session_lifetime
+            key = self._key(session.sid)
+            if session.lock_id:
+                try:
+                    # None: deleted (or expired) meanwhile, by a request that did not take
+                    # the lock: nothing is written, the session is not resurrected.
+                    self.store.set_and_unlock(key, session.lock_id, raw, sliding=lifetime)
+                except LockMismatchError:
+                    app.logger.warning("gardenstate: session %s...: the lock was taken over "
+                                       "(held over %s s): this request's changes are lost",
+                                       session.sid[:8], self.lock_takeover_after)
+            else:
+                self.store.set(key, raw, sliding=lifetime)
+        elif session.lock_id:
+            self._unlock(app, session)
 
         if session.new or self.should_set_cookie(app, session):
             response.set_cookie(name, session.sid, expires=self.get_expiration_time(app, session),
                                 httponly=httponly, domain=domain, path=path, secure=secure,
                                 samesite=samesite)
             response.vary.add("Cookie")
+
+    def _unlock(self, app, session: GardenstateSession) -> None:
+        try:
+            self.store.unlock(self._key(session.sid), session.lock_id)
+        except LockMismatchError:
+            app.logger.warning("gardenstate: session %s...: the lock was taken over (held over "
+                               "%s s)", session.sid[:8], self.lock_takeover_after)
 
 
 def init_app(app, store: Store, **kwargs: Any) -> GardenstateSessionInterface:

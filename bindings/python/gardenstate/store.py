@@ -1,22 +1,28 @@
-"""Store: one open gardenstate segment, over the C ABI.
+"""Store: one open gardenstate segment, over the C ABI through the compiled binding.
 
 Design notes (the invariants this module keeps):
 
-- Every call into the library goes through `Store._call_enter()` / `_call_exit()`, a count
-  of calls in flight per store, under one module lock (`_GATE`). It serves two rules of
-  ffi/README.md: gds_close must not overlap any other use of the handle (close() marks the
-  store closed, waits for the calls in flight, then closes), and fork() must happen while no
-  thread is inside a gds_ call (an os.register_at_fork hook takes the gate and waits until no
-  call of any store is in flight, so os.fork, multiprocessing and gunicorn fork at a safe
-  point). Calls in flight are counted, never serialized: threads still call concurrently
-  (ctypes releases the GIL during the call).
+- Every call goes through a gate wrapper of gardenstate._gds (gdspy_X(handle, ...), generated
+  from the header by gardenstate_build.py), which counts the calls in flight in C with atomic
+  counters. It serves two rules of ffi/README.md: gds_close must not overlap any other use of
+  the handle (close() marks the handle closing, waits for its calls in flight, then closes;
+  a later call returns GDSPY_CLOSED: StoreClosedError), and fork() must happen while no
+  thread is inside a gds_ call (an os.register_at_fork hook, installed when the library is
+  loaded, holds new calls and waits for those in flight, so os.fork, multiprocessing and
+  gunicorn fork at a safe point). Calls are counted, never serialized, and cffi releases the
+  GIL around each one, so threads call concurrently and a blocking call (wait_replicated, a
+  lock wait) never holds the GIL.
+- The handle's C struct lives as long as the Store object (freed by __del__, which cannot
+  run while a thread is inside a method of the object), so a call racing close() reads a
+  valid struct and is refused, never a freed one.
 - Arguments are converted and checked in Python before the call, so wrong types raise
   TypeError/ValueError and change nothing; sizes (key, value) are checked by the library,
   which knows the segment's limits, and come back as KeyLengthError / ValueTooLargeError,
   also before anything is written.
 - get() reads into a per-thread reusable buffer with gds_get, growing it to the size the
   library reports on GDS_ERR_BUFFER_TOO_SMALL (and retrying: the value may grow again
-  between the two calls). A buffer is per thread because calls run without the GIL.
+  between the two calls). Buffers and out-parameters are per thread because calls run
+  without the GIL.
 - The error message is read with gds_last_error_message() right after the failing call, on
   the same thread, as the C ABI requires (it is thread-local and valid until the next call).
 """
@@ -26,7 +32,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-from ctypes import byref, c_size_t, c_uint32, c_uint64, c_void_p, sizeof, string_at
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import IntEnum
@@ -36,7 +41,10 @@ from . import _native as N
 from .errors import (
     BY_CODE,
     GardenstateError,
+    IncompatibleError,
     LockedError,
+    NoSegmentError,
+    NotReadyError,
     StoreClosedError,
     UnknownError,
 )
@@ -68,7 +76,7 @@ class Meta:
     lock_age_ms: int
 
     @classmethod
-    def _from(cls, m: N.gds_meta) -> "Meta":
+    def _from(cls, m) -> "Meta":
         ttl = None if m.ttl_left_ms == N.GDS_TTL_NEVER else int(m.ttl_left_ms)
         return cls(int(m.version), int(m.value_len), ttl, int(m.lock_id), int(m.lock_age_ms))
 
@@ -94,7 +102,9 @@ class Entry:
 
 
 def _struct_dict(s) -> dict:
-    return {name: int(getattr(s, name)) for name, _ in s._fields_ if name != "struct_size"}
+    """The fields of a gds_ struct (a cdata pointer) but struct_size, as ints."""
+    return {name: int(getattr(s, name)) for name, _ in N._ffi.typeof(s).item.fields
+            if name != "struct_size"}
 
 
 @dataclass(frozen=True)
@@ -177,10 +187,12 @@ def _status_name(code: int) -> str:
     return f"status {code}"
 
 
-def _error(code: int, what: str) -> GardenstateError:
-    lib = N.lib()
-    detail = (lib.gds_last_error_message() or b"").decode("utf-8", "replace")
-    summary = (lib.gds_strerror(code) or b"").decode("utf-8", "replace")
+def _error(code: int, what: str, store_name: str = "") -> GardenstateError:
+    if code == N.GDSPY_CLOSED:
+        return StoreClosedError(f"store {store_name!r} is closed")
+    lib, ffi = N.lib(), N.ffi()
+    detail = ffi.string(lib.gds_last_error_message()).decode("utf-8", "replace")
+    summary = ffi.string(lib.gds_strerror(code)).decode("utf-8", "replace")
     name = _status_name(code)
     cls = BY_CODE.get(code, UnknownError)
     msg = f"{what}: {name} ({code}): {detail or summary}"
@@ -250,78 +262,51 @@ def _name(name: str) -> bytes:
     return name.encode("utf-8")
 
 
-# --- the fork/close gate -----------------------------------------------------------------
-
-
-class _Gate:
-    """Counts calls in flight; lets close() and fork() wait until there are none."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition(threading.Lock())
-        self.in_flight = 0
-        self.forking = False
-
-    def before_fork(self) -> None:
-        self.cond.acquire()
-        # New calls wait while a fork is pending (see Store._enter), so busy threads cannot
-        # keep the count above zero and starve the fork.
-        self.forking = True
-        while self.in_flight:
-            self.cond.wait()
-        # Held across fork(): no call can start until after_fork releases it.
-
-    def after_fork_parent(self) -> None:
-        self.forking = False
-        self.cond.notify_all()
-        self.cond.release()
-
-    def after_fork_child(self) -> None:
-        # The child has only the forking thread, and no call in flight: start afresh.
-        self.cond = threading.Condition(threading.Lock())
-        self.in_flight = 0
-        self.forking = False
-
-
-_GATE = _Gate()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_GATE.before_fork,
-        after_in_parent=_GATE.after_fork_parent,
-        after_in_child=_GATE.after_fork_child,
-    )
+# --- per-thread scratch: out-parameters and the get() buffer ------------------------------
 
 _tls = threading.local()
 
 
-def _buffer(min_size: int):
-    buf = getattr(_tls, "buf", None)
-    if buf is None or len(buf) < min_size:
-        from ctypes import create_string_buffer
+class _Scratch:
+    __slots__ = ("buf", "cap", "n", "meta", "u64")
 
-        size = max(min_size, _INITIAL_BUFFER)
-        if buf is not None:
-            size = max(size, 2 * len(buf))
-        buf = create_string_buffer(size)
-        _tls.buf = buf
-    return buf
+    def __init__(self) -> None:
+        ffi = N._ffi
+        self.cap = _INITIAL_BUFFER
+        self.buf = ffi.new("char[]", self.cap)
+        self.n = ffi.new("size_t *")
+        self.meta = ffi.new("gds_meta *")
+        self.u64 = ffi.new("uint64_t *")
+
+    def grow(self, size: int) -> None:
+        self.cap = max(size, 2 * self.cap)
+        self.buf = N._ffi.new("char[]", self.cap)
+
+
+def _scratch() -> _Scratch:
+    try:
+        return _tls.scratch
+    except AttributeError:
+        _tls.scratch = s = _Scratch()
+        return s
 
 
 def shm_dir() -> str:
     """The directory where segments live (/dev/shm, or $GARDENSTATE_SHM_DIR)."""
-    lib = N.lib()
-    p = c_void_p()
-    st = lib.gds_shm_dir(byref(p))
+    lib, ffi = N.lib(), N.ffi()
+    p = ffi.new("char **")
+    st = lib.gds_shm_dir(p)
     if st != N.GDS_OK:
         raise _error(st, "shm_dir")
     try:
-        return string_at(p.value).decode("utf-8", "surrogateescape")
+        return ffi.string(p[0]).decode("utf-8", "surrogateescape")
     finally:
-        lib.gds_buffer_free(p)
+        lib.gds_buffer_free(p[0])
 
 
 def version() -> str:
     """The loaded library's version, "MAJOR.MINOR.PATCH"."""
-    return N.lib().gds_version().decode()
+    return N.ffi().string(N.lib().gds_version()).decode()
 
 
 def destroy(name: str) -> bool:
@@ -343,22 +328,21 @@ class Store:
     close(). Keys are bytes (str is encoded UTF-8), values are bytes.
     """
 
-    __slots__ = ("_h", "_name", "_in_flight", "_closing", "__weakref__")
+    __slots__ = ("_h", "_name", "_closed", "__weakref__")
 
-    def __init__(self, _handle: int, _name: str) -> None:
-        # Use the classmethods; this takes ownership of a gds_store pointer.
+    def __init__(self, _handle, _name: str) -> None:
+        # Use the classmethods; this takes ownership of a gdspy_handle (gardenstate._gds).
         self._h = _handle
         self._name = _name
-        self._in_flight = 0
-        self._closing = False
+        self._closed = False
 
     # --- opening and closing ---
 
     @staticmethod
     def _options(capacity_bytes, max_entries, max_key, max_value, max_clients, feed_len,
-                 group, evict) -> N.gds_options:
-        o = N.gds_options()
-        o.struct_size = sizeof(N.gds_options)
+                 group, evict):
+        o = N.ffi().new("gds_options *")
+        o.struct_size = N._ffi.sizeof("gds_options")
         o.capacity_bytes = _u64(capacity_bytes, "capacity_bytes")
         o.max_entries = _u64(max_entries, "max_entries")
         o.max_value = _u64(max_value, "max_value")
@@ -374,16 +358,19 @@ class Store:
 
     @classmethod
     def _make(cls, fn_name: str, name: str, opts) -> "Store":
-        lib = N.lib()
+        lib, ffi = N.lib(), N.ffi()
         raw = _name(name)
-        h = c_void_p()
+        out = ffi.new("struct gds_store **")
         if opts is None:
-            st = getattr(lib, fn_name)(raw, byref(h))
+            st = getattr(lib, fn_name)(raw, out)
         else:
-            st = getattr(lib, fn_name)(raw, byref(opts), byref(h))
+            st = getattr(lib, fn_name)(raw, opts, out)
         if st != N.GDS_OK:
             raise _error(st, f"{fn_name[4:]} {name!r}")
-        return cls(h.value, name)
+        h = lib.gdspy_wrap(out[0])  # closes the store itself if it cannot allocate
+        if h == ffi.NULL:
+            raise MemoryError(f"{fn_name[4:]} {name!r}: no memory for the handle")
+        return cls(h, name)
 
     @classmethod
     def create(cls, name: str, *, capacity_bytes: int = 0, max_entries: int = 0,
@@ -401,15 +388,89 @@ class Store:
         return cls._make("gds_create", name, opts)
 
     @classmethod
-    def open(cls, name: str, *, capacity_bytes: int = 0, max_entries: int = 0,
-             max_key: int = 0, max_value: int = 0, max_clients: int = 0, feed_len: int = 0,
-             group: bool = False, evict: bool = False) -> "Store":
+    def open(cls, name: str, *, capacity_bytes: Optional[int] = None,
+             max_entries: Optional[int] = None, max_key: Optional[int] = None,
+             max_value: Optional[int] = None, max_clients: Optional[int] = None,
+             feed_len: Optional[int] = None, group: bool = False,
+             evict: Optional[bool] = None) -> "Store":
         """Opens `name`, creating it with these options if it does not exist (race-free:
-        exactly one of many concurrent openers creates it). IncompatibleError if it exists
-        with other options."""
-        opts = cls._options(capacity_bytes, max_entries, max_key, max_value, max_clients,
-                            feed_len, group, evict)
-        return cls._make("gds_open", name, opts)
+        exactly one of many concurrent openers creates it; an option not given takes the
+        library's default on creation).
+
+        An existing segment is checked against the options given explicitly only: open(name)
+        accepts a segment created by the CLI or another program with any shape. An option
+        given with another value than the segment's raises IncompatibleError naming the
+        option, both values and how to proceed without losing sessions."""
+        given = {k: v for k, v in (("capacity_bytes", capacity_bytes),
+                                   ("max_entries", max_entries), ("max_key", max_key),
+                                   ("max_value", max_value), ("max_clients", max_clients),
+                                   ("feed_len", feed_len), ("evict", evict)) if v is not None}
+        opts = cls._options(capacity_bytes or 0, max_entries or 0, max_key or 0,
+                            max_value or 0, max_clients or 0, feed_len or 0, group,
+                            bool(evict))
+        # Attach first, and create only when there is none: gds_open compares every option
+        # (a 0 meaning the default), which would refuse a segment made with other options
+        # that this caller did not ask for. A creator racing us makes gds_open attach and
+        # compare all options: then attach again and compare only the given ones.
+        for _ in range(100):
+            try:
+                store = cls.attach(name, group=group)
+            except NoSegmentError:
+                try:
+                    return cls._make("gds_open", name, opts)
+                except IncompatibleError:
+                    continue  # created meanwhile with other options: check what was given
+            try:
+                store._check_options(given)
+            except BaseException:
+                store.close()
+                raise
+            return store
+        raise NotReadyError(f"open {name!r}: the segment kept appearing and disappearing")
+
+    def _check_options(self, given: dict) -> None:
+        """IncompatibleError if an explicitly given option differs from the segment's."""
+        if not given:
+            return
+        info = self.info()
+        default = N.ffi().new("gds_options *")
+        default.struct_size = N._ffi.sizeof("gds_options")
+        st = N.lib().gds_options_default(default)
+        if st != N.GDS_OK:
+            raise _error(st, "options_default")
+        found = {
+            "max_entries": info.max_entries, "max_key": info.max_key,
+            "max_value": info.max_value, "max_clients": info.max_clients,
+            "feed_len": info.feed_len, "evict": bool(info.flags & N.GDS_OPTION_EVICT),
+        }
+        for opt, want in given.items():
+            if opt == "evict":
+                have = found["evict"]
+                same = bool(want) == have
+            elif opt == "capacity_bytes":
+                # The heap is whole pages: capacity_bytes rounds up to the segment's page size.
+                want = want or default.capacity_bytes
+                have = info.heap_bytes
+                same = -(-want // info.page_size) * info.page_size == have
+            else:
+                want = want or getattr(default, opt)
+                have = found[opt]
+                same = want == have
+            if not same:
+                if opt == "evict":
+                    shape = "--evict" if want else "(without --evict)"
+                elif opt == "capacity_bytes":
+                    shape = f"--capacity {want}"
+                else:
+                    shape = f"--{opt.replace('_', '-')} {want}"
+                raise IncompatibleError(
+                    f"open {self._name!r}: the segment exists with {opt}={have!r}, but "
+                    f"{opt}={want!r} was given. To keep its sessions, either open it without "
+                    f"{opt}= (or with {opt}={have!r}), or move them to a segment of the new "
+                    f"shape: `gardenstate dump {self._name} FILE`, then `gardenstate restore "
+                    f"--create NEW_NAME FILE {shape}`, and open NEW_NAME (destroying a "
+                    "segment in use would lose its sessions).",
+                    code=N.GDS_ERR_INCOMPATIBLE, name="GDS_ERR_INCOMPATIBLE", detail=opt)
 
     @classmethod
     def attach(cls, name: str, *, group: bool = False) -> "Store":
@@ -425,20 +486,14 @@ class Store:
 
     @property
     def closed(self) -> bool:
-        return self._h is None or self._closing
+        return self._closed
 
     def close(self) -> None:
         """Closes the handle (the segment and its entries stay). Waits for calls of other
         threads on this store to finish; later calls raise StoreClosedError. Idempotent."""
-        gate = _GATE
-        with gate.cond:
-            if self._h is None or self._closing:
-                return
-            self._closing = True
-            while self._in_flight:
-                gate.cond.wait()
-            h, self._h = self._h, None
-        N.lib().gds_close(h)
+        if not self._closed:
+            self._closed = True
+            N._lib.gdspy_close(self._h)  # idempotent in C too, for racing close() calls
 
     def __enter__(self) -> "Store":
         return self
@@ -447,50 +502,43 @@ class Store:
         self.close()
 
     def __del__(self) -> None:
-        try:
-            if getattr(self, "_h", None) is not None and not self._closing:
-                self.close()
-        except Exception:
-            pass
+        h = getattr(self, "_h", None)
+        if h is not None:
+            self._h = None
+            N._lib.gdspy_close(h)
+            N._lib.gdspy_free(h)
+
+    # A Store owns a handle of this process: a copy would close it twice (the copy's __del__
+    # closes the original's handle), and a pickle would carry a pointer into another
+    # process. Both are refused before anything is copied.
+    def __reduce_ex__(self, protocol):
+        raise TypeError(
+            f"a gardenstate.Store cannot be pickled or copied (it owns this process's handle "
+            f"of segment {self._name!r}): open the store in the child process: pass "
+            f"the segment name and call Store.open({self._name!r}) or Store.attach({self._name!r}) there "
+            "(a fork()ed child may keep using the parent's Store)")
+
+    def __copy__(self):
+        self.__reduce_ex__(0)
+
+    def __deepcopy__(self, memo):
+        self.__reduce_ex__(0)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<gardenstate.Store {self._name!r} {state}>"
 
-    # --- the call gate ---
-
-    def _enter(self) -> int:
-        gate = _GATE
-        with gate.cond:
-            while gate.forking:
-                gate.cond.wait()
-            if self._h is None or self._closing:
-                raise StoreClosedError(f"store {self._name!r} is closed")
-            self._in_flight += 1
-            gate.in_flight += 1
-            return self._h
-
-    def _exit(self) -> None:
-        gate = _GATE
-        with gate.cond:
-            self._in_flight -= 1
-            gate.in_flight -= 1
-            if gate.in_flight == 0 or (self._closing and self._in_flight == 0):
-                gate.cond.notify_all()
+    # --- calls ---
 
     def _call(self, fn: str, *args) -> int:
-        """gds_<fn>(handle, *args) through the gate; its status."""
-        h = self._enter()
-        try:
-            return getattr(N.lib(), "gds_" + fn)(h, *args)
-        finally:
-            self._exit()
+        """gdspy_<fn>(handle, *args) (gds_<fn> through the gate); its status."""
+        return getattr(N._lib, "gdspy_" + fn)(self._h, *args)
 
     def _call_ok(self, fn: str, *args) -> None:
         """`_call`, raising the error of any status but GDS_OK."""
         st = self._call(fn, *args)
         if st != N.GDS_OK:
-            raise _error(st, fn)
+            raise _error(st, fn, self._name)
 
     def _call_found(self, fn: str, *args) -> bool:
         """`_call` of a call on a key: True for GDS_OK, False for GDS_NOT_FOUND."""
@@ -499,56 +547,53 @@ class Store:
             return True
         if st == N.GDS_NOT_FOUND:
             return False
-        raise _error(st, fn)
+        raise _error(st, fn, self._name)
 
     # --- reads ---
 
     def get(self, key: Key) -> Optional[bytes]:
         """The value of `key`, or None if it is absent or expired. Extends a sliding TTL.
         A locked entry is returned too (reads never wait for session locks)."""
-        got = self._get(key, want_meta=False)
+        k = key if type(key) is bytes else _key(key)
+        t = _scratch()
+        st = N._lib.gdspy_get(self._h, k, len(k), t.buf, t.cap, t.n, t.meta)
+        if st == 0:  # GDS_OK
+            return N._ffi.unpack(t.buf, t.n[0])
+        got = self._get_slow(k, st, t)
         return None if got is None else got[0]
 
     def get_with_meta(self, key: Key) -> Optional[tuple[bytes, Meta]]:
         """(value, Meta) of `key`, or None; as get()."""
-        return self._get(key, want_meta=True)
-
-    def _get(self, key: Key, want_meta: bool):
         k = _key(key)
-        lib = N.lib()
-        n = c_size_t()
-        meta = N.gds_meta()
-        buf = _buffer(_INITIAL_BUFFER)
-        h = self._enter()
-        try:
-            while True:
-                st = lib.gds_get(h, k, len(k), buf, len(buf), byref(n), byref(meta))
-                if st == N.GDS_OK:
-                    value = string_at(buf, n.value)
-                    return (value, Meta._from(meta)) if want_meta else (value, None)
-                if st == N.GDS_NOT_FOUND:
-                    return None
-                if st == N.GDS_ERR_BUFFER_TOO_SMALL:
-                    buf = _buffer(n.value)  # the size needed; loop: it may grow meanwhile
-                    continue
-                raise _error(st, "get")
-        finally:
-            self._exit()
+        t = _scratch()
+        st = N._lib.gdspy_get(self._h, k, len(k), t.buf, t.cap, t.n, t.meta)
+        if st == N.GDS_OK:
+            return N._ffi.unpack(t.buf, t.n[0]), Meta._from(t.meta)
+        return self._get_slow(k, st, t)
+
+    def _get_slow(self, k: bytes, st: int, t: _Scratch):
+        """get's outcomes other than a value that fit: absent, too big (grow and retry:
+        the value may grow again meanwhile), errors."""
+        while True:
+            if st == N.GDS_OK:
+                return N._ffi.unpack(t.buf, t.n[0]), Meta._from(t.meta)
+            if st == N.GDS_NOT_FOUND:
+                return None
+            if st != N.GDS_ERR_BUFFER_TOO_SMALL:
+                raise _error(st, "get", self._name)
+            t.grow(t.n[0])  # the size needed
+            st = N._lib.gdspy_get(self._h, k, len(k), t.buf, t.cap, t.n, t.meta)
 
     def get_meta(self, key: Key) -> Optional[Meta]:
         """Metadata of `key` without its value, or None. Extends a sliding TTL, as a read."""
         k = _key(key)
-        meta = N.gds_meta()
-        h = self._enter()
-        try:
-            st = N.lib().gds_get_meta(h, k, len(k), byref(meta))
-            if st == N.GDS_OK:
-                return Meta._from(meta)
-            if st == N.GDS_NOT_FOUND:
-                return None
-            raise _error(st, "get_meta")
-        finally:
-            self._exit()
+        t = _scratch()
+        st = N._lib.gdspy_get_meta(self._h, k, len(k), t.meta)
+        if st == N.GDS_OK:
+            return Meta._from(t.meta)
+        if st == N.GDS_NOT_FOUND:
+            return None
+        raise _error(st, "get_meta", self._name)
 
     def __contains__(self, key: Key) -> bool:
         return self.get_meta(key) is not None
@@ -559,30 +604,32 @@ class Store:
         k = _key(key)
         v = _value(value)
         kind, ms = _expiry(ttl, sliding)
-        out = c_uint64()
-        lib = N.lib()
-        h = self._enter()
-        try:
-            st = getattr(lib, fn)(h, k, len(k), *extra_before_value, v, len(v), kind, ms, byref(out))
-        finally:
-            self._exit()
+        out = _scratch().u64
+        st = getattr(N._lib, fn)(self._h, k, len(k), *extra_before_value, v, len(v), kind, ms,
+                                 out)
         if st == N.GDS_OK:
-            return out.value
-        if st == N.GDS_NOT_FOUND and fn in ("gds_compare_and_set", "gds_set_and_unlock"):
+            return out[0]
+        if st == N.GDS_NOT_FOUND and fn in ("gdspy_compare_and_set", "gdspy_set_and_unlock"):
             return None
-        raise _error(st, fn[4:])
+        raise _error(st, fn[6:], self._name)
 
     def set(self, key: Key, value: Value, *, ttl: Optional[Duration] = None,
             sliding: Optional[Duration] = None) -> int:
         """Stores `value` under `key` (replacing it and dropping any session lock). ttl=
         expires that long after this write, sliding= that long after the last access, neither
         never. Durations are seconds or a timedelta. Returns the entry's new version."""
-        return self._write("gds_set", key, value, ttl, sliding)
+        if ttl is None and sliding is None and type(key) is bytes and type(value) is bytes:
+            out = _scratch().u64  # the common case, without the conversions
+            st = N._lib.gdspy_set(self._h, key, len(key), value, len(value), 0, 0, out)
+            if st == 0:  # GDS_OK
+                return out[0]
+            raise _error(st, "set", self._name)
+        return self._write("gdspy_set", key, value, ttl, sliding)
 
     def add(self, key: Key, value: Value, *, ttl: Optional[Duration] = None,
             sliding: Optional[Duration] = None) -> int:
         """As set(), only if `key` is absent (or expired); ExistsError otherwise."""
-        return self._write("gds_add", key, value, ttl, sliding)
+        return self._write("gdspy_add", key, value, ttl, sliding)
 
     def compare_and_set(self, key: Key, expected_version: int, value: Value, *,
                         ttl: Optional[Duration] = None,
@@ -590,7 +637,7 @@ class Store:
         """As set(), only if the entry is at `expected_version`. Returns the new version;
         None if the key is absent or expired; VersionMismatchError if it moved on."""
         ev = _u64(expected_version, "expected_version")
-        return self._write("gds_compare_and_set", key, value, ttl, sliding, ev)
+        return self._write("gdspy_compare_and_set", key, value, ttl, sliding, ev)
 
     def delete(self, key: Key) -> bool:
         """Removes `key`; True if a live entry was removed, False if there was none."""
@@ -615,25 +662,21 @@ class Store:
         executionTimeout) or whose process died is taken over (took_over=True)."""
         k = _key(key)
         after = _ms(takeover_after, "takeover_after")
-        lib = N.lib()
-        p = c_void_p()
-        n = c_size_t()
-        meta = N.gds_meta()
-        info = N.gds_lock_info()
-        h = self._enter()
-        try:
-            st = lib.gds_lock(h, k, len(k), after, byref(p), byref(n), byref(meta), byref(info))
-            if st == N.GDS_OK:
-                try:
-                    value = string_at(p.value, n.value) if n.value else b""
-                finally:
-                    lib.gds_buffer_free(p)
-                return Locked(value, int(info.lock_id), Meta._from(meta), bool(info.took_over))
-            if st == N.GDS_NOT_FOUND:
-                return None
-            err = _error(st, "lock")
-        finally:
-            self._exit()
+        ffi = N._ffi
+        p = ffi.new("uint8_t **")
+        n = ffi.new("size_t *")
+        meta = ffi.new("gds_meta *")
+        info = ffi.new("gds_lock_info *")
+        st = N._lib.gdspy_lock(self._h, k, len(k), after, p, n, meta, info)
+        if st == N.GDS_OK:
+            try:
+                value = ffi.unpack(ffi.cast("char *", p[0]), n[0]) if n[0] else b""
+            finally:
+                N._lib.gds_buffer_free(p[0])
+            return Locked(value, int(info.lock_id), Meta._from(meta), bool(info.took_over))
+        if st == N.GDS_NOT_FOUND:
+            return None
+        err = _error(st, "lock", self._name)
         if isinstance(err, LockedError):
             err.lock_id = int(info.lock_id)
             err.age_ms = int(info.age_ms)
@@ -654,45 +697,45 @@ class Store:
         Returns the new version; None if the entry expired or was deleted meanwhile (nothing
         was written); LockMismatchError if the lock was taken over (the write lost)."""
         lid = _u64(lock_id, "lock_id")
-        return self._write("gds_set_and_unlock", key, value, ttl, sliding, lid)
+        return self._write("gdspy_set_and_unlock", key, value, ttl, sliding, lid)
 
     # --- maintenance and observability ---
 
-    def _struct_call(self, fn: str, cls, *args):
-        s = cls()
-        s.struct_size = sizeof(cls)
-        self._call_ok(fn[4:], *args, byref(s))
+    def _struct_call(self, fn: str, ctype: str, *args):
+        s = N._ffi.new(ctype + " *")
+        s.struct_size = N._ffi.sizeof(ctype)
+        self._call_ok(fn, *args, s)
         return s
 
     def info(self) -> Info:
         """The segment's fixed shape: sizes, limits, dataset id."""
-        return Info(**_struct_dict(self._struct_call("gds_get_info", N.gds_info)))
+        return Info(**_struct_dict(self._struct_call("get_info", "gds_info")))
 
     def stats(self) -> Stats:
         """Counters and occupancy (reads the index: about 2 ms per million entries; call it
         from a monitor, not per request)."""
-        return Stats(**_struct_dict(self._struct_call("gds_get_stats", N.gds_stats)))
+        return Stats(**_struct_dict(self._struct_call("get_stats", "gds_stats")))
 
     def sweep(self, budget: int = 1 << 20) -> SweepReport:
         """Removes expired entries (up to `budget` index slots) and reclaims the client
         slots of dead processes."""
-        r = self._struct_call("gds_sweep", N.gds_sweep_report, _u64(budget, "budget"))
+        r = self._struct_call("sweep", "gds_sweep_report", _u64(budget, "budget"))
         return SweepReport(bool(r.ran), int(r.examined), int(r.expired),
                            int(r.dead_clients_reclaimed))
 
     def check(self) -> CheckReport:
         """Checks every invariant of the segment (an fsck; meant for a quiescent segment)."""
-        r = N.gds_check_report()
-        r.struct_size = sizeof(N.gds_check_report)
-        p = c_void_p()
-        lib = N.lib()
-        self._call_ok("check", byref(r), byref(p))
+        ffi = N._ffi
+        r = ffi.new("gds_check_report *")
+        r.struct_size = ffi.sizeof("gds_check_report")
+        p = ffi.new("char **")
+        self._call_ok("check", r, p)
         problems: tuple = ()
-        if p.value:
+        if p[0] != ffi.NULL:
             try:
-                text = string_at(p.value).decode("utf-8", "replace")
+                text = ffi.string(p[0]).decode("utf-8", "replace")
             finally:
-                lib.gds_buffer_free(p)
+                N._lib.gds_buffer_free(p[0])
             problems = tuple(line for line in text.splitlines() if line)
         return CheckReport(problems=problems, **_struct_dict(r))
 
@@ -700,15 +743,9 @@ class Store:
         """A consistent copy of every live entry (no lock taken; entries changed during the
         scan may be seen before or after the change). For tools, not for the request path."""
         out: list[Entry] = []
-
-        def cb(_user, ep):
-            e = ep.contents
-            out.append(Entry(string_at(e.key, e.key_len),
-                             string_at(e.value, e.value_len) if e.value_len else b"",
-                             Meta._from(e.meta), int(e.slot)))
-            return 0
-
-        self._call_ok("scan", N.gds_scan_fn(cb), None)
+        _register_scan_callback()
+        user = N._ffi.new_handle(out)
+        self._call_ok("scan", N._lib.gdspy_scan_entry, user)
         return out
 
     def keys(self) -> Iterator[bytes]:
@@ -717,16 +754,16 @@ class Store:
 
     def feed_head(self) -> int:
         """The change-feed position the next mutation will take."""
-        out = c_uint64()
-        self._call_ok("feed_head", byref(out))
-        return out.value
+        out = N._ffi.new("uint64_t *")
+        self._call_ok("feed_head", out)
+        return out[0]
 
     @property
     def write_mode(self) -> WriteMode:
         """WRITABLE, or REPLICA / FENCED (every write raises ReadOnlyError)."""
-        out = c_uint32()
-        self._call_ok("get_write_mode", byref(out))
-        return WriteMode(out.value)
+        out = N._ffi.new("gds_write_mode *")
+        self._call_ok("get_write_mode", out)
+        return WriteMode(out[0])
 
     @write_mode.setter
     def write_mode(self, mode: WriteMode) -> None:
@@ -744,6 +781,27 @@ class Store:
         WAIT), at most `timeout`; False if the time ran out (no standby, or it lags)."""
         v = _u64(version, "version")
         ms = _ms(timeout, "timeout")
-        out = c_uint32()
-        self._call_ok("wait_replicated", v, ms, byref(out))
-        return bool(out.value)
+        out = N._ffi.new("uint32_t *")
+        self._call_ok("wait_replicated", v, ms, out)  # the GIL is released while it waits
+        return bool(out[0])
+
+
+_scan_registered = False
+
+
+def _register_scan_callback() -> None:
+    """Binds gardenstate._gds's extern "Python" gdspy_scan_entry to _scan_entry (once)."""
+    global _scan_registered
+    if not _scan_registered:
+        N._ffi.def_extern(name="gdspy_scan_entry")(_scan_entry)
+        _scan_registered = True
+
+
+def _scan_entry(user, e) -> int:
+    ffi = N._ffi
+    out = ffi.from_handle(user)
+    out.append(Entry(ffi.unpack(ffi.cast("char *", e.key), e.key_len),
+                     ffi.unpack(ffi.cast("char *", e.value), e.value_len) if e.value_len
+                     else b"",
+                     Meta._from(e.meta), int(e.slot)))
+    return 0

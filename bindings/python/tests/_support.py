@@ -17,7 +17,10 @@ PY_ROOT = Path(__file__).resolve().parents[1]  # bindings/python
 REPO = PY_ROOT.parents[1]
 HEADER = REPO / "include" / "gardenstate.h"
 
-if str(PY_ROOT) not in sys.path:
+# test.sh runs the suite against the package pip installed (GDS_PY_INSTALLED=1), never the
+# checkout's sources; run by hand from a checkout, the tests use bindings/python/gardenstate.
+INSTALLED = os.environ.get("GDS_PY_INSTALLED") == "1"
+if not INSTALLED and str(PY_ROOT) not in sys.path:
     sys.path.insert(0, str(PY_ROOT))
 
 if "GARDENSTATE_SHM_DIR" not in os.environ:
@@ -43,8 +46,9 @@ def unique_name(prefix="t"):
 
 def subprocess_env(**extra):
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(PY_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    )
+    if not INSTALLED:
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(PY_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+        )
     env.update(extra)
     return env

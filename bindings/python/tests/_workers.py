@@ -105,3 +105,9 @@ def hammer(store_or_name, writer, n_ops, nkeys, results, progress=None, stop=Non
                 progress.value = ops
     finally:
         results.put((writer, ops, wrong, errors))
+
+
+def get_one(store_or_name, key):
+    """A pool task: the value of `key`, attaching by name (a Store itself cannot be sent)."""
+    with gardenstate.Store.attach(store_or_name) as store:
+        return store.get(key)

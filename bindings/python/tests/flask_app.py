@@ -46,4 +46,5 @@ def create_app(store, lifetime=timedelta(minutes=10), **kwargs):
 
 if os.environ.get("GDS_TEST_SEGMENT"):
     app = create_app(Store.open(os.environ["GDS_TEST_SEGMENT"], capacity_bytes=8 << 20,
-                                max_entries=1024))
+                                max_entries=1024),
+                     locking=os.environ.get("GDS_TEST_LOCKING") == "1")

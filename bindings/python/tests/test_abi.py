@@ -1,11 +1,11 @@
-"""The binding against the header: constants, struct layouts, loading and the ABI check.
+"""The binding against the header: constants, gate wrappers, loading and the ABI check.
 
-These make the Python binding a second test of the C ABI: every constant the package
-hard-codes is compared with include/gardenstate.h, and every struct's size and field
-offsets with what a C compiler computes from the header.
+The compiled binding (gardenstate._gds) is built from include/gardenstate.h itself, so the C
+compiler already checked its structs and prototypes; here every constant the package
+hard-codes (to import without the library) is compared with the header, and every store
+function of the header must have its gate wrapper.
 """
 
-import ctypes
 import os
 import re
 import shutil
@@ -15,7 +15,7 @@ import tempfile
 import textwrap
 import unittest
 
-from _support import HEADER, PY_ROOT, subprocess_env
+from _support import HEADER, INSTALLED, PY_ROOT, REPO, subprocess_env
 import gardenstate
 from gardenstate import _native as N
 from gardenstate import errors
@@ -73,66 +73,108 @@ class HeaderConstants(unittest.TestCase):
         want = f"{d['GDS_VERSION_MAJOR']}.{d['GDS_VERSION_MINOR']}.{d['GDS_VERSION_PATCH']}"
         self.assertEqual(gardenstate.version(), want)
 
-    def test_every_prototype_is_declared_in_the_header(self):
-        text = header_text()
-        for name in N._PROTOTYPES:
-            self.assertRegex(text, rf"\b{name}\(", name)
-
-
-@unittest.skipUnless(shutil.which("gcc"), "gcc is needed to compute the C layouts")
-class StructLayouts(unittest.TestCase):
-    def test_sizes_and_offsets_match_a_c_compiler(self):
-        lines = ['#include <stdio.h>', '#include <stddef.h>', '#include "gardenstate.h"',
-                 "int main(void) {"]
-        for cname, cls in N.STRUCTS.items():
-            lines.append(f'printf("{cname} sizeof %zu\\n", sizeof(struct {cname}));')
-            for field, _ in cls._fields_:
-                lines.append(f'printf("{cname} {field} %zu\\n", offsetof(struct {cname}, {field}));')
-        lines.append("return 0; }")
-        with tempfile.TemporaryDirectory() as d:
-            src = os.path.join(d, "layout.c")
-            exe = os.path.join(d, "layout")
-            with open(src, "w") as f:
-                f.write("\n".join(lines))
-            subprocess.run(["gcc", "-Wall", "-Werror", "-I", str(HEADER.parent), src, "-o", exe],
-                           check=True)
-            out = subprocess.run([exe], check=True, capture_output=True, text=True).stdout
-        c = {}
-        for line in out.splitlines():
-            cname, field, value = line.split()
-            c[(cname, field)] = int(value)
-        for cname, cls in N.STRUCTS.items():
-            self.assertEqual(ctypes.sizeof(cls), c[(cname, "sizeof")], f"sizeof {cname}")
-            for field, _ in cls._fields_:
-                self.assertEqual(getattr(cls, field).offset, c[(cname, field)], f"{cname}.{field}")
+    def test_every_store_function_has_its_gate_wrapper(self):
+        lib = N.lib()
+        names = re.findall(r"\bgds_status (gds_\w+)\(const struct gds_store \*store",
+                           header_text())
+        self.assertGreater(len(names), 20)
+        for name in names:
+            self.assertTrue(hasattr(lib, "gdspy" + name[3:]), name)
+        self.assertEqual(lib.GDSPY_CLOSED, N.GDSPY_CLOSED)
 
 
 def run_python(code, **env):
+    # cwd "/": python -c puts the working directory first on sys.path, which must not
+    # shadow the package under test with a checkout's.
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, env=subprocess_env(**env), timeout=120)
+                          text=True, env=subprocess_env(**env), timeout=120, cwd="/")
+
+
+def package_copy(d, bundle=None):
+    """A copy of the package's modules in directory `d` (for PYTHONPATH), with `bundle`
+    copied in as its bundled libgardenstate.so, or without one."""
+    pkg = os.path.join(d, "gardenstate")
+    src = os.path.dirname(gardenstate.__file__)
+    shutil.copytree(src, pkg, ignore=shutil.ignore_patterns("libgardenstate.so", "__pycache__"))
+    if bundle:
+        shutil.copyfile(bundle, os.path.join(pkg, "libgardenstate.so"))
+    return d
 
 
 class Loading(unittest.TestCase):
-    def test_loads_the_repository_build_by_default(self):
-        r = run_python("import gardenstate; print(gardenstate.lib_path())", GARDENSTATE_LIB="")
+    """The lookup order: the bundled copy, GARDENSTATE_LIB, the checkout's target/, the
+    system's. Each case runs a copy of the package, so it holds for the installed package
+    and for a checkout alike."""
+
+    def test_the_bundled_copy_comes_first(self):
+        if INSTALLED:  # pip put the library it built inside the package: it is the one used
+            bundled = os.path.join(os.path.dirname(gardenstate.__file__), "libgardenstate.so")
+            self.assertEqual(gardenstate.lib_path(), bundled)
+        with tempfile.TemporaryDirectory() as d:
+            package_copy(d, bundle=gardenstate.lib_path())
+            r = run_python("import gardenstate; print(gardenstate.lib_path())",
+                           PYTHONPATH=d, GARDENSTATE_LIB="/nonexistent/libgardenstate.so")
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertTrue(r.stdout.strip().endswith("libgardenstate.so"), r.stdout)
+        self.assertEqual(r.stdout.strip(), os.path.join(d, "gardenstate", "libgardenstate.so"))
+
+    def test_loads_the_repository_build_without_a_bundled_copy(self):
+        target = os.environ.get("CARGO_TARGET_DIR") or str(REPO / "target")
+        built = os.path.join(target, "release", "libgardenstate.so")
+        if not os.path.exists(built):
+            self.skipTest(f"{built} was not built")
+        with tempfile.TemporaryDirectory() as d:
+            # A checkout's layout: <repo>/bindings/python/gardenstate, its target/ moved.
+            r = run_python("import gardenstate; print(gardenstate.lib_path())",
+                           PYTHONPATH=package_copy(os.path.join(d, "bindings", "python")),
+                           GARDENSTATE_LIB="", CARGO_TARGET_DIR=target)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), built)
+
+    def test_a_checkout_without_the_compiled_module_builds_it_once_into_a_cache(self):
+        with tempfile.TemporaryDirectory() as d:
+            py = os.path.join(d, "bindings", "python")
+            os.makedirs(os.path.join(d, "include"))
+            shutil.copyfile(HEADER, os.path.join(d, "include", "gardenstate.h"))
+            shutil.copytree(os.path.dirname(gardenstate.__file__), os.path.join(py, "gardenstate"),
+                            ignore=shutil.ignore_patterns("*.so", "_gds.*", "__pycache__"))
+            shutil.copyfile(PY_ROOT / "gardenstate_build.py",
+                            os.path.join(py, "gardenstate_build.py"))
+            cache = os.path.join(d, "cache")
+            code = """
+                import gardenstate
+                s = gardenstate.Store.open("abi-cache-build")
+                s.set(b"k", b"v"); print(s.get(b"k").decode()); s.close()
+                gardenstate.destroy("abi-cache-build")
+                import gardenstate._gds as g; print(g.__file__)
+                """
+            for _ in range(2):  # built by the first run, reused by the second
+                r = run_python(code, PYTHONPATH=py, XDG_CACHE_HOME=cache,
+                               GARDENSTATE_LIB=gardenstate.lib_path())
+                self.assertEqual(r.returncode, 0, r.stderr)
+                value, path = r.stdout.split()
+                self.assertEqual(value, "v")
+                self.assertTrue(path.startswith(os.path.join(cache, "gardenstate")), path)
+            self.assertEqual(len(os.listdir(os.path.join(cache, "gardenstate"))), 1)
 
     def test_gardenstate_lib_names_the_file(self):
         path = gardenstate.lib_path()
-        r = run_python("import gardenstate; print(gardenstate.lib_path())", GARDENSTATE_LIB=path)
+        with tempfile.TemporaryDirectory() as d:
+            r = run_python("import gardenstate; print(gardenstate.lib_path())",
+                           PYTHONPATH=package_copy(d), GARDENSTATE_LIB=path)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.strip(), path)
 
     def test_a_missing_library_is_a_clear_error(self):
-        r = run_python("""
-            import gardenstate
-            try:
-                gardenstate.Store.attach("x")
-            except gardenstate.LibraryNotFoundError as e:
-                assert isinstance(e, ImportError)
-                print("refused:", e)
-            """, GARDENSTATE_LIB="/nonexistent/libgardenstate.so")
+        with tempfile.TemporaryDirectory() as d:
+            r = run_python("""
+                import gardenstate
+                try:
+                    gardenstate.Store.attach("x")
+                except gardenstate.LibraryNotFoundError as e:
+                    assert isinstance(e, ImportError)
+                    print("refused:", e)
+                """, PYTHONPATH=package_copy(d),
+                GARDENSTATE_LIB="/nonexistent/libgardenstate.so")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("refused: cannot load libgardenstate from '/nonexistent/libgardenstate.so'",
                       r.stdout)
@@ -155,7 +197,7 @@ class Loading(unittest.TestCase):
                         gardenstate.Store.open("x")
                     except gardenstate.AbiMismatchError as e:
                         print("refused:", e)
-                """, GARDENSTATE_LIB=lib)
+                """, PYTHONPATH=package_copy(os.path.join(d, "py")), GARDENSTATE_LIB=lib)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.count("refused:"), 2, r.stdout)  # refused every time
         self.assertIn("has ABI version 2", r.stdout)

@@ -5,17 +5,13 @@ worker to worker."""
 import http.cookiejar
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import unittest
 import urllib.request
 from datetime import timedelta
 
-from _support import REQUIRE_FLASK, unique_name, subprocess_env, PY_ROOT
+from _support import REQUIRE_FLASK, unique_name
+from _gunicorn import GunicornServer
 import gardenstate
 from gardenstate import Store
 
@@ -30,7 +26,6 @@ try:
 except ImportError:
     HAVE_GUNICORN = False
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def need(flag, what):
@@ -162,70 +157,78 @@ class InProcess(unittest.TestCase):
             GardenstateSessionInterface("sessions")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@need(HAVE_FLASK, "flask")
+class Locking(unittest.TestCase):
+    """locking=True: a request holds its session's lock from open to save."""
+
+    def setUp(self):
+        from flask_app import create_app
+        self.name = unique_name("fk")
+        self.store = Store.create(self.name, capacity_bytes=8 << 20, max_entries=1024)
+        self.app = create_app(self.store, locking=True, lock_takeover_after=0.05)
+        self.client = self.app.test_client()
+        self.client.post("/incr")
+        self.sid = self.client.get_cookie("session").value
+        self.key = b"session:" + self.sid.encode()
+
+    def tearDown(self):
+        self.store.close()
+        gardenstate.destroy(self.name)
+
+    def test_a_request_holds_the_lock_until_its_session_is_saved(self):
+        iface = self.app.session_interface
+        with self.app.test_request_context("/incr", method="POST",
+                                           headers={"Cookie": f"session={self.sid}"}) as ctx:
+            first = ctx.session  # opened (and locked) by open_session when ctx was pushed
+            self.assertEqual(first["n"], 1)
+            self.assertNotEqual(self.store.get_meta(self.key).lock_id, 0)
+            first["n"] += 1
+            iface.save_session(self.app, first, self.app.response_class())
+        self.assertEqual(self.store.get_meta(self.key).lock_id, 0)  # released by the save
+        self.assertEqual(self.client.post("/incr").json["n"], 3)  # it saw the first's write
+        self.assertEqual(self.store.get_meta(self.key).lock_id, 0)
+
+    def test_a_stuck_holder_is_taken_over_and_its_write_is_lost(self):
+        iface = self.app.session_interface
+        with self.app.test_request_context("/incr", method="POST",
+                                           headers={"Cookie": f"session={self.sid}"}) as ctx:
+            stuck = ctx.session
+            stuck["n"] = 100
+            # Another request waits for the lock, then takes it over (held over
+            # lock_takeover_after), and saw the value from before the stuck one's change.
+            self.assertEqual(self.client.post("/incr").json["n"], 2)
+            with self.assertLogs(self.app.logger, "WARNING") as logs:
+                iface.save_session(self.app, stuck, self.app.response_class())
+            self.assertIn("lock was taken over", logs.output[0])
+        self.assertEqual(self.client.get("/show").json["n"], 2)
+
+    def test_a_read_only_request_releases_the_lock(self):
+        self.assertEqual(self.client.get("/show").json["n"], 1)
+        self.assertEqual(self.store.get_meta(self.key).lock_id, 0)
+        self.client.post("/clear")
+        self.assertIsNone(self.store.get_meta(self.key))
+
+    def test_the_lock_of_a_dead_holder_is_taken_over(self):
+        # A forked child takes the lock and dies (as a killed worker would); the lock is
+        # young, so only its dead holder lets the next request take it over.
+        self.app.session_interface.lock_takeover_after = 3600
+        pid = os.fork()
+        if pid == 0:
+            try:
+                self.store.lock(self.key)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        self.assertNotEqual(self.store.get_meta(self.key).lock_id, 0)
+        self.assertEqual(self.client.post("/incr").json["n"], 2)
 
 
 @need(HAVE_FLASK and HAVE_GUNICORN, "flask and gunicorn")
-class Gunicorn(unittest.TestCase):
+class Gunicorn(GunicornServer, unittest.TestCase):
     """gunicorn with 4 sync workers; a client with a cookie jar and a new connection per
     request, so the requests of one session are served by different worker processes."""
 
-    def start(self, preload):
-        self.name = unique_name("gu")
-        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-        for attempt in range(5):
-            self.port = free_port()
-            args = [sys.executable, "-m", "gunicorn", "-w", "4", "-k", "sync",
-                    "-b", f"127.0.0.1:{self.port}", "--chdir", TESTS,
-                    "--timeout", "120", "--graceful-timeout", "10", "--log-level", "warning"]
-            if preload:
-                args.append("--preload")
-            self.server = subprocess.Popen(
-                args + ["flask_app:app"], stdout=self.log, stderr=subprocess.STDOUT,
-                env=subprocess_env(GDS_TEST_SEGMENT=self.name), start_new_session=True)
-            if self.wait_ready():
-                return
-            self.stop()  # the port was taken meanwhile, say: try another
-        self.fail("gunicorn did not start:\n" + self.read_log())
-
-    def wait_ready(self):
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.server.poll() is not None:
-                return False
-            try:
-                with urllib.request.urlopen(self.url("/health"), timeout=30) as r:
-                    if r.status == 200:
-                        return True
-            except OSError:
-                time.sleep(0.1)
-        return False
-
-    def read_log(self):
-        self.log.flush()
-        with open(self.log.name) as f:
-            return f.read()
-
-    def url(self, path):
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self):
-        if self.server.poll() is None:
-            self.server.terminate()  # gunicorn's master stops its workers on SIGTERM
-            try:
-                self.server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.server.pid, signal.SIGKILL)
-                self.server.wait(timeout=60)
-
-    def tearDown(self):
-        self.stop()
-        gardenstate.destroy(self.name)
-        self.log.close()
-        os.unlink(self.log.name)
+    app = "flask_app:app"
 
     def run_counter(self, requests):
         jar = http.cookiejar.CookieJar()
@@ -266,6 +269,32 @@ class Gunicorn(unittest.TestCase):
             post("/clear")
             self.assertEqual(session_keys(store), [])
         self.assertEqual(post("/incr")["n"], 1)  # a fresh session after clearing
+
+    def test_locking_serializes_concurrent_requests_of_one_session(self):
+        # 4 clients share one session cookie and increment it 100 times each, at once, over
+        # 4 workers: with locking no increment is lost (without it, last writer wins).
+        self.start(preload=True, GDS_TEST_LOCKING="1")
+        post, n, _, sid = self.run_counter(40)  # a session at least two workers served
+        import threading
+        import urllib.request as ur
+
+        def client(results):
+            for _ in range(100):
+                req = ur.Request(self.url("/incr"), data=b"", method="POST",
+                                 headers={"Cookie": f"session={sid}"})
+                with ur.urlopen(req, timeout=120) as r:
+                    results.append(json.loads(r.read())["n"])
+
+        results = []
+        threads = [threading.Thread(target=client, args=(results,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(len(results), 400)
+        # Each request saw every earlier one: the counts answered are exactly n+1 .. n+400.
+        self.assertEqual(sorted(results), list(range(n + 1, n + 401)))
+        self.assertEqual(post("/incr")["n"], n + 401)
 
     def test_a_session_follows_its_user_across_workers_each_opening(self):
         # without --preload: the four workers import the app and open the segment at once

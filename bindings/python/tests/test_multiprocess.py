@@ -58,7 +58,14 @@ class MultiProcess(unittest.TestCase):
             self.assertTrue(_workers.verify(e.key, e.value), e.key)
 
     def assert_healthy(self):
-        self.store.sweep()  # reclaims the client slots of exited processes
+        # The sweep reclaims the client slots of exited processes. A worker killed while it
+        # held the sweep lease (its own periodic sweep) keeps other sweeps out until the
+        # lease runs out (SWEEP_LEASE_MS): poll until one runs, as wait_progress does.
+        deadline = time.monotonic() + 300
+        while not self.store.sweep().ran:
+            if time.monotonic() > deadline:
+                raise AssertionError("no sweep could run in 300 s")
+            time.sleep(0.01)
         report = self.store.check()
         self.assertTrue(report.ok, report.problems)
         self.assertEqual(report.leaked_blocks, 0)
@@ -91,6 +98,21 @@ class MultiProcess(unittest.TestCase):
 
     def test_spawn_workers_attach_by_name(self):
         self.hammer("spawn")
+
+    def test_a_store_given_to_a_spawn_or_forkserver_pool_is_refused(self):
+        # A pickled Store used to carry the raw handle: the child crashed and the pool hung.
+        # Now pickling it raises a TypeError in the parent, which the pool returns.
+        self.store.set(b"k", b"v")
+        for method in ("spawn", "forkserver"):
+            with self.subTest(method=method):
+                with mp.get_context(method).Pool(1) as pool:
+                    with self.assertRaises(TypeError) as cm:
+                        pool.apply_async(_workers.get_one, (self.store, b"k")).get(timeout=300)
+                    self.assertIn("open the store in the child", str(cm.exception))
+                    # The pool still works, and a child that opens the store by name reads it.
+                    got = pool.apply_async(_workers.get_one, (self.name, b"k")).get(timeout=300)
+                    self.assertEqual(got, b"v")
+        self.assertEqual(self.store.get(b"k"), b"v")
 
     def test_parent_keeps_working_after_forking(self):
         self.store.set(b"p", b"parent")

@@ -62,6 +62,60 @@ class Lifecycle(StoreCase):
         with self.assertRaises(IncompatibleError):
             Store.open(self.name, capacity_bytes=32 << 20, max_entries=1024)
 
+    def test_open_without_options_accepts_any_shape(self):
+        # The segment was made with other options than the defaults (as by the CLI with
+        # --max-entries 1024 ...): open(name) with no options attaches to it as it is.
+        with Store.open(self.name) as s:
+            self.assertEqual(s.info(), self.store.info())
+        # Options given with the segment's values are accepted too, one or several.
+        with Store.open(self.name, max_entries=1024, max_value=256 << 10, evict=False) as s:
+            self.assertEqual(s.info().max_entries, 1024)
+        with Store.open(self.name, capacity_bytes=16 << 20, max_key=64) as s:
+            self.assertEqual(s.info().max_key, 64)
+
+    def test_incompatible_option_is_named_with_both_values_and_a_fix(self):
+        cases = [
+            (dict(max_entries=2048), "max_entries=1024", "max_entries=2048", "--max-entries 2048"),
+            (dict(capacity_bytes=32 << 20), f"capacity_bytes={16 << 20}",
+             f"capacity_bytes={32 << 20}", f"--capacity {32 << 20}"),
+            (dict(max_clients=0), "max_clients=", "max_clients=512", "--max-clients 512"),
+            (dict(evict=True), "evict=False", "evict=True", "--evict"),
+        ]
+        for opts, have, want, flag in cases:
+            with self.subTest(**opts):
+                if "max_clients" in opts:
+                    # 0 means "the default": compared as the default, 512 (this one has 512
+                    # too, so use a segment with another count).
+                    name = unique_name()
+                    Store.create(name, max_clients=16).close()
+                    self.addCleanup(gardenstate.destroy, name)
+                    have = "max_clients=16"
+                else:
+                    name = self.name
+                with self.assertRaises(IncompatibleError) as cm:
+                    Store.open(name, **opts)
+                msg = str(cm.exception)
+                self.assertIn(have, msg)
+                self.assertIn(want, msg)
+                self.assertIn(flag, msg)
+                self.assertIn("gardenstate dump", msg)
+                self.assertNotIn("Geometry", msg)
+        self.store.set(b"k", b"v")  # the refusal changed nothing
+        self.assertEqual(self.store.get(b"k"), b"v")
+
+    def test_a_store_cannot_be_pickled_or_copied(self):
+        import copy
+        import pickle
+
+        for how in (pickle.dumps, copy.copy, copy.deepcopy):
+            with self.subTest(how=how.__name__):
+                with self.assertRaises(TypeError) as cm:
+                    how(self.store)
+                self.assertIn("open the store in the child", str(cm.exception))
+        # The original still works (no copy closed its handle).
+        self.store.set(b"k", b"v")
+        self.assertEqual(self.store.get(b"k"), b"v")
+
     def test_open_creates_when_absent(self):
         name = unique_name()
         try:
