@@ -38,6 +38,13 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
 fi
 
+# The interop checks use the Python binding from the checkout: it compiles its cffi module on
+# first use, so the interpreter needs cffi (and a C compiler, which cargo's build needs too).
+if ! python3 -c 'import cffi' >/dev/null 2>&1; then
+    echo "== install cffi for $(command -v python3) (pip)"
+    python3 -m pip install -q 'cffi>=1.15' || apt-get install -y -qq python3-cffi
+fi
+
 echo "== build libgardenstate and the gardenstate CLI"
 cargo build --release -p gardenstate-ffi -p gardenstate-replicator
 

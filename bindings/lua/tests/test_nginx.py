@@ -6,7 +6,8 @@ Run by bindings/lua/test.sh, which builds the library and the CLI and sets:
   GDS_CLI           the gardenstate CLI
   GDS_LUA_SEGMENT   the segment name to create (test.sh destroys it on exit)
   GDS_LUA_PREFIX    nginx's prefix directory (test.sh stops the nginx whose pid is there)
-Only the standard library and the Python binding (bindings/python, ctypes only) are used.
+Only the standard library and the Python binding (bindings/python, which compiles its cffi
+module on first use) are used.
 No assertion depends on timing: waits poll with generous deadlines.
 """
 import hashlib
