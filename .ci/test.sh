@@ -52,7 +52,7 @@ finish() {
     if [ "$status" -eq 0 ]; then
         printf '\ntest.sh: all checks passed (fmt, clippy, tests, loom, bindings, README quick start, ASan, TSan, Miri, fuzz)\n'
     else
-        printf '\ntest.sh: FAILED in section "%s" (exit status %s)\n' "$section_name" "$status"
+        printf '\ntest.sh: FAILED in section %s(exit status %s)\n' "${failed_in:-\"$section_name\" }" "$status"
     fi
 }
 trap finish EXIT
@@ -147,14 +147,19 @@ bindings/dotnet/test.sh
 section "README quick start (.ci/readme.sh)"
 .ci/readme.sh
 
-section "AddressSanitizer (.ci/asan.sh)"
-.ci/asan.sh
-
-section "ThreadSanitizer (.ci/tsan.sh)"
-.ci/tsan.sh
-
-section "Miri (.ci/miri.sh, MIRI_SEEDS=$MIRI_SEEDS)"
-.ci/miri.sh
-
-section "fuzz (.ci/fuzz.sh, every target, FUZZ_SECONDS=$FUZZ_SECONDS)"
-.ci/fuzz.sh
+# The nightly checks run to the end even if one fails (each finds different bugs); the
+# script then fails naming them.
+nightly_failed=()
+nightly() {
+    section "$1"
+    shift
+    "$@" || nightly_failed+=("$section_name")
+}
+nightly "AddressSanitizer (.ci/asan.sh)" .ci/asan.sh
+nightly "ThreadSanitizer (.ci/tsan.sh)" .ci/tsan.sh
+nightly "Miri (.ci/miri.sh, MIRI_SEEDS=$MIRI_SEEDS)" .ci/miri.sh
+nightly "fuzz (.ci/fuzz.sh, every target, FUZZ_SECONDS=$FUZZ_SECONDS)" .ci/fuzz.sh
+if [ ${#nightly_failed[@]} -gt 0 ]; then
+    failed_in="$(printf '"%s" ' "${nightly_failed[@]}")"
+    exit 1
+fi
