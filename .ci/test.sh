@@ -4,7 +4,7 @@
 # needs itself: the rustfmt and clippy components, the nightly toolchain with its miri and
 # rust-src components, and cargo-fuzz.
 #
-#   .ci/test.sh              # the CI form: about 35 minutes on a shared 2-core machine
+#   .ci/test.sh              # the CI form (bounded to stay under 45 minutes on 2 cores)
 #   GDS_LONG=1 .ci/test.sh   # the long form of every section (hours)
 #
 # Sections: system packages, toolchains, format, lint, tests, loom models, the bindings,
