@@ -95,6 +95,7 @@ run "-p gardenstate-replicator --test replication --test stats_replication" ""
 echo "---- C ABI: libgardenstate built with -Zsanitizer=thread, C programs with gcc -fsanitize=thread ----"
 if cargo +nightly build "${args[@]}" -p gardenstate-ffi; then
     GDS_FFI_LIB_DIR="$PWD/target/tsan-$mode/$host/debug" GDS_C_SANITIZER=thread \
+        GDS_TSAN_RUNTIME="$(ls "$(rustc +nightly --print sysroot)/lib/rustlib/$host/lib/"librustc-*_rt.tsan.a)" \
         cargo +nightly test "${args[@]}" -p gardenstate-ffi --test c_programs -- \
         fork_c_eight_threads_share_one_store api_c_covers_every_function_and_error_path || status=$?
 else

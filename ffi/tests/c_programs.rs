@@ -20,7 +20,8 @@
 //! With the Rust side instrumented too: `GDS_FFI_LIB_DIR` names a directory holding a
 //! libgardenstate.a built with a sanitizer (then this test does not build the library), and
 //! `GDS_C_SANITIZER=thread` compiles the programs with -fsanitize=thread instead of
-//! address,undefined. `.ci/asan.sh` (ASan) and `.ci/tsan.sh` (TSan) run the C programs so.
+//! address,undefined (linked with rustc's TSan runtime named by `GDS_TSAN_RUNTIME`).
+//! `.ci/asan.sh` (ASan) and `.ci/tsan.sh` (TSan) run the C programs so.
 //!
 //! Needs gcc, g++ and pkg-config on the PATH.
 
@@ -137,7 +138,12 @@ fn sanitize_flags() -> &'static [&'static str] {
 }
 
 /// Compiles `sources` with `compiler` against the header and the static library.
+/// Under TSan (`GDS_C_SANITIZER=thread`) the sources are compiled with gcc's instrumentation
+/// but linked with rustc's TSan runtime (`GDS_TSAN_RUNTIME`, librustc-*_rt.tsan.a): the
+/// library's LLVM instrumentation calls entry points (`__tsan_memcpy`, ...) that gcc's
+/// libtsan lacks, and one process must have one TSan runtime.
 fn compile(compiler: &str, std: &str, sources: &[PathBuf], out: &Path, sanitize: bool) {
+    let tsan_runtime = std::env::var_os("GDS_TSAN_RUNTIME").filter(|_| sanitize_flags() == SANITIZE_THREAD);
     let mut cmd = Command::new(compiler);
     cmd.arg(format!("-std={std}"))
         .args(WARNINGS)
@@ -145,11 +151,19 @@ fn compile(compiler: &str, std: &str, sources: &[PathBuf], out: &Path, sanitize:
         .arg("-pthread")
         .arg("-I")
         .arg(root_dir().join("include"))
-        .args(sources)
-        .arg("-o")
-        .arg(out)
-        .arg(library_dir().join("libgardenstate.a"))
-        .args(private_libs());
+        .args(sources);
+    let object = out.with_extension("o");
+    if sanitize && tsan_runtime.is_some() {
+        assert_eq!(sources.len(), 1, "one source per program under TSan");
+        run(cmd.arg("-c").arg("-o").arg(&object));
+        cmd = Command::new(compiler);
+        cmd.arg("-pthread").arg(&object);
+    }
+    cmd.arg("-o").arg(out).arg(library_dir().join("libgardenstate.a"));
+    if let (true, Some(rt)) = (sanitize, &tsan_runtime) {
+        cmd.arg("-Wl,--whole-archive").arg(rt).arg("-Wl,--no-whole-archive").arg("-lstdc++");
+    }
+    cmd.args(private_libs());
     run(&mut cmd);
 }
 
