@@ -9,6 +9,11 @@
 # scripts and proc macros stay uninstrumented) into target/asan, and runs the tests with
 # detect_leaks=1. Child processes the tests spawn (the multi-process, crash, fork, damage and
 # hostile co-tenant tests re-run the test binary) are instrumented too.
+# Then the C ABI: libgardenstate is built with the same flags and the C programs of
+# ffi/tests/c_programs.rs (api.c, fork.c as processes and as threads, cxx.cpp; gcc
+# -fsanitize=address,undefined) are linked against it (GDS_FFI_LIB_DIR), so the Rust side of
+# every C call is instrumented too (not the pkg-config install test: it links a plain cc
+# program against the .so, which cannot load an instrumented library).
 #
 # Covers: out-of-bounds reads and writes of heap, stack and globals, use-after-free and
 # double free, in our code and in every crate compiled here (memmap2, libc bindings, the
@@ -48,6 +53,15 @@ echo "asan.sh: cargo +nightly test, -Zsanitizer=address, target $host ${build_st
 cargo +nightly test "${build_std[@]}" --target "$host" --target-dir target/asan \
     --no-fail-fast -p gardenstate -p gardenstate-replicator --lib --tests "$@"
 status=$?
+
+echo "asan.sh: the C programs against libgardenstate built with -Zsanitizer=address"
+if cargo +nightly build "${build_std[@]}" --target "$host" --target-dir target/asan -p gardenstate-ffi; then
+    GDS_FFI_LIB_DIR="$PWD/target/asan/$host/debug" GDS_C_SANITIZER=address \
+        cargo +nightly test "${build_std[@]}" --target "$host" --target-dir target/asan \
+        -p gardenstate-ffi --test c_programs -- --skip install_and_build_the_example_with_pkg_config || status=$?
+else
+    status=1
+fi
 if [ $status -eq 0 ]; then
     echo "asan.sh: passed: no AddressSanitizer or LeakSanitizer report"
 else

@@ -9,9 +9,14 @@
 #   snapshot   dump files: decode vs the streaming Reader, re-encode identity
 #   handshake  both sides of the auth handshake against a peer sending the input
 #   units      size/count/duration/TTL parsers, escape/unescape round trip
+#   config     the daemons' TOML config files (primary, standby, witness)
 #   attach     a segment file (raw bytes, or a valid one with word edits, optionally with a
 #              forged header checksum or another length) in /dev/shm, attached, then every
 #              operation run on it: errors only, never a panic, crash or hang (-timeout=10)
+# The list is `cargo fuzz list` (the [[bin]]s of fuzz/Cargo.toml): a new target is fuzzed as
+# soon as it is declared there, and must come with a non-empty seed corpus fuzz/corpus/<t>/
+# (this fails otherwise; `cargo test ... fuzz_regressions -- --ignored write_seed_corpus`
+# writes it from `fuzzing::seeds`).
 #
 # Covers: panics, overflow (cargo-fuzz builds optimized, with debug assertions and overflow
 # checks, and with AddressSanitizer: out-of-bounds and use-after-free too), aborts, hangs and
@@ -33,9 +38,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
-ALL_TARGETS=(frame snapshot handshake units attach)
-targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=("${ALL_TARGETS[@]}")
 
 skip() {
     echo "fuzz.sh: skipped: $1"
@@ -50,6 +52,18 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     echo "fuzz.sh: installing cargo-fuzz"
     cargo install cargo-fuzz --locked || skip "cargo-fuzz could not be installed"
 fi
+
+mapfile -t all_targets < <(cd fuzz && cargo +nightly fuzz list)
+[ ${#all_targets[@]} -gt 0 ] || { echo "fuzz.sh: cargo fuzz list found no target in fuzz/" >&2; exit 1; }
+targets=("$@")
+[ ${#targets[@]} -eq 0 ] && targets=("${all_targets[@]}")
+for t in "${targets[@]}"; do
+    if [ -z "$(ls -A "fuzz/corpus/$t" 2>/dev/null)" ]; then
+        echo "fuzz.sh: fuzz target $t has no seed corpus in fuzz/corpus/$t/ (write it from fuzzing::seeds: see fuzz/README.md)" >&2
+        exit 1
+    fi
+done
+echo "fuzz.sh: targets: ${targets[*]}"
 
 echo "fuzz.sh: building the targets (cargo +nightly fuzz build)"
 (cd fuzz && cargo +nightly fuzz build) || { echo "fuzz.sh: the fuzz targets do not build" >&2; exit 1; }

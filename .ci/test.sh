@@ -1,25 +1,58 @@
 #!/usr/bin/env bash
 # The README's test command: every check CI runs, in order. Works on a fresh Debian machine
-# with the Rust toolchain (cargo, rustc, gcc) installed; it installs what else it needs
-# (the rustfmt and clippy components) itself.
+# with rustup's stable toolchain (cargo, rustc) and gcc installed; it installs what else it
+# needs itself: the rustfmt and clippy components, the nightly toolchain with its miri and
+# rust-src components, and cargo-fuzz.
 #
-#   .ci/test.sh
+#   .ci/test.sh              # the CI form (bounded to stay under 45 minutes on 2 cores)
+#   GDS_LONG=1 .ci/test.sh   # the long form of every section (hours)
 #
-# Sections: format, lint, tests, loom models (.ci/loom.sh, if present), README quick start.
+# Sections: system packages, toolchains, format, lint, tests, loom models, the bindings,
+# README quick start, then the nightly checks: ASan (.ci/asan.sh), TSan (.ci/tsan.sh), Miri
+# (.ci/miri.sh) and a bounded fuzz pass over every target (.ci/fuzz.sh). A per-section time
+# table is printed at the end, also when a section fails.
+#
+# The nightly checks never "skip" here: GDS_REQUIRE_NIGHTLY=1 makes a missing toolchain or
+# sanitizer a failure. Their bounds, and the long form GDS_LONG=1 sets (each variable can
+# also be set on its own):
+#   FUZZ_SECONDS  seconds per fuzz target          CI 30    long 900
+#   MIRI_SEEDS    Miri scheduler seeds             CI 1     long 16
+#   GDS_BUILD_STD ASan also instruments std        CI 0     long 1 (TSan always does)
+#   GDS_LONG      the tests' own long forms (crash rounds, failpoints, linearizability,
+#                 failover rounds: see README "Reliability")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+export GDS_REQUIRE_NIGHTLY=1
+if [ "${GDS_LONG:-0}" != 0 ] && [ -n "${GDS_LONG:-}" ]; then
+    export FUZZ_SECONDS=${FUZZ_SECONDS:-900} MIRI_SEEDS=${MIRI_SEEDS:-16} GDS_BUILD_STD=${GDS_BUILD_STD:-1}
+else
+    unset GDS_LONG
+    export FUZZ_SECONDS=${FUZZ_SECONDS:-30} MIRI_SEEDS=${MIRI_SEEDS:-1}
+fi
+
 section_name="setup"
+section_start=$SECONDS
+timings=()
+end_section() {
+    [ "$section_name" = setup ] || timings+=("$(printf '%-50s %4dm%02ds' "$section_name" $(((SECONDS - section_start) / 60)) $(((SECONDS - section_start) % 60)))")
+}
 section() {
+    end_section
     section_name="$1"
+    section_start=$SECONDS
     printf '\n==== %s ====\n' "$1"
 }
 finish() {
     local status=$?
+    end_section
+    printf '\n==== time per section ====\n'
+    printf '%s\n' "${timings[@]}"
+    printf '%-50s %4dm%02ds\n' "total" $((SECONDS / 60)) $((SECONDS % 60))
     if [ "$status" -eq 0 ]; then
-        printf '\ntest.sh: all checks passed (fmt, clippy, tests, loom, README quick start)\n'
+        printf '\ntest.sh: all checks passed (fmt, clippy, tests, loom, bindings, README quick start, ASan, TSan, Miri, fuzz)\n'
     else
-        printf '\ntest.sh: FAILED in section "%s" (exit status %s)\n' "$section_name" "$status"
+        printf '\ntest.sh: FAILED in section %s(exit status %s)\n' "${failed_in:-\"$section_name\" }" "$status"
     fi
 }
 trap finish EXIT
@@ -64,6 +97,20 @@ cargo --version
 rustc --version
 cargo fmt --version
 cargo clippy --version
+# The nightly checks: the toolchain (sanitizers, Miri) with its components, and cargo-fuzz.
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    rustup toolchain install nightly --profile minimal -c miri,rust-src
+fi
+for component in miri rust-src; do
+    rustup +nightly component list --installed | grep -q "^$component" ||
+        rustup +nightly component add "$component"
+done
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+cargo +nightly --version
+cargo +nightly miri --version
+cargo +nightly fuzz --version
 
 section "format (cargo fmt --check)"
 cargo fmt --all -- --check
@@ -73,8 +120,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 section "tests (cargo test --workspace)"
 cargo test --workspace
-cargo test -p gardenstate --features failpoints --test failpoints
-cargo test -p gardenstate --features failpoints --test faults
+# The suites that stall, kill or panic writers at named failpoints (engine feature failpoints):
+# the engine's, and the follower's and daemons' tests of a writer stopped mid-write.
+cargo test -p gardenstate --features failpoints --test failpoints --test faults --test stale_view
+cargo test -p gardenstate-replicator --features failpoints --lib --test replication
 
 section "loom models (.ci/loom.sh)"
 if [ -x .ci/loom.sh ]; then
@@ -98,5 +147,27 @@ section ".NET binding (bindings/dotnet/test.sh)"
 # mcs, runs the test programs (every call, locks, kill -9 multi-process, CLI interop, System.Web).
 bindings/dotnet/test.sh
 
+section "PHP binding (bindings/php/test.sh)"
+# Installs php8.2 (cli, fpm), nginx and redis when missing, checks the FFI declarations against
+# the header, and runs the session handler under php-fpm (4 children) behind nginx.
+bindings/php/test.sh
+
 section "README quick start (.ci/readme.sh)"
 .ci/readme.sh
+
+# The nightly checks run to the end even if one fails (each finds different bugs); the
+# script then fails naming them.
+nightly_failed=()
+nightly() {
+    section "$1"
+    shift
+    "$@" || nightly_failed+=("$section_name")
+}
+nightly "AddressSanitizer (.ci/asan.sh)" .ci/asan.sh
+nightly "ThreadSanitizer (.ci/tsan.sh)" .ci/tsan.sh
+nightly "Miri (.ci/miri.sh, MIRI_SEEDS=$MIRI_SEEDS)" .ci/miri.sh
+nightly "fuzz (.ci/fuzz.sh, every target, FUZZ_SECONDS=$FUZZ_SECONDS)" .ci/fuzz.sh
+if [ ${#nightly_failed[@]} -gt 0 ]; then
+    failed_in="$(printf '"%s" ' "${nightly_failed[@]}")"
+    exit 1
+fi

@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
-# ThreadSanitizer over the engine's multi-threaded tests (nightly).
+# ThreadSanitizer over the engine's multi-threaded tests, the replication daemons and the C
+# ABI called from several threads (nightly).
 #
 #   .ci/tsan.sh                  # the threaded tests listed below
 #   GDS_BUILD_STD=0 .ci/tsan.sh  # without rebuilding std (faster; see "false positives")
+#   GDS_LONG=1 .ci/tsan.sh       # the replicator's failover tests too (heartbeats, witness)
 #
 # Tests run (several threads of one process sharing one Store):
 #   engine lib   inprocess_tests::threads_share_an_in_process_store
 #   semantics    threads_churn_one_store, replica_writes_acks_and_epochs
 #   multiprocess threads_share_one_store, touch_racing_delete_reports_absent_not_error
+#   replicator   every test of tests/replication.rs and tests/stats_replication.rs: the
+#                `gardenstate` binary they start is built with TSan too, so each primary and
+#                standby daemon runs instrumented: the accept loop, one stream thread per
+#                standby, the parked follower and backlog handed between connections, the
+#                status file publisher, the /metrics endpoint, reconnects and resyncs
+#                (through the link-cutting proxy), promotion. Reports of these child
+#                processes go to files (TSAN_OPTIONS log_path), which this script checks.
+#   C ABI        ffi/tests/c/fork.c as 8 threads (4 sharing one gds_store, 4 attaching their
+#                own) and api.c, compiled with gcc -fsanitize=thread and linked against
+#                libgardenstate built with -Zsanitizer=thread (ffi/tests/c_programs.rs with
+#                GDS_FFI_LIB_DIR and GDS_C_SANITIZER=thread)
 #
 # Covers: data races on the process-local, non-atomic state around the segment: the Store's
 # client registry (Mutex), the per-thread client cache (thread-local, released on thread
@@ -51,8 +64,12 @@ if [ "${GDS_BUILD_STD:-1}" = 0 ] || ! rustup +nightly component list --installed
 fi
 
 export RUSTFLAGS="-Zsanitizer=thread -Cforce-frame-pointers=yes ${RUSTFLAGS:-}"
-export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}"
-args=(--target "$host" --target-dir "target/tsan-$mode" -p gardenstate)
+# Every report also goes to a file reports/tsan.<pid> (the daemons' reports have no other way
+# out: their stderr is a log file the tests read, and a test may kill them).
+reports="$PWD/target/tsan-$mode/reports"
+rm -rf "$reports" && mkdir -p "$reports"
+export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 log_path=$reports/tsan ${TSAN_OPTIONS:-}"
+args=(--target "$host" --target-dir "target/tsan-$mode")
 if [ $mode = build-std ]; then
     args+=(-Zbuild-std)
 else
@@ -69,9 +86,31 @@ run() {
     # shellcheck disable=SC2086
     cargo +nightly test "${args[@]}" $1 -- --test-threads=1 $2 || status=$?
 }
-run "--lib" "inprocess_tests::threads_share_an_in_process_store"
-run "--test semantics" "threads_churn_one_store replica_writes_acks_and_epochs"
-run "--test multiprocess" "threads_share_one_store touch_racing_delete_reports_absent_not_error"
+run "-p gardenstate --lib" "inprocess_tests::threads_share_an_in_process_store"
+run "-p gardenstate --test semantics" "threads_churn_one_store replica_writes_acks_and_epochs"
+run "-p gardenstate --test multiprocess" "threads_share_one_store touch_racing_delete_reports_absent_not_error"
+run "-p gardenstate-replicator --test replication --test stats_replication" ""
+[ "${GDS_LONG:-0}" != 0 ] && [ -n "${GDS_LONG:-}" ] && run "-p gardenstate-replicator --test failover" ""
+
+echo "---- C ABI: libgardenstate built with -Zsanitizer=thread, C programs with gcc -fsanitize=thread ----"
+if cargo +nightly build "${args[@]}" -p gardenstate-ffi; then
+    GDS_FFI_LIB_DIR="$PWD/target/tsan-$mode/$host/debug" GDS_C_SANITIZER=thread \
+        GDS_TSAN_RUNTIME="$(ls "$(rustc +nightly --print sysroot)/lib/rustlib/$host/lib/"librustc-*_rt.tsan.a)" \
+        cargo +nightly test "${args[@]}" -p gardenstate-ffi --test c_programs -- \
+        fork_c_eight_threads_share_one_store api_c_covers_every_function_and_error_path || status=$?
+else
+    status=1
+fi
+
+# Reports of processes that did not fail their test by themselves (the daemons).
+if compgen -G "$reports/tsan*" >/dev/null; then
+    for f in "$reports"/tsan*; do
+        echo "---- $f ----"
+        cat "$f"
+    done
+    echo "tsan.sh: ThreadSanitizer reports above (files in $reports)" >&2
+    status=1
+fi
 
 if [ $status -eq 0 ]; then
     echo "tsan.sh: passed ($mode): no ThreadSanitizer report"

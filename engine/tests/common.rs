@@ -152,13 +152,13 @@ pub fn check_value(key: &[u8], v: &[u8]) -> Result<Option<Ident>, String> {
     Ok(Some(Ident { writer: u32_at(4), seq: u64_at(8), counter: u64_at(16) }))
 }
 
-/// A command that re-runs this test binary with only the test `child_test` (which must do
-/// nothing unless its role env var is set), with `envs` set.
+/// A command that re-runs this test binary with only the test `child_test`, with `envs` set.
+/// `child_test` is either a child role (a fn marked `#[ignore = "child role of <parent>"]`,
+/// so a plain `cargo test` does not count it as a test, which does nothing unless its role
+/// env var is set) or the calling test itself ([`isolate`]): `--include-ignored` runs either.
 pub fn child_command(child_test: &str, envs: &[(&str, String)]) -> Command {
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
-    // --include-ignored: child roles are `#[ignore = "child role of ..."]` (not tests of their
-    // own), and --exact picks the one role out of them.
     cmd.args(["--include-ignored", "--exact", child_test, "--nocapture", "--test-threads=1", "--quiet"]);
     for (k, v) in envs {
         cmd.env(k, v);

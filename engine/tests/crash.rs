@@ -419,6 +419,7 @@ impl Writer {
 }
 
 #[test]
+#[ignore = "child role of killed_writers_lose_nothing"]
 fn child_writer() {
     let Ok(role) = std::env::var(ROLE_VAR) else { return };
     assert_eq!(role, "writer");

@@ -1023,6 +1023,7 @@ const HOSTILE_KEYS: u64 = 1000;
 /// - `full`: everything, including scans, entry_at, sweeps, and (but in the strict run)
 ///   writes and deletes.
 #[test]
+#[ignore = "child role of hostile_cotenant_outside_heap and hostile_cotenant_anywhere"]
 fn hostile_child() {
     let Ok(role) = std::env::var(ROLE_ENV) else { return };
     let name = std::env::var(NAME_ENV).unwrap();

@@ -138,6 +138,7 @@ impl Journal {
 /// The victim: a mixed load on its own keys (journaled) and on short-lived shared keys, until
 /// its armed failpoint kills it.
 #[test]
+#[ignore = "child role of every_failpoint_is_survived, creation_failpoints_give_a_clear_outcome and an_unknown_failpoint_is_reported_as_not_hit"]
 fn child_victim() {
     let Ok(role) = std::env::var(ROLE_VAR) else { return };
     let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));

@@ -782,6 +782,7 @@ fn vid_of(key: &[u8], v: &[u8]) -> u64 {
 /// A child: runs random operations on the hot keys, journaling each, until `ops` are done or
 /// the stop word of the control file is set.
 #[test]
+#[ignore = "child role of processes_are_linearizable"]
 fn child_lin_worker() {
     let Ok(role) = std::env::var(ROLE_VAR) else { return };
     assert_eq!(role, "worker");

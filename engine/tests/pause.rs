@@ -12,6 +12,7 @@ use std::time::Duration;
 /// Child role: lock `key`, report the lock id, wait for a line on stdin, then try to
 /// set-and-unlock with it and report the outcome.
 #[test]
+#[ignore = "child role of paused_lock_holder_is_fenced_after_takeover and dead_lock_owner_is_released_at_once"]
 fn child_lock_holder() {
     let Ok(name) = std::env::var("GDS_PAUSE_SEG") else { return };
     let st = Store::attach(&name).unwrap();
@@ -43,7 +44,7 @@ fn watchdog(pid: u32) {
 
 fn spawn_holder(name: &str) -> (std::process::Child, BufReader<std::process::ChildStdout>, u64) {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_lock_holder", "--nocapture", "--test-threads=1"])
+        .args(["--ignored", "--exact", "child_lock_holder", "--nocapture", "--test-threads=1"])
         .env("GDS_PAUSE_SEG", name)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -124,7 +125,7 @@ fn writers_paused_and_killed_at_random_leave_a_healthy_segment() {
     };
     for round in 0..20 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_churn", "--nocapture", "--test-threads=1"])
+            .args(["--ignored", "--exact", "child_churn", "--nocapture", "--test-threads=1"])
             .env("GDS_CHURN_SEG", &s.name)
             .stdout(Stdio::null())
             .spawn()
@@ -159,6 +160,7 @@ fn writers_paused_and_killed_at_random_leave_a_healthy_segment() {
 
 /// Child role: churn 64 keys with uniform values for a while.
 #[test]
+#[ignore = "child role of writers_paused_and_killed_at_random_leave_a_healthy_segment"]
 fn child_churn() {
     let Ok(name) = std::env::var("GDS_CHURN_SEG") else { return };
     let st = Store::attach(&name).unwrap();

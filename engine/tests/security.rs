@@ -394,6 +394,7 @@ const RACE_SEG: &str = "GDS_RACE_SEG";
 /// Child role of the create-or-attach race: waits for the common start time, opens the store,
 /// writes and reads back its own key, prints the dataset id it got.
 #[test]
+#[ignore = "child role of create_or_attach_race"]
 fn race_child() {
     let Ok(name) = std::env::var(RACE_SEG) else { return };
     let id: u32 = std::env::var("GDS_RACE_ID").unwrap().parse().unwrap();

@@ -1,7 +1,8 @@
 //! C programs against include/gardenstate.h, compiled with gcc and run from `cargo test`.
 //!
 //! - `api.c`: every function, every error path (tests/c/api.c says which it cannot reach);
-//! - `fork.c`: 8 forked workers on one segment, checksummed values;
+//! - `fork.c`: 8 forked workers on one segment, checksummed values; the same as 8 threads of
+//!   one process sharing a handle (and attaching their own);
 //! - `cxx.cpp`: the header as C++ (extern "C" guards), compiled, linked and run;
 //! - `examples/minimal.c`: installed with ffi/install.sh into a temporary prefix and built
 //!   with `pkg-config --cflags --libs gardenstate`, as the README says.
@@ -15,6 +16,12 @@
 //! build the cdylib and staticlib by itself. The nested cargo call is cheap when they are
 //! fresh. Segments go to a private directory under /dev/shm (GARDENSTATE_SHM_DIR), removed
 //! at the end.
+//!
+//! With the Rust side instrumented too: `GDS_FFI_LIB_DIR` names a directory holding a
+//! libgardenstate.a built with a sanitizer (then this test does not build the library), and
+//! `GDS_C_SANITIZER=thread` compiles the programs with -fsanitize=thread instead of
+//! address,undefined (linked with rustc's TSan runtime named by `GDS_TSAN_RUNTIME`).
+//! `.ci/asan.sh` (ASan) and `.ci/tsan.sh` (TSan) run the C programs so.
 //!
 //! Needs gcc, g++ and pkg-config on the PATH.
 
@@ -37,10 +44,20 @@ fn profile_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).expect("the test runs from target/<profile>/deps").to_path_buf()
 }
 
-/// Builds the cdylib and staticlib for this test's profile; returns the directory holding them.
+/// Builds the cdylib and staticlib for this test's profile; returns the directory holding them
+/// (or `GDS_FFI_LIB_DIR`, a library built with a sanitizer by the CI script).
 fn library_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("GDS_FFI_LIB_DIR") {
+            let dir = PathBuf::from(dir);
+            assert!(
+                dir.join("libgardenstate.a").is_file(),
+                "GDS_FFI_LIB_DIR: no libgardenstate.a in {}",
+                dir.display()
+            );
+            return dir;
+        }
         let dir = profile_dir();
         let profile = dir.file_name().and_then(|n| n.to_str()).expect("profile dir name").to_string();
         let target_dir = dir.parent().expect("target dir").to_path_buf();
@@ -109,20 +126,44 @@ fn run(cmd: &mut Command) -> Output {
 const WARNINGS: [&str; 4] = ["-Wall", "-Wextra", "-Werror", "-pedantic"];
 const SANITIZE: [&str; 4] =
     ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"];
+const SANITIZE_THREAD: [&str; 3] = ["-fsanitize=thread", "-fno-omit-frame-pointer", "-g"];
+
+/// The sanitizer flags: ASan and UBSan, or TSan with `GDS_C_SANITIZER=thread`.
+fn sanitize_flags() -> &'static [&'static str] {
+    match std::env::var("GDS_C_SANITIZER").as_deref() {
+        Ok("thread") => &SANITIZE_THREAD,
+        Ok("address") | Err(_) => &SANITIZE,
+        Ok(other) => panic!("GDS_C_SANITIZER={other:?}: expected thread or address"),
+    }
+}
 
 /// Compiles `sources` with `compiler` against the header and the static library.
+/// Under TSan (`GDS_C_SANITIZER=thread`) the sources are compiled with gcc's instrumentation
+/// but linked with rustc's TSan runtime (`GDS_TSAN_RUNTIME`, librustc-*_rt.tsan.a): the
+/// library's LLVM instrumentation calls entry points (`__tsan_memcpy`, ...) that gcc's
+/// libtsan lacks, and one process must have one TSan runtime.
 fn compile(compiler: &str, std: &str, sources: &[PathBuf], out: &Path, sanitize: bool) {
+    let tsan_runtime = std::env::var_os("GDS_TSAN_RUNTIME").filter(|_| sanitize_flags() == SANITIZE_THREAD);
     let mut cmd = Command::new(compiler);
     cmd.arg(format!("-std={std}"))
         .args(WARNINGS)
-        .args(if sanitize { &SANITIZE[..] } else { &[] })
+        .args(if sanitize { sanitize_flags() } else { &[] })
+        .arg("-pthread")
         .arg("-I")
         .arg(root_dir().join("include"))
-        .args(sources)
-        .arg("-o")
-        .arg(out)
-        .arg(library_dir().join("libgardenstate.a"))
-        .args(private_libs());
+        .args(sources);
+    let object = out.with_extension("o");
+    if sanitize && tsan_runtime.is_some() {
+        assert_eq!(sources.len(), 1, "one source per program under TSan");
+        run(cmd.arg("-c").arg("-o").arg(&object));
+        cmd = Command::new(compiler);
+        cmd.arg("-pthread").arg(&object);
+    }
+    cmd.arg("-o").arg(out).arg(library_dir().join("libgardenstate.a"));
+    if let (true, Some(rt)) = (sanitize, &tsan_runtime) {
+        cmd.arg("-Wl,--whole-archive").arg(rt).arg("-Wl,--no-whole-archive").arg("-lstdc++");
+    }
+    cmd.args(private_libs());
     run(&mut cmd);
 }
 
@@ -135,9 +176,16 @@ fn run_sanitized(exe: &Path, args: &[&str], shm: &ShmDir) -> String {
             "ASAN_OPTIONS",
             "detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1",
         )
-        .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"));
+        .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        .env("TSAN_OPTIONS", "halt_on_error=1:second_deadlock_stack=1"));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for marker in ["AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer"] {
+    for marker in [
+        "AddressSanitizer",
+        "LeakSanitizer",
+        "runtime error:",
+        "UndefinedBehaviorSanitizer",
+        "ThreadSanitizer",
+    ] {
         assert!(!stderr.contains(marker), "{} reported a sanitizer finding:\n{stderr}", exe.display());
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -167,6 +215,16 @@ fn fork_c_eight_workers_share_one_segment() {
     let stdout = run_sanitized(&exe, &["50000"], &shm);
     assert!(stdout.contains("fork: 8 workers"), "{stdout}");
     eprintln!("{}fork.c ran in {:?}", stdout, t.elapsed());
+}
+
+#[test]
+fn fork_c_eight_threads_share_one_store() {
+    let shm = ShmDir::new("threads");
+    let exe = tmp("gds-threads");
+    compile("gcc", "c11", &[ffi_dir().join("tests/c/fork.c")], &exe, true);
+    let stdout = run_sanitized(&exe, &["20000", "threads"], &shm);
+    assert!(stdout.contains("fork: 8 threads"), "{stdout}");
+    eprintln!("{stdout}");
 }
 
 #[test]

@@ -292,7 +292,12 @@ fn a_planned_switchover_loses_nothing_and_swaps_the_roles() {
     let stop = AtomicBool::new(false);
     let (out, (acked, _)) = std::thread::scope(|s| {
         let w = s.spawn(|| writer(&primary_store, &stop));
-        std::thread::sleep(Duration::from_millis(500));
+        // The switchover happens under load: after the writer's first 200 writes (counted,
+        // whatever the machine's speed).
+        let head = primary_store.feed_head();
+        wait_until("the writer's first 200 writes", Duration::from_secs(60), || {
+            primary_store.feed_head() >= head + 200
+        });
         let out = std::process::Command::new(BIN)
             .args(["switchover", "--primary", &p_addr, "--key-file", key])
             .output()

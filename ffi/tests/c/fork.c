@@ -1,15 +1,18 @@
 /*
- * 8 forked worker processes share one segment through the C API, doing mixed operations
- * (get, get_alloc, get_meta, set, add, compare-and-set, delete, touch, lock + set_and_unlock
- * or unlock) on a small shared key space, with every value checksummed. A read that returns
- * a torn, foreign or corrupted value counts as bad; the test requires zero. Workers 0-3 use
- * the handle inherited through fork(), workers 4-7 attach their own. At the end the parent
- * checks every remaining value and runs gds_check, which must find no problem.
+ * 8 forked worker processes (or, with "threads", 8 threads of one process) share one segment
+ * through the C API, doing mixed operations (get, get_alloc, get_meta, set, add,
+ * compare-and-set, delete, touch, lock + set_and_unlock or unlock) on a small shared key
+ * space, with every value checksummed. A read that returns a torn, foreign or corrupted value
+ * counts as bad; the test requires zero. Workers 0-3 use the parent's handle (inherited
+ * through fork(), or shared by the threads), workers 4-7 attach their own. At the end the
+ * parent checks every remaining value and runs gds_check, which must find no problem. The
+ * threads form is what ThreadSanitizer runs (.ci/tsan.sh).
  *
- * Usage: fork [ops_per_worker]
+ * Usage: fork [ops_per_worker] [threads]
  */
 #include "common.h"
 
+#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -48,12 +51,13 @@ static int value_ok(const uint8_t *v, size_t len, uint32_t key) {
 
 static void key_name(char *out, size_t n, uint32_t key) { snprintf(out, n, "session:%02u", key); }
 
-static long bad_reads, bad_status;
+/* Per worker: each thread counts its own. */
+static _Thread_local long bad_reads, bad_status;
 
 static void expect_in(gds_status st, const gds_status *allowed, size_t n, const char *what) {
     for (size_t i = 0; i < n; i++)
         if (st == allowed[i]) return;
-    fprintf(stderr, "worker %ld: %s returned %d (%s): %s\n", (long)getpid(), what, (int)st,
+    fprintf(stderr, "worker %ld/%lu: %s returned %d (%s): %s\n", (long)getpid(), (unsigned long)pthread_self(), what, (int)st,
             gds_strerror(st), gds_last_error_message());
     bad_status++;
 }
@@ -134,6 +138,33 @@ static void worker(gds_store *s, uint32_t id, long ops) {
     }
 }
 
+/* One worker, in a fork()ed process or a thread: attaches its own handle if it is one of
+ * workers 4-7, runs, and returns its exit status (0, 2: bad reads, 3: unexpected statuses). */
+static int run_worker(const char *name, gds_store *shared, uint32_t i, long ops) {
+    int own = i >= WORKERS / 2;
+    gds_store *mine = shared;
+    if (own) OK(gds_attach(name, &mine));
+    worker(mine, i, ops);
+    if (own) gds_close(mine);
+    if (bad_reads || bad_status)
+        fprintf(stderr, "worker %u: %ld bad reads, %ld unexpected statuses\n", i, bad_reads, bad_status);
+    return bad_reads ? 2 : bad_status ? 3 : 0;
+}
+
+struct thread_arg {
+    const char *name;
+    gds_store *shared;
+    uint32_t id;
+    long ops;
+    int status;
+};
+
+static void *thread_main(void *p) {
+    struct thread_arg *a = (struct thread_arg *)p;
+    a->status = run_worker(a->name, a->shared, a->id, a->ops);
+    return NULL;
+}
+
 struct verify {
     long entries, bad;
 };
@@ -155,6 +186,7 @@ static int verify_cb(void *user, const gds_entry *e) {
 
 int main(int argc, char **argv) {
     long ops = argc > 1 ? atol(argv[1]) : 20000;
+    int threads = argc > 2 && strcmp(argv[2], "threads") == 0;
     char name[64];
     snprintf(name, sizeof name, "gds-c-fork-%ld", (long)getpid());
     gds_options o = small_options();
@@ -173,27 +205,38 @@ int main(int argc, char **argv) {
         OK(gds_set(s, KEY(key), value, len, GDS_EXPIRY_NEVER, 0, &v));
     }
 
+    int failed = 0;
+    if (threads) {
+        pthread_t tids[WORKERS];
+        struct thread_arg args[WORKERS];
+        for (uint32_t i = 0; i < WORKERS; i++) {
+            args[i] = (struct thread_arg){name, s, i, ops, -1};
+            CHECK(pthread_create(&tids[i], NULL, thread_main, &args[i]) == 0);
+        }
+        for (uint32_t i = 0; i < WORKERS; i++) {
+            CHECK(pthread_join(tids[i], NULL) == 0);
+            if (args[i].status != 0) {
+                fprintf(stderr, "worker thread %u: status %d\n", i, args[i].status);
+                failed = 1;
+            }
+        }
+        CHECK(!failed);
+    }
     pid_t pids[WORKERS];
-    for (uint32_t i = 0; i < WORKERS; i++) {
+    for (uint32_t i = 0; i < WORKERS && !threads; i++) {
         pid_t pid = fork();
         CHECK(pid >= 0);
         if (pid == 0) {
-            gds_store *mine = s;
-            if (i >= WORKERS / 2) {
-                /* Close the inherited handle (releases only this child's slots) and attach. */
-                gds_close(s);
-                OK(gds_attach(name, &mine));
-            }
-            worker(mine, i, ops);
-            gds_close(mine);
-            if (bad_reads || bad_status)
-                fprintf(stderr, "worker %u: %ld bad reads, %ld unexpected statuses\n", i, bad_reads, bad_status);
-            exit(bad_reads ? 2 : bad_status ? 3 : 0);
+            /* Workers 4-7 close the inherited handle (releases only this child's slots). */
+            int own = i >= WORKERS / 2;
+            if (own) gds_close(s);
+            int status = run_worker(name, own ? NULL : s, i, ops);
+            if (!own) gds_close(s);
+            exit(status);
         }
         pids[i] = pid;
     }
-    int failed = 0;
-    for (uint32_t i = 0; i < WORKERS; i++) {
+    for (uint32_t i = 0; i < WORKERS && !threads; i++) {
         int status;
         CHECK(waitpid(pids[i], &status, 0) == pids[i]);
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -223,9 +266,9 @@ int main(int argc, char **argv) {
     OK(gds_get_stats(s, &stats));
     CHECK(stats.clients == 0); /* no call in flight: a slot is held only during a call */
     CHECK(stats.sets >= KEYS && stats.hits > 0 && stats.locks > 0);
-    printf("fork: %d workers x %ld ops: %ld entries intact; %llu sets, %llu hits, %llu locks "
+    printf("fork: %d %s x %ld ops: %ld entries intact; %llu sets, %llu hits, %llu locks "
            "(%llu contended), %llu deletes\n",
-           WORKERS, ops, ver.entries, (unsigned long long)stats.sets, (unsigned long long)stats.hits,
+           WORKERS, threads ? "threads" : "workers", ops, ver.entries, (unsigned long long)stats.sets, (unsigned long long)stats.hits,
            (unsigned long long)stats.locks, (unsigned long long)stats.lock_contentions,
            (unsigned long long)stats.deletes);
     gds_close(s);

@@ -235,20 +235,22 @@ pub fn wait_converged(primary: &Store, standby: &Seg, timeout: Duration) -> Stor
 /// Writes a mix of operations until `stop`: sets with no, fixed, sliding and short TTLs,
 /// deletes, locks and unlocks, over `keys` keys.
 pub fn churn(store: &Store, keys: u32, stop: &AtomicBool) -> u64 {
-    churn_paced(store, keys, stop, None)
+    churn_to(store, keys, stop, None)
 }
 
-/// Churns `store` for 1.5 s (over 1,000 operations), then waits until the standby segment
+/// Churns `store` until it has written 1,500 changes, then waits until the standby segment
 /// holds exactly the same, as a read-only replica of the primary's history; returns it.
 pub fn churn_then_converge(store: &Store, standby: &Seg, timeout: Duration) -> Store {
     let stop = AtomicBool::new(false);
-    let ops = std::thread::scope(|s| {
-        let w = s.spawn(|| churn(store, 2_000, &stop));
-        std::thread::sleep(Duration::from_millis(1_500));
+    let limit = AtomicU64::new(store.feed_head() + 1_500);
+    std::thread::scope(|s| {
+        let w = s.spawn(|| churn_to(store, 2_000, &stop, Some(&limit)));
+        wait_until("the writer's 1,500 changes", Duration::from_secs(120), || {
+            store.feed_head() >= limit.load(Ordering::Relaxed)
+        });
         stop.store(true, Ordering::Relaxed);
         w.join().unwrap()
     });
-    assert!(ops > 1_000, "the writer did only {ops} operations");
     let replica = wait_converged(store, standby, timeout);
     assert_eq!(replica.write_mode(), WriteMode::Replica);
     assert_eq!(replica.history_id(), store.history_id());
@@ -256,17 +258,17 @@ pub fn churn_then_converge(store: &Store, standby: &Seg, timeout: Duration) -> S
     replica
 }
 
-/// `churn`, at most about `per_second` operations a second if given.
-pub fn churn_paced(store: &Store, keys: u32, stop: &AtomicBool, per_second: Option<u64>) -> u64 {
+/// `churn`, writing only while the store's feed head is below `limit` if given (waiting for
+/// the test to raise it otherwise): the test decides how many changes are written between
+/// two of its steps, whatever the machine's speed. Each operation writes at most two
+/// changes, so the head stops at most two past the limit.
+pub fn churn_to(store: &Store, keys: u32, stop: &AtomicBool, limit: Option<&AtomicU64>) -> u64 {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d ^ std::process::id() as u64;
     let mut ops = 0;
-    let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if let Some(rate) = per_second {
-            let due = started + Duration::from_micros(ops * 1_000_000 / rate);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
+        if limit.is_some_and(|l| store.feed_head() >= l.load(Ordering::Relaxed)) {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
         }
         x ^= x << 13;
         x ^= x >> 7;
