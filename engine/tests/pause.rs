@@ -3,7 +3,7 @@
 //! once; a process that reuses a dead owner's pid is not mistaken for it.
 
 mod common;
-use common::{Seg, assert_healthy, small};
+use common::{Seg, assert_healthy, small, sweep_fully};
 use gardenstate::{Error, Expiry, Store};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -88,7 +88,7 @@ fn paused_lock_holder_is_fenced_after_takeover() {
     assert!(!line.contains("NOT FENCED"), "{line}");
     assert!(child.wait().unwrap().success());
     assert_eq!(st.get(b"session").unwrap().unwrap().value, b"v2", "the resumed holder changed nothing");
-    st.sweep(u64::MAX).unwrap();
+    sweep_fully(&st);
     assert_healthy(&st);
 }
 
@@ -150,7 +150,7 @@ fn writers_paused_and_killed_at_random_leave_a_healthy_segment() {
         let status = child.wait().unwrap();
         assert!(status.success() || round % 2 == 1, "round {round}: resumed child failed: {status}");
     }
-    st.sweep(u64::MAX).unwrap();
+    sweep_fully(&st);
     assert_healthy(&st);
     for i in 0..64 {
         st.delete(format!("k{i}").as_bytes()).unwrap();
