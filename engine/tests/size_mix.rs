@@ -33,9 +33,12 @@ fn opts() -> Options {
     Options { max_entries: 1 << 18, ..Options::default() }
 }
 
-/// What a fresh segment of `opts()` stores of `len`-byte values.
+/// What a fresh segment of `opts()` stores of `len`-byte values. (Each call names its own
+/// segment: the tests of this binary run in parallel in one process.)
 fn fresh_capacity(len: usize) -> u64 {
-    let s = Seg::new("mix-fresh");
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let s = Seg::new(&format!("mix-fresh{n}"));
     let st = Store::create(&s.name, &opts()).unwrap();
     fill(&st, "f", len)
 }
