@@ -791,12 +791,16 @@ impl Store {
                     // Pages retired since this operation (or another in flight) began wait
                     // for their grace period: this operation holds nothing in the heap but
                     // what it re-reads, so renew its announcement and start over (bounded).
+                    // An announcement left by a process that died mid-operation would hold
+                    // the pages back until a sweep reached its slot: reclaim the dead first
+                    // (only slots in use are looked at, so this is cheap).
                     Err(Error::Full(FullKind::Heap))
                         if c.owns_epoch && grace < 16 && seg.retired_pending() =>
                     {
                         grace += 1;
+                        seg.reclaim_dead_clients(c.me);
                         seg.renew_op(c.base);
-                        crate::sync::spin_hint();
+                        std::thread::yield_now();
                         continue;
                     }
                     Err(e) => break Err(e),
