@@ -85,14 +85,15 @@ const RECORD_BLOCKS: u64 = 8;
 
 /// A model segment. Every loom atomic costs time in every execution a model explores, so only
 /// the words the models touch exist (touching another one panics): the header's first 48
-/// words, the class hints of the two classes the models allocate, the feed, the first 8 words
-/// of each client, the index, the page table, the bitmaps, and of the heap (8,192 words)
-/// those with `heap_live(heap word offset)`.
+/// words, the heap epoch, the class hints of the two classes the models allocate, the feed,
+/// the first 8 words of each client, the index, the page table, the bitmaps, and of the heap
+/// (8,192 words) those with `heap_live(heap word offset)`.
 fn segment_with(heap_live: impl Fn(u64) -> bool) -> Arc<Segment> {
     let g = Geometry::from_options(&opts()).expect("tiny geometry is valid");
     let hints = [record_class(), layout::class_of(BIG as u64)].map(|c| layout::H_CLASS_HINT + c);
     let live = |i: usize| {
         i < 48
+            || i == layout::H_HEAP_EPOCH
             || hints.contains(&i)
             || (g.feed_off..g.clients_off).contains(&i)
             || (g.clients_off..g.index_off).contains(&i) && (i - g.clients_off) % layout::CLIENT_WORDS < 8
