@@ -1140,7 +1140,10 @@ impl Store {
             None => seg.reclaim_dead_clients(c.me),
             Some(n) => {
                 let n = n.min(seg.g.max_clients);
-                let start = seg.mem.w(layout::H_SWEEP_CLIENT_CURSOR).fetch_add(n, Ordering::Relaxed);
+                // The cursor is a shared word (any value, in a damaged segment): reduce it
+                // before adding, so the step cannot overflow.
+                let start = seg.mem.w(layout::H_SWEEP_CLIENT_CURSOR).fetch_add(n, Ordering::Relaxed)
+                    % seg.g.max_clients;
                 seg.reclaim_dead_clients_in(c.me, (0..n).map(|k| ((start + k) % seg.g.max_clients) as usize))
             }
         };
