@@ -302,6 +302,29 @@ fn survivor(st: &Store, t: u64, seed: u64, stop: &AtomicBool) -> (HashMap<u64, u
 
 // ---- one failpoint -----------------------------------------------------------------------------
 
+/// Every value whole; once all is deleted, nothing in use, and the heap takes exactly as many
+/// records as a fresh one (`cap`): no block leaked or hidden by what happened at `name`:`nth`.
+fn assert_empties_and_refills(st: &Store, name: &str, nth: u64, cap: u64) {
+    let mut keys = Vec::new();
+    st.scan(|e| {
+        check_value(&e.key, &e.value).unwrap_or_else(|m| panic!("failpoint {name}: scan: {m}"));
+        keys.push(e.key);
+    })
+    .unwrap();
+    for k in &keys {
+        st.delete(k).unwrap();
+    }
+    sweep_fully(st);
+    let stats = st.stats();
+    assert_eq!((stats.live_entries, stats.bytes_used), (0, 0), "failpoint {name}:{nth}: leaked: {stats:?}");
+    let refill = fill(st);
+    assert_eq!(
+        refill, cap,
+        "failpoint {name}:{nth}: the heap takes {refill} records, a fresh one {cap}: blocks lost"
+    );
+    common::assert_healthy(st);
+}
+
 /// How many records of this test's size a fresh heap takes.
 fn fresh_capacity() -> u64 {
     static CAP: Mutex<Option<u64>> = Mutex::new(None);
@@ -509,24 +532,7 @@ fn run_failpoint(name: &'static str, nth: u64, seed: u64, dir: &Path, fault: Fau
         report.problems.is_empty() && report.dead_clients == 0 && report.leaked_blocks == 0,
         "failpoint {name}:{nth}: fsck after reclaim: {report:#?}"
     );
-    let mut keys = Vec::new();
-    st.scan(|e| {
-        check_value(&e.key, &e.value).unwrap_or_else(|m| panic!("failpoint {name}: scan: {m}"));
-        keys.push(e.key);
-    })
-    .unwrap();
-    for k in &keys {
-        st.delete(k).unwrap();
-    }
-    sweep_fully(&st);
-    let stats = st.stats();
-    assert_eq!((stats.live_entries, stats.bytes_used), (0, 0), "failpoint {name}: leaked: {stats:?}");
-    let refill = fill(&st);
-    assert_eq!(
-        refill, cap,
-        "failpoint {name}:{nth}: the heap takes {refill} records, a fresh one {cap}: blocks lost"
-    );
-    common::assert_healthy(&st);
+    assert_empties_and_refills(&st, name, nth, cap);
     let _ = std::fs::remove_file(&jpath);
     let _ = std::fs::remove_file(&mark);
     let _ = std::fs::remove_file(&pidfile);
@@ -907,24 +913,7 @@ fn run_panic_failpoint(name: &'static str, nth: u64, seed: u64) -> u64 {
     }
     std::thread::sleep(Duration::from_millis(5)); // every short-lived entry expires
     sweep_fully(&st);
-    let mut keys = Vec::new();
-    st.scan(|e| {
-        check_value(&e.key, &e.value).unwrap_or_else(|m| panic!("failpoint {name}: scan: {m}"));
-        keys.push(e.key);
-    })
-    .unwrap();
-    for k in &keys {
-        st.delete(k).unwrap();
-    }
-    sweep_fully(&st);
-    let stats = st.stats();
-    assert_eq!((stats.live_entries, stats.bytes_used), (0, 0), "failpoint {name}:{nth}: leaked: {stats:?}");
-    let refill = fill(&st);
-    assert_eq!(
-        refill, cap,
-        "failpoint {name}:{nth}: the heap takes {refill} records, a fresh one {cap}: blocks lost"
-    );
-    common::assert_healthy(&st);
+    assert_empties_and_refills(&st, name, nth, cap);
     ops
 }
 
