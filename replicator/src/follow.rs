@@ -535,15 +535,24 @@ mod tests {
         }
     }
 
-    /// Releases a parked writer when a test fails, so the failure is reported, not a hang.
+    /// Spawns in `sc` a writer of `k = new` and parks it between its feed reservation and its
+    /// publishing CAS. The pause releases it when dropped, so a failing test reports its
+    /// failure instead of hanging on the parked thread.
     #[cfg(feature = "failpoints")]
-    struct ReleaseOnDrop<'p>(&'p gardenstate::FailpointPause);
-
-    #[cfg(feature = "failpoints")]
-    impl Drop for ReleaseOnDrop<'_> {
-        fn drop(&mut self) {
-            self.0.release();
-        }
+    fn parked_writer<'s>(
+        sc: &'s std::thread::Scope<'s, '_>,
+        st: &'s Store,
+    ) -> (std::thread::ScopedJoinHandle<'s, u64>, Arc<gardenstate::FailpointPause>) {
+        let go = Arc::new(std::sync::Barrier::new(2));
+        let started = go.clone();
+        let writer = sc.spawn(move || {
+            started.wait();
+            st.set(b"k", b"new", Expiry::Never).unwrap()
+        });
+        let pause = gardenstate::pause_at_failpoint("update.before_publish", 1, Some(writer.thread().id()));
+        go.wait();
+        pause.wait_reached();
+        (writer, pause)
     }
 
     /// A writer parked between its feed reservation and its publishing CAS (for as long as the
@@ -563,17 +572,8 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let go = std::sync::Barrier::new(2);
         std::thread::scope(|sc| {
-            let writer = sc.spawn(|| {
-                go.wait();
-                st.set(b"k", b"new", Expiry::Never).unwrap()
-            });
-            let pause =
-                gardenstate::pause_at_failpoint("update.before_publish", 1, Some(writer.thread().id()));
-            let _unpark = ReleaseOnDrop(&pause);
-            go.wait();
-            pause.wait_reached();
+            let (writer, pause) = parked_writer(sc, st);
             let version = st.feed_head(); // the parked write's position is the last taken
             assert_eq!(st.feed_claims(), vec![version - 1], "the parked writer claims its position");
             // Later writes ship while the parked one holds the cursor.
@@ -609,17 +609,8 @@ mod tests {
             st.set(&i.to_le_bytes(), b"v", Expiry::Never).unwrap();
         }
         st.set(b"k", b"old", Expiry::Never).unwrap();
-        let go = std::sync::Barrier::new(2);
         std::thread::scope(|sc| {
-            let writer = sc.spawn(|| {
-                go.wait();
-                st.set(b"k", b"new", Expiry::Never).unwrap()
-            });
-            let pause =
-                gardenstate::pause_at_failpoint("update.before_publish", 1, Some(writer.thread().id()));
-            let _unpark = ReleaseOnDrop(&pause);
-            go.wait();
-            pause.wait_reached();
+            let (writer, pause) = parked_writer(sc, st);
             let version = st.feed_head();
             let mut f = Follower::new(st);
             let mut m = Mirror::default();
