@@ -19,9 +19,9 @@
 //! The first byte of a `frame` or `snapshot` input is a mode byte (see each function): it can
 //! have the checksum recomputed, so the fuzzer reaches the payload parsers behind it.
 
-use crate::auth::{self, Key};
-use crate::frame::{self, FrameError, HANDSHAKE_MAX_PAYLOAD, MAX_PAYLOAD, Message};
-use crate::{escape, snapshot, units};
+use crate::replication::auth::{self, Key};
+use crate::replication::frame::{self, FrameError, HANDSHAKE_MAX_PAYLOAD, MAX_PAYLOAD, Message};
+use crate::{commands::escape, commands::snapshot, commands::units};
 use std::io::{self, Read, Write};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -202,7 +202,7 @@ pub fn handshake(data: &[u8]) {
 /// sealed with the target's keys, as its seed does), sealed again, opens to itself, and one
 /// flipped byte (at `data[1]`) of that makes it fail.
 pub fn sealed(data: &[u8]) {
-    use crate::seal::{End, SessionKeys};
+    use crate::replication::seal::{End, SessionKeys};
     let keys = |end| SessionKeys::derive(b"fuzzing-key-0123456789", &[1; 32], &[2; 32], end);
     let chunk = data.first().map_or(1, |b| *b as usize % 16 + 1);
     let (_, mut opener) = keys(End::Standby).split();
@@ -300,8 +300,8 @@ pub fn units(data: &[u8]) {
 /// opened but for TLS; inputs naming device or kernel files are skipped (a config may point
 /// anywhere the operator says, and reading /dev/zero would never end).
 pub fn config(data: &[u8]) {
-    use crate::cli::DaemonArgs;
-    use crate::config::{self, DaemonKind, RoleFlags};
+    use crate::commands::cli::DaemonArgs;
+    use crate::operations::config::{self, DaemonKind, RoleFlags};
     use std::os::unix::fs::PermissionsExt;
     let Some((&kind, text)) = data.split_first() else { return };
     let text = String::from_utf8_lossy(text);
@@ -409,7 +409,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             vec![a, b]
         }
         "sealed" => {
-            use crate::seal::{End, SessionKeys};
+            use crate::replication::seal::{End, SessionKeys};
             let keys = SessionKeys::derive(b"fuzzing-key-0123456789", &[1; 32], &[2; 32], End::Primary);
             let (mut sealer, _) = keys.split();
             let mut wire = Vec::new();

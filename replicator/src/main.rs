@@ -1,13 +1,14 @@
 //! `gardenstate`: parses the command line and dispatches to the command's module.
-//! Exit codes are in `exit.rs` (0 ok, 1 key not found, 2 error, 3 check found problems).
+//! Exit codes are in `commands/exit.rs` (0 ok, 1 key not found, 2 error, 3 check found problems).
 
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use gardenstate_replicator::cli::{Cli, Command};
-use gardenstate_replicator::{
-    demo, demo_worker, dump_cmds, entry_cmds, primary, segment_cmds, standby, switchover, witness,
-};
+use gardenstate_replicator::commands::cli::{Cli, Command};
+use gardenstate_replicator::commands::{dump_cmds, entry_cmds, segment_cmds};
+use gardenstate_replicator::demo;
+use gardenstate_replicator::failover::{switchover, witness};
+use gardenstate_replicator::replication::{primary, standby};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -30,7 +31,7 @@ fn main() -> ExitCode {
         Command::Witness(a) => witness::run(a),
         Command::Switchover(a) => switchover::run(a),
         Command::Demo(a) => demo::run(a),
-        Command::DemoWorker(a) => demo_worker::run(a),
+        Command::DemoWorker(a) => demo::worker::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

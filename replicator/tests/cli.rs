@@ -606,7 +606,7 @@ fn restore_that_runs_out_of_heap_is_undone() {
 /// worker rewrites what the restore added so far, and the restore then runs out of heap.
 #[test]
 fn failed_merge_keeps_what_a_worker_wrote_meanwhile() {
-    use gardenstate_replicator::snapshot::{Record, Writer};
+    use gardenstate_replicator::commands::snapshot::{Record, Writer};
     let dst = Seg::new("merge-undo");
     let file = TmpPath::new("merge-undo");
     ok(&["create", dst.name(), "--capacity", "2MiB", "--max-value", "8KiB", "--max-entries", "20000"]);

@@ -405,8 +405,8 @@ fn a_primary_killed_mid_snapshot_never_leaves_a_promotable_half_table() {
 /// change nothing: it unfences only for a real standby.
 #[test]
 fn forged_garbage_and_replayed_heartbeats_change_nothing() {
-    use gardenstate_replicator::auth::Key;
-    use gardenstate_replicator::heartbeat::{self, Announce, Datagram, NodeRole};
+    use gardenstate_replicator::failover::heartbeat::{self, Announce, Datagram, NodeRole};
+    use gardenstate_replicator::replication::auth::Key;
     let dir = Scratch::new("forged");
     let key_bytes = b"forged datagram test key 0123456789";
     let key = dir.key("key", key_bytes);

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::*;
-use gardenstate_replicator::auth;
-use gardenstate_replicator::frame::{
+use gardenstate_replicator::replication::auth;
+use gardenstate_replicator::replication::frame::{
     self, EntryFrame, HANDSHAKE_MAX_PAYLOAD, Hello, Message, PROTOCOL_VERSION, Role, Shape,
 };
-use gardenstate_replicator::transport::Conn;
+use gardenstate_replicator::replication::transport::Conn;
 
 struct Pair {
     dir: Scratch,
@@ -385,7 +385,7 @@ fn a_break_longer_than_the_feed_resyncs_with_a_snapshot() {
 /// of its session (no race with a real primary's timing).
 struct ScriptedPrimary {
     listener: std::net::TcpListener,
-    key: gardenstate_replicator::auth::Key,
+    key: gardenstate_replicator::replication::auth::Key,
     hello: Hello,
 }
 

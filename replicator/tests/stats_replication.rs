@@ -4,7 +4,7 @@
 //! through the same API the daemons use.
 
 use gardenstate::{Expiry, Options, Store, WriteMode};
-use gardenstate_replicator::status::{self, Status, StatusReport};
+use gardenstate_replicator::operations::status::{self, Status, StatusReport};
 use serde_json::Value;
 use std::process::Command;
 

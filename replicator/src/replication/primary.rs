@@ -20,18 +20,20 @@
 //! `node`). A connection whose Hello says `Control` is an operator's `gardenstate
 //! switchover`: see the `switchover` function.
 
-use crate::auth;
-use crate::backlog::Backlog;
-use crate::cli::PrimaryArgs;
-use crate::config::{self, DaemonKind, RoleFlags};
-use crate::exit::{CmdResult, Failure};
-use crate::follow::{Follower, Poll};
-use crate::frame::{self, EntryFrame, HANDSHAKE_MAX_PAYLOAD, Hello, Message, PROTOCOL_VERSION, Role, Shape};
-use crate::heartbeat::{FRESH, NodeRole};
-use crate::log;
-use crate::node::{self, Guard, Next, Node, Verdict};
-use crate::status::Status;
-use crate::transport::{self, Conn};
+use crate::commands::cli::PrimaryArgs;
+use crate::commands::exit::{CmdResult, Failure};
+use crate::failover::heartbeat::{FRESH, NodeRole};
+use crate::failover::node::{self, Guard, Next, Node, Verdict};
+use crate::operations::config::{self, DaemonKind, RoleFlags};
+use crate::operations::log;
+use crate::operations::status::Status;
+use crate::replication::auth;
+use crate::replication::backlog::Backlog;
+use crate::replication::follow::{Follower, Poll};
+use crate::replication::frame::{
+    self, EntryFrame, HANDSHAKE_MAX_PAYLOAD, Hello, Message, PROTOCOL_VERSION, Role, Shape,
+};
+use crate::replication::transport::{self, Conn};
 use gardenstate::{Store, WriteMode};
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};

@@ -13,8 +13,8 @@
 //! `_total`; each family has `# HELP` and `# TYPE` lines. A value that is not known (the lag
 //! before the first acknowledgement) is left out rather than reported as 0.
 
-use crate::render::write_mode_name;
-use crate::status::{Status, StatusReport, unix_ms_now};
+use crate::commands::render::write_mode_name;
+use crate::operations::status::{Status, StatusReport, unix_ms_now};
 use gardenstate::{Store, WriteMode};
 use std::fmt::Write as _;
 use std::io::{Read, Write};

@@ -2,7 +2,7 @@
 //!
 //! The demo is the real thing, only on one host: it runs this very binary as the `primary`
 //! and `standby` daemons (each a process, talking TCP on 127.0.0.1 with a fresh key file),
-//! and as worker processes (`demo-worker`, see `demo_worker`) that serve simulated web
+//! and as worker processes (`demo-worker`, see `worker`) that serve simulated web
 //! traffic on the primary's segment. In order:
 //!
 //! 1. **Setup.** Two segments named after this process (`gds-demo-<pid>-primary`, and
@@ -40,10 +40,11 @@
 //! The exit code is 0 when everything held, 2 with the reason otherwise: a confirmed order
 //! lost, a bad value, a worker or daemon that died, an interruption.
 
-use crate::cli::DemoArgs;
-use crate::demo_worker::{self, Msg, ORDER_EVERY, ORDER_PREFIX, Tally};
-use crate::exit::{CmdResult, Failure};
-use crate::units::format_count;
+pub mod worker;
+
+use crate::commands::cli::DemoArgs;
+use crate::commands::exit::{CmdResult, Failure};
+use crate::commands::units::format_count;
 use gardenstate::{Error, Expiry, Options, Stats, Store};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -54,6 +55,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use worker::{Msg, ORDER_EVERY, ORDER_PREFIX, Tally};
 
 /// `println!` that ignores a closed stdout (`gardenstate demo | head`): a panic there would
 /// unwind through the cleanup, and one in the cleanup itself would abort before it is done.
@@ -257,7 +259,7 @@ impl Drop for Lab {
         let mut gone = Vec::new();
         for seg in [&self.primary_seg, &self.standby_seg] {
             // The daemons' status files: killed daemons cannot remove their own.
-            if let Ok(path) = crate::status::status_path(seg) {
+            if let Ok(path) = crate::operations::status::status_path(seg) {
                 let _ = std::fs::remove_file(path);
             }
             match Store::destroy(seg) {
@@ -887,13 +889,13 @@ fn compare(primary: &Store, standby: &Store, margin: Duration) -> Result<Compari
 
     let mut c = Comparison::default();
     for (k, e) in &s {
-        if demo_worker::verify(k, &e.value) {
+        if worker::verify(k, &e.value) {
             c.verified += 1;
         } else {
             c.bad += 1;
         }
         if is_order(k) {
-            let intact = p.get(k).is_some_and(|pe| pe.value == e.value) && demo_worker::verify(k, &e.value);
+            let intact = p.get(k).is_some_and(|pe| pe.value == e.value) && worker::verify(k, &e.value);
             c.orders_on_standby.insert(k.clone(), intact);
         } else if !p.contains_key(k) {
             if expiring(e) {
@@ -910,10 +912,9 @@ fn compare(primary: &Store, standby: &Store, margin: Duration) -> Result<Compari
             None => c.sessions.lost += 1,
             Some(se) if se.value == e.value => c.sessions.kept += 1,
             // A torn or foreign value has no count to compare (and is counted bad above).
-            Some(se) if !demo_worker::verify(k, &se.value) => c.sessions.diverged += 1,
+            Some(se) if !worker::verify(k, &se.value) => c.sessions.diverged += 1,
             Some(se) => {
-                let older =
-                    demo_worker::request_count_of(k, &se.value) < demo_worker::request_count_of(k, &e.value);
+                let older = worker::request_count_of(k, &se.value) < worker::request_count_of(k, &e.value);
                 if older {
                     c.sessions.stale += 1;
                 } else {
@@ -966,7 +967,7 @@ mod tests {
         let opts =
             Options { capacity_bytes: 8 << 20, max_entries: 1024, max_value: 4096, ..Options::default() };
         let (p, s) = (Store::create(&pair.0, &opts).unwrap(), Store::create(&pair.1, &opts).unwrap());
-        let v = |k: &str, count: u64| demo_worker::sealed_value(k.as_bytes(), count, b"filler");
+        let v = |k: &str, count: u64| worker::sealed_value(k.as_bytes(), count, b"filler");
         let put = |st: &Store, k: &str, val: &[u8], e: Expiry| st.set(k.as_bytes(), val, e).unwrap();
         let never = Expiry::Never;
         // Due within the margin of the scans (a wide one, so that a slow machine cannot let these

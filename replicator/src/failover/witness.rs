@@ -7,18 +7,18 @@
 //! standby nor the witness fences itself (F2); a primary that learns from the witness of a
 //! newer primary fences itself at once (F3).
 
-use crate::cli::WitnessArgs;
-use crate::config::{self, DaemonKind, RoleFlags};
-use crate::exit::{CmdResult, Failure};
-use crate::heartbeat::{Announce, Beacon, FRESH, NodeRole, age_ms};
-use crate::log;
+use crate::commands::cli::WitnessArgs;
+use crate::commands::exit::{CmdResult, Failure};
+use crate::failover::heartbeat::{Announce, Beacon, FRESH, NodeRole, age_ms};
+use crate::operations::config::{self, DaemonKind, RoleFlags};
+use crate::operations::log;
 use std::time::Instant;
 
 pub fn run(a: WitnessArgs) -> CmdResult {
     let role = RoleFlags { peers: a.peers, ..RoleFlags::default() };
     let cfg = config::resolve(DaemonKind::Witness, role, a.daemon).map_err(Failure::error)?;
     log::set_json(cfg.log_json);
-    crate::node::watch_reloads(None, None, 0)?;
+    crate::failover::node::watch_reloads(None, None, 0)?;
     let listen = cfg.listen.clone().expect("config checked");
     let announce =
         Announce { role: NodeRole::Witness, fenced: true, synced: false, epoch: 0, history: 0, pos: 0 };

@@ -5,11 +5,11 @@
 //! which neither slides nor counts, and prints each key as it is found, in the table's order
 //! (not sorted: sorting would hold every key in memory; pipe into `sort` for that).
 
-use crate::attach::attach;
-use crate::cli::{DelArgs, GetArgs, KeysArgs, SetArgs};
-use crate::escape::{escape, unescape};
-use crate::exit::{CmdResult, Failure};
-use crate::render;
+use crate::commands::attach::attach;
+use crate::commands::cli::{DelArgs, GetArgs, KeysArgs, SetArgs};
+use crate::commands::escape::{escape, unescape};
+use crate::commands::exit::{CmdResult, Failure};
+use crate::commands::render;
 use gardenstate::Expiry;
 use std::ffi::OsStr;
 use std::io::{BufWriter, Read, Write};

@@ -18,9 +18,9 @@
 //! all carry the snapshot's position, which is reached only at SnapshotEnd, so no position
 //! is acknowledged from inside a snapshot.
 
-use crate::follow::KeyHash;
-use crate::frame::Message;
-use crate::log;
+use crate::operations::log;
+use crate::replication::follow::KeyHash;
+use crate::replication::frame::Message;
 use gardenstate::{LockInfo, Store};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -139,8 +139,8 @@ impl<'s> Applier<'s> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::follow::scratch::seg;
-    use crate::frame::EntryFrame;
+    use crate::replication::follow::scratch::seg;
+    use crate::replication::frame::EntryFrame;
     use gardenstate::Expiry;
 
     fn entry(key: &[u8], value: &[u8], pos: u64) -> Message {

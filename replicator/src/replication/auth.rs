@@ -19,8 +19,8 @@
 //! neither make a peer allocate nor hold it. The key is not a password: it must be at least 16
 //! bytes (use `head -c 32 /dev/urandom > key`), in a file nobody but its owner can read.
 
-use crate::frame::{self, FrameError, HANDSHAKE_MAX_PAYLOAD, MAC_LEN, Message, NONCE_LEN};
-use crate::seal::{End, SessionKeys};
+use crate::replication::frame::{self, FrameError, HANDSHAKE_MAX_PAYLOAD, MAC_LEN, Message, NONCE_LEN};
+use crate::replication::seal::{End, SessionKeys};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;

@@ -39,8 +39,8 @@
 //! All integers little-endian. Anything else (another length, magic, version, role, a bad MAC)
 //! is dropped and counted, never logged per datagram (a flood must not fill the log).
 
-use crate::auth::Key;
-use crate::log;
+use crate::operations::log;
+use crate::replication::auth::Key;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::HashMap;
@@ -280,7 +280,7 @@ impl Beacon {
         socket.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
         let targets = targets.iter().map(|t| resolve(t)).collect::<Result<Vec<_>, _>>()?;
         let mut id = [0u8; 8];
-        crate::auth::fill_random(&mut id).map_err(|e| format!("random node id: {e}"))?;
+        crate::replication::auth::fill_random(&mut id).map_err(|e| format!("random node id: {e}"))?;
         let beacon = Arc::new(Beacon {
             socket,
             key,

@@ -6,11 +6,11 @@
 //! `Control` in its Hello, and waits for one Done frame. With `--tls-cert`, `--tls-key` and
 //! `--tls-ca` it connects over TLS, as the daemons do (a certificate from the cluster's CA).
 
-use crate::auth;
-use crate::cli::SwitchoverArgs;
-use crate::exit::{CmdResult, Failure};
-use crate::frame::{self, Hello, Message, PROTOCOL_VERSION, Role, Shape};
-use crate::transport::{self, Tls};
+use crate::commands::cli::SwitchoverArgs;
+use crate::commands::exit::{CmdResult, Failure};
+use crate::replication::auth;
+use crate::replication::frame::{self, Hello, Message, PROTOCOL_VERSION, Role, Shape};
+use crate::replication::transport::{self, Tls};
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;

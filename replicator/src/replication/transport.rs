@@ -52,7 +52,7 @@
 //!    sent everything written before it, or fails if the tx thread ended first. A daemon that
 //!    must get a last message out before it cuts the socket (a switchover's outcome) flushes.
 
-use crate::seal::{Opener, Sealer, SessionKeys};
+use crate::replication::seal::{Opener, Sealer, SessionKeys};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
@@ -313,7 +313,7 @@ pub fn server(tcp: TcpStream, tls: Option<&Tls>, timeout: Duration) -> Result<Co
             "the peer started a TLS handshake, but this node runs without TLS (no tls_cert/tls_key/tls_ca): \
              both ends of a link must use TLS, or neither",
         ),
-        (Some(_), Some(b)) if b == crate::frame::MAGIC[0] => refuse(
+        (Some(_), Some(b)) if b == crate::replication::frame::MAGIC[0] => refuse(
             "the peer speaks plaintext (no TLS), but this node requires TLS: give the peer tls_cert, tls_key \
              and tls_ca too",
         ),
@@ -528,7 +528,7 @@ fn rx(mut tcp: TcpStream, mut pump: UnixStream, state: &Mutex<Connection>, peer:
     match failure {
         Some(why) => {
             if let Some(e) = why {
-                crate::log::warn(&format!("TLS link with {peer} failed: {e}"));
+                crate::operations::log::warn(&format!("TLS link with {peer} failed: {e}"));
             }
             let _ = tcp.shutdown(Shutdown::Both);
             let _ = pump.shutdown(Shutdown::Both);
@@ -567,11 +567,11 @@ fn tx(
     let mut buf = vec![0u8; CHUNK];
     let mut out = Vec::new();
     loop {
-        if let Some(at) = peer_expires.filter(|&at| crate::status::unix_ms_now() >= at) {
-            crate::log::warn(&format!(
+        if let Some(at) = peer_expires.filter(|&at| crate::operations::status::unix_ms_now() >= at) {
+            crate::operations::log::warn(&format!(
                 "TLS link with {peer}: the peer's certificate expired at {}: closing the link; \
                  the peer must renew its --tls-cert (a node reloads replaced files) to connect again",
-                crate::log::timestamp(std::time::UNIX_EPOCH + Duration::from_millis(at))
+                crate::operations::log::timestamp(std::time::UNIX_EPOCH + Duration::from_millis(at))
             ));
             break;
         }
@@ -602,7 +602,10 @@ fn tx(
             if n > 0 {
                 if let Err(e) = tls.writer().write_all(&buf[..n]) {
                     let is_client = matches!(*tls, Connection::Client(_));
-                    crate::log::warn(&format!("TLS link with {peer} failed: {}", describe_io(&e, is_client)));
+                    crate::operations::log::warn(&format!(
+                        "TLS link with {peer} failed: {}",
+                        describe_io(&e, is_client)
+                    ));
                     break;
                 }
             }

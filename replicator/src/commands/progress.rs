@@ -5,7 +5,7 @@
 //! summary line that follows stands alone. Hand-written (about 80 lines) rather than a
 //! dependency: it needs no colors, spinners or multi-bar support.
 
-use crate::units::{format_bytes, format_count};
+use crate::commands::units::{format_bytes, format_count};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 

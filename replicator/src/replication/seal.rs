@@ -23,7 +23,7 @@
 //! nothing from the bad record (or after it) reaches the frame decoder, so it never changes
 //! the standby.
 
-use crate::frame::MAC_LEN;
+use crate::replication::frame::MAC_LEN;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::io::{self, Read, Write};
@@ -149,7 +149,7 @@ impl Opener {
         }
         if self.at == self.buf.len() {
             let mut len = [0u8; LEN_BYTES];
-            match crate::frame::read_full(r, &mut len)? {
+            match crate::replication::frame::read_full(r, &mut len)? {
                 0 => return Ok(0), // the peer closed between records
                 LEN_BYTES => {}
                 n => {
@@ -163,7 +163,7 @@ impl Opener {
                 return Err(self.fail(format!("record length {len} is not 1..={RECORD_MAX}")));
             }
             self.buf.resize(len + MAC_LEN, 0);
-            let got = crate::frame::read_full(r, &mut self.buf)?;
+            let got = crate::replication::frame::read_full(r, &mut self.buf)?;
             if got < self.buf.len() {
                 return Err(
                     self.fail(format!("the stream ended inside a record ({got} of {} bytes)", len + MAC_LEN))

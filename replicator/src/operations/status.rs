@@ -537,12 +537,15 @@ pub fn publish_forever(status: Arc<Status>) -> Result<StatusFileGuard, String> {
                 match write_status_file(&file, &status.snapshot()) {
                     Ok(()) => {
                         if failing.take().is_some() {
-                            crate::log::info(&format!("status file {} written again", file.display()));
+                            crate::operations::log::info(&format!(
+                                "status file {} written again",
+                                file.display()
+                            ));
                         }
                     }
                     Err(e) => {
                         if failing.as_ref() != Some(&e) {
-                            crate::log::warn(&e);
+                            crate::operations::log::warn(&e);
                         }
                         failing = Some(e);
                     }

@@ -45,14 +45,14 @@
 //! open links keep the certificates they were made with. Every other setting takes effect at
 //! a restart, and the log line says so.
 
-use crate::attach::attach;
-use crate::config::{Config, DaemonKind};
-use crate::exit::{CmdResult, Failure};
-use crate::heartbeat::{Announce, Beacon, FRESH, NodeRole};
-use crate::log;
-use crate::status::{self, Status};
-use crate::transport::Tls;
-use crate::{metrics, primary, standby};
+use crate::commands::attach::attach;
+use crate::commands::exit::{CmdResult, Failure};
+use crate::failover::heartbeat::{Announce, Beacon, FRESH, NodeRole};
+use crate::operations::config::{Config, DaemonKind};
+use crate::operations::log;
+use crate::operations::status::{self, Status};
+use crate::replication::transport::Tls;
+use crate::{operations::metrics, replication::primary, replication::standby};
 use gardenstate::{Store, WriteMode};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -24,8 +24,8 @@
 //! The worker talks to the demo over its stdout, one line per message (see [`Msg`]); it
 //! stops when its stdin closes (the demo ended it, or the demo itself died).
 
-use crate::cli::DemoWorkerArgs;
-use crate::exit::{CmdResult, Failure};
+use crate::commands::cli::DemoWorkerArgs;
+use crate::commands::exit::{CmdResult, Failure};
 use gardenstate::demo::{self, Rng, SESSION_ID_LEN};
 use gardenstate::{Error, Expiry, Store};
 use std::io::{Read, Write};

@@ -1,11 +1,11 @@
 //! Commands on a whole segment: `create`, `stats`, `check`, `destroy`, `promote`.
 
-use crate::attach::{attach, is_missing, missing};
-use crate::cli::{CheckArgs, CreateArgs, DestroyArgs, PromoteArgs, ShapeArgs, StatsArgs};
-use crate::exit::{CmdResult, Failure};
-use crate::render;
-use crate::status;
-use crate::units::{format_bytes, format_count};
+use crate::commands::attach::{attach, is_missing, missing};
+use crate::commands::cli::{CheckArgs, CreateArgs, DestroyArgs, PromoteArgs, ShapeArgs, StatsArgs};
+use crate::commands::exit::{CmdResult, Failure};
+use crate::commands::render;
+use crate::commands::units::{format_bytes, format_count};
+use crate::operations::status;
 use gardenstate::{Options, Store, WriteMode};
 use std::io::{BufRead, IsTerminal, Write};
 

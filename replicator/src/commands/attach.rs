@@ -6,7 +6,7 @@
 //! and gives it back when dropped, so every command returns (never `process::exit`s) with
 //! its store dropped.
 
-use crate::exit::Failure;
+use crate::commands::exit::Failure;
 use gardenstate::{Error, Store};
 
 /// Attaches to segment `name`; a missing segment is named as such, with the way to make one.

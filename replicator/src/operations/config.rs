@@ -44,10 +44,10 @@
 //! `fence_after + 3 x heartbeat < failover_after` is required (checked on every node, which is
 //! why all nodes should share one file).
 
-use crate::auth::Key;
-use crate::cli::DaemonArgs;
-use crate::transport::Tls;
-use crate::units::{parse_duration, parse_size};
+use crate::commands::cli::DaemonArgs;
+use crate::commands::units::{parse_duration, parse_size};
+use crate::replication::auth::Key;
+use crate::replication::transport::Tls;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -318,7 +318,7 @@ mod tests {
         std::fs::write(&tls_key, b"not checked before the mode").unwrap();
         std::fs::set_permissions(&tls_key, std::fs::Permissions::from_mode(0o644)).unwrap();
         let p = write(&d, base);
-        let tls = crate::cli::TlsArgs {
+        let tls = crate::commands::cli::TlsArgs {
             tls_cert: Some("/nonexistent/c".into()),
             tls_key: Some(tls_key),
             tls_ca: Some("/nonexistent/ca".into()),

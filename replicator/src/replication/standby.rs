@@ -24,18 +24,18 @@
 //! when its segment becomes writable (`gardenstate promote`). Operators should stop the
 //! daemon first and then promote.
 
-use crate::apply::Applier;
-use crate::auth::{self, AuthError};
-use crate::cli::StandbyArgs;
-use crate::config::{self, DaemonKind, RoleFlags};
-use crate::exit::{CmdResult, Failure};
-use crate::frame::{
+use crate::commands::cli::StandbyArgs;
+use crate::commands::exit::{CmdResult, Failure};
+use crate::failover::node::{self, Next, Node};
+use crate::operations::config::{self, DaemonKind, RoleFlags};
+use crate::operations::log;
+use crate::replication::apply::Applier;
+use crate::replication::auth::{self, AuthError};
+use crate::replication::frame::{
     self, HANDSHAKE_MAX_PAYLOAD, Hello, Message, PROTOCOL_VERSION, Role, Shape, payload_limit,
 };
-use crate::log;
-use crate::node::{self, Next, Node};
-use crate::primary::PEER_TIMEOUT;
-use crate::transport::{self, Conn};
+use crate::replication::primary::PEER_TIMEOUT;
+use crate::replication::transport::{self, Conn};
 use gardenstate::{Store, WriteMode};
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpStream};
@@ -215,7 +215,7 @@ fn reconnect(node: &Node, addr: &str, link: &Link) -> Result<(), Failure> {
 fn open_segment(name: &str, shape: &Shape) -> Result<Store, SessionError> {
     match Store::attach(name) {
         Ok(s) => Ok(s),
-        Err(e) if crate::attach::is_missing(&e) => {
+        Err(e) if crate::commands::attach::is_missing(&e) => {
             let s = Store::create(name, &shape.options()).map_err(|e| {
                 SessionError::Fatal(format!("creating segment {name} like the primary's: {e}"))
             })?;

@@ -30,14 +30,14 @@
 //! now + window and has no call to set an earlier one (so restore never shortens a session).
 //! Session locks are not dumped: a lock belongs to a request in flight on the source host.
 
-use crate::attach::{attach, is_missing};
-use crate::cli::{DumpArgs, RestoreArgs};
-use crate::escape::escape;
-use crate::exit::{CmdResult, Failure};
-use crate::progress::{Progress, Unit};
-use crate::segment_cmds::{shape_given, shape_options};
-use crate::snapshot::{Header, Reader, Record, SnapshotError, TRAILER_LEN, Writer};
-use crate::units::{format_bytes, format_count};
+use crate::commands::attach::{attach, is_missing};
+use crate::commands::cli::{DumpArgs, RestoreArgs};
+use crate::commands::escape::escape;
+use crate::commands::exit::{CmdResult, Failure};
+use crate::commands::progress::{Progress, Unit};
+use crate::commands::segment_cmds::{shape_given, shape_options};
+use crate::commands::snapshot::{Header, Reader, Record, SnapshotError, TRAILER_LEN, Writer};
+use crate::commands::units::{format_bytes, format_count};
 use gardenstate::{Error, Expiry, HeapDemand, Options, Store, WriteMode};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, IsTerminal, Seek, SeekFrom, Write};

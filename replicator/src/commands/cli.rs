@@ -6,8 +6,8 @@
 //! KEY, VALUE and PREFIX are `OsString`s: on Unix any bytes but NUL can be passed, and
 //! `--escaped` reaches the rest (see `escape`).
 
-use crate::exit::EXIT_CODES_HELP;
-use crate::units::{parse_count, parse_duration, parse_size, parse_ttl};
+use crate::commands::exit::EXIT_CODES_HELP;
+use crate::commands::units::{parse_count, parse_duration, parse_size, parse_ttl};
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -47,7 +47,7 @@
 //! stream to its end first (`restore` does so in a validation pass, then reads it again to
 //! apply it). [`decode`] is the all-at-once form for byte slices, used by tests and fuzzers.
 
-use crate::frame::{Shape, read_full};
+use crate::replication::frame::{Shape, read_full};
 use gardenstate::Options;
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -137,7 +137,7 @@ impl fmt::Display for SnapshotError {
                 f,
                 "not a gardenstate dump: it starts with {:?}, expected \"GDSDUMP\"; \
                  give a file written by `gardenstate dump`",
-                crate::escape::escape(found)
+                crate::commands::escape::escape(found)
             ),
             SnapshotError::UnsupportedVersion { found } => write!(
                 f,

@@ -6,9 +6,9 @@
 //! renamed, removed or given another meaning. The `replication` object joins the segment's
 //! replication header words with what its daemon publishes in its status file (`status`).
 
-use crate::escape::escape;
-use crate::status::{DaemonState, StatusReport, unix_ms_now};
-use crate::units::{format_bytes, format_count, format_duration, format_percent};
+use crate::commands::escape::escape;
+use crate::commands::units::{format_bytes, format_count, format_duration, format_percent};
+use crate::operations::status::{DaemonState, StatusReport, unix_ms_now};
 use gardenstate::{CheckReport, Info, Meta, Stats, WriteMode};
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -31,7 +31,7 @@
 //! write the scan missed has a position at or after `c0` (followed) or is held (shipped when
 //! its entry is written). A lapped ring (`Overflow`) means a change may be lost: resync.
 
-use crate::frame::{EntryFrame, Message};
+use crate::replication::frame::{EntryFrame, Message};
 use gardenstate::{Change, ChangeKind, FeedRead, ScanEntry, Store};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher, RandomState};

@@ -1,0 +1,8 @@
+//! Running the daemons: `config` their flags and TOML file, `log` their log, `status` their
+//! live status (published to a status file that `stats` reads), `metrics` their Prometheus
+//! endpoint.
+
+pub mod config;
+pub mod log;
+pub mod metrics;
+pub mod status;
