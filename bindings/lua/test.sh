@@ -5,7 +5,9 @@
 # drives it over HTTP with tests/test_nginx.py (Python standard library + the Python binding).
 #
 #   bindings/lua/test.sh            # from anywhere; as root it installs what is missing:
-#                                   # nginx libnginx-mod-http-lua lua-cjson (apt-get)
+#                                   # nginx libnginx-mod-http-lua lua-cjson (apt-get), and
+#                                   # runs the README's recipe (tests/test_recipe.py): it
+#                                   # creates the group gardenstate and a throwaway user
 #
 # nginx runs from its own prefix under the target dir (target/lua-nginx, or
 # $CARGO_TARGET_DIR/lua-nginx) on a free port; it is stopped and the test segment destroyed
@@ -57,14 +59,18 @@ export GDS_LUA_SEGMENT="gds-luatest-$$"
 export GDS_LUA_PREFIX="$target_dir/lua-nginx/$$"
 
 cleanup() {
-    local pidfile="$GDS_LUA_PREFIX/nginx.pid" pid
-    if [ -f "$pidfile" ] && pid=$(cat "$pidfile") && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    "$GDS_CLI" destroy --yes "$GDS_LUA_SEGMENT" >/dev/null 2>&1 || true
-    if [ -e "${GARDENSTATE_SHM_DIR:-/dev/shm}/$GDS_LUA_SEGMENT" ]; then echo "test.sh: could not destroy segment $GDS_LUA_SEGMENT" >&2; fi
+    local pidfile pid seg
+    for pidfile in "$GDS_LUA_PREFIX/nginx.pid" "$GDS_LUA_PREFIX/recipe/nginx.pid"; do
+        if [ -f "$pidfile" ] && pid=$(cat "$pidfile") && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    for seg in "$GDS_LUA_SEGMENT" "$GDS_LUA_SEGMENT-recipe"; do
+        "$GDS_CLI" destroy --yes "$seg" >/dev/null 2>&1 || true
+        if [ -e "${GARDENSTATE_SHM_DIR:-/dev/shm}/$seg" ]; then echo "test.sh: could not destroy segment $seg" >&2; fi
+    done
     rm -rf "$GDS_LUA_PREFIX"
 }
 trap cleanup EXIT
@@ -76,3 +82,12 @@ python3 bindings/lua/tests/check_cdef.py
 echo "== nginx $(nginx -v 2>&1 | sed 's/^nginx version: //'), 4 workers, over HTTP (tests/test_nginx.py)"
 # A hung test must fail the run, not hold CI: it takes well under a minute here.
 timeout -k 10 600 python3 bindings/lua/tests/test_nginx.py
+
+# The README's recipe as written: workers as nobody, the segment made by root and by an
+# operator with --group, the tools as both. Needs root (groupadd, useradd, nginx's user).
+if [ "$(id -u)" -eq 0 ]; then
+    echo "== the README's recipe: workers as nobody, segment and tools as root and as an operator (tests/test_recipe.py)"
+    timeout -k 10 300 python3 bindings/lua/tests/test_recipe.py
+else
+    echo "== SKIPPED the README's recipe (tests/test_recipe.py): needs root"
+fi
