@@ -79,7 +79,8 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 fill() {
     sed -e "s|@PREFIX@|$prefix|g" -e "s|@REPO@|$repo|g" -e "s|@PORT@|$port|g" \
         -e "s|@SEGMENT@|$GDS_SEGMENT|g" -e "s|@GARDENSTATE_LIB@|$GARDENSTATE_LIB|g" \
-        -e "s|@MODDIR@|${GDS_NGINX_MODULES:-/usr/lib/nginx/modules}|g" "$1"
+        -e "s|@MODDIR@|${GDS_NGINX_MODULES:-/usr/lib/nginx/modules}|g" \
+        -e "s|@USER@|$(id -un)|g" -e "s|@GROUP@|$(id -gn)|g" "$1"
 }
 fill bindings/session-test/nginx.conf.in >"$prefix/nginx.conf"
 fill bindings/session-test/fpm.conf.in >"$prefix/fpm.conf"
@@ -87,7 +88,9 @@ fill bindings/session-test/fpm.conf.in >"$prefix/fpm.conf"
 "$GDS_CLI" create "$GDS_SEGMENT" --max-entries 10000 --capacity 16MiB >/dev/null
 
 echo "== nginx $(nginx -v 2>&1 | sed 's/^nginx version: nginx\///') (Lua), gunicorn (Flask), php-fpm (PHP) over segment $GDS_SEGMENT"
-php-fpm8.2 -R -F -y "$prefix/fpm.conf" -d ffi.enable=1 >"$prefix/fpm.out" 2>&1 &
+root_flag=()
+[ "$(id -u)" -eq 0 ] && root_flag=(-R) # the pool runs as the invoking user, root in CI
+php-fpm8.2 "${root_flag[@]}" -F -y "$prefix/fpm.conf" -d ffi.enable=1 >"$prefix/fpm.out" 2>&1 &
 pids+=($!)
 PYTHONPATH="$repo/bindings/python:$repo/bindings/session-test" "$venv/bin/python" -m gunicorn \
     --workers 2 --bind "unix:$prefix/gunicorn.sock" --error-logfile "$prefix/gunicorn.log" \
