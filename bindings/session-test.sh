@@ -21,31 +21,16 @@ fi
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-need=()
-command -v nginx >/dev/null 2>&1 || need+=(nginx)
-[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
-ls /usr/lib/*/lua/5.1/cjson.so >/dev/null 2>&1 || need+=(lua-cjson)
+# shellcheck source=testlib.sh
+. bindings/testlib.sh
+need=($(lua_packages))
 command -v php8.2 >/dev/null 2>&1 || need+=(php8.2-cli)
 command -v php-fpm8.2 >/dev/null 2>&1 || need+=(php8.2-fpm)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
-if [ ${#need[@]} -gt 0 ]; then
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "== install ${need[*]} (apt-get)"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq "${need[@]}"
-    else
-        echo "session-test.sh: missing ${need[*]}: install them (apt-get install ${need[*]})" >&2
-        exit 1
-    fi
-fi
+install_missing "${need[@]}"
 
-echo "== build libgardenstate and the gardenstate CLI"
-cargo build --release -p gardenstate-ffi -p gardenstate-replicator
-target_dir=$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-export GARDENSTATE_LIB="$target_dir/release/libgardenstate.so"
-export GDS_CLI="$target_dir/release/gardenstate"
+build_lib_and_cli
 export GDS_SEGMENT="gds-sessiontest-$$"
 prefix="$target_dir/session-test/$$"
 

@@ -20,25 +20,11 @@ if [ -z "${GDS_LUA_TEST_BOUNDED:-}" ]; then
 fi
 cd "$(dirname "$0")/../.."
 
-need=()
-command -v nginx >/dev/null 2>&1 || need+=(nginx)
-[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
-# cjson for the session helper: OpenResty bundles it, Debian's module does not.
-[ -f /usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so ] || ls /usr/lib/*/lua/5.1/cjson.so >/dev/null 2>&1 \
-    || need+=(lua-cjson)
+# shellcheck source=../testlib.sh
+. bindings/testlib.sh
+need=($(lua_packages))
 command -v python3 >/dev/null 2>&1 || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "== install ${need[*]} (apt-get)"
-        apt-get update -qq
-        # Installing nginx may start the distribution's service on port 80: that one is not
-        # ours and is left alone; the test runs its own nginx.
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-    else
-        echo "test.sh: missing ${need[*]}: install them (apt-get install ${need[*]})" >&2
-        exit 1
-    fi
-fi
+install_missing "${need[@]}"
 
 # The interop checks use the Python binding from the checkout: it compiles its cffi module on
 # first use, so the interpreter needs cffi (and a C compiler, which cargo's build needs too).
@@ -47,14 +33,7 @@ if ! python3 -c 'import cffi' >/dev/null 2>&1; then
     python3 -m pip install -q 'cffi>=1.15' || apt-get install -y -qq python3-cffi
 fi
 
-echo "== build libgardenstate and the gardenstate CLI"
-cargo build --release -p gardenstate-ffi -p gardenstate-replicator
-
-# Where cargo put them: target/, or $CARGO_TARGET_DIR (CI may build elsewhere).
-target_dir=$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-export GARDENSTATE_LIB="$target_dir/release/libgardenstate.so"
-export GDS_CLI="$target_dir/release/gardenstate"
+build_lib_and_cli
 export GDS_LUA_SEGMENT="gds-luatest-$$"
 export GDS_LUA_PREFIX="$target_dir/lua-nginx/$$"
 

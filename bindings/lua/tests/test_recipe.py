@@ -10,18 +10,19 @@ must own are replaced: the segment `sessions`, the operator `alice`, the library
 Environment: as tests/test_nginx.py (GARDENSTATE_LIB, GDS_CLI, GDS_LUA_SEGMENT, GDS_LUA_PREFIX).
 No assertion depends on timing: waits poll with generous deadlines.
 """
+import grp
 import http.client
 import os
 import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import unittest
 from pathlib import Path
+
+from test_nginx import free_port, wait_for
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
@@ -71,22 +72,6 @@ def run(line: str, user: str = "root", check: bool = True) -> subprocess.Complet
     if check and r.returncode != 0:
         raise AssertionError(f"as {user}: {line}: exit {r.returncode}\n{r.stdout}{r.stderr}")
     return r
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(pred, what, deadline_s=60):
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
 
 
 class Recipe(unittest.TestCase):
@@ -179,7 +164,7 @@ class Recipe(unittest.TestCase):
             run(line)
         st = (SHM / SEGMENT).stat()
         self.assertEqual((st.st_uid, st.st_mode & 0o777), (0, 0o660))
-        self.assertEqual(st.st_gid, __import__("grp").getgrnam("gardenstate").gr_gid)
+        self.assertEqual(st.st_gid, grp.getgrnam("gardenstate").gr_gid)
         status, body, set_cookie = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(self.hit()),
                                             "a worker to attach the new segment")
         self.assertEqual(body, "1")
