@@ -153,9 +153,9 @@ section "PHP binding (bindings/php/test.sh)"
 bindings/php/test.sh
 
 section "one session across runtimes (bindings/session-test.sh)"
-# bindings/SESSION-FORMAT.md end to end: nginx answers /lua/ itself and routes /flask/ to
-# gunicorn and /php/ to php-fpm over one segment; one cookie jar, one counter that every
-# runtime increments in turn (packages installed when missing; about 15 s after the above).
+# bindings/SESSION-FORMAT.md end to end: nginx answers /lua/ itself and routes /flask/ and
+# /django/ to gunicorn and /php/ to php-fpm over one segment; one cookie jar, one counter that
+# every runtime increments in turn (packages installed when missing; about 10 s after the above).
 bindings/session-test.sh
 
 section "README quick start (.ci/readme.sh)"

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # One session across runtimes (bindings/SESSION-FORMAT.md), end to end over real servers:
 # nginx (2 workers) answers /lua/count with the Lua session helper, proxies /flask/count to a
-# Flask app under gunicorn (2 workers) and /php/count to php-fpm (2 children); all three keep
-# their sessions in one segment. session-test/test_shared.py visits them in turn with one
+# Flask app and /django/count to a Django site, each under gunicorn (2 workers), and
+# /php/count to php-fpm (2 children); all keep their sessions in one segment. session-test/test_shared.py visits them in turn with one
 # cookie jar: one counter, incremented by exactly one by every runtime.
 #
 #   bindings/session-test.sh       # from anywhere; as root it installs what is missing:
 #                                  # nginx libnginx-mod-http-lua lua-cjson php8.2-cli
-#                                  # php8.2-fpm python3-venv (apt-get); Flask, gunicorn and
-#                                  # cffi go into target/python-venv (pip), as
+#                                  # php8.2-fpm python3-venv (apt-get); Flask, Django,
+#                                  # gunicorn and cffi go into target/python-venv (pip), as
 #                                  # bindings/python/test.sh does (and reuses it)
 #
 # Everything runs from a prefix under the target dir on a free port, and is stopped (and the
@@ -36,9 +36,10 @@ prefix="$target_dir/session-test/$$"
 
 venv="$target_dir/python-venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-if ! "$venv/bin/python" -c 'import cffi, flask, gunicorn' >/dev/null 2>&1; then
-    echo "== pip install cffi flask gunicorn (into $venv)"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "cffi>=1.15" "flask>=2.2" "gunicorn>=21"
+if ! "$venv/bin/python" -c 'import cffi, flask, gunicorn, django' >/dev/null 2>&1; then
+    echo "== pip install cffi flask gunicorn django (into $venv)"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "cffi>=1.15" "flask>=2.2" \
+        "gunicorn>=21" "django>=4.2,<6"
 fi
 
 pids=()
@@ -72,19 +73,22 @@ fill bindings/session-test/fpm.conf.in >"$prefix/fpm.conf"
 
 "$GDS_CLI" create "$GDS_SEGMENT" --max-entries 10000 --capacity 16MiB >/dev/null
 
-echo "== nginx $(nginx -v 2>&1 | sed 's/^nginx version: nginx\///') (Lua), gunicorn (Flask), php-fpm (PHP) over segment $GDS_SEGMENT"
+echo "== nginx $(nginx -v 2>&1 | sed 's/^nginx version: nginx\///') (Lua), gunicorn (Flask, Django), php-fpm (PHP) over segment $GDS_SEGMENT"
 root_flag=()
 [ "$(id -u)" -eq 0 ] && root_flag=(-R) # the pool runs as the invoking user, root in CI
 php-fpm8.2 "${root_flag[@]}" -F -y "$prefix/fpm.conf" -d ffi.enable=1 >"$prefix/fpm.out" 2>&1 &
 pids+=($!)
-PYTHONPATH="$repo/bindings/python:$repo/bindings/session-test" "$venv/bin/python" -m gunicorn \
-    --workers 2 --bind "unix:$prefix/gunicorn.sock" --error-logfile "$prefix/gunicorn.log" \
-    --preload flask_app:app >"$prefix/gunicorn.out" 2>&1 &
-pids+=($!)
+for spec in flask:flask_app:app django:django_app:application; do
+    sock="gunicorn-${spec%%:*}"
+    PYTHONPATH="$repo/bindings/python:$repo/bindings/session-test" "$venv/bin/python" -m gunicorn \
+        --workers 2 --bind "unix:$prefix/$sock.sock" --error-logfile "$prefix/$sock.log" \
+        --preload "${spec#*:}" >"$prefix/$sock.out" 2>&1 &
+    pids+=($!)
+done
 nginx -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/nginx-error.log"
 ready=0
 for _ in $(seq 300); do # bounded: 30 s
-    if [ -S "$prefix/fpm.sock" ] && [ -S "$prefix/gunicorn.sock" ] \
+    if [ -S "$prefix/fpm.sock" ] && [ -S "$prefix/gunicorn-flask.sock" ] && [ -S "$prefix/gunicorn-django.sock" ] \
         && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         ready=1
         break
@@ -102,7 +106,7 @@ GDS_URL="http://127.0.0.1:$port" timeout -k 10 300 python3 bindings/session-test
 # Any error in a server's log fails the run (a Lua error, a PHP warning, a Flask traceback).
 if grep -E '\[(error|alert|crit)\]' "$prefix/nginx-error.log" >&2 \
     || grep -E 'PHP (Fatal|Warning)' "$prefix/php.log" >&2 2>/dev/null \
-    || grep -E 'Traceback|ERROR' "$prefix/gunicorn.log" >&2; then
+    || grep -E 'Traceback|ERROR' "$prefix"/gunicorn*.log >&2; then
     echo "session-test.sh: errors in the servers' logs (above)" >&2
     rc=1
 fi

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""One visitor, three runtimes, one session (bindings/SESSION-FORMAT.md), over real servers.
+"""One visitor, four runtimes, one session (bindings/SESSION-FORMAT.md), over real servers.
 
 bindings/session-test.sh starts nginx (which answers /lua/count itself), gunicorn with a
-Flask app (/flask/count) and php-fpm (/php/count) over one segment, and runs this with:
+Flask app (/flask/count) and with a Django site (/django/count), and php-fpm (/php/count)
+over one segment, and runs this with:
   GDS_URL      the nginx base URL
   GDS_CLI      the gardenstate CLI
   GDS_SEGMENT  the segment
@@ -19,7 +20,7 @@ import urllib.request
 URL = os.environ["GDS_URL"].rstrip("/")
 CLI = os.environ["GDS_CLI"]
 SEGMENT = os.environ["GDS_SEGMENT"]
-RUNTIMES = ("lua", "flask", "php")
+RUNTIMES = ("lua", "flask", "php", "django")
 NEW_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")  # 32 random bytes, base64url without padding
 
 
@@ -73,6 +74,9 @@ class SharedSession(unittest.TestCase):
 
     def test_counter_started_by_php(self):
         self.round_robin("php")
+
+    def test_counter_started_by_django(self):
+        self.round_robin("django")
 
     def test_ids_made_before_the_format_are_kept(self):
         """The Lua helper made 64-hex-digit ids: a session under one lives on everywhere."""
