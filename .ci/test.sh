@@ -152,6 +152,12 @@ section "PHP binding (bindings/php/test.sh)"
 # the header, and runs the session handler under php-fpm (4 children) behind nginx.
 bindings/php/test.sh
 
+section "one session across runtimes (bindings/session-test.sh)"
+# bindings/SESSION-FORMAT.md end to end: nginx answers /lua/ itself and routes /flask/ and
+# /django/ to gunicorn and /php/ to php-fpm over one segment; one cookie jar, one counter that
+# every runtime increments in turn (packages installed when missing; about 10 s after the above).
+bindings/session-test.sh
+
 section "README quick start (.ci/readme.sh)"
 .ci/readme.sh
 

@@ -5,7 +5,9 @@
 # drives it over HTTP with tests/test_nginx.py (Python standard library + the Python binding).
 #
 #   bindings/lua/test.sh            # from anywhere; as root it installs what is missing:
-#                                   # nginx libnginx-mod-http-lua lua-cjson (apt-get)
+#                                   # nginx libnginx-mod-http-lua lua-cjson (apt-get), and
+#                                   # runs the README's recipe (tests/test_recipe.py): it
+#                                   # creates the group gardenstate and a throwaway user
 #
 # nginx runs from its own prefix under the target dir (target/lua-nginx, or
 # $CARGO_TARGET_DIR/lua-nginx) on a free port; it is stopped and the test segment destroyed
@@ -18,25 +20,11 @@ if [ -z "${GDS_LUA_TEST_BOUNDED:-}" ]; then
 fi
 cd "$(dirname "$0")/../.."
 
-need=()
-command -v nginx >/dev/null 2>&1 || need+=(nginx)
-[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
-# cjson for the session helper: OpenResty bundles it, Debian's module does not.
-[ -f /usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so ] || ls /usr/lib/*/lua/5.1/cjson.so >/dev/null 2>&1 \
-    || need+=(lua-cjson)
+# shellcheck source=../testlib.sh
+. bindings/testlib.sh
+need=($(lua_packages))
 command -v python3 >/dev/null 2>&1 || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "== install ${need[*]} (apt-get)"
-        apt-get update -qq
-        # Installing nginx may start the distribution's service on port 80: that one is not
-        # ours and is left alone; the test runs its own nginx.
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-    else
-        echo "test.sh: missing ${need[*]}: install them (apt-get install ${need[*]})" >&2
-        exit 1
-    fi
-fi
+install_missing "${need[@]}"
 
 # The interop checks use the Python binding from the checkout: it compiles its cffi module on
 # first use, so the interpreter needs cffi (and a C compiler, which cargo's build needs too).
@@ -45,26 +33,23 @@ if ! python3 -c 'import cffi' >/dev/null 2>&1; then
     python3 -m pip install -q 'cffi>=1.15' || apt-get install -y -qq python3-cffi
 fi
 
-echo "== build libgardenstate and the gardenstate CLI"
-cargo build --release -p gardenstate-ffi -p gardenstate-replicator
-
-# Where cargo put them: target/, or $CARGO_TARGET_DIR (CI may build elsewhere).
-target_dir=$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-export GARDENSTATE_LIB="$target_dir/release/libgardenstate.so"
-export GDS_CLI="$target_dir/release/gardenstate"
+build_lib_and_cli
 export GDS_LUA_SEGMENT="gds-luatest-$$"
 export GDS_LUA_PREFIX="$target_dir/lua-nginx/$$"
 
 cleanup() {
-    local pidfile="$GDS_LUA_PREFIX/nginx.pid" pid
-    if [ -f "$pidfile" ] && pid=$(cat "$pidfile") && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    "$GDS_CLI" destroy --yes "$GDS_LUA_SEGMENT" >/dev/null 2>&1 || true
-    if [ -e "${GARDENSTATE_SHM_DIR:-/dev/shm}/$GDS_LUA_SEGMENT" ]; then echo "test.sh: could not destroy segment $GDS_LUA_SEGMENT" >&2; fi
+    local pidfile pid seg
+    for pidfile in "$GDS_LUA_PREFIX/nginx.pid" "$GDS_LUA_PREFIX/recipe/nginx.pid"; do
+        if [ -f "$pidfile" ] && pid=$(cat "$pidfile") && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    for seg in "$GDS_LUA_SEGMENT" "$GDS_LUA_SEGMENT-recipe"; do
+        "$GDS_CLI" destroy --yes "$seg" >/dev/null 2>&1 || true
+        if [ -e "${GARDENSTATE_SHM_DIR:-/dev/shm}/$seg" ]; then echo "test.sh: could not destroy segment $seg" >&2; fi
+    done
     rm -rf "$GDS_LUA_PREFIX"
 }
 trap cleanup EXIT
@@ -76,3 +61,12 @@ python3 bindings/lua/tests/check_cdef.py
 echo "== nginx $(nginx -v 2>&1 | sed 's/^nginx version: //'), 4 workers, over HTTP (tests/test_nginx.py)"
 # A hung test must fail the run, not hold CI: it takes well under a minute here.
 timeout -k 10 600 python3 bindings/lua/tests/test_nginx.py
+
+# The README's recipe as written: workers as nobody, the segment made by root and by an
+# operator with --group, the tools as both. Needs root (groupadd, useradd, nginx's user).
+if [ "$(id -u)" -eq 0 ]; then
+    echo "== the README's recipe: workers as nobody, segment and tools as root and as an operator (tests/test_recipe.py)"
+    timeout -k 10 300 python3 bindings/lua/tests/test_recipe.py
+else
+    echo "== SKIPPED the README's recipe (tests/test_recipe.py): needs root"
+fi

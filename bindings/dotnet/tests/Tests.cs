@@ -86,6 +86,7 @@ static class Program
             T.Run("stats, info, sweep, check", Maintenance);
             T.Run("session data serialisation", Serialisation);
             T.Run("session store provider", Provider);
+            T.Run("session ids of bindings/SESSION-FORMAT.md", Ids);
             T.Run("interop with the gardenstate CLI", Interop);
             T.Run("multi-process hammer with kill -9", MultiProcess);
             T.Run("multi-process session locks", MultiProcessSessions);
@@ -399,6 +400,23 @@ static class Program
             if (exit != 0 && exit != 1) Console.WriteLine("  cli " + args + ": exit " + exit + ": " + errTask.Result);
             return ms.ToArray();
         }
+    }
+
+    static void Ids()
+    {
+        var seen = new HashSet<string>();
+        for (int i = 0; i < 1000; i++)
+        {
+            string id = SessionIds.New();
+            T.True(System.Text.RegularExpressions.Regex.IsMatch(id, "^[A-Za-z0-9_-]{43}$"), "new id " + id);
+            T.True(seen.Add(id), "ids differ");
+        }
+        foreach (var ok in new[] { new string('a', 16), new string('Z', 128), "0123456789abcdefABCDEF-_",
+                                   "85A779F31811B4FC584E4357" /* Mono's own */ })
+            T.True(SessionIds.IsValid(ok), "accepted: " + ok);
+        foreach (var bad in new[] { null, "", new string('a', 15), new string('a', 129), "bad,id-0123456789",
+                                    "with space 0123456789", "slash/0123456789abc", "plus+0123456789abc" })
+            T.True(!SessionIds.IsValid(bad), "refused: " + (bad ?? "null"));
     }
 
     static void Interop()

@@ -110,7 +110,6 @@ typedef struct gds_stats {
 const char *gds_version(void);
 const char *gds_strerror(int32_t status);
 const char *gds_last_error_message(void);
-gds_status gds_options_default(struct gds_options *opts);
 gds_status gds_create(const char *name,
                       const struct gds_options *opts,
                       struct gds_store **store_out);
@@ -119,6 +118,8 @@ gds_status gds_open(const char *name,
                     struct gds_store **store_out);
 gds_status gds_attach(const char *name,
                       struct gds_store **store_out);
+gds_status gds_attach_group(const char *name,
+                            struct gds_store **store_out);
 void gds_close(struct gds_store *store);
 gds_status gds_destroy(const char *name);
 gds_status gds_get_info(const struct gds_store *store,
@@ -274,11 +275,11 @@ M.Store = Store
 local OPTION_FIELDS = { "capacity_bytes", "max_entries", "max_value", "feed_len",
     "max_key", "max_clients", "mode", "flags" }
 
+-- Only the options the caller gives are set; the others stay 0, which the library reads as
+-- "not given" (its default when it creates the segment).
 local function make_options(opts)
     local o = ffi.new("gds_options")
     o.struct_size = ffi.sizeof("gds_options")
-    local rc = lib.gds_options_default(o)
-    if rc ~= 0 then return fail(rc) end
     if opts then
         for k, v in pairs(opts) do
             local known = false
@@ -306,8 +307,8 @@ local function open_with(fn, name, opts)
     end
     local out = ffi.new("gds_store *[1]")
     local rc
-    if fn == "attach" then
-        rc = lib.gds_attach(name, out)
+    if fn == "attach" or fn == "attach_group" then
+        rc = lib["gds_" .. fn](name, out)
     else
         local o, e, c = make_options(opts)
         if not o then return nil, e, c end
@@ -317,11 +318,89 @@ local function open_with(fn, name, opts)
     return wrap(out[0], name)
 end
 
--- open(name, opts): attach, or create with opts if absent. create(name, opts): only create.
--- attach(name): only attach an existing segment (a worker's call).
+-- open(name, opts): attach, or create with opts if absent (only the options given are
+-- checked against an existing segment). create(name, opts): only create.
+-- attach(name): only attach an existing segment of this user. attach_group(name): also a
+-- 0660 segment of another user of one of this process's groups (nginx workers running as
+-- nobody, the segment created by root or an operator with `gardenstate create --group`).
 function M.open(name, opts) return open_with("open", name, opts) end
 function M.create(name, opts) return open_with("create", name, opts) end
 function M.attach(name) return open_with("attach", name) end
+function M.attach_group(name) return open_with("attach_group", name) end
+
+-- lazy(name, [opts]) -> a handle that attaches on first use and again after a failure: what
+-- nginx's init_worker_by_lua keeps, so a segment missing or refused when the worker starts
+-- (created later, its permissions fixed later) is picked up by a later request, and the
+-- failure is logged once, not per request. lazy:store() -> store | nil, message, code.
+-- opts (all optional):
+--   create    table of creation options: create-or-attach (open) with exactly these;
+--             without it, attach only (the segment is made by root or an operator)
+--   group     attach with attach_group (default true; false: attach, own segments only)
+--   retry_ms  the least time between two attempts after a failure (default 1000; a
+--             segment whose creator died mid-creation, GDS_ERR_NOT_READY, makes an attempt
+--             wait 5 s, so then it is retried every 60 s)
+local Lazy = {}
+Lazy.__index = Lazy
+M.Lazy = Lazy
+
+local LAZY_OPTIONS = { create = "table", group = "boolean", retry_ms = "number" }
+
+local function now_ms()
+    if ngx then return ngx.now() * 1000 end
+    return os.time() * 1000
+end
+
+local function log(level, msg)
+    if ngx and ngx.log then ngx.log(ngx[level], msg) else io.stderr:write(msg, "\n") end
+end
+
+function M.lazy(name, opts)
+    if type(name) ~= "string" then error("gardenstate.lazy: segment name must be a string", 2) end
+    opts = opts or {}
+    for k, v in pairs(opts) do
+        if LAZY_OPTIONS[k] == nil or type(v) ~= LAZY_OPTIONS[k] then
+            error("gardenstate.lazy: option " .. tostring(k) .. " must be one of create (table), "
+                .. "group (boolean), retry_ms (number)", 2)
+        end
+    end
+    local self = setmetatable({ name = name, create = opts.create, group = opts.group ~= false,
+        retry_ms = opts.retry_ms or 1000, next_try = 0, failures = 0 }, Lazy)
+    self:store() -- the first attempt now (in init_worker: the failure is logged at start-up)
+    return self
+end
+
+function Lazy:store()
+    local s = self._store
+    if s then return s end
+    local t = now_ms()
+    if t < self.next_try then return nil, self.err, self.code end
+    local err, code
+    if self.create then
+        s, err, code = M.open(self.name, self.create)
+    elseif self.group then
+        s, err, code = M.attach_group(self.name)
+    else
+        s, err, code = M.attach(self.name)
+    end
+    if s then
+        if self.failures > 0 then
+            log("NOTICE", string.format("gardenstate: segment \"%s\" attached after %d failed "
+                .. "attempt(s); requests are served again", self.name, self.failures))
+        end
+        self._store, self.failures, self.err, self.code = s, 0, nil, nil
+        return s
+    end
+    self.failures = self.failures + 1
+    if self.failures == 1 or code ~= self.code then
+        log("ERR", string.format("gardenstate: segment \"%s\" unavailable (code %s): %s; requests "
+            .. "that need it get 503 until it can be attached (retried at most every %d ms, "
+            .. "logged again only if the reason changes)", self.name, tostring(code),
+            tostring(err), code == S.GDS_ERR_NOT_READY and 60000 or self.retry_ms))
+    end
+    self.err, self.code = err, code
+    self.next_try = t + (code == S.GDS_ERR_NOT_READY and 60000 or self.retry_ms)
+    return nil, err, code
+end
 
 -- destroy(name): removes the segment file. true, or nil, message, code (code 1: absent).
 function M.destroy(name)

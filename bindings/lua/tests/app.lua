@@ -49,6 +49,16 @@ if uri == "/lifecycle" then
     r.used_after_close = pcall(b.get, b, "k")
     r.not_a_string = pcall(c.set, c, "k", 42)
     c:close()
+    local g = assert(gardenstate.attach_group(name)) -- our own segment: accepted as by attach
+    r.attach_group_get = g:get("k")
+    g:close()
+    -- lazy with create: create-or-attach with exactly the options given.
+    local lz = gardenstate.lazy(name .. "-lazy", { create = { max_value = 2048 }, retry_ms = 0 })
+    r.lazy_max_value = assert(lz:store()):info().max_value
+    r.lazy_same = lz:store() == lz:store()
+    lz:store():close()
+    gardenstate.destroy(name .. "-lazy")
+    r.lazy_bad_option = pcall(gardenstate.lazy, name, { retry = 1 })
     a:close()
     r.destroy = gardenstate.destroy(name)
     r.destroy_again = select(3, gardenstate.destroy(name))
@@ -66,6 +76,12 @@ if uri == "/abi" then
     local ok, err = g.load()
     local s, err2 = g.attach("anything")
     return reply(200, { ok = ok or false, err = err, attach_err = err2 })
+end
+
+if uri == "/session/nil" then
+    -- A store that failed to attach (nil): the helper answers 503 and logs once per worker.
+    session.start(nil)
+    return reply(200, { err = "session.start(nil) returned" })
 end
 
 if store == nil then

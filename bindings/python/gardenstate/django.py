@@ -27,8 +27,16 @@ Semantics, as Django's cache and db backends:
 - cycle_key(), flush() and the async methods (aload, asave, ...) are those of SessionBase
   over these; the async ones call the store directly (each call takes microseconds and
   never waits for a lock).
-- Values are JSON (SESSION_SERIALIZER's dumps/loads, Django's JSONSerializer by default),
-  unsigned: the segment is readable only by the site's own user (mode 0600, or its group).
+- Values are JSON, unsigned: the segment is readable only by the site's own user (mode
+  0600, or its group). With Django's default SESSION_SERIALIZER (JSONSerializer) the value
+  is the session format's JSON (UTF-8; Django's own reads bytes as Latin-1, which garbled the
+  non-ASCII text other runtimes wrote); another SESSION_SERIALIZER is used as configured.
+- Sessions follow bindings/SESSION-FORMAT.md, as the Lua, Flask and PHP helpers do: new
+  keys are 32 random bytes in base64url (43 characters), and a key outside the format (16 to
+  128 characters of [A-Za-z0-9_-]) is never loaded. Keys Django made before (32 characters
+  of [a-z0-9]) are inside it. To serve a visitor from several runtimes, set
+  SESSION_COOKIE_NAME = "gds_session" (Django's default, "sessionid", is kept so existing
+  sessions survive an upgrade).
 """
 
 from __future__ import annotations
@@ -39,7 +47,9 @@ from typing import Optional
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signing import JSONSerializer as DjangoJSONSerializer
 
+from ._session import KEY_PREFIX, JSONSerializer, new_sid, valid_sid
 from .errors import ExistsError, VersionMismatchError
 from .store import Store
 
@@ -88,7 +98,7 @@ def store() -> Store:
 def _prefix() -> str:
     store()
     assert _config is not None
-    return _config.get("key_prefix", "session:")
+    return _config.get("key_prefix", KEY_PREFIX)
 
 
 class SessionStore(SessionBase):
@@ -98,15 +108,29 @@ class SessionStore(SessionBase):
     def _key(self, session_key: str) -> bytes:
         return (_prefix() + session_key).encode("utf-8")
 
+    def _codec(self):
+        """The value's codec: the format's UTF-8 JSON for Django's default serializer."""
+        if self.serializer is DjangoJSONSerializer:
+            return JSONSerializer()
+        return self.serializer()
+
+    def _get_new_session_key(self) -> str:
+        while True:
+            key = new_sid()
+            if not self.exists(key):
+                return key
+
     # --- the backend interface ---
 
     def load(self) -> dict:
         raw = None
-        if self.session_key is not None:
+        # A key outside the format is not looked up: a new session (Django keeps the attribute
+        # rule of its own, 8 characters or more, which its tests check).
+        if valid_sid(self.session_key):
             raw = store().get(self._key(self.session_key))
         if raw is not None:
             try:
-                data = self.serializer().loads(raw)
+                data = self._codec().loads(raw)
             except Exception:
                 data = None  # unreadable: a new session, as the cache backend does
             if isinstance(data, dict):
@@ -134,7 +158,7 @@ class SessionStore(SessionBase):
         s = store()
         key = self._key(self.session_key)
         data = self._get_session(no_load=must_create)
-        raw = self.serializer().dumps(data)
+        raw = self._codec().dumps(data)
         if isinstance(raw, str):
             raw = raw.encode("utf-8")
         age = self.get_expiry_age()

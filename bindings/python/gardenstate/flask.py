@@ -11,6 +11,10 @@ Nothing else in the application changes: `session` behaves as with Flask's defau
 sessions, but the cookie holds only a random session id (256 bits, secrets.token_urlsafe)
 and the data lives in shared memory, so every worker process of the host sees it.
 
+Sessions follow bindings/SESSION-FORMAT.md, as the Lua, Django and PHP helpers do: to serve a
+visitor from several runtimes, set app.config["SESSION_COOKIE_NAME"] = "gds_session" (Flask's
+default name is "session", kept so existing sessions survive an upgrade).
+
 - The entry expires `app.permanent_session_lifetime` after the last access (sliding: every
   read of the session pushes the deadline out, in the segment, without a write).
 - A session emptied (session.clear()) is deleted from the segment and its cookie removed.
@@ -34,29 +38,15 @@ Flask is imported here only: `import gardenstate` works without it.
 
 from __future__ import annotations
 
-import json
-import re
-import secrets
 import time
 from typing import Any, Optional
 
 from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
+from ._session import KEY_PREFIX, JSONSerializer, new_sid, valid_sid
 from .errors import LockedError, LockMismatchError
 from .store import Store
-
-_SID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
-
-
-class JSONSerializer:
-    """The default: compact JSON, UTF-8."""
-
-    def dumps(self, data: dict) -> bytes:
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-    def loads(self, raw: bytes) -> dict:
-        return json.loads(raw.decode("utf-8"))
 
 
 class GardenstateSession(CallbackDict, SessionMixin):
@@ -84,7 +74,7 @@ class GardenstateSessionInterface(SessionInterface):
 
     session_class = GardenstateSession
 
-    def __init__(self, store: Store, *, key_prefix: str = "session:", serializer: Any = None,
+    def __init__(self, store: Store, *, key_prefix: str = KEY_PREFIX, serializer: Any = None,
                  sid_bytes: int = 32, locking: bool = False,
                  lock_takeover_after: float = 30.0) -> None:
         if not isinstance(store, Store):
@@ -100,11 +90,11 @@ class GardenstateSessionInterface(SessionInterface):
         return (self.key_prefix + sid).encode("utf-8")
 
     def _new_sid(self) -> str:
-        return secrets.token_urlsafe(self.sid_bytes)
+        return new_sid(self.sid_bytes)
 
     def open_session(self, app, request) -> GardenstateSession:
         sid = request.cookies.get(self.get_cookie_name(app))
-        if sid and _SID.match(sid):
+        if valid_sid(sid):
             lock_id = 0
             if self.locking:
                 locked = self._lock(self._key(sid))

@@ -133,6 +133,29 @@ class Semantics(SimpleTestCase):
         self.assertEqual(json.loads(gdjango.store().get(b"session:" + s.session_key.encode())),
                          {"x": 1, "_session_expiry": 300})
 
+    def test_the_session_format_is_read_and_written(self):
+        """bindings/SESSION-FORMAT.md: new keys are 43 base64url characters; a session another
+        runtime wrote (UTF-8 JSON, non-ASCII text as is) reads back as written, and is written
+        back in UTF-8; an id outside the format is never loaded."""
+        s = SessionStore()
+        s["x"] = 1
+        s.create()
+        self.addCleanup(s.delete)
+        self.assertRegex(s.session_key, r"^[A-Za-z0-9_-]{43}$")
+        other = "AbC-_" + "x" * 38  # a Lua- or Flask-made id
+        key = b"session:" + other.encode()
+        gdjango.store().set(key, '{"name":"Zoë","n":1}'.encode("utf-8"))
+        self.addCleanup(gdjango.store().delete, key)
+        t = SessionStore(other)
+        self.assertEqual(t["name"], "Zoë")
+        t["n"] += 1
+        t.save()
+        self.assertEqual(gdjango.store().get(key).decode("utf-8"), '{"name":"Zoë","n":2}')
+        bad = "not,an" + "x" * 20
+        gdjango.store().set(b"session:" + bad.encode(), b'{"n":1}')
+        self.addCleanup(gdjango.store().delete, b"session:" + bad.encode())
+        self.assertEqual(SessionStore(bad).load(), {})
+
     def test_clear_expired_sweeps_the_segment(self):
         sweeps = gdjango.store().stats().sweeps
         SessionStore.clear_expired()

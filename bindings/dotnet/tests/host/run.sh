@@ -73,7 +73,7 @@ get() {
     body=$(cat "$work/body")
 }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2" | head -1; }
-cookie() { awk '$6 == "ASP.NET_SessionId" { print $7 }' "$1"; }
+cookie() { awk '$6 == "gds_session" { print $7 }' "$1"; }
 
 echo "== start: nginx on :$port_nginx, fastcgi-mono-server4 a (pid $pid_a) on :$port_a, b (pid $pid_b) on :$port_b, segment $segment"
 start=$(date +%s)
@@ -101,8 +101,21 @@ check "a new visitor gets HTTP 200 (got $code)" test "$code" = 200
 check "a new session: new=True n=1" test "$(field new "$body")" = True -a "$(field n "$body")" = 1
 id=$(cookie "$jar")
 check "a session cookie is issued ($id)" test -n "$id" -a "$id" = "$(field id "$body")"
+check "its id is the session format's: 43 base64url characters ($id)" grep -Eqx '[A-Za-z0-9_-]{43}' <<<"$id"
+check "the cookie is HttpOnly, Path=/ ($(grep gds_session "$jar" | tr '\t' ' '))" \
+    awk '$6 == "gds_session" && $1 ~ /^#HttpOnly_/ && $3 == "/" { found = 1 } END { exit !found }' "$jar"
 get b /status.ashx "$jar"
 check "the session exists afterward, unlocked ($body)" test "$(field exists "$body")" = 1 -a "$(field lock "$body")" = 0
+
+echo "== an unknown id, or one outside the session format, is never adopted (Mono's own manager answered HTTP 500 for 129 characters)"
+for bad in "$(printf 'A%.0s' $(seq 43))" 'bad,id-0123456789abcdef' 'short' "$(printf 'x%.0s' $(seq 129))"; do
+    code=$(curl -s -o "$work/body" -D "$work/head" -w '%{http_code}' -H "X-Backend: a" \
+        -H "Cookie: gds_session=$bad" --max-time 120 "$base/counter.aspx") || code=000
+    body=$(cat "$work/body")
+    newid=$(sed -n 's/^Set-Cookie: gds_session=\([^;]*\);.*/\1/Ip' "$work/head" | tr -d '\r')
+    check "cookie ${bad:0:24}...: HTTP 200, a new session under a new id ($code, $(field new "$body"), $newid)" \
+        test "$code" = 200 -a "$(field new "$body")" = True -a "$(field id "$body")" = "$newid" -a "$newid" != "$bad"
+done
 
 echo "== read-only pages (EnableSessionState=ReadOnly)"
 get b /readonly.aspx none

@@ -1,15 +1,19 @@
 -- gardenstate.session: cookie sessions for lua-nginx-module, stored in a gardenstate segment.
 --
+--   -- init_worker_by_lua_block:  sessions = require("gardenstate").lazy("sessions")
 --   local session = require("gardenstate.session")
---   local s, err = session.start(store, { ttl_ms = 1800000 })   -- in access/content phase
+--   local s, err = session.start(sessions, { ttl_ms = 1800000 })   -- in access/content phase
 --   s:set("count", (s:get("count") or 0) + 1)
 --   local ok, err = s:save()
 --
--- The cookie holds only a random session id (256 bits from /dev/urandom, hex); the data is a
--- Lua table serialised with cjson under `key_prefix .. id` (default "session:", the same
--- layout as the Python binding's Flask interface, so both can share sessions when their
--- cookie names match and values are JSON). The expiry is sliding by default: every read
+-- Sessions follow bindings/SESSION-FORMAT.md, as the Flask, Django, PHP and ASP.NET helpers
+-- do, so one visitor can be served by several runtimes on one session: the cookie
+-- (default "gds_session") holds only a random id (32 bytes from /dev/urandom, base64url: 43
+-- characters; any id of 16 to 128 characters of [A-Za-z0-9_-] is accepted, so the 64-hex
+-- ids of earlier versions still are), and the data is a JSON object under
+-- `key_prefix .. id` (default "session:"). The expiry is sliding by default: every read
 -- extends it by ttl_ms. Concurrent requests of one session: the last save wins.
+local gardenstate = require("gardenstate")
 local cjson = require("cjson.safe")
 
 local M = {}
@@ -33,17 +37,42 @@ local function random_id()
     local raw = f:read(32)
     f:close()
     if not raw or #raw ~= 32 then return nil, "gardenstate.session: short read of /dev/urandom" end
-    return (raw:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+    -- base64url without padding (RFC 4648 section 5): 43 characters.
+    return (ngx.encode_base64(raw, true):gsub("[+/]", { ["+"] = "-", ["/"] = "_" }))
 end
 
+-- The ids of SESSION-FORMAT.md: 16 to 128 characters of the base64url alphabet.
 local function valid_id(id)
-    return type(id) == "string" and #id == 64 and id:match("^[0-9a-f]+$") ~= nil
+    return type(id) == "string" and #id >= 16 and #id <= 128 and not id:find("[^A-Za-z0-9_%-]")
+end
+M.valid_id = valid_id
+
+local warned_no_store = false
+
+-- No store to serve the session from: one log line per worker (the lazy handle logs its own
+-- attach failures), and 503 for the request, which ends here.
+local function unavailable(err)
+    if err == nil and not warned_no_store then
+        warned_no_store = true
+        ngx.log(ngx.ERR, "gardenstate.session: no store (nil): the segment was not attached in "
+            .. "init_worker; use gardenstate.lazy(name), which retries; answering 503")
+    end
+    return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
 end
 
 -- start(store, opts) -> session | nil, message, code
--- Reads the session named by the request's cookie; an absent, malformed or expired one
--- starts a new, empty session (its cookie is sent by save()).
+-- `store` is a gardenstate.lazy handle (or an open store). Reads the session named by the
+-- request's cookie; an absent, malformed or expired one starts a new, empty session (its
+-- cookie is sent by save()). When the segment cannot be attached (or `store` is nil), the
+-- request ends here with 503 (ngx.exit) and the reason is logged once, not per request.
 function M.start(store, opts)
+    if getmetatable(store) == gardenstate.Lazy then
+        local s, err = store:store()
+        if not s then return unavailable(err) end
+        store = s
+    elseif store == nil then
+        return unavailable(nil)
+    end
     local o = {}
     for k, v in pairs(M.defaults) do o[k] = v end
     for k, v in pairs(opts or {}) do o[k] = v end

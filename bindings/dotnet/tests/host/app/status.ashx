@@ -36,7 +36,7 @@ public class Status : IHttpHandler
         var sb = new StringBuilder("page=status pid=" + System.Diagnostics.Process.GetCurrentProcess().Id);
         var info = s.Info();
         sb.Append(" maxValue=" + info.MaxValue + " maxKey=" + info.MaxKey + " heap=" + info.HeapBytes);
-        HttpCookie c = context.Request.Cookies["ASP.NET_SessionId"];
+        HttpCookie c = context.Request.Cookies["gds_session"]; // web.config's cookieName
         if (c != null)
         {
             byte[] key = Encoding.UTF8.GetBytes(prefix + c.Value);
