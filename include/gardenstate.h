@@ -15,6 +15,16 @@
  * gds_attach_group, release it with gds_close. gds_close(NULL) is a no-op. Closing a handle
  * twice, or using it after gds_close, is undefined behaviour.
  *
+ * Create or attach. gds_open creates the segment with the options given (a field left 0 takes
+ * its default) or attaches to the existing one, checking only the options given: a field left
+ * 0 accepts the segment's value, and eviction is checked only when flags has GDS_OPTION_EVICT
+ * or GDS_OPTION_EVICT_GIVEN (for "no eviction"). So gds_open with only struct_size set
+ * attaches to a segment of any shape, such as one the CLI created with other options; a
+ * caller that sets every option keeps the check it had. A given option that differs from the
+ * segment's fails with GDS_ERR_INCOMPATIBLE, and the message names the option, both values,
+ * and the ways on that keep the segment's sessions (open without that option, or move the
+ * sessions with dump and restore --create); it never advises destroying a live segment.
+ *
  * Status codes. Every function that can fail returns a gds_status. GDS_OK is 0. Codes below
  * 10 are outcomes a correct program meets in normal operation (GDS_NOT_FOUND: the key is
  * absent or expired; GDS_FEED_EMPTY, GDS_FEED_PENDING); codes from 10 up are errors. Codes are
@@ -153,6 +163,14 @@
  * with `GDS_ERR_FULL_*`. Off by default: sessions are not a cache.
  */
 #define GDS_OPTION_EVICT 1
+
+/**
+ * `gds_options.flags`: eviction is given explicitly, so `gds_open` checks it against an
+ * existing segment, also when `GDS_OPTION_EVICT` is clear ("no eviction"). `GDS_OPTION_EVICT`
+ * set is given by itself; with neither bit an existing segment's eviction is accepted
+ * either way (a clear bit cannot tell "no eviction" from "not given").
+ */
+#define GDS_OPTION_EVICT_GIVEN 2
 
 /**
  * `gds_meta.ttl_left_ms` of an entry that never expires.
@@ -320,9 +338,11 @@ typedef struct gds_store gds_store;
 /**
  * Capacity and behaviour of a segment, fixed when it is created.
  *
- * Set `struct_size = sizeof(gds_options)`; a field left 0 takes its default (listed with
- * each field, and written by `gds_options_default`). Later versions add fields at the end
- * only; their 0 keeps today's behaviour.
+ * Set `struct_size = sizeof(gds_options)`; a field left 0 takes its default when a segment
+ * is created (listed with each field, and written by `gds_options_default`), and is "not
+ * given" when `gds_open` attaches to an existing one: only the fields set (non-zero, and
+ * `GDS_OPTION_EVICT`, or `GDS_OPTION_EVICT_GIVEN` for "no eviction") are checked. Later versions add fields
+ * at the end only; their 0 keeps today's behaviour.
  */
 typedef struct gds_options {
     /**
@@ -361,7 +381,7 @@ typedef struct gds_options {
      */
     uint32_t mode;
     /**
-     * `GDS_OPTION_*` bits; default 0.
+     * `GDS_OPTION_*` bits; default 0 (no eviction, and `gds_open` does not check it).
      */
     uint32_t flags;
 } gds_options;
@@ -852,8 +872,15 @@ gds_status gds_create(const char *name,
 
 /**
  * Opens the segment `name`, creating it with `opts` if it does not exist: the call every
- * worker of a pool makes, however many start at once (exactly one creates it). An existing
- * segment created with other options is refused with `GDS_ERR_INCOMPATIBLE`.
+ * worker of a pool makes, however many start at once (exactly one creates it).
+ *
+ * An existing segment is checked against the options given only: a field left 0 (and
+ * eviction when neither `GDS_OPTION_EVICT` nor `GDS_OPTION_EVICT_GIVEN` is set) accepts the
+ * segment's value, so `opts`
+ * with only `struct_size` set attaches to a segment of any shape (one the CLI created with
+ * other options, say). An option given with another value than the segment's is refused
+ * with `GDS_ERR_INCOMPATIBLE`, whose message (`gds_last_error_message`) names the option,
+ * both values, and how to go on without losing the segment's sessions.
  *
  * Returns `GDS_OK`; `GDS_ERR_INCOMPATIBLE`; `GDS_ERR_CORRUPT`; `GDS_ERR_NOT_READY`;
  * `GDS_ERR_REFUSED`; and the errors of `gds_create`.

@@ -24,11 +24,19 @@ pub struct gds_store {
 /// with `GDS_ERR_FULL_*`. Off by default: sessions are not a cache.
 pub const GDS_OPTION_EVICT: u32 = 1;
 
+/// `gds_options.flags`: eviction is given explicitly, so `gds_open` checks it against an
+/// existing segment, also when `GDS_OPTION_EVICT` is clear ("no eviction"). `GDS_OPTION_EVICT`
+/// set is given by itself; with neither bit an existing segment's eviction is accepted
+/// either way (a clear bit cannot tell "no eviction" from "not given").
+pub const GDS_OPTION_EVICT_GIVEN: u32 = 2;
+
 /// Capacity and behaviour of a segment, fixed when it is created.
 ///
-/// Set `struct_size = sizeof(gds_options)`; a field left 0 takes its default (listed with
-/// each field, and written by `gds_options_default`). Later versions add fields at the end
-/// only; their 0 keeps today's behaviour.
+/// Set `struct_size = sizeof(gds_options)`; a field left 0 takes its default when a segment
+/// is created (listed with each field, and written by `gds_options_default`), and is "not
+/// given" when `gds_open` attaches to an existing one: only the fields set (non-zero, and
+/// `GDS_OPTION_EVICT`, or `GDS_OPTION_EVICT_GIVEN` for "no eviction") are checked. Later versions add fields
+/// at the end only; their 0 keeps today's behaviour.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct gds_options {
@@ -51,7 +59,7 @@ pub struct gds_options {
     /// File mode: 0600 (default: the creating user only) or 0660 (also the file's group,
     /// who attach with `gds_attach_group`). Nothing else is accepted.
     pub mode: u32,
-    /// `GDS_OPTION_*` bits; default 0.
+    /// `GDS_OPTION_*` bits; default 0 (no eviction, and `gds_open` does not check it).
     pub flags: u32,
 }
 extensible!(gds_options, 56);
@@ -62,13 +70,11 @@ fn or_default<T: PartialEq + Default>(v: T, default: T) -> T {
 
 impl gds_options {
     fn to_engine(self) -> Result<Options, Fail> {
-        if self.flags & !GDS_OPTION_EVICT != 0 {
+        let known = GDS_OPTION_EVICT | GDS_OPTION_EVICT_GIVEN;
+        if self.flags & !known != 0 {
             return Err(Fail::new(
                 GDS_ERR_INVALID_OPTIONS,
-                format!(
-                    "invalid options: unknown flags {:#x} in gds_options.flags",
-                    self.flags & !GDS_OPTION_EVICT
-                ),
+                format!("invalid options: unknown flags {:#x} in gds_options.flags", self.flags & !known),
             ));
         }
         let d = Options::default();
@@ -82,6 +88,48 @@ impl gds_options {
             evict: self.flags & GDS_OPTION_EVICT != 0,
             mode: or_default(self.mode, d.mode),
         })
+    }
+
+    /// `GDS_ERR_INCOMPATIBLE` if an option this caller gave (a non-zero field; eviction when
+    /// `GDS_OPTION_EVICT` or `GDS_OPTION_EVICT_GIVEN` is set) differs from segment `name`'s, `i`. The message
+    /// names the option, both values, and the ways on that keep the segment's sessions.
+    fn check_given(&self, name: &str, i: &engine::Info) -> Result<(), Fail> {
+        let sized: [(&str, &str, u64, u64); 6] = [
+            ("capacity_bytes", "--capacity", self.capacity_bytes, i.heap_bytes),
+            ("max_entries", "--max-entries", self.max_entries, i.max_entries),
+            ("max_key", "--max-key", self.max_key.into(), i.max_key),
+            ("max_value", "--max-value", self.max_value, i.max_value),
+            ("max_clients", "--max-clients", self.max_clients.into(), i.max_clients),
+            ("feed_len", "--feed-len", self.feed_len, i.feed_len),
+        ];
+        let refuse = |opt: &str, want: String, have: String, shape: String| {
+            Err(Fail::new(
+                GDS_ERR_INCOMPATIBLE,
+                format!(
+                    "segment {name:?} exists with {opt}={have}, but {opt}={want} was given. To keep its \
+                     sessions, either open it without giving {opt} (then the segment's value is accepted) \
+                     or with {opt}={have}, or move them to a segment of the new shape: `gardenstate dump \
+                     {name} FILE`, then `gardenstate restore NEW_NAME FILE --create {shape}`, and open \
+                     NEW_NAME (destroying a segment in use would lose its sessions)"
+                ),
+            ))
+        };
+        for (opt, flag, want, have) in sized {
+            // capacity_bytes is rounded up to whole heap pages (of the segment's page size).
+            let made = match opt {
+                "capacity_bytes" => want.div_ceil(i.page_size).max(1).saturating_mul(i.page_size),
+                _ => want,
+            };
+            if want != 0 && made != have {
+                return refuse(opt, want.to_string(), have.to_string(), format!("{flag} {want}"));
+            }
+        }
+        let evict = self.flags & GDS_OPTION_EVICT != 0;
+        if self.flags & (GDS_OPTION_EVICT | GDS_OPTION_EVICT_GIVEN) != 0 && evict != i.evict {
+            let shape = if evict { "--evict" } else { "(without --evict)" };
+            return refuse("evict", evict.to_string(), i.evict.to_string(), shape.into());
+        }
+        Ok(())
     }
 
     fn from_engine(o: &Options) -> gds_options {
@@ -125,7 +173,7 @@ pub unsafe extern "C" fn gds_options_default(opts: *mut gds_options) -> gds_stat
 unsafe fn open_with(
     name: *const c_char,
     out: *mut *mut gds_store,
-    open: impl FnOnce(&str) -> engine::Result<Store>,
+    open: impl FnOnce(&str) -> Result<Store, Fail>,
 ) -> Result<gds_status, Fail> {
     // SAFETY: forwarded from this function's # Safety.
     let (name, out) = unsafe { (args::c_str(name, "name")?, args::out(out, "store_out")?) };
@@ -134,8 +182,9 @@ unsafe fn open_with(
     Ok(GDS_OK)
 }
 
-/// `open_with` for the calls that take options (`Store::create`, `Store::open`): reads and
-/// converts `opts` first.
+/// `open_with` for the calls that take options (`gds_create`, `gds_open`): reads and
+/// converts `opts` first (every option is checked, given or defaulted, before anything is
+/// created or attached).
 ///
 /// # Safety
 /// - As `open_with`; `opts` is NULL or a readable `gds_options` of its declared `struct_size`.
@@ -143,12 +192,14 @@ unsafe fn open_with_options(
     name: *const c_char,
     opts: *const gds_options,
     out: *mut *mut gds_store,
-    open: fn(&str, &Options) -> engine::Result<Store>,
+    open: fn(&str, &gds_options, &Options) -> Result<Store, Fail>,
 ) -> Result<gds_status, Fail> {
     // SAFETY: the caller guarantees `opts` is NULL or readable for its struct_size.
-    let opts = unsafe { extensible::read_in(opts, "opts") }?.to_engine()?;
+    let given = unsafe { extensible::read_in(opts, "opts") }?;
+    let opts = given.to_engine()?;
+    opts.heap_demand()?;
     // SAFETY: `name` and `out` as in this function's # Safety.
-    unsafe { open_with(name, out, |name| open(name, &opts)) }
+    unsafe { open_with(name, out, |name| open(name, &given, &opts)) }
 }
 
 /// Creates the segment `name` with `opts` and opens it: `/dev/shm/<name>`, or
@@ -171,12 +222,21 @@ pub unsafe extern "C" fn gds_create(
     store_out: *mut *mut gds_store,
 ) -> gds_status {
     // SAFETY: forwarded from # Safety above.
-    boundary(|| unsafe { open_with_options(name, opts, store_out, Store::create) })
+    boundary(|| unsafe {
+        open_with_options(name, opts, store_out, |name, _, opts| Ok(Store::create(name, opts)?))
+    })
 }
 
 /// Opens the segment `name`, creating it with `opts` if it does not exist: the call every
-/// worker of a pool makes, however many start at once (exactly one creates it). An existing
-/// segment created with other options is refused with `GDS_ERR_INCOMPATIBLE`.
+/// worker of a pool makes, however many start at once (exactly one creates it).
+///
+/// An existing segment is checked against the options given only: a field left 0 (and
+/// eviction when neither `GDS_OPTION_EVICT` nor `GDS_OPTION_EVICT_GIVEN` is set) accepts the
+/// segment's value, so `opts`
+/// with only `struct_size` set attaches to a segment of any shape (one the CLI created with
+/// other options, say). An option given with another value than the segment's is refused
+/// with `GDS_ERR_INCOMPATIBLE`, whose message (`gds_last_error_message`) names the option,
+/// both values, and how to go on without losing the segment's sessions.
 ///
 /// Returns `GDS_OK`; `GDS_ERR_INCOMPATIBLE`; `GDS_ERR_CORRUPT`; `GDS_ERR_NOT_READY`;
 /// `GDS_ERR_REFUSED`; and the errors of `gds_create`.
@@ -191,7 +251,11 @@ pub unsafe extern "C" fn gds_open(
     store_out: *mut *mut gds_store,
 ) -> gds_status {
     // SAFETY: forwarded from # Safety above.
-    boundary(|| unsafe { open_with_options(name, opts, store_out, Store::open) })
+    boundary(|| unsafe {
+        open_with_options(name, opts, store_out, |name, given, opts| {
+            Store::open_checked(name, opts, |store| given.check_given(name, &store.info()))
+        })
+    })
 }
 
 /// Attaches to the existing segment `name` (owned by this user), waiting up to 5 s for a
@@ -209,7 +273,7 @@ pub unsafe extern "C" fn gds_open(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gds_attach(name: *const c_char, store_out: *mut *mut gds_store) -> gds_status {
     // SAFETY: forwarded from # Safety above.
-    boundary(|| unsafe { open_with(name, store_out, Store::attach) })
+    boundary(|| unsafe { open_with(name, store_out, |name| Ok(Store::attach(name)?)) })
 }
 
 /// As `gds_attach`, but also accepts a segment of another user of this group if it was
@@ -222,7 +286,7 @@ pub unsafe extern "C" fn gds_attach(name: *const c_char, store_out: *mut *mut gd
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gds_attach_group(name: *const c_char, store_out: *mut *mut gds_store) -> gds_status {
     // SAFETY: forwarded from # Safety above.
-    boundary(|| unsafe { open_with(name, store_out, Store::attach_group) })
+    boundary(|| unsafe { open_with(name, store_out, |name| Ok(Store::attach_group(name)?)) })
 }
 
 /// Closes a handle: unmaps the segment (for this process). The segment and its entries stay.

@@ -195,6 +195,28 @@ static void test_lifecycle(void) {
     other.max_entries = 100;
     EXPECT(gds_open(seg_name, &other, &s2), GDS_ERR_INCOMPATIBLE);
     check_store_untouched(&s2);
+    /* The message names the option, both values, and a way on that keeps the sessions. */
+    const char *why = gds_last_error_message();
+    CHECK(strstr(why, "max_entries=4096") != NULL && strstr(why, "max_entries=100 was given") != NULL);
+    CHECK(strstr(why, "without giving max_entries") != NULL && strstr(why, "--max-entries 100") != NULL);
+    CHECK(strstr(why, "destroy it") == NULL);
+    /* Options not given accept what exists: no options at all, then only some of them. */
+    gds_options none;
+    memset(&none, 0, sizeof none);
+    none.struct_size = sizeof none;
+    OK(gds_open(seg_name, &none, &s2));
+    gds_close(s2);
+    none.max_key = o.max_key;
+    none.flags = GDS_OPTION_EVICT_GIVEN; /* "no eviction", given: the segment has none */
+    OK(gds_open(seg_name, &none, &s2));
+    gds_close(s2);
+    none.flags = GDS_OPTION_EVICT;
+    EXPECT(gds_open(seg_name, &none, &s2), GDS_ERR_INCOMPATIBLE);
+    CHECK(strstr(gds_last_error_message(), "evict=false, but evict=true was given") != NULL);
+    none.flags = 0;
+    none.capacity_bytes = o.capacity_bytes - 1; /* the same heap once rounded up to pages */
+    OK(gds_open(seg_name, &none, &s2));
+    gds_close(s2);
     OK(gds_open(seg_name, &o, &s2));
     OK(gds_attach(seg_name, &s3));
     OK(gds_attach_group(seg_name, &s4));
