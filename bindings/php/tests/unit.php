@@ -85,6 +85,61 @@ function test_store_errors_name_their_cause(): void
     check_same('v', substr((string)$full->get('k0'), 0, 1), 'a full segment keeps what it had');
 }
 
+function test_open_checks_only_the_options_given_against_a_segment_the_cli_made(): void
+{
+    exec(escapeshellarg(getenv('GDS_CLI')) . ' create ' . escapeshellarg(seg('-cli'))
+        . ' --max-entries 3000 --max-value 8192 --evict 2>&1', $out, $rc);
+    check_same(0, $rc, 'gardenstate create (' . implode(' ', $out) . ')');
+    $s = Store::open(seg('-cli'));
+    check_same([3000, 8192], [$s->info()['max_entries'], $s->info()['max_value']], 'open with no options attaches');
+    check_same(8192, Store::open(seg('-cli'), ['max_value' => 8192, 'evict' => true])->info()['max_value'],
+        'the same values, given');
+    foreach ([
+        [['max_entries' => 65536], ['max_entries=3000', 'max_entries=65536 was given', '--max-entries 65536']],
+        [['evict' => false], ['evict=true, but evict=false was given', '(without --evict)']],
+    ] as [$opts, $parts]) {
+        $e = check_throws(Gardenstate\IncompatibleException::class, fn() => Store::open(seg('-cli'), $opts), ...$parts);
+        check(str_contains($e->getMessage(), 'without giving'), 'a fix that keeps the sessions: ' . $e->getMessage());
+        check(!str_contains($e->getMessage(), 'destroy it'), 'no advice to destroy a live segment: ' . $e->getMessage());
+    }
+}
+
+/** The Store a handler uses once opened (the per-process one). */
+function handler_store(SessionHandler $h): Store
+{
+    $h->open('', 'PHPSESSID');
+    return (new ReflectionProperty(SessionHandler::class, 'store'))->getValue($h);
+}
+
+function test_the_handler_keeps_one_store_per_process_across_requests_forks_and_recreation(): void
+{
+    $seg = seg('-keep');
+    $first = handler_store(new SessionHandler($seg));
+    check(handler_store(new SessionHandler($seg)) === $first, 'the next request reuses the Store');
+    check(handler_store(new SessionHandler($seg, ['store' => ['max_value' => 1 << 20]])) !== $first,
+        'other store options: another Store');
+
+    // A forked child never uses its parent's handle: it opens its own, which works.
+    $child = pcntl_fork();
+    if ($child === 0) {
+        $mine = handler_store(new SessionHandler($seg));
+        $mine->set('from-child', 'yes');
+        exit($mine !== $first && handler_store(new SessionHandler($seg)) === $mine ? 0 : 1);
+    }
+    pcntl_waitpid($child, $st);
+    check(pcntl_wifexited($st) && pcntl_wexitstatus($st) === 0, "the child opened and kept its own Store (status $st)");
+    check_same('yes', $first->get('from-child'), 'the child wrote to the segment');
+    check(handler_store(new SessionHandler($seg)) === $first, 'the parent still has its Store');
+
+    // Destroyed and recreated (by the CLI, an operator): the next request opens the new one.
+    Store::destroy($seg);
+    Store::create($seg, ['max_value' => 4096])->close();
+    $new = handler_store(new SessionHandler($seg));
+    check($new !== $first, 'a new Store for the recreated segment');
+    check_same(4096, $new->info()['max_value'], 'the recreated segment');
+    check_same(null, $new->get('from-child'), 'the old entries went with the old segment');
+}
+
 function test_lock_is_exclusive_and_a_dead_holders_lock_is_taken_over_at_once(): void
 {
     $s = Store::open(seg());
@@ -302,7 +357,7 @@ function test_validate_id_and_gc(): void
 try {
     $rc = run_tests('php unit');
 } finally {
-    foreach (['', '-small', '-full'] as $x) {
+    foreach (['', '-small', '-full', '-cli', '-keep'] as $x) {
         Store::destroy(seg($x));
     }
 }
