@@ -924,7 +924,7 @@ gds_status gds_attach_group(const char *name,
 
 /**
  * Closes a handle: unmaps the segment (for this process). The segment and its entries stay.
- * NULL is a no-op. Closing a handle twice, or using it after closing, is undefined behaviour.
+ * NULL is a no-op, and so is a handle of `gds_open_process` (the process keeps it). Closing a handle twice, or using it after closing, is undefined behaviour.
  *
  * A child process after `fork()` may close the inherited handle: no client slot is held
  * between calls, so nothing of the parent's is touched.
@@ -935,6 +935,32 @@ gds_status gds_attach_group(const char *name,
  * - `store` is NULL or a live handle, not in use by any other thread, never used again.
  */
 void gds_close(struct gds_store *store);
+
+/**
+ * As `gds_open`, for a runtime that frees everything between requests (PHP): the handle is
+ * kept by the library for this process, and a later call with the same `name` and `opts`
+ * returns the same handle (a `getpid` and a `stat`, about a microsecond, instead of mapping
+ * the segment again, about 100 us), as long as this process opened it (a child forked from
+ * a process that had one opens its own) and the segment file is still the one opened (one
+ * destroyed and recreated is opened anew). `gds_close` on it does nothing: the process
+ * keeps it until it exits.
+ *
+ * The handle stays valid until a later `gds_open_process` of this process with the same
+ * `name` and `opts` finds the segment file replaced: that call closes it. So call it at
+ * the start of each request and use the handle only within that request, from one thread
+ * per process (PHP), or with calls that never overlap another thread's use of the handle.
+ * Calls are serialized (one mutex): not for many threads; and do not fork while another
+ * thread is inside it.
+ *
+ * Returns as `gds_open`.
+ * Thread safety: see above.
+ *
+ * # Safety
+ * As `gds_create`.
+ */
+gds_status gds_open_process(const char *name,
+                            const struct gds_options *opts,
+                            struct gds_store **store_out);
 
 /**
  * Removes the segment `name`. Processes that have it open keep working on their mapping

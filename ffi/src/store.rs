@@ -18,6 +18,8 @@ use std::os::unix::ffi::OsStrExt;
 /// `max_clients` bounds the calls in flight at once across all processes.
 pub struct gds_store {
     pub(crate) store: Store,
+    /// Kept by `gds_open_process` for the process: `gds_close` leaves it open.
+    kept: bool,
 }
 
 /// `gds_options.flags`: when full, evict the entry closest to expiry instead of failing
@@ -38,7 +40,7 @@ pub const GDS_OPTION_EVICT_GIVEN: u32 = 2;
 /// `GDS_OPTION_EVICT`, or `GDS_OPTION_EVICT_GIVEN` for "no eviction") are checked. Later versions add fields
 /// at the end only; their 0 keeps today's behaviour.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct gds_options {
     /// `sizeof(gds_options)`, set by the caller.
     pub struct_size: u64,
@@ -178,7 +180,7 @@ unsafe fn open_with(
     // SAFETY: forwarded from this function's # Safety.
     let (name, out) = unsafe { (args::c_str(name, "name")?, args::out(out, "store_out")?) };
     let store = open(name)?;
-    out.write(Box::into_raw(Box::new(gds_store { store })));
+    out.write(Box::into_raw(Box::new(gds_store { store, kept: false })));
     Ok(GDS_OK)
 }
 
@@ -290,7 +292,7 @@ pub unsafe extern "C" fn gds_attach_group(name: *const c_char, store_out: *mut *
 }
 
 /// Closes a handle: unmaps the segment (for this process). The segment and its entries stay.
-/// NULL is a no-op. Closing a handle twice, or using it after closing, is undefined behaviour.
+/// NULL is a no-op, and so is a handle of `gds_open_process` (the process keeps it). Closing a handle twice, or using it after closing, is undefined behaviour.
 ///
 /// A child process after `fork()` may close the inherited handle: no client slot is held
 /// between calls, so nothing of the parent's is touched.
@@ -302,11 +304,110 @@ pub unsafe extern "C" fn gds_attach_group(name: *const c_char, store_out: *mut *
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gds_close(store: *mut gds_store) {
     guard((), || {
-        if !store.is_null() {
-            // SAFETY: a non-NULL `store` is a Box<gds_store> leaked by `open_with`, which
-            // the caller gives back exactly once (# Safety above).
+        // SAFETY: a non-NULL `store` is a live handle (# Safety above).
+        if !store.is_null() && !unsafe { &*store }.kept {
+            // SAFETY: a non-NULL `store` not kept by `gds_open_process` is a Box<gds_store>
+            // leaked by `open_with`, which the caller gives back exactly once (# Safety above).
             drop(unsafe { Box::from_raw(store) });
         }
+    })
+}
+
+/// A handle `gds_open_process` keeps for this process.
+struct Kept {
+    name: String,
+    opts: gds_options,
+    /// The process that opened it: a forked child never uses its parent's handle.
+    pid: u32,
+    /// Device and inode of the segment file opened: another file under the name is a
+    /// segment destroyed and recreated.
+    file: (u64, u64),
+    store: *mut gds_store,
+}
+
+// SAFETY: `store` is a Box<gds_store> owned by the KEPT list (gds_store is Send + Sync: a
+// Store is shared by threads); the list is only touched under its mutex.
+unsafe impl Send for Kept {}
+
+static KEPT: std::sync::Mutex<Vec<Kept>> = std::sync::Mutex::new(Vec::new());
+
+/// Device and inode of the file named `name` in the segment directory, if there is one.
+fn file_id(name: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(engine::shm_dir().join(name)).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// As `gds_open`, for a runtime that frees everything between requests (PHP): the handle is
+/// kept by the library for this process, and a later call with the same `name` and `opts`
+/// returns the same handle (a `getpid` and a `stat`, about a microsecond, instead of mapping
+/// the segment again, about 100 us), as long as this process opened it (a child forked from
+/// a process that had one opens its own) and the segment file is still the one opened (one
+/// destroyed and recreated is opened anew). `gds_close` on it does nothing: the process
+/// keeps it until it exits.
+///
+/// The handle stays valid until a later `gds_open_process` of this process with the same
+/// `name` and `opts` finds the segment file replaced: that call closes it. So call it at
+/// the start of each request and use the handle only within that request, from one thread
+/// per process (PHP), or with calls that never overlap another thread's use of the handle.
+/// Calls are serialized (one mutex): not for many threads; and do not fork while another
+/// thread is inside it.
+///
+/// Returns as `gds_open`.
+/// Thread safety: see above.
+///
+/// # Safety
+/// As `gds_create`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gds_open_process(
+    name: *const c_char,
+    opts: *const gds_options,
+    store_out: *mut *mut gds_store,
+) -> gds_status {
+    boundary(|| {
+        // SAFETY: pointer validity as stated in # Safety above.
+        let (name, given, out) = unsafe {
+            (
+                args::c_str(name, "name")?,
+                extensible::read_in(opts, "opts")?,
+                args::out(store_out, "store_out")?,
+            )
+        };
+        let opts = given.to_engine()?;
+        opts.heap_demand()?;
+        let pid = std::process::id();
+        let mut kept = KEPT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut before = file_id(name);
+        if let Some(i) = kept.iter().position(|k| k.name == name && k.opts == given) {
+            if kept[i].pid == pid && Some(kept[i].file) == before {
+                out.write(kept[i].store);
+                return Ok(GDS_OK);
+            }
+            let old = kept.swap_remove(i);
+            // SAFETY: `old.store` is the Box this function leaked into KEPT, just removed
+            // from it; by this function's contract no call uses it any more (a forked child
+            // may close an inherited handle: gds_close).
+            drop(unsafe { Box::from_raw(old.store) });
+        }
+        for _ in 0..100 {
+            let store = Store::open_checked(name, &opts, |store| given.check_given(name, &store.info()))?;
+            let after = file_id(name);
+            // The file stat'ed before the open is the one opened unless it changed in between
+            // (then open again, to know which one this is). With none before, the one after is
+            // the one created or attached to, unless replaced within these microseconds.
+            if let Some(file) = after.filter(|f| before.is_none_or(|b| b == *f)) {
+                let store = Box::into_raw(Box::new(gds_store { store, kept: true }));
+                kept.push(Kept { name: name.to_string(), opts: given, pid, file, store });
+                out.write(store);
+                return Ok(GDS_OK);
+            }
+            before = after;
+        }
+        Err(Fail::new(
+            GDS_ERR_NOT_READY,
+            format!(
+                "segment {name:?} was replaced under every one of 100 opens: call again once it is stable"
+            ),
+        ))
     })
 }
 
@@ -471,4 +572,69 @@ pub unsafe extern "C" fn gds_shm_dir(path_out: *mut *mut c_char) -> gds_status {
         out.write(CBuf::new(dir.as_os_str().as_bytes(), true)?.into_raw().cast());
         Ok(GDS_OK)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape the CLI gives `gardenstate create s --capacity 3000000 --max-entries 200000
+    /// --max-value 65536 --evict` (page size from max_key/max_value, heap in whole pages).
+    fn cli_made() -> engine::Info {
+        engine::Info {
+            segment_bytes: 0,
+            heap_bytes: 3_014_656,
+            page_size: 131_072,
+            max_entries: 200_000,
+            index_slots: 0,
+            max_key: 256,
+            max_value: 65_536,
+            max_clients: 512,
+            feed_len: 65_536,
+            evict: true,
+            dataset_id: 1,
+        }
+    }
+
+    fn given(f: impl FnOnce(&mut gds_options)) -> Result<(), Fail> {
+        let mut o = gds_options { struct_size: size_of::<gds_options>() as u64, ..Default::default() };
+        f(&mut o);
+        o.check_given("s", &cli_made())
+    }
+
+    #[test]
+    fn options_not_given_accept_what_exists() {
+        assert!(given(|_| {}).is_ok());
+        // Given and equal; capacity in bytes that round up to the same heap.
+        assert!(
+            given(|o| {
+                o.max_entries = 200_000;
+                o.capacity_bytes = 3_000_000;
+                o.flags = GDS_OPTION_EVICT;
+            })
+            .is_ok()
+        );
+        // The default (no GDS_OPTION_EVICT, 0 elsewhere) says nothing about eviction.
+        assert!(given(|o| o.max_value = 65_536).is_ok());
+    }
+
+    #[test]
+    fn a_given_option_that_differs_names_both_values_and_a_safe_fix() {
+        let e = given(|o| o.max_entries = 65_536).unwrap_err();
+        assert_eq!(e.status, GDS_ERR_INCOMPATIBLE);
+        for part in [
+            "segment \"s\" exists with max_entries=200000, but max_entries=65536 was given",
+            "open it without giving max_entries",
+            "or with max_entries=200000",
+            "`gardenstate restore NEW_NAME FILE --create --max-entries 65536`",
+        ] {
+            assert!(e.message.contains(part), "{part:?} not in {:?}", e.message);
+        }
+        assert!(!e.message.contains("destroy it"), "{}", e.message);
+        let e = given(|o| o.flags = GDS_OPTION_EVICT_GIVEN).unwrap_err();
+        assert!(e.message.contains("evict=true, but evict=false was given"), "{}", e.message);
+        assert!(e.message.contains("(without --evict)"), "{}", e.message);
+        let e = given(|o| o.capacity_bytes = 4 << 20).unwrap_err();
+        assert!(e.message.contains("capacity_bytes=3014656, but capacity_bytes=4194304"), "{}", e.message);
+    }
 }
