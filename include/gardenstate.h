@@ -24,6 +24,9 @@
  * segment's fails with GDS_ERR_INCOMPATIBLE, and the message names the option, both values,
  * and the ways on that keep the segment's sessions (open without that option, or move the
  * sessions with dump and restore --create); it never advises destroying a live segment.
+ * gds_open_process is gds_open with a handle the library keeps for the process, for runtimes
+ * that free everything between requests (PHP): the same name and options give the same handle
+ * back while this process opened it and the segment file is the one opened; gds_close leaves it.
  *
  * Status codes. Every function that can fail returns a gds_status. GDS_OK is 0. Codes below
  * 10 are outcomes a correct program meets in normal operation (GDS_NOT_FOUND: the key is

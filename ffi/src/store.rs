@@ -329,6 +329,16 @@ struct Kept {
 // Store is shared by threads); the list is only touched under its mutex.
 unsafe impl Send for Kept {}
 
+impl Drop for Kept {
+    fn drop(&mut self) {
+        // SAFETY: `store` is the Box `gds_open_process` leaked into this Kept, which owns it
+        // (gds_close leaves kept handles alone); a Kept is dropped only when that function
+        // replaces it, when by its contract no call uses the handle any more (a forked child
+        // may close an inherited handle: gds_close).
+        drop(unsafe { Box::from_raw(self.store) });
+    }
+}
+
 static KEPT: std::sync::Mutex<Vec<Kept>> = std::sync::Mutex::new(Vec::new());
 
 /// Device and inode of the file named `name` in the segment directory, if there is one.
@@ -377,16 +387,15 @@ pub unsafe extern "C" fn gds_open_process(
         let pid = std::process::id();
         let mut kept = KEPT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut before = file_id(name);
+        // A handle replaced here is closed when this call returns, after the new one is
+        // made: the two never share an address, so a caller sees the change.
+        let mut _replaced = None;
         if let Some(i) = kept.iter().position(|k| k.name == name && k.opts == given) {
             if kept[i].pid == pid && Some(kept[i].file) == before {
                 out.write(kept[i].store);
                 return Ok(GDS_OK);
             }
-            let old = kept.swap_remove(i);
-            // SAFETY: `old.store` is the Box this function leaked into KEPT, just removed
-            // from it; by this function's contract no call uses it any more (a forked child
-            // may close an inherited handle: gds_close).
-            drop(unsafe { Box::from_raw(old.store) });
+            _replaced = Some(kept.swap_remove(i));
         }
         for _ in 0..100 {
             let store = Store::open_checked(name, &opts, |store| given.check_given(name, &store.info()))?;

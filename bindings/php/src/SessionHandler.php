@@ -47,20 +47,9 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
     private bool $readEmpty = false;
     /** Set by a shutdown function registered before PHP's own (see __construct). */
     private bool $shuttingDown = false;
-    /** Whether this handler opened its Store (the worker's, see processStore) or was given one. */
+    /** Whether this handler opened its Store (the worker process's, Store::process) or was given one. */
     private bool $ownsStore = true;
     private bool $closeRegistered = false;
-
-    /**
-     * The Stores this worker process opened, by segment and store options: [pid, segment
-     * file inode, Store]. Kept between the requests a php-fpm child serves, since opening
-     * (mapping the segment) costs more than a request's session work; reopened when the
-     * process is not the one that opened it (a child forked from a process that had one,
-     * such as a master that opened it in preload: a handle is never used across a fork) or
-     * when the segment file is not the one opened (destroyed and recreated).
-     * @var array<string, array{0: int, 1: int, 2: Store}>
-     */
-    private static array $processStores = [];
 
     /**
      * $segment: the segment name (opened, or created with $options['store'], at
@@ -132,7 +121,7 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
     public function open(string $path, string $name): bool
     {
         if ($this->store === null) {
-            $this->store = self::processStore($this->segment, $this->storeOptions);
+            $this->store = Store::process($this->segment, $this->storeOptions);
             if (!$this->closeRegistered) {
                 // The session's lock goes back at the end of the request even after a fatal
                 // error, when PHP runs no destructor but still runs shutdown functions; this
@@ -146,8 +135,9 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
     }
 
     /**
-     * End of the request: writes a session still open and gives its lock back. The worker's
-     * Store stays open for its next request (it holds no client slot between calls).
+     * End of the request: writes a session still open and gives its lock back. The worker
+     * process's handle stays open for its next request (Store::process; it holds no client
+     * slot between calls).
      */
     private function release(): void
     {
@@ -157,41 +147,6 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
         if ($this->ownsStore && $this->store !== null) {
             $this->close();
             $this->store = null;
-        }
-    }
-
-    /** This process's Store of $segment with $options: the one kept, if still good, or a new one. */
-    private static function processStore(string $segment, array $options): Store
-    {
-        $key = $segment . "\0" . serialize($options);
-        $path = Store::shmDir($options) . '/' . $segment;
-        $pid = getmypid();
-        $kept = self::$processStores[$key] ?? null;
-        clearstatcache(true, $path);
-        $inode = @fileinode($path);
-        if ($kept !== null && $kept[0] === $pid && $kept[1] === $inode) {
-            return $kept[2];
-        }
-        // Another process's handle (inherited over fork) or an old segment's: dropped (closing
-        // an inherited handle touches nothing of the parent's; a request still using it keeps
-        // it until it ends).
-        unset(self::$processStores[$key]);
-        for ($try = 0; ; $try++) {
-            $store = Store::open($segment, $options);
-            clearstatcache(true, $path);
-            $opened = @fileinode($path);
-            // The file stat'ed before the open is the one opened, unless it changed in
-            // between (destroyed and recreated): then open again, to know which one we hold.
-            // (Before a first creation there is no file: the one found after is ours or a
-            // concurrent creator's, the same one gds_open attached to.)
-            if ($opened !== false && ($inode === false || $inode === $opened)) {
-                self::$processStores[$key] = [$pid, $opened, $store];
-                return $store;
-            }
-            if ($try >= 100) {
-                return $store; // the segment keeps being replaced: use this one, do not keep it
-            }
-            $inode = $opened;
         }
     }
 

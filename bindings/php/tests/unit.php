@@ -104,38 +104,43 @@ function test_open_checks_only_the_options_given_against_a_segment_the_cli_made(
     }
 }
 
-/** The Store a handler uses once opened (the per-process one). */
-function handler_store(SessionHandler $h): Store
+/** The address of the gds_store handle a handler uses once opened (the process's one). */
+function handler_handle(SessionHandler $h): int
 {
     $h->open('', 'PHPSESSID');
-    return (new ReflectionProperty(SessionHandler::class, 'store'))->getValue($h);
+    $store = (new ReflectionProperty(SessionHandler::class, 'store'))->getValue($h);
+    $raw = (new ReflectionProperty(Store::class, 'h'))->getValue($store);
+    return Gardenstate\Library::ffi()->cast('uintptr_t', $raw)->cdata;
 }
 
-function test_the_handler_keeps_one_store_per_process_across_requests_forks_and_recreation(): void
+function test_the_handler_keeps_one_handle_per_process_across_requests_forks_and_recreation(): void
 {
     $seg = seg('-keep');
-    $first = handler_store(new SessionHandler($seg));
-    check(handler_store(new SessionHandler($seg)) === $first, 'the next request reuses the Store');
-    check(handler_store(new SessionHandler($seg, ['store' => ['max_value' => 1 << 20]])) !== $first,
-        'other store options: another Store');
+    $first = handler_handle(new SessionHandler($seg));
+    check_same($first, handler_handle(new SessionHandler($seg)), 'the next request reuses the handle');
+    $s = Store::process($seg);
+    $s->close(); // leaves the process's handle open
+    check_same($first, handler_handle(new SessionHandler($seg)), 'still the same handle after close()');
+    check($first !== handler_handle(new SessionHandler($seg, ['store' => ['max_value' => 1 << 20]])),
+        'other store options: another handle');
 
     // A forked child never uses its parent's handle: it opens its own, which works.
     $child = pcntl_fork();
     if ($child === 0) {
-        $mine = handler_store(new SessionHandler($seg));
-        $mine->set('from-child', 'yes');
-        exit($mine !== $first && handler_store(new SessionHandler($seg)) === $mine ? 0 : 1);
+        $mine = handler_handle(new SessionHandler($seg));
+        Store::process($seg)->set('from-child', 'yes');
+        exit($mine !== $first && handler_handle(new SessionHandler($seg)) === $mine ? 0 : 1);
     }
     pcntl_waitpid($child, $st);
-    check(pcntl_wifexited($st) && pcntl_wexitstatus($st) === 0, "the child opened and kept its own Store (status $st)");
-    check_same('yes', $first->get('from-child'), 'the child wrote to the segment');
-    check(handler_store(new SessionHandler($seg)) === $first, 'the parent still has its Store');
+    check(pcntl_wifexited($st) && pcntl_wexitstatus($st) === 0, "the child opened and kept its own handle (status $st)");
+    check_same('yes', Store::process($seg)->get('from-child'), 'the child wrote to the segment');
+    check_same($first, handler_handle(new SessionHandler($seg)), 'the parent still has its handle');
 
     // Destroyed and recreated (by the CLI, an operator): the next request opens the new one.
     Store::destroy($seg);
     Store::create($seg, ['max_value' => 4096])->close();
-    $new = handler_store(new SessionHandler($seg));
-    check($new !== $first, 'a new Store for the recreated segment');
+    check($first !== handler_handle(new SessionHandler($seg)), 'a new handle for the recreated segment');
+    $new = Store::process($seg);
     check_same(4096, $new->info()['max_value'], 'the recreated segment');
     check_same(null, $new->get('from-child'), 'the old entries went with the old segment');
 }
