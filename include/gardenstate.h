@@ -879,9 +879,8 @@ gds_status gds_create(const char *name,
  *
  * An existing segment is checked against the options given only: a field left 0 (and
  * eviction when neither `GDS_OPTION_EVICT` nor `GDS_OPTION_EVICT_GIVEN` is set) accepts the
- * segment's value, so `opts`
- * with only `struct_size` set attaches to a segment of any shape (one the CLI created with
- * other options, say). An option given with another value than the segment's is refused
+ * segment's value, so `opts` with only `struct_size` set attaches to a segment of any shape
+ * (one the CLI created with other options, say). An option given with another value than the segment's is refused
  * with `GDS_ERR_INCOMPATIBLE`, whose message (`gds_last_error_message`) names the option,
  * both values, and how to go on without losing the segment's sessions.
  *

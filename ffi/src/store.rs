@@ -134,6 +134,13 @@ impl gds_options {
         Ok(())
     }
 
+    /// `gds_open`'s create-or-attach with these options as given (`opts`: them converted,
+    /// defaults filled in): creates `name` with `opts`, or attaches to it checking only the
+    /// options given.
+    fn open(&self, name: &str, opts: &Options) -> Result<Store, Fail> {
+        Store::open_checked(name, opts, |store| self.check_given(name, &store.info()))
+    }
+
     fn from_engine(o: &Options) -> gds_options {
         gds_options {
             struct_size: 0,
@@ -234,9 +241,8 @@ pub unsafe extern "C" fn gds_create(
 ///
 /// An existing segment is checked against the options given only: a field left 0 (and
 /// eviction when neither `GDS_OPTION_EVICT` nor `GDS_OPTION_EVICT_GIVEN` is set) accepts the
-/// segment's value, so `opts`
-/// with only `struct_size` set attaches to a segment of any shape (one the CLI created with
-/// other options, say). An option given with another value than the segment's is refused
+/// segment's value, so `opts` with only `struct_size` set attaches to a segment of any shape
+/// (one the CLI created with other options, say). An option given with another value than the segment's is refused
 /// with `GDS_ERR_INCOMPATIBLE`, whose message (`gds_last_error_message`) names the option,
 /// both values, and how to go on without losing the segment's sessions.
 ///
@@ -254,9 +260,7 @@ pub unsafe extern "C" fn gds_open(
 ) -> gds_status {
     // SAFETY: forwarded from # Safety above.
     boundary(|| unsafe {
-        open_with_options(name, opts, store_out, |name, given, opts| {
-            Store::open_checked(name, opts, |store| given.check_given(name, &store.info()))
-        })
+        open_with_options(name, opts, store_out, |name, given, opts| given.open(name, opts))
     })
 }
 
@@ -398,7 +402,7 @@ pub unsafe extern "C" fn gds_open_process(
             _replaced = Some(kept.swap_remove(i));
         }
         for _ in 0..100 {
-            let store = Store::open_checked(name, &opts, |store| given.check_given(name, &store.info()))?;
+            let store = given.open(name, &opts)?;
             let after = file_id(name);
             // The file stat'ed before the open is the one opened unless it changed in between
             // (then open again, to know which one this is). With none before, the one after is
