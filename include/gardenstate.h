@@ -15,6 +15,19 @@
  * gds_attach_group, release it with gds_close. gds_close(NULL) is a no-op. Closing a handle
  * twice, or using it after gds_close, is undefined behaviour.
  *
+ * Create or attach. gds_open creates the segment with the options given (a field left 0 takes
+ * its default) or attaches to the existing one, checking only the options given: a field left
+ * 0 accepts the segment's value, and eviction is checked only when flags has GDS_OPTION_EVICT
+ * or GDS_OPTION_EVICT_GIVEN (for "no eviction"). So gds_open with only struct_size set
+ * attaches to a segment of any shape, such as one the CLI created with other options; a
+ * caller that sets every option keeps the check it had. A given option that differs from the
+ * segment's fails with GDS_ERR_INCOMPATIBLE, and the message names the option, both values,
+ * and the ways on that keep the segment's sessions (open without that option, or move the
+ * sessions with dump and restore --create); it never advises destroying a live segment.
+ * gds_open_process is gds_open with a handle the library keeps for the process, for runtimes
+ * that free everything between requests (PHP): the same name and options give the same handle
+ * back while this process opened it and the segment file is the one opened; gds_close leaves it.
+ *
  * Status codes. Every function that can fail returns a gds_status. GDS_OK is 0. Codes below
  * 10 are outcomes a correct program meets in normal operation (GDS_NOT_FOUND: the key is
  * absent or expired; GDS_FEED_EMPTY, GDS_FEED_PENDING); codes from 10 up are errors. Codes are
@@ -153,6 +166,14 @@
  * with `GDS_ERR_FULL_*`. Off by default: sessions are not a cache.
  */
 #define GDS_OPTION_EVICT 1
+
+/**
+ * `gds_options.flags`: eviction is given explicitly, so `gds_open` checks it against an
+ * existing segment, also when `GDS_OPTION_EVICT` is clear ("no eviction"). `GDS_OPTION_EVICT`
+ * set is given by itself; with neither bit an existing segment's eviction is accepted
+ * either way (a clear bit cannot tell "no eviction" from "not given").
+ */
+#define GDS_OPTION_EVICT_GIVEN 2
 
 /**
  * `gds_meta.ttl_left_ms` of an entry that never expires.
@@ -320,9 +341,11 @@ typedef struct gds_store gds_store;
 /**
  * Capacity and behaviour of a segment, fixed when it is created.
  *
- * Set `struct_size = sizeof(gds_options)`; a field left 0 takes its default (listed with
- * each field, and written by `gds_options_default`). Later versions add fields at the end
- * only; their 0 keeps today's behaviour.
+ * Set `struct_size = sizeof(gds_options)`; a field left 0 takes its default when a segment
+ * is created (listed with each field, and written by `gds_options_default`), and is "not
+ * given" when `gds_open` attaches to an existing one: only the fields set (non-zero, and
+ * `GDS_OPTION_EVICT`, or `GDS_OPTION_EVICT_GIVEN` for "no eviction") are checked. Later versions add fields
+ * at the end only; their 0 keeps today's behaviour.
  */
 typedef struct gds_options {
     /**
@@ -361,7 +384,7 @@ typedef struct gds_options {
      */
     uint32_t mode;
     /**
-     * `GDS_OPTION_*` bits; default 0.
+     * `GDS_OPTION_*` bits; default 0 (no eviction, and `gds_open` does not check it).
      */
     uint32_t flags;
 } gds_options;
@@ -852,8 +875,14 @@ gds_status gds_create(const char *name,
 
 /**
  * Opens the segment `name`, creating it with `opts` if it does not exist: the call every
- * worker of a pool makes, however many start at once (exactly one creates it). An existing
- * segment created with other options is refused with `GDS_ERR_INCOMPATIBLE`.
+ * worker of a pool makes, however many start at once (exactly one creates it).
+ *
+ * An existing segment is checked against the options given only: a field left 0 (and
+ * eviction when neither `GDS_OPTION_EVICT` nor `GDS_OPTION_EVICT_GIVEN` is set) accepts the
+ * segment's value, so `opts` with only `struct_size` set attaches to a segment of any shape
+ * (one the CLI created with other options, say). An option given with another value than the segment's is refused
+ * with `GDS_ERR_INCOMPATIBLE`, whose message (`gds_last_error_message`) names the option,
+ * both values, and how to go on without losing the segment's sessions.
  *
  * Returns `GDS_OK`; `GDS_ERR_INCOMPATIBLE`; `GDS_ERR_CORRUPT`; `GDS_ERR_NOT_READY`;
  * `GDS_ERR_REFUSED`; and the errors of `gds_create`.
@@ -897,7 +926,7 @@ gds_status gds_attach_group(const char *name,
 
 /**
  * Closes a handle: unmaps the segment (for this process). The segment and its entries stay.
- * NULL is a no-op. Closing a handle twice, or using it after closing, is undefined behaviour.
+ * NULL is a no-op, and so is a handle of `gds_open_process` (the process keeps it). Closing a handle twice, or using it after closing, is undefined behaviour.
  *
  * A child process after `fork()` may close the inherited handle: no client slot is held
  * between calls, so nothing of the parent's is touched.
@@ -908,6 +937,32 @@ gds_status gds_attach_group(const char *name,
  * - `store` is NULL or a live handle, not in use by any other thread, never used again.
  */
 void gds_close(struct gds_store *store);
+
+/**
+ * As `gds_open`, for a runtime that frees everything between requests (PHP): the handle is
+ * kept by the library for this process, and a later call with the same `name` and `opts`
+ * returns the same handle (a `getpid` and a `stat`, about a microsecond, instead of mapping
+ * the segment again, about 100 us), as long as this process opened it (a child forked from
+ * a process that had one opens its own) and the segment file is still the one opened (one
+ * destroyed and recreated is opened anew). `gds_close` on it does nothing: the process
+ * keeps it until it exits.
+ *
+ * The handle stays valid until a later `gds_open_process` of this process with the same
+ * `name` and `opts` finds the segment file replaced: that call closes it. So call it at
+ * the start of each request and use the handle only within that request, from one thread
+ * per process (PHP), or with calls that never overlap another thread's use of the handle.
+ * Calls are serialized (one mutex): not for many threads; and do not fork while another
+ * thread is inside it.
+ *
+ * Returns as `gds_open`.
+ * Thread safety: see above.
+ *
+ * # Safety
+ * As `gds_create`.
+ */
+gds_status gds_open_process(const char *name,
+                            const struct gds_options *opts,
+                            struct gds_store **store_out);
 
 /**
  * Removes the segment `name`. Processes that have it open keep working on their mapping

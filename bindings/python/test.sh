@@ -68,6 +68,11 @@ if [ ! -f "$django_tests/sessions_tests/tests.py" ]; then
 fi
 export GDS_DJANGO_TESTS="$django_tests"
 
+# The gardenstate CLI: a test opens a segment it created with non-default options.
+echo "== build the gardenstate CLI"
+cargo build --release -p gardenstate-replicator
+export GDS_CLI="$target_dir/release/gardenstate"
+
 echo "== pip install ./bindings/python (builds libgardenstate with cargo, bundles it)"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall \
     --no-deps ./bindings/python

@@ -312,24 +312,41 @@ impl Store {
     /// capacity options is refused with `Incompatible`.
     pub fn open(name: &str, opts: &Options) -> Result<Store> {
         let want = Geometry::from_options(opts)?;
+        Store::open_checked(name, opts, |store| {
+            let seg = &store.seg;
+            if seg.g != want || seg.evict != opts.evict {
+                return Err(Error::Incompatible {
+                    what: "segment options",
+                    expected: format!("{want:?} evict={}", opts.evict),
+                    found: format!("{:?} evict={}", seg.g, seg.evict),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// As [`Store::open`], with the caller's own rule for an existing segment: `accept` sees
+    /// the attached store and refuses it with its own error (the C ABI's `gds_open` checks
+    /// only the options its caller gave). A segment created here is not checked. Attaching
+    /// accepts a group segment when `opts.mode` is 0660.
+    pub fn open_checked<E: From<Error>>(
+        name: &str,
+        opts: &Options,
+        accept: impl Fn(&Store) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Store, E> {
         let start = Instant::now();
         for _ in 0..100 {
             if let Some(seg) = Segment::create(name, opts)? {
                 return Ok(Store::from_segment(seg));
             }
             if let Some(seg) = Segment::attach(name, DEFAULT_READY_WAIT, opts.mode & 0o060 != 0)? {
-                if seg.g != want || seg.evict != opts.evict {
-                    return Err(Error::Incompatible {
-                        what: "segment options",
-                        expected: format!("{want:?} evict={}", opts.evict),
-                        found: format!("{:?} evict={}", seg.g, seg.evict),
-                    });
-                }
-                return Store::from_attached(seg);
+                let store = Store::from_attached(seg)?;
+                accept(&store)?;
+                return Ok(store);
             }
             // Destroyed between our create and attach attempts: try again.
         }
-        Err(Error::NotReady { waited: start.elapsed() })
+        Err(Error::NotReady { waited: start.elapsed() }.into())
     }
 
     /// Removes segment `name` (see `Segment::destroy`). Returns whether it existed.

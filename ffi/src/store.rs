@@ -18,19 +18,29 @@ use std::os::unix::ffi::OsStrExt;
 /// `max_clients` bounds the calls in flight at once across all processes.
 pub struct gds_store {
     pub(crate) store: Store,
+    /// Kept by `gds_open_process` for the process: `gds_close` leaves it open.
+    kept: bool,
 }
 
 /// `gds_options.flags`: when full, evict the entry closest to expiry instead of failing
 /// with `GDS_ERR_FULL_*`. Off by default: sessions are not a cache.
 pub const GDS_OPTION_EVICT: u32 = 1;
 
+/// `gds_options.flags`: eviction is given explicitly, so `gds_open` checks it against an
+/// existing segment, also when `GDS_OPTION_EVICT` is clear ("no eviction"). `GDS_OPTION_EVICT`
+/// set is given by itself; with neither bit an existing segment's eviction is accepted
+/// either way (a clear bit cannot tell "no eviction" from "not given").
+pub const GDS_OPTION_EVICT_GIVEN: u32 = 2;
+
 /// Capacity and behaviour of a segment, fixed when it is created.
 ///
-/// Set `struct_size = sizeof(gds_options)`; a field left 0 takes its default (listed with
-/// each field, and written by `gds_options_default`). Later versions add fields at the end
-/// only; their 0 keeps today's behaviour.
+/// Set `struct_size = sizeof(gds_options)`; a field left 0 takes its default when a segment
+/// is created (listed with each field, and written by `gds_options_default`), and is "not
+/// given" when `gds_open` attaches to an existing one: only the fields set (non-zero, and
+/// `GDS_OPTION_EVICT`, or `GDS_OPTION_EVICT_GIVEN` for "no eviction") are checked. Later versions add fields
+/// at the end only; their 0 keeps today's behaviour.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct gds_options {
     /// `sizeof(gds_options)`, set by the caller.
     pub struct_size: u64,
@@ -51,7 +61,7 @@ pub struct gds_options {
     /// File mode: 0600 (default: the creating user only) or 0660 (also the file's group,
     /// who attach with `gds_attach_group`). Nothing else is accepted.
     pub mode: u32,
-    /// `GDS_OPTION_*` bits; default 0.
+    /// `GDS_OPTION_*` bits; default 0 (no eviction, and `gds_open` does not check it).
     pub flags: u32,
 }
 extensible!(gds_options, 56);
@@ -62,13 +72,11 @@ fn or_default<T: PartialEq + Default>(v: T, default: T) -> T {
 
 impl gds_options {
     fn to_engine(self) -> Result<Options, Fail> {
-        if self.flags & !GDS_OPTION_EVICT != 0 {
+        let known = GDS_OPTION_EVICT | GDS_OPTION_EVICT_GIVEN;
+        if self.flags & !known != 0 {
             return Err(Fail::new(
                 GDS_ERR_INVALID_OPTIONS,
-                format!(
-                    "invalid options: unknown flags {:#x} in gds_options.flags",
-                    self.flags & !GDS_OPTION_EVICT
-                ),
+                format!("invalid options: unknown flags {:#x} in gds_options.flags", self.flags & !known),
             ));
         }
         let d = Options::default();
@@ -82,6 +90,55 @@ impl gds_options {
             evict: self.flags & GDS_OPTION_EVICT != 0,
             mode: or_default(self.mode, d.mode),
         })
+    }
+
+    /// `GDS_ERR_INCOMPATIBLE` if an option this caller gave (a non-zero field; eviction when
+    /// `GDS_OPTION_EVICT` or `GDS_OPTION_EVICT_GIVEN` is set) differs from segment `name`'s, `i`. The message
+    /// names the option, both values, and the ways on that keep the segment's sessions.
+    fn check_given(&self, name: &str, i: &engine::Info) -> Result<(), Fail> {
+        let sized: [(&str, &str, u64, u64); 6] = [
+            ("capacity_bytes", "--capacity", self.capacity_bytes, i.heap_bytes),
+            ("max_entries", "--max-entries", self.max_entries, i.max_entries),
+            ("max_key", "--max-key", self.max_key.into(), i.max_key),
+            ("max_value", "--max-value", self.max_value, i.max_value),
+            ("max_clients", "--max-clients", self.max_clients.into(), i.max_clients),
+            ("feed_len", "--feed-len", self.feed_len, i.feed_len),
+        ];
+        let refuse = |opt: &str, want: String, have: String, shape: String| {
+            Err(Fail::new(
+                GDS_ERR_INCOMPATIBLE,
+                format!(
+                    "segment {name:?} exists with {opt}={have}, but {opt}={want} was given. To keep its \
+                     sessions, either open it without giving {opt} (then the segment's value is accepted) \
+                     or with {opt}={have}, or move them to a segment of the new shape: `gardenstate dump \
+                     {name} FILE`, then `gardenstate restore NEW_NAME FILE --create {shape}`, and open \
+                     NEW_NAME (destroying a segment in use would lose its sessions)"
+                ),
+            ))
+        };
+        for (opt, flag, want, have) in sized {
+            // capacity_bytes is rounded up to whole heap pages (of the segment's page size).
+            let made = match opt {
+                "capacity_bytes" => want.div_ceil(i.page_size).max(1).saturating_mul(i.page_size),
+                _ => want,
+            };
+            if want != 0 && made != have {
+                return refuse(opt, want.to_string(), have.to_string(), format!("{flag} {want}"));
+            }
+        }
+        let evict = self.flags & GDS_OPTION_EVICT != 0;
+        if self.flags & (GDS_OPTION_EVICT | GDS_OPTION_EVICT_GIVEN) != 0 && evict != i.evict {
+            let shape = if evict { "--evict" } else { "(without --evict)" };
+            return refuse("evict", evict.to_string(), i.evict.to_string(), shape.into());
+        }
+        Ok(())
+    }
+
+    /// `gds_open`'s create-or-attach with these options as given (`opts`: them converted,
+    /// defaults filled in): creates `name` with `opts`, or attaches to it checking only the
+    /// options given.
+    fn open(&self, name: &str, opts: &Options) -> Result<Store, Fail> {
+        Store::open_checked(name, opts, |store| self.check_given(name, &store.info()))
     }
 
     fn from_engine(o: &Options) -> gds_options {
@@ -125,17 +182,18 @@ pub unsafe extern "C" fn gds_options_default(opts: *mut gds_options) -> gds_stat
 unsafe fn open_with(
     name: *const c_char,
     out: *mut *mut gds_store,
-    open: impl FnOnce(&str) -> engine::Result<Store>,
+    open: impl FnOnce(&str) -> Result<Store, Fail>,
 ) -> Result<gds_status, Fail> {
     // SAFETY: forwarded from this function's # Safety.
     let (name, out) = unsafe { (args::c_str(name, "name")?, args::out(out, "store_out")?) };
     let store = open(name)?;
-    out.write(Box::into_raw(Box::new(gds_store { store })));
+    out.write(Box::into_raw(Box::new(gds_store { store, kept: false })));
     Ok(GDS_OK)
 }
 
-/// `open_with` for the calls that take options (`Store::create`, `Store::open`): reads and
-/// converts `opts` first.
+/// `open_with` for the calls that take options (`gds_create`, `gds_open`): reads and
+/// converts `opts` first (every option is checked, given or defaulted, before anything is
+/// created or attached).
 ///
 /// # Safety
 /// - As `open_with`; `opts` is NULL or a readable `gds_options` of its declared `struct_size`.
@@ -143,12 +201,14 @@ unsafe fn open_with_options(
     name: *const c_char,
     opts: *const gds_options,
     out: *mut *mut gds_store,
-    open: fn(&str, &Options) -> engine::Result<Store>,
+    open: fn(&str, &gds_options, &Options) -> Result<Store, Fail>,
 ) -> Result<gds_status, Fail> {
     // SAFETY: the caller guarantees `opts` is NULL or readable for its struct_size.
-    let opts = unsafe { extensible::read_in(opts, "opts") }?.to_engine()?;
+    let given = unsafe { extensible::read_in(opts, "opts") }?;
+    let opts = given.to_engine()?;
+    opts.heap_demand()?;
     // SAFETY: `name` and `out` as in this function's # Safety.
-    unsafe { open_with(name, out, |name| open(name, &opts)) }
+    unsafe { open_with(name, out, |name| open(name, &given, &opts)) }
 }
 
 /// Creates the segment `name` with `opts` and opens it: `/dev/shm/<name>`, or
@@ -171,12 +231,20 @@ pub unsafe extern "C" fn gds_create(
     store_out: *mut *mut gds_store,
 ) -> gds_status {
     // SAFETY: forwarded from # Safety above.
-    boundary(|| unsafe { open_with_options(name, opts, store_out, Store::create) })
+    boundary(|| unsafe {
+        open_with_options(name, opts, store_out, |name, _, opts| Ok(Store::create(name, opts)?))
+    })
 }
 
 /// Opens the segment `name`, creating it with `opts` if it does not exist: the call every
-/// worker of a pool makes, however many start at once (exactly one creates it). An existing
-/// segment created with other options is refused with `GDS_ERR_INCOMPATIBLE`.
+/// worker of a pool makes, however many start at once (exactly one creates it).
+///
+/// An existing segment is checked against the options given only: a field left 0 (and
+/// eviction when neither `GDS_OPTION_EVICT` nor `GDS_OPTION_EVICT_GIVEN` is set) accepts the
+/// segment's value, so `opts` with only `struct_size` set attaches to a segment of any shape
+/// (one the CLI created with other options, say). An option given with another value than the segment's is refused
+/// with `GDS_ERR_INCOMPATIBLE`, whose message (`gds_last_error_message`) names the option,
+/// both values, and how to go on without losing the segment's sessions.
 ///
 /// Returns `GDS_OK`; `GDS_ERR_INCOMPATIBLE`; `GDS_ERR_CORRUPT`; `GDS_ERR_NOT_READY`;
 /// `GDS_ERR_REFUSED`; and the errors of `gds_create`.
@@ -191,7 +259,9 @@ pub unsafe extern "C" fn gds_open(
     store_out: *mut *mut gds_store,
 ) -> gds_status {
     // SAFETY: forwarded from # Safety above.
-    boundary(|| unsafe { open_with_options(name, opts, store_out, Store::open) })
+    boundary(|| unsafe {
+        open_with_options(name, opts, store_out, |name, given, opts| given.open(name, opts))
+    })
 }
 
 /// Attaches to the existing segment `name` (owned by this user), waiting up to 5 s for a
@@ -209,7 +279,7 @@ pub unsafe extern "C" fn gds_open(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gds_attach(name: *const c_char, store_out: *mut *mut gds_store) -> gds_status {
     // SAFETY: forwarded from # Safety above.
-    boundary(|| unsafe { open_with(name, store_out, Store::attach) })
+    boundary(|| unsafe { open_with(name, store_out, |name| Ok(Store::attach(name)?)) })
 }
 
 /// As `gds_attach`, but also accepts a segment of another user of this group if it was
@@ -222,11 +292,11 @@ pub unsafe extern "C" fn gds_attach(name: *const c_char, store_out: *mut *mut gd
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gds_attach_group(name: *const c_char, store_out: *mut *mut gds_store) -> gds_status {
     // SAFETY: forwarded from # Safety above.
-    boundary(|| unsafe { open_with(name, store_out, Store::attach_group) })
+    boundary(|| unsafe { open_with(name, store_out, |name| Ok(Store::attach_group(name)?)) })
 }
 
 /// Closes a handle: unmaps the segment (for this process). The segment and its entries stay.
-/// NULL is a no-op. Closing a handle twice, or using it after closing, is undefined behaviour.
+/// NULL is a no-op, and so is a handle of `gds_open_process` (the process keeps it). Closing a handle twice, or using it after closing, is undefined behaviour.
 ///
 /// A child process after `fork()` may close the inherited handle: no client slot is held
 /// between calls, so nothing of the parent's is touched.
@@ -238,11 +308,119 @@ pub unsafe extern "C" fn gds_attach_group(name: *const c_char, store_out: *mut *
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gds_close(store: *mut gds_store) {
     guard((), || {
-        if !store.is_null() {
-            // SAFETY: a non-NULL `store` is a Box<gds_store> leaked by `open_with`, which
-            // the caller gives back exactly once (# Safety above).
+        // SAFETY: a non-NULL `store` is a live handle (# Safety above).
+        if !store.is_null() && !unsafe { &*store }.kept {
+            // SAFETY: a non-NULL `store` not kept by `gds_open_process` is a Box<gds_store>
+            // leaked by `open_with`, which the caller gives back exactly once (# Safety above).
             drop(unsafe { Box::from_raw(store) });
         }
+    })
+}
+
+/// A handle `gds_open_process` keeps for this process.
+struct Kept {
+    name: String,
+    opts: gds_options,
+    /// The process that opened it: a forked child never uses its parent's handle.
+    pid: u32,
+    /// Device and inode of the segment file opened: another file under the name is a
+    /// segment destroyed and recreated.
+    file: (u64, u64),
+    store: *mut gds_store,
+}
+
+// SAFETY: `store` is a Box<gds_store> owned by the KEPT list (gds_store is Send + Sync: a
+// Store is shared by threads); the list is only touched under its mutex.
+unsafe impl Send for Kept {}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        // SAFETY: `store` is the Box `gds_open_process` leaked into this Kept, which owns it
+        // (gds_close leaves kept handles alone); a Kept is dropped only when that function
+        // replaces it, when by its contract no call uses the handle any more (a forked child
+        // may close an inherited handle: gds_close).
+        drop(unsafe { Box::from_raw(self.store) });
+    }
+}
+
+static KEPT: std::sync::Mutex<Vec<Kept>> = std::sync::Mutex::new(Vec::new());
+
+/// Device and inode of the file named `name` in the segment directory, if there is one.
+fn file_id(name: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(engine::shm_dir().join(name)).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// As `gds_open`, for a runtime that frees everything between requests (PHP): the handle is
+/// kept by the library for this process, and a later call with the same `name` and `opts`
+/// returns the same handle (a `getpid` and a `stat`, about a microsecond, instead of mapping
+/// the segment again, about 100 us), as long as this process opened it (a child forked from
+/// a process that had one opens its own) and the segment file is still the one opened (one
+/// destroyed and recreated is opened anew). `gds_close` on it does nothing: the process
+/// keeps it until it exits.
+///
+/// The handle stays valid until a later `gds_open_process` of this process with the same
+/// `name` and `opts` finds the segment file replaced: that call closes it. So call it at
+/// the start of each request and use the handle only within that request, from one thread
+/// per process (PHP), or with calls that never overlap another thread's use of the handle.
+/// Calls are serialized (one mutex): not for many threads; and do not fork while another
+/// thread is inside it.
+///
+/// Returns as `gds_open`.
+/// Thread safety: see above.
+///
+/// # Safety
+/// As `gds_create`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gds_open_process(
+    name: *const c_char,
+    opts: *const gds_options,
+    store_out: *mut *mut gds_store,
+) -> gds_status {
+    boundary(|| {
+        // SAFETY: pointer validity as stated in # Safety above.
+        let (name, given, out) = unsafe {
+            (
+                args::c_str(name, "name")?,
+                extensible::read_in(opts, "opts")?,
+                args::out(store_out, "store_out")?,
+            )
+        };
+        let opts = given.to_engine()?;
+        opts.heap_demand()?;
+        let pid = std::process::id();
+        let mut kept = KEPT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut before = file_id(name);
+        // A handle replaced here is closed when this call returns, after the new one is
+        // made: the two never share an address, so a caller sees the change.
+        let mut _replaced = None;
+        if let Some(i) = kept.iter().position(|k| k.name == name && k.opts == given) {
+            if kept[i].pid == pid && Some(kept[i].file) == before {
+                out.write(kept[i].store);
+                return Ok(GDS_OK);
+            }
+            _replaced = Some(kept.swap_remove(i));
+        }
+        for _ in 0..100 {
+            let store = given.open(name, &opts)?;
+            let after = file_id(name);
+            // The file stat'ed before the open is the one opened unless it changed in between
+            // (then open again, to know which one this is). With none before, the one after is
+            // the one created or attached to, unless replaced within these microseconds.
+            if let Some(file) = after.filter(|f| before.is_none_or(|b| b == *f)) {
+                let store = Box::into_raw(Box::new(gds_store { store, kept: true }));
+                kept.push(Kept { name: name.to_string(), opts: given, pid, file, store });
+                out.write(store);
+                return Ok(GDS_OK);
+            }
+            before = after;
+        }
+        Err(Fail::new(
+            GDS_ERR_NOT_READY,
+            format!(
+                "segment {name:?} was replaced under every one of 100 opens: call again once it is stable"
+            ),
+        ))
     })
 }
 
@@ -407,4 +585,69 @@ pub unsafe extern "C" fn gds_shm_dir(path_out: *mut *mut c_char) -> gds_status {
         out.write(CBuf::new(dir.as_os_str().as_bytes(), true)?.into_raw().cast());
         Ok(GDS_OK)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape the CLI gives `gardenstate create s --capacity 3000000 --max-entries 200000
+    /// --max-value 65536 --evict` (page size from max_key/max_value, heap in whole pages).
+    fn cli_made() -> engine::Info {
+        engine::Info {
+            segment_bytes: 0,
+            heap_bytes: 3_014_656,
+            page_size: 131_072,
+            max_entries: 200_000,
+            index_slots: 0,
+            max_key: 256,
+            max_value: 65_536,
+            max_clients: 512,
+            feed_len: 65_536,
+            evict: true,
+            dataset_id: 1,
+        }
+    }
+
+    fn given(f: impl FnOnce(&mut gds_options)) -> Result<(), Fail> {
+        let mut o = gds_options { struct_size: size_of::<gds_options>() as u64, ..Default::default() };
+        f(&mut o);
+        o.check_given("s", &cli_made())
+    }
+
+    #[test]
+    fn options_not_given_accept_what_exists() {
+        assert!(given(|_| {}).is_ok());
+        // Given and equal; capacity in bytes that round up to the same heap.
+        assert!(
+            given(|o| {
+                o.max_entries = 200_000;
+                o.capacity_bytes = 3_000_000;
+                o.flags = GDS_OPTION_EVICT;
+            })
+            .is_ok()
+        );
+        // The default (no GDS_OPTION_EVICT, 0 elsewhere) says nothing about eviction.
+        assert!(given(|o| o.max_value = 65_536).is_ok());
+    }
+
+    #[test]
+    fn a_given_option_that_differs_names_both_values_and_a_safe_fix() {
+        let e = given(|o| o.max_entries = 65_536).unwrap_err();
+        assert_eq!(e.status, GDS_ERR_INCOMPATIBLE);
+        for part in [
+            "segment \"s\" exists with max_entries=200000, but max_entries=65536 was given",
+            "open it without giving max_entries",
+            "or with max_entries=200000",
+            "`gardenstate restore NEW_NAME FILE --create --max-entries 65536`",
+        ] {
+            assert!(e.message.contains(part), "{part:?} not in {:?}", e.message);
+        }
+        assert!(!e.message.contains("destroy it"), "{}", e.message);
+        let e = given(|o| o.flags = GDS_OPTION_EVICT_GIVEN).unwrap_err();
+        assert!(e.message.contains("evict=true, but evict=false was given"), "{}", e.message);
+        assert!(e.message.contains("(without --evict)"), "{}", e.message);
+        let e = given(|o| o.capacity_bytes = 4 << 20).unwrap_err();
+        assert!(e.message.contains("capacity_bytes=3014656, but capacity_bytes=4194304"), "{}", e.message);
+    }
 }

@@ -91,9 +91,13 @@ namespace Gardenstate
 
     public struct SweepReport { public bool Ran; public ulong Examined, Expired, DeadClientsReclaimed; }
 
-    /// <summary>Segment capacity; a field left 0 takes the library default.</summary>
+    /// <summary>Segment capacity; a field left 0 takes the library default when Open creates the
+    /// segment, and is not checked when it attaches to an existing one (only the fields set are:
+    /// Flags Evict gives "evict", EvictGiven alone gives "no eviction").</summary>
     public sealed class StoreOptions
     {
+        /// <summary>Flags bits: GDS_OPTION_EVICT, GDS_OPTION_EVICT_GIVEN.</summary>
+        public const uint Evict = 1, EvictGiven = 2;
         public ulong CapacityBytes, MaxEntries, MaxValue, FeedLength;
         public uint MaxKey, MaxClients, Mode, Flags;
     }

@@ -125,7 +125,11 @@ static class Program
             s.Set(B("k"), B("v"));
             using (var a = Store.Attach(n)) T.Bytes(B("v"), a.Get(B("k")), "attach sees the value");
             using (var o = Store.Open(n, new StoreOptions { CapacityBytes = 4 << 20, MaxEntries = 1024 })) T.Bytes(B("v"), o.Get(B("k")), "open sees the value");
-            T.Eq(Status.Incompatible, T.Throws<SegmentException>(() => Store.Open(n, new StoreOptions { MaxEntries = 4096 }), "open other options").Status, "incompatible");
+            var inc = T.Throws<SegmentException>(() => Store.Open(n, new StoreOptions { MaxEntries = 4096 }), "open other options");
+            T.Eq(Status.Incompatible, inc.Status, "incompatible");
+            T.True(inc.Message.Contains("max_entries=1024") && inc.Message.Contains("max_entries=4096 was given")
+                && inc.Message.Contains("without giving max_entries") && !inc.Message.Contains("destroy it"), "both values and a safe fix: " + inc.Message);
+            using (var o = Store.Open(n)) T.Eq(1024UL, o.Info().MaxEntries, "open with no options attaches whatever the shape");
             s.Dispose();
             T.True(s.IsClosed, "closed");
             T.Throws<ObjectDisposedException>(() => s.Get(B("k")), "use after dispose");
@@ -429,6 +433,12 @@ static class Program
             s.Set(B("from-dotnet"), v);
             s.Set(B("empty"), new byte[0]);
             T.Bytes(v, RunCli("get " + n + " from-dotnet --raw", out exit), "CLI reads the C# value");
+            string made = Seg("cli-made");
+            RunCli("create " + made + " --max-entries 3000 --max-value 8192 --evict", out exit);
+            T.Eq(0, exit, "gardenstate create");
+            using (var o = Store.Open(made)) T.True(o.Info().MaxEntries == 3000 && o.Info().MaxValue == 8192, "Open with no options attaches to the CLI's segment");
+            var off = T.Throws<SegmentException>(() => Store.Open(made, new StoreOptions { Flags = StoreOptions.EvictGiven }), "evict given false");
+            T.True(off.Status == Status.Incompatible && off.Message.Contains("evict=true, but evict=false was given"), "evict: " + off.Message);
             T.Eq(0, exit, "cli get exit");
             T.Eq(0, RunCli("get " + n + " empty --raw", out exit).Length, "CLI reads an empty value");
             RunCli("get " + n + " nope --raw", out exit);

@@ -45,6 +45,7 @@ final class Abi
     public const VERSION_PATCH = 0;
     public const ABI_VERSION = 1;
     public const OPTION_EVICT = 1;
+    public const OPTION_EVICT_GIVEN = 2;
     public const TTL_NEVER = -1;
     public const WRITE_MODE_WRITABLE = 0;
     public const WRITE_MODE_REPLICA = 1;

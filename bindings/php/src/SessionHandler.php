@@ -47,7 +47,7 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
     private bool $readEmpty = false;
     /** Set by a shutdown function registered before PHP's own (see __construct). */
     private bool $shuttingDown = false;
-    /** Whether this handler opened its Store (then it closes it at the end of the request). */
+    /** Whether this handler opened its Store (the worker process's, Store::process) or was given one. */
     private bool $ownsStore = true;
     private bool $closeRegistered = false;
 
@@ -121,11 +121,11 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
     public function open(string $path, string $name): bool
     {
         if ($this->store === null) {
-            $this->store = Store::open($this->segment, $this->storeOptions);
+            $this->store = Store::process($this->segment, $this->storeOptions);
             if (!$this->closeRegistered) {
-                // The handle goes back (mapping and client slot) at the end of the request even
-                // after a fatal error, when PHP runs no destructor but still runs shutdown
-                // functions; this one runs after PHP's session_write_close (registered before).
+                // The session's lock goes back at the end of the request even after a fatal
+                // error, when PHP runs no destructor but still runs shutdown functions; this
+                // one runs after PHP's session_write_close (registered before).
                 $this->closeRegistered = true;
                 register_shutdown_function(fn() => $this->release());
             }
@@ -134,7 +134,11 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
         return true;
     }
 
-    /** End of the request: writes a session still open, then closes the Store it opened. */
+    /**
+     * End of the request: writes a session still open and gives its lock back. The worker
+     * process's handle stays open for its next request (Store::process; it holds no client
+     * slot between calls).
+     */
     private function release(): void
     {
         if ($this->lockedId !== null && session_status() === PHP_SESSION_ACTIVE) {
@@ -142,7 +146,6 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
         }
         if ($this->ownsStore && $this->store !== null) {
             $this->close();
-            $this->store->close();
             $this->store = null;
         }
     }

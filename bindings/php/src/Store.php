@@ -48,21 +48,30 @@ final class Store
      * $options: the creation options capacity_bytes, max_entries, max_value, feed_len,
      * max_key, max_clients (0 or absent: the library's default), group (bool: mode 0660, and
      * attach accepts another user's segment of this group), evict (bool); and library (the
-     * path of libgardenstate.so, see Library). With no creation option given, an existing
-     * segment is attached whatever its options; with some given, it must have been created
-     * with exactly these (IncompatibleException otherwise).
+     * path of libgardenstate.so, see Library). An existing segment is checked against the
+     * options given only (the library's rule, gds_open): an option absent or 0 accepts the
+     * segment's value, so with none given a segment of any shape is attached; one given with
+     * another value is an IncompatibleException naming the option, both values and a way on
+     * that keeps the sessions.
      */
     public static function open(string $name, array $options = []): self
     {
-        [$ffi, $creation] = self::prepare($options);
-        if (!$creation) {
-            // Options not given accept what exists; create with the defaults only if absent.
-            try {
-                return self::attach($name, $options);
-            } catch (NoSegmentException) {
-            }
-        }
+        [$ffi] = self::prepare($options);
         return self::make($ffi, 'gds_open', $name, self::options($ffi, $options));
+    }
+
+    /**
+     * As open, with the handle this worker process keeps (gds_open_process): PHP frees what a
+     * request made, but the library keeps the handle, and the next request of this process
+     * gets the same one back (a getpid and a stat instead of mapping the segment, ~110 us).
+     * A process forked from one that had it (a php-fpm child of a master that opened it)
+     * opens its own, and a segment destroyed and recreated is opened anew. close() and the
+     * end of the request leave it open. Use the Store within the request that got it.
+     */
+    public static function process(string $name, array $options = []): self
+    {
+        [$ffi] = self::prepare($options);
+        return self::make($ffi, 'gds_open_process', $name, self::options($ffi, $options));
     }
 
     /** Creates `name` (SegmentExistsException if it exists) with $options (as open). */
@@ -88,6 +97,26 @@ final class Store
             return $st === Abi::OK;
         }
         throw self::error($ffi, $st, "destroy segment '$name'");
+    }
+
+    /** The directory segments live in: /dev/shm, or $GARDENSTATE_SHM_DIR (read once per process). */
+    public static function shmDir(array $options = []): string
+    {
+        static $dir = null;
+        if ($dir === null) {
+            [$ffi] = self::prepare($options);
+            $p = $ffi->new('char*');
+            $st = $ffi->gds_shm_dir(\FFI::addr($p));
+            if ($st !== Abi::OK) {
+                throw self::error($ffi, $st, 'shm_dir');
+            }
+            try {
+                $dir = \FFI::string($p);
+            } finally {
+                $ffi->gds_buffer_free($p);
+            }
+        }
+        return $dir;
     }
 
     public function name(): string
@@ -314,8 +343,7 @@ final class Store
             throw new \InvalidArgumentException('gardenstate: unknown store option(s) ' . implode(', ', $unknown)
                 . '; known: ' . implode(', ', [...self::OPTION_KEYS, 'library']));
         }
-        $creation = array_intersect(array_keys($options), array_diff(self::OPTION_KEYS, ['group']));
-        return [Library::ffi($options['library'] ?? null), (bool)$creation];
+        return [Library::ffi($options['library'] ?? null)];
     }
 
     private static function options(\FFI $ffi, array $options): \FFI\CData
@@ -331,7 +359,9 @@ final class Store
             $o->$k = $v;
         }
         $o->mode = !empty($options['group']) ? 0o660 : 0;
-        $o->flags = !empty($options['evict']) ? Abi::OPTION_EVICT : 0;
+        // evict given (true or false) is checked against an existing segment; absent, it is not.
+        $o->flags = (!empty($options['evict']) ? Abi::OPTION_EVICT : 0)
+            | (array_key_exists('evict', $options) ? Abi::OPTION_EVICT_GIVEN : 0);
         return $o;
     }
 

@@ -26,6 +26,7 @@ gds_status gds_open(const char *name, const struct gds_options *opts, struct gds
 gds_status gds_attach(const char *name, struct gds_store **store_out);
 gds_status gds_attach_group(const char *name, struct gds_store **store_out);
 void gds_close(struct gds_store *store);
+gds_status gds_open_process(const char *name, const struct gds_options *opts, struct gds_store **store_out);
 gds_status gds_destroy(const char *name);
 gds_status gds_get_info(const struct gds_store *store, struct gds_info *info_out);
 gds_status gds_set_write_mode(const struct gds_store *store, gds_write_mode mode);

@@ -82,6 +82,55 @@ function test_a_counter_increments_by_exactly_one_over_1000_requests(): void
     fwrite(STDOUT, '     1000 requests served by ' . count($pids) . " FPM children\n");
 }
 
+/** How many mappings of the session segment's file FPM child $pid has, and of a deleted one. */
+function segment_mappings(int $pid): array
+{
+    $path = (getenv('GARDENSTATE_SHM_DIR') ?: '/dev/shm') . '/' . getenv('GDS_PHP_SEGMENT');
+    $maps = file_get_contents("/proc/$pid/maps");
+    check($maps !== false, "read /proc/$pid/maps");
+    $deleted = substr_count($maps, "$path (deleted)");
+    return [substr_count($maps, $path) - $deleted, $deleted];
+}
+
+function test_each_fpm_child_keeps_its_handle_and_reopens_a_recreated_segment(): void
+{
+    $sid = '';
+    $pids = [];
+    for ($i = 0; $i < 40; $i++) {
+        $pids[count_once($sid)[1]] = true;
+    }
+    // Between requests an FPM child still maps the segment (the handle kept by
+    // gds_open_process), and 40 more requests add no mapping (the same handle is reused).
+    $idle = array_map('segment_mappings', array_keys($pids));
+    for ($i = 0; $i < 40; $i++) {
+        $pids[count_once($sid)[1]] = true;
+    }
+    foreach (array_keys($pids) as $k => $pid) {
+        [$live] = segment_mappings($pid);
+        check($live >= 1, "FPM child $pid maps the segment while idle");
+        check(!isset($idle[$k]) || $idle[$k][0] === $live, "FPM child $pid: no new mapping over 40 requests");
+    }
+    // An operator destroys the segment and creates it again with other options (the CLI):
+    // the next requests open the new one (no store option given: any shape is accepted).
+    $seg = getenv('GDS_PHP_SEGMENT');
+    $cli = escapeshellarg(getenv('GDS_CLI'));
+    exec("$cli destroy --yes " . escapeshellarg($seg) . " 2>&1 && $cli create " . escapeshellarg($seg)
+        . ' --max-entries 70000 2>&1', $out, $rc);
+    check_same(0, $rc, 'gardenstate destroy + create (' . implode(' ', $out) . ')');
+    $after = [];
+    for ($i = 1; $i <= 40; $i++) {
+        [$n, $pid] = count_once($sid);
+        check_same($i, $n, 'the session starts again in the new segment');
+        $after[$pid] = true;
+    }
+    [$stored] = stored_count($sid);
+    check_same(40, $stored, 'the new segment holds it');
+    foreach (array_keys($after) as $pid) {
+        check_same([1, 0], [min(1, segment_mappings($pid)[0]), segment_mappings($pid)[1]],
+            "FPM child $pid maps the new segment and no longer the destroyed one");
+    }
+}
+
 function test_8_concurrent_clients_of_one_session_serialize(): void
 {
     $sid = '';

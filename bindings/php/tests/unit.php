@@ -85,6 +85,66 @@ function test_store_errors_name_their_cause(): void
     check_same('v', substr((string)$full->get('k0'), 0, 1), 'a full segment keeps what it had');
 }
 
+function test_open_checks_only_the_options_given_against_a_segment_the_cli_made(): void
+{
+    exec(escapeshellarg(getenv('GDS_CLI')) . ' create ' . escapeshellarg(seg('-cli'))
+        . ' --max-entries 3000 --max-value 8192 --evict 2>&1', $out, $rc);
+    check_same(0, $rc, 'gardenstate create (' . implode(' ', $out) . ')');
+    $s = Store::open(seg('-cli'));
+    check_same([3000, 8192], [$s->info()['max_entries'], $s->info()['max_value']], 'open with no options attaches');
+    check_same(8192, Store::open(seg('-cli'), ['max_value' => 8192, 'evict' => true])->info()['max_value'],
+        'the same values, given');
+    foreach ([
+        [['max_entries' => 65536], ['max_entries=3000', 'max_entries=65536 was given', '--max-entries 65536']],
+        [['evict' => false], ['evict=true, but evict=false was given', '(without --evict)']],
+    ] as [$opts, $parts]) {
+        $e = check_throws(Gardenstate\IncompatibleException::class, fn() => Store::open(seg('-cli'), $opts), ...$parts);
+        check(str_contains($e->getMessage(), 'without giving'), 'a fix that keeps the sessions: ' . $e->getMessage());
+        check(!str_contains($e->getMessage(), 'destroy it'), 'no advice to destroy a live segment: ' . $e->getMessage());
+    }
+}
+
+/** The address of the gds_store handle a handler uses once opened (the process's one). */
+function handler_handle(SessionHandler $h): int
+{
+    $h->open('', 'PHPSESSID');
+    $store = (new ReflectionProperty(SessionHandler::class, 'store'))->getValue($h);
+    $raw = (new ReflectionProperty(Store::class, 'h'))->getValue($store);
+    return Gardenstate\Library::ffi()->cast('uintptr_t', $raw)->cdata;
+}
+
+function test_the_handler_keeps_one_handle_per_process_across_requests_forks_and_recreation(): void
+{
+    $seg = seg('-keep');
+    $first = handler_handle(new SessionHandler($seg));
+    check_same($first, handler_handle(new SessionHandler($seg)), 'the next request reuses the handle');
+    $s = Store::process($seg);
+    $s->close(); // leaves the process's handle open
+    check_same($first, handler_handle(new SessionHandler($seg)), 'still the same handle after close()');
+    check($first !== handler_handle(new SessionHandler($seg, ['store' => ['max_value' => 1 << 20]])),
+        'other store options: another handle');
+
+    // A forked child never uses its parent's handle: it opens its own, which works.
+    $child = pcntl_fork();
+    if ($child === 0) {
+        $mine = handler_handle(new SessionHandler($seg));
+        Store::process($seg)->set('from-child', 'yes');
+        exit($mine !== $first && handler_handle(new SessionHandler($seg)) === $mine ? 0 : 1);
+    }
+    pcntl_waitpid($child, $st);
+    check(pcntl_wifexited($st) && pcntl_wexitstatus($st) === 0, "the child opened and kept its own handle (status $st)");
+    check_same('yes', Store::process($seg)->get('from-child'), 'the child wrote to the segment');
+    check_same($first, handler_handle(new SessionHandler($seg)), 'the parent still has its handle');
+
+    // Destroyed and recreated (by the CLI, an operator): the next request opens the new one.
+    Store::destroy($seg);
+    Store::create($seg, ['max_value' => 4096])->close();
+    check($first !== handler_handle(new SessionHandler($seg)), 'a new handle for the recreated segment');
+    $new = Store::process($seg);
+    check_same(4096, $new->info()['max_value'], 'the recreated segment');
+    check_same(null, $new->get('from-child'), 'the old entries went with the old segment');
+}
+
 function test_lock_is_exclusive_and_a_dead_holders_lock_is_taken_over_at_once(): void
 {
     $s = Store::open(seg());
@@ -302,7 +362,7 @@ function test_validate_id_and_gc(): void
 try {
     $rc = run_tests('php unit');
 } finally {
-    foreach (['', '-small', '-full'] as $x) {
+    foreach (['', '-small', '-full', '-cli', '-keep'] as $x) {
         Store::destroy(seg($x));
     }
 }

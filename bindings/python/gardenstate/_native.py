@@ -39,6 +39,7 @@ from .errors import AbiMismatchError, LibraryNotFoundError
 GDS_ABI_VERSION = 1
 GDSPY_CLOSED = -1  # gardenstate_build.GDSPY_CLOSED: a gate wrapper's "the handle is closed"
 GDS_OPTION_EVICT = 1
+GDS_OPTION_EVICT_GIVEN = 2
 GDS_TTL_NEVER = 2**64 - 1
 
 GDS_WRITE_MODE_WRITABLE = 0

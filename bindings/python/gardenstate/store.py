@@ -41,10 +41,7 @@ from . import _native as N
 from .errors import (
     BY_CODE,
     GardenstateError,
-    IncompatibleError,
     LockedError,
-    NoSegmentError,
-    NotReadyError,
     StoreClosedError,
     UnknownError,
 )
@@ -397,80 +394,19 @@ class Store:
         exactly one of many concurrent openers creates it; an option not given takes the
         library's default on creation).
 
-        An existing segment is checked against the options given explicitly only: open(name)
-        accepts a segment created by the CLI or another program with any shape. An option
-        given with another value than the segment's raises IncompatibleError naming the
-        option, both values and how to proceed without losing sessions."""
-        given = {k: v for k, v in (("capacity_bytes", capacity_bytes),
-                                   ("max_entries", max_entries), ("max_key", max_key),
-                                   ("max_value", max_value), ("max_clients", max_clients),
-                                   ("feed_len", feed_len), ("evict", evict)) if v is not None}
+        An existing segment is checked against the options given explicitly only (the C
+        library's rule, gds_open): open(name) accepts a segment created by the CLI or another
+        program with any shape; an option given as None or 0 is not given. An option given
+        with another value than the segment's raises IncompatibleError naming the option,
+        both values and how to proceed without losing sessions."""
+        # gds_open checks only what is given: a 0 is "not given", and eviction is given by
+        # GDS_OPTION_EVICT (True) or GDS_OPTION_EVICT_GIVEN (False, "no eviction").
         opts = cls._options(capacity_bytes or 0, max_entries or 0, max_key or 0,
                             max_value or 0, max_clients or 0, feed_len or 0, group,
                             bool(evict))
-        # Attach first, and create only when there is none: gds_open compares every option
-        # (a 0 meaning the default), which would refuse a segment made with other options
-        # that this caller did not ask for. A creator racing us makes gds_open attach and
-        # compare all options: then attach again and compare only the given ones.
-        for _ in range(100):
-            try:
-                store = cls.attach(name, group=group)
-            except NoSegmentError:
-                try:
-                    return cls._make("gds_open", name, opts)
-                except IncompatibleError:
-                    continue  # created meanwhile with other options: check what was given
-            try:
-                store._check_options(given)
-            except BaseException:
-                store.close()
-                raise
-            return store
-        raise NotReadyError(f"open {name!r}: the segment kept appearing and disappearing")
-
-    def _check_options(self, given: dict) -> None:
-        """IncompatibleError if an explicitly given option differs from the segment's."""
-        if not given:
-            return
-        info = self.info()
-        default = N.ffi().new("gds_options *")
-        default.struct_size = N._ffi.sizeof("gds_options")
-        st = N.lib().gds_options_default(default)
-        if st != N.GDS_OK:
-            raise _error(st, "options_default")
-        found = {
-            "max_entries": info.max_entries, "max_key": info.max_key,
-            "max_value": info.max_value, "max_clients": info.max_clients,
-            "feed_len": info.feed_len, "evict": bool(info.flags & N.GDS_OPTION_EVICT),
-        }
-        for opt, want in given.items():
-            if opt == "evict":
-                have = found["evict"]
-                same = bool(want) == have
-            elif opt == "capacity_bytes":
-                # The heap is whole pages: capacity_bytes rounds up to the segment's page size.
-                want = want or default.capacity_bytes
-                have = info.heap_bytes
-                same = -(-want // info.page_size) * info.page_size == have
-            else:
-                want = want or getattr(default, opt)
-                have = found[opt]
-                same = want == have
-            if not same:
-                if opt == "evict":
-                    shape = "--evict" if want else "(without --evict)"
-                elif opt == "capacity_bytes":
-                    shape = f"--capacity {want}"
-                else:
-                    shape = f"--{opt.replace('_', '-')} {want}"
-                raise IncompatibleError(
-                    f"open {self._name!r}: the segment exists with {opt}={have!r}, but "
-                    f"{opt}={want!r} was given. To keep its sessions, either open it without "
-                    f"{opt}= (or with {opt}={have!r}), or move them to a segment of the new "
-                    f"shape: `gardenstate dump {self._name} FILE`, then `gardenstate restore "
-                    f"--create NEW_NAME FILE {shape}`, and open NEW_NAME (destroying a "
-                    "segment in use would lose its sessions).",
-                    code=N.GDS_ERR_INCOMPATIBLE, name="GDS_ERR_INCOMPATIBLE", detail=opt)
+        if evict is False:
+            opts.flags |= N.GDS_OPTION_EVICT_GIVEN
+        return cls._make("gds_open", name, opts)
 
     @classmethod
     def attach(cls, name: str, *, group: bool = False) -> "Store":

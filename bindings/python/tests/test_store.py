@@ -1,6 +1,7 @@
 """Every Store call, its outcomes and its error paths, in one process."""
 
 import os
+import subprocess
 import threading
 import time
 import unittest
@@ -73,19 +74,37 @@ class Lifecycle(StoreCase):
         with Store.open(self.name, capacity_bytes=16 << 20, max_key=64) as s:
             self.assertEqual(s.info().max_key, 64)
 
+    def test_open_without_options_accepts_a_segment_the_cli_made(self):
+        cli = os.environ.get("GDS_CLI")
+        if not cli:
+            self.skipTest("GDS_CLI (the gardenstate CLI) is not set: test.sh sets it")
+        name = unique_name()
+        subprocess.run([cli, "create", name, "--max-entries", "3000", "--max-value", "8192",
+                        "--evict"], check=True, capture_output=True)
+        self.addCleanup(gardenstate.destroy, name)
+        with Store.open(name) as s:
+            self.assertEqual((s.info().max_entries, s.info().max_value), (3000, 8192))
+        with self.assertRaises(IncompatibleError) as cm:
+            Store.open(name, max_entries=65536)
+        msg = str(cm.exception)
+        for part in ("max_entries=3000", "max_entries=65536 was given", "without giving",
+                     "gardenstate restore"):
+            self.assertIn(part, msg)
+        self.assertNotIn("destroy it", msg)
+
     def test_incompatible_option_is_named_with_both_values_and_a_fix(self):
         cases = [
             (dict(max_entries=2048), "max_entries=1024", "max_entries=2048", "--max-entries 2048"),
             (dict(capacity_bytes=32 << 20), f"capacity_bytes={16 << 20}",
              f"capacity_bytes={32 << 20}", f"--capacity {32 << 20}"),
-            (dict(max_clients=0), "max_clients=", "max_clients=512", "--max-clients 512"),
-            (dict(evict=True), "evict=False", "evict=True", "--evict"),
+            (dict(max_clients=512), "max_clients=", "max_clients=512", "--max-clients 512"),
+            (dict(evict=True), "evict=false", "evict=true", "--evict"),
         ]
         for opts, have, want, flag in cases:
             with self.subTest(**opts):
                 if "max_clients" in opts:
-                    # 0 means "the default": compared as the default, 512 (this one has 512
-                    # too, so use a segment with another count).
+                    # The default count, given explicitly: checked like any other value
+                    # (this segment has 512 too, so use one with another count).
                     name = unique_name()
                     Store.create(name, max_clients=16).close()
                     self.addCleanup(gardenstate.destroy, name)

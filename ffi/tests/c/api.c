@@ -13,6 +13,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char seg_name[64], seg_name2[64];
@@ -195,6 +196,28 @@ static void test_lifecycle(void) {
     other.max_entries = 100;
     EXPECT(gds_open(seg_name, &other, &s2), GDS_ERR_INCOMPATIBLE);
     check_store_untouched(&s2);
+    /* The message names the option, both values, and a way on that keeps the sessions. */
+    const char *why = gds_last_error_message();
+    CHECK(strstr(why, "max_entries=4096") != NULL && strstr(why, "max_entries=100 was given") != NULL);
+    CHECK(strstr(why, "without giving max_entries") != NULL && strstr(why, "--max-entries 100") != NULL);
+    CHECK(strstr(why, "destroy it") == NULL);
+    /* Options not given accept what exists: no options at all, then only some of them. */
+    gds_options none;
+    memset(&none, 0, sizeof none);
+    none.struct_size = sizeof none;
+    OK(gds_open(seg_name, &none, &s2));
+    gds_close(s2);
+    none.max_key = o.max_key;
+    none.flags = GDS_OPTION_EVICT_GIVEN; /* "no eviction", given: the segment has none */
+    OK(gds_open(seg_name, &none, &s2));
+    gds_close(s2);
+    none.flags = GDS_OPTION_EVICT;
+    EXPECT(gds_open(seg_name, &none, &s2), GDS_ERR_INCOMPATIBLE);
+    CHECK(strstr(gds_last_error_message(), "evict=false, but evict=true was given") != NULL);
+    none.flags = 0;
+    none.capacity_bytes = o.capacity_bytes - 1; /* the same heap once rounded up to pages */
+    OK(gds_open(seg_name, &none, &s2));
+    gds_close(s2);
     OK(gds_open(seg_name, &o, &s2));
     OK(gds_attach(seg_name, &s3));
     OK(gds_attach_group(seg_name, &s4));
@@ -238,6 +261,60 @@ static void test_lifecycle(void) {
 }
 
 /* ---- info, write mode, shm dir ------------------------------------------------------------ */
+
+/* gds_open_process: one handle per process, reused; a forked child and a recreated segment
+ * get a new one; gds_close leaves it open. */
+static void test_open_process(void) {
+    gds_options none;
+    memset(&none, 0, sizeof none);
+    none.struct_size = sizeof none;
+    gds_store *p1, *p2, *other;
+    fill(&p1, sizeof p1);
+    EXPECT_NULL_ARG(gds_open_process(NULL, &none, &p1), "name");
+    EXPECT_NULL_ARG(gds_open_process(seg_name2, NULL, &p1), "opts");
+    EXPECT_NULL_ARG(gds_open_process(seg_name2, &none, NULL), "store_out");
+    check_store_untouched(&p1);
+    OK(gds_open_process(seg_name2, &none, &p1));
+    OK(gds_open_process(seg_name2, &none, &p2));
+    CHECK(p1 == p2);
+    gds_close(p1); /* a no-op: the process keeps it */
+    OK(gds_set(p1, KEY("k"), KEY("v"), GDS_EXPIRY_NEVER, 0, &(uint64_t){0}));
+    gds_options given = none;
+    given.max_entries = 12345;
+    EXPECT(gds_open_process(seg_name2, &given, &other), GDS_ERR_INCOMPATIBLE);
+    CHECK(strstr(gds_last_error_message(), "max_entries=12345 was given") != NULL);
+    given.max_entries = 65536; /* the default it was created with, given: another handle */
+    OK(gds_open_process(seg_name2, &given, &other));
+    CHECK(other != p1);
+
+    pid_t child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        gds_store *mine;
+        if (gds_open_process(seg_name2, &none, &mine) != GDS_OK || mine == p1) _exit(1);
+        gds_store *again;
+        if (gds_open_process(seg_name2, &none, &again) != GDS_OK || again != mine) _exit(2);
+        _exit(gds_set(mine, KEY("child"), KEY("1"), GDS_EXPIRY_NEVER, 0, &(uint64_t){0}) == GDS_OK ? 0 : 3);
+    }
+    int st;
+    CHECK(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    gds_meta m;
+    OK(gds_get_meta(p1, KEY("child"), &m));
+
+    /* Destroyed and recreated: the next call opens the new segment. */
+    OK(gds_destroy(seg_name2));
+    gds_options small = small_options();
+    gds_store *s;
+    OK(gds_create(seg_name2, &small, &s));
+    OK(gds_open_process(seg_name2, &none, &p2));
+    EXPECT(gds_get_meta(p2, KEY("k"), &m), GDS_NOT_FOUND);
+    gds_info info;
+    info.struct_size = sizeof info;
+    OK(gds_get_info(p2, &info));
+    CHECK(info.max_entries == small.max_entries);
+    gds_close(s);
+    OK(gds_destroy(seg_name2));
+}
 
 static void test_info_and_modes(gds_store *s) {
     gds_info info;
@@ -897,6 +974,7 @@ int main(void) {
     test_status_codes();
     test_options();
     test_lifecycle();
+    test_open_process();
 
     gds_options o = small_options();
     gds_store *s;

@@ -34,7 +34,8 @@ namespace Gardenstate.Web
         /// <summary>Reads the provider's web.config attributes (README.md, "web.config"), then opens
         /// the segment: open="createOrAttach" (default) is the engine's open, race-free however many
         /// workers start at once (exactly one creates it, with the capacity attributes; the others
-        /// attach, and a segment created with other capacity is refused); open="attach" only
+        /// attach, checking only the attributes given: one that differs from the segment's is
+        /// refused with both values); open="attach" only
         /// attaches to a segment an operator created (gardenstate create). mode="0660" creates a
         /// segment the creator's group may use and attaches to one of another user of this
         /// group. An unknown attribute or a bad value is a ProviderException naming it.</summary>
@@ -57,7 +58,9 @@ namespace Gardenstate.Web
                 MaxKey = (uint)Number(config, "maxKey", uint.MaxValue),
                 MaxClients = (uint)Number(config, "maxClients", uint.MaxValue),
                 Mode = Mode(config["mode"]),
-                Flags = Flag(config, "evict") ? 1u : 0u, // GDS_OPTION_EVICT
+                // GDS_OPTION_EVICT, and GDS_OPTION_EVICT_GIVEN when evict is set at all: only
+                // attributes given are checked against an existing segment.
+                Flags = (Flag(config, "evict") ? GS.StoreOptions.Evict : 0u) | (config["evict"] != null ? GS.StoreOptions.EvictGiven : 0u),
             };
             string open = config["open"] ?? "createOrAttach";
             GS.Store store;
