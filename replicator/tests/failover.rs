@@ -130,7 +130,12 @@ fn a_cut_off_primary_fences_itself_the_standby_takes_over_and_the_old_primary_fo
     let (acked, waited) = std::thread::scope(|s| {
         let _stop = StopOnDrop(&stop); // a failed wait fails the test, not hangs it
         let w = s.spawn(|| writer(&primary_store, &stop));
-        std::thread::sleep(Duration::from_secs(1));
+        // Counted, not slept: at least 200 writes (4 of them waited for) replicated before the
+        // cut, however slowly the machine runs the writer.
+        let head = primary_store.feed_head();
+        wait_until("200 writes replicated before the cut", Duration::from_secs(30), || {
+            primary_store.replicated_upto() >= head + 200
+        });
         // The primary is cut off from both its standby and the witness.
         let cut_at = Instant::now();
         to_witness.cut();
