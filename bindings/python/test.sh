@@ -80,10 +80,19 @@ echo "== pip install ./bindings/python (builds libgardenstate with cargo, bundle
 # The suite runs against the installed package: GDS_PY_INSTALLED keeps the checkout's
 # bindings/python off sys.path, and the run starts in a directory without a gardenstate/.
 run_suite() { # python, label
-    local py=$1
+    local py=$1 log
+    log=$(mktemp)
     echo "== unittest ($2)"
     (cd "$target_dir" && env -u GARDENSTATE_LIB GDS_PY_INSTALLED=1 GDS_PY_REQUIRE_FLASK=1 GDS_PY_REQUIRE_DJANGO=1 \
-        timeout -k 30 1200 "$py" -m unittest discover -s "$repo/bindings/python/tests" -v)
+        timeout -k 30 1200 "$py" -m unittest discover -s "$repo/bindings/python/tests" -v) 2>&1 | tee "$log"
+    # Everything a skip waits for is installed above: here a skipped test is a failure, not a pass.
+    if grep -q 'skipped=' "$log"; then
+        echo "test.sh: tests were skipped, which this script treats as a failure:" >&2
+        grep -E ' \.\.\. skipped ' "$log" >&2 || true
+        rm -f "$log"
+        exit 1
+    fi
+    rm -f "$log"
 }
 # A hung test must fail the run, not hold CI: the suite takes well under a minute here.
 run_suite "$venv/bin/python" "the package pip installed from the checkout"

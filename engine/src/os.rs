@@ -205,12 +205,31 @@ pub fn unlink(path: &std::path::Path) -> Result<bool> {
 }
 
 /// Milliseconds of `CLOCK_MONOTONIC`: one clock for every process on the host, immune to wall
-/// clock steps. Expiry deadlines and lock times in the segment use it.
+/// clock steps. Expiry deadlines and lock times in the segment use it. Plus the calling
+/// thread's [`advance_clock`] total, which is 0 outside tests.
 pub fn now_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC is always supported.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    (ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000).saturating_add(CLOCK_AHEAD_MS.get())
+}
+
+std::thread_local! {
+    /// How far [`advance_clock`] moved this thread's engine clock, in milliseconds.
+    static CLOCK_AHEAD_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Tests only: moves the engine's clock forward by `by` for the calling thread, from its next
+/// operation on, so a test can let a TTL or a lock age without sleeping (and without depending
+/// on how fast the machine runs the sleep). It changes what this thread *reads* as now, never
+/// what the segment stores or how: deadlines it writes are its own now plus their TTL, as for
+/// any thread. Per thread, so tests running in parallel in one process do not see each
+/// other's clocks; other processes, and other threads of this one, keep the real clock, so a
+/// thread that advanced it sees entries of theirs expire early, and they see its entries
+/// live longer. Never call it in production code.
+pub fn advance_clock(by: std::time::Duration) {
+    let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+    CLOCK_AHEAD_MS.set(CLOCK_AHEAD_MS.get().saturating_add(ms));
 }
 
 /// Which boot of the host and which monotonic clock a process sees: what the header records

@@ -229,6 +229,9 @@ fn child_dropping_inherited_handle_releases_its_own_slot() {
         st.stats().clients
     };
     let name = s.name.clone();
+    // The parent creates this file once it has checked the count: the child lives until then.
+    let done = std::env::temp_dir().join(format!("{}.parent-checked", s.name));
+    let _ = std::fs::remove_file(&done);
     let pid = fork_child(|| {
         let st = cell.borrow_mut().take().unwrap();
         if st.set(b"child-key", b"x", Expiry::Never).is_err() {
@@ -244,23 +247,29 @@ fn child_dropping_inherited_handle_releases_its_own_slot() {
             return 31;
         }
         drop(fresh);
-        // Stay alive a moment: the parent checks the count while this process still exists.
-        std::thread::sleep(Duration::from_millis(500));
-        0
+        // Stay alive (touching no segment) until the parent has checked the count while this
+        // process still exists, however slow either of them runs.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if done.exists() { 0 } else { 32 }
     });
     let st = cell.borrow_mut().take().unwrap();
     let report = wait_key(&st, b"child-report", Duration::from_secs(20)).expect("child report");
     let report = String::from_utf8(report).unwrap();
-    // The child releases its slot just after writing the report (drop(fresh)) and then lives
-    // on for 500 ms: wait for that release instead of sampling once (a slow child, e.g. under
-    // ASan, was still between the write and the drop).
-    let deadline = Instant::now() + Duration::from_millis(400);
+    // The child releases its slot just after writing the report (drop(fresh)) and then waits
+    // for us: wait for that release instead of sampling once (a slow child, e.g. under ASan,
+    // was still between the write and the drop).
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut live_clients = st.stats().clients;
     while live_clients != parent_clients && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
         live_clients = st.stats().clients;
     }
+    std::fs::write(&done, b"").unwrap();
     assert_eq!(wait_pid(pid, Duration::from_secs(20)), End::Exit(0));
+    let _ = std::fs::remove_file(&done);
     let (with_child, after_drop): (u64, u64) = {
         let mut it = report.split(' ').map(|x| x.parse().unwrap());
         (it.next().unwrap(), it.next().unwrap())

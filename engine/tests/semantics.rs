@@ -80,8 +80,9 @@ fn delete_if_version_removes_only_that_version() {
 fn ttl_expiry_touch_and_sliding() {
     let s = Seg::new("ttl");
     let st = Store::create(&s.name, &small()).unwrap();
-    // Windows are wide (the machine may be loaded): the sliding entry outlives its first
-    // deadline only because reads, each far inside its window, keep pushing it out.
+    // The sliding entry outlives its first deadline only because reads, each inside its
+    // window, keep pushing it out. The test's clock is advanced, not slept: no stall of the
+    // machine between two reads can let the window run out.
     st.set(b"short", b"x", Expiry::After(Duration::from_millis(500))).unwrap();
     st.set(b"slide", b"y", Expiry::Sliding(Duration::from_millis(1000))).unwrap();
     st.set(b"touched", b"z", Expiry::After(Duration::from_millis(1000))).unwrap();
@@ -91,9 +92,12 @@ fn ttl_expiry_touch_and_sliding() {
     assert!(left <= Duration::from_millis(500));
     assert!(st.touch(b"touched", Expiry::After(Duration::from_secs(60))).unwrap());
     for _ in 0..6 {
-        std::thread::sleep(Duration::from_millis(300));
+        gardenstate::advance_clock_for_tests(Duration::from_millis(300));
         assert!(st.get(b"slide").unwrap().is_some(), "sliding entry kept alive by reads");
     }
+    // Unread for longer than its window, it expires.
+    gardenstate::advance_clock_for_tests(Duration::from_millis(1001));
+    assert!(st.meta_of(b"slide").unwrap().is_none(), "a sliding entry unread for its window expires");
     assert_eq!(st.get(b"short").unwrap(), None, "expired entries are never returned");
     assert!(st.get(b"touched").unwrap().is_some());
     assert!(!st.touch(b"short", Expiry::Never).unwrap());
@@ -101,11 +105,11 @@ fn ttl_expiry_touch_and_sliding() {
     let r = st.sweep(u64::MAX).unwrap();
     assert!(r.ran && r.expired >= 1, "{r:?}");
     let stats = st.stats();
-    assert_eq!(stats.live_entries, 2);
-    assert!(stats.expirations >= 1);
+    assert_eq!(stats.live_entries, 1);
+    assert!(stats.expirations >= 2);
     // add over an expired entry succeeds.
     st.set(b"gone", b"1", Expiry::After(Duration::from_millis(1))).unwrap();
-    std::thread::sleep(Duration::from_millis(5));
+    gardenstate::advance_clock_for_tests(Duration::from_millis(2));
     st.add(b"gone", b"2", Expiry::Never).unwrap();
     assert_eq!(st.get(b"gone").unwrap().unwrap().value, b"2");
 }
@@ -411,10 +415,11 @@ fn an_expired_write_lease_refuses_worker_writes() {
     let s = Seg::new("lease");
     let st = Store::create(&s.name, &small()).unwrap();
     assert_eq!(st.write_lease_left(), None);
-    st.set_write_lease(Some(Duration::from_millis(300)));
+    st.set_write_lease(Some(Duration::from_secs(60)));
     st.set(b"a", b"1", Expiry::Never).unwrap();
-    assert!(st.write_lease_left().unwrap() <= Duration::from_millis(300));
-    std::thread::sleep(Duration::from_millis(400));
+    assert!(st.write_lease_left().unwrap() <= Duration::from_secs(60));
+    // The clock is advanced past the lease, not slept: the write above cannot miss it.
+    gardenstate::advance_clock_for_tests(Duration::from_secs(61));
     assert_eq!(st.write_lease_left(), Some(Duration::ZERO));
     assert!(matches!(st.set(b"a", b"2", Expiry::Never), Err(Error::ReadOnly)));
     assert!(matches!(st.delete(b"a"), Err(Error::ReadOnly)));

@@ -324,3 +324,13 @@ pub unsafe extern "C" fn gds_entry_at(
         Ok(GDS_OK)
     })
 }
+
+/// Tests only, not in the header: moves the calling thread's engine clock forward by `ms`
+/// milliseconds (TTLs, sliding windows, lock ages), so a test lets time pass without sleeping
+/// (`gardenstate::advance_clock_for_tests`). It never changes what a segment stores; other
+/// threads and processes keep the real clock. Declare it yourself to use it:
+/// `void gds__advance_clock_for_tests(uint64_t ms);`. Never call it in production.
+#[unsafe(no_mangle)]
+pub extern "C" fn gds__advance_clock_for_tests(ms: u64) {
+    engine::advance_clock_for_tests(std::time::Duration::from_millis(ms));
+}

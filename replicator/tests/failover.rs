@@ -130,7 +130,12 @@ fn a_cut_off_primary_fences_itself_the_standby_takes_over_and_the_old_primary_fo
     let (acked, waited) = std::thread::scope(|s| {
         let _stop = StopOnDrop(&stop); // a failed wait fails the test, not hangs it
         let w = s.spawn(|| writer(&primary_store, &stop));
-        std::thread::sleep(Duration::from_secs(1));
+        // Counted, not slept: at least 200 writes (4 of them waited for) replicated before the
+        // cut, however slowly the machine runs the writer.
+        let head = primary_store.feed_head();
+        wait_until("200 writes replicated before the cut", Duration::from_secs(30), || {
+            primary_store.replicated_upto() >= head + 200
+        });
         // The primary is cut off from both its standby and the witness.
         let cut_at = Instant::now();
         to_witness.cut();
@@ -187,9 +192,10 @@ fn a_cut_off_primary_fences_itself_the_standby_takes_over_and_the_old_primary_fo
     while mode(&pseg) != WriteMode::Replica {
         assert!(
             Instant::now() < followed,
-            "the old primary never followed:\n{}\n{}",
+            "the old primary never followed:\n{}\n{}\n{}",
             primary.log(),
-            _standby.log()
+            _standby.log(),
+            _witness.log()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -401,11 +407,12 @@ fn a_primary_killed_mid_snapshot_never_leaves_a_promotable_half_table() {
     assert!(complete >= 1 && incomplete >= 1, "both outcomes must have been exercised");
 }
 
-/// Garbage, wrong-key and unechoed (replayed) heartbeats sent to a fenced primary's UDP port
-/// change nothing: it unfences only for a real standby.
+/// Garbage, wrong-key, flipped, hello and old-session (replayed) heartbeats sent to a fenced
+/// primary's UDP port change nothing: it unfences only for a real standby.
 #[test]
 fn forged_garbage_and_replayed_heartbeats_change_nothing() {
     use gardenstate_replicator::failover::heartbeat::{self, Announce, Datagram, NodeRole};
+    use gardenstate_replicator::failover::pairing::{NO_NONCE, direction_key};
     use gardenstate_replicator::replication::auth::Key;
     let dir = Scratch::new("forged");
     let key_bytes = b"forged datagram test key 0123456789";
@@ -425,7 +432,7 @@ fn forged_garbage_and_replayed_heartbeats_change_nothing() {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let right = Key::new(key_bytes.to_vec()).unwrap();
     let wrong = Key::new(b"some other key of enough length".to_vec()).unwrap();
-    let standby_says = |seq: u64, echo_node: u64, echo_seq: u64| Datagram {
+    let standby_says = |seq: u64, from: [u8; 32], to: [u8; 32], echo_seq: u64| Datagram {
         announce: Announce {
             role: NodeRole::Standby,
             fenced: true,
@@ -434,9 +441,9 @@ fn forged_garbage_and_replayed_heartbeats_change_nothing() {
             history: 1,
             pos: 0,
         },
-        node: 42,
+        from,
+        to,
         seq,
-        echo_node,
         echo_seq,
         primary_age_ms: u32::MAX,
         standby_age_ms: u32::MAX,
@@ -447,19 +454,24 @@ fn forged_garbage_and_replayed_heartbeats_change_nothing() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let bytes: Vec<u8> = match i % 4 {
+        let (n1, n2) = ([(x >> 8) as u8 | 1; 32], [(x >> 16) as u8 | 1; 32]);
+        let seal = |k: &Key, d: Datagram| heartbeat::encode(&d, &direction_key(k, &d.from, &d.to)).to_vec();
+        let bytes: Vec<u8> = match i % 5 {
             // Random bytes of random length.
             0 => (0..(x % 200) as usize).map(|j| (x >> (j % 56)) as u8).collect(),
             // A well-formed datagram under the wrong key.
-            1 => heartbeat::encode(&standby_says(i, x, x), &wrong).to_vec(),
+            1 => seal(&wrong, standby_says(i, n1, n2, x)),
             // Right key, flipped bit.
             2 => {
-                let mut b = heartbeat::encode(&standby_says(i, 0, 0), &right);
-                b[(x % b.len() as u64) as usize] ^= 1 << (x % 8);
-                b.to_vec()
+                let mut b = seal(&right, standby_says(i, n1, n2, 0));
+                let at = (x % b.len() as u64) as usize;
+                b[at] ^= 1 << (x % 8);
+                b
             }
-            // Right key but echoing nothing the primary sent: no proof of life.
-            _ => heartbeat::encode(&standby_says(i, x, x % 1_000_000), &right).to_vec(),
+            // Right key, a hello: answered, no state.
+            3 => seal(&right, standby_says(i, n1, NO_NONCE, 0)),
+            // Right key, of no session the primary has (a recording): dropped.
+            _ => seal(&right, standby_says(i, n1, n2, x % 1_000_000)),
         };
         sock.send_to(&bytes, &p_addr).unwrap();
         if i % 100 == 0 {

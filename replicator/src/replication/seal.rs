@@ -34,6 +34,17 @@ const LEN_BYTES: usize = 4;
 const LABEL_TO_STANDBY: &[u8] = b"gardenstate-stream-2 primary to standby";
 const LABEL_TO_PRIMARY: &[u8] = b"gardenstate-stream-2 standby to primary";
 
+/// A session key: HMAC-SHA256 keyed with the pre-shared key over `label || first || second`
+/// (HKDF's expand step with the PSK as the pseudo-random key). The one derivation of every
+/// session key: the stream's (here) and the heartbeats' (`failover::pairing`).
+pub fn derive_key(psk: &[u8], label: &[u8], first: &[u8], second: &[u8]) -> [u8; MAC_LEN] {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(psk).expect("HMAC takes keys of any length");
+    m.update(label);
+    m.update(first);
+    m.update(second);
+    m.finalize().into_bytes().into()
+}
+
 /// Which end of the link this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -58,13 +69,7 @@ impl SessionKeys {
     /// The keys of `end` for the handshake that exchanged `ns` (the standby's nonce) and `np`
     /// (the primary's), under the pre-shared key `psk`.
     pub fn derive(psk: &[u8], ns: &[u8], np: &[u8], end: End) -> SessionKeys {
-        let k = |label: &[u8]| -> [u8; MAC_LEN] {
-            let mut m = <Hmac<Sha256> as Mac>::new_from_slice(psk).expect("HMAC takes keys of any length");
-            m.update(label);
-            m.update(ns);
-            m.update(np);
-            m.finalize().into_bytes().into()
-        };
+        let k = |label: &[u8]| derive_key(psk, label, ns, np);
         let (to_standby, to_primary) = (k(LABEL_TO_STANDBY), k(LABEL_TO_PRIMARY));
         match end {
             End::Primary => SessionKeys { send: to_standby, recv: to_primary },

@@ -554,6 +554,23 @@ fn drain_plaintext(tls: &mut Connection, plain: &mut Vec<u8>, closed: &mut bool)
     }
 }
 
+/// Milliseconds since 1970, for the expiry of an open link's peer certificate. With the
+/// `failpoints` feature (tests only), `GDS_TEST_CERT_CLOCK_AHEAD_S` seconds are added: a test
+/// lets a peer connect with a certificate valid for hours (rustls checks it with the real
+/// clock) and sees the link closed at once, instead of racing a certificate that expires in
+/// seconds.
+fn cert_clock_ms() -> u64 {
+    let now = crate::operations::status::unix_ms_now();
+    #[cfg(feature = "failpoints")]
+    let now = now.saturating_add(
+        std::env::var("GDS_TEST_CERT_CLOCK_AHEAD_S")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .map_or(0, |s| s.saturating_mul(1000)),
+    );
+    now
+}
+
 /// Plaintext from the daemon -> rustls -> socket; also sends what the rx side made rustls
 /// queue (invariant 1).
 fn tx(
@@ -567,7 +584,7 @@ fn tx(
     let mut buf = vec![0u8; CHUNK];
     let mut out = Vec::new();
     loop {
-        if let Some(at) = peer_expires.filter(|&at| crate::operations::status::unix_ms_now() >= at) {
+        if let Some(at) = peer_expires.filter(|&at| cert_clock_ms() >= at) {
             crate::operations::log::warn(&format!(
                 "TLS link with {peer}: the peer's certificate expired at {}: closing the link; \
                  the peer must renew its --tls-cert (a node reloads replaced files) to connect again",

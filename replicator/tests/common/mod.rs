@@ -78,9 +78,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(dir: &Scratch, tag: &str, args: &[&str]) -> Daemon {
+        Daemon::start_with_env(dir, tag, args, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables.
+    pub fn start_with_env(dir: &Scratch, tag: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let log = dir.0.join(format!("{tag}.log"));
         let child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
