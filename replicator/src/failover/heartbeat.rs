@@ -106,6 +106,13 @@ pub struct Announce {
     pub pos: u64,
 }
 
+impl Announce {
+    /// Whether it says "a primary that takes writes".
+    pub fn writable(&self) -> bool {
+        self.role == NodeRole::Primary && !self.fenced
+    }
+}
+
 /// One decoded datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Datagram {
@@ -207,6 +214,12 @@ pub struct Peer {
     /// The peer's newest *fresh* datagram (it echoed a recent seq of ours), and when it proved
     /// the peer alive: the time we sent the sequence number it echoed.
     pub fresh: Option<(Datagram, Instant)>,
+    /// The peer's newest authenticated datagram (echoing anything or nothing), and when it
+    /// *arrived*. The sender was alive before that, maybe long before (a delayed datagram):
+    /// only for clocks that a late arrival can only make wait longer (a standby's and the
+    /// witness's "no primary for ..." clocks, `Beacon::last_heard`), never as a proof that the
+    /// sender is alive now.
+    pub heard: Option<(Datagram, Instant)>,
 }
 
 impl Peer {
@@ -247,6 +260,11 @@ pub struct Beacon {
     /// Configured peers (always sent to, even before they answer).
     targets: Vec<SocketAddr>,
     state: Mutex<(Announce, u32, u32)>,
+    /// Since when every datagram sent announces a primary that takes writes (role primary,
+    /// not fenced); None while it announces anything else. Set under the `state` lock, which
+    /// the sender holds through a round, so every sequence number taken after it belongs to
+    /// a datagram that says "writable primary".
+    writable_since: Mutex<Option<Instant>>,
     peers: Mutex<HashMap<SocketAddr, Peer>>,
     pub drops: Drops,
     stop: AtomicBool,
@@ -291,6 +309,7 @@ impl Beacon {
             listen_port,
             targets,
             state: Mutex::new((announce, u32::MAX, u32::MAX)),
+            writable_since: Mutex::new(announce.writable().then(Instant::now)),
             peers: Mutex::new(HashMap::new()),
             drops: Drops::default(),
             stop: AtomicBool::new(false),
@@ -320,7 +339,16 @@ impl Beacon {
     /// Changes what this node announces from the next datagram on; returns once no datagram
     /// with the old announcement can be sent any more.
     pub fn announce(&self, a: Announce) {
-        lock(&self.state).0 = a;
+        let mut state = lock(&self.state);
+        if a.writable() != state.0.writable() {
+            *lock(&self.writable_since) = a.writable().then(Instant::now);
+        }
+        state.0 = a;
+    }
+
+    /// Since when this node has announced itself as a writable primary (see the field).
+    pub fn writable_since(&self) -> Option<Instant> {
+        *lock(&self.writable_since)
     }
 
     /// A witness's view of the other roles, sent with its datagrams.
@@ -345,6 +373,18 @@ impl Beacon {
             .filter_map(|p| p.fresh)
             .filter(|(d, _)| d.announce.role == role)
             .max_by_key(|(_, at)| *at)
+    }
+
+    /// When the newest authenticated datagram from a peer announcing `role` (and passing
+    /// `which`) *arrived*: a clock that a delayed or replayed datagram can only restart
+    /// later, never earlier (see `Peer::heard`).
+    pub fn last_heard(&self, role: NodeRole, which: impl Fn(&Announce) -> bool) -> Option<Instant> {
+        lock(&self.peers)
+            .values()
+            .filter_map(|p| p.heard)
+            .filter(|(d, _)| d.announce.role == role && which(&d.announce))
+            .map(|(_, at)| at)
+            .max()
     }
 
     fn next_seq(&self) -> u64 {
@@ -436,7 +476,8 @@ impl Beacon {
                 peers.remove(&a);
             }
         }
-        let peer = peers.entry(from).or_insert(Peer { addr: from, node: d.node, seq: 0, fresh: None });
+        let peer =
+            peers.entry(from).or_insert(Peer { addr: from, node: d.node, seq: 0, fresh: None, heard: None });
         if peer.node != d.node {
             // Another process at that address (a restart): start its sequence over.
             if peer.fresh.is_some_and(|(_, at)| at.elapsed() < FRESH) && d.echo_node != self.node {
@@ -444,13 +485,14 @@ impl Beacon {
                 self.drops.stale.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            *peer = Peer { addr: from, node: d.node, seq: 0, fresh: None };
+            *peer = Peer { addr: from, node: d.node, seq: 0, fresh: None, heard: None };
         }
         if d.seq <= peer.seq {
             self.drops.stale.fetch_add(1, Ordering::Relaxed);
             return;
         }
         peer.seq = d.seq;
+        peer.heard = Some((d, Instant::now()));
         if d.echo_node == self.node {
             if let Some(at) = self.sent_at(d.echo_seq).filter(|at| at.elapsed() <= FRESH) {
                 if peer.fresh.is_none_or(|(_, prev)| at >= prev) {
@@ -548,6 +590,45 @@ mod tests {
         std::thread::sleep(Duration::from_millis(300));
         let (_, at) = p.last_alive(NodeRole::Standby).unwrap();
         assert!(at.elapsed() >= Duration::from_millis(150));
+        p.stop();
+    }
+
+    /// The standby's and the witness's "no primary for ..." clocks restart at the arrival of
+    /// any authenticated datagram (a late one restarts them late: safe), which proves
+    /// nothing about liveness; a replay restarts nothing.
+    #[test]
+    fn arrivals_restart_the_silence_clocks_without_proving_life() {
+        let s = beacon(NodeRole::Standby, &[]);
+        let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let fenced = Announce { role: NodeRole::Primary, fenced: true, ..sample().announce };
+        let before = Instant::now();
+        let d = Datagram { announce: fenced, echo_node: 0, echo_seq: 0, ..sample() };
+        s.accept(from, d);
+        assert!(s.last_alive(NodeRole::Primary).is_none(), "no echo, no proof of life");
+        let heard = s.last_heard(NodeRole::Primary, |_| true).expect("the arrival counts");
+        assert!(heard >= before);
+        assert_eq!(s.last_heard(NodeRole::Primary, |a| a.writable()), None, "it said fenced");
+        std::thread::sleep(Duration::from_millis(5));
+        s.accept(from, d);
+        assert_eq!(s.last_heard(NodeRole::Primary, |_| true), Some(heard), "a replay restarts nothing");
+        s.stop();
+    }
+
+    /// `writable_since` moves only when the announcement starts or stops saying "writable
+    /// primary", so an echo of a datagram sent after it is an echo of a "writable" one.
+    #[test]
+    fn writable_since_follows_the_announcement() {
+        let p = beacon(NodeRole::Primary, &[]);
+        let first = p.writable_since().expect("announced writable from the start");
+        let a =
+            Announce { role: NodeRole::Primary, fenced: false, synced: true, epoch: 1, history: 1, pos: 9 };
+        p.announce(a);
+        assert_eq!(p.writable_since(), Some(first), "a new position is no new writability");
+        p.announce(Announce { fenced: true, ..a });
+        assert_eq!(p.writable_since(), None);
+        let before = Instant::now();
+        p.announce(a);
+        assert!(p.writable_since().is_some_and(|t| t >= before));
         p.stop();
     }
 

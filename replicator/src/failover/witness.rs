@@ -32,13 +32,17 @@ pub fn run(a: WitnessArgs) -> CmdResult {
         let mut standby: Option<Instant> = None;
         let mut epoch = 0;
         for p in beacon.peers() {
+            // When a writable primary's datagram arrived (not the echo proof): a late datagram
+            // restarts the clock late, so the primary's write lease, which rests on datagrams
+            // we echoed, always ends before this clock reaches failover_after (config.rs, "Why
+            // fencing comes first").
+            if let Some((_, at)) = p.heard.filter(|(d, _)| d.announce.writable()) {
+                primary = primary.max(Some(at));
+            }
             let Some((d, at)) = p.fresh else { continue };
             match d.announce.role {
-                NodeRole::Primary if !d.announce.fenced => {
-                    primary = primary.max(Some(at));
-                    if at.elapsed() <= FRESH {
-                        epoch = epoch.max(d.announce.epoch);
-                    }
+                NodeRole::Primary if !d.announce.fenced && at.elapsed() <= FRESH => {
+                    epoch = epoch.max(d.announce.epoch);
                 }
                 NodeRole::Standby => standby = standby.max(Some(at)),
                 _ => {}
