@@ -11,7 +11,8 @@
 //!   with p50/p99);
 //! - **partition**: the primary's host cut off from both others (`tc`): when it fenced, when
 //!   the standby took writes, the window between; then healed: when the old primary followed;
-//! - **flapping**: the first primary's host cut 1.2 s / healed 1.8 s (3 times; long: 8);
+//! - **flapping**: the primary's host cut 1.2 s / healed 1.8 s, the host taking writes at
+//!   each cut (3 times; long: 8): after a failover the new primary is cut in turn;
 //! - **switchover** under the writers: the command's output, writes lost;
 //! - **CPU saturation**: both CPUs kept busy by other processes (10 s; long: 60 s): fences
 //!   and failovers (none expected);
@@ -485,13 +486,22 @@ fn partition(c: &mut Cluster, w: &Writers, watch: &Watch) {
     assert_eq!(lost, 0, "waited writes lost in a partition\n{}", c.logs());
 }
 
-/// The first primary's host cut 1.2 s / healed 1.8 s, again and again.
+/// The primary's host cut 1.2 s / healed 1.8 s, again and again: each cut takes the host that
+/// takes writes at that moment (after a failover, the new primary), so a failover is followed
+/// by the new primary's own cut.
 fn flapping(c: &mut Cluster, w: &Writers, watch: &Watch) {
     let cycles = if long() { 8 } else { 3 };
-    let h = c.primary;
+    let mut h = c.primary;
+    let mut cut = Vec::new();
     let (fences, promotions) = c.events();
     let t0 = Instant::now();
     for _ in 0..cycles {
+        match watch.state() {
+            [true, false] => h = 0,
+            [false, true] => h = 1,
+            _ => {} // nobody takes writes: the last one cut again
+        }
+        cut.push(HOSTS[h]);
         c.net.isolate(h);
         std::thread::sleep(Duration::from_millis(1200));
         c.net.heal();
@@ -500,16 +510,20 @@ fn flapping(c: &mut Cluster, w: &Writers, watch: &Watch) {
     let span = t0.elapsed();
     let dark = watch.unwritable(t0, Instant::now());
     let (f, p) = c.events();
-    c.primary = if watch.state()[h] { h } else { 1 - h };
+    let t1 = Instant::now();
+    c.wait("a host to take writes after the flapping", || watch.state() != [false, false]);
+    c.primary = if watch.state()[0] { 0 } else { 1 };
+    let writable = t1.elapsed();
     let converge = c.converge(w, watch);
     eprintln!(
-        "three_hosts: flapping {} ({cycles} x cut 1.2 s / heal 1.8 s): {} fences, {} automatic failovers, no host \
-         writable for {} of {}; converged {} after the last heal, primary {}",
-        HOSTS[h],
+        "three_hosts: flapping ({cycles} x cut 1.2 s / heal 1.8 s of {}): {} fences, {} automatic failovers, no host \
+         writable for {} of {}; a host took writes {} after the flapping, converged {} later, primary {}",
+        cut.join(" "),
         f - fences,
         p - promotions,
         ms(dark),
         ms(span),
+        ms(writable),
         ms(converge),
         HOSTS[c.primary],
     );

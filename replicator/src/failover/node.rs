@@ -31,10 +31,13 @@
 //!   wait in (b) or (c)), so if the daemon itself dies (or is starved of CPU) the workers'
 //!   writes stop by the same deadline, before any promotion: `config`, "Why fencing comes
 //!   first".
-//! - F3. A primary that sees a writable primary of a higher epoch (directly, or through the
-//!   witness's announced epoch) fences itself at once; once it has seen that primary steadily
-//!   for `rejoin_after` (no flapping), it follows it as a standby, and the snapshot replaces
-//!   its content. Epochs only grow, so a node with an older epoch never overwrites a newer one
+//! - F3. A primary that sees a primary of a higher epoch (directly, writable or fenced, or a
+//!   writable one through the witness's announced epoch) fences itself at once; once it has
+//!   seen that primary steadily for `rejoin_after` (no flapping), it follows it as a standby,
+//!   and the snapshot replaces its content. A fenced newer primary counts too: it fenced
+//!   because it lost its peers, and it unfences only when a standby follows it, so two
+//!   fenced primaries each waiting for the other would take no writes ever again (seen when
+//!   the new primary's host was cut right after a failover). Epochs only grow, so a node with an older epoch never overwrites a newer one
 //!   (the standby side refuses a primary of a lower epoch).
 //!
 //! Without a witness there is no automatic promotion and no fencing (F3 still applies): the
@@ -281,15 +284,15 @@ impl Guard {
             history: store.history_id(),
             pos: store.feed_head(),
         });
-        // F3: a writable primary of a higher epoch, seen directly (its address is where to go).
+        // F3: a primary of a higher epoch, writable or fenced (module doc), seen directly (its
+        // address is where to go); the newest if there are several.
         let newer = node
             .beacon
             .peers()
             .into_iter()
             .filter_map(|p| p.alive_within(FRESH).map(|d| (p.serve_addr(), *d)))
-            .find(|(_, d)| {
-                d.announce.role == NodeRole::Primary && !d.announce.fenced && d.announce.epoch > epoch
-            });
+            .filter(|(_, d)| d.announce.role == NodeRole::Primary && d.announce.epoch > epoch)
+            .max_by_key(|(_, d)| d.announce.epoch);
         let witness = node.beacon.last_alive(NodeRole::Witness).filter(|(_, at)| at.elapsed() <= FRESH);
         let witness_knows_newer = witness.is_some_and(|(d, _)| d.announce.epoch > epoch);
         if newer.is_some() || witness_knows_newer {
