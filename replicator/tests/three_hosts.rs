@@ -11,6 +11,8 @@
 //!   with p50/p99);
 //! - **partition**: the primary's host cut off from both others (`tc`): when it fenced, when
 //!   the standby took writes, the window between; then healed: when the old primary followed;
+//! - **witness restart**: the primary cut off from the standby, then from the witness just as
+//!   the witness is killed and restarted (the new process never heard the primary);
 //! - **flapping**: the primary's host cut 1.2 s / healed 1.8 s, the host taking writes at
 //!   each cut (3 times; long: 8): after a failover the new primary is cut in turn;
 //! - **switchover** under the writers: the command's output, writes lost;
@@ -529,6 +531,48 @@ fn flapping(c: &mut Cluster, w: &Writers, watch: &Watch) {
     );
 }
 
+/// The witness killed and restarted just as the primary, already cut off from the standby,
+/// loses it too: the new witness process never heard the primary, but the primary's lease may
+/// still rest on the old one's echo.
+fn witness_restart(c: &mut Cluster, w: &Writers, watch: &Watch) {
+    let (p, s) = (c.primary, 1 - c.primary);
+    c.net.cut(p, s);
+    // The standby's own wait runs out; the witness still hears the primary, which stays writable.
+    std::thread::sleep(Duration::from_millis(1500));
+    let both = watch.both.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    c.net.cut(p, 2);
+    c.witness.as_mut().unwrap().kill();
+    let key = c.key.clone();
+    c.witness = Some(c.spawn(2, &["witness", "--listen", &addr(2), "--key-file", &key]));
+    c.wait("the standby to take writes after the witness restarted", || watch.state()[s]);
+    c.wait("the cut-off primary to stop taking writes", || !watch.state()[p]);
+    let promoted = watch.first(s, true, t0).unwrap();
+    let fenced = watch.first(p, false, t0).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let both = watch.both.load(Ordering::Relaxed) - both;
+    let split = Cluster::accepted_since(w, p, promoted);
+    let lost = c.lost_waited(w, p, s);
+    c.net.heal();
+    c.primary = s;
+    c.wait("the old primary to follow after the heal", || {
+        Store::attach(&c.segs[p].0).is_ok_and(|r| r.write_mode() == WriteMode::Replica)
+    });
+    c.converge(w, watch);
+    eprintln!(
+        "three_hosts: witness restarted as {} lost the witness (cut from {} before): fenced {}, {} took writes {} \
+         after; {both} samples with two hosts taking writes, split-brain writes {split}, waited writes lost {lost}",
+        HOSTS[p],
+        HOSTS[s],
+        ms(fenced - t0),
+        HOSTS[s],
+        ms(promoted - t0),
+    );
+    assert_eq!(both, 0, "two hosts took writes after the witness restarted\n{}", c.logs());
+    assert_eq!(split, 0, "the old primary accepted writes after the promotion\n{}", c.logs());
+    assert_eq!(lost, 0, "waited writes lost\n{}", c.logs());
+}
+
 /// A planned switchover under the writers: nothing accepted may be lost.
 fn switchover(c: &mut Cluster, w: &Writers, watch: &Watch) {
     let (p, s) = (c.primary, 1 - c.primary);
@@ -591,6 +635,7 @@ fn kill_partition_flapping_switchover_and_saturation_on_three_hosts() {
     with_traffic(&mut c, |c, w, watch| {
         kill_rounds(c, w, watch);
         partition(c, w, watch);
+        witness_restart(c, w, watch);
         flapping(c, w, watch);
         switchover(c, w, watch);
         saturation(c, watch);

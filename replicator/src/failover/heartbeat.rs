@@ -308,7 +308,10 @@ impl Beacon {
             interval,
             listen_port,
             targets,
-            state: Mutex::new((announce, u32::MAX, u32::MAX)),
+            // The witness's view starts at "heard just now" (0 ms), not "never": datagrams go
+            // out before its first round sets the view, and a standby must not promote on
+            // the word of a witness that has not looked yet (witness.rs).
+            state: Mutex::new((announce, 0, 0)),
             writable_since: Mutex::new(announce.writable().then(Instant::now)),
             peers: Mutex::new(HashMap::new()),
             drops: Drops::default(),

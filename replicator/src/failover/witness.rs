@@ -26,6 +26,11 @@ pub fn run(a: WitnessArgs) -> CmdResult {
         .map_err(Failure::error)?;
     log::info(&format!("witness: heartbeats on {} (UDP), peers {:?}", beacon.local_addr(), cfg.peers));
     let mut was = (false, false);
+    // Before this process, a previous witness may have echoed the primary's heartbeats (the
+    // primary's lease rests on those): "no writable primary heard" counts from our start, never
+    // from "never", or a restarted witness would let the standby promote before that lease
+    // ends (config.rs, "Why fencing comes first").
+    let started = Instant::now();
     loop {
         std::thread::sleep(cfg.heartbeat);
         let mut primary: Option<Instant> = None;
@@ -48,7 +53,7 @@ pub fn run(a: WitnessArgs) -> CmdResult {
                 _ => {}
             }
         }
-        beacon.set_view(age_ms(primary), age_ms(standby));
+        beacon.set_view(age_ms(primary.or(Some(started))), age_ms(standby));
         beacon.announce(Announce { epoch, ..announce });
         let now =
             (primary.is_some_and(|t| t.elapsed() <= FRESH), standby.is_some_and(|t| t.elapsed() <= FRESH));

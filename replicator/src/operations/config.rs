@@ -57,8 +57,10 @@
 //!   every primary heartbeat (`Beacon::last_heard`) and TCP frame; it promotes only once
 //!   this clock reads `failover_after` ...
 //! - **... and the witness's** (`witness`): restarted at the arrival of every heartbeat
-//!   announcing a writable primary; the standby also needs a fresh witness datagram whose
-//!   age reads `failover_after` (computed before it was sent, so it can only under-read).
+//!   announcing a writable primary, and started at the witness's own start (a restarted
+//!   witness cannot know what its previous process echoed); the standby also needs a fresh
+//!   witness datagram whose age reads `failover_after` (computed before it was sent, so it can
+//!   only under-read).
 //!
 //! A peer that echoed our heartbeat sent at `h` received it at some real time `r >= h`, and its
 //! clock restarted then (for the witness: that heartbeat said "writable", by the filter). So

@@ -150,6 +150,14 @@ impl Net {
         self.apply(&cuts);
     }
 
+    /// Cuts hosts `a` and `b` off from each other (both directions).
+    pub fn cut(&self, a: usize, b: usize) {
+        let mut cuts = self.cuts.lock().unwrap();
+        cuts.insert((a, b));
+        cuts.insert((b, a));
+        self.apply(&cuts);
+    }
+
     /// Heals every cut.
     pub fn heal(&self) {
         let mut cuts = self.cuts.lock().unwrap();
