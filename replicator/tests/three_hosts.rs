@@ -39,7 +39,7 @@ mod net;
 use common::*;
 use gardenstate::{Error, Expiry, Options, Store, WriteMode};
 use net::{HOSTS, Net, Unavailable};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -250,16 +250,9 @@ impl<'n> Cluster<'n> {
     fn spawn(&mut self, h: usize, args: &[&str]) -> Daemon {
         self.started += 1;
         let log = self.dir.0.join(format!("{}-{}-{}.log", self.started, HOSTS[h], args[0]));
-        let child = self
-            .net
-            .command(h, BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("ip netns exec gardenstate");
-        Daemon { child: Some(child), log }
+        let mut cmd = self.net.command(h, BIN);
+        cmd.args(args);
+        Daemon::run(cmd, log)
     }
 
     /// A data node on host `h` (default timings).
