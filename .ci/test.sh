@@ -119,13 +119,30 @@ section "lint (cargo clippy -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 
 section "tests (cargo test --workspace)"
-cargo test --workspace
+# The three-host tests run in their own section below (root, their figures printed).
+cargo test --workspace -- --skip three_hosts
 # The suites that stall, kill or panic writers at named failpoints (engine feature failpoints):
 # the engine's, and the follower's and daemons' tests of a writer stopped mid-write.
 cargo test -p gardenstate --features failpoints --test failpoints --test faults --test stale_view
 cargo test -p gardenstate-replicator --features failpoints --lib --test replication
 # The TLS test whose primary's certificate clock runs ahead (GDS_TEST_CERT_CLOCK_AHEAD_S).
 cargo test -p gardenstate-replicator --features failpoints --test tls a_link_whose_peer_certificate_expires_is_closed
+
+section "three hosts: failover over network namespaces (replicator/tests/three_hosts.rs)"
+# hA, hB, hW as network namespaces on a bridge, partitions with tc, a TAP delay line: kill -9,
+# partition, heal, flapping, switchover, CPU saturation, a slow lossy link, each printing its
+# figures (failover time, window with no writable host, writes lost, split-brain writes).
+# Needs ip and tc (iproute2) and root; under CI (CI=true) a refusal fails the section, only a
+# kernel without namespaces skips. About 1 minute; GDS_LONG=1: 24 kill rounds, 60 s phases.
+if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2
+    else
+        echo "ip and tc are missing: install iproute2" >&2
+        exit 1
+    fi
+fi
+cargo test -p gardenstate-replicator --test three_hosts -- --nocapture --test-threads=1
 
 section "loom models (.ci/loom.sh)"
 .ci/loom.sh # a missing script fails the run: no section passes by skipping

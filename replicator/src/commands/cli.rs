@@ -258,13 +258,13 @@ pub struct DaemonArgs {
     /// The witness's heartbeat address (UDP, HOST:PORT): enables automatic failover and self-fencing
     #[arg(long, value_name = "ADDR")]
     pub witness: Option<String>,
-    /// Heartbeat period [default: 100ms]
+    /// Heartbeat period [default: 50ms]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub heartbeat: Option<Duration>,
-    /// Standby: promote itself when it and the witness have both lost the primary this long [default: 5s]
+    /// Standby: promote itself when it and the witness have both lost the primary this long [default: 600ms]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub failover_after: Option<Duration>,
-    /// Primary: refuse writes once neither the standby nor the witness was heard this long [default: 3s]
+    /// Primary: refuse writes once neither the standby nor the witness was heard this long [default: 400ms]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub fence_after: Option<Duration>,
     /// A primary that finds a newer primary waits this long, seeing it steadily, before following it [default: 10s]

@@ -121,6 +121,13 @@ pub struct Announce {
     pub pos: u64,
 }
 
+impl Announce {
+    /// Whether it says "a primary that takes writes".
+    pub fn writable(&self) -> bool {
+        self.role == NodeRole::Primary && !self.fenced
+    }
+}
+
 /// One decoded datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Datagram {
@@ -243,6 +250,12 @@ pub struct Peer {
     /// The peer's newest *fresh* datagram (it echoed a recent seq of ours), and when it proved
     /// the peer alive: the time we sent the sequence number it echoed.
     pub fresh: Option<(Datagram, Instant)>,
+    /// The peer's newest authenticated datagram of a current session (echoing anything or
+    /// nothing), and when it *arrived*. The sender was alive before that, maybe long before (a
+    /// delayed datagram): only for clocks that a late arrival can only make wait longer (a
+    /// standby's and the witness's "no primary for ..." clocks, `Beacon::last_heard`), never
+    /// as a proof that the sender is alive now.
+    pub heard: Option<(Datagram, Instant)>,
 }
 
 impl Peer {
@@ -301,6 +314,11 @@ pub struct Beacon {
     /// Announced in every datagram (the port of `listen`).
     listen_port: u16,
     state: Mutex<(Announce, u32, u32)>,
+    /// Since when every datagram sent announces a primary that takes writes (role primary,
+    /// not fenced); None while it announces anything else. Set under the `state` lock, which
+    /// the sender holds through a round, so every sequence number taken after it belongs to
+    /// a datagram that says "writable primary".
+    writable_since: Mutex<Option<Instant>>,
     peers: Mutex<Table>,
     pub drops: Drops,
     stop: AtomicBool,
@@ -335,7 +353,7 @@ impl Beacon {
         let targets = targets.iter().map(|t| resolve(t)).collect::<Result<Vec<_>, _>>()?;
         let mut slots = HashMap::new();
         for addr in &targets {
-            let peer = Peer { addr: *addr, fresh: None };
+            let peer = Peer { addr: *addr, fresh: None, heard: None };
             slots.insert(*addr, Slot { peer, pairing: Pairing::new()?, target: true });
         }
         let table = Table { slots, stranger: pairing::offer()?, logged: None };
@@ -346,7 +364,11 @@ impl Beacon {
             last_seq: AtomicU64::new(0),
             interval,
             listen_port,
-            state: Mutex::new((announce, u32::MAX, u32::MAX)),
+            // The witness's view starts at "heard just now" (0 ms), not "never": datagrams go
+            // out before its first round sets the view, and a standby must not promote on
+            // the word of a witness that has not looked yet (witness.rs).
+            state: Mutex::new((announce, 0, 0)),
+            writable_since: Mutex::new(announce.writable().then(Instant::now)),
             peers: Mutex::new(table),
             drops: Drops::default(),
             stop: AtomicBool::new(false),
@@ -376,7 +398,16 @@ impl Beacon {
     /// Changes what this node announces from the next datagram on; returns once no datagram
     /// with the old announcement can be sent any more.
     pub fn announce(&self, a: Announce) {
-        lock(&self.state).0 = a;
+        let mut state = lock(&self.state);
+        if a.writable() != state.0.writable() {
+            *lock(&self.writable_since) = a.writable().then(Instant::now);
+        }
+        state.0 = a;
+    }
+
+    /// Since when this node has announced itself as a writable primary (see the field).
+    pub fn writable_since(&self) -> Option<Instant> {
+        *lock(&self.writable_since)
     }
 
     /// A witness's view of the other roles, sent with its datagrams.
@@ -402,6 +433,19 @@ impl Beacon {
             .filter_map(|s| s.peer.fresh)
             .filter(|(d, _)| d.announce.role == role)
             .max_by_key(|(_, at)| *at)
+    }
+
+    /// When the newest authenticated datagram from a peer announcing `role` (and passing
+    /// `which`) *arrived*: a clock that a delayed or replayed datagram can only restart
+    /// later, never earlier (see `Peer::heard`).
+    pub fn last_heard(&self, role: NodeRole, which: impl Fn(&Announce) -> bool) -> Option<Instant> {
+        lock(&self.peers)
+            .slots
+            .values()
+            .filter_map(|s| s.peer.heard)
+            .filter(|(d, _)| d.announce.role == role && which(&d.announce))
+            .map(|(_, at)| at)
+            .max()
     }
 
     fn next_seq(&self) -> u64 {
@@ -527,6 +571,9 @@ impl Beacon {
                     self.learn(t, from, pairing);
                 }
                 if let Some(slot) = t.slots.get_mut(&from) {
+                    // Only a current session's newer datagrams get here: a replay or a
+                    // reordered one is `Stale`, an old process's `OldSession`.
+                    slot.peer.heard = Some((d, Instant::now()));
                     self.alive(&mut slot.peer, d);
                 }
                 None
@@ -547,7 +594,10 @@ impl Beacon {
                 t.slots.remove(&a);
             }
         }
-        t.slots.insert(from, Slot { peer: Peer { addr: from, fresh: None }, pairing, target: false });
+        t.slots.insert(
+            from,
+            Slot { peer: Peer { addr: from, fresh: None, heard: None }, pairing, target: false },
+        );
     }
 
     /// Logs the dropped replays, at most once per [`QUIET`].
@@ -674,6 +724,46 @@ mod tests {
         std::thread::sleep(Duration::from_millis(300));
         let (_, at) = p.last_alive(NodeRole::Standby).unwrap();
         assert!(at.elapsed() >= Duration::from_millis(150));
+        p.stop();
+    }
+
+    /// The standby's and the witness's "no primary for ..." clocks restart at the arrival of
+    /// any authenticated datagram of a current session, whatever it echoes, and `which`
+    /// filters on what it announced.
+    #[test]
+    fn arrivals_restart_the_silence_clocks_and_say_what_was_announced() {
+        let p = beacon(NodeRole::Primary, &[]);
+        let fenced =
+            Announce { role: NodeRole::Primary, fenced: true, synced: true, epoch: 1, history: 1, pos: 0 };
+        p.announce(fenced);
+        let s = beacon(NodeRole::Standby, &[p.local_addr().to_string()]);
+        let before = Instant::now();
+        wait_for("the standby to hear the primary", || s.last_heard(NodeRole::Primary, |_| true).is_some());
+        assert!(s.last_heard(NodeRole::Primary, |_| true).is_some_and(|t| t >= before));
+        assert_eq!(s.last_heard(NodeRole::Primary, |a| a.writable()), None, "it said fenced");
+        p.announce(Announce { fenced: false, ..fenced });
+        wait_for("a writable announcement to arrive", || {
+            s.last_heard(NodeRole::Primary, |a| a.writable()).is_some()
+        });
+        s.stop();
+        p.stop();
+    }
+
+    /// `writable_since` moves only when the announcement starts or stops saying "writable
+    /// primary", so an echo of a datagram sent after it is an echo of a "writable" one.
+    #[test]
+    fn writable_since_follows_the_announcement() {
+        let p = beacon(NodeRole::Primary, &[]);
+        let first = p.writable_since().expect("announced writable from the start");
+        let a =
+            Announce { role: NodeRole::Primary, fenced: false, synced: true, epoch: 1, history: 1, pos: 9 };
+        p.announce(a);
+        assert_eq!(p.writable_since(), Some(first), "a new position is no new writability");
+        p.announce(Announce { fenced: true, ..a });
+        assert_eq!(p.writable_since(), None);
+        let before = Instant::now();
+        p.announce(a);
+        assert!(p.writable_since().is_some_and(|t| t >= before));
         p.stop();
     }
 

@@ -14,10 +14,10 @@
 //!
 //! Rules (with a witness configured; `config` has the timing rule that makes them safe):
 //! - F1. A standby promotes itself only when (a) its replica is complete (it finished a
-//!   snapshot and follows the feed: history id non-zero), (b) it has had no proof of life
-//!   from the primary (TCP frame or heartbeat) for `failover_after`, and (c) a fresh
-//!   datagram from the witness says the witness has not heard a writable primary for
-//!   `failover_after` either. It takes an epoch above any it or the witness knows.
+//!   snapshot and follows the feed: history id non-zero), (b) no TCP frame or heartbeat of
+//!   the primary has *arrived* for `failover_after`, and (c) a fresh datagram from the
+//!   witness says no heartbeat of a writable primary has arrived there for `failover_after`
+//!   either. It takes an epoch above any it or the witness knows.
 //! - F2. A primary fences itself (writes fail with a read-only error) when it has had no proof
 //!   of life from the standby or the witness for `fence_after`, which is shorter than the
 //!   standby's wait by at least three heartbeats: when F1 fires, the old primary is
@@ -27,12 +27,17 @@
 //!   promoted standby no longer follows us): a primary never resumes writes
 //!   because it hears the witness alone, which could be just after a promotion it has not heard
 //!   of yet. While writable it keeps the segment's write lease at `fence_after` past its last
-//!   proof of a peer, so if the daemon itself dies (or is starved of CPU) the workers' writes
-//!   stop by the same deadline.
-//! - F3. A primary that sees a writable primary of a higher epoch (directly, or through the
-//!   witness's announced epoch) fences itself at once; once it has seen that primary steadily
-//!   for `rejoin_after` (no flapping), it follows it as a standby, and the snapshot replaces
-//!   its content. Epochs only grow, so a node with an older epoch never overwrites a newer one
+//!   proof of a peer (when it sent a heartbeat the peer echoed, which restarted the peer's
+//!   wait in (b) or (c)), so if the daemon itself dies (or is starved of CPU) the workers'
+//!   writes stop by the same deadline, before any promotion: `config`, "Why fencing comes
+//!   first".
+//! - F3. A primary that sees a primary of a higher epoch (directly, writable or fenced, or a
+//!   writable one through the witness's announced epoch) fences itself at once; once it has
+//!   seen that primary steadily for `rejoin_after` (no flapping), it follows it as a standby,
+//!   and the snapshot replaces its content. A fenced newer primary counts too: it fenced
+//!   because it lost its peers, and it unfences only when a standby follows it, so two
+//!   fenced primaries each waiting for the other would take no writes ever again (seen when
+//!   the new primary's host was cut right after a failover). Epochs only grow, so a node with an older epoch never overwrites a newer one
 //!   (the standby side refuses a primary of a lower epoch).
 //!
 //! Without a witness there is no automatic promotion and no fencing (F3 still applies): the
@@ -234,6 +239,9 @@ pub struct Guard {
     fenced_by_me: bool,
     /// Since when a newer primary has been seen without a gap, and where.
     newer_since: Option<(Instant, String)>,
+    /// When the guard started: the lease's base until a peer proves itself (a just-promoted
+    /// node, whose lease starts at `fence_after` from here).
+    since: Instant,
 }
 
 /// What the guard decided this round.
@@ -248,7 +256,7 @@ impl Guard {
     /// one that was just promoted (it holds the newest epoch) does not. Without a witness
     /// there is no write lease (a leftover one is cleared).
     pub fn start(node: &Node, store: &Store, cold: bool) -> Guard {
-        let mut g = Guard { fenced_by_me: false, newer_since: None };
+        let mut g = Guard { fenced_by_me: false, newer_since: None, since: Instant::now() };
         store.set_write_lease(if node.has_witness() { Some(node.cfg.fence_after) } else { None });
         if cold && node.has_witness() && store.write_mode() == WriteMode::Writable {
             store.set_write_mode(WriteMode::Fenced);
@@ -276,15 +284,15 @@ impl Guard {
             history: store.history_id(),
             pos: store.feed_head(),
         });
-        // F3: a writable primary of a higher epoch, seen directly (its address is where to go).
+        // F3: a primary of a higher epoch, writable or fenced (module doc), seen directly (its
+        // address is where to go); the newest if there are several.
         let newer = node
             .beacon
             .peers()
             .into_iter()
             .filter_map(|p| p.alive_within(FRESH).map(|d| (p.serve_addr(), *d)))
-            .find(|(_, d)| {
-                d.announce.role == NodeRole::Primary && !d.announce.fenced && d.announce.epoch > epoch
-            });
+            .filter(|(_, d)| d.announce.role == NodeRole::Primary && d.announce.epoch > epoch)
+            .max_by_key(|(_, d)| d.announce.epoch);
         let witness = node.beacon.last_alive(NodeRole::Witness).filter(|(_, at)| at.elapsed() <= FRESH);
         let witness_knows_newer = witness.is_some_and(|(d, _)| d.announce.epoch > epoch);
         if newer.is_some() || witness_knows_newer {
@@ -320,12 +328,19 @@ impl Guard {
         // starved, the workers' writes stop at the same time as if it had fenced. (Renewing
         // it `fence_after` from *now* would let it outlive that proof by up to twice
         // `fence_after`, past the standby's promotion.)
+        //
+        // A proof counts here only if the peer's own clock restarted at or after it (config.rs,
+        // "Why fencing comes first"): the time we sent a datagram the standby echoed (the
+        // standby's F1 clock restarts at every primary datagram it receives), or one the
+        // witness echoed that said "writable primary" (the witness's clock counts only those).
+        // Not the standby's TCP acknowledgements (`last_ack`, used only to unfence): one can
+        // arrive long after the frame it answers, retransmitted after losses, while the
+        // standby's wait has been running since that frame.
         let standby = node.beacon.last_alive(NodeRole::Standby);
-        let heard = [standby.map(|(_, at)| at), witness.map(|(_, at)| at), last_ack]
-            .into_iter()
-            .flatten()
-            .max()
-            .unwrap_or(node.started);
+        let since = node.beacon.writable_since();
+        let witness_proof = witness.map(|(_, at)| at).filter(|at| since.is_some_and(|s| *at >= s));
+        let heard =
+            [standby.map(|(_, at)| at), witness_proof].into_iter().flatten().max().unwrap_or(self.since);
         let left = node.cfg.fence_after.saturating_sub(heard.elapsed());
         if left.is_zero() {
             self.fence(
@@ -393,7 +408,11 @@ pub fn failover_round(node: &Node, store: &Store, last_frame: Option<Instant>, s
         return false;
     }
     let after = node.cfg.failover_after;
-    let primary = node.beacon.last_alive(NodeRole::Primary).map(|(_, at)| at);
+    // The arrival of the primary's last datagram (fenced or not), not the echo proof: a
+    // datagram that reaches us late restarts this clock late, so every datagram of the
+    // primary's that we echo (its write lease rests on those) restarted it at or after it
+    // was sent (config.rs, "Why fencing comes first").
+    let primary = node.beacon.last_heard(NodeRole::Primary, |_| true);
     let heard = [primary, last_frame].into_iter().flatten().max().unwrap_or(since);
     if heard.elapsed() < after {
         return false;

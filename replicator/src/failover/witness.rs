@@ -26,25 +26,34 @@ pub fn run(a: WitnessArgs) -> CmdResult {
         .map_err(Failure::error)?;
     log::info(&format!("witness: heartbeats on {} (UDP), peers {:?}", beacon.local_addr(), cfg.peers));
     let mut was = (false, false);
+    // Before this process, a previous witness may have echoed the primary's heartbeats (the
+    // primary's lease rests on those): "no writable primary heard" counts from our start, never
+    // from "never", or a restarted witness would let the standby promote before that lease
+    // ends (config.rs, "Why fencing comes first").
+    let started = Instant::now();
     loop {
         std::thread::sleep(cfg.heartbeat);
         let mut primary: Option<Instant> = None;
         let mut standby: Option<Instant> = None;
         let mut epoch = 0;
         for p in beacon.peers() {
+            // When a writable primary's datagram arrived (not the echo proof): a late datagram
+            // restarts the clock late, so the primary's write lease, which rests on datagrams
+            // we echoed, always ends before this clock reaches failover_after (config.rs, "Why
+            // fencing comes first").
+            if let Some((_, at)) = p.heard.filter(|(d, _)| d.announce.writable()) {
+                primary = primary.max(Some(at));
+            }
             let Some((d, at)) = p.fresh else { continue };
             match d.announce.role {
-                NodeRole::Primary if !d.announce.fenced => {
-                    primary = primary.max(Some(at));
-                    if at.elapsed() <= FRESH {
-                        epoch = epoch.max(d.announce.epoch);
-                    }
+                NodeRole::Primary if !d.announce.fenced && at.elapsed() <= FRESH => {
+                    epoch = epoch.max(d.announce.epoch);
                 }
                 NodeRole::Standby => standby = standby.max(Some(at)),
                 _ => {}
             }
         }
-        beacon.set_view(age_ms(primary), age_ms(standby));
+        beacon.set_view(age_ms(primary.or(Some(started))), age_ms(standby));
         beacon.announce(Announce { epoch, ..announce });
         let now =
             (primary.is_some_and(|t| t.elapsed() <= FRESH), standby.is_some_and(|t| t.elapsed() <= FRESH));

@@ -10,9 +10,9 @@
 //! listen = "0.0.0.0:7480"         # TCP (when primary) and UDP heartbeats, same port
 //! key_file = "/etc/gardenstate/replication.key"
 //! witness = "10.0.0.3:7480"       # enables automatic failover and self-fencing
-//! heartbeat = "100ms"
-//! failover_after = "5s"
-//! fence_after = "3s"
+//! heartbeat = "50ms"
+//! failover_after = "600ms"
+//! fence_after = "400ms"
 //! rejoin_after = "10s"
 //! metrics = "127.0.0.1:9480"
 //! backlog = "64MiB"               # primary: frames kept for standbys that reconnect
@@ -37,12 +37,68 @@
 //! refused with the file's name and the key, before anything is bound or attached.
 //!
 //! Timing rule: a primary cut off from its standby and the witness must fence itself before
-//! the standby may promote itself, or two primaries would accept writes. The primary fences
-//! `fence_after` after its last proof that a peer was alive; the standby promotes
-//! `failover_after` after its last proof that the primary was alive, which can be up to one
-//! heartbeat period older, and both watchdogs look once per heartbeat period. So
+//! the standby may promote itself, or two primaries would accept writes. So
 //! `fence_after + 3 x heartbeat < failover_after` is required (checked on every node, which is
-//! why all nodes should share one file).
+//! why all nodes should share one file). Why that is enough, whatever stalls:
+//!
+//! ## Why fencing comes first
+//!
+//! Three clocks, each on one host, each CLOCK_MONOTONIC (`Instant`, and `os::now_ms` for the
+//! lease in the segment), compared only through durations measured on one host:
+//!
+//! - **The primary's write lease** (`H_WRITE_LEASE`, engine `replica.rs`). Every worker
+//!   checks it before a write: past it, `ReadOnly`. The guard (`node::Guard::round`, every
+//!   heartbeat) sets it to `h + fence_after`, where `h` is the newest time *we sent* a
+//!   heartbeat that a peer then echoed: the standby (any of ours), or the witness (only one
+//!   sent after we started announcing "writable primary", `Beacon::writable_since`). Not a TCP
+//!   acknowledgement (over a link cut one way they go on arriving while the standby hears
+//!   nothing). A just-promoted node has `fence_after` from its promotion until a peer echoes it.
+//! - **The standby's silence clock** (`node::failover_round`): restarted at the *arrival* of
+//!   every primary heartbeat (`Beacon::last_heard`) and TCP frame; it promotes only once
+//!   this clock reads `failover_after` ...
+//! - **... and the witness's** (`witness`): restarted at the arrival of every heartbeat
+//!   announcing a writable primary, and started at the witness's own start (a restarted
+//!   witness cannot know what its previous process echoed); the standby also needs a fresh
+//!   witness datagram whose age reads `failover_after` (computed before it was sent, so it can
+//!   only under-read).
+//!
+//! A peer that echoed our heartbeat sent at `h` received it at some real time `r >= h`, and its
+//! clock restarted then (for the witness: that heartbeat said "writable", by the filter). So
+//! the standby cannot promote before `r + failover_after >= h + failover_after`, while our
+//! workers stop at `h + fence_after`. That holds:
+//! - *whatever the network does*: delay, loss, reordering, duplication and one-way cuts make
+//!   arrivals later or echoes rarer, which only restarts peers' clocks later or shortens our
+//!   lease; a forged datagram fails the MAC, a replayed one is dropped by its sequence number
+//!   (and if it were not, it would only delay a failover);
+//! - *whatever stalls*: the lease is in the segment and workers check it themselves, so a
+//!   primary daemon stalled (or killed) between two rounds cannot stretch it; a stalled
+//!   standby or witness only promotes later. A worker stalled between its lease check and its
+//!   publish can land one write after the lease: that write is never acknowledged by a standby
+//!   that promoted itself, so `wait_replicated` never reports it safe (it is not a waited write);
+//! - *within clock bounds*: the margin `failover_after - fence_after` (at least three
+//!   heartbeats) absorbs the lease's millisecond rounding (1 ms) and the rate difference of two
+//!   hosts' monotonic clocks (NTP slews at most 500 ppm: 0.3 ms over 600 ms). A host that is
+//!   *suspended* (its CLOCK_MONOTONIC stops while the others' run) is outside this argument:
+//!   do not suspend a primary's host (a VM paused by its hypervisor keeps its clock running).
+//!
+//! ## The defaults
+//!
+//! `heartbeat` 50 ms, `fence_after` 400 ms, `failover_after` 600 ms (`rejoin_after` 10 s):
+//! - a primary's host lost: the standby serves writes after `failover_after` plus at most
+//!   about three heartbeats (the witness's round, its datagram, the standby's round): ~0.7 s;
+//! - a partition: the old primary stops at `fence_after` after its last echoed heartbeat and
+//!   the standby promotes `failover_after` after its last arrival plus the same rounds: no host
+//!   takes writes for about `failover_after - fence_after` + 1-3 heartbeats, ~0.3 s;
+//! - no false fence on a bad link: a proof reaches the primary every heartbeat plus a round
+//!   trip; with a 50 ms one-way delay that is ~150 ms old, so fencing needs about five
+//!   heartbeats in a row lost (or echoes lost) on *both* the standby's and the witness's path;
+//!   a false failover needs twelve in a row lost from the primary to both the standby and
+//!   the witness. On a link of worse delay or loss raise all three in proportion.
+//! - under CPU starvation each daemon thread must run once per heartbeat-ish; a stall of
+//!   `fence_after - round trip` fences (safe: writes stop), never more.
+//!
+//! Measured on three network-namespace hosts (`replicator/tests/three_hosts.rs`): README.md
+//! "Heartbeats, the witness, and automatic failover".
 
 use crate::commands::cli::DaemonArgs;
 use crate::commands::units::{parse_duration, parse_size};
@@ -52,9 +108,11 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(100);
-pub const DEFAULT_FAILOVER_AFTER: Duration = Duration::from_secs(5);
-pub const DEFAULT_FENCE_AFTER: Duration = Duration::from_secs(3);
+/// The timing defaults: why they are safe and what they give, module doc ("Why fencing comes
+/// first", "The defaults").
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(50);
+pub const DEFAULT_FAILOVER_AFTER: Duration = Duration::from_millis(600);
+pub const DEFAULT_FENCE_AFTER: Duration = Duration::from_millis(400);
 pub const DEFAULT_REJOIN_AFTER: Duration = Duration::from_secs(10);
 pub const DEFAULT_BACKLOG: u64 = 64 << 20;
 pub const DEFAULT_TLS_WARN_DAYS: u32 = 14;
@@ -253,6 +311,24 @@ mod tests {
         let p = d.0.join("gardenstate.toml");
         std::fs::write(&p, text.replace("KEY", &d.0.join("key").display().to_string())).unwrap();
         p
+    }
+
+    /// Issue 17 item 1: failover under 1 s and a no-writable-host window under 0.5 s, by the
+    /// bounds of the module doc ("The defaults"): the standby promotes at most about three
+    /// heartbeats after `failover_after`, and the old primary's lease ends `fence_after` after
+    /// a proof that is itself at most a heartbeat and a round trip old. (5 s and 3 s before.)
+    #[test]
+    fn the_default_timings_fail_over_within_a_second_and_fence_first() {
+        let (hb, fence, failover) = (DEFAULT_HEARTBEAT, DEFAULT_FENCE_AFTER, DEFAULT_FAILOVER_AFTER);
+        assert!(fence + 3 * hb < failover, "the timing rule");
+        assert!(failover + 3 * hb < Duration::from_secs(1), "failover {failover:?} + 3 heartbeats of {hb:?}");
+        assert!(failover - fence + 3 * hb < Duration::from_millis(500), "the window with no writable host");
+        // A default configuration passes every node's check.
+        let d = dir("defaults");
+        let file = write(&d, "segment = \"s\"\nkey_file = \"KEY\"\nlisten = \"h:1\"\nwitness = \"w:1\"\n");
+        let args = DaemonArgs { config: Some(file), ..Default::default() };
+        let c = resolve(DaemonKind::Primary, RoleFlags::default(), args).unwrap();
+        assert_eq!((c.heartbeat, c.fence_after, c.failover_after), (hb, fence, failover));
     }
 
     #[test]

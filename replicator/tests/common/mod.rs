@@ -83,15 +83,16 @@ impl Daemon {
 
     /// [`Daemon::start`] with extra environment variables.
     pub fn start_with_env(dir: &Scratch, tag: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let log = dir.0.join(format!("{tag}.log"));
-        let child = Command::new(BIN)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start gardenstate");
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).envs(env.iter().copied());
+        Daemon::run(cmd, dir.0.join(format!("{tag}.log")))
+    }
+
+    /// Runs `cmd` (the binary, or a wrapper that execs it) with its stderr to `log`.
+    pub fn run(mut cmd: Command, log: PathBuf) -> Daemon {
+        let stderr = std::fs::File::create(&log).unwrap();
+        let child =
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr).spawn().expect("start gardenstate");
         Daemon { child: Some(child), log }
     }
     pub fn primary(dir: &Scratch, seg: &Seg, port: u16, key: &std::path::Path) -> Daemon {
