@@ -122,3 +122,64 @@ fn a_drifting_mix_still_fills_the_heap() {
     );
     common::assert_healthy(&st);
 }
+
+/// A thread parked inside an operation while others churn through sizes (issue 13 item 4):
+/// no write may fail `Full` while the segment has room. Pages retired while the operation
+/// was parked used to wait for it to end (a grace period over every operation in flight), so
+/// a third size found only retired pages and failed after its retries; now a parked
+/// operation holds back at most the pages its journal names (heap.rs "Page reuse").
+/// Parked after its view, inside a take (its journal naming the block), and before its
+/// publishing CAS. Each phase stores 35% of the heap in one size, then deletes the phase
+/// before it, so four sizes need every page twice over.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_parked_operation_does_not_hold_back_page_reuse() {
+    use gardenstate::pause_at_failpoint;
+    let o = Options { capacity_bytes: 4 << 20, max_entries: 1 << 15, max_value: 4096, ..Options::default() };
+    for at in ["update.after_view", "heap.take_after_journal", "update.before_publish"] {
+        let s = Seg::new(&format!("mix-parked-{}", at.replace('.', "-")));
+        let st = Store::create(&s.name, &o).unwrap();
+        st.set(b"parked", &[1; 500], Expiry::Never).unwrap();
+        let go = std::sync::Barrier::new(2);
+        std::thread::scope(|scope| {
+            let parked = scope.spawn(|| {
+                go.wait();
+                st.set(b"parked", &[2; 900], Expiry::Never)
+            });
+            let pause = Release(pause_at_failpoint(at, 1, Some(parked.thread().id())));
+            go.wait();
+            pause.0.wait_reached();
+            let mut before: Option<(String, u64)> = None;
+            for (phase, len) in [200usize, 700, 1500, 3000, 300, 2000].into_iter().enumerate() {
+                let tag = format!("p{phase}-");
+                let keys = o.capacity_bytes * 35 / 100 / (len as u64 + 100);
+                for i in 0..keys {
+                    if let Err(e) = st.set(&key(&tag, i), &vec![3; len], Expiry::Never) {
+                        panic!("parked at {at}: phase {phase} ({len} B), key {i} of {keys}: {e:?}");
+                    }
+                }
+                if let Some((tag, n)) = before.replace((tag, keys)) {
+                    for i in 0..n {
+                        assert!(st.delete(&key(&tag, i)).unwrap());
+                    }
+                }
+            }
+            drop(pause);
+            parked.join().unwrap().unwrap();
+        });
+        assert_eq!(st.get(b"parked").unwrap().unwrap().value, vec![2; 900]);
+        common::assert_healthy(&st);
+    }
+}
+
+/// Releases a parked thread when dropped, also when the test fails while it is parked (the
+/// parked thread holds the pause too, so the pause's own drop would come only after it).
+#[cfg(feature = "failpoints")]
+struct Release(std::sync::Arc<gardenstate::FailpointPause>);
+
+#[cfg(feature = "failpoints")]
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
