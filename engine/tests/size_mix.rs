@@ -4,7 +4,9 @@
 //! Each failed on the heap whose pages kept their size class for the life of the segment
 //! (12,740 of 58,240 values stored after the deleted mix; an overwrite failing at 17,868 of
 //! 34,944; `Full` in phase 6 of the drift): empty pages now return to a common pool (heap.rs
-//! "Page reuse").
+//! "Page reuse"). Also here: an operation parked inside a write while other threads churn
+//! sizes (it held back every page retired after it began), and pages changing class under
+//! concurrent takes, touches and reads.
 
 mod common;
 
@@ -182,4 +184,74 @@ impl Drop for Release {
     fn drop(&mut self) {
         self.0.release();
     }
+}
+
+/// The value `key` holds in the concurrent churn: every byte derived from the key.
+fn churn_value(key: &[u8], len: usize) -> Vec<u8> {
+    let seed = key.iter().fold(17u8, |a, &b| a.wrapping_mul(31).wrapping_add(b));
+    (0..len).map(|i| seed.wrapping_add(i as u8)).collect()
+}
+
+/// Pages change class under concurrent takes, touches and reads (heap.rs "Page reuse": the
+/// journals are the hazards of reuse, a take re-reads the page word, `touch` journals its
+/// view): two writers churn through sizes in phases (each stores 15% of the heap in one size,
+/// then deletes its phase before), so pages are retired and reused all along, while a third
+/// thread touches (a CAS of `R_EXPIRES` in place) and reads back 64 keys whose records sit
+/// among them. No write fails, no read sees a byte of another record, `check` stays clean.
+#[test]
+fn pages_change_class_under_concurrent_takes_touches_and_reads() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let o = Options { capacity_bytes: 2 << 20, max_entries: 1 << 14, max_value: 4096, ..Options::default() };
+    let s = Seg::new("mix-concurrent");
+    let st = Store::create(&s.name, &o).unwrap();
+    let sliding = Expiry::Sliding(Duration::from_secs(3600));
+    let held: Vec<Vec<u8>> = (0..64).map(|i| key("held", i)).collect();
+    for k in &held {
+        st.set(k, &churn_value(k, 300 + k.len()), sliding).unwrap();
+    }
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let writers: Vec<_> = [[200usize, 1500, 700, 3000, 400], [3000, 300, 2000, 900, 150]]
+            .into_iter()
+            .enumerate()
+            .map(|(w, sizes)| {
+                let st = &st;
+                scope.spawn(move || {
+                    let mut before: Option<(String, u64)> = None;
+                    for (phase, len) in sizes.into_iter().enumerate() {
+                        let tag = format!("w{w}p{phase}-");
+                        let keys = o.capacity_bytes * 15 / 100 / (len as u64 + 100);
+                        for i in 0..keys {
+                            let k = key(&tag, i);
+                            if let Err(e) = st.set(&k, &churn_value(&k, len), Expiry::Never) {
+                                panic!("writer {w}, phase {phase} ({len} B), key {i} of {keys}: {e:?}");
+                            }
+                        }
+                        if let Some((tag, n)) = before.replace((tag, keys)) {
+                            for i in 0..n {
+                                assert!(st.delete(&key(&tag, i)).unwrap());
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        scope.spawn(|| {
+            let mut rounds = 0u64;
+            while !done.load(Ordering::Relaxed) || rounds == 0 {
+                for k in &held {
+                    assert!(st.touch(k, sliding).unwrap(), "a held key went away");
+                    let v = st.get(k).unwrap().expect("a held key went away").value;
+                    assert_eq!(v, churn_value(k, 300 + k.len()), "a read saw another record's bytes");
+                }
+                rounds += 1;
+            }
+        });
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+    });
+    common::assert_healthy(&st);
 }
