@@ -49,7 +49,8 @@
 //!   longer referenced by its index slot, the displaced record is freed; if already FREE, a
 //!   stale bitmap bit is cleared (heap.rs H2). While set, `C_J_OLD` also holds its block below
 //!   the block's next guarded generation (heap.rs H5: the allocator's guard scans every
-//!   client's `C_J_OLD`, whatever the client's state), so it must be cleared, by the writer or
+//!   client's `C_J_OLD`, whatever the client's state), and both journals hold their blocks'
+//!   pages back from reuse (heap.rs "Page reuse"), so they must be cleared, by the writer or
 //!   by this reclaim, once the operation is over.
 //! - a page it was retiring or initializing is rolled back (heap.rs "Page reuse": an
 //!   initialization goes back to RETIRED above the generation bound in its `C_PAGE_GEN`);
