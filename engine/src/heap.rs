@@ -135,7 +135,10 @@
 //!   reader in a reused page retries; its lengths are bounds-checked against the heap, not the
 //!   block, before use.
 //! - A pass that saw a page not ACTIVE (retired, retiring, initializing) leaves no failed-pass
-//!   memo, and the memo also keeps the heap epoch: a retirement ends it.
+//!   memo, and the memo also keeps the heap epoch: a retirement ends it. So while a stalled
+//!   client's journal holds a RETIRED page, a failing allocation is not O(1): it passes over
+//!   the page table and scans the client table once per RETIRED page (it could not tell when
+//!   the journal clears otherwise).
 //!
 //! What reuse does not remove: a page stays in its class while one block of it is in use, so
 //! a few long-lived records of many classes can each hold a page (`page_size` is the largest
