@@ -11,7 +11,7 @@
 //! Slot words: `C_OWNER = [state:2 | pid:22 | start:40]`: who holds the slot, the pid and the
 //! low 40 bits of its process start time (os.rs `START_MASK`), so a reused pid is not mistaken
 //! for the owner; the journal (`C_J_NEW`, `C_J_OLD`, `C_J_OLD_STATE`: the blocks an operation in
-//! flight is taking or giving up, heap.rs H3), `C_RECENT_FREE`, `C_WRITING`, `C_EPOCH` (heap.rs
+//! flight is taking or giving up, heap.rs H3), `C_RECENT_FREE`, `C_WRITING`, `C_PAGE_GEN` (heap.rs
 //! "Page reuse"), `C_FEED` (the feed position it reserved and has not written yet, feed.rs
 //! F1), and counters (stats.rs) on the following lines.
 //! The counters stay with the slot whoever holds it next (`stats::sum` adds up every slot).
@@ -49,10 +49,12 @@
 //!   longer referenced by its index slot, the displaced record is freed; if already FREE, a
 //!   stale bitmap bit is cleared (heap.rs H2). While set, `C_J_OLD` also holds its block below
 //!   the block's next guarded generation (heap.rs H5: the allocator's guard scans every
-//!   client's `C_J_OLD`, whatever the client's state), so it must be cleared, by the writer or
+//!   client's `C_J_OLD`, whatever the client's state), and both journals hold their blocks'
+//!   pages back from reuse (heap.rs "Page reuse"), so they must be cleared, by the writer or
 //!   by this reclaim, once the operation is over.
-//! - a page it was retiring or initializing is rolled back (heap.rs "Page reuse"), and its
-//!   `C_EPOCH` cleared (its operation is over);
+//! - a page it was retiring or initializing is rolled back (heap.rs "Page reuse": an
+//!   initialization goes back to RETIRED above the generation bound in its `C_PAGE_GEN`);
+//!   its journals, cleared last, no longer hold back the reuse of the pages they name;
 //! - the slot becomes FREE (C1).
 //!
 //! A thread that unwinds out of an operation (a panic) leaves its slot as a kill would and
@@ -78,9 +80,10 @@ pub const C_RECENT_FREE: usize = 4;
 /// 1 while the client is inside a write that passed (or is about to pass) the write-mode
 /// check; see `Store::drain_writers` for the handshake (W1).
 pub const C_WRITING: usize = 5;
-/// 0 between operations; during one, the heap epoch it entered at + 1 (heap.rs "Page
-/// reuse": a page retired at that epoch or later is not reused until it is 0 again).
-pub const C_EPOCH: usize = 6;
+/// The generation bound of the page this client is making a page of another class (heap.rs
+/// "Page reuse"), stored before its CAS to INIT: a reclaimer retires a page a dead client
+/// left INIT above it.
+pub const C_PAGE_GEN: usize = 6;
 /// The change-feed position this client reserved and has not written the entry of, + 1 (0 =
 /// none): its claim (feed.rs F1). Stored before the CAS of the feed head, cleared after the
 /// entry; a claim left by a CAS that lost names a position someone else took (harmless).
@@ -310,12 +313,9 @@ impl Segment {
         let base = self.client_base(idx);
         self.recover_journal(idx);
         self.recover_page_work(idx);
-        for w in [C_J_NEW, C_J_OLD, C_WRITING, C_FEED] {
+        for w in [C_J_NEW, C_J_OLD, C_WRITING, C_FEED, C_PAGE_GEN] {
             self.mem.w(base + w).store(0, Ordering::Relaxed);
         }
-        // Its operation is over, its journal settled: pages retired since it began may be
-        // reused (heap.rs "Page reuse").
-        self.mem.w(base + C_EPOCH).store(0, Ordering::SeqCst);
         self.mem.w(base + C_OWNER).compare_exchange(held, FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 

@@ -75,51 +75,79 @@
 //! two looks.
 //!
 //! Page reuse (issue 13 item 4): an empty page of one class serves any other. Page words and
-//! states are in layout::page; the heap epoch is `H_HEAP_EPOCH`; each client's `C_EPOCH` is
-//! 0 between operations and the epoch its operation entered at + 1 during one (`enter_op`,
-//! around every operation that may write to the heap, in `Store::with_client`: store it,
-//! re-read the epoch, again until unchanged, all SeqCst). Pure reads write nothing and
-//! validate against the index slot, so they do not announce; a sliding read's `extend`
-//! announces, then checks the slot still holds its record before its `R_EXPIRES` CAS.
+//! states are in layout::page. Retirement marks an empty page's blocks so no allocator takes
+//! them; reuse rewrites the page for another class, after which an offset into it may be the
+//! middle of another record. So reuse must wait for every client that may still write into
+//! the page from what it read before (a class, a block offset): an allocator between reading
+//! the page's class and its take's CAS, a `touch` or sliding read between its view and its
+//! CAS of `R_EXPIRES`, a reclaimer freeing what a dead client's journal names. Each of these
+//! names the block in its journal (`C_J_NEW`, `C_J_OLD`) before that write, and the journals
+//! are the hazard pointers reuse looks at: a page is reused once no journal names it, and a
+//! stalled (or dead, not yet reclaimed) client holds back only the pages its two journal
+//! words name, never the others. (This replaced a grace period over all operations in
+//! flight: an operation stalled anywhere held back every page retired after it began, and
+//! writes failed `Full` with most of the heap retired and waiting.)
 //! - Retire: an allocator whose class has no room, meeting in its claiming pass an ACTIVE
 //!   page of another class whose bitmap is all clear, CASes it to RETIRING (naming itself),
-//!   CASes every block FREE -> RETIRED (kind 2: no allocator takes it), then takes a new epoch
-//!   e (fetch_add, SeqCst) and CASes the page to RETIRED(e). A block found OWNED (a bit
-//!   pending, H2, or an allocator that won the race) rolls it all back: RETIRED blocks to
-//!   FREE, the page to ACTIVE. Retirement is lazy, only under demand, so pages do not churn
-//!   between classes while each class has room (and a preempted operation rarely holds back
-//!   anything).
-//! - Reuse: a RETIRED(e) page is reusable once every `C_EPOCH` is 0 or above e + 1: every
-//!   operation that could hold a stale view of the page (a class, a block offset, a record
-//!   read before the page emptied) entered before the epoch moved past e and has ended. The
-//!   reuser CASes RETIRED(e) -> INIT (naming itself), clears the bitmap, writes a FREE state
-//!   word at every block start of the new class, and CASes INIT -> ACTIVE (release). Without
-//!   the grace period a stalled allocator's CAS, a stalled `touch`'s CAS of `R_EXPIRES`, or a
-//!   reclaimer's journaled free could hit what is now the middle of another record.
-//! - An operation that cannot allocate while a RETIRED page waits only for operations in
-//!   flight (`retired_pending`, possibly itself, if it retired the page) renews its own
-//!   announcement at the top of its write loop, where it holds nothing in the heap it does not
-//!   re-read (blocks it owns are never retired), and tries again, 16 times at most
-//!   (`Store::mutate_with`).
+//!   CASes every block FREE -> RETIRED (kind 2: no allocator takes it), bumps `H_HEAP_EPOCH`
+//!   (ending the failed-pass memos) and CASes the page to RETIRED(bound), `bound` being above
+//!   every block's generation. A block found OWNED (a bit pending, H2, or an allocator that
+//!   won the race) rolls it all back: RETIRED blocks to FREE, the page to ACTIVE. Retirement
+//!   is lazy, only under demand, so pages do not churn between classes while each class has
+//!   room.
+//! - Reuse (`reuse_page`, right after the retirement in the same pass, or by any later
+//!   allocator): store the bound in its own `C_PAGE_GEN`, CAS RETIRED -> INIT (naming itself,
+//!   SeqCst), SeqCst fence, load every client's journals (SeqCst). If one names an offset in
+//!   the page, CAS back to RETIRED and use another page. Otherwise clear the bitmap, write a
+//!   FREE state word at the bound at every block start of the new class, and CAS INIT ->
+//!   ACTIVE (release).
+//! - P1 (the hazard): a take stores its `C_J_NEW` (SeqCst), then loads the page word (SeqCst)
+//!   and gives up unless it is still ACTIVE in the take's class; only then does it CAS the
+//!   state word. All four accesses are SeqCst, so either the take's load sees INIT (or later:
+//!   it gives up) or the reuser's scan sees the journal (no reuse while it stands). A page
+//!   word back at the same class after a whole retire-and-reuse is harmless: the block
+//!   offsets of a class are fixed, and the take's CAS expects the state word it read before,
+//!   whose generation the reuse left behind (P2). A failed take clears its journal, and a
+//!   writer clears it when it frees a block it held, so a client names only what it holds or
+//!   is about to take. `extend` stores `C_J_OLD` and re-reads the viewed state word after a
+//!   SeqCst fence (`journal_view`): seeing it unchanged puts its load before the block's
+//!   free, which comes before the retirement and the reuser's fence, so the reuser's scan
+//!   sees the journal; it clears the journal after its CAS. A reclaimer's frees are of blocks
+//!   a dead client's journal names, and those journals are cleared only after it.
+//! - P2 (generations never repeat at an offset): the bound is above every generation the
+//!   page's blocks had, and each of those is at least the bound of the page's previous
+//!   incarnation, so a state word seen at an offset never comes back there. A stale state
+//!   word (a reader's seqlock check, `journal_view`'s re-check, a CAS from a word read before
+//!   the reuse) never matches a block of a later incarnation.
 //! - Kill at any instruction: a client killed while RETIRING or INIT is reclaimed like any
 //!   dead client (clients.rs), and `recover_page_work` rolls its page back (RETIRING: its
-//!   RETIRED blocks FREE, the page ACTIVE; INIT: RETIRED again at a new epoch); its `C_EPOCH`
-//!   is cleared after its journal is recovered. Stall at any instruction: a stalled retirer or
-//!   initializer keeps one page out of use until it resumes; a stalled operation delays the
-//!   reuse of pages retired after it began (never of pages retired before), and a failing
-//!   allocation then returns `Full` after its bounded retries; nothing is ever corrupted.
-//! - Readers never write and validate against the index slot (record.rs), which moved on
-//!   before any block of a retired page was freed, so a reader in a reused page retries; its
-//!   lengths are bounds-checked against the heap, not the block, before use.
+//!   RETIRED blocks FREE, the page ACTIVE; INIT: RETIRED again at its `C_PAGE_GEN` + 2, above
+//!   the FREE words it may have written); its journals, cleared at the end of its reclaim,
+//!   hold back the pages they name until then (an allocation that fails while a RETIRED page
+//!   waits reclaims dead clients first, `Store::alloc`).
+//! - Stall at any instruction: a stalled retirer or initializer keeps one page out of use
+//!   until it resumes; any other stalled operation keeps at most the two pages its journals
+//!   name, one of them a block it holds (never retired anyway); nothing is ever corrupted.
+//!   The heap a stalled client can hold back is thus at most `2 x page_size` (three pages
+//!   while retiring or initializing one), whatever other clients do meanwhile.
+//! - Readers never write and validate against the index slot and the state word (record.rs),
+//!   which moved on before any block of a retired page was freed and never repeat (P2), so a
+//!   reader in a reused page retries; its lengths are bounds-checked against the heap, not the
+//!   block, before use.
 //! - A pass that saw a page not ACTIVE (retired, retiring, initializing) leaves no failed-pass
-//!   memo, and the memo also keeps the heap epoch: a retirement ends it.
+//!   memo, and the memo also keeps the heap epoch: a retirement ends it. So while a stalled
+//!   client's journal holds a RETIRED page, a failing allocation is not O(1): it passes over
+//!   the page table and scans the client table once per RETIRED page (it could not tell when
+//!   the journal clears otherwise).
 //!
 //! What reuse does not remove: a page stays in its class while one block of it is in use, so
 //! a few long-lived records of many classes can each hold a page (`page_size` is the largest
-//! record rounded up to a power of two, 2 MiB with the defaults: 32 pages in 64 MiB).
+//! record rounded up to a power of two, 2 MiB with the defaults: 32 pages in 64 MiB). Moving
+//! such stragglers to denser pages (a copy-on-write rewrite) and smaller pages with runs for
+//! the largest records are the open remainder of issue 13 item 4.
 //! Internal waste is under 1/8 of a block (8 classes per power of two) plus the page tail.
 
-use crate::clients::{C_EPOCH, C_J_NEW, C_J_OLD, C_J_OLD_STATE};
+use crate::clients::{C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_PAGE_GEN};
 use crate::error::{Error, FullKind, Result};
 use crate::failpoint::failpoint;
 use crate::layout::{self, H_CLASS_HINT, H_HEAP_EPOCH, block, class_size, page};
@@ -151,30 +179,6 @@ mod hint {
     }
     pub const fn page(w: u64) -> u64 {
         w & ((1 << PAGE_BITS) - 1)
-    }
-}
-
-/// An operation announced to page reuse (`Segment::enter_op`); ends it when dropped, also
-/// when the operation unwinds.
-pub(crate) struct InOp<'a>(Option<&'a crate::sync::AtomicU64>);
-
-impl InOp<'_> {
-    /// Whether this guard made the announcement (not an inner operation of an outer one).
-    pub(crate) fn owns(&self) -> bool {
-        self.0.is_some()
-    }
-}
-
-impl Drop for InOp<'_> {
-    fn drop(&mut self) {
-        // Unwinding, the slot's recovery clears it once it has settled the journal, as for a
-        // killed client (clients.rs `abandon_client`): not before, or a page could be reused
-        // under a journaled block the recovery is about to free.
-        if let Some(w) = self.0
-            && !std::thread::panicking()
-        {
-            w.store(0, Ordering::Release);
-        }
     }
 }
 
@@ -254,8 +258,6 @@ impl Segment {
         }
         // Every page a pass met was ACTIVE (no retirement pending or in flight).
         let mut all_active = true;
-        // The oldest epoch an operation in flight entered at (computed once, when needed).
-        let mut oldest: Option<u64> = None;
         let hint = hint::page(hw) % n;
         let memo = &self.full_scan_memo[class];
         // After a full scan found no room, only the hint page is looked at before claiming
@@ -268,22 +270,21 @@ impl Segment {
                 let page = (hint + i) % n;
                 let c = self.page_class(page);
                 if claim {
+                    let mut c = c;
                     if c == 0 {
                         let cw = self.mem.w(self.g.pages_off + page as usize);
                         let _ = cw.compare_exchange(0, class as u64 + 1, Ordering::AcqRel, Ordering::Acquire);
-                    } else if page::state(c) == page::RETIRED {
-                        all_active = false;
-                        let oldest = *oldest.get_or_insert_with(|| self.oldest_epoch_in_flight());
-                        if page::epoch(c) < oldest {
-                            self.reuse_page(me, page, c, class);
-                        }
-                    } else if page::state(c) != page::ACTIVE {
-                        all_active = false;
-                    } else if c != class as u64 + 1 && self.page_empty(page) {
-                        // An empty page of another class: retire it, reusable after the
-                        // grace period (which this operation's own announcement is part of:
-                        // `Store::mutate_with` renews it and comes back).
+                    } else if page::state(c) == page::ACTIVE && c != class as u64 + 1 && self.page_empty(page)
+                    {
+                        // An empty page of another class: retire it, then reuse it at once
+                        // unless a journal names it.
                         self.retire_page(me, page);
+                        c = self.page_class(page);
+                    }
+                    if page::state(c) == page::RETIRED {
+                        self.reuse_page(me, page, c, class);
+                    }
+                    if page::state(self.page_class(page)) != page::ACTIVE {
                         all_active = false;
                     }
                 }
@@ -371,9 +372,21 @@ impl Segment {
         let journal = self.mem.w(self.client_base(me) + C_J_NEW);
         let owned = block::pack(block::OWNED, me as u16, block::generation(st) + 1);
         let guarded = block::guarded(block::generation(owned));
-        journal.store((off + 1) | if guarded { J_NEW_GUARDING } else { 0 }, Ordering::Relaxed);
+        // The journal is also the page's hazard ("Page reuse"): SeqCst with the re-read of the
+        // page word, pairing with the reuser's INIT CAS and journal scan. Either the page is
+        // still ACTIVE in this class here (and no reuser's scan can miss the journal), or the
+        // take gives up: the offset may be the middle of another class's record by now.
+        journal.store((off + 1) | if guarded { J_NEW_GUARDING } else { 0 }, Ordering::SeqCst);
+        if self.mem.w(self.g.pages_off + pos.page as usize).load(Ordering::SeqCst) != pos.class as u64 + 1 {
+            journal.store(0, Ordering::Relaxed);
+            return None;
+        }
         failpoint!("heap.take_after_journal");
-        sw.compare_exchange(st, owned, Ordering::AcqRel, Ordering::Acquire).ok()?;
+        if sw.compare_exchange(st, owned, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            // Nothing taken: drop the hazard, so it holds back no page this client left.
+            journal.store(0, Ordering::Relaxed);
+            return None;
+        }
         if guarded {
             // H5: the SeqCst fence pairs with the one a writer issues between journaling the
             // block it viewed (`C_J_OLD`) and re-reading its state word
@@ -492,6 +505,9 @@ impl Segment {
             return;
         }
         let blocks = self.g.page_size / class_size(class);
+        // Above every generation of the page's blocks (each at least the bound the page was
+        // last reused at): the page's next incarnation starts there.
+        let mut bound = 0;
         let mut index = 0;
         while index < blocks {
             let sw = self.state_word(page, class, index);
@@ -502,16 +518,16 @@ impl Segment {
                     if sw.compare_exchange(st, retired, Ordering::AcqRel, Ordering::Acquire).is_err() {
                         continue; // taken or changed meanwhile: look again
                     }
+                    bound = bound.max(block::generation(retired) + 1);
                 }
-                block::RETIRED => {}
+                block::RETIRED => bound = bound.max(block::generation(st) + 1),
                 _ => return self.unretire(page, retiring), // in use: the page stays
             }
             index += 1;
         }
-        // SeqCst, with the operations' announcements (`enter_op`): an operation that sees
-        // this epoch or a later one also sees the page RETIRING or later.
-        let e = self.mem.w(H_HEAP_EPOCH).fetch_add(1, Ordering::SeqCst);
-        let _ = cw.compare_exchange(retiring, page::retired(e), Ordering::AcqRel, Ordering::Relaxed);
+        // The failed-pass memos keep this count: a retirement ends them.
+        self.mem.w(H_HEAP_EPOCH).fetch_add(1, Ordering::AcqRel);
+        let _ = cw.compare_exchange(retiring, page::retired(bound), Ordering::AcqRel, Ordering::Relaxed);
     }
 
     /// Rolls back the retirement `retiring` (a RETIRING page word) of `page`: every RETIRED
@@ -533,19 +549,50 @@ impl Segment {
 
     /// Makes the RETIRED page `page` (word `retired`) a page of `class` for client `me`:
     /// INIT, bitmap cleared and every block's state word FREE, then ACTIVE (release).
+    /// Makes the RETIRED page `page` (word `retired`) a page of `class` for client `me`
+    /// unless a client's journal names a block in it: INIT, the hazard scan, then the bitmap
+    /// cleared and every block's state word FREE at the page's generation bound, then ACTIVE
+    /// (release). A journal naming the page puts it back to RETIRED, untouched.
     fn reuse_page(&self, me: usize, page: u64, retired: u64, class: usize) {
         let cw = self.mem.w(self.g.pages_off + page as usize);
         let init = page::owned(page::INIT, me, class);
-        if cw.compare_exchange(retired, init, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        let bound = page::bound(retired);
+        // For the reclaimer of this client, should it die while the page is INIT.
+        self.mem.w(self.client_base(me) + C_PAGE_GEN).store(bound, Ordering::Relaxed);
+        if cw.compare_exchange(retired, init, Ordering::SeqCst, Ordering::Relaxed).is_err() {
+            return;
+        }
+        // Pairs with the SeqCst journal store and page-word load of a take, and with the fence
+        // of `journal_view`: a client that can still write into the page is seen here.
+        fence(Ordering::SeqCst);
+        if self.page_in_a_journal(page) {
+            let _ = cw.compare_exchange(init, retired, Ordering::AcqRel, Ordering::Relaxed);
             return;
         }
         for wi in 0..self.g.bitmap_words as u64 {
             self.mem.w(self.bitmap_word(page, wi * 64)).store(0, Ordering::Relaxed);
         }
         for index in 0..self.g.page_size / class_size(class) {
-            self.state_word(page, class, index).store(block::pack(block::FREE, 0, 0), Ordering::Relaxed);
+            self.state_word(page, class, index).store(block::pack(block::FREE, 0, bound), Ordering::Relaxed);
         }
         let _ = cw.compare_exchange(init, class as u64 + 1, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// Whether some page is RETIRED: after an allocation failed, one a journal names.
+    pub(crate) fn has_retired_page(&self) -> bool {
+        (0..self.g.n_pages).any(|p| page::state(self.page_class(p)) == page::RETIRED)
+    }
+
+    /// Does any client's journal (`C_J_NEW`, `C_J_OLD`) name an offset in `page`? Whatever
+    /// the client's state: a dead client's journal stands until its reclaim settles it.
+    fn page_in_a_journal(&self, page: u64) -> bool {
+        let pw = self.g.page_words();
+        (0..self.g.max_clients as usize).any(|idx| {
+            let base = self.client_base(idx);
+            let new = journaled_new(self.mem.w(base + C_J_NEW).load(Ordering::SeqCst));
+            let old = self.mem.w(base + C_J_OLD).load(Ordering::SeqCst).checked_sub(1);
+            [new, old].into_iter().flatten().any(|off| off / pw == page)
+        })
     }
 
     /// Rolls back the page work a dead client `idx` left half done (its reclaim, under the
@@ -560,66 +607,14 @@ impl Segment {
             match page::state(c) {
                 page::RETIRING => self.unretire(page, c),
                 page::INIT => {
-                    let e = self.mem.w(H_HEAP_EPOCH).fetch_add(1, Ordering::SeqCst);
+                    // It may have written FREE words at the bound it read: start above them.
+                    let bound = self.mem.w(self.client_base(idx) + C_PAGE_GEN).load(Ordering::Acquire);
                     let cw = self.mem.w(self.g.pages_off + page as usize);
-                    let _ = cw.compare_exchange(c, page::retired(e), Ordering::AcqRel, Ordering::Relaxed);
+                    let _ =
+                        cw.compare_exchange(c, page::retired(bound + 2), Ordering::AcqRel, Ordering::Relaxed);
                 }
                 _ => {}
             }
-        }
-    }
-
-    /// Whether a RETIRED page waits for its grace period: an operation that entered at or
-    /// before its retirement epoch is still in flight (possibly the caller's own).
-    pub(crate) fn retired_pending(&self) -> bool {
-        let oldest = self.oldest_epoch_in_flight();
-        (0..self.g.n_pages).any(|p| {
-            let c = self.page_class(p);
-            page::state(c) == page::RETIRED && page::epoch(c) >= oldest
-        })
-    }
-
-    /// Renews the announcement of the operation of the client at `base`, which must hold no
-    /// reference into the heap it has not re-derived after this call (blocks it owns are
-    /// never retired): pages retired since it began become reusable by it.
-    pub(crate) fn renew_op(&self, base: usize) {
-        self.announce(base);
-    }
-
-    /// The oldest heap epoch an operation in flight entered at (`u64::MAX` if none).
-    fn oldest_epoch_in_flight(&self) -> u64 {
-        (0..self.g.max_clients as usize)
-            .map(|i| self.mem.w(self.client_base(i) + C_EPOCH).load(Ordering::SeqCst))
-            .filter(|&a| a != 0)
-            .map(|a| a - 1)
-            .min()
-            .unwrap_or(u64::MAX)
-    }
-
-    /// Announces an operation of the client at `base` to page reuse until the guard drops:
-    /// its `C_EPOCH` holds the heap epoch it entered at + 1, stored before anything else the
-    /// operation reads and re-checked so that an announcement is never older than the epoch
-    /// its reads see (an inner operation keeps the outer, older announcement).
-    pub(crate) fn enter_op(&self, base: usize) -> InOp<'_> {
-        let mine = self.mem.w(base + C_EPOCH);
-        if mine.load(Ordering::Relaxed) != 0 {
-            return InOp(None);
-        }
-        self.announce(base);
-        InOp(Some(mine))
-    }
-
-    /// Stores the current heap epoch + 1 in the client's `C_EPOCH`, until it is stable.
-    fn announce(&self, base: usize) {
-        let (mine, epoch) = (self.mem.w(base + C_EPOCH), self.mem.w(H_HEAP_EPOCH));
-        let mut e = epoch.load(Ordering::SeqCst);
-        loop {
-            mine.swap(e + 1, Ordering::SeqCst);
-            let now = epoch.load(Ordering::SeqCst);
-            if now == e {
-                return;
-            }
-            e = now;
         }
     }
 

@@ -25,7 +25,7 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const MAGIC: u64 = u64::from_be_bytes(*b"GRDNSTAT");
 pub const MAGIC_SWAPPED: u64 = MAGIC.swap_bytes();
 /// Version of this layout, independent of the crate version.
-pub const LAYOUT_VERSION: u64 = 2;
+pub const LAYOUT_VERSION: u64 = 3;
 /// The value of [`H_STATE`] once the creator finished initializing the segment.
 pub const READY: u64 = u64::from_be_bytes(*b"READY!!!");
 
@@ -88,8 +88,8 @@ pub const H_SWEEP_CURSOR: usize = 41;
 pub const H_SWEEP_DUE: usize = 42;
 /// Next client slot a bounded sweep step looks at (store.rs `sweep_with`).
 pub const H_SWEEP_CLIENT_CURSOR: usize = 64;
-/// The heap epoch: bumped by every page retirement; operations announce the epoch they
-/// entered at in their client's `C_EPOCH` (heap.rs "Page reuse"). On its own cache line.
+/// The heap epoch: bumped by every page retirement, so a process's failed-pass memo (heap.rs
+/// "Failing allocations") ends with one. On its own cache line.
 pub const H_HEAP_EPOCH: usize = 72;
 /// Segment-wide counters (stats.rs), `STAT_COUNT` words: dead clients reclaimed.
 pub const H_RETIRED_STATS: usize = 48;
@@ -230,8 +230,9 @@ pub mod slot {
 /// - ACTIVE (state 0): the word is 0 (never used, its memory zeroed) or class + 1.
 /// - RETIRING (1): `[1:2 | retirer client:14 | class + 1:48]`, its free blocks being marked
 ///   RETIRED so no allocator takes them.
-/// - RETIRED (2): `[2:2 | epoch:62]`, every block RETIRED; reusable once no operation that
-///   entered at an epoch <= this one is still in flight.
+/// - RETIRED (2): `[2:2 | bound:62]`, every block RETIRED; `bound` (even) is above every
+///   generation any block of the page ever had, and the page's next blocks start FREE at it
+///   (generations never repeat at an offset). Reusable once no client's journal names it.
 /// - INIT (3): `[3:2 | client:14 | class + 1:48]`, being made a page of that class.
 pub mod page {
     pub const ACTIVE: u64 = 0;
@@ -249,10 +250,10 @@ pub mod page {
     pub const fn owner(w: u64) -> usize {
         ((w >> 48) & 0x3fff) as usize
     }
-    pub const fn retired(epoch: u64) -> u64 {
-        (RETIRED << 62) | (epoch & ((1 << 62) - 1))
+    pub const fn retired(bound: u64) -> u64 {
+        (RETIRED << 62) | (bound & ((1 << 62) - 1))
     }
-    pub const fn epoch(w: u64) -> u64 {
+    pub const fn bound(w: u64) -> u64 {
         w & ((1 << 62) - 1)
     }
     /// The size class of a page whose blocks may be in use (ACTIVE and assigned, or
@@ -307,7 +308,7 @@ pub const MAX_CLIENTS_LIMIT: u64 = (1 << 14) - 1;
 /// fingerprints, so one refuses the other's segment instead of misreading it.
 pub fn fingerprint() -> u64 {
     use crate::clients::{
-        C_EPOCH, C_FEED, C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_OWNER, C_RECENT_FREE, C_WRITING,
+        C_FEED, C_J_NEW, C_J_OLD, C_J_OLD_STATE, C_OWNER, C_PAGE_GEN, C_RECENT_FREE, C_WRITING,
     };
     let parts = [
         HEADER_WORDS as u64,
@@ -325,7 +326,7 @@ pub fn fingerprint() -> u64 {
         H_SWEEP_DUE as u64,
         H_SWEEP_CLIENT_CURSOR as u64,
         H_HEAP_EPOCH as u64,
-        C_EPOCH as u64,
+        C_PAGE_GEN as u64,
         page::owned(page::INIT, 0x1234, 77),
         page::retired(0x5678),
         H_RETIRED_STATS as u64,

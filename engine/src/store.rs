@@ -210,8 +210,6 @@ struct Ctx {
     /// This write is the client's `SWEEP_CHECK_EVERY`-th since its last look: look whether
     /// an opportunistic sweep is due (`sweep_if_due`).
     sweep_due: bool,
-    /// This operation made its page-reuse announcement (not an inner one): it may renew it.
-    owns_epoch: bool,
 }
 
 /// Unwinding: a panic inside an operation (caught by a caller: the C ABI's boundary catches
@@ -386,16 +384,8 @@ impl Store {
     /// Runs `f` holding a client slot, claimed for this operation and released after it
     /// (clients.rs). The thread's identity is made on its first use (and again in a child
     /// after `fork()`, whose pid is not the parent's). `write`: `f` is a mutation, counted
-    /// towards the client's next look at the sweep (`Ctx::sweep_due`). `announce`: announce
-    /// the operation to page reuse (heap.rs "Page reuse") until it returns; every operation
-    /// that may write to the heap does (a pure read validates against its index slot
-    /// instead, and `extend` announces for itself).
-    fn with_client<T>(
-        &self,
-        write: bool,
-        announce: bool,
-        f: impl FnOnce(&mut Ctx) -> Result<T>,
-    ) -> Result<T> {
+    /// towards the client's next look at the sweep (`Ctx::sweep_due`).
+    fn with_client<T>(&self, write: bool, f: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<T> {
         let fork_gen = os::fork_generation();
         let (idx, me, pid, rnd, sweep_due) = CLIENTS.with(|cell| -> Result<_> {
             let mut v = cell.borrow_mut();
@@ -436,12 +426,8 @@ impl Store {
         })?;
         let held = HeldSlot { seg: &self.seg, idx, me };
         let base = self.seg.client_base(idx);
-        // Ends before the slot is given back (declared after it, dropped before it).
-        let in_op = announce.then(|| self.seg.enter_op(base));
-        let owns_epoch = in_op.as_ref().is_some_and(|g| g.owns());
-        let mut ctx = Ctx { idx, base, pid, me, rnd, sweep_due, owns_epoch };
+        let mut ctx = Ctx { idx, base, pid, me, rnd, sweep_due };
         let r = f(&mut ctx);
-        drop(in_op);
         drop(held);
         r
     }
@@ -538,7 +524,7 @@ impl Store {
         // read after it for deciding expiry (a deadline is compared in whole milliseconds).
         self.seg.prefetch_bucket(&p);
         let now = os::now_ms();
-        self.with_client(false, false, |c| {
+        self.with_client(false, |c| {
             let found = self.seg.find(key, &p, sink)?;
             match found {
                 Some(m) if !expired(&m.view, now) => {
@@ -579,21 +565,22 @@ impl Store {
     /// CASes the deadline of the published record `m` to `deadline`, and records the change.
     fn extend(&self, c: &Ctx, p: &Probe, m: &Member, deadline: u64, kind: ChangeKind) -> bool {
         let seg = &*self.seg;
-        // A sliding read reaches here unannounced: announce, then check the slot still holds
-        // the record, so its page cannot be retired and reused under the CAS (heap.rs "Page
-        // reuse": the block is freed only after the slot moves on).
-        let _in_op = seg.enter_op(c.base);
-        if seg.index_word(m.pos).load(Ordering::SeqCst) != m.word {
+        // The CAS below writes into a block this client does not own: journal it first, as
+        // the page's hazard (heap.rs "Page reuse"), and check it is still the record viewed
+        // (its state word never repeats) and still published.
+        if !self.journal_old(c, m) || seg.index_word(m.pos).load(Ordering::Acquire) != m.word {
+            self.unjournal_old(c);
             return false;
         }
         let w = seg.mem.w(seg.heap_word(slot::block(m.word) as u64) + layout::R_EXPIRES);
         let new = layout::expires_word(deadline, m.view.state);
-        if w.compare_exchange(m.view.expires_word, new, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-            return false;
-        }
+        let swapped =
+            w.compare_exchange(m.view.expires_word, new, Ordering::AcqRel, Ordering::Relaxed).is_ok();
         // Still the published record (and the same block incarnation) after the CAS?
-        let still = seg.index_word(m.pos).load(Ordering::Acquire) == m.word
+        let still = swapped
+            && seg.index_word(m.pos).load(Ordering::Acquire) == m.word
             && seg.mem.w(seg.heap_word(slot::block(m.word) as u64)).load(Ordering::Acquire) == m.view.state;
+        self.unjournal_old(c);
         if still {
             let pos = seg.feed_reserve(c.base);
             seg.feed_write(c.base, pos, kind, m.pos, m.view.version, p.hash);
@@ -643,7 +630,7 @@ impl Store {
     pub fn touch(&self, key: &[u8], expiry: Expiry) -> Result<bool> {
         self.check_key(key)?;
         let p = self.seg.probe(key);
-        self.with_client(false, true, |c| {
+        self.with_client(false, |c| {
             self.worker_write(c, || {
                 loop {
                     let Some(m) = self.seg.find(key, &p, &mut Sink::Nothing)? else { return Ok(false) };
@@ -730,7 +717,7 @@ impl Store {
             self.check_value(value)?;
         }
         let p = self.seg.probe(key);
-        self.with_client(true, true, |c| {
+        self.with_client(true, |c| {
             let r = if worker {
                 self.worker_write(c, || self.mutate_with(c, key, &p, op))
             } else {
@@ -750,7 +737,6 @@ impl Store {
         // Dropped after the loop (and when unwinding): a reserved position that published
         // nothing is recorded as a Nop.
         let mut feed = FeedReservation { seg, base: c.base, pos: None, hash: p.hash };
-        let mut grace = 0;
         let result = loop {
             let needs_value = matches!(op, Op::Lock { .. } | Op::Unlock { .. } | Op::Retime { .. });
             let found = {
@@ -795,6 +781,9 @@ impl Store {
                     != seg.block_pos(b.off as u64).map_or(usize::MAX, |bp| bp.class)
                 {
                     seg.free(b.off as u64, b.state);
+                    // Named no more: its page may empty, and a journal naming it would hold
+                    // back its reuse (heap.rs "Page reuse").
+                    seg.mem.w(c.base + C_J_NEW).store(0, Ordering::Relaxed);
                     held = None;
                 }
             }
@@ -804,21 +793,6 @@ impl Store {
                     Ok(b) => {
                         held = Some(b);
                         b
-                    }
-                    // Pages retired since this operation (or another in flight) began wait
-                    // for their grace period: this operation holds nothing in the heap but
-                    // what it re-reads, so renew its announcement and start over (bounded).
-                    // An announcement left by a process that died mid-operation would hold
-                    // the pages back until a sweep reached its slot: reclaim the dead first
-                    // (only slots in use are looked at, so this is cheap).
-                    Err(Error::Full(FullKind::Heap))
-                        if c.owns_epoch && grace < 16 && seg.retired_pending() =>
-                    {
-                        grace += 1;
-                        seg.reclaim_dead_clients(c.me);
-                        seg.renew_op(c.base);
-                        std::thread::yield_now();
-                        continue;
                     }
                     Err(e) => break Err(e),
                 },
@@ -976,7 +950,11 @@ impl Store {
                         let r = self.sweep_with(c, FULL_SWEEP_SLOTS, Some(FULL_SWEEP_CLIENTS));
                         r.expired > 0 || r.dead_clients_reclaimed > 0
                     };
-                    if !(freed_some || seg.evict && self.evict_for_class(c, bytes)) {
+                    // A retired page a dead client's journal names waits for its reclaim
+                    // (heap.rs "Page reuse"): reclaim the dead (only slots in use are looked
+                    // at) rather than fail with that page unused.
+                    let unpinned = tries == 1 && seg.has_retired_page() && seg.reclaim_dead_clients(c.me) > 0;
+                    if !(freed_some || unpinned || seg.evict && self.evict_for_class(c, bytes)) {
                         return Err(Error::Full(FullKind::Heap));
                     }
                 }
@@ -1120,7 +1098,7 @@ impl Store {
     /// slice (128 index slots, 4 client slots) before failing, so `Full` costs O(1).
     /// This call reclaims every dead client and examines `budget` index slots.
     pub fn sweep(&self, budget: u64) -> Result<SweepReport> {
-        self.with_client(false, true, |c| Ok(self.sweep_with(c, budget, None)))
+        self.with_client(false, |c| Ok(self.sweep_with(c, budget, None)))
     }
 
     /// Sweeps a slice of the index if the segment's next sweep is due (see SWEEP_INTERVAL_MS).

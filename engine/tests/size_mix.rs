@@ -4,7 +4,9 @@
 //! Each failed on the heap whose pages kept their size class for the life of the segment
 //! (12,740 of 58,240 values stored after the deleted mix; an overwrite failing at 17,868 of
 //! 34,944; `Full` in phase 6 of the drift): empty pages now return to a common pool (heap.rs
-//! "Page reuse").
+//! "Page reuse"). Also here: an operation parked inside a write while other threads churn
+//! sizes (it held back every page retired after it began), and pages changing class under
+//! concurrent takes, touches and reads.
 
 mod common;
 
@@ -120,5 +122,136 @@ fn a_drifting_mix_still_fills_the_heap() {
         n * 10 >= fresh * 9,
         "after the drift the heap holds {n} {last}-byte values; a fresh one {fresh}"
     );
+    common::assert_healthy(&st);
+}
+
+/// A thread parked inside an operation while others churn through sizes (issue 13 item 4):
+/// no write may fail `Full` while the segment has room. Pages retired while the operation
+/// was parked used to wait for it to end (a grace period over every operation in flight), so
+/// a third size found only retired pages and failed after its retries; now a parked
+/// operation holds back at most the pages its journal names (heap.rs "Page reuse").
+/// Parked after its view, inside a take (its journal naming the block), and before its
+/// publishing CAS. Each phase stores 35% of the heap in one size, then deletes the phase
+/// before it, so four sizes need every page twice over.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_parked_operation_does_not_hold_back_page_reuse() {
+    use gardenstate::pause_at_failpoint;
+    let o = Options { capacity_bytes: 4 << 20, max_entries: 1 << 15, max_value: 4096, ..Options::default() };
+    for at in ["update.after_view", "heap.take_after_journal", "update.before_publish"] {
+        let s = Seg::new(&format!("mix-parked-{}", at.replace('.', "-")));
+        let st = Store::create(&s.name, &o).unwrap();
+        st.set(b"parked", &[1; 500], Expiry::Never).unwrap();
+        let go = std::sync::Barrier::new(2);
+        std::thread::scope(|scope| {
+            let parked = scope.spawn(|| {
+                go.wait();
+                st.set(b"parked", &[2; 900], Expiry::Never)
+            });
+            let pause = Release(pause_at_failpoint(at, 1, Some(parked.thread().id())));
+            go.wait();
+            pause.0.wait_reached();
+            let mut before: Option<(String, u64)> = None;
+            for (phase, len) in [200usize, 700, 1500, 3000, 300, 2000].into_iter().enumerate() {
+                let tag = format!("p{phase}-");
+                let keys = o.capacity_bytes * 35 / 100 / (len as u64 + 100);
+                for i in 0..keys {
+                    if let Err(e) = st.set(&key(&tag, i), &vec![3; len], Expiry::Never) {
+                        panic!("parked at {at}: phase {phase} ({len} B), key {i} of {keys}: {e:?}");
+                    }
+                }
+                if let Some((tag, n)) = before.replace((tag, keys)) {
+                    for i in 0..n {
+                        assert!(st.delete(&key(&tag, i)).unwrap());
+                    }
+                }
+            }
+            drop(pause);
+            parked.join().unwrap().unwrap();
+        });
+        assert_eq!(st.get(b"parked").unwrap().unwrap().value, vec![2; 900]);
+        common::assert_healthy(&st);
+    }
+}
+
+/// Releases a parked thread when dropped, also when the test fails while it is parked (the
+/// parked thread holds the pause too, so the pause's own drop would come only after it).
+#[cfg(feature = "failpoints")]
+struct Release(std::sync::Arc<gardenstate::FailpointPause>);
+
+#[cfg(feature = "failpoints")]
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// The value `key` holds in the concurrent churn: every byte derived from the key.
+fn churn_value(key: &[u8], len: usize) -> Vec<u8> {
+    let seed = key.iter().fold(17u8, |a, &b| a.wrapping_mul(31).wrapping_add(b));
+    (0..len).map(|i| seed.wrapping_add(i as u8)).collect()
+}
+
+/// Pages change class under concurrent takes, touches and reads (heap.rs "Page reuse": the
+/// journals are the hazards of reuse, a take re-reads the page word, `touch` journals its
+/// view): two writers churn through sizes in phases (each stores 15% of the heap in one size,
+/// then deletes its phase before), so pages are retired and reused all along, while a third
+/// thread touches (a CAS of `R_EXPIRES` in place) and reads back 64 keys whose records sit
+/// among them. No write fails, no read sees a byte of another record, `check` stays clean.
+#[test]
+fn pages_change_class_under_concurrent_takes_touches_and_reads() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let o = Options { capacity_bytes: 2 << 20, max_entries: 1 << 14, max_value: 4096, ..Options::default() };
+    let s = Seg::new("mix-concurrent");
+    let st = Store::create(&s.name, &o).unwrap();
+    let sliding = Expiry::Sliding(Duration::from_secs(3600));
+    let held: Vec<Vec<u8>> = (0..64).map(|i| key("held", i)).collect();
+    for k in &held {
+        st.set(k, &churn_value(k, 300 + k.len()), sliding).unwrap();
+    }
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let writers: Vec<_> = [[200usize, 1500, 700, 3000, 400], [3000, 300, 2000, 900, 150]]
+            .into_iter()
+            .enumerate()
+            .map(|(w, sizes)| {
+                let st = &st;
+                scope.spawn(move || {
+                    let mut before: Option<(String, u64)> = None;
+                    for (phase, len) in sizes.into_iter().enumerate() {
+                        let tag = format!("w{w}p{phase}-");
+                        let keys = o.capacity_bytes * 15 / 100 / (len as u64 + 100);
+                        for i in 0..keys {
+                            let k = key(&tag, i);
+                            if let Err(e) = st.set(&k, &churn_value(&k, len), Expiry::Never) {
+                                panic!("writer {w}, phase {phase} ({len} B), key {i} of {keys}: {e:?}");
+                            }
+                        }
+                        if let Some((tag, n)) = before.replace((tag, keys)) {
+                            for i in 0..n {
+                                assert!(st.delete(&key(&tag, i)).unwrap());
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        scope.spawn(|| {
+            let mut rounds = 0u64;
+            while !done.load(Ordering::Relaxed) || rounds == 0 {
+                for k in &held {
+                    assert!(st.touch(k, sliding).unwrap(), "a held key went away");
+                    let v = st.get(k).unwrap().expect("a held key went away").value;
+                    assert_eq!(v, churn_value(k, 300 + k.len()), "a read saw another record's bytes");
+                }
+                rounds += 1;
+            }
+        });
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+    });
     common::assert_healthy(&st);
 }
