@@ -67,8 +67,9 @@
  * gds_check_report and gds_replication_state begin with `uint64_t struct_size`: set it to
  * sizeof the struct before the call. New fields are only ever added at the end, so a program
  * built against an older header keeps working with a newer library. An option field left 0
- * takes its default. On return the library sets struct_size to the number of bytes it filled. The data-path structs (gds_meta,
- * gds_lock_info, gds_entry, gds_change) are fixed for an ABI version.
+ * takes its default. On return the library sets struct_size to the number of bytes it filled.
+ * The data-path structs (gds_meta, gds_lock_info, gds_entry, gds_change) are fixed for an ABI
+ * version.
  *
  * Failover. A write on a segment that does not take writes (a standby, a fenced primary, a
  * primary whose daemon stopped renewing its write lease) fails with GDS_ERR_READ_ONLY; reads
