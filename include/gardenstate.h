@@ -63,12 +63,22 @@
  * Pointers handed to a gds_scan_fn callback are valid only during that callback. Strings from
  * gds_version and gds_strerror are static.
  *
- * Extensible structs. gds_options, gds_info, gds_stats, gds_sweep_report and
- * gds_check_report begin with `uint64_t struct_size`: set it to sizeof the struct before the
- * call. New fields are only ever added at the end, so a program built against an older header
- * keeps working with a newer library. An option field left 0 takes its default. On return the
- * library sets struct_size to the number of bytes it filled. The data-path structs (gds_meta,
- * gds_lock_info, gds_entry, gds_change) are fixed for an ABI version.
+ * Extensible structs. gds_options, gds_info, gds_stats, gds_sweep_report,
+ * gds_check_report and gds_replication_state begin with `uint64_t struct_size`: set it to
+ * sizeof the struct before the call. New fields are only ever added at the end, so a program
+ * built against an older header keeps working with a newer library. An option field left 0
+ * takes its default. On return the library sets struct_size to the number of bytes it filled.
+ * The data-path structs (gds_meta, gds_lock_info, gds_entry, gds_change) are fixed for an ABI
+ * version.
+ *
+ * Failover. A write on a segment that does not take writes (a standby, a fenced primary, a
+ * primary whose daemon stopped renewing its write lease) fails with GDS_ERR_READ_ONLY; reads
+ * still work. gds_get_replication_state tells a worker the epoch, the role (GDS_ROLE_*) and a
+ * change counter that grows on every role change and epoch raise, in a few atomic loads: cheap
+ * enough for every request. A web app answers such a write, or a request that needs one while
+ * the role is not GDS_ROLE_PRIMARY, with HTTP 503 and `Retry-After: 1` (not 500): a failover or
+ * a renewed lease gives writes back within about a second, and a load balancer retries or
+ * moves to the new primary.
  *
  * Expiry. Writes take a gds_expiry_kind (GDS_EXPIRY_NEVER, GDS_EXPIRY_AFTER,
  * GDS_EXPIRY_SLIDING) and a TTL in milliseconds (at least 1; ignored for NEVER). Expired
@@ -449,6 +459,40 @@ typedef struct gds_info {
 typedef uint32_t gds_write_mode;
 
 /**
+ * The role a segment plays for its workers now: one of the `GDS_ROLE_*` values.
+ */
+typedef uint32_t gds_role;
+
+/**
+ * Where a segment stands in its replication history, as its workers see it.
+ */
+typedef struct gds_replication_state {
+    /**
+     * `sizeof(gds_replication_state)`, set by the caller; on return, the bytes the library
+     * filled.
+     */
+    uint64_t struct_size;
+    /**
+     * The replication epoch: raised by every promotion, never lowered (0: never promoted).
+     */
+    uint64_t epoch;
+    /**
+     * Grows on every role change and epoch raise and never moves back: compare it with the
+     * value a worker cached to learn that a failover (or a fence) happened. It does not move
+     * when a write lease lapses; `role` shows that.
+     */
+    uint64_t changes;
+    /**
+     * `GDS_ROLE_*`.
+     */
+    gds_role role;
+    /**
+     * Zero.
+     */
+    uint32_t reserved;
+} gds_replication_state;
+
+/**
  * Metadata of an entry.
  */
 typedef struct gds_meta {
@@ -738,6 +782,27 @@ typedef struct gds_change {
 #define GDS_WRITE_MODE_FENCED 2
 
 /**
+ * Writable: writes are accepted.
+ */
+#define GDS_ROLE_PRIMARY 0
+
+/**
+ * A standby replica: writes fail with `GDS_ERR_READ_ONLY` until a promotion.
+ */
+#define GDS_ROLE_STANDBY 1
+
+/**
+ * A primary that lost its quorum (or was demoted): writes fail with `GDS_ERR_READ_ONLY`.
+ */
+#define GDS_ROLE_FENCED 2
+
+/**
+ * Writable, but the replication daemon stopped renewing its write lease (it died or
+ * stalls): writes fail with `GDS_ERR_READ_ONLY` until it renews it or a failover ends it.
+ */
+#define GDS_ROLE_LEASE_LAPSED 3
+
+/**
  * The entry never expires (until deleted); the TTL argument is ignored.
  */
 #define GDS_EXPIRY_NEVER 0
@@ -1015,6 +1080,23 @@ gds_status gds_set_write_mode(const struct gds_store *store,
  */
 gds_status gds_get_write_mode(const struct gds_store *store,
                               gds_write_mode *mode_out);
+
+/**
+ * Writes the segment's epoch, role and change counter to `*state_out` (set its
+ * `struct_size` first). A few atomic loads: cheap enough for every request. An app answers a
+ * write that failed with `GDS_ERR_READ_ONLY` (or any request needing writes while the role
+ * is not `GDS_ROLE_PRIMARY`) with HTTP 503 and `Retry-After: 1`: a failover or a renewed
+ * lease usually gives writes back within a second.
+ *
+ * Returns `GDS_OK`; `GDS_ERR_NULL_ARGUMENT`; `GDS_ERR_INVALID_ARGUMENT` (bad `struct_size`).
+ * Thread safety: any thread, concurrently with any call but `gds_close`.
+ *
+ * # Safety
+ * - `store` is NULL or a live handle.
+ * - `state_out` is NULL or a writable `gds_replication_state` whose `struct_size` is set.
+ */
+gds_status gds_get_replication_state(const struct gds_store *store,
+                                     struct gds_replication_state *state_out);
 
 /**
  * Writes to `*path_out` the directory where segments are created (`/dev/shm`, or

@@ -68,7 +68,15 @@ const H_IMMUTABLE_END: usize = 24;
 // ---- header words: mutable, one cache line (8 words) each group ------------------------------
 /// Replication epoch (bumped by promotions; see the replicator).
 pub const H_EPOCH: usize = 24;
-/// 0 = writable, 1 = read-only replica, 2 = fenced.
+/// `[mode changes:56 | mode:8]`: the write mode in the low byte (0 = writable, 1 = read-only
+/// replica, 2 = fenced; [`write_mode`]) and, above it, how many times the mode changed.
+/// Only `Store::set_write_mode` writes it, with one SeqCst compare-and-swap that changes the
+/// mode and counts the change together (and writes nothing when the mode is already the one
+/// asked for), so a process killed or stalled at any instruction leaves either the old word or
+/// the new one: the count never misses a change nor counts one that did not happen. With
+/// [`H_EPOCH`], which never decreases, it makes the role change counter workers read
+/// (replica.rs `replication_state`): mode changes + epoch, which moves on every mode change
+/// and every epoch raise, and never moves back.
 pub const H_WRITE_MODE: usize = 25;
 /// The dataset history this segment holds (replica.rs); starts as the dataset id.
 pub const H_HISTORY_ID: usize = 26;
@@ -107,6 +115,24 @@ pub const HEADER_WORDS: usize = 512;
 
 pub const FLAG_EVICT: u64 = 1;
 pub const FLAG_GROUP: u64 = 2;
+
+/// The mode field of an [`H_WRITE_MODE`] word, and the unit of its change count.
+pub mod write_mode {
+    pub const MODE_BITS: u32 = 8;
+    pub const MODE_MASK: u64 = (1 << MODE_BITS) - 1;
+    /// The mode (`WRITE_MODE_*`) of a word.
+    pub const fn mode(w: u64) -> u64 {
+        w & MODE_MASK
+    }
+    /// How many times the mode changed.
+    pub const fn changes(w: u64) -> u64 {
+        w >> MODE_BITS
+    }
+    /// The word after a change to `mode`.
+    pub const fn changed(w: u64, mode: u64) -> u64 {
+        (w & !MODE_MASK).wrapping_add(1 << MODE_BITS) | mode
+    }
+}
 
 pub const WRITE_MODE_WRITABLE: u64 = 0;
 pub const WRITE_MODE_REPLICA: u64 = 1;
@@ -317,6 +343,7 @@ pub fn fingerprint() -> u64 {
         H_CLOCK_OFFSET as u64,
         H_EPOCH as u64,
         H_WRITE_MODE as u64,
+        write_mode::changed(0x1234_5600, WRITE_MODE_FENCED),
         H_HISTORY_ID as u64,
         H_REPL_ACKED as u64,
         H_WRITE_LEASE as u64,

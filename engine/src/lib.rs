@@ -61,6 +61,7 @@ pub use layout::{HeapDemand, Options};
 /// ages), instead of sleeping. Hidden from the documented API; never call it in production.
 #[doc(hidden)]
 pub use os::advance_clock as advance_clock_for_tests;
+pub use replica::{ReplicationState, Role};
 pub use stats::Stats;
 pub use store::{
     Digest, Entry, Expiry, Info, LockInfo, Locked, Meta, ScanEntry, Store, SweepReport, WriteMode,

@@ -14,15 +14,71 @@
 //!   monotonic clock passes it. The replication daemon renews it while its primary may take
 //!   writes, so a primary whose daemon died stops taking writes that a failover would lose,
 //!   as if the daemon had fenced it.
+//!
+//! Workers learn about failover from [`Store::replication_state`]: the epoch, the role the
+//! segment plays for them now, and a change counter, in a few atomic loads (cheap enough for
+//! every request). The counter is the number of write-mode changes (counted in the mode word
+//! itself, layout.rs `H_WRITE_MODE`) plus the epoch: both only grow, and each grows with the
+//! single atomic operation that makes its change, so the counter moves on every role change
+//! (promote, fence, unfence, demote) and every epoch raise, even when the process making
+//! it is killed right after. It does not move when a write lease lapses (nothing is written
+//! then): the role shows that, computed from the clock at the call.
 
 use crate::error::Result;
-use crate::layout::{H_EPOCH, H_HISTORY_ID, H_REPL_ACKED, H_WRITE_LEASE};
+use crate::layout::{
+    H_EPOCH, H_HISTORY_ID, H_REPL_ACKED, H_WRITE_LEASE, H_WRITE_MODE, WRITE_MODE_REPLICA,
+    WRITE_MODE_WRITABLE, write_mode,
+};
 use crate::record::LockWords;
 use crate::store::{LockInfo, Op, Store};
 use crate::sync::Ordering;
 use std::time::{Duration, Instant};
 
+/// What the segment is for its workers now (see [`Store::replication_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Writable: workers' writes are accepted.
+    Primary,
+    /// A standby replica: reads work, writes fail `ReadOnly` until a promotion.
+    Standby,
+    /// A primary that lost its quorum (or was demoted): writes fail `ReadOnly`.
+    Fenced,
+    /// Writable, but its replication daemon stopped renewing the write lease (it died or
+    /// stalls): writes fail `ReadOnly` until it renews the lease or a failover ends it.
+    LeaseLapsed,
+}
+
+/// Where the segment stands in its replication history, as workers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicationState {
+    /// The replication epoch: raised by every promotion, never lowered.
+    pub epoch: u64,
+    /// The role the segment plays now.
+    pub role: Role,
+    /// Moves (grows) on every role change and epoch raise, and never moves back: a worker
+    /// that cached a value from an older state sees it differ.
+    pub changes: u64,
+}
+
 impl Store {
+    /// The epoch, the role and the change counter, read with three atomic loads (and a clock
+    /// read under a write lease): cheap enough to call on every request. The role and the
+    /// counter come from the same loads, so a counter always goes with the role and epoch
+    /// returned beside it.
+    pub fn replication_state(&self) -> ReplicationState {
+        let w = self.header_word(H_WRITE_MODE).load(Ordering::Acquire);
+        let epoch = self.epoch();
+        let role = match write_mode::mode(w) {
+            WRITE_MODE_WRITABLE => match self.header_word(H_WRITE_LEASE).load(Ordering::Acquire) {
+                lease if lease != 0 && crate::os::now_ms() >= lease => Role::LeaseLapsed,
+                _ => Role::Primary,
+            },
+            WRITE_MODE_REPLICA => Role::Standby,
+            _ => Role::Fenced,
+        };
+        ReplicationState { epoch, role, changes: write_mode::changes(w).wrapping_add(epoch) }
+    }
+
     fn header_word(&self, i: usize) -> &crate::sync::AtomicU64 {
         self.seg.mem.w(i)
     }

@@ -452,7 +452,7 @@ impl Store {
 
     /// The segment's write mode.
     pub fn write_mode(&self) -> WriteMode {
-        match self.seg.mem.w(layout::H_WRITE_MODE).load(Ordering::Acquire) {
+        match layout::write_mode::mode(self.seg.mem.w(layout::H_WRITE_MODE).load(Ordering::Acquire)) {
             layout::WRITE_MODE_WRITABLE => WriteMode::Writable,
             layout::WRITE_MODE_REPLICA => WriteMode::Replica,
             _ => WriteMode::Fenced,
@@ -460,13 +460,20 @@ impl Store {
     }
 
     /// Changes the segment's write mode (the replicator's call: standby, promote, fence).
+    /// A change is counted in the same word (layout.rs `H_WRITE_MODE`), which moves the
+    /// `changes` of [`Store::replication_state`]; setting the mode it already has writes
+    /// nothing.
     pub fn set_write_mode(&self, mode: WriteMode) {
         let v = match mode {
             WriteMode::Writable => layout::WRITE_MODE_WRITABLE,
             WriteMode::Replica => layout::WRITE_MODE_REPLICA,
             WriteMode::Fenced => layout::WRITE_MODE_FENCED,
         };
-        self.seg.mem.w(layout::H_WRITE_MODE).swap(v, Ordering::SeqCst);
+        // SeqCst for W1 (`drain_writers`): the compare-and-swap that changes the mode, or the
+        // load that finds it already changed, precedes the drain's loads of `C_WRITING`.
+        let _ = self.seg.mem.w(layout::H_WRITE_MODE).fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+            (layout::write_mode::mode(w) != v).then(|| layout::write_mode::changed(w, v))
+        });
     }
 
     /// After `set_write_mode` took writes away, waits until every worker write that saw the
@@ -475,7 +482,7 @@ impl Store {
     /// write at `timeout` (a stopped process, say).
     ///
     /// W1: a writer swaps its `C_WRITING` to 1, then loads the write mode; `set_write_mode`
-    /// swaps the mode, then this loads every `C_WRITING`; all four are SeqCst, so in their
+    /// changes the mode (or finds it changed), then this loads every `C_WRITING`; all four are SeqCst, so in their
     /// single total order either the writer's load follows the mode change (it refuses with
     /// `ReadOnly`) or its raised flag precedes this load (it is waited for).
     pub fn drain_writers(&self, timeout: Duration) -> bool {
@@ -693,7 +700,7 @@ impl Store {
     fn worker_write<T>(&self, c: &Ctx, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let writing = self.seg.mem.w(c.base + C_WRITING);
         writing.swap(1, Ordering::SeqCst);
-        let mode = self.seg.mem.w(layout::H_WRITE_MODE).load(Ordering::SeqCst);
+        let mode = layout::write_mode::mode(self.seg.mem.w(layout::H_WRITE_MODE).load(Ordering::SeqCst));
         let lease = self.seg.mem.w(layout::H_WRITE_LEASE).load(Ordering::Relaxed);
         let leased = lease == 0 || os::now_ms() < lease;
         let r = if mode == layout::WRITE_MODE_WRITABLE && leased { f() } else { Err(Error::ReadOnly) };

@@ -364,6 +364,56 @@ fn replica_writes_acks_and_epochs() {
     common::assert_healthy(&st);
 }
 
+/// Workers learn about failover: the epoch, the role and a change counter that moves on
+/// every role change and epoch raise (also A -> B -> A, which the role alone cannot show),
+/// seen by another handle of the segment (a worker), and not moved by a mode set twice.
+#[test]
+fn replication_state_counts_every_role_and_epoch_change() {
+    use gardenstate::{ReplicationState, Role, WriteMode};
+    let s = Seg::new("role");
+    let daemon = Store::create(&s.name, &small()).unwrap();
+    let worker = Store::attach(&s.name).unwrap();
+    let fresh = worker.replication_state();
+    assert_eq!(fresh, ReplicationState { epoch: 0, role: Role::Primary, changes: 0 });
+    let mut last = fresh.changes;
+    let mut moved = |want_role: Role, want_epoch: u64| {
+        let now = worker.replication_state();
+        assert_eq!((now.role, now.epoch), (want_role, want_epoch));
+        assert!(now.changes > last, "the counter did not move: {now:?} after {last}");
+        last = now.changes;
+    };
+    daemon.set_write_mode(WriteMode::Replica);
+    moved(Role::Standby, 0);
+    // A standby adopting its primary's epoch.
+    daemon.raise_epoch(4);
+    moved(Role::Standby, 4);
+    // The promote path (commands/segment_cmds.rs `promote`, failover/node.rs).
+    daemon.raise_epoch(daemon.epoch() + 1);
+    daemon.set_write_mode(WriteMode::Writable);
+    moved(Role::Primary, 5);
+    // Fenced and unfenced again: same role and epoch as before, yet the counter moved.
+    daemon.set_write_mode(WriteMode::Fenced);
+    moved(Role::Fenced, 5);
+    assert!(matches!(worker.set(b"k", b"v", Expiry::Never), Err(Error::ReadOnly)));
+    daemon.set_write_mode(WriteMode::Writable);
+    moved(Role::Primary, 5);
+    worker.set(b"k", b"v", Expiry::Never).unwrap();
+    // Setting the mode it has, or an epoch below the current one, is no change.
+    daemon.set_write_mode(WriteMode::Writable);
+    daemon.raise_epoch(2);
+    assert_eq!(worker.replication_state().changes, last);
+    // A lapsed write lease shows in the role (writes are refused) without a counted change.
+    daemon.set_write_lease(Some(Duration::from_millis(1)));
+    std::thread::sleep(Duration::from_millis(5));
+    let lapsed = worker.replication_state();
+    assert_eq!((lapsed.role, lapsed.changes), (Role::LeaseLapsed, last));
+    assert!(matches!(worker.set(b"k", b"v2", Expiry::Never), Err(Error::ReadOnly)));
+    daemon.set_write_lease(None);
+    assert_eq!(worker.replication_state().role, Role::Primary);
+    assert_eq!(worker.write_mode(), WriteMode::Writable);
+    common::assert_healthy(&worker);
+}
+
 /// W1: after a fence and `drain_writers`, the feed head covers every write that succeeded,
 /// however the writers' threads were interleaved with the fence.
 #[test]

@@ -60,9 +60,10 @@ pub use ops::{
 };
 pub use status::{gds_last_error_message, gds_status, gds_strerror};
 pub use store::{
-    gds_attach, gds_attach_group, gds_close, gds_create, gds_destroy, gds_get_info, gds_get_write_mode,
-    gds_info, gds_open, gds_open_process, gds_options, gds_options_default, gds_set_write_mode, gds_shm_dir,
-    gds_store, gds_write_mode,
+    gds_attach, gds_attach_group, gds_close, gds_create, gds_destroy, gds_get_info,
+    gds_get_replication_state, gds_get_write_mode, gds_info, gds_open, gds_open_process, gds_options,
+    gds_options_default, gds_replication_state, gds_role, gds_set_write_mode, gds_shm_dir, gds_store,
+    gds_write_mode,
 };
 pub use types::{gds_expiry_kind, gds_lock_info, gds_meta};
 pub use version::{gds_abi_version, gds_version, gds_version_number};

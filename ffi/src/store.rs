@@ -5,7 +5,7 @@ use crate::buffer::CBuf;
 use crate::extensible::{self, extensible};
 use crate::panic::{boundary, guard};
 use crate::status::{Fail, gds_status, gds_status::*};
-use engine::{Options, Store, WriteMode};
+use engine::{Options, Role, Store, WriteMode};
 use std::ffi::c_char;
 use std::os::unix::ffi::OsStrExt;
 
@@ -563,6 +563,75 @@ pub unsafe extern "C" fn gds_get_write_mode(
             WriteMode::Writable => GDS_WRITE_MODE_WRITABLE,
             WriteMode::Replica => GDS_WRITE_MODE_REPLICA,
             WriteMode::Fenced => GDS_WRITE_MODE_FENCED,
+        });
+        Ok(GDS_OK)
+    })
+}
+
+/// The role a segment plays for its workers now: one of the `GDS_ROLE_*` values.
+pub type gds_role = u32;
+/// Writable: writes are accepted.
+pub const GDS_ROLE_PRIMARY: gds_role = 0;
+/// A standby replica: writes fail with `GDS_ERR_READ_ONLY` until a promotion.
+pub const GDS_ROLE_STANDBY: gds_role = 1;
+/// A primary that lost its quorum (or was demoted): writes fail with `GDS_ERR_READ_ONLY`.
+pub const GDS_ROLE_FENCED: gds_role = 2;
+/// Writable, but the replication daemon stopped renewing its write lease (it died or
+/// stalls): writes fail with `GDS_ERR_READ_ONLY` until it renews it or a failover ends it.
+pub const GDS_ROLE_LEASE_LAPSED: gds_role = 3;
+
+/// Where a segment stands in its replication history, as its workers see it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct gds_replication_state {
+    /// `sizeof(gds_replication_state)`, set by the caller; on return, the bytes the library
+    /// filled.
+    pub struct_size: u64,
+    /// The replication epoch: raised by every promotion, never lowered (0: never promoted).
+    pub epoch: u64,
+    /// Grows on every role change and epoch raise and never moves back: compare it with the
+    /// value a worker cached to learn that a failover (or a fence) happened. It does not move
+    /// when a write lease lapses; `role` shows that.
+    pub changes: u64,
+    /// `GDS_ROLE_*`.
+    pub role: gds_role,
+    /// Zero.
+    pub reserved: u32,
+}
+extensible!(gds_replication_state, 32);
+
+/// Writes the segment's epoch, role and change counter to `*state_out` (set its
+/// `struct_size` first). A few atomic loads: cheap enough for every request. An app answers a
+/// write that failed with `GDS_ERR_READ_ONLY` (or any request needing writes while the role
+/// is not `GDS_ROLE_PRIMARY`) with HTTP 503 and `Retry-After: 1`: a failover or a renewed
+/// lease usually gives writes back within a second.
+///
+/// Returns `GDS_OK`; `GDS_ERR_NULL_ARGUMENT`; `GDS_ERR_INVALID_ARGUMENT` (bad `struct_size`).
+/// Thread safety: any thread, concurrently with any call but `gds_close`.
+///
+/// # Safety
+/// - `store` is NULL or a live handle.
+/// - `state_out` is NULL or a writable `gds_replication_state` whose `struct_size` is set.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gds_get_replication_state(
+    store: *const gds_store,
+    state_out: *mut gds_replication_state,
+) -> gds_status {
+    boundary(|| {
+        // SAFETY: pointer validity as stated in # Safety above.
+        let (store, out) = unsafe { (args::store(store)?, extensible::out_struct(state_out, "state_out")?) };
+        let s = store.replication_state();
+        out.write(gds_replication_state {
+            struct_size: 0,
+            epoch: s.epoch,
+            changes: s.changes,
+            role: match s.role {
+                Role::Primary => GDS_ROLE_PRIMARY,
+                Role::Standby => GDS_ROLE_STANDBY,
+                Role::Fenced => GDS_ROLE_FENCED,
+                Role::LeaseLapsed => GDS_ROLE_LEASE_LAPSED,
+            },
+            reserved: 0,
         });
         Ok(GDS_OK)
     })

@@ -110,11 +110,20 @@ fn after_a_crash_the_promoted_standby_has_every_acknowledged_write() {
 
     let replica = Store::attach(&p.standby_seg.0).unwrap();
     assert!(matches!(replica.set(b"local", b"x", Expiry::Never), Err(Error::ReadOnly)));
+    // A worker of the standby's host sees the failover in its replication state.
+    let before = replica.replication_state();
+    assert_eq!(before.role, gardenstate::Role::Standby);
     standby.kill(); // stop the standby daemon, then promote
     let out = Command::new(BIN).args(["promote", "--segment", &p.standby_seg.0]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(replica.write_mode(), WriteMode::Writable);
     assert_eq!(replica.epoch(), store.epoch() + 1);
+    let after = replica.replication_state();
+    assert_eq!((after.role, after.epoch), (gardenstate::Role::Primary, store.epoch() + 1));
+    assert!(
+        after.changes > before.changes,
+        "promotion did not move the change counter: {before:?} -> {after:?}"
+    );
     for (k, v) in &acked {
         let got = replica.get(k.as_bytes()).unwrap();
         assert_eq!(got.map(|e| e.value), Some(v.as_bytes().to_vec()), "acknowledged write {k} is missing");

@@ -53,6 +53,13 @@ namespace Gardenstate
             stale_free_bits, dead_clients, problem_count;
     }
 
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct GdsReplicationState
+    {
+        public ulong struct_size, epoch, changes;
+        public uint role, reserved;
+    }
+
     /// <summary>The gds_store* handle; closed with gds_close exactly once.</summary>
     internal sealed class StoreHandle : SafeHandle
     {
@@ -88,6 +95,7 @@ namespace Gardenstate
         [DllImport(Lib)] public static extern void gds_close(IntPtr store);
         [DllImport(Lib)] public static extern int gds_destroy(byte[] name);
         [DllImport(Lib)] public static extern int gds_get_info(StoreHandle store, ref GdsInfo info);
+        [DllImport(Lib)] public static extern int gds_get_replication_state(StoreHandle store, ref GdsReplicationState state);
         [DllImport(Lib)] public static extern int gds_shm_dir(out IntPtr path);
         [DllImport(Lib)] public static extern int gds_get(StoreHandle store, byte* key, UIntPtr key_len,
             byte* buf, UIntPtr buf_len, out UIntPtr value_len, out GdsMeta meta);

@@ -75,6 +75,33 @@ namespace Gardenstate
             MaxClients, FeedLength, DatasetId, Flags;
     }
 
+    /// <summary>What a segment is for its workers now (GDS_ROLE_*).</summary>
+    public enum ReplicationRole : uint
+    {
+        /// <summary>Writable: writes are accepted.</summary>
+        Primary = 0,
+        /// <summary>A standby replica: writes throw ReadOnlyException until a promotion.</summary>
+        Standby = 1,
+        /// <summary>A primary that lost its quorum (or was demoted): writes throw ReadOnlyException.</summary>
+        Fenced = 2,
+        /// <summary>Writable, but the replication daemon stopped renewing its write lease: writes
+        /// throw ReadOnlyException until it renews it or a failover ends it.</summary>
+        LeaseLapsed = 3,
+    }
+
+    /// <summary>Where a segment stands in its replication history (gds_replication_state).</summary>
+    public struct ReplicationState
+    {
+        /// <summary>Raised by every promotion, never lowered.</summary>
+        public ulong Epoch;
+        public ReplicationRole Role;
+        /// <summary>Grows on every role change and epoch raise: compare it with the value seen before
+        /// to learn that a failover happened.</summary>
+        public ulong Changes;
+        /// <summary>Whether writes are accepted now (Role is Primary).</summary>
+        public bool Writable { get { return Role == ReplicationRole.Primary; } }
+    }
+
     public struct StoreStats
     {
         public ulong LiveEntries, BytesUsed, BytesFree, Hits, Misses, Sets, Deletes, Expirations,
@@ -393,6 +420,17 @@ namespace Gardenstate
                 IndexSlots = i.index_slots, MaxKey = i.max_key, MaxValue = i.max_value, MaxClients = i.max_clients,
                 FeedLength = i.feed_len, DatasetId = i.dataset_id, Flags = i.flags,
             };
+        }
+
+        /// <summary>The epoch, role and change counter, in a few atomic loads: cheap enough for every
+        /// request. On anything but a primary, writes throw ReadOnlyException: answer 503 with
+        /// Retry-After (README.md, "Failover").</summary>
+        public ReplicationState GetReplicationState()
+        {
+            Use();
+            var r = new GdsReplicationState { struct_size = (ulong)sizeof(GdsReplicationState) };
+            Check(Native.gds_get_replication_state(h, ref r));
+            return new ReplicationState { Epoch = r.epoch, Role = (ReplicationRole)r.role, Changes = r.changes };
         }
 
         public StoreStats Stats()

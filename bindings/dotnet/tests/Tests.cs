@@ -93,6 +93,7 @@ static class Program
             T.Run("ttl expiry (after, sliding)", Ttl);
             T.Run("lock protocol", Locks);
             T.Run("stats, info, sweep, check", Maintenance);
+            T.Run("replication state: role, epoch, change counter", Replication);
             T.Run("session data serialisation", Serialisation);
             T.Run("session store provider", Provider);
             T.Run("session ids of bindings/SESSION-FORMAT.md", Ids);
@@ -284,6 +285,44 @@ static class Program
             s.Delete(k);
             T.True(!s.Unlock(k, l6.LockId), "unlock of a deleted entry is false");
             T.True(!s.SetAndUnlock(k, l6.LockId, B("x")).HasValue, "set-and-unlock of a deleted entry is null");
+        }
+    }
+
+    // The replicator's call (the daemon's, not the binding's), through a handle of its own.
+    [System.Runtime.InteropServices.DllImport("gardenstate")] static extern int gds_attach(byte[] name, out IntPtr store);
+    [System.Runtime.InteropServices.DllImport("gardenstate")] static extern int gds_set_write_mode(IntPtr store, uint mode);
+    [System.Runtime.InteropServices.DllImport("gardenstate")] static extern void gds_close(IntPtr store);
+
+    public static void SetWriteMode(string segment, uint mode)
+    {
+        IntPtr h;
+        T.Eq(0, gds_attach(Encoding.UTF8.GetBytes(segment + "\0"), out h), "attach as the daemon");
+        T.Eq(0, gds_set_write_mode(h, mode), "set write mode " + mode);
+        gds_close(h);
+    }
+
+    static void Replication()
+    {
+        string n = Seg("repl");
+        using (var s = Store.Create(n, new StoreOptions { CapacityBytes = 4 << 20, MaxEntries = 1024 }))
+        {
+            var first = s.GetReplicationState();
+            T.True(first.Role == ReplicationRole.Primary && first.Writable && first.Epoch == 0, "a new segment is a primary");
+            ulong seen = first.Changes;
+            var steps = new[] { Tuple.Create(1u, ReplicationRole.Standby), Tuple.Create(2u, ReplicationRole.Fenced),
+                Tuple.Create(0u, ReplicationRole.Primary) };
+            foreach (var step in steps)
+            {
+                SetWriteMode(n, step.Item1);
+                var now = s.GetReplicationState();
+                T.Eq(step.Item2, now.Role, "role after write mode " + step.Item1);
+                T.True(now.Changes > seen, "the change counter moved");
+                T.True(now.Writable == (step.Item2 == ReplicationRole.Primary), "writable");
+                if (!now.Writable) T.Throws<ReadOnlyException>(() => s.Set(B("k"), B("v")), "writes refused");
+                seen = now.Changes;
+            }
+            SetWriteMode(n, 0);
+            T.Eq(seen, s.GetReplicationState().Changes, "the same mode again is no change");
         }
     }
 

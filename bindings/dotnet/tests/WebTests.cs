@@ -3,8 +3,12 @@
 using System;
 using System.Collections.Specialized;
 using System.Diagnostics;
+using System.IO;
 using System.Linq;
+using System.Runtime.InteropServices;
+using System.Text;
 using System.Threading;
+using System.Web;
 using System.Web.SessionState;
 using Gardenstate.Web;
 
@@ -107,6 +111,45 @@ static class WebTests
         same.Dispose();
     }
 
+    // The replicator's call (the daemon's, not the binding's), through a handle of its own.
+    [DllImport("gardenstate")] static extern int gds_attach(byte[] name, out IntPtr store);
+    [DllImport("gardenstate")] static extern int gds_set_write_mode(IntPtr store, uint mode);
+    [DllImport("gardenstate")] static extern void gds_close(IntPtr store);
+
+    static void SetWriteMode(string segment, uint mode)
+    {
+        IntPtr h;
+        True(gds_attach(Encoding.UTF8.GetBytes(segment + "\0"), out h) == 0, "attach as the daemon");
+        True(gds_set_write_mode(h, mode) == 0, "set write mode " + mode);
+        gds_close(h);
+    }
+
+    // A standby, a fenced primary, a failover in progress: pages that read their session are
+    // served without a lock; a page that writes it gets 503 with Retry-After: 1, not a 500.
+    static void ReadOnlySegment(SessionStateStoreProviderBase p, string seg)
+    {
+        bool locked; TimeSpan age; object lockId; SessionStateActions act;
+        var d = p.CreateNewStoreData(null, 20);
+        d.Items["n"] = 1;
+        p.SetAndReleaseItemExclusive(null, "ro1", d, null, true);
+        SetWriteMode(seg, 1);
+        try
+        {
+            var got = p.GetItemExclusive(null, "ro1", out locked, out age, out lockId, out act);
+            True(got != null && !locked && lockId == null && (int)got.Items["n"] == 1, "read-only segment: the session, no lock");
+            p.ResetItemTimeout(null, "ro1");
+            p.ReleaseItemExclusive(null, "ro1", lockId);
+            got.Items["n"] = 2;
+            var ctx = new HttpContext(new HttpRequest("", "http://localhost/", ""), new HttpResponse(new StringWriter()));
+            try { p.SetAndReleaseItemExclusive(ctx, "ro1", got, lockId, false); True(false, "a refused write throws"); }
+            catch (HttpException e) { True(e.GetHttpCode() == 503, "a refused write is a 503, not a 500: " + e.GetHttpCode()); }
+            True(ctx.Response.Headers["Retry-After"] == "1", "Retry-After: 1");
+        }
+        finally { SetWriteMode(seg, 0); }
+        var after = p.GetItem(null, "ro1", out locked, out age, out lockId, out act);
+        True(after != null && (int)after.Items["n"] == 1, "the refused write changed nothing");
+    }
+
     static int Main()
     {
         string seg = (Environment.GetEnvironmentVariable("GDS_NET_TEST_PREFIX") ?? "nettest-" + Process.GetCurrentProcess().Id + "-") + "web";
@@ -149,6 +192,7 @@ static class WebTests
             p.RemoveItem(null, "s2", lockId, null);
             True(p.GetItem(null, "s2", out locked, out age, out lockId, out act) == null && !locked, "removed");
             True(!p.SetItemExpireCallback(null), "no expire callbacks");
+            ReadOnlySegment(p, seg);
             MonoModuleSequences(p, seg);
             True(impl.Store.Store.Check().Ok, "segment check");
             p.Dispose();

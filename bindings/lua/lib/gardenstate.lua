@@ -24,6 +24,11 @@ M.GDS_EXPIRY_NEVER = 0
 local TTL_NEVER = 0xFFFFFFFFFFFFFFFFULL -- GDS_TTL_NEVER (UINT64_MAX)
 M.GDS_EXPIRY_AFTER = 1
 M.GDS_EXPIRY_SLIDING = 2
+M.GDS_ROLE_PRIMARY = 0
+M.GDS_ROLE_STANDBY = 1
+M.GDS_ROLE_FENCED = 2
+M.GDS_ROLE_LEASE_LAPSED = 3
+local ROLE_NAMES = { [0] = "primary", "standby", "fenced", "lease_lapsed" }
 M.status = {
     GDS_OK = 0, GDS_NOT_FOUND = 1, GDS_FEED_EMPTY = 2, GDS_FEED_PENDING = 3,
     GDS_ERR_EXISTS = 10, GDS_ERR_VERSION_MISMATCH = 11, GDS_ERR_LOCKED = 12,
@@ -74,6 +79,14 @@ typedef struct gds_info {
     uint64_t dataset_id;
     uint64_t flags;
 } gds_info;
+typedef uint32_t gds_role;
+typedef struct gds_replication_state {
+    uint64_t struct_size;
+    uint64_t epoch;
+    uint64_t changes;
+    gds_role role;
+    uint32_t reserved;
+} gds_replication_state;
 typedef struct gds_meta {
     uint64_t version;
     uint64_t value_len;
@@ -124,6 +137,8 @@ void gds_close(struct gds_store *store);
 gds_status gds_destroy(const char *name);
 gds_status gds_get_info(const struct gds_store *store,
                         struct gds_info *info_out);
+gds_status gds_get_replication_state(const struct gds_store *store,
+                                     struct gds_replication_state *state_out);
 gds_status gds_get(const struct gds_store *store,
                    const uint8_t *key,
                    size_t key_len,
@@ -602,6 +617,22 @@ function Store:info()
     for _, f in ipairs(INFO_FIELDS) do t[f] = tonumber(s[f]) end
     t.dataset_id = (tostring(s.dataset_id):gsub("ULL$", "")) -- 64 bits: exact as a string
     return t
+end
+
+-- replication_state() -> { epoch, role, role_name, changes, writable } | nil, message, code
+-- A few atomic loads: cheap enough for every request. role is a GDS_ROLE_* value (role_name
+-- "primary", "standby", "fenced" or "lease_lapsed"); only a primary takes writes (writable);
+-- changes grows on every role change and epoch raise: compare it with the value seen before to
+-- learn that a failover happened.
+function Store:replication_state()
+    local h = handle(self)
+    local s = ffi.new("gds_replication_state")
+    s.struct_size = ffi.sizeof("gds_replication_state")
+    local rc = lib.gds_get_replication_state(h, s)
+    if rc ~= 0 then return fail(rc) end
+    local role = tonumber(s.role)
+    return { epoch = tonumber(s.epoch), role = role, role_name = ROLE_NAMES[role],
+        changes = tonumber(s.changes), writable = role == M.GDS_ROLE_PRIMARY }
 end
 
 return M

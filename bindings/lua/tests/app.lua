@@ -147,6 +147,8 @@ elseif op == "stats" then
     return result(store:stats())
 elseif op == "info" then
     return result(store:info())
+elseif op == "replication_state" then
+    return result(store:replication_state())
 elseif op == "version" then
     return result(gardenstate.version())
 elseif op == "pid" then

@@ -346,6 +346,34 @@ class NginxLua(unittest.TestCase):
         self.assertIn("Max-Age=0", r.getheader("Set-Cookie"))
         self.assertIsNone(self.py.get(("session:" + sid).encode()))
 
+    def test_a_read_only_segment_answers_session_writes_503_with_retry_after(self):
+        """A standby (or a fenced primary): the worker sees the role change, and the session
+        helper answers a refused save with 503 + Retry-After, not the app's 500."""
+        st, b, r = self.session_hit()
+        self.assertEqual((st, b["n"]), (200, 1))
+        cookie = r.getheader("Set-Cookie").split(";")[0]
+        st, before = api("replication_state")
+        self.assertEqual((st, before["result"]["role_name"], before["result"]["writable"]),
+                         (200, "primary", True))
+        self.py.set_write_mode(gardenstate.WriteMode.REPLICA)
+        try:
+            st, now = api("replication_state")
+            self.assertEqual((now["result"]["role_name"], now["result"]["role"]), ("standby", 1))
+            self.assertFalse(now["result"]["writable"])
+            self.assertGreater(now["result"]["changes"], before["result"]["changes"])
+            c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
+            try:
+                c.request("GET", "/session", headers={"Cookie": cookie})
+                r = c.getresponse()
+                r.read()
+                self.assertEqual((r.status, r.getheader("Retry-After")), (503, "1"))
+            finally:
+                c.close()
+        finally:
+            self.py.set_write_mode(gardenstate.WriteMode.WRITABLE)
+        st, b, r = self.session_hit(cookie)
+        self.assertEqual((st, b["n"]), (200, 2))
+
     def test_session_without_store(self):
         """session.start(nil) (an attach that failed in init_worker, old style): 503, not a Lua
         error per request ("attempt to index ... a nil value")."""

@@ -50,6 +50,10 @@ final class Abi
     public const WRITE_MODE_WRITABLE = 0;
     public const WRITE_MODE_REPLICA = 1;
     public const WRITE_MODE_FENCED = 2;
+    public const ROLE_PRIMARY = 0;
+    public const ROLE_STANDBY = 1;
+    public const ROLE_FENCED = 2;
+    public const ROLE_LEASE_LAPSED = 3;
     public const EXPIRY_NEVER = 0;
     public const EXPIRY_AFTER = 1;
     public const EXPIRY_SLIDING = 2;

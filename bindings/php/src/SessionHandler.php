@@ -19,6 +19,12 @@
 // A session the client names but the segment lacks gets an entry at once (an empty value,
 // added with gds_add, so two first requests of one id still serialize); a session left empty
 // at the end of the request is deleted, so cookieless visitors leave nothing behind.
+//
+// Failover: on a segment that takes no writes (a standby, a fenced primary, a failover in
+// progress) read() reads the session without its lock (no lock can be taken there), a request
+// that leaves its session unchanged is served as usual, and a write answers the request with
+// 503 and `Retry-After: 1` (when the headers are not sent yet: call session_write_close()
+// before any output) and throws ReadOnlyException (a warning at the end of the request).
 declare(strict_types=1);
 
 namespace Gardenstate;
@@ -45,6 +51,8 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
     private ?string $lockedId = null;
     private int $lockId = 0;
     private bool $readEmpty = false;
+    /** The session this request read without its lock: the segment took no writes (ReadOnlyException). */
+    private ?string $readOnlyId = null;
     /** Set by a shutdown function registered before PHP's own (see __construct). */
     private bool $shuttingDown = false;
     /** Whether this handler opened its Store (the worker process's, Store::process) or was given one. */
@@ -170,20 +178,26 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
             $this->close(); // a lock still held on another id (session_regenerate_id)
         }
         $key = $this->prefix . $id;
+        $this->readOnlyId = null;
         $wait = 50;
         while (true) {
             try {
                 $l = $this->store->lock($key, $this->lockTimeoutMs);
+                if ($l === null) {
+                    // No entry yet: make one (empty) so the lock has something to hold; whoever
+                    // adds it, the lock decides who goes first.
+                    $this->store->add($key, '', $this->effectiveTtlMs, true);
+                    continue;
+                }
             } catch (LockedException) {
                 usleep($wait);
                 $wait = min(2000, $wait * 2);
                 continue;
-            }
-            if ($l === null) {
-                // No entry yet: make one (empty) so the lock has something to hold; whoever
-                // adds it, the lock decides who goes first.
-                $this->store->add($key, '', $this->effectiveTtlMs, true);
-                continue;
+            } catch (ReadOnlyException) {
+                // No lock on a segment that takes no writes: read the session as it is; a
+                // write of it answers 503 (save()).
+                $this->readOnlyId = $id;
+                return $this->decode($this->store->get($key) ?? '');
             }
             $this->lockedId = $id;
             $this->lockId = $l['lock_id'];
@@ -226,6 +240,21 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
 
     private function save(string $id, ?string $value): void
     {
+        try {
+            $this->saveValue($id, $value);
+        } catch (ReadOnlyException $e) {
+            // The segment takes no writes (a standby, a fenced primary, a failover): 503 and
+            // Retry-After for the client, not a 500; writes come back within about a second.
+            if (!headers_sent()) {
+                http_response_code(503);
+                header('Retry-After: 1');
+            }
+            throw $e;
+        }
+    }
+
+    private function saveValue(string $id, ?string $value): void
+    {
         $key = $this->prefix . $id;
         if ($value === null) {
             // An empty session is not kept (as the Lua and Flask helpers do).
@@ -266,6 +295,9 @@ final class SessionHandler implements \SessionHandlerInterface, \SessionIdInterf
     {
         // lazy_write: the data is unchanged. Unlocking (or any access) pushes the sliding
         // deadline out, so giving the lock back is all there is to do.
+        if ($this->readOnlyId === $id) {
+            return true; // read without a lock on a read-only segment: nothing to give back
+        }
         if ($this->lockedId !== $id) {
             return $this->write($id, $data);
         }

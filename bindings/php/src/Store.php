@@ -272,6 +272,28 @@ final class Store
         return $out;
     }
 
+    /**
+     * Where the segment stands in its replication history (gds_replication_state): ['epoch',
+     * 'role' (Abi::ROLE_*), 'role_name' ('primary', 'standby', 'fenced', 'lease_lapsed'),
+     * 'changes', 'writable']. A few atomic loads: cheap enough for every request. Only a
+     * primary takes writes (the others throw ReadOnlyException: answer 503 with Retry-After);
+     * 'changes' grows on every role change and epoch raise, so comparing it with the value
+     * seen before tells that a failover happened.
+     */
+    public function replicationState(): array
+    {
+        $r = $this->ffi->new('gds_replication_state');
+        $r->struct_size = \FFI::sizeof($r);
+        $st = $this->ffi->gds_get_replication_state($this->handle(), \FFI::addr($r));
+        if ($st !== Abi::OK) {
+            throw self::error($this->ffi, $st, 'replication state');
+        }
+        $names = [Abi::ROLE_PRIMARY => 'primary', Abi::ROLE_STANDBY => 'standby', Abi::ROLE_FENCED => 'fenced',
+            Abi::ROLE_LEASE_LAPSED => 'lease_lapsed'];
+        return ['epoch' => $r->epoch, 'role' => $r->role, 'role_name' => $names[$r->role] ?? 'unknown',
+            'changes' => $r->changes, 'writable' => $r->role === Abi::ROLE_PRIMARY];
+    }
+
     /** Closes the handle (the segment and its entries stay). Idempotent. */
     public function close(): void
     {

@@ -199,6 +199,43 @@ function test_session_counter_is_json_under_the_shared_key(): void
     check_same(2, json_decode(Store::open(seg())->get("session:$id"), true)['count'], 'count');
 }
 
+/** Sets the segment's write mode (the replicator's call, which PHP does not wrap) through $s's handle. */
+function set_write_mode(Store $s, int $mode): void
+{
+    $raw = (new ReflectionProperty(Store::class, 'h'))->getValue($s);
+    check_same(Gardenstate\Abi::OK, Gardenstate\Library::ffi()->gds_set_write_mode($raw, $mode), 'set write mode');
+}
+
+function test_a_read_only_segment_serves_reads_and_answers_a_write_503_with_retry_after(): void
+{
+    $s = Store::open(seg());
+    $h = new SessionHandler(seg());
+    $id = session($h);
+    $_SESSION['count'] = 1;
+    session_write_close();
+    $before = $s->replicationState();
+    check_same(['primary', true, 0], [$before['role_name'], $before['writable'], $before['epoch']], 'primary');
+    set_write_mode($s, Gardenstate\Abi::WRITE_MODE_REPLICA); // a standby, a failover
+    try {
+        $now = $s->replicationState();
+        check_same([Gardenstate\Abi::ROLE_STANDBY, 'standby', false], [$now['role'], $now['role_name'], $now['writable']],
+            'standby');
+        check($now['changes'] > $before['changes'], 'the change counter moved');
+        session($h, $id); // read without the lock
+        check_same(['count' => 1], $_SESSION, 'read on a read-only segment');
+        session_write_close(); // unchanged: nothing to write
+        check_same(200, http_response_code() ?: 200, 'an unchanged session is served');
+        session($h, $id);
+        $_SESSION['count']++;
+        check_throws(Gardenstate\ReadOnlyException::class, fn() => session_write_close(), 'read-only');
+        check_same(503, http_response_code(), 'status of a refused write');
+    } finally {
+        set_write_mode($s, Gardenstate\Abi::WRITE_MODE_WRITABLE);
+        http_response_code(200);
+    }
+    check_same('{"count":1}', $s->get("session:$id"), 'the refused write changed nothing');
+}
+
 function test_a_session_written_by_another_runtime_is_read(): void
 {
     $s = Store::open(seg());

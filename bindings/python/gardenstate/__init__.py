@@ -51,6 +51,8 @@ from .store import (
     Info,
     Locked,
     Meta,
+    ReplicationState,
+    Role,
     Stats,
     Store,
     SweepReport,

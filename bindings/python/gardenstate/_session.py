@@ -34,3 +34,12 @@ class JSONSerializer:
 
     def loads(self, raw: bytes) -> dict:
         return json.loads(raw.decode("utf-8"))
+
+
+#: The answer to a request whose session write the segment refused (ReadOnlyError: a standby,
+#: a fenced primary, a failover in progress): 503 with Retry-After, not a 500. Writes usually
+#: come back within a second (a failover, a renewed lease); a load balancer retries or moves
+#: the client to the new primary.
+READ_ONLY_STATUS = 503
+READ_ONLY_HEADERS = {"Retry-After": "1"}
+READ_ONLY_BODY = b"session store is read-only (failover in progress): retry\n"

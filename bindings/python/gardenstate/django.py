@@ -37,6 +37,10 @@ Semantics, as Django's cache and db backends:
   of [a-z0-9]) are inside it. To serve a visitor from several runtimes, set
   SESSION_COOKIE_NAME = "gds_session" (Django's default, "sessionid", is kept so existing
   sessions survive an upgrade).
+- A session write the segment refuses (ReadOnlyError: the host is a standby, its primary is
+  fenced, a failover is in progress) answers 503 with `Retry-After: 1` (never a 500) when
+  MIDDLEWARE lists "gardenstate.django.SessionMiddleware" in place of Django's
+  "django.contrib.sessions.middleware.SessionMiddleware" (a subclass: nothing else changes).
 """
 
 from __future__ import annotations
@@ -46,11 +50,14 @@ from typing import Optional
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signing import JSONSerializer as DjangoJSONSerializer
+from django.http import HttpResponse
 
-from ._session import KEY_PREFIX, JSONSerializer, new_sid, valid_sid
-from .errors import ExistsError, VersionMismatchError
+from ._session import (KEY_PREFIX, READ_ONLY_BODY, READ_ONLY_HEADERS, READ_ONLY_STATUS,
+                       JSONSerializer, new_sid, valid_sid)
+from .errors import ExistsError, ReadOnlyError, VersionMismatchError
 from .store import Store
 
 _lock = threading.Lock()
@@ -222,5 +229,17 @@ class SessionStore(SessionBase):
         cls.clear_expired()
 
 
-__all__ = ["SessionStore", "store"]
+class SessionMiddleware(DjangoSessionMiddleware):
+    """Django's SessionMiddleware, except that a session write the segment refuses
+    (ReadOnlyError) answers 503 with `Retry-After: 1` instead of a 500."""
+
+    def process_response(self, request, response):
+        try:
+            return super().process_response(request, response)
+        except ReadOnlyError:
+            return HttpResponse(READ_ONLY_BODY, status=READ_ONLY_STATUS, headers=READ_ONLY_HEADERS,
+                                content_type="text/plain")
+
+
+__all__ = ["SessionMiddleware", "SessionStore", "store"]
 

@@ -32,6 +32,10 @@ default name is "session", kept so existing sessions survive an upgrade).
   longer than `lock_takeover_after` seconds (a stuck request; default 30, keep it below the
   server's worker timeout) is taken over then, and the stuck request's changes are lost
   (logged), as with ASP.NET's executionTimeout.
+- A session write the segment refuses (ReadOnlyError: the host is a standby, its primary is
+  fenced, a failover is in progress) answers 503 with `Retry-After: 1` instead of the
+  view's response (never a 500); requests that only read their session are served as usual
+  (with locking=True they read it without the lock, which a read-only segment cannot take).
 
 Flask is imported here only: `import gardenstate` works without it.
 """
@@ -44,8 +48,9 @@ from typing import Any, Optional
 from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
-from ._session import KEY_PREFIX, JSONSerializer, new_sid, valid_sid
-from .errors import LockedError, LockMismatchError
+from ._session import (KEY_PREFIX, READ_ONLY_BODY, READ_ONLY_HEADERS, READ_ONLY_STATUS,
+                       JSONSerializer, new_sid, valid_sid)
+from .errors import LockedError, LockMismatchError, ReadOnlyError
 from .store import Store
 
 
@@ -97,8 +102,11 @@ class GardenstateSessionInterface(SessionInterface):
         if valid_sid(sid):
             lock_id = 0
             if self.locking:
-                locked = self._lock(self._key(sid))
-                raw, lock_id = (None, 0) if locked is None else (locked.value, locked.lock_id)
+                try:
+                    locked = self._lock(self._key(sid))
+                    raw, lock_id = (None, 0) if locked is None else (locked.value, locked.lock_id)
+                except ReadOnlyError:  # no lock on a read-only segment: read; a write gets 503
+                    raw = self.store.get(self._key(sid))
             else:
                 raw = self.store.get(self._key(sid))  # a sliding read extends the deadline
             if raw is not None:
@@ -128,6 +136,18 @@ class GardenstateSessionInterface(SessionInterface):
                 pause = min(pause * 2, 0.02)
 
     def save_session(self, app, session: GardenstateSession, response) -> None:
+        try:
+            self._save(app, session, response)
+        except ReadOnlyError:
+            app.logger.warning("gardenstate: session %s...: the segment takes no writes "
+                               "(%s): answering 503", session.sid[:8],
+                               self.store.replication_state().role.name)
+            response.status_code = READ_ONLY_STATUS
+            response.headers.update(READ_ONLY_HEADERS)
+            response.set_data(READ_ONLY_BODY)
+            response.mimetype = "text/plain"
+
+    def _save(self, app, session: GardenstateSession, response) -> None:
         name = self.get_cookie_name(app)
         domain = self.get_cookie_domain(app)
         path = self.get_cookie_path(app)

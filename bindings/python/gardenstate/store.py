@@ -62,6 +62,31 @@ class WriteMode(IntEnum):
     FENCED = N.GDS_WRITE_MODE_FENCED
 
 
+class Role(IntEnum):
+    """What a segment is for its workers now (GDS_ROLE_*): only PRIMARY takes writes; the
+    others raise ReadOnlyError on every write (answer 503 with Retry-After, README)."""
+
+    PRIMARY = N.GDS_ROLE_PRIMARY
+    STANDBY = N.GDS_ROLE_STANDBY
+    FENCED = N.GDS_ROLE_FENCED
+    #: writable, but the replication daemon stopped renewing its write lease
+    LEASE_LAPSED = N.GDS_ROLE_LEASE_LAPSED
+
+
+@dataclass(frozen=True)
+class ReplicationState:
+    """Where a segment stands in its replication history (gds_replication_state)."""
+
+    epoch: int  # raised by every promotion, never lowered
+    role: Role
+    changes: int  # grows on every role change and epoch raise: compare with a cached value
+
+    @property
+    def writable(self) -> bool:
+        """Whether workers' writes are accepted now (role PRIMARY)."""
+        return self.role == Role.PRIMARY
+
+
 @dataclass(frozen=True)
 class Meta:
     """Metadata of an entry (gds_meta)."""
@@ -711,6 +736,13 @@ class Store:
             raise TypeError(f"mode must be a WriteMode, not {type(mode).__name__}")
         m = WriteMode(mode)  # ValueError for an unknown mode
         self._call_ok("set_write_mode", int(m))
+
+    def replication_state(self) -> ReplicationState:
+        """The epoch, the role and the change counter, in a few atomic loads: cheap enough
+        for every request (a worker learns that a failover happened when `changes` differs
+        from the value it saw before)."""
+        s = self._struct_call("get_replication_state", "gds_replication_state")
+        return ReplicationState(int(s.epoch), Role(s.role), int(s.changes))
 
     def wait_replicated(self, version: int, timeout: Duration) -> bool:
         """Waits until the standby has applied the write that returned `version` (like Redis

@@ -63,7 +63,8 @@ class HeaderConstants(unittest.TestCase):
                      "GDS_EXPIRY_AFTER", "GDS_EXPIRY_SLIDING", "GDS_CHANGE_NOP",
                      "GDS_CHANGE_SET", "GDS_CHANGE_DELETE", "GDS_CHANGE_TOUCH",
                      "GDS_CHANGE_LOCK", "GDS_CHANGE_UNLOCK", "GDS_CHANGE_EXPIRE",
-                     "GDS_CHANGE_EVICT"):
+                     "GDS_CHANGE_EVICT", "GDS_ROLE_PRIMARY", "GDS_ROLE_STANDBY",
+                     "GDS_ROLE_FENCED", "GDS_ROLE_LEASE_LAPSED"):
             self.assertEqual(getattr(N, name), defines[name], name)
         self.assertIn("#define GDS_TTL_NEVER UINT64_MAX", header_text())
         self.assertEqual(N.GDS_TTL_NEVER, 2**64 - 1)

@@ -122,6 +122,22 @@ class Semantics(SimpleTestCase):
             s.save()
         self.assertFalse(s.exists(s.session_key))
 
+    def test_a_refused_session_write_answers_503_with_retry_after(self):
+        from django.contrib.sessions.middleware import SessionMiddleware as Django
+        from django.http import HttpResponse
+        from django.test import RequestFactory
+
+        def view(request):
+            request.session["n"] = 1
+            return HttpResponse("ok")
+        st = gdjango.store()
+        st.set_write_mode(gardenstate.WriteMode.REPLICA)  # a standby, a failover
+        self.addCleanup(st.set_write_mode, gardenstate.WriteMode.WRITABLE)
+        r = gdjango.SessionMiddleware(view)(RequestFactory().get("/"))
+        self.assertEqual((r.status_code, r["Retry-After"]), (503, "1"))
+        with self.assertRaises(gardenstate.ReadOnlyError):  # Django's own: a 500
+            Django(view)(RequestFactory().get("/"))
+
     def test_the_entry_expires_with_the_session(self):
         s = SessionStore()
         s.set_expiry(300)

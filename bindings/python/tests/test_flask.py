@@ -151,6 +151,17 @@ class InProcess(unittest.TestCase):
         (entry,) = session_keys(self.store, b"ia:")
         self.assertEqual(json.loads(entry.value), {"who": "ada"})
 
+    def test_a_refused_write_answers_503_with_retry_after_and_reads_still_work(self):
+        self.assertEqual(self.client.post("/incr").json["n"], 1)
+        self.store.set_write_mode(gardenstate.WriteMode.REPLICA)  # a standby, a failover
+        with self.assertLogs(self.app.logger, "WARNING") as logs:
+            r = self.client.post("/incr")
+        self.assertIn("STANDBY", logs.output[0])
+        self.assertEqual((r.status_code, r.headers.get("Retry-After")), (503, "1"))
+        self.assertEqual(self.client.get("/show").json["n"], 1)
+        self.store.set_write_mode(gardenstate.WriteMode.WRITABLE)
+        self.assertEqual(self.client.post("/incr").json["n"], 2)
+
     def test_the_interface_wants_a_store(self):
         from gardenstate.flask import GardenstateSessionInterface
         with self.assertRaises(TypeError):
@@ -207,6 +218,15 @@ class Locking(unittest.TestCase):
         self.assertEqual(self.store.get_meta(self.key).lock_id, 0)
         self.client.post("/clear")
         self.assertIsNone(self.store.get_meta(self.key))
+
+    def test_a_read_only_segment_serves_reads_unlocked_and_answers_writes_503(self):
+        self.store.set_write_mode(gardenstate.WriteMode.FENCED)
+        self.assertEqual(self.client.get("/show").json["n"], 1)
+        with self.assertLogs(self.app.logger, "WARNING"):
+            r = self.client.post("/incr")
+        self.assertEqual((r.status_code, r.headers.get("Retry-After")), (503, "1"))
+        self.store.set_write_mode(gardenstate.WriteMode.WRITABLE)
+        self.assertEqual(self.client.post("/incr").json["n"], 2)
 
     def test_the_lock_of_a_dead_holder_is_taken_over(self):
         # A forked child takes the lock and dies (as a killed worker would); the lock is

@@ -495,6 +495,23 @@ class Maintenance(StoreCase):
         self.assertIsNone(entries[b"k8"].meta.ttl_left_ms)
         self.assertEqual(sorted(self.store.keys()), sorted(entries))
 
+    def test_replication_state_tells_workers_of_every_role_change(self):
+        from gardenstate import ReplicationState, Role
+        with Store.attach(self.name) as worker:
+            first = worker.replication_state()
+            self.assertEqual((first.role, first.epoch, first.writable), (Role.PRIMARY, 0, True))
+            seen = first.changes
+            for mode, role in ((WriteMode.REPLICA, Role.STANDBY), (WriteMode.FENCED, Role.FENCED),
+                               (WriteMode.WRITABLE, Role.PRIMARY)):
+                self.store.set_write_mode(mode)
+                now = worker.replication_state()
+                self.assertIsInstance(now, ReplicationState)
+                self.assertEqual(now.role, role)
+                self.assertGreater(now.changes, seen)
+                seen = now.changes
+            self.store.set_write_mode(WriteMode.WRITABLE)  # no change
+            self.assertEqual(worker.replication_state().changes, seen)
+
     def test_write_mode(self):
         self.store.set(b"k", b"v", sliding=60)
         self.assertEqual(self.store.write_mode, WriteMode.WRITABLE)

@@ -344,13 +344,31 @@ static void test_info_and_modes(gds_store *s) {
     OK(gds_get_write_mode(s, &mode));
     CHECK(mode == GDS_WRITE_MODE_WRITABLE);
 
+    gds_replication_state rs;
+    EXPECT_NULL_ARG(gds_get_replication_state(NULL, &rs), "store");
+    EXPECT_NULL_ARG(gds_get_replication_state(s, NULL), "state_out");
+    rs.struct_size = 8;
+    EXPECT(gds_get_replication_state(s, &rs), GDS_ERR_INVALID_ARGUMENT);
+    rs.struct_size = sizeof rs;
+    OK(gds_get_replication_state(s, &rs));
+    CHECK(rs.struct_size == sizeof rs && rs.role == GDS_ROLE_PRIMARY && rs.epoch == 0 && rs.reserved == 0);
+    uint64_t changes = rs.changes;
+
     uint64_t v;
     OK(gds_set(s, KEY("ro"), KEY("value"), GDS_EXPIRY_NEVER, 0, &v));
     gds_write_mode modes[] = {GDS_WRITE_MODE_REPLICA, GDS_WRITE_MODE_FENCED};
+    gds_role roles[] = {GDS_ROLE_STANDBY, GDS_ROLE_FENCED};
     for (int i = 0; i < 2; i++) {
         OK(gds_set_write_mode(s, modes[i]));
         OK(gds_get_write_mode(s, &mode));
         CHECK(mode == modes[i]);
+        /* every role change moves the counter; setting the same mode again does not */
+        OK(gds_get_replication_state(s, &rs));
+        CHECK(rs.role == roles[i] && rs.changes > changes);
+        changes = rs.changes;
+        OK(gds_set_write_mode(s, modes[i]));
+        OK(gds_get_replication_state(s, &rs));
+        CHECK(rs.role == roles[i] && rs.changes == changes);
         uint64_t out;
         fill(&out, sizeof out);
         EXPECT(gds_set(s, KEY("ro"), KEY("x"), GDS_EXPIRY_NEVER, 0, &out), GDS_ERR_READ_ONLY);
@@ -373,6 +391,8 @@ static void test_info_and_modes(gds_store *s) {
         CHECK(m.version == v);
     }
     OK(gds_set_write_mode(s, GDS_WRITE_MODE_WRITABLE));
+    OK(gds_get_replication_state(s, &rs));
+    CHECK(rs.role == GDS_ROLE_PRIMARY && rs.changes > changes);
     OK(gds_delete(s, KEY("ro")));
 
     char *dir;

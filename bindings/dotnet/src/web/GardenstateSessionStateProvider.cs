@@ -148,7 +148,21 @@ namespace Gardenstate.Web
 
         public override void CreateUninitializedItem(HttpContext context, string id, int timeout)
         {
-            inner.CreateUninitializedItem(id, timeout);
+            Write(context, () => inner.CreateUninitializedItem(id, timeout));
+        }
+
+        // A write the segment refuses (a standby, a fenced primary, a failover in progress): HTTP 503
+        // with Retry-After: 1 instead of the host's 500, since writes usually come back within a
+        // second and a load balancer or client should retry (README.md, "Failover").
+        static void Write(HttpContext context, Action write)
+        {
+            try { write(); }
+            catch (GS.ReadOnlyException e)
+            {
+                if (context != null) context.Response.AppendHeader("Retry-After", "1");
+                throw new HttpException(503, "gardenstate provider: the session segment takes no writes now (a standby, " +
+                    "a fenced primary, or a failover in progress): retry in a second", e);
+            }
         }
 
         public override SessionStateStoreData GetItem(HttpContext context, string id, out bool locked, out TimeSpan lockAge,
@@ -164,7 +178,14 @@ namespace Gardenstate.Web
             out object lockId, out AspActions actions)
         {
             GS.SessionStateActions a;
-            var d = inner.GetItemExclusive(id, out locked, out lockAge, out lockId, out a);
+            GS.SessionData d;
+            try { d = inner.GetItemExclusive(id, out locked, out lockAge, out lockId, out a); }
+            catch (GS.ReadOnlyException)
+            {
+                // No lock on a segment that takes no writes: the session as it is, without a lock;
+                // a page that changes it gets 503 when it is written (SetAndReleaseItemExclusive).
+                d = inner.GetItem(id, out locked, out lockAge, out lockId, out a);
+            }
             actions = (AspActions)(int)a;
             return ToAspNet(context, d);
         }
@@ -176,22 +197,25 @@ namespace Gardenstate.Web
             // Session.Timeout the page set is only on the session still in the context.
             HttpSessionState live = context != null ? context.Session : null;
             if (d != null && live != null && live.SessionID == id && live.Timeout > 0) d.Timeout = live.Timeout;
-            inner.SetAndReleaseItemExclusive(id, d, lockId, newItem);
+            Write(context, () => inner.SetAndReleaseItemExclusive(id, d, lockId, newItem));
         }
 
         public override void ReleaseItemExclusive(HttpContext context, string id, object lockId)
         {
-            inner.ReleaseItemExclusive(id, lockId);
+            Write(context, () => inner.ReleaseItemExclusive(id, lockId));
         }
 
         public override void RemoveItem(HttpContext context, string id, object lockId, SessionStateStoreData item)
         {
-            inner.RemoveItem(id, lockId, null);
+            Write(context, () => inner.RemoveItem(id, lockId, null));
         }
 
         public override void ResetItemTimeout(HttpContext context, string id)
         {
-            inner.ResetItemTimeout(id);
+            // Every request of a session calls this, read-only pages too: on a segment that takes
+            // no writes the deadline stays (as reads there do not extend it), and the page is served.
+            try { inner.ResetItemTimeout(id); }
+            catch (GS.ReadOnlyException) { }
         }
 
         static SessionStateStoreData ToAspNet(HttpContext context, GS.SessionData d)

@@ -13,10 +13,16 @@
 -- ids of earlier versions still are), and the data is a JSON object under
 -- `key_prefix .. id` (default "session:"). The expiry is sliding by default: every read
 -- extends it by ttl_ms. Concurrent requests of one session: the last save wins.
+--
+-- A save the segment refuses (GDS_ERR_READ_ONLY: this host is a standby, its primary is
+-- fenced, a failover is in progress) ends the request with 503 and `Retry-After: 1`, not an
+-- error for the app to turn into a 500: writes come back within about a second. Requests that
+-- only read their session are served as usual.
 local gardenstate = require("gardenstate")
 local cjson = require("cjson.safe")
 
 local M = {}
+local READ_ONLY = gardenstate.status.GDS_ERR_READ_ONLY
 local Session = {}
 Session.__index = Session
 
@@ -57,6 +63,14 @@ local function unavailable(err)
         ngx.log(ngx.ERR, "gardenstate.session: no store (nil): the segment was not attached in "
             .. "init_worker; use gardenstate.lazy(name), which retries; answering 503")
     end
+    return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
+end
+
+-- A session write the segment refused: 503 with Retry-After, and the request ends here.
+local function read_only(err)
+    ngx.log(ngx.WARN, "gardenstate.session: the segment takes no writes (", tostring(err),
+        "): answering 503")
+    ngx.header["Retry-After"] = "1"
     return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
 end
 
@@ -123,12 +137,14 @@ end
 -- save() -> true | nil, message, code
 -- Writes the data (when changed or new) and sends the cookie for a new session; an emptied
 -- session is deleted and its cookie removed. Call it before the response headers are sent.
+-- A write the segment refuses ends the request with 503 and Retry-After: 1 (ngx.exit).
 function Session:save()
     local o = self.opts
     local key = o.key_prefix .. self.id
     if next(self.data) == nil then
         if not self.fresh then
             local ok, err, code = self.store:delete(key)
+            if code == READ_ONLY then return read_only(err) end
             if not ok and code ~= 1 then return nil, err, code end
             ngx.header["Set-Cookie"] = cookie_header(self, "", 0)
         end
@@ -138,6 +154,7 @@ function Session:save()
         local raw, jerr = cjson.encode(self.data)
         if not raw then return nil, "gardenstate.session: cannot encode: " .. tostring(jerr) end
         local ok, err, code = self.store:set(key, raw, o.ttl_ms, o.sliding)
+        if code == READ_ONLY then return read_only(err) end
         if not ok then return nil, err, code end
     end
     if self.fresh then
