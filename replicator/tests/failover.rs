@@ -543,3 +543,50 @@ fn daemon_dies_round(round: u32) {
     let (samples, both, first) = watch.finish();
     assert_eq!(both, 0, "{both} of {samples} samples saw both segments taking writes, first at {first:?}");
 }
+
+/// A primary's daemon stopped (SIGSTOP) past its write lease: the workers' writes are refused,
+/// and `stats` says so (`lease_lapsed`, not `writable`) while the daemon is stopped; once it
+/// runs again it logs that the lease lapsed.
+#[test]
+fn a_lapsed_write_lease_is_shown_by_stats_and_logged() {
+    let dir = Scratch::new("lease-lapsed");
+    let key = dir.key("key", b"lease lapsed test key 0123456789abcdef");
+    let key = key.to_str().unwrap();
+    let (pseg, sseg) = (Seg::new("ll-p"), Seg::new("ll-s"));
+    let primary_store = pseg.create();
+    let (pp, ps, pw) = (free_port(), free_port(), free_port());
+    let (p_addr, s_addr, w_addr) =
+        (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{ps}"), format!("127.0.0.1:{pw}"));
+    let witness = Daemon::start(&dir, "witness", &["witness", "--listen", &w_addr, "--key-file", key]);
+    let p_args =
+        ["primary", "--segment", &pseg.0, "--listen", &p_addr, "--witness", &w_addr, "--key-file", key];
+    let primary = Daemon::start(&dir, "primary", &daemon_args(&p_args, &[]));
+    let s_args =
+        ["standby", "--segment", &sseg.0, "--connect", &p_addr, "--listen", &s_addr, "--witness", &w_addr];
+    let standby = Daemon::start(&dir, "standby", &daemon_args(&s_args, &["--key-file", key]));
+    let all = [&primary, &standby, &witness];
+    wait_logged("the primary to unfence", Duration::from_secs(20), &all, || {
+        primary.log().contains("writes resumed")
+    });
+    let write_mode = || {
+        let out = std::process::Command::new(BIN).args(["stats", &pseg.0, "--json"]).output().unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        j["write_mode"].as_str().unwrap().to_string()
+    };
+    assert_eq!(write_mode(), "writable");
+    let pid = primary.child.as_ref().unwrap().id().to_string();
+    let signal =
+        |sig: &str| assert!(std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    signal("-STOP");
+    wait_until("the lease to run out", Duration::from_secs(10), || {
+        primary_store.write_lease_left() == Some(Duration::ZERO)
+    });
+    assert!(matches!(primary_store.set(b"probe", b"x", Expiry::Never), Err(Error::ReadOnly)));
+    assert_eq!(primary_store.write_mode(), WriteMode::Writable, "nobody fenced it: only the lease refuses");
+    let shown = write_mode();
+    signal("-CONT");
+    assert_eq!(shown, "lease_lapsed", "stats while the lease is out");
+    wait_logged("the lapse to be logged", Duration::from_secs(10), &all, || {
+        primary.log().contains("the write lease lapsed")
+    });
+}

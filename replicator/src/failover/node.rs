@@ -234,6 +234,8 @@ pub struct Guard {
     fenced_by_me: bool,
     /// Since when a newer primary has been seen without a gap, and where.
     newer_since: Option<(Instant, String)>,
+    /// The write lease was found lapsed (logged once, until it is renewed or we fence).
+    lapsed: bool,
 }
 
 /// What the guard decided this round.
@@ -248,7 +250,7 @@ impl Guard {
     /// one that was just promoted (it holds the newest epoch) does not. Without a witness
     /// there is no write lease (a leftover one is cleared).
     pub fn start(node: &Node, store: &Store, cold: bool) -> Guard {
-        let mut g = Guard { fenced_by_me: false, newer_since: None };
+        let mut g = Guard { fenced_by_me: false, newer_since: None, lapsed: false };
         store.set_write_lease(if node.has_witness() { Some(node.cfg.fence_after) } else { None });
         if cold && node.has_witness() && store.write_mode() == WriteMode::Writable {
             store.set_write_mode(WriteMode::Fenced);
@@ -265,7 +267,19 @@ impl Guard {
         let epoch = store.epoch();
         let mode = store.write_mode();
         report_peers(node);
-        node.status.set_role(if mode == WriteMode::Writable { "primary" } else { "fenced" });
+        // A lease that ran out while writable: this daemon's rounds were late (CPU starvation,
+        // swap, a stop), and workers have been refused since. Said once; `stats` and `/metrics`
+        // show the segment as `lease_lapsed`, not writable, meanwhile.
+        let lapsed = crate::commands::render::lease_lapsed(store);
+        if lapsed && !self.lapsed {
+            log::warn(
+                "the write lease lapsed: workers' writes are refused (ReadOnly) since it ran out; this \
+                 daemon's rounds were late (CPU starvation, swap, or a stopped process?)",
+            );
+            node.status.event("write lease lapsed: writes refused");
+        }
+        self.lapsed = lapsed;
+        node.status.set_role(if mode == WriteMode::Writable && !lapsed { "primary" } else { "fenced" });
         node.status.set_epoch(epoch, store.history_id());
         node.status.head_at(store.feed_head());
         node.beacon.announce(Announce {
@@ -335,6 +349,11 @@ impl Guard {
             );
         } else if mode == WriteMode::Writable {
             store.set_write_lease(Some(left));
+            if lapsed {
+                self.lapsed = false;
+                log::info("write lease renewed: writes resumed (a peer was heard within fence_after)");
+                node.status.event("write lease renewed");
+            }
         } else if self.fenced_by_me {
             // Both a heartbeat saying "standby, of no newer epoch" and acknowledgements on a
             // live replication stream: a datagram sent just before the standby promoted itself

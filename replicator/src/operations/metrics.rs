@@ -13,7 +13,7 @@
 //! `_total`; each family has `# HELP` and `# TYPE` lines. A value that is not known (the lag
 //! before the first acknowledgement) is left out rather than reported as 0.
 
-use crate::commands::render::write_mode_name;
+use crate::commands::render::{LEASE_LAPSED, effective_mode_name, lease_lapsed, write_mode_name};
 use crate::operations::status::{Status, StatusReport, unix_ms_now};
 use gardenstate::{Store, WriteMode};
 use std::fmt::Write as _;
@@ -353,15 +353,18 @@ pub fn render(r: &StatusReport, store: Option<&Store>) -> String {
 
 /// The segment's own figures: write mode, replication header words, counters, occupancy.
 fn engine(x: &mut Exposition, store: &Store) {
-    let mode = store.write_mode();
-    let modes = [WriteMode::Writable, WriteMode::Replica, WriteMode::Fenced];
-    let labels: Vec<[(&str, &str); 1]> = modes.iter().map(|&m| [("mode", write_mode_name(m))]).collect();
+    // As workers meet it: a writable segment whose write lease lapsed is `lease_lapsed`.
+    let mode = effective_mode_name(store.write_mode(), lease_lapsed(store));
+    let modes = [WriteMode::Writable, WriteMode::Replica, WriteMode::Fenced].map(write_mode_name);
+    let labels: Vec<[(&str, &str); 1]> =
+        modes.iter().chain([&LEASE_LAPSED]).map(|&m| [("mode", m)]).collect();
     let samples: Vec<(&[(&str, &str)], f64)> =
-        labels.iter().zip(modes).map(|(l, m)| (&l[..], if m == mode { 1.0 } else { 0.0 })).collect();
+        labels.iter().map(|l| (&l[..], if l[0].1 == mode { 1.0 } else { 0.0 })).collect();
     x.family(
         "gardenstate_write_mode",
         "gauge",
-        "The segment's write mode (1 for the current one).",
+        "The segment's write mode as workers meet it (1 for the current one; lease_lapsed: writable, \
+         but the write lease ran out, so writes are refused).",
         &samples,
     );
     let (info, s) = (store.info(), store.stats());
@@ -519,6 +522,7 @@ mod tests {
         assert!(get("gardenstate_replication_heartbeat_age_seconds", ",peer_role=\"witness\"") < 60.0);
         assert_eq!(get("gardenstate_write_mode", ",mode=\"writable\""), 1.0);
         assert_eq!(get("gardenstate_write_mode", ",mode=\"replica\""), 0.0);
+        assert_eq!(get("gardenstate_write_mode", ",mode=\"lease_lapsed\""), 0.0);
         assert_eq!(get("gardenstate_live_entries", ""), 2.0);
         assert_eq!(get("gardenstate_sets_total", ""), 2.0);
         assert_eq!(get("gardenstate_hits_total", ""), 1.0);
@@ -527,6 +531,16 @@ mod tests {
         assert!(get("gardenstate_bytes_used", "") > 0.0);
         // A query string is fine; HTTP/1.0 too.
         assert_eq!(fetch(addr, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n").0, 200);
+        // A write lease run out: writes are refused, so the mode is not `writable`.
+        store.set_write_lease(Some(Duration::from_millis(1)));
+        while store.write_lease_left() != Some(Duration::ZERO) {
+            std::thread::yield_now();
+        }
+        let m = parse(&fetch(addr, b"GET /metrics HTTP/1.1\r\n\r\n").2, &seg.0);
+        let get = |name: &str, extra: &str| m[&(name.to_string(), format!("segment=\"{}\"{extra}", seg.0))];
+        assert_eq!(get("gardenstate_write_mode", ",mode=\"writable\""), 0.0);
+        assert_eq!(get("gardenstate_write_mode", ",mode=\"lease_lapsed\""), 1.0);
+        store.set_write_lease(None);
 
         // Without a store, and before any acknowledgement: no engine figures, no lag.
         let bare = Status::new("bare");
