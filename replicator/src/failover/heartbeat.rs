@@ -21,13 +21,16 @@
 //!      0     4  magic "GDHB"
 //!      4     1  version (1)
 //!      5     1  role: 1 primary, 2 standby, 3 witness
-//!      6     1  flags: bit 0 fenced (refuses writes), bit 1 synced (a complete replica)
+//!      6     1  flags: bit 0 fenced (refuses writes), bit 1 synced (a complete replica),
+//!               bit 2 claim (standby: asks the witness for the next epoch; witness: it
+//!               granted epoch `history` to the node whose id is `position`)
 //!      7     1  reserved, 0
 //!      8     8  node id (random per process)
 //!     16     8  seq (microseconds since the sender started)
 //!     24     8  epoch
-//!     32     8  history id
-//!     40     8  position (primary: feed head; standby: applied position)
+//!     32     8  history id (witness with claim: the epoch it granted)
+//!     40     8  position (primary: feed head; standby: applied position; witness with
+//!               claim: the node id it granted that epoch to)
 //!     48     8  echo node id (0 before the first datagram from the destination)
 //!     56     8  echo seq
 //!     64     4  witness: ms since it last heard a primary (u32::MAX: never)
@@ -101,6 +104,8 @@ pub struct Announce {
     pub role: NodeRole,
     pub fenced: bool,
     pub synced: bool,
+    /// A standby's request for the next epoch, or a witness's grant of it (see the layout).
+    pub claim: bool,
     pub epoch: u64,
     pub history: u64,
     pub pos: u64,
@@ -132,7 +137,8 @@ pub fn encode(d: &Datagram, key: &Key) -> [u8; DATAGRAM_LEN] {
     b[0..4].copy_from_slice(&MAGIC);
     b[4] = VERSION;
     b[5] = d.announce.role.byte();
-    b[6] = u8::from(d.announce.fenced) | (u8::from(d.announce.synced) << 1);
+    b[6] =
+        u8::from(d.announce.fenced) | (u8::from(d.announce.synced) << 1) | (u8::from(d.announce.claim) << 2);
     let words =
         [d.node, d.seq, d.announce.epoch, d.announce.history, d.announce.pos, d.echo_node, d.echo_seq];
     for (i, w) in words.iter().enumerate() {
@@ -173,7 +179,7 @@ pub fn decode(b: &[u8], key: &Key) -> Result<Datagram, Reject> {
     m.update(&b[..BODY_LEN]);
     m.verify_truncated_left(&b[BODY_LEN..]).map_err(|_| Reject::Mac)?;
     let role = NodeRole::from_byte(b[5]).ok_or(Reject::Field)?;
-    if b[6] & !3 != 0 || b[7] != 0 || b[74..76] != [0, 0] {
+    if b[6] & !7 != 0 || b[7] != 0 || b[74..76] != [0, 0] {
         return Err(Reject::Field);
     }
     let word = |i: usize| u64::from_le_bytes(b[8 + 8 * i..16 + 8 * i].try_into().expect("8 bytes"));
@@ -183,6 +189,7 @@ pub fn decode(b: &[u8], key: &Key) -> Result<Datagram, Reject> {
             role,
             fenced: b[6] & 1 != 0,
             synced: b[6] & 2 != 0,
+            claim: b[6] & 4 != 0,
             epoch: word(2),
             history: word(3),
             pos: word(4),
@@ -306,6 +313,11 @@ impl Beacon {
             .spawn(move || b.recv_loop())
             .map_err(|e| e.to_string())?;
         Ok(beacon)
+    }
+
+    /// This node's id (random per process), as its datagrams carry it.
+    pub fn node_id(&self) -> u64 {
+        self.node
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -492,6 +504,7 @@ mod tests {
                 role: NodeRole::Standby,
                 fenced: false,
                 synced: true,
+                claim: true,
                 epoch: 7,
                 history: 0xfeed,
                 pos: 42,
@@ -522,7 +535,7 @@ mod tests {
     }
 
     fn beacon(role: NodeRole, targets: &[String]) -> Arc<Beacon> {
-        let a = Announce { role, fenced: false, synced: true, epoch: 1, history: 1, pos: 0 };
+        let a = Announce { role, fenced: false, synced: true, claim: false, epoch: 1, history: 1, pos: 0 };
         Beacon::start("127.0.0.1:0", targets, key(), Duration::from_millis(20), a).unwrap()
     }
 

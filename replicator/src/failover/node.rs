@@ -17,7 +17,9 @@
 //!   snapshot and follows the feed: history id non-zero), (b) it has had no proof of life
 //!   from the primary (TCP frame or heartbeat) for `failover_after`, and (c) a fresh
 //!   datagram from the witness says the witness has not heard a writable primary for
-//!   `failover_after` either. It takes an epoch above any it or the witness knows.
+//!   `failover_after` either; then (d) it claims the next epoch from the witness, and
+//!   promotes only to the epoch the witness grants to it by its node id (W1 in `witness`: each
+//!   epoch is granted once, so two standbys can never both promote).
 //! - F2. A primary fences itself (writes fail with a read-only error) when it has had no proof
 //!   of life from the standby or the witness for `fence_after`, which is shorter than the
 //!   standby's wait by at least three heartbeats: when F1 fires, the old primary is
@@ -175,7 +177,8 @@ pub fn run(kind: DaemonKind, cfg: Config) -> CmdResult {
         DaemonKind::Standby => NodeRole::Standby,
         _ => NodeRole::Primary,
     };
-    let announce = Announce { role: initial, fenced: false, synced: false, epoch: 0, history: 0, pos: 0 };
+    let announce =
+        Announce { role: initial, fenced: false, synced: false, claim: false, epoch: 0, history: 0, pos: 0 };
     let beacon =
         Beacon::start(&listen, &targets, cfg.key.clone(), cfg.heartbeat, announce).map_err(Failure::error)?;
     log::info(&format!(
@@ -286,6 +289,7 @@ impl Guard {
             role: NodeRole::Primary,
             fenced: mode != WriteMode::Writable,
             synced: true,
+            claim: false,
             epoch,
             history: store.history_id(),
             pos: store.feed_head(),
@@ -400,31 +404,34 @@ pub fn failover_round(node: &Node, store: &Store, last_frame: Option<Instant>, s
     let synced = store.history_id() != 0 && store.write_mode() == WriteMode::Replica;
     report_peers(node);
     node.status.set_epoch(epoch, store.history_id());
+    let after = node.cfg.failover_after;
+    let primary = node.beacon.last_alive(NodeRole::Primary).map(|(_, at)| at);
+    let heard = [primary, last_frame].into_iter().flatten().max().unwrap_or(since);
+    let witness = node.beacon.last_alive(NodeRole::Witness).filter(|(_, at)| at.elapsed() <= FRESH);
+    // F1 (a)-(c): then it claims the next epoch from the witness (W1 in `witness`).
+    let eligible = node.has_witness()
+        && synced
+        && heard.elapsed() >= after
+        && witness.is_some_and(|(w, _)| Duration::from_millis(u64::from(w.primary_age_ms)) >= after);
     node.beacon.announce(Announce {
         role: NodeRole::Standby,
         fenced: true,
         synced,
+        claim: eligible,
         epoch,
         history: store.history_id(),
         pos: store.replicated_upto(),
     });
-    if !node.has_witness() || !synced {
-        return false;
-    }
-    let after = node.cfg.failover_after;
-    let primary = node.beacon.last_alive(NodeRole::Primary).map(|(_, at)| at);
-    let heard = [primary, last_frame].into_iter().flatten().max().unwrap_or(since);
-    if heard.elapsed() < after {
-        return false;
-    }
-    let Some((w, _)) = node.beacon.last_alive(NodeRole::Witness).filter(|(_, at)| at.elapsed() <= FRESH)
-    else {
+    let Some((w, _)) = witness.filter(|_| eligible) else {
         return false;
     };
-    if Duration::from_millis(u64::from(w.primary_age_ms)) < after {
+    // F1 (d): only with the witness's grant of an epoch to this very node, and exactly that
+    // epoch: the witness grants each epoch once, so no other node promotes to it.
+    let granted = w.announce.claim && w.announce.pos == node.beacon.node_id() && w.announce.history > epoch;
+    if !granted {
         return false;
     }
-    let new_epoch = store.raise_epoch(epoch.max(w.announce.epoch) + 1);
+    let new_epoch = store.raise_epoch(w.announce.history);
     announce_primary(node, store);
     store.set_write_mode(WriteMode::Writable);
     node.status.event(&format!("automatic failover: promoted to epoch {new_epoch}"));
@@ -453,6 +460,7 @@ pub fn announce_primary(node: &Node, store: &Store) {
         role: NodeRole::Primary,
         fenced: false,
         synced: true,
+        claim: false,
         epoch: store.epoch(),
         history: store.history_id(),
         pos: store.feed_head(),

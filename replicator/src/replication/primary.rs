@@ -10,8 +10,11 @@
 //! `Store::wait_replicated` waits for.
 //!
 //! One standby at a time: a newly authenticated standby supersedes the current one (whose
-//! session ends at its next step), so a standby that reconnects after a network cut does not
-//! wait for the old, dead connection to time out. A connection that fails authentication,
+//! session ends at its next step) only once the current one has been silent for
+//! [`STANDBY_LIVE`], so a standby that reconnects after a network cut waits at most that
+//! long for the old, dead connection, while a second standby started beside a live one is
+//! refused (two standbys superseding each other, then both promoting, was a split brain).
+//! A standby that restarts closes its old connection, which frees the place at once. A connection that fails authentication,
 //! sends garbage, or stays silent for [`PEER_TIMEOUT`] is closed and logged, and nothing is
 //! sent to it but the handshake.
 //!
@@ -44,6 +47,9 @@ use std::time::{Duration, Instant};
 
 /// A peer silent for this long (no frame, no ack) is considered gone.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A standby connection that sent a frame within this long keeps its place: another
+/// standby is refused meanwhile (a standby acknowledges at least every second).
+pub const STANDBY_LIVE: Duration = Duration::from_secs(3);
 /// Longest time between flushes under continuous load.
 const FLUSH_EVERY: Duration = Duration::from_millis(5);
 /// A Heartbeat is sent at least this often when there is nothing to ship.
@@ -94,8 +100,9 @@ struct Shared {
     /// Every open connection (by a number of its own), to shut them all when the role ends;
     /// a connection removes itself when it ends, so a flapping link leaks no sockets.
     conns: Mutex<HashMap<u64, TcpStream>>,
-    /// The current standby connection (shut down when a newer one supersedes it).
-    standby_conn: Mutex<Option<Conn>>,
+    /// The current standby connection and its generation (shut down when a newer one
+    /// supersedes it; cleared when it ends).
+    standby_conn: Mutex<Option<(u64, Conn)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -250,15 +257,29 @@ fn connection<'s>(
         }
         return sent.map_err(io);
     }
-    let generation = shared.current.fetch_add(1, Ordering::AcqRel) + 1;
-    if generation == u64::MAX {
-        return Err("the primary role is ending".into());
-    }
-    // The superseded connection's stream stops now rather than at its next write timeout,
-    // and parks the follower this one may resume from.
-    if let Some(old) = lock(&shared.standby_conn).replace(conn.try_clone().map_err(io)?) {
-        let _ = old.shutdown(Shutdown::Both);
-    }
+    let generation = {
+        let mut current = lock(&shared.standby_conn);
+        let ms = shared.last_ack_ms.load(Ordering::Acquire);
+        let acked_ago = node.started.elapsed().saturating_sub(Duration::from_millis(ms));
+        if current.is_some() && acked_ago < STANDBY_LIVE {
+            return Err(format!(
+                "refused: another standby is connected and answered {} ms ago; one standby at a time (a \
+                 second one would supersede it back and forth, and both could promote themselves); it \
+                 may connect once the current one has been silent for {STANDBY_LIVE:?}",
+                acked_ago.as_millis()
+            ));
+        }
+        let generation = shared.current.fetch_add(1, Ordering::AcqRel) + 1;
+        if generation == u64::MAX {
+            return Err("the primary role is ending".into());
+        }
+        // The superseded connection's stream stops now rather than at its next write timeout,
+        // and parks the follower this one may resume from.
+        if let Some((_, old)) = current.replace((generation, conn.try_clone().map_err(io)?)) {
+            let _ = old.shutdown(Shutdown::Both);
+        }
+        generation
+    };
     // A standby of this very history and epoch says where it is; it may resume there.
     let from =
         (theirs.history == store.history_id() && theirs.epoch == store.epoch() && theirs.feed_head > 0)
@@ -281,6 +302,10 @@ fn connection<'s>(
         let acked = reader.join().unwrap_or_else(|_| Err("ack reader panicked".into()));
         if shared.current.load(Ordering::Acquire) == generation {
             node.status.set_peer(Some(peer.to_string()), false);
+        }
+        let mut current = lock(&shared.standby_conn);
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
         }
         streamed.and(acked)
     })

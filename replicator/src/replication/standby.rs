@@ -40,6 +40,7 @@ use gardenstate::{Store, WriteMode};
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -174,9 +175,10 @@ fn reconnect(node: &Node, addr: &str, link: &Link) -> Result<(), Failure> {
         }
         let started = Instant::now();
         link.caught_up.store(false, Ordering::Release);
-        let why = match TcpStream::connect(addr) {
-            Err(e) => format!("cannot connect to {addr}: {e}"),
-            Ok(conn) => {
+        let why = match connect_unless_promoted(addr, link) {
+            None => return Ok(()),
+            Some(Err(e)) => format!("cannot connect to {addr}: {e}"),
+            Some(Ok(conn)) => {
                 if let Ok(c) = conn.try_clone() {
                     *lock(&link.conn) = Some(c);
                 }
@@ -208,6 +210,32 @@ fn reconnect(node: &Node, addr: &str, link: &Link) -> Result<(), Failure> {
             std::thread::sleep(left.min(Duration::from_millis(20)));
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Connects to `addr`, unless the watchdog promotes the segment first (`None`). A connect
+/// into a black hole (the primary's host gone mid-handshake) blocks for the kernel's SYN
+/// retries, minutes, and must not keep a promoted node from serving: the connect runs on
+/// a thread of its own, a promotion returns at once, and that thread drops its late
+/// connection when it ends.
+fn connect_unless_promoted(addr: &str, link: &Link) -> Option<std::io::Result<TcpStream>> {
+    let (tx, rx) = mpsc::channel();
+    let to = addr.to_string();
+    let spawned = std::thread::Builder::new().name("connect".into()).spawn(move || {
+        let _ = tx.send(TcpStream::connect(to));
+    });
+    if let Err(e) = spawned {
+        return Some(Err(e));
+    }
+    loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(r) => return Some(r),
+            Err(RecvTimeoutError::Timeout) if link.promoted.load(Ordering::Acquire) => return None,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                return Some(Err(std::io::Error::other("the connect thread ended without an answer")));
+            }
+        }
     }
 }
 
