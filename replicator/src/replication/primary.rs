@@ -16,7 +16,11 @@
 //! refused (two standbys superseding each other, then both promoting, was a split brain).
 //! A standby that restarts closes its old connection, which frees the place at once. A connection that fails authentication,
 //! sends garbage, or stays silent for [`PEER_TIMEOUT`] is closed and logged, and nothing is
-//! sent to it but the handshake.
+//! sent to it but the handshake. Connections not yet authenticated are bounded
+//! (`operations::admission`: [`MAX_CONNECTIONS`] threads and fds in all, [`MAX_UNPROVEN_PER_SOURCE`]
+//! waiting per source address, a newcomer evicting the oldest waiting one), so a flood of
+//! them cannot exhaust threads or fds and lock out a restarting standby, and the log lines
+//! they cause are throttled ([`LOG_LINES_PER_SECOND`], with a count of those suppressed).
 //!
 //! With a witness, the node's guard (`node::Guard`, once per heartbeat) fences the segment
 //! when the primary is cut off and hands the node over to a newer primary (F2, F3 in
@@ -27,6 +31,7 @@ use crate::commands::cli::PrimaryArgs;
 use crate::commands::exit::{CmdResult, Failure};
 use crate::failover::heartbeat::{FRESH, NodeRole};
 use crate::failover::node::{self, Guard, Next, Node, Verdict};
+use crate::operations::admission::{Admission, Throttle, Ticket};
 use crate::operations::config::{self, DaemonKind, RoleFlags};
 use crate::operations::log;
 use crate::operations::status::Status;
@@ -42,11 +47,18 @@ use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A peer silent for this long (no frame, no ack) is considered gone.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once (standbys, switchover requests, and those still
+/// authenticating).
+pub const MAX_CONNECTIONS: usize = 32;
+/// Connections from one source address still authenticating at once.
+pub const MAX_UNPROVEN_PER_SOURCE: usize = 4;
+/// Log lines a second about refused or failed connections.
+pub const LOG_LINES_PER_SECOND: u32 = 5;
 /// A standby connection that sent a frame within this long keeps its place: another
 /// standby is refused meanwhile (a standby acknowledges at least every second).
 pub const STANDBY_LIVE: Duration = Duration::from_secs(3);
@@ -100,6 +112,10 @@ struct Shared {
     /// Every open connection (by a number of its own), to shut them all when the role ends;
     /// a connection removes itself when it ends, so a flapping link leaks no sockets.
     conns: Mutex<HashMap<u64, TcpStream>>,
+    /// Bounds the connections that have not authenticated yet.
+    admission: Arc<Admission>,
+    /// Bounds the log lines about refused or failed connections.
+    throttle: Throttle,
     /// The current standby connection and its generation (shut down when a newer one
     /// supersedes it; cleared when it ends).
     standby_conn: Mutex<Option<(u64, Conn)>>,
@@ -143,6 +159,8 @@ pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
         next: Mutex::new(None),
         conns: Mutex::new(HashMap::new()),
         standby_conn: Mutex::new(None),
+        admission: Admission::new(MAX_CONNECTIONS, MAX_UNPROVEN_PER_SOURCE),
+        throttle: Throttle::new(LOG_LINES_PER_SECOND),
     };
     node.status.set_role("primary");
     node.status.set_epoch(shared.store.epoch(), shared.store.history_id());
@@ -165,7 +183,13 @@ pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
                 }
             }
             match listener.accept() {
-                Ok((conn, _)) => {
+                Ok((conn, from)) => {
+                    let Some(ticket) = shared.admission.admit(&conn) else {
+                        shared.throttle.warn(&format!(
+                            "refused connection from {from}: {MAX_CONNECTIONS} connections are being served"
+                        ));
+                        continue;
+                    };
                     accepted += 1;
                     let id = accepted;
                     if let Ok(c) = conn.try_clone() {
@@ -174,9 +198,10 @@ pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
                     let (shared, parked) = (&shared, &parked);
                     s.spawn(move || {
                         let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-                        if let Err(e) = connection(conn, node, shared, parked, &peer) {
+                        if let Err(e) = connection(conn, &ticket, node, shared, parked, &peer) {
                             log::warn(&format!("standby {peer}: connection closed: {e}"));
                         }
+                        drop(ticket);
                         lock(&shared.conns).remove(&id);
                     });
                 }
@@ -184,7 +209,7 @@ pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Err(e) => {
-                    log::warn(&format!("accept failed: {e}"));
+                    shared.throttle.warn(&format!("accept failed: {e}"));
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
@@ -205,6 +230,7 @@ fn shape_of(store: &Store) -> Shape {
 
 fn connection<'s>(
     tcp: TcpStream,
+    ticket: &Ticket,
     node: &Node,
     shared: &'s Shared,
     parked: &Mutex<Parked<'s>>,
@@ -218,16 +244,19 @@ fn connection<'s>(
     let mut conn = match transport::server(tcp, node.cfg.tls.as_ref(), PEER_TIMEOUT) {
         Ok(c) => c,
         Err(e) => {
-            log::warn(&format!("refused connection from {peer} before any data: {e}"));
+            shared.throttle.warn(&format!("refused connection from {peer} before any data: {e}"));
             return Ok(());
         }
     };
     conn.set_read_timeout(Some(PEER_TIMEOUT)).map_err(io)?;
     conn.set_write_timeout(Some(PEER_TIMEOUT)).map_err(io)?;
     match auth::primary_handshake(&mut conn, &node.cfg.key) {
-        Ok(keys) => conn.seal(keys),
+        Ok(keys) => {
+            conn.seal(keys);
+            ticket.proven();
+        }
         Err(e) => {
-            log::warn(&format!("refused connection from {peer} before any data: {e}"));
+            shared.throttle.warn(&format!("refused connection from {peer} before any data: {e}"));
             return Ok(());
         }
     }
