@@ -28,11 +28,14 @@
 //!   its replication stream (a datagram sent just before a promotion can arrive after it; a
 //!   promoted standby no longer follows us): a primary never resumes writes
 //!   because it hears the witness alone, which could be just after a promotion it has not heard
-//!   of yet. While writable it keeps the segment's write lease at `fence_after` past its last
-//!   proof of a peer, so if the daemon itself dies (or is starved of CPU) the workers' writes
-//!   stop by the same deadline.
+//!   of yet. After it fenced itself (cut off, or superseded) it unfences only after a warm-up:
+//!   that standby answering without a gap of three heartbeats for `rejoin_after`, so a
+//!   flapping link does not flap write availability. While writable it keeps the segment's
+//!   write lease at `fence_after` past its last proof of a peer, so if the daemon itself dies
+//!   (or is starved of CPU) the workers' writes stop by the same deadline.
 //! - F3. A primary that sees a writable primary of a higher epoch (directly, or through the
-//!   witness's announced epoch) fences itself at once; once it has seen that primary steadily
+//!   witness's announced epoch) fences itself at once and removes the writes no standby
+//!   acknowledged (the abandoned history: local readers must not see it); once it has seen that primary steadily
 //!   for `rejoin_after` (no flapping), it follows it as a standby, and the snapshot replaces
 //!   its content. Epochs only grow, so a node with an older epoch never overwrites a newer one
 //!   (the standby side refuses a primary of a lower epoch).
@@ -239,6 +242,13 @@ pub struct Guard {
     newer_since: Option<(Instant, String)>,
     /// The write lease was found lapsed (logged once, until it is renewed or we fence).
     lapsed: bool,
+    /// This guard fenced the segment because the primary was cut off or superseded: it is
+    /// trusted again only after a warm-up of stable links (F2).
+    warm_up: bool,
+    /// Since when the standby has answered without a gap, during a warm-up.
+    stable_since: Option<Instant>,
+    /// The writes no standby acknowledged were removed (F3: a newer primary exists).
+    abandoned: bool,
 }
 
 /// What the guard decided this round.
@@ -253,7 +263,14 @@ impl Guard {
     /// one that was just promoted (it holds the newest epoch) does not. Without a witness
     /// there is no write lease (a leftover one is cleared).
     pub fn start(node: &Node, store: &Store, cold: bool) -> Guard {
-        let mut g = Guard { fenced_by_me: false, newer_since: None, lapsed: false };
+        let mut g = Guard {
+            fenced_by_me: false,
+            newer_since: None,
+            lapsed: false,
+            warm_up: false,
+            stable_since: None,
+            abandoned: false,
+        };
         store.set_write_lease(if node.has_witness() { Some(node.cfg.fence_after) } else { None });
         if cold && node.has_witness() && store.write_mode() == WriteMode::Writable {
             store.set_write_mode(WriteMode::Fenced);
@@ -307,6 +324,10 @@ impl Guard {
         let witness_knows_newer = witness.is_some_and(|(d, _)| d.announce.epoch > epoch);
         if newer.is_some() || witness_knows_newer {
             self.fence(node, store, "a primary with a newer epoch exists");
+            if !self.abandoned {
+                self.abandoned = true;
+                abandon_unacknowledged(node, store);
+            }
         }
         match newer {
             Some((addr, d)) => {
@@ -366,11 +387,40 @@ impl Guard {
                 at.elapsed() <= FRESH && d.announce.role == NodeRole::Standby && d.announce.epoch <= epoch
             });
             let following = last_ack.is_some_and(|t| t.elapsed() <= FRESH);
-            if steady_standby && following {
+            // The warm-up (after this guard fenced a cut-off primary): the standby must answer
+            // without a gap of three heartbeats for `rejoin_after`, the same steadiness F3
+            // asks of a newer primary, so a flapping link does not flap write availability.
+            let gapless = standby.is_some_and(|(_, at)| at.elapsed() <= 3 * node.cfg.heartbeat);
+            let warm_up = node.cfg.rejoin_after;
+            let answers = steady_standby && following;
+            let ready = if self.warm_up && !(answers && gapless) {
+                if self.stable_since.take().is_some() {
+                    log::warn("warm-up interrupted: the standby went unheard; writes stay refused");
+                }
+                false
+            } else if !answers {
+                false
+            } else if !self.warm_up {
+                true
+            } else {
+                let since = *self.stable_since.get_or_insert_with(|| {
+                    log::info(&format!(
+                        "the standby answers again: warming up, writes resume after {warm_up:?} of stable links"
+                    ));
+                    Instant::now()
+                });
+                since.elapsed() >= warm_up
+            };
+            if ready {
                 store.set_write_lease(Some(left));
                 store.set_write_mode(WriteMode::Writable);
                 self.fenced_by_me = false;
-                log::info("the standby answers: writes resumed (unfenced)");
+                self.stable_since = None;
+                log::info(&format!(
+                    "the standby answers: writes resumed (unfenced){}",
+                    if self.warm_up { " after the warm-up" } else { "" }
+                ));
+                self.warm_up = false;
                 node.status.event("unfenced: the standby answers");
             }
         }
@@ -381,6 +431,8 @@ impl Guard {
         if store.write_mode() == WriteMode::Writable {
             store.set_write_mode(WriteMode::Fenced);
             self.fenced_by_me = true;
+            self.warm_up = true;
+            self.stable_since = None;
             log::error(&format!("fenced: writes refused: {why}"));
             node.status.event(&format!("fenced: {why}"));
         }
@@ -442,6 +494,36 @@ pub fn failover_round(node: &Node, store: &Store, last_frame: Option<Instant>, s
         node.cfg.segment
     ));
     true
+}
+
+/// F3: a newer primary exists, so the writes here that no standby acknowledged (feed
+/// position at or above `replicated_upto`, i.e. version above it) are an abandoned history
+/// the new primary never had. They are removed at once, before the node follows anyone:
+/// local readers must not see them (they used to, until the snapshot replaced them). What
+/// the standby acknowledged is in the new history and stays readable.
+fn abandon_unacknowledged(node: &Node, store: &Store) {
+    // Writes that saw the segment writable before the fence finish first (or are given up
+    // on: a stopped worker), so none lands after the scan.
+    let drained = store.drain_writers(Duration::from_secs(1));
+    let acked = store.replicated_upto();
+    let mut abandoned = Vec::new();
+    let scanned = store.scan(|e| {
+        if e.meta.version > acked {
+            abandoned.push(e.key);
+        }
+    });
+    let removed = abandoned.iter().filter(|k| store.apply_replicated_delete(k).unwrap_or(false)).count();
+    let what = format!(
+        "abandoned history: removed {removed} entries written here after the standby's last acknowledged \
+         position {acked} (the newer primary never had them){}{}",
+        if drained { "" } else { "; a writer still inside its write was not waited for" },
+        match scanned {
+            Ok(()) => String::new(),
+            Err(e) => format!("; the scan stopped: {e}"),
+        }
+    );
+    log::warn(&what);
+    node.status.event(&what);
 }
 
 /// Tells the status which peers proved themselves alive in the last heartbeat period.
