@@ -789,3 +789,26 @@ fn a_flood_of_unauthenticated_connections_neither_locks_out_a_standby_nor_floods
     eprintln!("flood for {secs} s: {lines} log lines about it");
     assert!(lines as u64 <= 5 * (secs + 2), "{lines} lines in {secs} s");
 }
+
+/// The write mode belongs to the daemon: a worker on the standby's host cannot make the
+/// replica writable beside the daemon (it used to read writable while the daemon went on
+/// applying the primary's stream), nor can one on the primary's host change the primary's.
+#[test]
+fn workers_cannot_set_the_write_mode_a_daemon_owns() {
+    let dir = Scratch::new("mode-owner");
+    let key = dir.key("key", b"mode owner test key 0123456789abcdef");
+    let (pseg, sseg) = (Seg::new("mo-p"), Seg::new("mo-s"));
+    let primary_store = pseg.create();
+    let port = free_port();
+    let primary = Daemon::primary(&dir, &pseg, port, &key);
+    let standby = Daemon::standby(&dir, &sseg, port, &key);
+    wait_logged("the standby's replica", Duration::from_secs(20), &[&primary, &standby], || {
+        Store::attach(&sseg.0).is_ok_and(|s| s.history_id() != 0)
+    });
+    let replica = Store::attach(&sseg.0).unwrap();
+    let refused = replica.request_write_mode(WriteMode::Writable).unwrap_err().to_string();
+    assert!(refused.contains("belongs to the replication daemon"), "{refused}");
+    assert_eq!(replica.write_mode(), WriteMode::Replica);
+    assert!(primary_store.request_write_mode(WriteMode::Fenced).is_err());
+    assert_eq!(primary_store.write_mode(), WriteMode::Writable);
+}

@@ -130,6 +130,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
     let cfg = &node.cfg;
     let store = node::segment(node)?;
+    // The write mode is this daemon's from now on: workers read it and cannot set it.
+    store.own_write_mode().map_err(Failure::error)?;
     let mode = store.write_mode();
     let fenced_ok = node.has_witness() && mode == WriteMode::Fenced;
     if mode != WriteMode::Writable && !fenced_ok {

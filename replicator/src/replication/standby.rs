@@ -240,15 +240,21 @@ fn connect_unless_promoted(addr: &str, link: &Link) -> Option<std::io::Result<Tc
 }
 
 /// Attaches to the segment, or creates it with the primary's shape.
+/// The segment's write mode is this daemon's from then on: workers read it, cannot set it.
 fn open_segment(name: &str, shape: &Shape) -> Result<Store, SessionError> {
+    let owned = |s: Store| {
+        s.own_write_mode()
+            .map(|()| s)
+            .map_err(|e| SessionError::Fatal(format!("segment {name}: taking its write mode: {e}")))
+    };
     match Store::attach(name) {
-        Ok(s) => Ok(s),
+        Ok(s) => owned(s),
         Err(e) if crate::commands::attach::is_missing(&e) => {
             let s = Store::create(name, &shape.options()).map_err(|e| {
                 SessionError::Fatal(format!("creating segment {name} like the primary's: {e}"))
             })?;
             log::info(&format!("created segment {name} with the primary's shape"));
-            Ok(s)
+            owned(s)
         }
         Err(e) => Err(SessionError::Fatal(format!("segment {name}: {e}"))),
     }
