@@ -98,6 +98,66 @@ fn daemon_args<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
     base.iter().chain(extra).chain(TIMING.iter()).copied().collect()
 }
 
+/// A scratch directory with the key and a witness (test timings), where primaries and
+/// standbys are started on demand.
+struct Site {
+    dir: Scratch,
+    key: String,
+    w_port: u16,
+    w_addr: String,
+    witness: Daemon,
+}
+
+impl Site {
+    fn new(tag: &str) -> Site {
+        let dir = Scratch::new(tag);
+        let key = dir.key("key", format!("{tag} test key 0123456789abcdef").as_bytes());
+        let key = key.to_str().unwrap().to_string();
+        let w_port = free_port();
+        let w_addr = format!("127.0.0.1:{w_port}");
+        let args = ["witness", "--listen", &w_addr, "--key-file", &key];
+        let witness = Daemon::start(&dir, "witness", &daemon_args(&args, &[]));
+        Site { dir, key, w_port, w_addr, witness }
+    }
+
+    /// A primary of `seg` on `listen`, reaching the witness at `witness` (its address or a proxy's).
+    fn primary(&self, tag: &str, seg: &Seg, listen: &str, witness: &str) -> Daemon {
+        let args = [
+            "primary",
+            "--segment",
+            &seg.0,
+            "--listen",
+            listen,
+            "--witness",
+            witness,
+            "--key-file",
+            &self.key,
+        ];
+        Daemon::start(&self.dir, tag, &daemon_args(&args, &[]))
+    }
+
+    /// A standby of `seg` on `listen`, following `connect` (the primary or a proxy), reaching
+    /// the witness directly.
+    fn standby(&self, tag: &str, seg: &Seg, listen: &str, connect: &str) -> Daemon {
+        let args = [
+            "standby",
+            "--segment",
+            &seg.0,
+            "--connect",
+            connect,
+            "--listen",
+            listen,
+            "--witness",
+            &self.w_addr,
+        ];
+        Daemon::start(&self.dir, tag, &daemon_args(&args, &["--key-file", &self.key]))
+    }
+}
+
+fn local(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
 #[test]
 fn a_cut_off_primary_fences_itself_the_standby_takes_over_and_the_old_primary_follows_it() {
     let dir = Scratch::new("failover");
@@ -570,22 +630,13 @@ fn daemon_dies_round(round: u32) {
 /// runs again it logs that the lease lapsed.
 #[test]
 fn a_lapsed_write_lease_is_shown_by_stats_and_logged() {
-    let dir = Scratch::new("lease-lapsed");
-    let key = dir.key("key", b"lease lapsed test key 0123456789abcdef");
-    let key = key.to_str().unwrap();
+    let site = Site::new("lease-lapsed");
     let (pseg, sseg) = (Seg::new("ll-p"), Seg::new("ll-s"));
     let primary_store = pseg.create();
-    let (pp, ps, pw) = (free_port(), free_port(), free_port());
-    let (p_addr, s_addr, w_addr) =
-        (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{ps}"), format!("127.0.0.1:{pw}"));
-    let witness = Daemon::start(&dir, "witness", &["witness", "--listen", &w_addr, "--key-file", key]);
-    let p_args =
-        ["primary", "--segment", &pseg.0, "--listen", &p_addr, "--witness", &w_addr, "--key-file", key];
-    let primary = Daemon::start(&dir, "primary", &daemon_args(&p_args, &[]));
-    let s_args =
-        ["standby", "--segment", &sseg.0, "--connect", &p_addr, "--listen", &s_addr, "--witness", &w_addr];
-    let standby = Daemon::start(&dir, "standby", &daemon_args(&s_args, &["--key-file", key]));
-    let all = [&primary, &standby, &witness];
+    let p_addr = local(free_port());
+    let primary = site.primary("primary", &pseg, &p_addr, &site.w_addr);
+    let standby = site.standby("standby", &sseg, &local(free_port()), &p_addr);
+    let all = [&primary, &standby, &site.witness];
     wait_logged("the primary to unfence", Duration::from_secs(20), &all, || {
         primary.log().contains("writes resumed")
     });
@@ -619,29 +670,16 @@ fn a_lapsed_write_lease_is_shown_by_stats_and_logged() {
 /// one promotes (both used to promote to epoch 1 and take writes).
 #[test]
 fn two_standbys_on_one_primary_never_both_promote() {
-    let dir = Scratch::new("two-standbys");
-    let key = dir.key("key", b"two standbys test key 0123456789abcdef");
-    let key = key.to_str().unwrap();
+    let site = Site::new("two-standbys");
+    let witness = &site.witness;
     let (pseg, aseg, bseg) = (Seg::new("ts-p"), Seg::new("ts-a"), Seg::new("ts-b"));
     let primary_store = pseg.create();
-    let (pp, pa, pb, pw) = (free_port(), free_port(), free_port(), free_port());
-    let [p_addr, a_addr, b_addr, w_addr] = [pp, pa, pb, pw].map(|p| format!("127.0.0.1:{p}"));
-    let witness = Daemon::start(
-        &dir,
-        "witness",
-        &daemon_args(&["witness", "--listen", &w_addr, "--key-file", key], &[]),
-    );
-    let p_args =
-        ["primary", "--segment", &pseg.0, "--listen", &p_addr, "--witness", &w_addr, "--key-file", key];
-    let mut primary = Daemon::start(&dir, "primary", &daemon_args(&p_args, &[]));
-    let standby = |tag: &str, seg: &Seg, listen: &str| {
-        let args =
-            ["standby", "--segment", &seg.0, "--connect", &p_addr, "--listen", listen, "--witness", &w_addr];
-        Daemon::start(&dir, tag, &daemon_args(&args, &["--key-file", key]))
-    };
+    let [p_addr, a_addr, b_addr] = [free_port(), free_port(), free_port()].map(local);
+    let mut primary = site.primary("primary", &pseg, &p_addr, &site.w_addr);
+    let standby = |tag: &str, seg: &Seg, listen: &str| site.standby(tag, seg, listen, &p_addr);
     let synced = |seg: &Seg| seg.exists() && Store::attach(&seg.0).is_ok_and(|s| s.history_id() != 0);
     let a = standby("standby-a", &aseg, &a_addr);
-    wait_logged("the primary to unfence", Duration::from_secs(20), &[&primary, &a, &witness], || {
+    wait_logged("the primary to unfence", Duration::from_secs(20), &[&primary, &a, witness], || {
         primary.log().contains("writes resumed") && synced(&aseg)
     });
     for i in 0..200 {
@@ -663,7 +701,7 @@ fn two_standbys_on_one_primary_never_both_promote() {
     assert!(synced(&aseg), "A keeps a complete replica: it could promote itself");
     let watch = SplitBrainWatch::start(&aseg.0, &bseg.0);
     primary.kill();
-    let all = [&a, &b, &witness];
+    let all = [&a, &b, witness];
     wait_logged("a standby to promote itself", Duration::from_secs(30), &all, || {
         mode(&aseg) == WriteMode::Writable || mode(&bseg) == WriteMode::Writable
     });
@@ -691,43 +729,19 @@ fn two_standbys_on_one_primary_never_both_promote() {
 /// it says so in an error line instead of staying silent.
 #[test]
 fn a_witness_shared_by_two_clusters_says_so() {
-    let dir = Scratch::new("shared-witness");
-    let key = dir.key("key", b"shared witness test key 0123456789abcdef");
-    let key = key.to_str().unwrap();
-    let w_addr = format!("127.0.0.1:{}", free_port());
-    let witness = Daemon::start(
-        &dir,
-        "witness",
-        &daemon_args(&["witness", "--listen", &w_addr, "--key-file", key], &[]),
-    );
+    let site = Site::new("shared-witness");
+    let witness = &site.witness;
     let mut daemons = Vec::new();
     let mut segs = Vec::new();
     for c in ["c1", "c2"] {
         let (pseg, sseg) = (Seg::new(&format!("sw-{c}-p")), Seg::new(&format!("sw-{c}-s")));
         pseg.create();
-        let [p_addr, s_addr] = [free_port(), free_port()].map(|p| format!("127.0.0.1:{p}"));
-        let p_args =
-            ["primary", "--segment", &pseg.0, "--listen", &p_addr, "--witness", &w_addr, "--key-file", key];
-        daemons.push(Daemon::start(&dir, &format!("{c}-primary"), &daemon_args(&p_args, &[])));
-        let s_args = [
-            "standby",
-            "--segment",
-            &sseg.0,
-            "--connect",
-            &p_addr,
-            "--listen",
-            &s_addr,
-            "--witness",
-            &w_addr,
-        ];
-        daemons.push(Daemon::start(
-            &dir,
-            &format!("{c}-standby"),
-            &daemon_args(&s_args, &["--key-file", key]),
-        ));
+        let [p_addr, s_addr] = [free_port(), free_port()].map(local);
+        daemons.push(site.primary(&format!("{c}-primary"), &pseg, &p_addr, &site.w_addr));
+        daemons.push(site.standby(&format!("{c}-standby"), &sseg, &s_addr, &p_addr));
         segs.push((pseg, sseg));
     }
-    let all: Vec<&Daemon> = daemons.iter().chain([&witness]).collect();
+    let all: Vec<&Daemon> = daemons.iter().chain([witness]).collect();
     wait_logged("the witness to see two clusters", Duration::from_secs(30), &all, || {
         witness.log().contains("witness: nodes of 2 histories")
     });
@@ -740,33 +754,21 @@ fn a_witness_shared_by_two_clusters_says_so() {
 /// connect to give up (2.2 s seen in the field; minutes here).
 #[test]
 fn a_standby_promoted_while_its_reconnect_hangs_serves_at_once() {
-    let dir = Scratch::new("black-hole");
-    let key = dir.key("key", b"black hole test key 0123456789abcdef");
-    let key = key.to_str().unwrap();
+    let site = Site::new("black-hole");
+    let witness = &site.witness;
     let (pseg, sseg) = (Seg::new("bh-p"), Seg::new("bh-s"));
     pseg.create();
-    let (pp, ps, pw) = (free_port(), free_port(), free_port());
-    let [p_addr, s_addr, w_addr] = [pp, ps, pw].map(|p| format!("127.0.0.1:{p}"));
-    let witness = Daemon::start(
-        &dir,
-        "witness",
-        &daemon_args(&["witness", "--listen", &w_addr, "--key-file", key], &[]),
-    );
-    let p_args =
-        ["primary", "--segment", &pseg.0, "--listen", &p_addr, "--witness", &w_addr, "--key-file", key];
-    let mut primary = Daemon::start(&dir, "primary", &daemon_args(&p_args, &[]));
+    let pp = free_port();
+    let mut primary = site.primary("primary", &pseg, &local(pp), &site.w_addr);
     let to_primary = Proxy::start(pp);
-    let tp = to_primary.addr();
-    let s_args =
-        ["standby", "--segment", &sseg.0, "--connect", &tp, "--listen", &s_addr, "--witness", &w_addr];
-    let standby = Daemon::start(&dir, "standby", &daemon_args(&s_args, &["--key-file", key]));
-    wait_logged("the primary to unfence", Duration::from_secs(20), &[&primary, &standby, &witness], || {
+    let standby = site.standby("standby", &sseg, &local(free_port()), &to_primary.addr());
+    wait_logged("the primary to unfence", Duration::from_secs(20), &[&primary, &standby, witness], || {
         primary.log().contains("writes resumed") && Store::attach(&sseg.0).is_ok_and(|s| s.history_id() != 0)
     });
     to_primary.black_hole();
     primary.kill();
     let lost = Instant::now();
-    wait_logged("the standby to promote itself", Duration::from_secs(30), &[&standby, &witness], || {
+    wait_logged("the standby to promote itself", Duration::from_secs(30), &[&standby, witness], || {
         mode(&sseg) == WriteMode::Writable
     });
     let promoted = lost.elapsed();
@@ -784,23 +786,15 @@ fn a_standby_promoted_while_its_reconnect_hangs_serves_at_once() {
 /// unfence on every heal); once the link stays up, writes resume after the warm-up.
 #[test]
 fn a_flapping_link_does_not_flap_write_availability() {
-    let dir = Scratch::new("flapping");
-    let key = dir.key("key", b"flapping test key 0123456789abcdef");
-    let key = key.to_str().unwrap();
+    let site = Site::new("flapping");
     let (pseg, sseg) = (Seg::new("fl-p"), Seg::new("fl-s"));
     pseg.create();
-    let (pp, ps, pw) = (free_port(), free_port(), free_port());
-    let [p_addr, s_addr, w_addr] = [pp, ps, pw].map(|p| format!("127.0.0.1:{p}"));
-    let witness = Daemon::start(&dir, "witness", &["witness", "--listen", &w_addr, "--key-file", key]);
-    let to_witness = Proxy::start(pw);
+    let pp = free_port();
+    let to_witness = Proxy::start(site.w_port);
     let to_primary = Proxy::start(pp);
-    let (tw, tp) = (to_witness.addr(), to_primary.addr());
-    let p_args = ["primary", "--segment", &pseg.0, "--listen", &p_addr, "--witness", &tw, "--key-file", key];
-    let primary = Daemon::start(&dir, "primary", &daemon_args(&p_args, &[]));
-    let s_args =
-        ["standby", "--segment", &sseg.0, "--connect", &tp, "--listen", &s_addr, "--witness", &w_addr];
-    let standby = Daemon::start(&dir, "standby", &daemon_args(&s_args, &["--key-file", key]));
-    let all = [&primary, &standby, &witness];
+    let primary = site.primary("primary", &pseg, &local(pp), &to_witness.addr());
+    let standby = site.standby("standby", &sseg, &local(free_port()), &to_primary.addr());
+    let all = [&primary, &standby, &site.witness];
     let count = |what: &str| primary.log().matches(what).count();
     wait_logged("the primary to unfence", Duration::from_secs(20), &all, || count("writes resumed") == 1);
     let watch = SplitBrainWatch::start(&pseg.0, &sseg.0);
