@@ -718,8 +718,8 @@ fn a_writer_stopped_mid_write_is_shipped_when_it_goes_on_and_never_acknowledged_
     wait_converged(&store, &p.standby_seg, Duration::from_secs(20));
 }
 
-/// A flood of connections that never authenticate (a hundred at once, each reopened as soon
-/// as the primary closes it), against a primary allowed 40 file descriptors: a standby
+/// A flood of connections that never authenticate (two hundred at once, each reopened as soon
+/// as the primary closes it), against a primary allowed 64 file descriptors: a standby
 /// restarted meanwhile still gets in (it was locked out while the idle ones held every fd),
 /// and the primary's log gets a bounded number of lines about them (it logged one per
 /// connection: hundreds a second).
@@ -733,7 +733,7 @@ fn a_flood_of_unauthenticated_connections_neither_locks_out_a_standby_nor_floods
     let addr = format!("127.0.0.1:{port}");
     let log = dir.0.join("primary.log");
     let child = Command::new("prlimit")
-        .args(["--nofile=40", BIN, "primary", "--segment", &pseg.0, "--listen", &addr, "--key-file"])
+        .args(["--nofile=64", BIN, "primary", "--segment", &pseg.0, "--listen", &addr, "--key-file"])
         .arg(&key)
         .stdin(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -760,7 +760,7 @@ fn a_flood_of_unauthenticated_connections_neither_locks_out_a_standby_nor_floods
                     c.set_nonblocking(true).unwrap();
                     matches!((&*c).read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
                 });
-                while open.len() < 100 {
+                while open.len() < 200 {
                     match TcpStream::connect_timeout(&to, Duration::from_millis(100)) {
                         Ok(c) => open.push(c),
                         Err(_) => break,

@@ -35,9 +35,9 @@
 //!   (or is starved of CPU) the workers' writes stop by the same deadline.
 //! - F3. A primary that sees a writable primary of a higher epoch (directly, or through the
 //!   witness's announced epoch) fences itself at once and removes the writes no standby
-//!   acknowledged (the abandoned history: local readers must not see it); once it has seen that primary steadily
-//!   for `rejoin_after` (no flapping), it follows it as a standby, and the snapshot replaces
-//!   its content. Epochs only grow, so a node with an older epoch never overwrites a newer one
+//!   acknowledged (the abandoned history: local readers must not see it); once it has seen
+//!   that primary steadily for `rejoin_after` (no flapping), it follows it as a standby, and
+//!   the snapshot replaces its content. Epochs only grow, so a node with an older epoch never overwrites a newer one
 //!   (the standby side refuses a primary of a lower epoch).
 //!
 //! Without a witness there is no automatic promotion and no fencing (F3 still applies): the

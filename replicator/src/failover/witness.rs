@@ -148,8 +148,12 @@ impl Grants {
         let claimant = peers
             .iter()
             .filter_map(|p| p.fresh)
+            // Heard within failover_after: a holder whose grant lapsed for its silence is no
+            // claimant, however fresh its last datagram still counts elsewhere.
             .filter(|(d, at)| {
-                d.announce.role == NodeRole::Standby && d.announce.claim && at.elapsed() <= FRESH
+                d.announce.role == NodeRole::Standby
+                    && d.announce.claim
+                    && at.elapsed() < FRESH.min(failover_after)
             })
             .max_by_key(|(d, at)| (d.announce.pos, *at));
         let (d, _) = claimant?;
@@ -162,5 +166,54 @@ impl Grants {
             d.node
         ));
         self.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failover::heartbeat::Datagram;
+
+    fn peer(node: u64, role: NodeRole, claim: bool, epoch: u64, pos: u64, heard: Instant) -> Peer {
+        let announce = Announce { role, fenced: false, synced: true, claim, epoch, history: 9, pos };
+        let d = Datagram {
+            announce,
+            node,
+            seq: 1,
+            echo_node: 0,
+            echo_seq: 0,
+            primary_age_ms: 0,
+            standby_age_ms: 0,
+            listen_port: 0,
+        };
+        Peer { addr: ([127, 0, 0, 1], node as u16).into(), node, seq: 1, fresh: Some((d, heard)) }
+    }
+
+    #[test]
+    fn each_epoch_is_granted_once_to_one_claimant() {
+        let after = Duration::from_millis(200);
+        let now = Instant::now();
+        let mut g = Grants::default();
+        g.heard(3);
+        // Two claimants: the one with more applied gets epoch 4; nobody else.
+        let claimants =
+            [peer(1, NodeRole::Standby, true, 3, 10, now), peer(2, NodeRole::Standby, true, 3, 20, now)];
+        assert_eq!(g.round(&claimants, false, after), None, "not before failover_after");
+        assert_eq!(g.round(&claimants, true, after), Some((2, 4)));
+        assert_eq!(
+            g.round(&claimants, true, after),
+            Some((2, 4)),
+            "the grant stands while its holder is heard"
+        );
+        // The holder goes silent for failover_after: the grant lapses, the next is a new epoch.
+        let old = now.checked_sub(after * 2).unwrap();
+        let silent =
+            [peer(1, NodeRole::Standby, true, 3, 10, now), peer(2, NodeRole::Standby, true, 3, 20, old)];
+        assert_eq!(g.round(&silent, true, after), Some((1, 5)));
+        // Used: the holder serves as the primary of epoch 5; nothing is granted to a stale claim.
+        let used = [peer(1, NodeRole::Primary, false, 5, 10, now)];
+        assert_eq!(g.round(&used, true, after), None);
+        let again = [peer(2, NodeRole::Standby, true, 3, 20, now)];
+        assert_eq!(g.round(&again, true, after), Some((2, 6)), "never epoch 5 twice");
     }
 }
