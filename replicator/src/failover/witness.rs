@@ -81,8 +81,11 @@ pub fn run(a: WitnessArgs) -> CmdResult {
                 _ => {}
             }
         }
-        let lost = Duration::from_millis(u64::from(age_ms(primary))) >= cfg.failover_after;
-        let grant = grants.round(&peers, lost && started.elapsed() >= cfg.failover_after, cfg.failover_after);
+        // Whether the primary is lost is the claimant's judgement (F1: it claims only when this
+        // witness's datagrams say no writable primary for its failover_after, and promotes only
+        // on a grant that arrives in such a datagram), so a witness configured with other
+        // timings never delays a failover.
+        let grant = grants.round(&peers, started.elapsed() >= cfg.failover_after, cfg.failover_after);
         beacon.set_view(age_ms(primary), age_ms(standby));
         beacon.announce(match grant {
             Some((node, granted)) => Announce { epoch, claim: true, history: granted, pos: node, ..announce },
@@ -125,8 +128,7 @@ impl Grants {
     }
 
     /// One round: keeps, ends or makes the grant; returns the grant to announce. `may_grant`:
-    /// the witness has run `failover_after` (a restarted witness grants nothing before) and
-    /// has not heard a writable primary for `failover_after` either.
+    /// the witness has run `failover_after` (a restarted witness grants nothing before).
     pub fn round(&mut self, peers: &[Peer], may_grant: bool, failover_after: Duration) -> Option<(u64, u64)> {
         let holder = |node: u64| peers.iter().filter_map(|p| p.fresh).find(|(d, _)| d.node == node);
         if let Some((node, epoch)) = self.current {
