@@ -34,8 +34,9 @@
 //!   write lease at `fence_after` past its last proof of a peer, so if the daemon itself dies
 //!   (or is starved of CPU) the workers' writes stop by the same deadline.
 //! - F3. A primary that sees a writable primary of a higher epoch (directly, or through the
-//!   witness's announced epoch) fences itself at once and removes the writes no standby
-//!   acknowledged (the abandoned history: local readers must not see it); once it has seen
+//!   witness's announced epoch) fences itself at once; one of its own history seen directly
+//!   makes it remove the writes no standby acknowledged (the abandoned history: local readers
+//!   must not see it); once it has seen
 //!   that primary steadily for `rejoin_after` (no flapping), it follows it as a standby, and
 //!   the snapshot replaces its content. Epochs only grow, so a node with an older epoch never overwrites a newer one
 //!   (the standby side refuses a primary of a lower epoch).
@@ -324,10 +325,13 @@ impl Guard {
         let witness_knows_newer = witness.is_some_and(|(d, _)| d.announce.epoch > epoch);
         if newer.is_some() || witness_knows_newer {
             self.fence(node, store, "a primary with a newer epoch exists");
-            if !self.abandoned {
-                self.abandoned = true;
-                abandon_unacknowledged(node, store);
-            }
+        }
+        // Only a newer primary of this very history, seen directly, proves our unacknowledged
+        // writes abandoned (the witness's epoch alone could come from another cluster sharing
+        // it: fencing on it is safe, deleting is not).
+        if !self.abandoned && newer.is_some_and(|(_, d)| d.announce.history == store.history_id()) {
+            self.abandoned = true;
+            abandon_unacknowledged(node, store);
         }
         match newer {
             Some((addr, d)) => {
