@@ -1057,10 +1057,12 @@ gds_status gds_get_info(const struct gds_store *store,
                         struct gds_info *info_out);
 
 /**
- * Sets the write mode of the segment, for every process using it (the replicator's call:
- * standby, promote, fence).
+ * Sets the write mode of the segment, for every process using it; refused while a live
+ * replication daemon owns the mode (it decides fencing and promotion: read the mode with
+ * `gds_get_write_mode`, change it with `gardenstate switchover` or `gardenstate promote`).
  *
- * Returns `GDS_OK`; `GDS_ERR_NULL_ARGUMENT`; `GDS_ERR_INVALID_ARGUMENT` (unknown mode).
+ * Returns `GDS_OK`; `GDS_ERR_NULL_ARGUMENT`; `GDS_ERR_INVALID_ARGUMENT` (unknown mode);
+ * `GDS_ERR_REFUSED` (a replication daemon owns the write mode).
  * Thread safety: any thread, concurrently with any call but `gds_close`.
  *
  * # Safety

@@ -220,6 +220,11 @@ impl Segment {
         os::liveness(pid_of(w), start_of(w))
     }
 
+    /// The pid in a non-FREE owner word.
+    pub(crate) fn holder_pid(w: u64) -> u32 {
+        pid_of(w)
+    }
+
     /// Is the owner word that of a FREE slot?
     pub(crate) fn slot_is_free(w: u64) -> bool {
         w == FREE

@@ -85,6 +85,11 @@ pub const H_REPL_ACKED: usize = 27;
 /// Write lease: a CLOCK_MONOTONIC ms deadline after which workers' writes are refused; 0 =
 /// none (replica.rs). Segments of older builds hold 0 here.
 pub const H_WRITE_LEASE: usize = 28;
+/// The process that owns the write mode (a replication daemon, replica.rs "Write-mode
+/// ownership"): its client owner word (clients.rs: pid and start time), or 0 (none: any
+/// process may set the mode). Changed with single stores (`own_write_mode`); a dead
+/// owner's word is stale and ignored.
+pub const H_MODE_OWNER: usize = 29;
 /// Next change-feed position; also the source of entry versions (feed.rs).
 pub const H_FEED_HEAD: usize = 32;
 /// Sweeper lease: client slot + 1 in the high 16 bits, deadline ms in the low 48 (store.rs
@@ -347,6 +352,7 @@ pub fn fingerprint() -> u64 {
         H_HISTORY_ID as u64,
         H_REPL_ACKED as u64,
         H_WRITE_LEASE as u64,
+        H_MODE_OWNER as u64,
         H_FEED_HEAD as u64,
         H_SWEEP_LEASE as u64,
         H_SWEEP_CURSOR as u64,

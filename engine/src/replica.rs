@@ -14,6 +14,17 @@
 //!   monotonic clock passes it. The replication daemon renews it while its primary may take
 //!   writes, so a primary whose daemon died stops taking writes that a failover would lose,
 //!   as if the daemon had fenced it.
+//! - `H_MODE_OWNER` (write-mode ownership): the owner word (pid and start time, clients.rs) of
+//!   the replication daemon that owns the write mode, or 0. A daemon stores its own when it
+//!   opens the segment (`own_write_mode`), and it is void once that process is gone (a
+//!   stopped daemon's word is never cleared: it names a dead process); `request_write_mode`, the
+//!   call workers get (and the C ABI's `gds_set_write_mode`), is refused while the process
+//!   it names is alive or its liveness cannot be told (only a process proven dead, or a pid
+//!   reused by another process, frees it): a worker cannot make a fenced primary or a standby
+//!   read writable beside the daemon that decides. The store is one atomic word, so a
+//!   daemon killed at any instruction leaves either the old owner or itself. The check and
+//!   the store are not one atomic step: a worker that passed the check just before a daemon
+//!   started may set the mode once more; the daemon sets the mode itself after owning it.
 //!
 //! Workers learn about failover from [`Store::replication_state`]: the epoch, the role the
 //! segment plays for them now, and a change counter, in a few atomic loads (cheap enough for
@@ -24,12 +35,16 @@
 //! it is killed right after. It does not move when a write lease lapses (nothing is written
 //! then): the role shows that, computed from the clock at the call.
 
+use crate::error::Error;
 use crate::error::Result;
 use crate::layout::{
-    H_EPOCH, H_HISTORY_ID, H_REPL_ACKED, H_WRITE_LEASE, H_WRITE_MODE, WRITE_MODE_REPLICA,
+    H_EPOCH, H_HISTORY_ID, H_MODE_OWNER, H_REPL_ACKED, H_WRITE_LEASE, H_WRITE_MODE, WRITE_MODE_REPLICA,
     WRITE_MODE_WRITABLE, write_mode,
 };
+use crate::os::Liveness;
 use crate::record::LockWords;
+use crate::segment::Segment;
+use crate::store::WriteMode;
 use crate::store::{LockInfo, Op, Store};
 use crate::sync::Ordering;
 use std::time::{Duration, Instant};
@@ -100,6 +115,43 @@ impl Store {
         let ms = |d: Duration| crate::store::millis_saturating(d).max(1);
         let v = ttl.map_or(0, |d| crate::os::now_ms().saturating_add(ms(d)));
         self.header_word(H_WRITE_LEASE).store(v, Ordering::Release);
+    }
+
+    /// Makes this process the owner of the write mode (a replication daemon's call, before it
+    /// sets the mode): from now on other processes' `request_write_mode` is refused while
+    /// this one lives.
+    pub fn own_write_mode(&self) -> Result<()> {
+        let me = self.seg.client_identity()?;
+        self.header_word(H_MODE_OWNER).store(me, Ordering::Release);
+        Ok(())
+    }
+
+    /// The pid of the live process that owns the write mode, if another one does (`None`:
+    /// nobody, this process, or an owner proven dead).
+    pub fn write_mode_owner(&self) -> Result<Option<u32>> {
+        let w = self.header_word(H_MODE_OWNER).load(Ordering::Acquire);
+        if w == 0 || w == self.seg.client_identity()? {
+            return Ok(None);
+        }
+        // Unknown liveness counts as alive: "could not tell" is never "dead".
+        Ok((Segment::holder_liveness(w) != Liveness::Dead).then(|| Segment::holder_pid(w)))
+    }
+
+    /// A worker's change of the write mode: refused (`Error::Refused`) while a live
+    /// replication daemon owns it (`own_write_mode`), since the mode then follows that
+    /// daemon's decisions (fencing, promotion); otherwise `set_write_mode`.
+    pub fn request_write_mode(&self, mode: WriteMode) -> Result<()> {
+        if let Some(pid) = self.write_mode_owner()? {
+            return Err(Error::Refused {
+                path: self.seg.path.display().to_string(),
+                reason: format!(
+                    "its write mode belongs to the replication daemon (pid {pid}): workers read it and \
+                     cannot set it; use `gardenstate switchover` or stop the daemon and `gardenstate promote`"
+                ),
+            });
+        }
+        self.set_write_mode(mode);
+        Ok(())
     }
 
     /// How long the write lease has left: `None` without a lease, zero once it expired.

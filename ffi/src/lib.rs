@@ -47,6 +47,8 @@ mod buffer;
 mod args;
 mod extensible;
 mod panic;
+#[cfg(test)]
+mod write_mode_tests;
 
 pub use buffer::gds_buffer_free;
 pub use feed::{gds_change, gds_change_kind, gds_feed_head, gds_feed_read, gds_wait_replicated};

@@ -516,10 +516,12 @@ pub const GDS_WRITE_MODE_REPLICA: gds_write_mode = 1;
 /// A primary that lost its quorum: as `GDS_WRITE_MODE_REPLICA`.
 pub const GDS_WRITE_MODE_FENCED: gds_write_mode = 2;
 
-/// Sets the write mode of the segment, for every process using it (the replicator's call:
-/// standby, promote, fence).
+/// Sets the write mode of the segment, for every process using it; refused while a live
+/// replication daemon owns the mode (it decides fencing and promotion: read the mode with
+/// `gds_get_write_mode`, change it with `gardenstate switchover` or `gardenstate promote`).
 ///
-/// Returns `GDS_OK`; `GDS_ERR_NULL_ARGUMENT`; `GDS_ERR_INVALID_ARGUMENT` (unknown mode).
+/// Returns `GDS_OK`; `GDS_ERR_NULL_ARGUMENT`; `GDS_ERR_INVALID_ARGUMENT` (unknown mode);
+/// `GDS_ERR_REFUSED` (a replication daemon owns the write mode).
 /// Thread safety: any thread, concurrently with any call but `gds_close`.
 ///
 /// # Safety
@@ -539,7 +541,7 @@ pub unsafe extern "C" fn gds_set_write_mode(store: *const gds_store, mode: gds_w
                 )));
             }
         };
-        store.set_write_mode(mode);
+        store.request_write_mode(mode)?;
         Ok(GDS_OK)
     })
 }

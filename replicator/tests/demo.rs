@@ -3,6 +3,7 @@
 //! leave nothing behind. A second test stops a demo with SIGTERM mid-traffic: it must clean up
 //! as well. The tests take turns (a lock): each demo runs seven processes on a small machine.
 
+use gardenstate_replicator::operations::status;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
@@ -20,8 +21,8 @@ fn leftovers(pid: u32) -> Vec<std::path::PathBuf> {
     [
         shm.join(format!("gds-demo-{pid}-primary")),
         shm.join(format!("gds-demo-{pid}-standby")),
-        shm.join(format!("gardenstate+status/gds-demo-{pid}-primary.json")),
-        shm.join(format!("gardenstate+status/gds-demo-{pid}-standby.json")),
+        status::status_path(&format!("gds-demo-{pid}-primary")).unwrap(),
+        status::status_path(&format!("gds-demo-{pid}-standby")).unwrap(),
         std::env::temp_dir().join(format!("gds-demo-{pid}")),
     ]
     .into_iter()

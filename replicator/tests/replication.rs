@@ -726,3 +726,98 @@ fn a_writer_stopped_mid_write_is_shipped_when_it_goes_on_and_never_acknowledged_
     );
     wait_converged(&store, &p.standby_seg, Duration::from_secs(20));
 }
+
+/// A flood of connections that never authenticate (two hundred at once, each reopened as soon
+/// as the primary closes it), against a primary allowed 64 file descriptors: a standby
+/// restarted meanwhile still gets in (it was locked out while the idle ones held every fd),
+/// and the primary's log gets a bounded number of lines about them (it logged one per
+/// connection: hundreds a second).
+#[test]
+fn a_flood_of_unauthenticated_connections_neither_locks_out_a_standby_nor_floods_the_log() {
+    let dir = Scratch::new("flood");
+    let key = dir.key("key", b"flood test key 0123456789abcdef");
+    let (pseg, sseg) = (Seg::new("flood-p"), Seg::new("flood-s"));
+    pseg.create();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let log = dir.0.join("primary.log");
+    let child = Command::new("prlimit")
+        .args(["--nofile=64", BIN, "primary", "--segment", &pseg.0, "--listen", &addr, "--key-file"])
+        .arg(&key)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let primary = Daemon { child: Some(child), log };
+    wait_logged("the primary to serve", Duration::from_secs(10), &[&primary], || {
+        primary.log().contains("serving")
+    });
+    let mut first = Daemon::standby(&dir, &sseg, port, &key);
+    wait_logged("the standby's replica", Duration::from_secs(20), &[&primary, &first], || {
+        Store::attach(&sseg.0).is_ok_and(|s| s.history_id() != 0)
+    });
+    let stop = AtomicBool::new(false);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        s.spawn(|| {
+            let mut open: Vec<TcpStream> = Vec::new();
+            let to: std::net::SocketAddr = addr.parse().unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                open.retain(|c| {
+                    let mut b = [0u8; 64];
+                    c.set_nonblocking(true).unwrap();
+                    matches!((&*c).read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                });
+                while open.len() < 200 {
+                    match TcpStream::connect_timeout(&to, Duration::from_millis(100)) {
+                        Ok(c) => open.push(c),
+                        Err(_) => break,
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        // The standby restarts in the middle of the flood.
+        first.kill();
+        let second = Daemon::start(
+            &dir,
+            "standby-again",
+            &["standby", "--segment", &sseg.0, "--connect", &addr, "--key-file", key.to_str().unwrap()],
+        );
+        wait_logged("the restarted standby to get in", Duration::from_secs(30), &[&primary, &second], || {
+            second.log().contains("authenticated with primary")
+        });
+        stop.store(true, Ordering::Relaxed);
+    });
+    let secs = t0.elapsed().as_secs();
+    let log = primary.log();
+    let lines =
+        log.lines().filter(|l| l.contains("refused connection") || l.contains("accept failed")).count();
+    eprintln!("flood for {secs} s: {lines} log lines about it");
+    assert!(lines as u64 <= 5 * (secs + 2), "{lines} lines in {secs} s");
+}
+
+/// The write mode belongs to the daemon: a worker on the standby's host cannot make the
+/// replica writable beside the daemon (it used to read writable while the daemon went on
+/// applying the primary's stream), nor can one on the primary's host change the primary's.
+#[test]
+fn workers_cannot_set_the_write_mode_a_daemon_owns() {
+    let dir = Scratch::new("mode-owner");
+    let key = dir.key("key", b"mode owner test key 0123456789abcdef");
+    let (pseg, sseg) = (Seg::new("mo-p"), Seg::new("mo-s"));
+    let primary_store = pseg.create();
+    let port = free_port();
+    let primary = Daemon::primary(&dir, &pseg, port, &key);
+    let standby = Daemon::standby(&dir, &sseg, port, &key);
+    wait_logged("the standby's replica", Duration::from_secs(20), &[&primary, &standby], || {
+        Store::attach(&sseg.0).is_ok_and(|s| s.history_id() != 0)
+    });
+    let replica = Store::attach(&sseg.0).unwrap();
+    let refused = replica.request_write_mode(WriteMode::Writable).unwrap_err().to_string();
+    assert!(refused.contains("belongs to the replication daemon"), "{refused}");
+    assert_eq!(replica.write_mode(), WriteMode::Replica);
+    assert!(primary_store.request_write_mode(WriteMode::Fenced).is_err());
+    assert_eq!(primary_store.write_mode(), WriteMode::Writable);
+}

@@ -25,6 +25,25 @@ pub fn write_mode_name(m: WriteMode) -> &'static str {
     }
 }
 
+/// `write_mode` (JSON, `/metrics`) of a writable segment whose write lease ran out: workers'
+/// writes fail with `ReadOnly`, so it must never read `writable`.
+pub const LEASE_LAPSED: &str = "lease_lapsed";
+
+/// Whether workers' writes are refused by a lapsed write lease although the mode is writable.
+pub fn lease_lapsed(store: &gardenstate::Store) -> bool {
+    store.write_mode() == WriteMode::Writable && store.write_lease_left() == Some(Duration::ZERO)
+}
+
+/// The write mode as workers meet it (`lapsed`: [`lease_lapsed`]).
+pub fn effective_mode_name(m: WriteMode, lapsed: bool) -> &'static str {
+    if lapsed && m == WriteMode::Writable { LEASE_LAPSED } else { write_mode_name(m) }
+}
+
+/// The same for people.
+fn effective_mode_text(m: WriteMode, lapsed: bool) -> &'static str {
+    if lapsed && m == WriteMode::Writable { "read-only (lease lapsed)" } else { write_mode_name(m) }
+}
+
 /// `stats --json`.
 #[derive(Debug, Serialize)]
 pub struct StatsJson<'a> {
@@ -102,7 +121,7 @@ pub fn stats_json<'a>(
         schema: STATS_SCHEMA,
         segment: name,
         path,
-        write_mode: write_mode_name(mode),
+        write_mode: effective_mode_name(mode, repl.lease_lapsed),
         info: InfoJson {
             segment_bytes: info.segment_bytes,
             heap_bytes: info.heap_bytes,
@@ -149,6 +168,8 @@ pub fn stats_json<'a>(
 #[derive(Debug, Clone)]
 pub struct Replication {
     pub mode: WriteMode,
+    /// The mode is writable but the write lease ran out ([`lease_lapsed`]).
+    pub lease_lapsed: bool,
     pub epoch: u64,
     pub history: u64,
     pub feed_head: u64,
@@ -317,7 +338,7 @@ fn replication_human(t: &mut Table, r: &Replication, now_unix_ms: u64) {
             Some(report)
         }
     };
-    t.row("write mode", write_mode_name(r.mode));
+    t.row("write mode", effective_mode_text(r.mode, r.lease_lapsed));
     t.row("epoch", format!("{} (history {:016x})", r.epoch, r.history));
     if r.mode != WriteMode::Replica {
         t.row(
@@ -428,7 +449,7 @@ pub fn stats_human(
 ) -> String {
     let mut t = Table { out: String::new() };
     t.section(&format!("Segment {name} ({path})"));
-    t.row("write mode", write_mode_name(mode));
+    t.row("write mode", effective_mode_text(mode, repl.lease_lapsed));
     t.row("dataset id", format!("{:016x}", info.dataset_id));
 
     t.section("Entries");

@@ -77,6 +77,7 @@ pub fn stats(a: StatsArgs) -> CmdResult {
     let path = gardenstate::shm_dir().join(&a.name).display().to_string();
     let repl = render::Replication {
         mode,
+        lease_lapsed: render::lease_lapsed(&store),
         epoch: store.epoch(),
         history: store.history_id(),
         feed_head: s.feed_head,

@@ -32,7 +32,9 @@
 //!      0     4  magic "GDHB"
 //!      4     1  version (2)
 //!      5     1  role: 1 primary, 2 standby, 3 witness
-//!      6     1  flags: bit 0 fenced (refuses writes), bit 1 synced (a complete replica)
+//!      6     1  flags: bit 0 fenced (refuses writes), bit 1 synced (a complete replica),
+//!               bit 2 claim (standby: asks the witness for the next epoch; witness: it
+//!               granted epoch `history` to the node whose id is `position`)
 //!      7     1  reserved, 0
 //!      8    32  the sender's nonce (its session nonce, or in a hello its offer)
 //!     40    32  the receiver's nonce as the sender knows it (0 in a hello)
@@ -45,7 +47,8 @@
 //!    116     4  witness: ms since it last heard a standby (u32::MAX: never)
 //!    120     2  the sender's listen port (where it serves when primary; 0: none)
 //!    122     2  reserved, 0
-//!    124    16  HMAC-SHA256(k(sender nonce, receiver nonce), bytes 0..124), first 16 bytes
+//!    124     8  node id (random per process: names a claimant and a grant's holder, W1)
+//!    132    16  HMAC-SHA256(k(sender nonce, receiver nonce), bytes 0..132), first 16 bytes
 //! ```
 //! All integers little-endian. The nonces are read before the tag is checked (they name its
 //! key); no other field is interpreted before. Anything else (another length, magic, version,
@@ -63,10 +66,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub const DATAGRAM_LEN: usize = 140;
+pub const DATAGRAM_LEN: usize = 148;
 const MAGIC: [u8; 4] = *b"GDHB";
 const VERSION: u8 = 2;
-const BODY_LEN: usize = 124;
+const BODY_LEN: usize = 132;
 const TAG_LEN: usize = 16;
 /// Replayed, reordered and old-session datagrams are logged at most once per this long.
 pub const QUIET: Duration = Duration::from_secs(10);
@@ -116,6 +119,8 @@ pub struct Announce {
     pub role: NodeRole,
     pub fenced: bool,
     pub synced: bool,
+    /// A standby's request for the next epoch, or a witness's grant of it (see the layout).
+    pub claim: bool,
     pub epoch: u64,
     pub history: u64,
     pub pos: u64,
@@ -135,6 +140,8 @@ pub struct Datagram {
     /// The sender's nonce and the receiver's (NO_NONCE in a hello): they name the key.
     pub from: Nonce,
     pub to: Nonce,
+    /// The sender's node id (random per process).
+    pub node: u64,
     pub seq: u64,
     pub echo_seq: u64,
     /// Witness only: ms since it last heard each role (u32::MAX: never).
@@ -156,7 +163,8 @@ pub fn encode(d: &Datagram, key: &DatagramKey) -> [u8; DATAGRAM_LEN] {
     b[0..4].copy_from_slice(&MAGIC);
     b[4] = VERSION;
     b[5] = d.announce.role.byte();
-    b[6] = u8::from(d.announce.fenced) | (u8::from(d.announce.synced) << 1);
+    b[6] =
+        u8::from(d.announce.fenced) | (u8::from(d.announce.synced) << 1) | (u8::from(d.announce.claim) << 2);
     b[8..40].copy_from_slice(&d.from);
     b[40..72].copy_from_slice(&d.to);
     let words = [d.seq, d.announce.epoch, d.announce.history, d.announce.pos, d.echo_seq];
@@ -166,6 +174,7 @@ pub fn encode(d: &Datagram, key: &DatagramKey) -> [u8; DATAGRAM_LEN] {
     b[112..116].copy_from_slice(&d.primary_age_ms.to_le_bytes());
     b[116..120].copy_from_slice(&d.standby_age_ms.to_le_bytes());
     b[120..122].copy_from_slice(&d.listen_port.to_le_bytes());
+    b[124..132].copy_from_slice(&d.node.to_le_bytes());
     let tag = mac(key, &b[..BODY_LEN]).finalize().into_bytes();
     b[BODY_LEN..].copy_from_slice(&tag[..TAG_LEN]);
     b
@@ -220,7 +229,7 @@ pub fn decode(b: &[u8], key: &DatagramKey) -> Result<Datagram, Reject> {
 fn fields(b: &[u8]) -> Result<Datagram, Reject> {
     let (from, to, seq) = peek(b)?;
     let role = NodeRole::from_byte(b[5]).ok_or(Reject::Field)?;
-    if b[6] & !3 != 0 || b[7] != 0 || b[122..124] != [0, 0] {
+    if b[6] & !7 != 0 || b[7] != 0 || b[122..124] != [0, 0] {
         return Err(Reject::Field);
     }
     let half = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
@@ -229,6 +238,7 @@ fn fields(b: &[u8]) -> Result<Datagram, Reject> {
             role,
             fenced: b[6] & 1 != 0,
             synced: b[6] & 2 != 0,
+            claim: b[6] & 4 != 0,
             epoch: word(b, 80),
             history: word(b, 88),
             pos: word(b, 96),
@@ -240,6 +250,7 @@ fn fields(b: &[u8]) -> Result<Datagram, Reject> {
         primary_age_ms: half(112),
         standby_age_ms: half(116),
         listen_port: u16::from_le_bytes([b[120], b[121]]),
+        node: word(b, 124),
     })
 }
 
@@ -308,6 +319,8 @@ struct Table {
 pub struct Beacon {
     socket: UdpSocket,
     key: Key,
+    /// Random per process, never 0: names this node in a claim and a grant (W1).
+    node: u64,
     born: Instant,
     last_seq: AtomicU64,
     interval: Duration,
@@ -357,9 +370,12 @@ impl Beacon {
             slots.insert(*addr, Slot { peer, pairing: Pairing::new()?, target: true });
         }
         let table = Table { slots, stranger: pairing::offer()?, logged: None };
+        let mut id = [0u8; 8];
+        crate::replication::auth::fill_random(&mut id).map_err(|e| format!("random node id: {e}"))?;
         let beacon = Arc::new(Beacon {
             socket,
             key,
+            node: u64::from_le_bytes(id) | 1,
             born: Instant::now(),
             last_seq: AtomicU64::new(0),
             interval,
@@ -384,6 +400,11 @@ impl Beacon {
             .spawn(move || b.recv_loop())
             .map_err(|e| e.to_string())?;
         Ok(beacon)
+    }
+
+    /// This node's id (random per process), as its datagrams carry it.
+    pub fn node_id(&self) -> u64 {
+        self.node
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -490,6 +511,7 @@ impl Beacon {
             announce,
             from: out.from,
             to: out.to,
+            node: self.node,
             seq: self.next_seq(),
             echo_seq: out.echo,
             primary_age_ms: p_age,
@@ -660,12 +682,14 @@ mod tests {
                 role: NodeRole::Standby,
                 fenced: false,
                 synced: true,
+                claim: true,
                 epoch: 7,
                 history: 0xfeed,
                 pos: 42,
             },
             from: [3; 32],
             to: [4; 32],
+            node: 0x5eed,
             seq: 1234,
             echo_seq: 6,
             primary_age_ms: 10,
@@ -694,7 +718,7 @@ mod tests {
     }
 
     fn beacon_at(role: NodeRole, epoch: u64, targets: &[String]) -> Arc<Beacon> {
-        let a = Announce { role, fenced: false, synced: true, epoch, history: 1, pos: 0 };
+        let a = Announce { role, fenced: false, synced: true, claim: false, epoch, history: 1, pos: 0 };
         Beacon::start("127.0.0.1:0", targets, key(), Duration::from_millis(20), a).unwrap()
     }
 
@@ -733,8 +757,15 @@ mod tests {
     #[test]
     fn arrivals_restart_the_silence_clocks_and_say_what_was_announced() {
         let p = beacon(NodeRole::Primary, &[]);
-        let fenced =
-            Announce { role: NodeRole::Primary, fenced: true, synced: true, epoch: 1, history: 1, pos: 0 };
+        let fenced = Announce {
+            role: NodeRole::Primary,
+            fenced: true,
+            synced: true,
+            claim: false,
+            epoch: 1,
+            history: 1,
+            pos: 0,
+        };
         p.announce(fenced);
         let s = beacon(NodeRole::Standby, &[p.local_addr().to_string()]);
         let before = Instant::now();
@@ -755,8 +786,15 @@ mod tests {
     fn writable_since_follows_the_announcement() {
         let p = beacon(NodeRole::Primary, &[]);
         let first = p.writable_since().expect("announced writable from the start");
-        let a =
-            Announce { role: NodeRole::Primary, fenced: false, synced: true, epoch: 1, history: 1, pos: 9 };
+        let a = Announce {
+            role: NodeRole::Primary,
+            fenced: false,
+            synced: true,
+            claim: false,
+            epoch: 1,
+            history: 1,
+            pos: 9,
+        };
         p.announce(a);
         assert_eq!(p.writable_since(), Some(first), "a new position is no new writability");
         p.announce(Announce { fenced: true, ..a });

@@ -17,7 +17,9 @@
 //!   snapshot and follows the feed: history id non-zero), (b) no TCP frame or heartbeat of
 //!   the primary has *arrived* for `failover_after`, and (c) a fresh datagram from the
 //!   witness says no heartbeat of a writable primary has arrived there for `failover_after`
-//!   either. It takes an epoch above any it or the witness knows.
+//!   either; then (d) it claims the next epoch from the witness, and promotes only to the
+//!   epoch the witness grants to it by its node id (W1 in `witness`: each epoch is granted
+//!   once, so two standbys can never both promote).
 //! - F2. A primary fences itself (writes fail with a read-only error) when it has had no proof
 //!   of life from the standby or the witness for `fence_after`, which is shorter than the
 //!   standby's wait by at least three heartbeats: when F1 fires, the old primary is
@@ -26,18 +28,22 @@
 //!   its replication stream (a datagram sent just before a promotion can arrive after it; a
 //!   promoted standby no longer follows us): a primary never resumes writes
 //!   because it hears the witness alone, which could be just after a promotion it has not heard
-//!   of yet. While writable it keeps the segment's write lease at `fence_after` past its last
-//!   proof of a peer (when it sent a heartbeat the peer echoed, which restarted the peer's
-//!   wait in (b) or (c)), so if the daemon itself dies (or is starved of CPU) the workers'
-//!   writes stop by the same deadline, before any promotion: `config`, "Why fencing comes
-//!   first".
+//!   of yet. After it fenced itself (cut off, or superseded) it unfences only after a warm-up:
+//!   that standby answering without a gap of three heartbeats for `rejoin_after`, so a
+//!   flapping link does not flap write availability. While writable it keeps the segment's
+//!   write lease at `fence_after` past its last proof of a peer (when it sent a heartbeat the
+//!   peer echoed, which restarted the peer's wait in (b) or (c)), so if the daemon itself
+//!   dies (or is starved of CPU) the workers' writes stop by the same deadline, before any
+//!   promotion: `config`, "Why fencing comes first".
 //! - F3. A primary that sees a primary of a higher epoch (directly, writable or fenced, or a
-//!   writable one through the witness's announced epoch) fences itself at once; once it has
-//!   seen that primary steadily for `rejoin_after` (no flapping), it follows it as a standby,
-//!   and the snapshot replaces its content. A fenced newer primary counts too: it fenced
-//!   because it lost its peers, and it unfences only when a standby follows it, so two
-//!   fenced primaries each waiting for the other would take no writes ever again (seen when
-//!   the new primary's host was cut right after a failover). Epochs only grow, so a node with an older epoch never overwrites a newer one
+//!   writable one through the witness's announced epoch) fences itself at once; one of its
+//!   own history seen directly makes it remove the writes no standby acknowledged (the
+//!   abandoned history: local readers must not see it); once it has seen that primary
+//!   steadily for `rejoin_after` (no flapping), it follows it as a standby, and the snapshot
+//!   replaces its content. A fenced newer primary counts too: it fenced because it lost its
+//!   peers, and it unfences only when a standby follows it, so two fenced primaries each
+//!   waiting for the other would take no writes ever again (seen when the new primary's host
+//!   was cut right after a failover). Epochs only grow, so a node with an older epoch never overwrites a newer one
 //!   (the standby side refuses a primary of a lower epoch).
 //!
 //! Without a witness there is no automatic promotion and no fencing (F3 still applies): the
@@ -180,7 +186,8 @@ pub fn run(kind: DaemonKind, cfg: Config) -> CmdResult {
         DaemonKind::Standby => NodeRole::Standby,
         _ => NodeRole::Primary,
     };
-    let announce = Announce { role: initial, fenced: false, synced: false, epoch: 0, history: 0, pos: 0 };
+    let announce =
+        Announce { role: initial, fenced: false, synced: false, claim: false, epoch: 0, history: 0, pos: 0 };
     let beacon =
         Beacon::start(&listen, &targets, cfg.key.clone(), cfg.heartbeat, announce).map_err(Failure::error)?;
     log::info(&format!(
@@ -242,6 +249,15 @@ pub struct Guard {
     /// When the guard started: the lease's base until a peer proves itself (a just-promoted
     /// node, whose lease starts at `fence_after` from here).
     since: Instant,
+    /// The write lease was found lapsed (logged once, until it is renewed or we fence).
+    lapsed: bool,
+    /// This guard fenced the segment because the primary was cut off or superseded: it is
+    /// trusted again only after a warm-up of stable links (F2).
+    warm_up: bool,
+    /// Since when the standby has answered without a gap, during a warm-up.
+    stable_since: Option<Instant>,
+    /// The writes no standby acknowledged were removed (F3: a newer primary exists).
+    abandoned: bool,
 }
 
 /// What the guard decided this round.
@@ -256,7 +272,15 @@ impl Guard {
     /// one that was just promoted (it holds the newest epoch) does not. Without a witness
     /// there is no write lease (a leftover one is cleared).
     pub fn start(node: &Node, store: &Store, cold: bool) -> Guard {
-        let mut g = Guard { fenced_by_me: false, newer_since: None, since: Instant::now() };
+        let mut g = Guard {
+            fenced_by_me: false,
+            newer_since: None,
+            since: Instant::now(),
+            lapsed: false,
+            warm_up: false,
+            stable_since: None,
+            abandoned: false,
+        };
         store.set_write_lease(if node.has_witness() { Some(node.cfg.fence_after) } else { None });
         if cold && node.has_witness() && store.write_mode() == WriteMode::Writable {
             store.set_write_mode(WriteMode::Fenced);
@@ -273,13 +297,26 @@ impl Guard {
         let epoch = store.epoch();
         let mode = store.write_mode();
         report_peers(node);
-        node.status.set_role(if mode == WriteMode::Writable { "primary" } else { "fenced" });
+        // A lease that ran out while writable: this daemon's rounds were late (CPU starvation,
+        // swap, a stop), and workers have been refused since. Said once; `stats` and `/metrics`
+        // show the segment as `lease_lapsed`, not writable, meanwhile.
+        let lapsed = crate::commands::render::lease_lapsed(store);
+        if lapsed && !self.lapsed {
+            log::warn(
+                "the write lease lapsed: workers' writes are refused (ReadOnly) since it ran out; this \
+                 daemon's rounds were late (CPU starvation, swap, or a stopped process?)",
+            );
+            node.status.event("write lease lapsed: writes refused");
+        }
+        self.lapsed = lapsed;
+        node.status.set_role(if mode == WriteMode::Writable && !lapsed { "primary" } else { "fenced" });
         node.status.set_epoch(epoch, store.history_id());
         node.status.head_at(store.feed_head());
         node.beacon.announce(Announce {
             role: NodeRole::Primary,
             fenced: mode != WriteMode::Writable,
             synced: true,
+            claim: false,
             epoch,
             history: store.history_id(),
             pos: store.feed_head(),
@@ -297,6 +334,13 @@ impl Guard {
         let witness_knows_newer = witness.is_some_and(|(d, _)| d.announce.epoch > epoch);
         if newer.is_some() || witness_knows_newer {
             self.fence(node, store, "a primary with a newer epoch exists");
+        }
+        // Only a newer primary of this very history, seen directly, proves our unacknowledged
+        // writes abandoned (the witness's epoch alone could come from another cluster sharing
+        // it: fencing on it is safe, deleting is not).
+        if !self.abandoned && newer.is_some_and(|(_, d)| d.announce.history == store.history_id()) {
+            self.abandoned = true;
+            abandon_unacknowledged(node, store);
         }
         match newer {
             Some((addr, d)) => {
@@ -350,6 +394,11 @@ impl Guard {
             );
         } else if mode == WriteMode::Writable {
             store.set_write_lease(Some(left));
+            if lapsed {
+                self.lapsed = false;
+                log::info("write lease renewed: writes resumed (a peer was heard within fence_after)");
+                node.status.event("write lease renewed");
+            }
         } else if self.fenced_by_me {
             // Both a heartbeat saying "standby, of no newer epoch" and acknowledgements on a
             // live replication stream: a datagram sent just before the standby promoted itself
@@ -358,11 +407,40 @@ impl Guard {
                 at.elapsed() <= FRESH && d.announce.role == NodeRole::Standby && d.announce.epoch <= epoch
             });
             let following = last_ack.is_some_and(|t| t.elapsed() <= FRESH);
-            if steady_standby && following {
+            // The warm-up (after this guard fenced a cut-off primary): the standby must answer
+            // without a gap of three heartbeats for `rejoin_after`, the same steadiness F3
+            // asks of a newer primary, so a flapping link does not flap write availability.
+            let gapless = standby.is_some_and(|(_, at)| at.elapsed() <= 3 * node.cfg.heartbeat);
+            let warm_up = node.cfg.rejoin_after;
+            let answers = steady_standby && following;
+            let ready = if self.warm_up && !(answers && gapless) {
+                if self.stable_since.take().is_some() {
+                    log::warn("warm-up interrupted: the standby went unheard; writes stay refused");
+                }
+                false
+            } else if !answers {
+                false
+            } else if !self.warm_up {
+                true
+            } else {
+                let since = *self.stable_since.get_or_insert_with(|| {
+                    log::info(&format!(
+                        "the standby answers again: warming up, writes resume after {warm_up:?} of stable links"
+                    ));
+                    Instant::now()
+                });
+                since.elapsed() >= warm_up
+            };
+            if ready {
                 store.set_write_lease(Some(left));
                 store.set_write_mode(WriteMode::Writable);
                 self.fenced_by_me = false;
-                log::info("the standby answers: writes resumed (unfenced)");
+                self.stable_since = None;
+                log::info(&format!(
+                    "the standby answers: writes resumed (unfenced){}",
+                    if self.warm_up { " after the warm-up" } else { "" }
+                ));
+                self.warm_up = false;
                 node.status.event("unfenced: the standby answers");
             }
         }
@@ -373,6 +451,8 @@ impl Guard {
         if store.write_mode() == WriteMode::Writable {
             store.set_write_mode(WriteMode::Fenced);
             self.fenced_by_me = true;
+            self.warm_up = true;
+            self.stable_since = None;
             log::error(&format!("fenced: writes refused: {why}"));
             node.status.event(&format!("fenced: {why}"));
         }
@@ -396,17 +476,6 @@ pub fn failover_round(node: &Node, store: &Store, last_frame: Option<Instant>, s
     let synced = store.history_id() != 0 && store.write_mode() == WriteMode::Replica;
     report_peers(node);
     node.status.set_epoch(epoch, store.history_id());
-    node.beacon.announce(Announce {
-        role: NodeRole::Standby,
-        fenced: true,
-        synced,
-        epoch,
-        history: store.history_id(),
-        pos: store.replicated_upto(),
-    });
-    if !node.has_witness() || !synced {
-        return false;
-    }
     let after = node.cfg.failover_after;
     // The arrival of the primary's last datagram (fenced or not), not the echo proof: a
     // datagram that reaches us late restarts this clock late, so every datagram of the
@@ -414,17 +483,31 @@ pub fn failover_round(node: &Node, store: &Store, last_frame: Option<Instant>, s
     // was sent (config.rs, "Why fencing comes first").
     let primary = node.beacon.last_heard(NodeRole::Primary, |_| true);
     let heard = [primary, last_frame].into_iter().flatten().max().unwrap_or(since);
-    if heard.elapsed() < after {
-        return false;
-    }
-    let Some((w, _)) = node.beacon.last_alive(NodeRole::Witness).filter(|(_, at)| at.elapsed() <= FRESH)
-    else {
+    let witness = node.beacon.last_alive(NodeRole::Witness).filter(|(_, at)| at.elapsed() <= FRESH);
+    // F1 (a)-(c): then it claims the next epoch from the witness (W1 in `witness`).
+    let eligible = node.has_witness()
+        && synced
+        && heard.elapsed() >= after
+        && witness.is_some_and(|(w, _)| Duration::from_millis(u64::from(w.primary_age_ms)) >= after);
+    node.beacon.announce(Announce {
+        role: NodeRole::Standby,
+        fenced: true,
+        synced,
+        claim: eligible,
+        epoch,
+        history: store.history_id(),
+        pos: store.replicated_upto(),
+    });
+    let Some((w, _)) = witness.filter(|_| eligible) else {
         return false;
     };
-    if Duration::from_millis(u64::from(w.primary_age_ms)) < after {
+    // F1 (d): only with the witness's grant of an epoch to this very node, and exactly that
+    // epoch: the witness grants each epoch once, so no other node promotes to it.
+    let granted = w.announce.claim && w.announce.pos == node.beacon.node_id() && w.announce.history > epoch;
+    if !granted {
         return false;
     }
-    let new_epoch = store.raise_epoch(epoch.max(w.announce.epoch) + 1);
+    let new_epoch = store.raise_epoch(w.announce.history);
     announce_primary(node, store);
     store.set_write_mode(WriteMode::Writable);
     node.status.event(&format!("automatic failover: promoted to epoch {new_epoch}"));
@@ -435,6 +518,36 @@ pub fn failover_round(node: &Node, store: &Store, last_frame: Option<Instant>, s
         node.cfg.segment
     ));
     true
+}
+
+/// F3: a newer primary exists, so the writes here that no standby acknowledged (feed
+/// position at or above `replicated_upto`, i.e. version above it) are an abandoned history
+/// the new primary never had. They are removed at once, before the node follows anyone:
+/// local readers must not see them (they used to, until the snapshot replaced them). What
+/// the standby acknowledged is in the new history and stays readable.
+fn abandon_unacknowledged(node: &Node, store: &Store) {
+    // Writes that saw the segment writable before the fence finish first (or are given up
+    // on: a stopped worker), so none lands after the scan.
+    let drained = store.drain_writers(Duration::from_secs(1));
+    let acked = store.replicated_upto();
+    let mut abandoned = Vec::new();
+    let scanned = store.scan(|e| {
+        if e.meta.version > acked {
+            abandoned.push(e.key);
+        }
+    });
+    let removed = abandoned.iter().filter(|k| store.apply_replicated_delete(k).unwrap_or(false)).count();
+    let what = format!(
+        "abandoned history: removed {removed} entries written here after the standby's last acknowledged \
+         position {acked} (the newer primary never had them){}{}",
+        if drained { "" } else { "; a writer still inside its write was not waited for" },
+        match scanned {
+            Ok(()) => String::new(),
+            Err(e) => format!("; the scan stopped: {e}"),
+        }
+    );
+    log::warn(&what);
+    node.status.event(&what);
 }
 
 /// Tells the status which peers proved themselves alive in the last heartbeat period.
@@ -453,6 +566,7 @@ pub fn announce_primary(node: &Node, store: &Store) {
         role: NodeRole::Primary,
         fenced: false,
         synced: true,
+        claim: false,
         epoch: store.epoch(),
         history: store.history_id(),
         pos: store.feed_head(),

@@ -2,25 +2,28 @@
 //! segment's counters in the text exposition format, version 0.0.4.
 //!
 //! A minimal HTTP/1.1 server on std alone, since it answers one request: each connection
-//! gets a thread (at most [`MAX_CONNECTIONS`] at once; more are answered 503 without being
-//! read) that reads the request head (at most [`MAX_REQUEST`] bytes, within
-//! [`REQUEST_TIMEOUT`] in all), answers, and closes (`Connection: close`). So a client that
-//! trickles or sends nothing holds one thread for at most [`REQUEST_TIMEOUT`] and cannot
-//! block the others; a malformed request line gets 400, an oversized head 431, another path
-//! 404, another method than GET 405.
+//! gets a thread (at most [`MAX_CONNECTIONS`] at once, `operations::admission`) that reads
+//! the request head (at most [`MAX_REQUEST`] bytes, within [`REQUEST_TIMEOUT`] in all),
+//! answers, and closes (`Connection: close`). A client that trickles or sends nothing holds
+//! one thread for at most [`REQUEST_TIMEOUT`], and only until a newcomer needs its place:
+//! with [`MAX_CONNECTIONS`] admitted, a new connection evicts the one that has waited
+//! longest for its request head, so idle sockets (a slowloris) cannot keep a scrape out.
+//! When every admitted connection is being answered, a newcomer gets 503 without being
+//! read. A malformed request line gets 400, an oversized head 431, another path 404,
+//! another method than GET 405.
 //!
 //! Every sample carries the label `segment`; names start with `gardenstate_`; counters end in
 //! `_total`; each family has `# HELP` and `# TYPE` lines. A value that is not known (the lag
 //! before the first acknowledgement) is left out rather than reported as 0.
 
-use crate::commands::render::write_mode_name;
+use crate::commands::render::{LEASE_LAPSED, effective_mode_name, lease_lapsed, write_mode_name};
+use crate::operations::admission::{Admission, Ticket};
 use crate::operations::status::{Status, StatusReport, unix_ms_now};
 use gardenstate::{Store, WriteMode};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Connections served at once; more are refused with 503.
@@ -43,7 +46,7 @@ const ROLES: [&str; 5] = ["primary", "standby", "witness", "fenced", "demoted"];
 pub fn serve(addr: &str, status: Arc<Status>, store: Option<Arc<Store>>) -> Result<SocketAddr, String> {
     let listener = TcpListener::bind(addr).map_err(|e| format!("metrics: cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| format!("metrics: {e}"))?;
-    let active = Arc::new(AtomicUsize::new(0));
+    let admission = Admission::new(MAX_CONNECTIONS, MAX_CONNECTIONS);
     std::thread::Builder::new()
         .name("gs-metrics".into())
         .spawn(move || {
@@ -56,16 +59,13 @@ pub fn serve(addr: &str, status: Arc<Status>, store: Option<Arc<Store>>) -> Resu
                         continue;
                     }
                 };
-                if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-                    active.fetch_sub(1, Ordering::AcqRel);
+                let Some(ticket) = admission.admit(&conn) else {
                     refuse_busy(conn);
                     continue;
-                }
-                let slot = Slot(active.clone());
+                };
                 let (status, store) = (status.clone(), store.clone());
                 let spawned = std::thread::Builder::new().name("gs-metrics-conn".into()).spawn(move || {
-                    let _slot = slot;
-                    handle(conn, &status, store.as_deref());
+                    handle(conn, &ticket, &status, store.as_deref());
                 });
                 if spawned.is_err() {
                     std::thread::sleep(Duration::from_millis(20));
@@ -74,15 +74,6 @@ pub fn serve(addr: &str, status: Arc<Status>, store: Option<Arc<Store>>) -> Resu
         })
         .map_err(|e| format!("metrics: cannot start the server thread: {e}"))?;
     Ok(local)
-}
-
-/// One of the [`MAX_CONNECTIONS`], given back when the connection's thread ends.
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// Answers 503 without reading or waiting: the accepting thread must not block. (A client
@@ -174,9 +165,11 @@ fn parse_request_line(line: &str) -> Request<'_> {
     Request::Get(target.split_once('?').map_or(target, |(path, _)| path))
 }
 
-fn handle(mut conn: TcpStream, status: &Status, store: Option<&Store>) {
+fn handle(mut conn: TcpStream, ticket: &Ticket, status: &Status, store: Option<&Store>) {
     let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
-    let answer = match read_head(&mut conn) {
+    let head = read_head(&mut conn);
+    ticket.proven();
+    let answer = match head {
         Head::Gone => return,
         Head::TooLarge => {
             response(431, "Request Header Fields Too Large", "text/plain", b"request too large\n", &[])
@@ -353,15 +346,18 @@ pub fn render(r: &StatusReport, store: Option<&Store>) -> String {
 
 /// The segment's own figures: write mode, replication header words, counters, occupancy.
 fn engine(x: &mut Exposition, store: &Store) {
-    let mode = store.write_mode();
-    let modes = [WriteMode::Writable, WriteMode::Replica, WriteMode::Fenced];
-    let labels: Vec<[(&str, &str); 1]> = modes.iter().map(|&m| [("mode", write_mode_name(m))]).collect();
+    // As workers meet it: a writable segment whose write lease lapsed is `lease_lapsed`.
+    let mode = effective_mode_name(store.write_mode(), lease_lapsed(store));
+    let modes = [WriteMode::Writable, WriteMode::Replica, WriteMode::Fenced].map(write_mode_name);
+    let labels: Vec<[(&str, &str); 1]> =
+        modes.iter().chain([&LEASE_LAPSED]).map(|&m| [("mode", m)]).collect();
     let samples: Vec<(&[(&str, &str)], f64)> =
-        labels.iter().zip(modes).map(|(l, m)| (&l[..], if m == mode { 1.0 } else { 0.0 })).collect();
+        labels.iter().map(|l| (&l[..], if l[0].1 == mode { 1.0 } else { 0.0 })).collect();
     x.family(
         "gardenstate_write_mode",
         "gauge",
-        "The segment's write mode (1 for the current one).",
+        "The segment's write mode as workers meet it (1 for the current one; lease_lapsed: writable, \
+         but the write lease ran out, so writes are refused).",
         &samples,
     );
     let (info, s) = (store.info(), store.stats());
@@ -519,6 +515,7 @@ mod tests {
         assert!(get("gardenstate_replication_heartbeat_age_seconds", ",peer_role=\"witness\"") < 60.0);
         assert_eq!(get("gardenstate_write_mode", ",mode=\"writable\""), 1.0);
         assert_eq!(get("gardenstate_write_mode", ",mode=\"replica\""), 0.0);
+        assert_eq!(get("gardenstate_write_mode", ",mode=\"lease_lapsed\""), 0.0);
         assert_eq!(get("gardenstate_live_entries", ""), 2.0);
         assert_eq!(get("gardenstate_sets_total", ""), 2.0);
         assert_eq!(get("gardenstate_hits_total", ""), 1.0);
@@ -527,6 +524,16 @@ mod tests {
         assert!(get("gardenstate_bytes_used", "") > 0.0);
         // A query string is fine; HTTP/1.0 too.
         assert_eq!(fetch(addr, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n").0, 200);
+        // A write lease run out: writes are refused, so the mode is not `writable`.
+        store.set_write_lease(Some(Duration::from_millis(1)));
+        while store.write_lease_left() != Some(Duration::ZERO) {
+            std::thread::yield_now();
+        }
+        let m = parse(&fetch(addr, b"GET /metrics HTTP/1.1\r\n\r\n").2, &seg.0);
+        let get = |name: &str, extra: &str| m[&(name.to_string(), format!("segment=\"{}\"{extra}", seg.0))];
+        assert_eq!(get("gardenstate_write_mode", ",mode=\"writable\""), 0.0);
+        assert_eq!(get("gardenstate_write_mode", ",mode=\"lease_lapsed\""), 1.0);
+        store.set_write_lease(None);
 
         // Without a store, and before any acknowledgement: no engine figures, no lag.
         let bare = Status::new("bare");
@@ -585,18 +592,27 @@ mod tests {
     }
 
     #[test]
-    fn connections_over_the_cap_get_503() {
+    fn sixteen_idle_sockets_do_not_blind_the_scrape() {
         let addr = serve("127.0.0.1:0", Status::new("cap"), None).unwrap();
-        let _held: Vec<TcpStream> = (0..MAX_CONNECTIONS).map(|_| TcpStream::connect(addr).unwrap()).collect();
-        // One more, which sends nothing (so its 503 cannot be lost to a reset), is refused
-        // at once without being read.
-        let mut extra = TcpStream::connect(addr).unwrap();
-        extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let t = Instant::now();
-        let mut answer = String::new();
-        extra.read_to_string(&mut answer).unwrap();
-        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
-        assert!(t.elapsed() < REQUEST_TIMEOUT, "refused without waiting");
+        // A slowloris: the cap's worth of sockets that send nothing, reopened as they close.
+        let mut idle: Vec<TcpStream> =
+            (0..MAX_CONNECTIONS).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        for round in 0..3 {
+            let (code, head, _) = fetch(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+            assert_eq!(code, 200, "scrape {round} behind {} idle sockets: {head}", idle.len());
+            idle.extend((0..MAX_CONNECTIONS).map(|_| TcpStream::connect(addr).unwrap()));
+        }
+        // The evicted idle sockets were closed, answerless; the server holds at most the cap.
+        let mut closed = 0;
+        for mut s in idle {
+            s.set_read_timeout(Some(REQUEST_TIMEOUT * 3)).unwrap();
+            let mut rest = Vec::new();
+            if s.read_to_end(&mut rest).is_ok() {
+                assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+                closed += 1;
+            }
+        }
+        assert!(closed >= 3 * MAX_CONNECTIONS, "{closed}");
     }
 
     #[test]

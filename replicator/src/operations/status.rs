@@ -26,11 +26,17 @@
 //! # The status file
 //!
 //! [`publish_forever`] writes the report as JSON every [`PUBLISH_EVERY`] to
-//! [`status_path`]`(segment)`: `<shm_dir>/gardenstate+status/<segment>.json`. The directory
-//! name holds a `+`, which a segment name (`[A-Za-z0-9._-]`) can never contain, so it can
-//! never collide with a segment (a `gardenstate-status/` directory could: that is a valid
-//! segment name). The directory is created with mode 0700 and is used only if it is a real
-//! directory (not a symlink) owned by this user without group or other permissions; the file
+//! [`status_path`]`(segment)`: `<shm_dir>/gardenstate+status.<uid>/<segment>.json`, one
+//! directory per user (the daemon's effective uid), so applications of different users that
+//! share one segment directory each publish in their own (one shared directory belonged to
+//! the first user, and every other user's daemon had to exit). The directory name holds a
+//! `+`, which a segment name (`[A-Za-z0-9._-]`) can never contain, so it can never collide
+//! with a segment (a `gardenstate-status/` directory could: that is a valid segment name). The
+//! directory is created with mode 0700 and is used only if it is a real directory (not a
+//! symlink) owned by this user without group or other permissions (a directory of this name
+//! owned by anyone else was planted: refused, and no other user's directory is ever
+//! touched); a reader ([`daemon_state`]) looks in its own user's directory, then in that of
+//! the segment file's owner. The file
 //! is written as a temporary file (mode 0600, created exclusively, so nothing planted under
 //! its name is followed) and renamed over the old one, so a reader never sees half a report.
 //! A reader calls the report stale when its `written_unix_ms` is more than [`STALE_AFTER`]
@@ -47,8 +53,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The directory under `gardenstate::shm_dir()` that holds the status files. Its `+` keeps it
-/// out of the segment namespace.
+/// The prefix of the per-user directories under `gardenstate::shm_dir()` that hold the status
+/// files (`gardenstate+status.<uid>`). Its `+` keeps them out of the segment namespace.
 pub const STATUS_DIR: &str = "gardenstate+status";
 /// How often [`publish_forever`] rewrites the status file.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(500);
@@ -441,14 +447,23 @@ fn rates(samples: &mut VecDeque<(Instant, Counters)>, now: Instant, c: Counters)
 
 // ---- the status file ----------------------------------------------------------------------
 
-/// The directory of the status files: `<shm_dir>/gardenstate+status`.
+/// This user's directory of status files: `<shm_dir>/gardenstate+status.<uid>`.
 pub fn status_dir() -> PathBuf {
-    gardenstate::shm_dir().join(STATUS_DIR)
+    status_dir_of(my_uid().unwrap_or(u32::MAX))
 }
 
-/// The status file of `segment`'s daemon. Refuses a name that is not a segment name (it
-/// would not stay inside the directory).
+/// User `uid`'s directory of status files.
+pub fn status_dir_of(uid: u32) -> PathBuf {
+    gardenstate::shm_dir().join(format!("{STATUS_DIR}.{uid}"))
+}
+
+/// The status file this user's daemon of `segment` writes. Refuses a name that is not a
+/// segment name (it would not stay inside the directory).
 pub fn status_path(segment: &str) -> Result<PathBuf, String> {
+    status_path_in(&status_dir(), segment)
+}
+
+fn status_path_in(dir: &Path, segment: &str) -> Result<PathBuf, String> {
     let ok = !segment.is_empty()
         && segment.len() <= 200
         && segment != "."
@@ -457,7 +472,7 @@ pub fn status_path(segment: &str) -> Result<PathBuf, String> {
     if !ok {
         return Err(format!("segment name {segment:?}: use 1-200 characters from [A-Za-z0-9._-]"));
     }
-    Ok(status_dir().join(format!("{segment}.json")))
+    Ok(dir.join(format!("{segment}.json")))
 }
 
 /// This process's effective uid (the owner of `/proc/self`).
@@ -478,8 +493,11 @@ fn ensure_dir(dir: &Path) -> Result<(), String> {
         return Err(format!("{} exists but is not a directory (a symlink?): remove it", dir.display()));
     }
     if m.uid() != uid {
+        // Named after this uid but owned by another user: planted, not another app's own
+        // directory (each user has its own name), so no other application uses it.
         return Err(format!(
-            "status directory {} belongs to uid {}, not to this user (uid {uid}): remove it",
+            "status directory {} is named for this user (uid {uid}) but belongs to uid {}: it was not \
+             made by a gardenstate daemon of this user; have its owner or root remove it",
             dir.display(),
             m.uid()
         ));
@@ -607,11 +625,17 @@ pub enum DaemonState {
     Found { report: Box<StatusReport>, age_ms: u64, pid_alive: bool, running: bool },
 }
 
-/// Looks for `segment`'s daemon through its status file.
+/// Looks for `segment`'s daemon through its status file: this user's, else that of the
+/// segment file's owner (a daemon runs as the user of its application).
 pub fn daemon_state(segment: &str) -> DaemonState {
     let path = match status_path(segment) {
         Ok(p) => p,
         Err(e) => return DaemonState::Unreadable(e),
+    };
+    let owner = std::fs::metadata(gardenstate::shm_dir().join(segment)).map(|m| m.uid());
+    let path = match owner {
+        Ok(uid) if !path.exists() => status_path_in(&status_dir_of(uid), segment).unwrap_or(path),
+        _ => path,
     };
     match read_report(&path) {
         Ok(None) => DaemonState::None,
@@ -814,7 +838,10 @@ mod tests {
 
     #[test]
     fn status_paths_stay_in_their_directory() {
-        assert!(status_path("sessions").unwrap().ends_with("gardenstate+status/sessions.json"));
+        let uid = my_uid().unwrap();
+        assert!(
+            status_path("sessions").unwrap().ends_with(format!("gardenstate+status.{uid}/sessions.json"))
+        );
         for bad in ["", ".", "..", "a/b", "../x", "a b", &"x".repeat(201)] {
             assert!(status_path(bad).is_err(), "{bad:?}");
         }

@@ -55,9 +55,45 @@ impl Key {
     }
 
     /// Reads the key file: its whole content (one trailing newline is dropped, so `echo`ed keys
-    /// work), refusing a file that the group or others may read or write.
+    /// work), refusing a file that the group or others may read or write, anything that is not
+    /// a regular file (a directory gets advice about a file in it, never `chmod 600` on the
+    /// directory), and a file in a directory others may write without the sticky bit (anyone
+    /// could replace the key there).
     pub fn from_file(path: &Path) -> Result<Key, String> {
         let meta = std::fs::metadata(path).map_err(|e| format!("key file {}: {e}", path.display()))?;
+        if meta.is_dir() {
+            let d = path.display();
+            return Err(format!(
+                "key file {d} is a directory, not a file: point --key-file (key_file) at a file, e.g. \
+                 `head -c 32 /dev/urandom > {d}/key && chmod 600 {d}/key`{}",
+                if meta.mode() & 0o1002 == 0o002 {
+                    format!(
+                        " (and {d} is writable by everyone: keep the key in a directory only its owner writes)"
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if !meta.is_file() {
+            return Err(format!(
+                "key file {} is not a regular file: point --key-file at a file",
+                path.display()
+            ));
+        }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if std::fs::metadata(dir).is_ok_and(|d| d.mode() & 0o1002 == 0o002) {
+            return Err(format!(
+                "key file {} is in {}, a directory everyone may write (and not sticky): anyone could \
+                 replace the key; move it to a directory only its owner writes (or `chmod o-w {}`)",
+                path.display(),
+                dir.display(),
+                dir.display()
+            ));
+        }
         if meta.mode() & 0o077 != 0 {
             return Err(format!(
                 "key file {} has mode {:o}: it must not be accessible to group or others; run `chmod 600 {}`",
@@ -252,6 +288,22 @@ mod tests {
         std::fs::write(&p, b"short\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(Key::from_file(&p).unwrap_err().contains("at least 16"));
+        // A world-writable directory given as the key file: advice about a file in it, never
+        // `chmod 600` on the directory; a key inside such a directory is refused.
+        std::fs::write(&p, b"0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Key::from_file(&dir).unwrap_err();
+        assert!(
+            e.contains("is a directory")
+                && e.contains("/key && chmod 600")
+                && e.contains("writable by everyone"),
+            "{e}"
+        );
+        assert!(!e.contains(&format!("chmod 600 {}`", dir.display())), "{e}");
+        let e = Key::from_file(&p).unwrap_err();
+        assert!(e.contains("everyone may write") && e.contains("chmod o-w"), "{e}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(Key::from_file(&p).is_ok(), "a sticky directory (like /tmp) is fine");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,10 +10,17 @@
 //! `Store::wait_replicated` waits for.
 //!
 //! One standby at a time: a newly authenticated standby supersedes the current one (whose
-//! session ends at its next step), so a standby that reconnects after a network cut does not
-//! wait for the old, dead connection to time out. A connection that fails authentication,
+//! session ends at its next step) only once the current one has been silent for
+//! [`STANDBY_LIVE`], so a standby that reconnects after a network cut waits at most that
+//! long for the old, dead connection, while a second standby started beside a live one is
+//! refused (two standbys superseding each other, then both promoting, was a split brain).
+//! A standby that restarts closes its old connection, which frees the place at once. A connection that fails authentication,
 //! sends garbage, or stays silent for [`PEER_TIMEOUT`] is closed and logged, and nothing is
-//! sent to it but the handshake.
+//! sent to it but the handshake. Connections not yet authenticated are bounded
+//! (`operations::admission`: [`MAX_CONNECTIONS`] threads and fds in all, [`MAX_UNPROVEN_PER_SOURCE`]
+//! waiting per source address, a newcomer evicting the oldest waiting one), so a flood of
+//! them cannot exhaust threads or fds and lock out a restarting standby, and the log lines
+//! they cause are throttled ([`LOG_LINES_PER_SECOND`], with a count of those suppressed).
 //!
 //! With a witness, the node's guard (`node::Guard`, once per heartbeat) fences the segment
 //! when the primary is cut off and hands the node over to a newer primary (F2, F3 in
@@ -24,6 +31,7 @@ use crate::commands::cli::PrimaryArgs;
 use crate::commands::exit::{CmdResult, Failure};
 use crate::failover::heartbeat::{FRESH, NodeRole};
 use crate::failover::node::{self, Guard, Next, Node, Verdict};
+use crate::operations::admission::{Admission, Throttle, Ticket};
 use crate::operations::config::{self, DaemonKind, RoleFlags};
 use crate::operations::log;
 use crate::operations::status::Status;
@@ -39,11 +47,21 @@ use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A peer silent for this long (no frame, no ack) is considered gone.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once (standbys, switchover requests, and those still
+/// authenticating).
+pub const MAX_CONNECTIONS: usize = 32;
+/// Connections from one source address still authenticating at once.
+pub const MAX_UNPROVEN_PER_SOURCE: usize = 4;
+/// Log lines a second about refused or failed connections.
+pub const LOG_LINES_PER_SECOND: u32 = 5;
+/// A standby connection that sent a frame within this long keeps its place: another
+/// standby is refused meanwhile (a standby acknowledges at least every second).
+pub const STANDBY_LIVE: Duration = Duration::from_secs(3);
 /// Longest time between flushes under continuous load.
 const FLUSH_EVERY: Duration = Duration::from_millis(5);
 /// A Heartbeat is sent at least this often when there is nothing to ship.
@@ -94,8 +112,13 @@ struct Shared {
     /// Every open connection (by a number of its own), to shut them all when the role ends;
     /// a connection removes itself when it ends, so a flapping link leaks no sockets.
     conns: Mutex<HashMap<u64, TcpStream>>,
-    /// The current standby connection (shut down when a newer one supersedes it).
-    standby_conn: Mutex<Option<Conn>>,
+    /// Bounds the connections that have not authenticated yet.
+    admission: Arc<Admission>,
+    /// Bounds the log lines about refused or failed connections.
+    throttle: Throttle,
+    /// The current standby connection and its generation (shut down when a newer one
+    /// supersedes it; cleared when it ends).
+    standby_conn: Mutex<Option<(u64, Conn)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -107,6 +130,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
     let cfg = &node.cfg;
     let store = node::segment(node)?;
+    // The write mode is this daemon's from now on: workers read it and cannot set it.
+    store.own_write_mode().map_err(Failure::error)?;
     let mode = store.write_mode();
     let fenced_ok = node.has_witness() && mode == WriteMode::Fenced;
     if mode != WriteMode::Writable && !fenced_ok {
@@ -136,6 +161,8 @@ pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
         next: Mutex::new(None),
         conns: Mutex::new(HashMap::new()),
         standby_conn: Mutex::new(None),
+        admission: Admission::new(MAX_CONNECTIONS, MAX_UNPROVEN_PER_SOURCE),
+        throttle: Throttle::new(LOG_LINES_PER_SECOND),
     };
     node.status.set_role("primary");
     node.status.set_epoch(shared.store.epoch(), shared.store.history_id());
@@ -158,7 +185,13 @@ pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
                 }
             }
             match listener.accept() {
-                Ok((conn, _)) => {
+                Ok((conn, from)) => {
+                    let Some(ticket) = shared.admission.admit(&conn) else {
+                        shared.throttle.warn(&format!(
+                            "refused connection from {from}: {MAX_CONNECTIONS} connections are being served"
+                        ));
+                        continue;
+                    };
                     accepted += 1;
                     let id = accepted;
                     if let Ok(c) = conn.try_clone() {
@@ -167,9 +200,10 @@ pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
                     let (shared, parked) = (&shared, &parked);
                     s.spawn(move || {
                         let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-                        if let Err(e) = connection(conn, node, shared, parked, &peer) {
+                        if let Err(e) = connection(conn, &ticket, node, shared, parked, &peer) {
                             log::warn(&format!("standby {peer}: connection closed: {e}"));
                         }
+                        drop(ticket);
                         lock(&shared.conns).remove(&id);
                     });
                 }
@@ -177,7 +211,7 @@ pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Err(e) => {
-                    log::warn(&format!("accept failed: {e}"));
+                    shared.throttle.warn(&format!("accept failed: {e}"));
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
@@ -198,6 +232,7 @@ fn shape_of(store: &Store) -> Shape {
 
 fn connection<'s>(
     tcp: TcpStream,
+    ticket: &Ticket,
     node: &Node,
     shared: &'s Shared,
     parked: &Mutex<Parked<'s>>,
@@ -211,16 +246,19 @@ fn connection<'s>(
     let mut conn = match transport::server(tcp, node.cfg.tls.as_ref(), PEER_TIMEOUT) {
         Ok(c) => c,
         Err(e) => {
-            log::warn(&format!("refused connection from {peer} before any data: {e}"));
+            shared.throttle.warn(&format!("refused connection from {peer} before any data: {e}"));
             return Ok(());
         }
     };
     conn.set_read_timeout(Some(PEER_TIMEOUT)).map_err(io)?;
     conn.set_write_timeout(Some(PEER_TIMEOUT)).map_err(io)?;
     match auth::primary_handshake(&mut conn, &node.cfg.key) {
-        Ok(keys) => conn.seal(keys),
+        Ok(keys) => {
+            conn.seal(keys);
+            ticket.proven();
+        }
         Err(e) => {
-            log::warn(&format!("refused connection from {peer} before any data: {e}"));
+            shared.throttle.warn(&format!("refused connection from {peer} before any data: {e}"));
             return Ok(());
         }
     }
@@ -250,15 +288,29 @@ fn connection<'s>(
         }
         return sent.map_err(io);
     }
-    let generation = shared.current.fetch_add(1, Ordering::AcqRel) + 1;
-    if generation == u64::MAX {
-        return Err("the primary role is ending".into());
-    }
-    // The superseded connection's stream stops now rather than at its next write timeout,
-    // and parks the follower this one may resume from.
-    if let Some(old) = lock(&shared.standby_conn).replace(conn.try_clone().map_err(io)?) {
-        let _ = old.shutdown(Shutdown::Both);
-    }
+    let generation = {
+        let mut current = lock(&shared.standby_conn);
+        let ms = shared.last_ack_ms.load(Ordering::Acquire);
+        let acked_ago = node.started.elapsed().saturating_sub(Duration::from_millis(ms));
+        if current.is_some() && acked_ago < STANDBY_LIVE {
+            return Err(format!(
+                "refused: another standby is connected and answered {} ms ago; one standby at a time (a \
+                 second one would supersede it back and forth, and both could promote themselves); it \
+                 may connect once the current one has been silent for {STANDBY_LIVE:?}",
+                acked_ago.as_millis()
+            ));
+        }
+        let generation = shared.current.fetch_add(1, Ordering::AcqRel) + 1;
+        if generation == u64::MAX {
+            return Err("the primary role is ending".into());
+        }
+        // The superseded connection's stream stops now rather than at its next write timeout,
+        // and parks the follower this one may resume from.
+        if let Some((_, old)) = current.replace((generation, conn.try_clone().map_err(io)?)) {
+            let _ = old.shutdown(Shutdown::Both);
+        }
+        generation
+    };
     // A standby of this very history and epoch says where it is; it may resume there.
     let from =
         (theirs.history == store.history_id() && theirs.epoch == store.epoch() && theirs.feed_head > 0)
@@ -281,6 +333,10 @@ fn connection<'s>(
         let acked = reader.join().unwrap_or_else(|_| Err("ack reader panicked".into()));
         if shared.current.load(Ordering::Acquire) == generation {
             node.status.set_peer(Some(peer.to_string()), false);
+        }
+        let mut current = lock(&shared.standby_conn);
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
         }
         streamed.and(acked)
     })

@@ -40,6 +40,7 @@ use gardenstate::{Store, WriteMode};
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -174,9 +175,10 @@ fn reconnect(node: &Node, addr: &str, link: &Link) -> Result<(), Failure> {
         }
         let started = Instant::now();
         link.caught_up.store(false, Ordering::Release);
-        let why = match TcpStream::connect(addr) {
-            Err(e) => format!("cannot connect to {addr}: {e}"),
-            Ok(conn) => {
+        let why = match connect_unless_promoted(addr, link) {
+            None => return Ok(()),
+            Some(Err(e)) => format!("cannot connect to {addr}: {e}"),
+            Some(Ok(conn)) => {
                 if let Ok(c) = conn.try_clone() {
                     *lock(&link.conn) = Some(c);
                 }
@@ -211,16 +213,48 @@ fn reconnect(node: &Node, addr: &str, link: &Link) -> Result<(), Failure> {
     }
 }
 
+/// Connects to `addr`, unless the watchdog promotes the segment first (`None`). A connect
+/// into a black hole (the primary's host gone mid-handshake) blocks for the kernel's SYN
+/// retries, minutes, and must not keep a promoted node from serving: the connect runs on
+/// a thread of its own, a promotion returns at once, and that thread drops its late
+/// connection when it ends.
+fn connect_unless_promoted(addr: &str, link: &Link) -> Option<std::io::Result<TcpStream>> {
+    let (tx, rx) = mpsc::channel();
+    let to = addr.to_string();
+    let spawned = std::thread::Builder::new().name("connect".into()).spawn(move || {
+        let _ = tx.send(TcpStream::connect(to));
+    });
+    if let Err(e) = spawned {
+        return Some(Err(e));
+    }
+    loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(r) => return Some(r),
+            Err(RecvTimeoutError::Timeout) if link.promoted.load(Ordering::Acquire) => return None,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                return Some(Err(std::io::Error::other("the connect thread ended without an answer")));
+            }
+        }
+    }
+}
+
 /// Attaches to the segment, or creates it with the primary's shape.
+/// The segment's write mode is this daemon's from then on: workers read it, cannot set it.
 fn open_segment(name: &str, shape: &Shape) -> Result<Store, SessionError> {
+    let owned = |s: Store| {
+        s.own_write_mode()
+            .map(|()| s)
+            .map_err(|e| SessionError::Fatal(format!("segment {name}: taking its write mode: {e}")))
+    };
     match Store::attach(name) {
-        Ok(s) => Ok(s),
+        Ok(s) => owned(s),
         Err(e) if crate::commands::attach::is_missing(&e) => {
             let s = Store::create(name, &shape.options()).map_err(|e| {
                 SessionError::Fatal(format!("creating segment {name} like the primary's: {e}"))
             })?;
             log::info(&format!("created segment {name} with the primary's shape"));
-            Ok(s)
+            owned(s)
         }
         Err(e) => Err(SessionError::Fatal(format!("segment {name}: {e}"))),
     }

@@ -309,6 +309,10 @@ pub fn churn_to(store: &Store, keys: u32, stop: &AtomicBool, limit: Option<&Atom
 pub struct Proxy {
     pub port: u16,
     cut: Arc<AtomicBool>,
+    /// No accepts: with the listen queue filled (`black_hole`), connects hang.
+    hold: Arc<AtomicBool>,
+    /// The connections that fill the listen queue.
+    fillers: Mutex<Vec<TcpStream>>,
     stop: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
 }
@@ -332,6 +336,8 @@ impl Proxy {
         let p = Proxy {
             port,
             cut: Arc::new(AtomicBool::new(false)),
+            hold: Arc::new(AtomicBool::new(false)),
+            fillers: Mutex::new(Vec::new()),
             stop: Arc::new(AtomicBool::new(false)),
             conns: Arc::new(Mutex::new(Vec::new())),
         };
@@ -361,9 +367,13 @@ impl Proxy {
                 }
             }
         });
-        let (cut, stop, conns) = (p.cut.clone(), p.stop.clone(), p.conns.clone());
+        let (cut, stop, conns, hold) = (p.cut.clone(), p.stop.clone(), p.conns.clone(), p.hold.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
+                if hold.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
                 let Ok((a, _)) = tcp.accept() else {
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
@@ -395,6 +405,20 @@ impl Proxy {
         self.cut.store(true, Ordering::SeqCst);
         for c in self.conns.lock().unwrap().drain(..) {
             let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Cuts the link and makes the address a black hole: new connects hang in their handshake
+    /// (the listen queue is filled and nothing is accepted, so the kernel drops their SYNs),
+    /// as when a host vanishes from the network. Not undone by `heal`.
+    pub fn black_hole(&self) {
+        self.hold.store(true, Ordering::SeqCst);
+        self.cut();
+        let to: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let mut fillers = self.fillers.lock().unwrap();
+        while let Ok(c) = TcpStream::connect_timeout(&to, Duration::from_millis(200)) {
+            fillers.push(c);
+            assert!(fillers.len() < 10_000, "the listen queue never filled");
         }
     }
 
