@@ -473,14 +473,32 @@ pub fn futex_wake(word: &crate::sync::AtomicU64) {
     }
 }
 
-/// Under loom there is no kernel: a sleep is a yield (a spurious wakeup, which every caller
-/// allows) and a wake does nothing.
+/// Under loom the kernel's futex is modelled by one queue (a mutex and a condition variable)
+/// for every word: a wait compares the word under the queue's lock and sleeps until a wake,
+/// as the kernel compares under its bucket lock; a wake takes the lock and wakes every
+/// sleeper. The timeout is ignored (a wait ends only by a wake), so a lost wakeup is a
+/// deadlock loom reports (loom_tests.rs `loom_lock_wait_no_lost_wakeup`).
 #[cfg(loom)]
-pub fn futex_wait(_word: &crate::sync::AtomicU64, _expected: u32, _timeout: std::time::Duration) {
-    loom::thread::yield_now();
+mod futex_model {
+    loom::lazy_static! {
+        pub static ref QUEUE: (loom::sync::Mutex<()>, loom::sync::Condvar) =
+            (loom::sync::Mutex::new(()), loom::sync::Condvar::new());
+    }
 }
 #[cfg(loom)]
-pub fn futex_wake(_word: &crate::sync::AtomicU64) {}
+pub fn futex_wait(word: &crate::sync::AtomicU64, expected: u32, _timeout: std::time::Duration) {
+    let (lock, sleepers) = &*futex_model::QUEUE;
+    let held = lock.lock().expect("the futex model's lock");
+    if word.load(crate::sync::Ordering::SeqCst) as u32 == expected {
+        drop(sleepers.wait(held).expect("the futex model's lock"));
+    }
+}
+#[cfg(loom)]
+pub fn futex_wake(_word: &crate::sync::AtomicU64) {
+    let (lock, sleepers) = &*futex_model::QUEUE;
+    let _held = lock.lock().expect("the futex model's lock");
+    sleepers.notify_all();
+}
 
 #[cfg(test)]
 mod tests {
