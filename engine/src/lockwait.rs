@@ -41,6 +41,9 @@
 //! pays one FUTEX_WAKE that wakes nobody: a stale bit costs one syscall once, and is gone.
 //! No other process ever waits for a waiter. A release never waits either: the CAS loop only
 //! retries when another releaser or waiter changed the word, and ends once `waiting` is clear.
+//! A stray write into a word (damage) is as harmless: a set `waiting` bit costs one wasted
+//! wake, a changed `seq` one spurious wakeup, and the next wake's CAS writes the high half
+//! back to 0 (the kernel compares the low half only).
 //!
 //! Owner death and takeover by age cannot wake anyone (a dead process writes nothing), so a
 //! waiter bounds each sleep by the lock's takeover age and, when the owner is another
