@@ -29,6 +29,11 @@ Loom models (engine/src/loom_tests.rs), on the smallest segment geometry, thread
   (c') loom_insert_same_key_after_delete  the same with a slot of the window freed under them
   (d)  loom_feed                        a follower reading entries being overwritten: never a
                                         torn entry
+  (e)  loom_lock_wait_no_lost_wakeup    a lock_wait waiter arms its futex word, finds the lock
+                                        held and sleeps while the holder releases and wakes:
+                                        never asleep after the release (lockwait.rs L1; the
+                                        model's futex has no timeout, so a lost wakeup is a
+                                        reported deadlock)
 Loom explores every interleaving up to a preemption bound (default 2; 1 for (a'), whose
 size comes from the values a relaxed load may return, not from the schedules) and every value
 the C11 memory model lets each load return. It does not see: processes (only threads of one

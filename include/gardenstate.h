@@ -1272,13 +1272,15 @@ gds_status gds_touch(const struct gds_store *store,
 
 /**
  * Takes the session lock of `key` and reads the entry (ASP.NET `GetItemExclusive`). Never
- * waits. A lock older than `takeover_after_ms`, or whose owner process died, is taken over.
+ * waits (`gds_lock_wait` does). A lock older than `takeover_after_ms`, or whose owner
+ * process died, is taken over.
  *
  * Returns `GDS_OK`: the lock is ours; `*value_out` / `*value_len_out` hold the value (a
  * buffer to free with `gds_buffer_free`: with the lock already taken, a too-small caller
  * buffer could only fail after the fact), `*meta_out` its metadata, `*lock_out` the lock id
  * that unlocks it and whether it was taken over. `GDS_ERR_LOCKED`: another lock id holds
- * it; only `*lock_out` is written, with the holder's id and age (poll again later).
+ * it; only `*lock_out` is written, with the holder's id and age (poll again later, or
+ * wait with `gds_lock_wait`).
  * `GDS_NOT_FOUND`; `GDS_ERR_READ_ONLY`; `GDS_ERR_FULL_*`; `GDS_ERR_KEY_LENGTH`;
  * `GDS_ERR_CORRUPT`; `GDS_ERR_OUT_OF_MEMORY` (the lock was released again);
  * `GDS_ERR_NULL_ARGUMENT`.
@@ -1299,6 +1301,34 @@ gds_status gds_lock(const struct gds_store *store,
                     size_t *value_len_out,
                     struct gds_meta *meta_out,
                     struct gds_lock_info *lock_out);
+
+/**
+ * `gds_lock`, waiting up to `timeout_ms` while another lock id holds the entry: returns as
+ * soon as the holder releases it (unlock, set, delete, expiry: woken directly through a
+ * futex word of the segment, within microseconds, in any process) or once it can be taken
+ * over (older than `takeover_after_ms`, or its owner process proven dead: checked every
+ * 50 ms while the owner is another process). Blocks the calling thread; a timeout of 0 is
+ * `gds_lock`. The waiter holds nothing while it sleeps: a thread or process killed in the
+ * wait keeps nobody waiting.
+ *
+ * Returns as `gds_lock`: `GDS_OK` (the lock is ours), `GDS_ERR_LOCKED` once `timeout_ms`
+ * passed with the lock still held (`*lock_out` names the holder), `GDS_NOT_FOUND` (absent,
+ * or deleted or expired during the wait), and the same errors.
+ * Thread safety: any thread, concurrently with any call but `gds_close` (which must not run
+ * while a wait is in progress).
+ *
+ * # Safety
+ * As `gds_lock`.
+ */
+gds_status gds_lock_wait(const struct gds_store *store,
+                         const uint8_t *key,
+                         size_t key_len,
+                         uint64_t takeover_after_ms,
+                         uint64_t timeout_ms,
+                         uint8_t **value_out,
+                         size_t *value_len_out,
+                         struct gds_meta *meta_out,
+                         struct gds_lock_info *lock_out);
 
 /**
  * Releases the lock `lock_id` on `key`, keeping the value (ASP.NET

@@ -48,6 +48,8 @@ pub const NAMES: &[&str] = &[
     // store.rs, lock takeover
     "lock.takeover_before_publish", // takeover decided, new record not published
     "lock.takeover_after_publish",  // taken over, old record not yet freed
+    // store.rs, lock_wait
+    "lock_wait.before_sleep", // armed, found the lock held, not yet asleep (lockwait.rs L1)
     // segment.rs, creation
     "create.after_excl", // file created (O_EXCL, mode 0000), header not written / not READY
     "create.after_mode", // header written, final mode set, not yet READY

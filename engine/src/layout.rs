@@ -5,7 +5,8 @@
 //! ```text
 //! offset (words)        region            size
 //! 0                     header            512 words (4 KiB): immutable geometry, then
-//!                                         mutable words each on its own cache line
+//!                                         mutable words each on its own cache line, and
+//!                                         the lock-wait words (448..512, lockwait.rs)
 //! feed_off              change feed       feed_len x 4 words (a ring, see feed.rs)
 //! clients_off           client table      max_clients x 32 words (256 B per client, clients.rs)
 //! index_off             index             n_buckets x 8 words (one cache line a bucket, table.rs)
@@ -116,6 +117,15 @@ pub const H_PID_NS: usize = 96;
 /// first and a count of the class's frees (heap.rs "Failing allocations").
 pub const H_CLASS_HINT: usize = 128;
 pub const MAX_CLASSES: usize = 256;
+/// The lock-wait words (lockwait.rs): `LOCK_WAIT_WORDS` shared futex words that `lock_wait`
+/// sleeps on and the releases of session locks wake, a key's word chosen by its hash. Each
+/// word is `[0:32 | seq:31 | waiting:1]`: the high half stays 0, the low half is the 32-bit
+/// futex word (FUTEX_WAIT/FUTEX_WAKE without FUTEX_PRIVATE_FLAG: the key is the file page,
+/// shared by every process mapping the segment). `waiting` is set by a waiter before it
+/// checks the lock and cleared (with `seq` bumped in the same CAS) by the release that wakes
+/// the word's sleepers; zero in a new segment. Invariants (L1, L2) in lockwait.rs.
+pub const H_LOCK_WAIT: usize = 448;
+pub const LOCK_WAIT_WORDS: usize = 64;
 pub const HEADER_WORDS: usize = 512;
 
 pub const FLAG_EVICT: u64 = 1;
@@ -366,6 +376,9 @@ pub fn fingerprint() -> u64 {
         H_PID_NS as u64,
         H_CLASS_HINT as u64,
         MAX_CLASSES as u64,
+        H_LOCK_WAIT as u64,
+        LOCK_WAIT_WORDS as u64,
+        crate::lockwait::WAITING,
         FEED_ENTRY_WORDS as u64,
         CLIENT_WORDS as u64,
         C_OWNER as u64,

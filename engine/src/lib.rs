@@ -11,6 +11,7 @@
 //! - `record`: record layout, copy-on-write publishing, optimistic validated reads;
 //! - `heap`: the size-class allocator and its crash-safety invariants;
 //! - `clients`: client slots held per operation, three-valued liveness, dead-process reclamation;
+//! - `lockwait`: lock waits woken by the release (shared futex words in the header);
 //! - `feed`: the change feed for the replicator;
 //! - `store`: the public operations.
 //!
@@ -35,6 +36,7 @@ mod heap;
 #[cfg(all(test, not(loom)))]
 mod inprocess_tests;
 mod layout;
+mod lockwait;
 #[cfg(all(test, loom))]
 mod loom_tests;
 mod mem;

@@ -94,6 +94,7 @@ fn segment_with(heap_live: impl Fn(u64) -> bool) -> Arc<Segment> {
     let live = |i: usize| {
         i < 48
             || i == layout::H_HEAP_EPOCH
+            || i == layout::H_LOCK_WAIT
             || hints.contains(&i)
             || (g.feed_off..g.clients_off).contains(&i)
             || (g.clients_off..g.index_off).contains(&i) && (i - g.clients_off) % layout::CLIENT_WORDS < 8
@@ -638,5 +639,41 @@ fn loom_feed() {
         assert!(matches!(seg.feed_read(0), FeedRead::Overflow));
         assert!(matches!(seg.feed_read(17), FeedRead::Change(c) if c.version == 18));
         assert!(matches!(seg.feed_read(18), FeedRead::Empty));
+    });
+}
+
+/// (e) lockwait.rs L1, no lost wakeup: a waiter arms the lock-wait word, finds the lock held
+/// (the index slot word, as `Store::lock` reads it) and sleeps; the holder releases it (the
+/// publishing CAS, AcqRel as in `mutate_with`) and wakes the word's waiters. In every
+/// interleaving the waiter ends up seeing the release: a sleep that no wake ends (the model's
+/// futex has no timeout, os.rs) is a deadlock, which loom reports.
+#[test]
+fn loom_lock_wait_no_lost_wakeup() {
+    const LOCKED: u64 = 1;
+    const RELEASED: u64 = 2;
+    // Key hash 0: the first lock-wait word, the only one the model segment has.
+    const HASH: u64 = 0;
+    check("loom_lock_wait_no_lost_wakeup", || {
+        let seg = segment_with(|_| false);
+        seg.index_word(1).store(LOCKED, Ordering::Relaxed);
+        let holder = {
+            let seg = seg.clone();
+            thread::spawn(move || {
+                assert!(
+                    seg.index_word(1)
+                        .compare_exchange(LOCKED, RELEASED, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                );
+                seg.wake_lock_waiters(HASH);
+            })
+        };
+        loop {
+            let armed = seg.arm_lock_wait(HASH);
+            if seg.index_word(1).load(Ordering::Acquire) == RELEASED {
+                break;
+            }
+            seg.sleep_lock_wait(HASH, armed, std::time::Duration::from_secs(600));
+        }
+        holder.join().unwrap();
     });
 }

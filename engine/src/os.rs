@@ -439,6 +439,86 @@ pub fn self_identity() -> Result<(u32, u64)> {
     }
 }
 
+/// The 32-bit futex word of a lock-wait word (lockwait.rs): its low half.
+#[cfg(not(loom))]
+fn futex_addr(word: &crate::sync::AtomicU64) -> *mut u32 {
+    let p = word.as_ptr() as *mut u32;
+    // The low half of a native-endian u64 is its first 4 bytes on little-endian, the last 4
+    // on big-endian.
+    if cfg!(target_endian = "big") { p.wrapping_add(1) } else { p }
+}
+
+/// FUTEX_WAIT, shared (no FUTEX_PRIVATE_FLAG: the word is in a file mapping other processes
+/// share): sleeps while the low half of `word` holds `expected`, until a [`futex_wake`] of it,
+/// a signal, a spurious wakeup or `timeout`; returns at once if it holds something else.
+/// Every outcome is a plain return: the caller re-checks what it waits for.
+#[cfg(not(loom))]
+pub fn futex_wait(word: &crate::sync::AtomicU64, expected: u32, timeout: std::time::Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: the address is 4-byte aligned (half of an aligned u64) and inside the segment's
+    // mapping, which outlives the call (`word` borrows it); the kernel only reads the word
+    // and `ts`, a valid timespec; the last two arguments are unused by FUTEX_WAIT.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            futex_addr(word),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// FUTEX_WAKE of every sleeper of `word` (shared, as [`futex_wait`]).
+#[cfg(not(loom))]
+pub fn futex_wake(word: &crate::sync::AtomicU64) {
+    // SAFETY: as in `futex_wait`; FUTEX_WAKE reads nothing but its arguments (the timeout,
+    // second address and third value are unused).
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            futex_addr(word),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Under loom the kernel's futex is modelled by one queue (a mutex and a condition variable)
+/// for every word: a wait compares the word under the queue's lock and sleeps until a wake,
+/// as the kernel compares under its bucket lock; a wake takes the lock and wakes every
+/// sleeper. The timeout is ignored (a wait ends only by a wake), so a lost wakeup is a
+/// deadlock loom reports (loom_tests.rs `loom_lock_wait_no_lost_wakeup`).
+#[cfg(loom)]
+mod futex_model {
+    loom::lazy_static! {
+        pub static ref QUEUE: (loom::sync::Mutex<()>, loom::sync::Condvar) =
+            (loom::sync::Mutex::new(()), loom::sync::Condvar::new());
+    }
+}
+#[cfg(loom)]
+pub fn futex_wait(word: &crate::sync::AtomicU64, expected: u32, _timeout: std::time::Duration) {
+    let (lock, sleepers) = &*futex_model::QUEUE;
+    let held = lock.lock().expect("the futex model's lock");
+    if word.load(crate::sync::Ordering::SeqCst) as u32 == expected {
+        drop(sleepers.wait(held).expect("the futex model's lock"));
+    }
+}
+#[cfg(loom)]
+pub fn futex_wake(_word: &crate::sync::AtomicU64) {
+    let (lock, sleepers) = &*futex_model::QUEUE;
+    let _held = lock.lock().expect("the futex model's lock");
+    sleepers.notify_all();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,8 @@
 //! Before the publishing CAS the writer journals the block it viewed and re-checks it
 //! (`journal_old`, heap.rs H5): the CAS compares a slot word with 14 bits of generation, and
 //! H5 is what keeps that word from coming back with another record behind it, however long
-//! the writer stalls. Nothing waits on another client.
+//! the writer stalls. Nothing waits on another client, except `lock_wait`, which sleeps on a
+//! shared futex word that every release of a lock wakes (lockwait.rs).
 
 use crate::clients::{C_J_NEW, C_J_OLD, C_RECENT_FREE, C_WRITING};
 use crate::error::{Error, FullKind, Result};
@@ -679,6 +680,58 @@ impl Store {
         }
     }
 
+    /// [`lock`](Store::lock), waiting up to `timeout` for the lock if another lock id holds
+    /// it: returns as soon as the holder releases it (unlock, `set_and_unlock`, a set or
+    /// delete of the key, its expiry), woken directly by the release through a shared futex
+    /// word of the segment (lockwait.rs), or once it can be taken over (older than
+    /// `takeover_after`, or its owner process proven dead: re-checked every 50 ms while the
+    /// owner is another process). `Ok(None)` if the key is absent or goes away while waited
+    /// for; `Err(Locked)` with the holder's lock if `timeout` passes first. The waiter holds
+    /// nothing while it sleeps (no client slot, nothing of the key): killed or stalled, it
+    /// keeps nobody waiting. Waiters are not served in order: a release wakes every waiter of
+    /// the key and the first to take the lock has it.
+    pub fn lock_wait(
+        &self,
+        key: &[u8],
+        takeover_after: Duration,
+        timeout: Duration,
+    ) -> Result<Option<Locked>> {
+        self.check_key(key)?;
+        let hash = self.seg.probe(key).hash;
+        let start = Instant::now();
+        let (me, _) = os::self_identity()?;
+        loop {
+            let armed = self.seg.arm_lock_wait(hash);
+            let (lock_id, age) = match self.lock(key, takeover_after) {
+                Err(Error::Locked { lock_id, age }) => (lock_id, age),
+                done => return done,
+            };
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(Error::Locked { lock_id, age });
+            }
+            // Who holds it now (a release since the attempt: try again at once).
+            let Some(owner) = self.lock_words(key)?.filter(|l| l.id == lock_id) else { continue };
+            // Lock times are whole milliseconds: one more and the age has surely passed.
+            let mut nap = left.min(takeover_after.saturating_sub(age) + Duration::from_millis(1));
+            if owner.pid != me {
+                nap = nap.min(crate::lockwait::OWNER_RECHECK); // its death wakes nobody
+            }
+            failpoint!("lock_wait.before_sleep");
+            self.seg.sleep_lock_wait(hash, armed, nap);
+        }
+    }
+
+    /// The lock words of `key`'s live record, if it is locked.
+    fn lock_words(&self, key: &[u8]) -> Result<Option<LockWords>> {
+        let p = self.seg.probe(key);
+        let now = os::now_ms();
+        self.with_client(false, |_| {
+            let found = self.seg.find(key, &p, &mut Sink::Nothing)?;
+            Ok(found.filter(|m| !expired(&m.view, now) && m.view.lock.id != 0).map(|m| m.view.lock))
+        })
+    }
+
     /// Releases the lock `lock_id` on `key` without changing its value.
     pub fn unlock(&self, key: &[u8], lock_id: u64) -> Result<()> {
         self.mutate(key, Op::Unlock { lock_id }).map(drop)
@@ -901,6 +954,9 @@ impl Store {
             let Some(slot_pos) = published else { continue };
             held = None;
             seg.mem.w(c.base + C_J_NEW).store(0, Ordering::Relaxed);
+            if lock.id == 0 && found.is_some_and(|m| m.view.lock.id != 0) {
+                seg.wake_lock_waiters(p.hash); // a lock released (lockwait.rs)
+            }
             seg.feed_write(c.base, pos, kind, slot_pos, version, p.hash);
             match kind {
                 ChangeKind::Lock => self.bump(c, stats::LOCKS, 1),
@@ -1017,6 +1073,9 @@ impl Store {
         }
         if kind == ChangeKind::Delete {
             failpoint!("delete.after_unpublish");
+        }
+        if m.view.lock.id != 0 {
+            seg.wake_lock_waiters(key_hash); // a locked record removed (lockwait.rs)
         }
         self.release_old(c, m);
         let pos = seg.feed_reserve(c.base);

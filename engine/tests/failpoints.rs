@@ -202,6 +202,11 @@ fn child_victim() {
                     assert!(l2.took_over, "a zero-patience lock of a locked entry must take it over");
                     l2
                 } else {
+                    // Wait on our own lock for 1 ms: armed, asleep, out with `Locked`.
+                    match st.lock_wait(&key, Duration::from_secs(600), Duration::from_millis(1)) {
+                        Err(Error::Locked { lock_id, .. }) if lock_id == l.lock_id => {}
+                        other => fail(format!("lock_wait on a held lock: {other:?}")),
+                    }
                     l
                 };
                 if rng.below(2) == 0 {
@@ -854,6 +859,38 @@ fn a_paused_writer_stalls_alone_and_finishes_when_released() {
     common::assert_healthy(&st);
 }
 
+/// The lost-wakeup race of `lock_wait` (lockwait.rs L1): the waiter has armed its futex word
+/// and found the lock held, and is parked right before it sleeps; the holder unlocks (and
+/// wakes nobody, as nobody sleeps yet); then the waiter goes to sleep. It must not sleep
+/// through the release: its sleep returns at once (the word changed since it armed it) and
+/// it takes the lock. Its timeout (600 s) is not what ends the wait: the holder is this
+/// process, so no liveness re-check does either, and a lost wakeup fails the watchdog.
+#[test]
+fn a_lock_released_between_the_check_and_the_sleep_wakes_the_waiter() {
+    let seg = Seg::new("fp-lock-wait");
+    let st = Arc::new(Store::create(&seg.name, &opts()).unwrap());
+    st.set(b"k", b"v", Expiry::Never).unwrap();
+    let held = st.lock(b"k", Duration::from_secs(600)).unwrap().unwrap();
+    let go = Arc::new(std::sync::Barrier::new(2));
+    // Not a scoped thread: a waiter that sleeps through the release must fail the watchdog,
+    // not block the test.
+    let waiter = {
+        let (st, go) = (st.clone(), go.clone());
+        std::thread::spawn(move || {
+            go.wait();
+            st.lock_wait(b"k", Duration::from_secs(600), Duration::from_secs(600))
+        })
+    };
+    let pause = gardenstate::pause_at_failpoint("lock_wait.before_sleep", 1, Some(waiter.thread().id()));
+    go.wait();
+    pause.wait_reached();
+    st.unlock(b"k", held.lock_id).unwrap();
+    pause.release();
+    let got = common::join_within(waiter, Duration::from_secs(60), "the waiter").unwrap().unwrap();
+    assert!(!got.took_over && got.lock_id != held.lock_id);
+    common::assert_healthy(&st);
+}
+
 // ---- panics: unwinding out of an operation at every failpoint -------------------------------
 
 /// One operation of the in-process load that reaches every non-creation failpoint: inserts,
@@ -866,6 +903,7 @@ fn panic_load_step(st: &Store, rng: &mut Rng, seq: u64) {
         35..50 => drop(st.delete(&key)),
         50..70 => {
             if let Ok(Some(l)) = st.lock(&key, Duration::from_secs(600)) {
+                drop(st.lock_wait(&key, Duration::from_secs(600), Duration::from_millis(1)));
                 let l = st.lock(&key, Duration::ZERO).ok().flatten().unwrap_or(l);
                 drop(st.set_and_unlock(&key, l.lock_id, &value, Expiry::Never));
             }

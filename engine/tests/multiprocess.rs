@@ -893,3 +893,69 @@ fn racing_opens_share_one_segment() {
     assert_eq!(st.stats().live_entries, OPENERS as u64);
     common::assert_healthy(&st);
 }
+
+#[test]
+#[ignore = "child role of a_release_in_another_process_wakes_a_lock_waiter"]
+fn child_lock_waiter() {
+    let Ok(role) = std::env::var(ROLE_VAR) else { return };
+    assert_eq!(role, "lock-waiter");
+    let st = Store::attach(&std::env::var("GDS_SEG").expect("GDS_SEG")).expect("attach");
+    // The holder is this process (alive, never re-checked): only a release wakes the waiter.
+    let held = st.lock(b"k", Duration::from_secs(600)).unwrap().unwrap();
+    st.set(b"held", &held.lock_id.to_le_bytes(), Expiry::Never).unwrap();
+    let got = std::thread::scope(|s| {
+        s.spawn(|| st.lock_wait(b"k", Duration::from_secs(600), Duration::from_secs(600))).join().unwrap()
+    });
+    let got = got.unwrap().unwrap();
+    assert!(!got.took_over && got.lock_id != held.lock_id, "{got:?}");
+    st.set(b"got", &got.lock_id.to_le_bytes(), Expiry::Never).unwrap();
+}
+
+/// Is a thread of process `pid` asleep in a shared FUTEX_WAIT (op 0: no FUTEX_PRIVATE_FLAG,
+/// which the standard library's own waits all carry)? From `/proc/<pid>/task/*/syscall`:
+/// the syscall number and its arguments, in hex.
+fn in_shared_futex_wait(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().any(|t| {
+        let s = std::fs::read_to_string(t.path().join("syscall")).unwrap_or_default();
+        let f: Vec<&str> = s.split_whitespace().collect();
+        f.len() > 2 && f[0] == libc::SYS_futex.to_string() && f[2] == "0x0"
+    })
+}
+
+/// A release in one process wakes a `lock_wait` sleeping in another: the futex word is in the
+/// shared mapping and the wait is shared (a private futex would never see the other process's
+/// wake, and the waiter, its lock holder alive, would sleep its 600 s). The child locks the key
+/// itself and waits on it in a second thread; the parent unlocks it with the child's lock id
+/// once the child's thread is seen asleep in a shared FUTEX_WAIT.
+#[test]
+fn a_release_in_another_process_wakes_a_lock_waiter() {
+    let seg = Seg::new("lock-wait-mp");
+    let st = Store::create(&seg.name, &opts()).unwrap();
+    st.set(b"k", b"v", Expiry::Never).unwrap();
+    let envs = [(ROLE_VAR, "lock-waiter".to_string()), ("GDS_SEG", seg.name.clone())];
+    let mut children = Children::default();
+    children.0.push(child_command("child_lock_waiter", &envs).spawn().expect("spawn the waiter"));
+    let pid = children.0[0].id();
+    let t = Instant::now();
+    let held = loop {
+        if let Some(e) = st.get(b"held").unwrap() {
+            break u64::from_le_bytes(e.value.try_into().unwrap());
+        }
+        assert!(t.elapsed() < CHILD_TIMEOUT, "the child never locked the key");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    while !in_shared_futex_wait(pid) {
+        assert!(t.elapsed() < CHILD_TIMEOUT, "the child's waiter never slept in a shared FUTEX_WAIT");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    st.unlock(b"k", held).unwrap();
+    let status =
+        wait_timeout(&mut children.0[0], CHILD_TIMEOUT).expect("the waiter slept through the release");
+    assert!(status.success(), "the waiter failed ({status}): see its message above");
+    let got = st.get(b"got").unwrap().expect("the waiter's lock");
+    assert_eq!(
+        st.meta_of(b"k").unwrap().unwrap().lock.unwrap().lock_id,
+        u64::from_le_bytes(got.value.try_into().unwrap())
+    );
+}

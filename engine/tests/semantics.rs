@@ -149,6 +149,60 @@ fn session_locks() {
     assert!(stats.lock_contentions >= 1);
 }
 
+/// `lock_wait`: the release of the lock (unlock, a set, a delete) ends the wait at once with
+/// the outcome a `lock` would have then; a lock that ages past `takeover_after` is taken over;
+/// a wait that runs out is `Locked`. The holder is this process (alive), so only a release
+/// or the age ends a wait: no liveness re-check wakes the waiter (lockwait.rs), and a release
+/// that did not wake it would leave the waiter asleep for its whole 600 s.
+#[test]
+fn lock_wait_returns_when_the_lock_is_released() {
+    let s = Seg::new("lock-wait");
+    let st = std::sync::Arc::new(Store::create(&s.name, &small()).unwrap());
+    let patience = Duration::from_secs(600);
+    assert_eq!(st.lock_wait(b"none", patience, patience).unwrap(), None);
+    st.set(b"s", b"v1", Expiry::Never).unwrap();
+    let free = st.lock_wait(b"s", patience, patience).unwrap().unwrap();
+    assert!(!free.took_over, "an unlocked entry is locked at once");
+    match st.lock_wait(b"s", patience, Duration::from_millis(1)) {
+        Err(Error::Locked { lock_id, .. }) => assert_eq!(lock_id, free.lock_id),
+        other => panic!("a wait that runs out: {other:?}"),
+    }
+    // A waiter in another thread (not scoped: a hung one must fail the test, not block it).
+    let wait_in_thread = || {
+        let st = st.clone();
+        std::thread::spawn(move || st.lock_wait(b"s", patience, patience))
+    };
+    // Each way of releasing the lock ends the wait.
+    type Release = fn(&Store, u64);
+    let releases: [(&str, Release); 3] = [
+        ("unlock", |st, id| st.unlock(b"s", id).unwrap()),
+        ("set_and_unlock", |st, id| {
+            st.set_and_unlock(b"s", id, b"v2", Expiry::Never).unwrap();
+        }),
+        ("set", |st, _| {
+            st.set(b"s", b"v3", Expiry::Never).unwrap();
+        }),
+    ];
+    let mut held = free.lock_id;
+    for (how, release) in releases {
+        let waiter = wait_in_thread();
+        release(&st, held);
+        let got = common::join_within(waiter, Duration::from_secs(120), how).unwrap().unwrap();
+        assert!(!got.took_over, "{how}: the waiter took the lock over instead of being handed it");
+        held = got.lock_id;
+    }
+    // A delete ends the wait with "absent".
+    let waiter = wait_in_thread();
+    assert!(st.delete(b"s").unwrap());
+    assert_eq!(common::join_within(waiter, Duration::from_secs(120), "delete").unwrap(), None);
+    // A lock older than the waiter's `takeover_after` is taken over.
+    st.set(b"s", b"v4", Expiry::Never).unwrap();
+    let old = st.lock(b"s", patience).unwrap().unwrap();
+    let took = st.lock_wait(b"s", Duration::from_millis(20), patience).unwrap().unwrap();
+    assert!(took.took_over && took.lock_id != old.lock_id);
+    common::assert_healthy(&st);
+}
+
 #[test]
 fn bad_input_is_refused_and_changes_nothing() {
     let s = Seg::new("bad");

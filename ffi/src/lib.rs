@@ -57,8 +57,8 @@ pub use maintenance::{
     gds_sweep, gds_sweep_report,
 };
 pub use ops::{
-    gds_add, gds_compare_and_set, gds_delete, gds_get, gds_get_alloc, gds_get_meta, gds_lock, gds_set,
-    gds_set_and_unlock, gds_touch, gds_unlock,
+    gds_add, gds_compare_and_set, gds_delete, gds_get, gds_get_alloc, gds_get_meta, gds_lock, gds_lock_wait,
+    gds_set, gds_set_and_unlock, gds_touch, gds_unlock,
 };
 pub use status::{gds_last_error_message, gds_status, gds_strerror};
 pub use store::{

@@ -312,13 +312,15 @@ pub unsafe extern "C" fn gds_touch(
 // ---- session locks --------------------------------------------------------------------------
 
 /// Takes the session lock of `key` and reads the entry (ASP.NET `GetItemExclusive`). Never
-/// waits. A lock older than `takeover_after_ms`, or whose owner process died, is taken over.
+/// waits (`gds_lock_wait` does). A lock older than `takeover_after_ms`, or whose owner
+/// process died, is taken over.
 ///
 /// Returns `GDS_OK`: the lock is ours; `*value_out` / `*value_len_out` hold the value (a
 /// buffer to free with `gds_buffer_free`: with the lock already taken, a too-small caller
 /// buffer could only fail after the fact), `*meta_out` its metadata, `*lock_out` the lock id
 /// that unlocks it and whether it was taken over. `GDS_ERR_LOCKED`: another lock id holds
-/// it; only `*lock_out` is written, with the holder's id and age (poll again later).
+/// it; only `*lock_out` is written, with the holder's id and age (poll again later, or
+/// wait with `gds_lock_wait`).
 /// `GDS_NOT_FOUND`; `GDS_ERR_READ_ONLY`; `GDS_ERR_FULL_*`; `GDS_ERR_KEY_LENGTH`;
 /// `GDS_ERR_CORRUPT`; `GDS_ERR_OUT_OF_MEMORY` (the lock was released again);
 /// `GDS_ERR_NULL_ARGUMENT`.
@@ -341,8 +343,71 @@ pub unsafe extern "C" fn gds_lock(
     meta_out: *mut gds_meta,
     lock_out: *mut gds_lock_info,
 ) -> gds_status {
+    let takeover_after = Duration::from_millis(takeover_after_ms);
+    // SAFETY: the caller's guarantees (# Safety above) are `lock_with`'s.
+    unsafe {
+        lock_with(store, key, key_len, value_out, value_len_out, meta_out, lock_out, |store, key| {
+            store.lock(key, takeover_after)
+        })
+    }
+}
+
+/// `gds_lock`, waiting up to `timeout_ms` while another lock id holds the entry: returns as
+/// soon as the holder releases it (unlock, set, delete, expiry: woken directly through a
+/// futex word of the segment, within microseconds, in any process) or once it can be taken
+/// over (older than `takeover_after_ms`, or its owner process proven dead: checked every
+/// 50 ms while the owner is another process). Blocks the calling thread; a timeout of 0 is
+/// `gds_lock`. The waiter holds nothing while it sleeps: a thread or process killed in the
+/// wait keeps nobody waiting.
+///
+/// Returns as `gds_lock`: `GDS_OK` (the lock is ours), `GDS_ERR_LOCKED` once `timeout_ms`
+/// passed with the lock still held (`*lock_out` names the holder), `GDS_NOT_FOUND` (absent,
+/// or deleted or expired during the wait), and the same errors.
+/// Thread safety: any thread, concurrently with any call but `gds_close` (which must not run
+/// while a wait is in progress).
+///
+/// # Safety
+/// As `gds_lock`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gds_lock_wait(
+    store: *const gds_store,
+    key: *const u8,
+    key_len: usize,
+    takeover_after_ms: u64,
+    timeout_ms: u64,
+    value_out: *mut *mut u8,
+    value_len_out: *mut usize,
+    meta_out: *mut gds_meta,
+    lock_out: *mut gds_lock_info,
+) -> gds_status {
+    let (takeover_after, timeout) =
+        (Duration::from_millis(takeover_after_ms), Duration::from_millis(timeout_ms));
+    // SAFETY: the caller's guarantees (# Safety above) are `lock_with`'s.
+    unsafe {
+        lock_with(store, key, key_len, value_out, value_len_out, meta_out, lock_out, |store, key| {
+            store.lock_wait(key, takeover_after, timeout)
+        })
+    }
+}
+
+/// The body of `gds_lock` and `gds_lock_wait`: checks the arguments, takes the lock with
+/// `take`, and reports it.
+///
+/// # Safety
+/// As `gds_lock`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn lock_with(
+    store: *const gds_store,
+    key: *const u8,
+    key_len: usize,
+    value_out: *mut *mut u8,
+    value_len_out: *mut usize,
+    meta_out: *mut gds_meta,
+    lock_out: *mut gds_lock_info,
+    take: impl FnOnce(&Store, &[u8]) -> engine::Result<Option<engine::Locked>>,
+) -> gds_status {
     boundary(|| {
-        // SAFETY: pointer validity as stated in # Safety above.
+        // SAFETY: pointer validity as stated in `gds_lock`'s # Safety.
         let (store, key, value_out, len_out, meta_out, lock_out) = unsafe {
             (
                 args::store(store)?,
@@ -353,7 +418,7 @@ pub unsafe extern "C" fn gds_lock(
                 args::out(lock_out, "lock_out")?,
             )
         };
-        let locked = match store.lock(key, Duration::from_millis(takeover_after_ms)) {
+        let locked = match take(store, key) {
             Ok(Some(locked)) => locked,
             Ok(None) => return Ok(GDS_NOT_FOUND),
             Err(e @ Error::Locked { lock_id, age }) => {

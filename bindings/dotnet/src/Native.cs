@@ -110,6 +110,8 @@ namespace Gardenstate
         [DllImport(Lib)] public static extern int gds_touch(StoreHandle store, byte* key, UIntPtr key_len, uint expiry, ulong ttl_ms);
         [DllImport(Lib)] public static extern int gds_lock(StoreHandle store, byte* key, UIntPtr key_len, ulong takeover_after_ms,
             out IntPtr value, out UIntPtr value_len, out GdsMeta meta, out GdsLockInfo lockInfo);
+        [DllImport(Lib)] public static extern int gds_lock_wait(StoreHandle store, byte* key, UIntPtr key_len, ulong takeover_after_ms,
+            ulong timeout_ms, out IntPtr value, out UIntPtr value_len, out GdsMeta meta, out GdsLockInfo lockInfo);
         [DllImport(Lib)] public static extern int gds_unlock(StoreHandle store, byte* key, UIntPtr key_len, ulong lock_id);
         [DllImport(Lib)] public static extern int gds_set_and_unlock(StoreHandle store, byte* key, UIntPtr key_len, ulong lock_id,
             byte* value, UIntPtr value_len, uint expiry, ulong ttl_ms, out ulong version);

@@ -112,6 +112,11 @@ namespace Gardenstate
         readonly ulong maxKey, maxValue;
         /// <summary>A lock older than this is taken over (ASP.NET: httpRuntime executionTimeout, 110 s).</summary>
         public TimeSpan ExecutionTimeout = TimeSpan.FromSeconds(110);
+        /// <summary>How long GetItemExclusive waits for a held lock before answering "locked"
+        /// (the host then polls again: Mono every 500 ms). Within it the holder's release wakes
+        /// the request at once instead of at the host's next poll. Below the host's poll
+        /// interval, so a periodic poll never overlaps a wait; Zero: never wait.</summary>
+        public TimeSpan LockWait = TimeSpan.FromMilliseconds(400);
 
         /// <summary>Opens (or creates) the segment segmentName; keys are "applicationName/sessionId".</summary>
         public GardenstateSessionStore(string segmentName, string applicationName, StoreOptions options = null)
@@ -206,15 +211,16 @@ namespace Gardenstate
             return d;
         }
 
-        /// <summary>Exclusive access: takes the session lock (never waits). Null with locked = false:
-        /// no session. Null with locked = true: another request holds it (lockAge, lockId are the
-        /// holder's; ASP.NET polls again). Else the session, with lockId the id to release it.</summary>
+        /// <summary>Exclusive access: takes the session lock, waiting up to LockWait for its
+        /// release. Null with locked = false: no session. Null with locked = true: another request
+        /// still holds it (lockAge, lockId are the holder's; ASP.NET polls again). Else the
+        /// session, with lockId the id to release it.</summary>
         public SessionData GetItemExclusive(string id, out bool locked, out TimeSpan lockAge, out object lockId, out SessionStateActions actions)
         {
             locked = false; lockAge = TimeSpan.Zero; lockId = null; actions = SessionStateActions.None;
             byte[] key = KeyOf(id);
             if (key == null) return null;
-            LockResult r = store.Lock(key, ExecutionTimeout);
+            LockResult r = store.LockWait(key, ExecutionTimeout, LockWait);
             if (r == null) return null;
             if (!r.Acquired)
             {

@@ -362,11 +362,25 @@ namespace Gardenstate
         /// takeoverAfter, or whose owner died, is taken over. Null if key is absent.</summary>
         public LockResult Lock(byte[] key, TimeSpan takeoverAfter)
         {
+            return LockWait(key, takeoverAfter, TimeSpan.Zero);
+        }
+
+        /// <summary>Lock, waiting up to timeout while another lock id holds it (gds_lock_wait):
+        /// returns as soon as the holder releases it, woken by the release itself, or once it can
+        /// be taken over; Acquired = false (with the holder) only once timeout passed. Blocks the
+        /// calling thread. TimeSpan.Zero: Lock.</summary>
+        public LockResult LockWait(byte[] key, TimeSpan takeoverAfter, TimeSpan timeout)
+        {
             Key(key); Use();
             if (takeoverAfter.Ticks < 0) throw new ArgumentOutOfRangeException("takeoverAfter");
+            if (timeout.Ticks < 0) throw new ArgumentOutOfRangeException("timeout");
             ulong tk = (ulong)Math.Ceiling(takeoverAfter.TotalMilliseconds);
+            ulong wait = (ulong)Math.Ceiling(timeout.TotalMilliseconds);
             IntPtr vp; UIntPtr vlen; GdsMeta gm; GdsLockInfo li; int st;
-            fixed (byte* k = key) st = Native.gds_lock(h, k, (UIntPtr)key.Length, tk, out vp, out vlen, out gm, out li);
+            fixed (byte* k = key)
+                st = wait == 0
+                    ? Native.gds_lock(h, k, (UIntPtr)key.Length, tk, out vp, out vlen, out gm, out li)
+                    : Native.gds_lock_wait(h, k, (UIntPtr)key.Length, tk, wait, out vp, out vlen, out gm, out li);
             if (st == Native.NOT_FOUND) return null;
             if (st == (int)Status.Locked)
                 return new LockResult { Acquired = false, LockId = li.lock_id, LockAgeMs = li.age_ms };

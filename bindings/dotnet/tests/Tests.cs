@@ -285,6 +285,20 @@ static class Program
             s.Delete(k);
             T.True(!s.Unlock(k, l6.LockId), "unlock of a deleted entry is false");
             T.True(!s.SetAndUnlock(k, l6.LockId, B("x")).HasValue, "set-and-unlock of a deleted entry is null");
+            // LockWait: a wait that runs out names the holder; one in another thread is handed
+            // the lock by the holder's unlock (patience 10 min: only the release ends it).
+            s.Set(k, B("v3"));
+            var l7 = s.Lock(k, TimeSpan.FromMinutes(10));
+            var w1 = s.LockWait(k, TimeSpan.FromMinutes(10), TimeSpan.FromMilliseconds(5));
+            T.True(!w1.Acquired && w1.LockId == l7.LockId, "a wait that runs out reports the holder");
+            LockResult w2 = null;
+            var waiter = new Thread(() => { w2 = s.LockWait(k, TimeSpan.FromMinutes(10), TimeSpan.FromMinutes(10)); });
+            waiter.Start();
+            T.True(s.Unlock(k, l7.LockId), "the holder unlocks");
+            T.True(waiter.Join(TimeSpan.FromMinutes(2)), "the waiter returned after the release");
+            T.True(w2.Acquired && !w2.TookOver && w2.LockId != l7.LockId, "the waiter was handed the lock");
+            T.True(s.Unlock(k, w2.LockId), "the waiter unlocks");
+            T.Throws<ArgumentOutOfRangeException>(() => s.LockWait(k, TimeSpan.Zero, TimeSpan.FromMilliseconds(-1)), "negative timeout");
         }
     }
 

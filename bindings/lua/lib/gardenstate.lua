@@ -178,6 +178,15 @@ gds_status gds_lock(const struct gds_store *store,
                     size_t *value_len_out,
                     struct gds_meta *meta_out,
                     struct gds_lock_info *lock_out);
+gds_status gds_lock_wait(const struct gds_store *store,
+                         const uint8_t *key,
+                         size_t key_len,
+                         uint64_t takeover_after_ms,
+                         uint64_t timeout_ms,
+                         uint8_t **value_out,
+                         size_t *value_len_out,
+                         struct gds_meta *meta_out,
+                         struct gds_lock_info *lock_out);
 gds_status gds_unlock(const struct gds_store *store,
                       const uint8_t *key,
                       size_t key_len,
@@ -530,16 +539,15 @@ function Store:touch(key, ttl_ms, sliding)
     return true
 end
 
--- lock(key, takeover_after_ms) -> value, lock_id, meta, took_over
---   | nil, message, code[, holder] (12 locked: holder = {lock_id, age_ms})
-function Store:lock(key, takeover_after_ms)
+-- One lock attempt through `call` (gds_lock, or gds_lock_wait with its timeout bound in).
+local function take_lock(self, key, takeover_after_ms, call)
     local h = handle(self)
     check_str(key, "key")
     local vp = ffi.new("uint8_t *[1]")
     local vl = ffi.new("size_t[1]")
     local m = ffi.new("gds_meta")
     local li = ffi.new("gds_lock_info")
-    local rc = lib.gds_lock(h, key, #key, takeover_after_ms or 120000, vp, vl, m, li)
+    local rc = call(h, key, #key, takeover_after_ms or 120000, vp, vl, m, li)
     if rc == 0 then
         local v = ffi.string(vp[0], vl[0])
         lib.gds_buffer_free(vp[0])
@@ -550,6 +558,48 @@ function Store:lock(key, takeover_after_ms)
         return nil, msg, code, { lock_id = tonumber(li.lock_id), age_ms = tonumber(li.age_ms) }
     end
     return nil, msg, code
+end
+
+-- lock(key, takeover_after_ms) -> value, lock_id, meta, took_over
+--   | nil, message, code[, holder] (12 locked: holder = {lock_id, age_ms})
+function Store:lock(key, takeover_after_ms)
+    return take_lock(self, key, takeover_after_ms, lib.gds_lock)
+end
+
+-- Phases of a request where ngx.sleep may yield (lua-nginx-module's list).
+local SLEEP_PHASES = {
+    rewrite = true, access = true, content = true, timer = true,
+    ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
+}
+
+-- lock_wait(key, takeover_after_ms, timeout_ms) -> as lock(), waiting up to timeout_ms
+-- (default 10000) while another lock id holds the session: code 12 only once it passed.
+--
+-- Outside nginx (a LuaJIT script, a CLI tool) this is gds_lock_wait: the thread sleeps on a
+-- futex word of the segment and the holder's release wakes it at once. Inside nginx it must
+-- not: a worker runs every request of its connections on one thread, so a blocking wait
+-- would stall all of them for as long as the lock is held. There it polls gds_lock instead,
+-- between ngx.sleep calls (1 ms, doubling up to 20 ms), which yield to the worker's event
+-- loop; in a phase where ngx.sleep is not allowed (init, header_filter, log, ...) it makes
+-- a single attempt (as lock()).
+function Store:lock_wait(key, takeover_after_ms, timeout_ms)
+    timeout_ms = timeout_ms or 10000
+    local phase = ngx and ngx.get_phase and ngx.get_phase()
+    if not phase then
+        return take_lock(self, key, takeover_after_ms, function(h, k, n, t, ...)
+            return lib.gds_lock_wait(h, k, n, t, timeout_ms, ...)
+        end)
+    end
+    local deadline = now_ms() + timeout_ms
+    local pause = 0.001
+    while true do
+        local v, a, b, c = self:lock(key, takeover_after_ms)
+        if v ~= nil or b ~= S.GDS_ERR_LOCKED or not SLEEP_PHASES[phase] then return v, a, b, c end
+        local left = deadline - now_ms()
+        if left <= 0 then return v, a, b, c end
+        ngx.sleep(math.min(pause, left / 1000))
+        pause = math.min(pause * 2, 0.02)
+    end
 end
 
 -- Lock ids are 64-bit: lock() returns one as a decimal string (exact, and fit for a cookie

@@ -139,6 +139,11 @@ elseif op == "lock" then
     local v, id, meta, took_over = store:lock(key, tonumber(ngx.var.arg_takeover) or 60000)
     if v == nil then return result(nil, id, meta, took_over) end
     return reply(200, { result = v, lock_id = id, meta = meta, took_over = took_over })
+elseif op == "lock_wait" then
+    local v, id, meta, took_over =
+        store:lock_wait(key, tonumber(ngx.var.arg_takeover) or 60000, tonumber(ngx.var.arg_timeout))
+    if v == nil then return result(nil, id, meta, took_over) end
+    return reply(200, { result = v, lock_id = id, meta = meta, took_over = took_over })
 elseif op == "unlock" then
     return result(store:unlock(key, ngx.var.arg_lock_id))
 elseif op == "set_and_unlock" then

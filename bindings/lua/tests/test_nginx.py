@@ -235,6 +235,28 @@ class NginxLua(unittest.TestCase):
         st, b = api("lock", "absent-lock-k")
         self.assertEqual((st, b["code"]), (404, 1))
 
+    def test_lock_wait_polls_with_ngx_sleep_until_the_release(self):
+        self.py.set(b"lw-k", b"v0")
+        held = self.py.lock(b"lw-k")
+        st, b = api("lock_wait", "lw-k", timeout=30)
+        self.assertEqual((st, b["code"]), (409, 12))
+        self.assertEqual(b["holder"]["lock_id"], held.lock_id)
+        out = {}
+        waiter = threading.Thread(target=lambda: out.update(r=api("lock_wait", "lw-k", timeout=60000)))
+        waiter.start()
+        # While it waits (ngx.sleep yields), the workers go on serving other requests.
+        for _ in range(20):
+            st, b = api("get", "lw-k")
+            self.assertEqual((st, b["result"]), (200, "v0"))
+        self.assertTrue(self.py.unlock(b"lw-k", held.lock_id))
+        waiter.join(120)
+        self.assertFalse(waiter.is_alive(), "the waiting request never returned")
+        st, b = out["r"]
+        self.assertEqual((st, b["result"], b["took_over"]), (200, "v0", False))
+        self.assertNotEqual(int(b["lock_id"]), held.lock_id)
+        st, _ = api("unlock", "lw-k", lock_id=b["lock_id"])
+        self.assertEqual(st, 200)
+
     def test_large_value_grows_the_buffer(self):
         # Larger than the module's first 4 KiB buffer: gds_get answers BUFFER_TOO_SMALL first.
         for size in (4096, 4097, 100_000, MAX_VALUE):

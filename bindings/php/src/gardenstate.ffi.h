@@ -44,6 +44,7 @@ gds_status gds_compare_and_set(const struct gds_store *store, const char *key, s
 gds_status gds_delete(const struct gds_store *store, const char *key, size_t key_len);
 gds_status gds_touch(const struct gds_store *store, const char *key, size_t key_len, gds_expiry_kind expiry, uint64_t ttl_ms);
 gds_status gds_lock(const struct gds_store *store, const char *key, size_t key_len, uint64_t takeover_after_ms, uint8_t **value_out, size_t *value_len_out, struct gds_meta *meta_out, struct gds_lock_info *lock_out);
+gds_status gds_lock_wait(const struct gds_store *store, const char *key, size_t key_len, uint64_t takeover_after_ms, uint64_t timeout_ms, uint8_t **value_out, size_t *value_len_out, struct gds_meta *meta_out, struct gds_lock_info *lock_out);
 gds_status gds_unlock(const struct gds_store *store, const char *key, size_t key_len, uint64_t lock_id);
 gds_status gds_set_and_unlock(const struct gds_store *store, const char *key, size_t key_len, uint64_t lock_id, const char *value, size_t value_len, gds_expiry_kind expiry, uint64_t ttl_ms, uint64_t *version_out);
 gds_status gds_get_stats(const struct gds_store *store, struct gds_stats *stats_out);

@@ -42,7 +42,6 @@ Flask is imported here only: `import gardenstate` works without it.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Optional
 
 from flask.sessions import SessionInterface, SessionMixin
@@ -126,14 +125,14 @@ class GardenstateSessionInterface(SessionInterface):
 
     def _lock(self, key: bytes):
         """Takes the session lock of `key`, waiting for its holder; None if `key` is absent.
-        The wait ends: the holder saves, dies, or outlives lock_takeover_after."""
-        pause = 0.0005
+        The wait ends: the holder saves (the release wakes this request at once: no
+        polling), dies, or outlives lock_takeover_after (taken over at that age)."""
         while True:
             try:
-                return self.store.lock(key, takeover_after=self.lock_takeover_after)
+                return self.store.lock(key, takeover_after=self.lock_takeover_after,
+                                       timeout=self.lock_takeover_after)
             except LockedError:
-                time.sleep(pause)
-                pause = min(pause * 2, 0.02)
+                pass  # another request took it first and holds it now: wait for that one
 
     def save_session(self, app, session: GardenstateSession, response) -> None:
         try:

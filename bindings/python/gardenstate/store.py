@@ -32,7 +32,8 @@ from __future__ import annotations
 import math
 import os
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import IntEnum
 from typing import Callable, Iterator, Optional, Union
@@ -42,6 +43,7 @@ from .errors import (
     BY_CODE,
     GardenstateError,
     LockedError,
+    LockMismatchError,
     StoreClosedError,
     UnknownError,
 )
@@ -105,12 +107,28 @@ class Meta:
 
 @dataclass(frozen=True)
 class Locked:
-    """A session lock taken by Store.lock(): the value, its metadata, the id that unlocks it."""
+    """A session lock taken by Store.lock(): the value, its metadata, the id that unlocks it.
+
+    Also a context manager: leaving the `with` block releases the lock if it is still
+    held by this lock id (after a set_and_unlock, or a takeover, there is nothing to do)."""
 
     value: bytes
     lock_id: int
     meta: Meta
     took_over: bool
+    _store: Optional["Store"] = field(default=None, repr=False, compare=False)
+    _key: bytes = field(default=b"", repr=False, compare=False)
+
+    def __enter__(self) -> "Locked":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self._store is not None:
+            try:
+                self._store.unlock(self._key, self.lock_id)
+            except LockMismatchError:
+                pass  # released by set_and_unlock, or taken over: not ours any more
+        return False
 
 
 @dataclass(frozen=True)
@@ -242,6 +260,11 @@ def _value(value: Value) -> bytes:
     if isinstance(value, str):
         raise TypeError("value must be bytes, not str: encode it first (e.g. value.encode())")
     raise TypeError(f"value must be bytes, not {type(value).__name__}")
+
+
+# The longest single gds_lock_wait call of Store.lock(timeout=...): close() and fork() wait
+# for calls in flight.
+_WAIT_SLICE_MS = 100
 
 
 def _ms(d: Duration, what: str) -> int:
@@ -615,12 +638,27 @@ class Store:
 
     # --- session locks (ASP.NET semantics) ---
 
-    def lock(self, key: Key, takeover_after: Duration = 110.0) -> Optional[Locked]:
-        """Takes the session lock of `key` and reads it (ASP.NET GetItemExclusive); never
-        waits. Returns Locked(value, lock_id, meta, took_over), or None if the key is absent.
-        Raises LockedError (with .lock_id and .age_ms of the holder) if another lock holds
-        it; a lock older than `takeover_after` (seconds or timedelta; default 110 s, ASP.NET's
-        executionTimeout) or whose process died is taken over (took_over=True)."""
+    def lock(self, key: Key, takeover_after: Duration = 110.0, *,
+             timeout: Optional[Duration] = None) -> Optional[Locked]:
+        """Takes the session lock of `key` and reads it (ASP.NET GetItemExclusive). Returns
+        Locked(value, lock_id, meta, took_over), or None if the key is absent (or goes away
+        while waited for). A lock older than `takeover_after` (seconds or timedelta; default
+        110 s, ASP.NET's executionTimeout) or whose process died is taken over
+        (took_over=True).
+
+        Without `timeout`, never waits: raises LockedError (with .lock_id and .age_ms of the
+        holder) if another lock holds it. With `timeout` (seconds or timedelta), waits up to
+        that long (gds_lock_wait): returns as soon as the holder releases the lock, woken by
+        the release itself (no polling), and raises LockedError only once `timeout` passed.
+        The GIL is released while waiting. The wait is made of calls of at most 100 ms
+        (each starts by trying the lock, so no release is missed between them), so that
+        close() and os.fork(), which wait for calls in flight, are never held longer.
+
+        The result is a context manager that releases the lock on leaving the block:
+
+            with store.lock(b"sid", timeout=5) as held:
+                store.set_and_unlock(b"sid", held.lock_id, new_value)
+        """
         k = _key(key)
         after = _ms(takeover_after, "takeover_after")
         ffi = N._ffi
@@ -628,13 +666,22 @@ class Store:
         n = ffi.new("size_t *")
         meta = ffi.new("gds_meta *")
         info = ffi.new("gds_lock_info *")
-        st = N._lib.gdspy_lock(self._h, k, len(k), after, p, n, meta, info)
+        if timeout is None:
+            st = N._lib.gdspy_lock(self._h, k, len(k), after, p, n, meta, info)
+        else:
+            deadline = time.monotonic() + _ms(timeout, "timeout") / 1000
+            while True:
+                left = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+                st = N._lib.gdspy_lock_wait(self._h, k, len(k), after, min(left, _WAIT_SLICE_MS),
+                                            p, n, meta, info)
+                if st != N.GDS_ERR_LOCKED or left <= _WAIT_SLICE_MS:
+                    break
         if st == N.GDS_OK:
             try:
                 value = ffi.unpack(ffi.cast("char *", p[0]), n[0]) if n[0] else b""
             finally:
                 N._lib.gds_buffer_free(p[0])
-            return Locked(value, int(info.lock_id), Meta._from(meta), bool(info.took_over))
+            return Locked(value, int(info.lock_id), Meta._from(meta), bool(info.took_over), self, k)
         if st == N.GDS_NOT_FOUND:
             return None
         err = _error(st, "lock", self._name)

@@ -452,6 +452,44 @@ class SessionLocks(StoreCase):
         self.assertFalse(self.store.unlock(b"s", held.lock_id))
         self.assertIsNone(self.store.set_and_unlock(b"s", held.lock_id, b"x"))
 
+    def test_lock_waits_for_the_release_and_releases_on_exit(self):
+        self.store.set(b"s", b"v")
+        held = self.store.lock(b"s")
+        # a wait that runs out names the holder
+        with self.assertRaises(LockedError) as cm:
+            self.store.lock(b"s", timeout=0.01)
+        self.assertEqual(cm.exception.lock_id, held.lock_id)
+        contended = self.store.stats().lock_contentions
+        got = []
+
+        def waiter():
+            # patience 600 s: only the release (or a takeover, asserted against) ends it
+            with self.store.lock(b"s", timeout=600) as mine:
+                got.append(mine)
+                got.append(self.store.get_meta(b"s").lock_id)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        # The waiter found the lock held (counted), so it is waiting: this thread runs
+        # Python meanwhile (the GIL is released), then releases the lock.
+        while self.store.stats().lock_contentions == contended:
+            time.sleep(0.001)
+        self.assertTrue(self.store.unlock(b"s", held.lock_id))
+        t.join(120)
+        self.assertFalse(t.is_alive(), "the waiter slept through the release")
+        mine, seen = got
+        self.assertFalse(mine.took_over)
+        self.assertEqual(seen, mine.lock_id)
+        self.assertEqual(mine.value, b"v")
+        # leaving the block released it
+        self.assertEqual(self.store.get_meta(b"s").lock_id, 0)
+        # after set_and_unlock inside the block, leaving it does nothing more
+        with self.store.lock(b"s", timeout=1) as mine:
+            self.store.set_and_unlock(b"s", mine.lock_id, b"w")
+        self.assertEqual(self.store.get(b"s"), b"w")
+        # an absent key: None, as without a timeout
+        self.assertIsNone(self.store.lock(b"absent", timeout=1))
+
     def test_lock_of_an_empty_value(self):
         self.store.set(b"e", b"")
         held = self.store.lock(b"e")

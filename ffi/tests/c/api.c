@@ -584,6 +584,19 @@ static void test_reads_and_writes(gds_store *s) {
 
 /* ---- session locks ------------------------------------------------------------------------ */
 
+struct unlock_later {
+    gds_store *store;
+    const char *key;
+    uint64_t lock_id;
+    gds_status status;
+};
+
+static void *unlock_in_thread(void *arg) {
+    struct unlock_later *u = (struct unlock_later *)arg;
+    u->status = gds_unlock(u->store, KEY(u->key), u->lock_id);
+    return NULL;
+}
+
 static void test_locks(gds_store *s) {
     const char *k = "sid:lock";
     uint64_t v, out;
@@ -642,6 +655,19 @@ static void test_locks(gds_store *s) {
     CHECK(li.lock_id == id && li.age_ms < 60000 && li.took_over == 0 && li.reserved == 0);
     CHECK(untouched(&val, sizeof val) && untouched(&len, sizeof len) && untouched(&m, sizeof m));
 
+    /* gds_lock_wait: the same checks, then a wait that runs out with the holder named. */
+    EXPECT_NULL_ARG(gds_lock_wait(NULL, KEY(k), 1000, 1, &val, &len, &m, &li), "store");
+    EXPECT_NULL_ARG(gds_lock_wait(s, NULL, 3, 1000, 1, &val, &len, &m, &li), "key");
+    EXPECT_NULL_ARG(gds_lock_wait(s, KEY(k), 1000, 1, NULL, &len, &m, &li), "value_out");
+    EXPECT_NULL_ARG(gds_lock_wait(s, KEY(k), 1000, 1, &val, NULL, &m, &li), "value_len_out");
+    EXPECT_NULL_ARG(gds_lock_wait(s, KEY(k), 1000, 1, &val, &len, NULL, &li), "meta_out");
+    EXPECT_NULL_ARG(gds_lock_wait(s, KEY(k), 1000, 1, &val, &len, &m, NULL), "lock_out");
+    EXPECT(gds_lock_wait(s, KEY("absent"), 1000, 1, &val, &len, &m, &li), GDS_NOT_FOUND);
+    fill(&li, sizeof li);
+    EXPECT(gds_lock_wait(s, KEY(k), 60000, 1, &val, &len, &m, &li), GDS_ERR_LOCKED);
+    CHECK(li.lock_id == id && li.took_over == 0 && li.reserved == 0);
+    CHECK(untouched(&val, sizeof val) && untouched(&len, sizeof len) && untouched(&m, sizeof m));
+
     /* Reads see the lock, without waiting. */
     uint8_t buf[16];
     OK(gds_get(s, KEY(k), buf, sizeof buf, &len, &m));
@@ -662,6 +688,16 @@ static void test_locks(gds_store *s) {
     OK(gds_lock(s, KEY(k), 1, &val, &len, &m, &li));
     gds_buffer_free(val);
     CHECK(li.took_over == 1 && li.lock_id != id);
+
+    /* A wait ended by the holder's release in another thread: handed the lock, not taking
+     * it over (patience 60 s; the release wakes the waiter). */
+    struct unlock_later u = {s, k, li.lock_id, GDS_ERR_LOCKED};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, unlock_in_thread, &u) == 0);
+    OK(gds_lock_wait(s, KEY(k), 60000, 60000, &val, &len, &m, &li));
+    CHECK(pthread_join(t, NULL) == 0 && u.status == GDS_OK);
+    gds_buffer_free(val);
+    CHECK(li.took_over == 0 && li.lock_id != u.lock_id && m.lock_id == li.lock_id);
 
     /* set-and-unlock: the old holder lost; the new one writes and releases. */
     fill(&out, sizeof out);

@@ -28,7 +28,7 @@ namespace Gardenstate.Web
 
         static readonly string[] knownKeys = {
             "segmentName", "applicationName", "open", "capacityBytes", "maxEntries", "maxKey", "maxValue",
-            "maxClients", "feedLength", "mode", "evict", "executionTimeoutSeconds", "description",
+            "maxClients", "feedLength", "mode", "evict", "executionTimeoutSeconds", "lockWaitMilliseconds", "description",
         };
 
         /// <summary>Reads the provider's web.config attributes (README.md, "web.config"), then opens
@@ -92,6 +92,8 @@ namespace Gardenstate.Web
             }
             ulong t = Number(config, "executionTimeoutSeconds", int.MaxValue);
             inner.ExecutionTimeout = t != 0 ? TimeSpan.FromSeconds(t) : HostExecutionTimeout();
+            if (config["lockWaitMilliseconds"] != null)
+                inner.LockWait = TimeSpan.FromMilliseconds(Number(config, "lockWaitMilliseconds", 60000));
         }
 
         // httpRuntime executionTimeout: what the host's module waits before it gives up on a lock.
