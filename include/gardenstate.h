@@ -276,6 +276,13 @@ enum gds_status
      */
     GDS_ERR_REFUSED = 38,
     /**
+     * The segment was destroyed (`gds_destroy`, `gardenstate destroy --force`) while this
+     * handle was attached: every call on the handle fails so, as nothing written to it would
+     * be read again. Close it and open the store again (`gds_open` creates or attaches the
+     * segment now under the name).
+     */
+    GDS_ERR_DESTROYED = 39,
+    /**
      * A required pointer argument was NULL. Nothing was done.
      */
     GDS_ERR_NULL_ARGUMENT = 40,

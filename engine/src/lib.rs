@@ -57,6 +57,7 @@ pub use failpoint::NAMES as FAILPOINTS;
 pub use failpoint::{Pause as FailpointPause, panic_at as panic_at_failpoint, pause as pause_at_failpoint};
 pub use feed::{Change, ChangeKind, FeedRead};
 pub use layout::{HeapDemand, Options};
+pub use os::Holders;
 pub use stats::Stats;
 pub use store::{
     Digest, Entry, Expiry, Info, LockInfo, Locked, Meta, ScanEntry, Store, SweepReport, WriteMode,

@@ -721,3 +721,29 @@ GARDENSTATE_SHM_DIR="$1" "$2" create sessions; echo "exit $?""#;
         assert!(e.contains(&part), "the message does not say {part:?}: {e}");
     }
 }
+
+/// `destroy` while a process is attached (issue 21): `--yes` answers the prompt only; the
+/// refusal names the process; `--force` destroys, and the attached process's next operation
+/// fails with `Destroyed` instead of writing into a segment nobody reads again.
+#[test]
+fn destroy_refuses_while_a_process_is_attached() {
+    let seg = Seg::new("destroy-attached");
+    create_small(&seg, &[]);
+    let store = Store::attach(seg.name()).unwrap();
+    store.set(b"k", b"v", Expiry::Never).unwrap();
+    let e = fails(&["destroy", seg.name(), "--yes"], "refusing to destroy");
+    let me = format!("1 process (pid {}) is attached", std::process::id());
+    assert!(e.contains(&me) && e.contains("--force"), "{e}");
+    assert!(seg.exists());
+    assert_eq!(store.get(b"k").unwrap().unwrap().value, b"v", "the refused destroy changed nothing");
+    let out = ok(&["destroy", seg.name(), "--yes", "--force"]);
+    assert!(out.contains("destroyed segment") && out.contains(&me), "{out}");
+    assert!(!seg.exists());
+    let err = store.set(b"k", b"w", Expiry::Never).unwrap_err();
+    assert!(matches!(err, gardenstate::Error::Destroyed { .. }), "{err:?}");
+    drop(store);
+    // Nobody attached: --yes is enough.
+    create_small(&seg, &[]);
+    let out = ok(&["destroy", seg.name(), "--yes"]);
+    assert!(out.contains("destroyed segment") && !out.contains("attached"), "{out}");
+}
