@@ -344,7 +344,7 @@ fn replication_human(t: &mut Table, r: &Replication, now_unix_ms: u64) {
     t.row("write mode", write_mode_name(r.mode));
     t.row("epoch", format!("{} (history {:016x})", r.epoch, r.history));
     let report_of = match &r.daemon {
-        DaemonState::Found { report, .. } => Some(report),
+        DaemonState::Found { report, .. } => Some(&**report),
         _ => None,
     };
     if r.mode != WriteMode::Replica && !has_standby(r, report_of) {
