@@ -115,6 +115,11 @@
  *   held (memory, locks, its client slot) is reclaimed by the survivors.
  * - Do not call gds_ functions from a signal handler: they allocate and use thread-locals.
  * - Shared memory is volatile: a reboot loses every entry.
+ * - A segment destroyed while a handle is attached (gds_destroy, `gardenstate destroy --force`)
+ *   makes every later call on that handle fail with GDS_ERR_DESTROYED: close it and call
+ *   gds_open again, which creates or attaches the segment now under the name. Each open
+ *   handle holds a shared flock(2) on the segment file, which is how `gardenstate destroy`
+ *   tells (and names) the processes attached.
  * - A scan callback must not throw a C++ exception or longjmp out of the callback.
  * - The static library bundles the Rust standard library: do not link two Rust static
  *   libraries into one program (duplicate symbols); use libgardenstate.so then.
@@ -306,6 +311,13 @@ enum gds_status
      * file whose memory is not all reserved.
      */
     GDS_ERR_REFUSED = 38,
+    /**
+     * The segment was destroyed (`gds_destroy`, `gardenstate destroy --force`) while this
+     * handle was attached: every call on the handle fails so, as nothing written to it would
+     * be read again. Close it and open the store again (`gds_open` creates or attaches the
+     * segment now under the name).
+     */
+    GDS_ERR_DESTROYED = 39,
     /**
      * A required pointer argument was NULL. Nothing was done.
      */

@@ -68,6 +68,10 @@ pub enum Error {
     /// process's (offsets in nanoseconds): every deadline in it would be misread by the
     /// difference.
     OtherTimeNamespace { path: String, segment_offset_ns: i64, this_offset_ns: i64 },
+    /// The segment was destroyed (`gardenstate destroy`, `Store::destroy`) while this store was
+    /// attached to it: nothing written to it now would ever be read again. Open the store again
+    /// (`Store::open` creates or attaches the segment now under that name).
+    Destroyed { path: String },
 }
 
 /// `bytes` with a readable unit: "73924608 bytes (70.5 MiB)".
@@ -176,6 +180,12 @@ impl fmt::Display for Error {
                  monotonic offset), or give each time namespace its own segment",
                 offset_text(*segment_offset_ns),
                 offset_text(*this_offset_ns)
+            ),
+            Error::Destroyed { path } => write!(
+                f,
+                "segment {path} was destroyed while this process was attached to it: nothing \
+                 written to it would be read again, so it is refused. Open the store again (open \
+                 creates or attaches the segment now under that name)"
             ),
         }
     }

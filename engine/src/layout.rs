@@ -29,6 +29,20 @@ pub const MAGIC_SWAPPED: u64 = MAGIC.swap_bytes();
 pub const LAYOUT_VERSION: u64 = 3;
 /// The value of [`H_STATE`] once the creator finished initializing the segment.
 pub const READY: u64 = u64::from_be_bytes(*b"READY!!!");
+/// The value of [`H_STATE`] once the segment is destroyed (segment.rs `destroy`): stored
+/// (a CAS from READY) before the name is unlinked, never changed back. Every operation loads
+/// `H_STATE` first (a read-only line: nothing else on it is ever written after creation) and
+/// fails with `Error::Destroyed` on any value but READY, so a process still attached to the
+/// unlinked segment learns at its next operation that nobody will read what it writes, and an
+/// attacher that opened the file just before the unlink treats it as missing (`open` then
+/// creates or attaches the segment now under the name). An operation that loaded READY just
+/// before the stamp completes into the unlinked segment: its write is lost with the segment,
+/// as any write the destroy raced. A process killed anywhere in destroy leaves either READY
+/// (nothing happened) or DESTROYED on a file that may still be named: attachers treat it as
+/// missing and `open` loops to its limit, so a second `destroy` (which unlinks whatever the
+/// state) finishes it. Builds of the same layout version that predate this value never look
+/// at `H_STATE` after attach: they keep writing, as every build did before.
+pub const DESTROYED: u64 = u64::from_be_bytes(*b"DESTROYD");
 
 // ---- header words: immutable after the READY stamp -------------------------------------------
 pub const H_MAGIC: usize = 0;
@@ -105,7 +119,9 @@ pub const H_SWEEP_CLIENT_CURSOR: usize = 64;
 /// The heap epoch: bumped by every page retirement, so a process's failed-pass memo (heap.rs
 /// "Failing allocations") ends with one. On its own cache line.
 pub const H_HEAP_EPOCH: usize = 72;
-/// Segment-wide counters (stats.rs), `STAT_COUNT` words: dead clients reclaimed.
+/// Segment-wide counters (stats.rs), `STAT_COUNT` words (48..64): dead clients reclaimed.
+/// Layout 3 added the failed-write counters (stats.rs `FAILED_*`) after the 12 of layout 2,
+/// in the client slots' counter range (words 20..24 of a slot) and here.
 pub const H_RETIRED_STATS: usize = 48;
 /// The PID namespace of the segment's creator (`os::pid_namespace`, the inode shown as
 /// `pid:[inode]`), written before the READY stamp and never changed: a process in another

@@ -59,6 +59,7 @@ pub use failpoint::NAMES as FAILPOINTS;
 pub use failpoint::{Pause as FailpointPause, panic_at as panic_at_failpoint, pause as pause_at_failpoint};
 pub use feed::{Change, ChangeKind, FeedRead};
 pub use layout::{HeapDemand, Options};
+pub use os::Holders;
 /// Tests only: moves the calling thread's engine clock forward (TTLs, sliding windows, lock
 /// ages), instead of sleeping. Hidden from the documented API; never call it in production.
 #[doc(hidden)]

@@ -29,7 +29,7 @@ pub fn segment_path(name: &str) -> Result<PathBuf> {
     Ok(shm_dir().join(name))
 }
 
-fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Error {
+pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Error {
     Error::Io { op, path: path.display().to_string(), source }
 }
 
@@ -193,6 +193,85 @@ pub fn file_len(file: &File, path: &std::path::Path) -> Result<u64> {
 /// Maps the whole file shared, read/write.
 pub fn map(file: &File, path: &std::path::Path) -> Result<MmapRaw> {
     MmapRaw::map_raw(file).map_err(|e| io("mmap", path, e))
+}
+
+/// Maps the file's header only (`destroy`: a damaged segment's size is not trusted).
+pub fn map_header(file: &File, path: &std::path::Path) -> Result<MmapRaw> {
+    memmap2::MmapOptions::new()
+        .len(crate::layout::HEADER_WORDS * 8)
+        .map_raw(file)
+        .map_err(|e| io("mmap", path, e))
+}
+
+/// Takes a shared `flock` on an attached segment's file, held while the file stays open: the
+/// record of who is attached (`holders`). Shared locks never wait for each other, and no
+/// process ever takes the exclusive one but to probe, non-blocking, so this never blocks.
+pub fn lock_shared(file: &File, path: &std::path::Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock takes a file descriptor, which `file` keeps open during the call.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(io("flock", path, e));
+        }
+    }
+}
+
+/// The processes attached to a segment (`Segment::holders`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holders {
+    /// Whether any process holds the segment open (the kernel refused the exclusive lock).
+    pub attached: bool,
+    /// The pids `/proc/locks` names as holders (the process that took the lock: a child it
+    /// forked shares its lock); empty when `/proc/locks` cannot be read.
+    pub pids: Vec<u32>,
+}
+
+/// Who holds a shared lock on the file at `path` (see `lock_shared`); `None` if it is missing.
+pub fn holders(path: &std::path::Path) -> Result<Option<Holders>> {
+    use std::os::fd::AsRawFd;
+    let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io("open", path, e)),
+    };
+    // SAFETY: flock takes a file descriptor, which `file` keeps open during the call; the
+    // exclusive lock, if granted, goes with the file at the end of this function.
+    let attached = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0;
+    if attached {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io("flock", path, e));
+        }
+    }
+    let meta = file.metadata().map_err(|e| io("fstat", path, e))?;
+    let pids = std::fs::read_to_string("/proc/locks")
+        .map(|text| lock_holders(&text, meta.dev(), meta.ino()))
+        .unwrap_or_default();
+    Ok(Some(Holders { attached, pids }))
+}
+
+/// The pids of the granted shared `FLOCK` locks on file (`dev`, `ino`) in `/proc/locks` text,
+/// whose lines read `1: FLOCK  ADVISORY  READ  1234 00:1a:5678 0 EOF` (a waiter's has `->`
+/// after the number; the device is `major:minor` in hex). Exclusive ones are probes
+/// (`holders`), this one's own included.
+fn lock_holders(text: &str, dev: u64, ino: u64) -> Vec<u32> {
+    let file = format!("{:02x}:{:02x}:{ino}", libc::major(dev), libc::minor(dev));
+    let mut pids: Vec<u32> = text
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let shared = f.get(1) == Some(&"FLOCK") && f.get(3) == Some(&"READ");
+            (shared && f.get(5) == Some(&file.as_str())).then(|| f[4].parse().ok())?
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 /// Removes the segment's name; processes that mapped it keep their mapping until they drop it.
@@ -522,6 +601,20 @@ pub fn futex_wake(_word: &crate::sync::AtomicU64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_holders_reads_granted_flocks_of_the_file_only() {
+        let dev = libc::makedev(0, 0x1a);
+        let text = "1: FLOCK  ADVISORY  READ  1234 00:1a:5678 0 EOF\n\
+                    1: -> FLOCK  ADVISORY  WRITE 999 00:1a:5678 0 EOF\n\
+                    2: POSIX  ADVISORY  READ  77 00:1a:5678 0 EOF\n\
+                    2: FLOCK  ADVISORY  WRITE 78 00:1a:5678 0 EOF\n\
+                    3: FLOCK  ADVISORY  READ  55 00:1a:56789 0 EOF\n\
+                    4: FLOCK  ADVISORY  READ  42 00:1a:5678 0 EOF\n\
+                    5: FLOCK  ADVISORY  READ  1234 00:1a:5678 0 EOF\n";
+        assert_eq!(lock_holders(text, dev, 5678), vec![42, 1234]);
+        assert!(lock_holders(text, libc::makedev(0, 0x1b), 5678).is_empty());
+    }
 
     #[test]
     fn own_start_time_is_stable_and_alive() {

@@ -35,7 +35,9 @@
 
 use crate::error::{Error, Result};
 use crate::failpoint::failpoint;
-use crate::layout::{Geometry, H_BOOT_ID, H_CLOCK_OFFSET, H_STATE, HEADER_WORDS, HeaderIds, Options, READY};
+use crate::layout::{
+    DESTROYED, Geometry, H_BOOT_ID, H_CLOCK_OFFSET, H_STATE, HEADER_WORDS, HeaderIds, Options, READY,
+};
 use crate::mem::Mem;
 use crate::os;
 use crate::sync::Ordering;
@@ -63,8 +65,11 @@ pub(crate) struct Segment {
 /// The memory behind a segment's `Mem`.
 #[cfg(not(loom))]
 enum Backing {
-    /// The shared mapping of the `/dev/shm` file (every real segment).
-    Map(#[allow(dead_code)] MmapRaw),
+    /// The shared mapping of the `/dev/shm` file (every real segment), and the file, open
+    /// and holding a shared `flock` for as long as the segment is attached: the kernel's
+    /// record of who is attached (`Segment::holders`), dropped with the process whatever
+    /// way it ends.
+    Map(#[allow(dead_code)] MmapRaw, #[allow(dead_code)] std::fs::File),
     /// A heap buffer (`Segment::in_process`: unit tests, and Miri, which cannot map a file).
     #[cfg(test)]
     Heap(#[allow(dead_code)] Vec<std::sync::atomic::AtomicU64>),
@@ -85,7 +90,12 @@ impl Segment {
         let built = (|| {
             failpoint!("create.after_excl");
             let map = os::map(&file, &path)?;
-            let seg = Segment::from_map(map, g, path.clone())?;
+            let seg = Segment::from_map(
+                map,
+                file.try_clone().map_err(|e| os::io("dup", &path, e))?,
+                g,
+                path.clone(),
+            )?;
             let unix_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
@@ -157,7 +167,12 @@ impl Segment {
             // A segment of the other byte order never reads READY here: validate it at once.
             let swapped =
                 mem.w(crate::layout::H_MAGIC).load(Ordering::Relaxed) == crate::layout::MAGIC_SWAPPED;
-            if !swapped && mem.w(H_STATE).load(Ordering::Acquire) != READY {
+            let state = mem.w(H_STATE).load(Ordering::Acquire);
+            if !swapped && state == DESTROYED {
+                // Opened just before its destroyer unlinked it (layout.rs `DESTROYED`).
+                return Ok(None);
+            }
+            if !swapped && state != READY {
                 if Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(1));
                     continue;
@@ -166,7 +181,7 @@ impl Segment {
             }
             let g = Geometry::validate(&mem, len)?;
             same_clock(&mem, os::clock_id()?, &path)?;
-            let seg = Segment::from_map(map, g, path)?;
+            let seg = Segment::from_map(map, file, g, path)?;
             let seed = seg.mem.w(crate::layout::H_HASH_SEED).load(Ordering::Relaxed);
             let evict =
                 seg.mem.w(crate::layout::H_FLAGS).load(Ordering::Relaxed) & crate::layout::FLAG_EVICT != 0;
@@ -236,7 +251,8 @@ impl Segment {
         (0..3 * g.n_classes).map(|_| std::sync::atomic::AtomicU64::new(0)).collect()
     }
 
-    fn from_map(map: MmapRaw, g: Geometry, path: PathBuf) -> Result<Segment> {
+    fn from_map(map: MmapRaw, file: std::fs::File, g: Geometry, path: PathBuf) -> Result<Segment> {
+        os::lock_shared(&file, &path)?;
         if (map.len() as u64) < g.segment_bytes {
             return Err(crate::error::corrupt(
                 "mapping size",
@@ -252,14 +268,42 @@ impl Segment {
             evict: false,
             path,
             #[cfg(not(loom))]
-            _map: Backing::Map(map),
+            _map: Backing::Map(map, file),
         })
     }
 
-    /// Removes segment `name`. Attached processes keep working on their mapping; new opens
-    /// create a fresh segment. Returns whether a segment was there.
+    /// Removes segment `name`: stamps it `DESTROYED` (layout.rs) if it is a ready segment
+    /// this process may open, then unlinks the name. Processes still attached fail their next
+    /// operation with `Error::Destroyed`; new opens create a fresh segment. A file that cannot
+    /// be opened or mapped (damaged, half-built, another owner's) is unlinked all the same.
+    /// Returns whether a segment was there.
     pub fn destroy(name: &str) -> Result<bool> {
-        os::unlink(&os::segment_path(name)?)
+        let path = os::segment_path(name)?;
+        if let Ok(Some(file)) = os::open_existing(&path, true) {
+            if os::file_len(&file, &path).is_ok_and(|len| len >= HEADER_WORDS as u64 * 8)
+                && let Ok(map) = os::map_header(&file, &path)
+            {
+                // The header only: a damaged segment's geometry is not trusted here.
+                let mem = Segment::mem_of(&map);
+                if mem.w(crate::layout::H_MAGIC).load(Ordering::Relaxed) == crate::layout::MAGIC {
+                    let _ = mem.w(H_STATE).compare_exchange(
+                        READY,
+                        DESTROYED,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+        }
+        os::unlink(&path)
+    }
+
+    /// Who is attached to segment `name`, as the kernel records it (every attached `Store`
+    /// holds a shared `flock` on the segment file until it is dropped or its process ends,
+    /// however it ends): `None` if there is no such segment. Exact for the yes/no (a probe
+    /// for the exclusive lock), and lists pids when `/proc/locks` can be read.
+    pub fn holders(name: &str) -> Result<Option<os::Holders>> {
+        os::holders(&os::segment_path(name)?)
     }
 }
 

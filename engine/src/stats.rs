@@ -25,7 +25,18 @@ pub const DEAD_RECLAIMS: usize = 8;
 pub const TOUCHES: usize = 9;
 pub const LOCKS: usize = 10;
 pub const SWEEPS: usize = 11;
-pub const STAT_COUNT: usize = 12;
+/// Worker writes that failed, by cause (`Store::worker_write`, `Store::count_oversized`):
+/// the heap or index full, a key or value too large, writes refused (a replica, fenced, or
+/// the write lease run out), the entry locked by another lock id or a lock id that no longer
+/// holds its entry (taken over). Four words: with the 12 before them the header's
+/// `H_RETIRED_STATS` range (48..64) is full. Outcomes of conditional writes (`Exists`,
+/// `VersionMismatch`, `NotFound`) are answers, not failures, and are not counted.
+pub const FAILED_FULL: usize = 12;
+pub const FAILED_TOO_LARGE: usize = 13;
+pub const FAILED_READ_ONLY: usize = 14;
+pub const FAILED_LOCKED: usize = 15;
+pub const STAT_COUNT: usize = 16;
+const _: () = assert!(crate::layout::H_RETIRED_STATS + STAT_COUNT <= crate::layout::H_SWEEP_CLIENT_CURSOR);
 /// Where the counters start inside a client's 32 words.
 pub const CLIENT_STATS_OFF: usize = 8;
 const _: () = assert!(CLIENT_STATS_OFF + STAT_COUNT <= CLIENT_WORDS);
@@ -53,6 +64,15 @@ pub struct Stats {
     /// Clients of dead processes reclaimed, and locks taken over because their owner died.
     pub dead_reclaims: u64,
     pub sweeps: u64,
+    /// Worker writes that failed: the heap or the index full (`Full`; a failed client claim
+    /// is not a write and not counted), a key or value over the segment's limits, refused as
+    /// read-only (a standby, fenced, or the write lease run out), and the entry locked by
+    /// another lock id or a lock id that no longer holds its entry (taken over). Per-client
+    /// counters summed, like the others.
+    pub failed_full: u64,
+    pub failed_too_large: u64,
+    pub failed_read_only: u64,
+    pub failed_locked: u64,
     /// Client slots in use: operations in flight across all processes, plus slots of dead
     /// processes not yet reclaimed. Idle threads hold none.
     pub clients: u64,

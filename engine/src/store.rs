@@ -348,9 +348,16 @@ impl Store {
         Err(Error::NotReady { waited: start.elapsed() }.into())
     }
 
-    /// Removes segment `name` (see `Segment::destroy`). Returns whether it existed.
+    /// Removes segment `name` (see `Segment::destroy`): stores attached to it, in any
+    /// process, fail their next operation with `Error::Destroyed`. Returns whether it existed.
     pub fn destroy(name: &str) -> Result<bool> {
         Segment::destroy(name)
+    }
+
+    /// The processes attached to segment `name` (a `Store` on it not yet dropped), as the
+    /// kernel records them; `None` if there is no such segment. See `Segment::holders`.
+    pub fn holders(name: &str) -> Result<Option<crate::Holders>> {
+        Segment::holders(name)
     }
 
     pub(crate) fn from_segment(seg: Segment) -> Store {
@@ -387,6 +394,10 @@ impl Store {
     /// after `fork()`, whose pid is not the parent's). `write`: `f` is a mutation, counted
     /// towards the client's next look at the sweep (`Ctx::sweep_due`).
     fn with_client<T>(&self, write: bool, f: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<T> {
+        // One load of a line nothing writes after creation but `destroy` (layout.rs `DESTROYED`).
+        if self.seg.mem.w(layout::H_STATE).load(Ordering::Relaxed) != layout::READY {
+            return Err(Error::Destroyed { path: self.seg.path.display().to_string() });
+        }
         let fork_gen = os::fork_generation();
         let (idx, me, pid, rnd, sweep_due) = CLIENTS.with(|cell| -> Result<_> {
             let mut v = cell.borrow_mut();
@@ -636,7 +647,7 @@ impl Store {
     /// fixed (or another sliding window) rewrites the record, which needs a free block and can
     /// fail with `Full`. A worker write like `set`: `ReadOnly` where those are refused.
     pub fn touch(&self, key: &[u8], expiry: Expiry) -> Result<bool> {
-        self.check_key(key)?;
+        self.check_worker_sizes(key, None)?;
         let p = self.seg.probe(key);
         self.with_client(false, |c| {
             self.worker_write(c, || {
@@ -758,6 +769,31 @@ impl Store {
         let leased = lease == 0 || os::now_ms() < lease;
         let r = if mode == layout::WRITE_MODE_WRITABLE && leased { f() } else { Err(Error::ReadOnly) };
         writing.store(0, Ordering::Release);
+        if let Err(e) = &r {
+            let cause = match e {
+                Error::Full(FullKind::Index | FullKind::Heap) => Some(stats::FAILED_FULL),
+                Error::ReadOnly => Some(stats::FAILED_READ_ONLY),
+                Error::Locked { .. } | Error::LockMismatch { .. } => Some(stats::FAILED_LOCKED),
+                _ => None,
+            };
+            if let Some(which) = cause {
+                self.bump(c, which, 1);
+            }
+        }
+        r
+    }
+
+    /// Checks a worker write's key (and value) against the segment's limits; a refusal is
+    /// counted (`stats::FAILED_TOO_LARGE`) in a client slot claimed for that alone, so the
+    /// writes that pass pay nothing more.
+    fn check_worker_sizes(&self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        let r = self.check_key(key).and_then(|()| value.map_or(Ok(()), |v| self.check_value(v)));
+        if r.is_err() {
+            let _ = self.with_client(false, |c| {
+                self.bump(c, stats::FAILED_TOO_LARGE, 1);
+                Ok(())
+            });
+        }
         r
     }
 
@@ -772,9 +808,15 @@ impl Store {
     }
 
     fn mutate_in(&self, key: &[u8], op: Op<'_>, worker: bool) -> Result<Outcome> {
-        self.check_key(key)?;
-        if let Op::Set { value, .. } | Op::Apply { value, .. } = op {
-            self.check_value(value)?;
+        let value = match op {
+            Op::Set { value, .. } | Op::Apply { value, .. } => Some(value),
+            _ => None,
+        };
+        if worker {
+            self.check_worker_sizes(key, value)?;
+        } else {
+            self.check_key(key)?;
+            value.map_or(Ok(()), |v| self.check_value(v))?;
         }
         let p = self.seg.probe(key);
         self.with_client(true, |c| {
@@ -1251,6 +1293,10 @@ impl Store {
             lock_takeovers: t[stats::LOCK_TAKEOVERS],
             dead_reclaims: t[stats::DEAD_RECLAIMS],
             sweeps: t[stats::SWEEPS],
+            failed_full: t[stats::FAILED_FULL],
+            failed_too_large: t[stats::FAILED_TOO_LARGE],
+            failed_read_only: t[stats::FAILED_READ_ONLY],
+            failed_locked: t[stats::FAILED_LOCKED],
             clients: seg.clients_in_use(),
             feed_head: seg.feed_head(),
         }

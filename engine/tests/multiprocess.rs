@@ -959,3 +959,78 @@ fn a_release_in_another_process_wakes_a_lock_waiter() {
         u64::from_le_bytes(got.value.try_into().unwrap())
     );
 }
+
+/// The child of `a_destroyed_segment_is_refused_to_its_attached_writers`: opens the segment,
+/// says so, writes until a write fails, and requires that failure to be `Destroyed`; then
+/// opens the store again (which must give it the segment now under the name) and writes there.
+#[test]
+#[ignore = "child role of a_destroyed_segment_is_refused_to_its_attached_writers"]
+fn child_destroyed_writer() {
+    let Ok(role) = std::env::var(ROLE_VAR) else { return };
+    assert_eq!(role, "destroyed-writer");
+    let name = std::env::var("GDS_SEG").expect("GDS_SEG");
+    let st = Store::open(&name, &opts()).expect("open");
+    st.set(b"ready", b"1", Expiry::Never).expect("set ready");
+    // Far more writes than the parent needs to see `ready` and destroy: the old code never
+    // failed one (it wrote on into the unlinked segment) and ends here.
+    let mut writes = 0u64;
+    let err = loop {
+        match st.set(b"counter", &writes.to_le_bytes(), Expiry::Never) {
+            Ok(_) => writes += 1,
+            Err(e) => break e,
+        }
+        assert!(writes < 50_000_000, "{writes} writes into a destroyed segment and none failed");
+    };
+    assert!(matches!(err, Error::Destroyed { .. }), "expected Destroyed, got {err:?}");
+    assert!(
+        err.to_string().contains("destroyed") && err.to_string().contains("Open the store again"),
+        "{err}"
+    );
+    // Every further operation fails the same way, reads too.
+    assert!(matches!(st.get(b"ready"), Err(Error::Destroyed { .. })));
+    let again = Store::open(&name, &opts()).expect("open again");
+    again.set(b"reopened", &writes.to_le_bytes(), Expiry::Never).expect("set in the new segment");
+}
+
+/// `destroy` with a process attached (issue 21): the kernel's record names the process, and
+/// the process's next operation fails with `Destroyed` instead of writing on into a segment
+/// nobody will read again; its next `open` joins the segment created under the name since.
+#[test]
+fn a_destroyed_segment_is_refused_to_its_attached_writers() {
+    let seg = Seg::new("destroyed");
+    let mut children = Children::default();
+    let envs = [(ROLE_VAR, "destroyed-writer".to_string()), ("GDS_SEG", seg.name.clone())];
+    let child = child_command("child_destroyed_writer", &envs)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let child_pid = child.id();
+    children.0.push(child);
+    let t = Instant::now();
+    let watcher = loop {
+        if let Ok(st) = Store::attach(&seg.name)
+            && st.get(b"ready").unwrap().is_some()
+        {
+            break st;
+        }
+        assert!(t.elapsed() < CHILD_TIMEOUT, "the writer did not start");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let holders = Store::holders(&seg.name).unwrap().expect("the segment exists");
+    assert!(holders.attached, "{holders:?}");
+    assert!(holders.pids.contains(&child_pid), "the writer {child_pid} is not named: {holders:?}");
+    assert!(holders.pids.contains(&std::process::id()), "this process is not named: {holders:?}");
+    // The new segment is created by this process, before the child reopens or after: either
+    // way both end up on one segment.
+    assert!(Store::destroy(&seg.name).unwrap());
+    assert!(matches!(watcher.get(b"ready"), Err(Error::Destroyed { .. })));
+    drop(watcher);
+    let st = Store::open(&seg.name, &opts()).unwrap();
+    let status = wait_timeout(&mut children.0[0], CHILD_TIMEOUT).expect("the writer hung");
+    assert!(status.success(), "the writer failed ({status}): see its message above");
+    assert!(st.get(b"reopened").unwrap().is_some(), "the writer reopened another segment");
+    assert!(st.get(b"ready").unwrap().is_none(), "the old segment's entries are in the new one");
+    drop(st);
+    let holders = Store::holders(&seg.name).unwrap().expect("the segment exists");
+    assert!(!holders.attached && holders.pids.is_empty(), "nobody is attached any more: {holders:?}");
+}

@@ -73,6 +73,11 @@ pub enum gds_status {
     /// The segment file is a symlink, not a regular file, owned by another user, or a sparse
     /// file whose memory is not all reserved.
     GDS_ERR_REFUSED = 38,
+    /// The segment was destroyed (`gds_destroy`, `gardenstate destroy --force`) while this
+    /// handle was attached: every call on the handle fails so, as nothing written to it would
+    /// be read again. Close it and open the store again (`gds_open` creates or attaches the
+    /// segment now under the name).
+    GDS_ERR_DESTROYED = 39,
 
     /// A required pointer argument was NULL. Nothing was done.
     GDS_ERR_NULL_ARGUMENT = 40,
@@ -118,6 +123,7 @@ impl gds_status {
         GDS_ERR_NOT_READY,
         GDS_ERR_INVALID_OPTIONS,
         GDS_ERR_REFUSED,
+        GDS_ERR_DESTROYED,
         GDS_ERR_NULL_ARGUMENT,
         GDS_ERR_INVALID_ARGUMENT,
         GDS_ERR_PANIC,
@@ -161,6 +167,7 @@ impl gds_status {
             GDS_ERR_NOT_READY => c"segment still initializing: its creator may have died",
             GDS_ERR_INVALID_OPTIONS => c"invalid options or segment name",
             GDS_ERR_REFUSED => c"refusing the segment file (symlink, not a file, other owner)",
+            GDS_ERR_DESTROYED => c"the segment was destroyed: close the handle and open the store again",
             GDS_ERR_NULL_ARGUMENT => c"a required pointer argument is NULL",
             GDS_ERR_INVALID_ARGUMENT => c"invalid argument",
             GDS_ERR_PANIC => c"internal error (panic) in libgardenstate",
@@ -221,6 +228,7 @@ impl From<engine::Error> for Fail {
             E::Refused { .. } | E::Unreserved { .. } => GDS_ERR_REFUSED,
             E::NoSpace { .. } => GDS_ERR_IO,
             E::OtherBoot { .. } | E::OtherTimeNamespace { .. } => GDS_ERR_INCOMPATIBLE,
+            E::Destroyed { .. } => GDS_ERR_DESTROYED,
             _ => GDS_ERR_UNKNOWN,
         };
         Fail::new(status, e.to_string())

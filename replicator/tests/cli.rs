@@ -721,3 +721,84 @@ GARDENSTATE_SHM_DIR="$1" "$2" create sessions; echo "exit $?""#;
         assert!(e.contains(&part), "the message does not say {part:?}: {e}");
     }
 }
+
+/// `destroy` while a process is attached (issue 21): `--yes` answers the prompt only; the
+/// refusal names the process; `--force` destroys, and the attached process's next operation
+/// fails with `Destroyed` instead of writing into a segment nobody reads again.
+#[test]
+fn destroy_refuses_while_a_process_is_attached() {
+    let seg = Seg::new("destroy-attached");
+    create_small(&seg, &[]);
+    let store = Store::attach(seg.name()).unwrap();
+    store.set(b"k", b"v", Expiry::Never).unwrap();
+    let e = fails(&["destroy", seg.name(), "--yes"], "refusing to destroy");
+    let me = format!("1 process (pid {}) is attached", std::process::id());
+    assert!(e.contains(&me) && e.contains("--force"), "{e}");
+    assert!(seg.exists());
+    assert_eq!(store.get(b"k").unwrap().unwrap().value, b"v", "the refused destroy changed nothing");
+    let out = ok(&["destroy", seg.name(), "--yes", "--force"]);
+    assert!(out.contains("destroyed segment") && out.contains(&me), "{out}");
+    assert!(!seg.exists());
+    let err = store.set(b"k", b"w", Expiry::Never).unwrap_err();
+    assert!(matches!(err, gardenstate::Error::Destroyed { .. }), "{err:?}");
+    drop(store);
+    // Nobody attached: --yes is enough.
+    create_small(&seg, &[]);
+    let out = ok(&["destroy", seg.name(), "--yes"]);
+    assert!(out.contains("destroyed segment") && !out.contains("attached to it"), "{out}");
+}
+
+/// `stats --json` counts failed writes by cause, and reports no replication lag on a segment
+/// no standby ever followed (issue 21): before, 6,360 `Full` errors left no trace, and
+/// `replication.unacknowledged` equalled the feed head, firing lag alerts for nothing.
+#[test]
+fn stats_counts_failed_writes_by_cause_and_no_lag_without_a_standby() {
+    let seg = Seg::new("failed-writes");
+    create_sized(&seg, "1MiB", &[]);
+    let store = Store::attach(seg.name()).unwrap();
+    store.set(b"session", b"v", Expiry::Never).unwrap();
+    let l = store.lock(b"session", Duration::from_secs(60)).unwrap().unwrap();
+    assert!(matches!(
+        store.lock(b"session", Duration::from_secs(60)),
+        Err(gardenstate::Error::Locked { .. })
+    ));
+    store.unlock(b"session", l.lock_id).unwrap();
+    let big = vec![7u8; 16 << 10];
+    let mut full = 0;
+    for i in 0..10_000u32 {
+        match store.set(&i.to_le_bytes(), &big, Expiry::Never) {
+            Err(gardenstate::Error::Full(_)) => full += 1,
+            Ok(_) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        if full == 3 {
+            break;
+        }
+    }
+    assert_eq!(full, 3, "the heap never filled");
+    assert!(matches!(
+        store.set(b"k", &[0; 20 << 10], Expiry::Never),
+        Err(gardenstate::Error::ValueTooLarge { .. })
+    ));
+    assert!(matches!(
+        store.set(&[b'k'; 200], b"v", Expiry::Never),
+        Err(gardenstate::Error::KeyTooLarge { .. })
+    ));
+    store.set_write_mode(gardenstate::WriteMode::Fenced);
+    assert!(matches!(store.delete(b"k"), Err(gardenstate::Error::ReadOnly)));
+    store.set_write_mode(gardenstate::WriteMode::Writable);
+
+    let json: Value = serde_json::from_str(&ok(&["stats", seg.name(), "--json"])).unwrap();
+    let f = &json["stats"]["failed_writes"];
+    assert_eq!(
+        (f["full"].as_u64(), f["too_large"].as_u64(), f["read_only"].as_u64(), f["locked"].as_u64()),
+        (Some(3), Some(2), Some(1), Some(1)),
+        "{json:#}"
+    );
+    let r = &json["replication"];
+    assert!(r["feed_head"].as_u64().unwrap() > 0);
+    assert!(r["unacknowledged"].is_null(), "no standby ever followed: {r:#}");
+    let human = ok(&["stats", seg.name()]);
+    assert!(human.contains("3 full, 2 too large, 1 read-only, 1 locked"), "{human}");
+    assert!(human.contains("no standby has followed this segment"), "{human}");
+}

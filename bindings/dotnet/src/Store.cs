@@ -15,7 +15,7 @@ namespace Gardenstate
         FullIndex = 20, FullHeap = 21, FullClients = 22, KeyLength = 23, ValueLength = 24,
         BufferTooSmall = 25, FeedOverflow = 26,
         Io = 30, SegmentExists = 31, NoSegment = 32, Permission = 33, Incompatible = 34,
-        Corrupt = 35, NotReady = 36, InvalidOptions = 37, Refused = 38,
+        Corrupt = 35, NotReady = 36, InvalidOptions = 37, Refused = 38, Destroyed = 39,
         NullArgument = 40, InvalidArgument = 41, Panic = 42, OutOfMemory = 43, Unknown = 49,
     }
 
@@ -36,8 +36,12 @@ namespace Gardenstate
     public class ReadOnlyException : GardenstateException { public ReadOnlyException(int c, string m) : base(c, m) { } }
     /// <summary>GDS_ERR_FULL_INDEX, _HEAP, _CLIENTS.</summary>
     public class StoreFullException : GardenstateException { public StoreFullException(int c, string m) : base(c, m) { } }
-    /// <summary>GDS_ERR_SEGMENT_EXISTS, NO_SEGMENT, INCOMPATIBLE, CORRUPT, NOT_READY, REFUSED, PERMISSION, IO.</summary>
+    /// <summary>GDS_ERR_SEGMENT_EXISTS, NO_SEGMENT, INCOMPATIBLE, CORRUPT, NOT_READY, REFUSED, PERMISSION, IO, DESTROYED.</summary>
     public class SegmentException : GardenstateException { public SegmentException(int c, string m) : base(c, m) { } }
+    /// <summary>GDS_ERR_DESTROYED: the segment was destroyed while this store was attached; nothing
+    /// written to it would be read again. Dispose the store and open it again (Open creates or
+    /// attaches the segment now under the name).</summary>
+    public class SegmentDestroyedException : SegmentException { public SegmentDestroyedException(int c, string m) : base(c, m) { } }
 
     /// <summary>Metadata of an entry.</summary>
     public struct EntryMeta
@@ -532,6 +536,7 @@ namespace Gardenstate
                 case Status.Io: case Status.SegmentExists: case Status.NoSegment: case Status.Permission:
                 case Status.Incompatible: case Status.Corrupt: case Status.NotReady: case Status.Refused:
                     throw new SegmentException(st, msg);
+                case Status.Destroyed: throw new SegmentDestroyedException(st, msg);
                 default: throw new GardenstateException(st, msg);
             }
         }

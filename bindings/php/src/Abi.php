@@ -33,6 +33,7 @@ final class Abi
     public const ERR_NOT_READY = 36;
     public const ERR_INVALID_OPTIONS = 37;
     public const ERR_REFUSED = 38;
+    public const ERR_DESTROYED = 39;
     public const ERR_NULL_ARGUMENT = 40;
     public const ERR_INVALID_ARGUMENT = 41;
     public const ERR_PANIC = 42;

@@ -23,6 +23,7 @@ class GardenstateException extends \RuntimeException
             Abi::ERR_READ_ONLY => ReadOnlyException::class,
             Abi::ERR_PERMISSION, Abi::ERR_REFUSED => PermissionException::class,
             Abi::ERR_SEGMENT_EXISTS => SegmentExistsException::class,
+            Abi::ERR_DESTROYED => DestroyedException::class,
             default => self::class,
         };
         return new $class($message, $status);
@@ -37,6 +38,13 @@ class NoSegmentException extends GardenstateException {}
 
 /** create: a segment of that name exists already. */
 class SegmentExistsException extends GardenstateException {}
+
+/**
+ * The segment was destroyed while this store was attached (`gardenstate destroy --force`):
+ * nothing written to it would be read again. Open the store again (open creates or attaches
+ * the segment now under the name).
+ */
+class DestroyedException extends GardenstateException {}
 
 /** The segment was made by another layout or with other options than those given. */
 class IncompatibleException extends GardenstateException {}

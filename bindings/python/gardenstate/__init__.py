@@ -16,6 +16,7 @@ from .errors import (
     AbiMismatchError,
     BufferTooSmallError,
     CorruptError,
+    DestroyedError,
     ExistsError,
     FeedOverflowError,
     FullClientsError,

@@ -155,6 +155,13 @@ class RefusedError(GardenstateError):
     code = 38
 
 
+class DestroyedError(GardenstateError):
+    """The segment was destroyed while this store was attached (GDS_ERR_DESTROYED): nothing
+    written to it would be read again. Close the store and open it again (``Store.open``
+    creates or attaches the segment now under the name)."""
+    code = 39
+
+
 # The call itself (40s)
 class NullArgumentError(GardenstateError):
     """A required pointer was NULL (GDS_ERR_NULL_ARGUMENT): a bug in this binding."""
@@ -188,7 +195,7 @@ BY_CODE: dict[int, type[GardenstateError]] = {
         FullIndexError, FullHeapError, FullClientsError, KeyLengthError, ValueTooLargeError,
         BufferTooSmallError, FeedOverflowError, SegmentIOError, SegmentExistsError,
         NoSegmentError, SegmentPermissionError, IncompatibleError, CorruptError, NotReadyError,
-        InvalidOptionsError, RefusedError, NullArgumentError, InvalidArgumentError, PanicError,
+        InvalidOptionsError, RefusedError, DestroyedError, NullArgumentError, InvalidArgumentError, PanicError,
         OutOfMemoryError, UnknownError,
     )
 }

@@ -239,6 +239,10 @@ pub struct DestroyArgs {
     /// Do not ask for confirmation (required when stdin is not a terminal)
     #[arg(long)]
     pub yes: bool,
+    /// Destroy it even while processes are attached (their next operation then fails with a
+    /// "destroyed" error; reopening creates or attaches the segment then under the name)
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// What every replication daemon (primary, standby, witness) is configured with: flags, or a

@@ -92,6 +92,16 @@ pub struct CountersJson {
     pub sweeps: u64,
     pub clients: u64,
     pub feed_head: u64,
+    pub failed_writes: FailedWritesJson,
+}
+
+/// Worker writes that failed, by cause (engine `Stats::failed_*`).
+#[derive(Debug, Serialize)]
+pub struct FailedWritesJson {
+    pub full: u64,
+    pub too_large: u64,
+    pub read_only: u64,
+    pub locked: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,6 +163,12 @@ pub fn stats_json<'a>(
             sweeps: s.sweeps,
             clients: s.clients,
             feed_head: s.feed_head,
+            failed_writes: FailedWritesJson {
+                full: s.failed_full,
+                too_large: s.failed_too_large,
+                read_only: s.failed_read_only,
+                locked: s.failed_locked,
+            },
         },
         derived: DerivedJson {
             hit_ratio: (reads > 0).then(|| ratio(s.hits, reads)),
@@ -211,8 +227,9 @@ pub struct ReplicationJson {
     pub history: String,
     pub feed_head: u64,
     pub replicated_upto: u64,
-    /// feed_head - replicated_upto on a writable or fenced segment (a primary); null on a
-    /// replica.
+    /// feed_head - replicated_upto on a writable or fenced segment that has a standby (one
+    /// acknowledged a change, or the primary daemon has had one connected); null on a replica
+    /// and on a segment never replicated (where it would be the whole feed: a false lag).
     pub unacknowledged: Option<u64>,
     pub role: Option<String>,
     pub daemon_epoch: Option<u64>,
@@ -271,7 +288,7 @@ pub fn replication_json(r: &Replication, now_unix_ms: u64) -> ReplicationJson {
         history: format!("{:016x}", r.history),
         feed_head: r.feed_head,
         replicated_upto: r.replicated_upto,
-        unacknowledged: (r.mode != WriteMode::Replica).then(|| r.feed_head.saturating_sub(r.replicated_upto)),
+        unacknowledged: has_standby(r, report).then(|| r.feed_head.saturating_sub(r.replicated_upto)),
         role: report.map(|x| x.role.clone()),
         daemon_epoch: f(|x| x.epoch),
         uptime_ms: f(|x| x.uptime_ms),
@@ -302,6 +319,13 @@ pub fn replication_json(r: &Replication, now_unix_ms: u64) -> ReplicationJson {
             ago_ms: ago(e.unix_ms),
         }),
     }
+}
+
+/// Whether `r` is a primary with a standby: not a replica, and a standby acknowledged a change
+/// (`replicated_upto` above 0) or its daemon has had a peer connected.
+fn has_standby(r: &Replication, report: Option<&StatusReport>) -> bool {
+    r.mode != WriteMode::Replica
+        && (r.replicated_upto > 0 || report.is_some_and(|x| x.role == "primary" && x.connections > 0))
 }
 
 fn ago_text(now_unix_ms: u64, t: u64) -> String {
@@ -340,7 +364,13 @@ fn replication_human(t: &mut Table, r: &Replication, now_unix_ms: u64) {
     };
     t.row("write mode", effective_mode_text(r.mode, r.lease_lapsed));
     t.row("epoch", format!("{} (history {:016x})", r.epoch, r.history));
-    if r.mode != WriteMode::Replica {
+    let report_of = match &r.daemon {
+        DaemonState::Found { report, .. } => Some(&**report),
+        _ => None,
+    };
+    if r.mode != WriteMode::Replica && !has_standby(r, report_of) {
+        t.row("acknowledged", "no standby has followed this segment");
+    } else if r.mode != WriteMode::Replica {
         t.row(
             "acknowledged",
             format!(
@@ -491,6 +521,16 @@ pub fn stats_human(
     t.row("expirations", format_count(s.expirations));
     t.row("evictions", format_count(s.evictions));
     t.row("sweeps", format_count(s.sweeps));
+    t.row(
+        "failed writes",
+        format!(
+            "{} full, {} too large, {} read-only, {} locked",
+            format_count(s.failed_full),
+            format_count(s.failed_too_large),
+            format_count(s.failed_read_only),
+            format_count(s.failed_locked)
+        ),
+    );
 
     t.section("Session locks");
     t.row("taken", format_count(s.locks));
@@ -529,6 +569,8 @@ pub struct CheckJson<'a> {
     pub hidden_free_blocks: u64,
     pub stale_free_bits: u64,
     pub dead_clients: u64,
+    /// Suspect states that stayed held by an operation in flight of a live process: not damage.
+    pub in_flight: u64,
     pub problems: &'a [String],
 }
 
@@ -543,6 +585,7 @@ pub fn check_json<'a>(name: &'a str, r: &'a CheckReport) -> CheckJson<'a> {
         hidden_free_blocks: r.hidden_free_blocks,
         stale_free_bits: r.stale_free_bits,
         dead_clients: r.dead_clients,
+        in_flight: r.in_flight,
         problems: &r.problems,
     }
 }
@@ -565,6 +608,7 @@ pub fn check_human(name: &str, r: &CheckReport) -> String {
     t.row("hidden free", format_count(r.hidden_free_blocks));
     t.row("stale free bits", format!("{} (harmless)", format_count(r.stale_free_bits)));
     t.row("dead clients", format!("{} (the next sweep reclaims them)", format_count(r.dead_clients)));
+    t.row("in flight", format!("{} (held by operations in progress: not damage)", format_count(r.in_flight)));
     out + &t.out
 }
 

@@ -107,27 +107,47 @@ pub fn check(a: CheckArgs) -> CmdResult {
         Ok(())
     } else {
         Err(Failure::check_failed(format!(
-            "{} problem(s) found; destroy and recreate the segment (or resync it from the standby)",
+            "{} problem(s) found. Sessions in good records are served as usual, and an operation on a \
+             damaged one fails with a \"damaged segment\" error; leaked or hidden blocks only cost heap \
+             room. Keep the segment: if a standby follows it, switch the workers over to the standby \
+             (`gardenstate promote`) and resync this one from it at a quiet time; `check --repair` is \
+             not available yet (issue 19)",
             report.problems.len()
         )))
     }
 }
 
 pub fn destroy(a: DestroyArgs) -> CmdResult {
-    // Describe what is about to go; a damaged segment can still be destroyed.
+    // Describe what is about to go; a damaged segment can still be destroyed. The store is
+    // dropped at once: attached, this process would count among the holders.
     let what = match Store::attach_group(&a.name) {
         Ok(store) => format!("segment {} with {} entries", a.name, format_count(store.stats().live_entries)),
         Err(e) if is_missing(&e) => return Err(missing(&a.name)),
         Err(e @ gardenstate::Error::InvalidOptions(_)) => return Err(Failure::error(e)),
         Err(e) => format!("segment {} (it cannot be attached: {e})", a.name),
     };
+    let attached = match Store::holders(&a.name).map_err(Failure::error)? {
+        Some(h) if h.attached => Some(holders_text(&h)),
+        Some(_) => None,
+        None => return Err(missing(&a.name)),
+    };
+    if let Some(who) = &attached
+        && !a.force
+    {
+        return Err(Failure::error(format!(
+            "refusing to destroy {what}: {who} attached to it, and would go on writing into a \
+             segment nobody reads again; stop them first, or add --force (their next operation then \
+             fails with a \"destroyed\" error, and reopening the store creates a new segment)"
+        )));
+    }
     if !a.yes {
         if !std::io::stdin().is_terminal() {
             return Err(Failure::error(format!(
                 "refusing to destroy {what} without --yes when stdin is not a terminal"
             )));
         }
-        eprint!("destroy {what}? Its sessions are lost. [y/N] ");
+        let also = attached.as_ref().map(|who| format!(" {who} attached to it.")).unwrap_or_default();
+        eprint!("destroy {what}?{also} Its sessions are lost. [y/N] ");
         let _ = std::io::stderr().flush();
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer).map_err(Failure::error)?;
@@ -136,10 +156,25 @@ pub fn destroy(a: DestroyArgs) -> CmdResult {
         }
     }
     if Store::destroy(&a.name)? {
-        println!("destroyed {what}");
+        let also = attached
+            .map(|who| {
+                format!("; {who} attached to it: their next operation fails with a \"destroyed\" error")
+            })
+            .unwrap_or_default();
+        println!("destroyed {what}{also}");
         Ok(())
     } else {
         Err(Failure::error(format!("segment {:?} is already gone", a.name)))
+    }
+}
+
+/// "2 processes (pids 311, 4120) are", or what can be said when `/proc/locks` is unreadable.
+fn holders_text(h: &gardenstate::Holders) -> String {
+    let pids = h.pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+    match h.pids.len() {
+        0 => "processes (pids unknown: /proc/locks cannot be read) are".to_string(),
+        1 => format!("1 process (pid {pids}) is"),
+        n => format!("{n} processes (pids {pids}) are"),
     }
 }
 

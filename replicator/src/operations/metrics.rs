@@ -363,11 +363,15 @@ fn engine(x: &mut Exposition, store: &Store) {
     let (info, s) = (store.info(), store.stats());
     x.gauge("gardenstate_epoch", "The segment's replication epoch.", store.epoch() as f64);
     x.gauge("gardenstate_feed_head", "Change-feed position (mutations recorded).", s.feed_head as f64);
-    x.gauge(
-        "gardenstate_replicated_upto",
-        "Feed position up to which the standby acknowledged every change (primary).",
-        store.replicated_upto() as f64,
-    );
+    // Only where a standby has acknowledged something: on a segment never replicated it
+    // would be 0, and `feed_head - replicated_upto` a lag alert that fires for nothing.
+    if store.write_mode() != WriteMode::Replica && store.replicated_upto() > 0 {
+        x.gauge(
+            "gardenstate_replicated_upto",
+            "Feed position up to which the standby acknowledged every change (a primary that has a standby).",
+            store.replicated_upto() as f64,
+        );
+    }
     x.gauge(
         "gardenstate_live_entries",
         "Entries present, including expired ones not yet swept.",
@@ -396,6 +400,23 @@ fn engine(x: &mut Exposition, store: &Store) {
     for (name, help, v) in counters {
         x.counter(&format!("gardenstate_{name}_total"), help, v);
     }
+    let causes = [
+        ("full", s.failed_full),
+        ("too_large", s.failed_too_large),
+        ("read_only", s.failed_read_only),
+        ("locked", s.failed_locked),
+    ];
+    let labels: Vec<[(&str, &str); 1]> = causes.iter().map(|(c, _)| [("cause", *c)]).collect();
+    let samples: Vec<(&[(&str, &str)], f64)> =
+        labels.iter().zip(causes).map(|(l, (_, v))| (&l[..], v as f64)).collect();
+    x.family(
+        "gardenstate_failed_writes_total",
+        "counter",
+        "Worker writes that failed, by cause: full (heap or index), too_large (key or value over the \
+         limits), read_only (a standby, fenced, or the write lease run out), locked (another lock id \
+         holds the entry, or the caller's lock was taken over).",
+        &samples,
+    );
 }
 
 #[cfg(test)]
