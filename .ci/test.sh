@@ -125,6 +125,11 @@ cargo test --workspace
 cargo test -p gardenstate --features failpoints --test failpoints --test faults --test stale_view
 cargo test -p gardenstate-replicator --features failpoints --lib --test replication
 
+section "benchmark curves, bounded form (harness --curves --smoke, about 2.5 min)"
+# How the cost grows with sessions, value size, fill, workers and 2 minutes of churn (issue 18):
+# checks that every curve is measured and written (table, JSON, SVG), never a timing.
+cargo test -p gardenstate-benches --test curves -- --ignored
+
 section "loom models (.ci/loom.sh)"
 if [ -x .ci/loom.sh ]; then
     .ci/loom.sh
