@@ -59,6 +59,8 @@ pub struct Plan {
     pub churn_rate: u64,
     pub churn_ttl: Duration,
     pub install: bool,
+    /// Only the curves whose step name contains this (`--curve NAME`), or all.
+    pub only: Option<String>,
 }
 
 impl Plan {
@@ -81,6 +83,7 @@ impl Plan {
                 churn_rate: 10_000,
                 churn_ttl: Duration::from_secs(20),
                 install,
+                only: None,
             },
             "quick" => Plan {
                 mode: "quick",
@@ -315,13 +318,16 @@ pub fn bench(plan: &Plan, out: &std::path::Path, say: &dyn Fn(&str)) -> Result<C
     };
     type Step = fn(&Plan, &Clock, &mut CurvesReport, &dyn Fn(&str)) -> Result<(), String>;
     let steps: [(&str, Step); 5] = [
-        ("curve 1: live sessions", sessions_curve),
+        ("curve 1: sessions", sessions_curve),
         ("curve 2: value size", size_curve),
         ("curve 3: fill level and size mix", fill_curve),
-        ("curve 4: worker processes", workers_curve),
+        ("curve 4: workers", workers_curve),
         ("curve 5: churn", churn_curve),
     ];
     for (what, step) in steps {
+        if plan.only.as_ref().is_some_and(|o| !what.contains(o.as_str())) {
+            continue;
+        }
         say(what);
         step(plan, &clock, &mut r, say)?;
         r.load_average_end = loadavg();
@@ -700,14 +706,22 @@ struct Worker {
 /// Quantiles a worker reports (ticks at i/QUANTILES), pooled by the parent.
 const QUANTILES: usize = 1000;
 
-/// Throughput and pooled latency of `n` worker processes running `op` on `seg` at once.
+/// What `n` worker processes running `op` on `seg` at once did: throughput, pooled latency
+/// quantiles (ticks), and per operation the minor page faults and involuntary switches.
+struct Processes {
+    ops_per_sec: f64,
+    quantiles: Vec<u64>,
+    faults_per_op: f64,
+    switches_per_op: f64,
+}
+
 fn processes(
     seg: &Segment,
     op: gs::Op,
     n: u32,
     sessions: u64,
     window: Duration,
-) -> Result<(f64, Vec<u64>), String> {
+) -> Result<Processes, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let mut workers = Vec::new();
     for w in 0..n {
@@ -738,26 +752,45 @@ fn processes(
         let stdin = w.child.stdin.as_mut().expect("piped stdin");
         stdin.write_all(b"go\n").map_err(|e| e.to_string())?;
     }
-    let (mut rate, mut pooled) = (0.0, Vec::new());
+    let (mut rate, mut pooled, mut ops, mut faults, mut switches) = (0.0, Vec::new(), 0, 0, 0);
     for mut w in workers {
         drop(w.child.stdin.take());
         let mut line = String::new();
         w.out.read_line(&mut line).map_err(|e| e.to_string())?;
         let status = w.child.wait().map_err(|e| e.to_string())?;
         let nums: Vec<u64> = line.split_whitespace().filter_map(|v| v.parse().ok()).collect();
-        if !status.success() || nums.len() != 2 + QUANTILES {
+        if !status.success() || nums.len() != 4 + QUANTILES {
             return Err(format!("a worker failed ({status}): {line:?}"));
         }
         rate += nums[0] as f64 / (nums[1] as f64 / 1e9).max(1e-9);
-        pooled.extend_from_slice(&nums[2..]);
+        (ops, faults, switches) = (ops + nums[0], faults + nums[2], switches + nums[3]);
+        pooled.extend_from_slice(&nums[4..]);
     }
     pooled.sort_unstable();
-    Ok((rate, pooled))
+    let per_op = |v: u64| v as f64 / ops.max(1) as f64;
+    Ok(Processes {
+        ops_per_sec: rate,
+        quantiles: pooled,
+        faults_per_op: per_op(faults),
+        switches_per_op: per_op(switches),
+    })
+}
+
+/// This process's minor page faults and involuntary context switches so far (/proc/self).
+fn os_events() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis: state is field 3, minflt field 10.
+    let minflt = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(7)?.parse().ok());
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let nvcsw =
+        status.lines().find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:")?.trim().parse().ok());
+    (minflt.unwrap_or(0), nvcsw.unwrap_or(0))
 }
 
 /// `harness --curve-worker SEGMENT OP SESSIONS WINDOW_MS SEED`: prints "ready", waits for a
-/// line on stdin, runs OP on 1 KiB sessions for the window, prints "OPS ELAPSED_NS" and
-/// the latency in ticks at 1,000 evenly spaced quantiles.
+/// line on stdin, runs OP on 1 KiB sessions for the window, prints "OPS ELAPSED_NS
+/// MINOR_FAULTS INVOLUNTARY_SWITCHES" (during the loop) and the latency in ticks at 1,000
+/// evenly spaced quantiles.
 pub fn worker_main(args: &[String]) -> Result<(), String> {
     let [name, op, sessions, ms, seed] = args else {
         return Err("usage: --curve-worker SEGMENT OP SESSIONS WINDOW_MS SEED".into());
@@ -775,12 +808,23 @@ pub fn worker_main(args: &[String]) -> Result<(), String> {
     writeln!(stdout, "ready").and_then(|_| stdout.flush()).map_err(|e| e.to_string())?;
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).map_err(|e| e.to_string())?;
+    let before = os_events();
     let mut r = gs::random_ops(&store, op, sessions, 1024, Limit::For(Duration::from_millis(ms)), seed);
+    let after = os_events();
     r.samples.sort_unstable();
     let q: Vec<String> = (0..QUANTILES)
         .map(|i| r.samples.get(i * r.samples.len() / QUANTILES).copied().unwrap_or(0).to_string())
         .collect();
-    writeln!(stdout, "{} {} {}", r.ops, r.elapsed.as_nanos(), q.join(" ")).map_err(|e| e.to_string())?;
+    writeln!(
+        stdout,
+        "{} {} {} {} {}",
+        r.ops,
+        r.elapsed.as_nanos(),
+        after.0 - before.0,
+        after.1 - before.1,
+        q.join(" ")
+    )
+    .map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -812,6 +856,12 @@ fn workers_curve(plan: &Plan, clock: &Clock, r: &mut CurvesReport, say: &dyn Fn(
         ("workers", "", true),
         ("latency per operation", "ns", true),
     );
+    let mut events = Curve::new(
+        "curve_workers_events",
+        "Worker processes: minor page faults and involuntary context switches per 1,000 operations",
+        ("workers", "", true),
+        ("events per 1,000 operations", "", false),
+    );
     let n = *plan.sessions.iter().filter(|&&s| s <= 1_000_000).max().unwrap_or(&100_000);
     let seg = gs::create(n, 1024)?;
     gs::fill(&seg.store, n, 1024);
@@ -821,8 +871,15 @@ fn workers_curve(plan: &Plan, clock: &Clock, r: &mut CurvesReport, say: &dyn Fn(
         say(&format!("{w} workers: gardenstate get, set (processes); floor, spin (threads)"));
         let x = f64::from(w);
         for op in [gs::Op::Get, gs::Op::Set] {
-            let (ops_s, q) = processes(&seg, op, w, n, plan.window)?;
+            let got = processes(&seg, op, w, n, plan.window)?;
+            let (ops_s, q) = (got.ops_per_sec, &got.quantiles);
             let name = format!("gardenstate {}", op.name());
+            events.add(&format!("{} minor faults per 1k ops", op.name()), x, got.faults_per_op * 1e3);
+            events.add(
+                &format!("{} involuntary switches per 1k ops", op.name()),
+                x,
+                got.switches_per_op * 1e3,
+            );
             let p = |f: f64| clock.ns(q[((q.len() - 1) as f64 * f) as usize]);
             tail.add(&format!("{name} p50"), x, p(0.5));
             tail.add(&format!("{name} p99"), x, p(0.99));
@@ -851,6 +908,7 @@ fn workers_curve(plan: &Plan, clock: &Clock, r: &mut CurvesReport, say: &dyn Fn(
     r.curves.push(rate);
     r.curves.push(scale);
     r.curves.push(tail);
+    r.curves.push(events);
     Ok(())
 }
 

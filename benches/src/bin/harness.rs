@@ -25,7 +25,7 @@ use gardenstate_benches::{
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: harness [--quick|--smoke] [--out DIR] [--no-install]
-       harness [--quick|--smoke] --curves [--churn-seconds N] [--out DIR] [--no-install]
+       harness [--quick|--smoke] --curves [--curve sessions|size|fill|workers|churn] [--churn-seconds N] [--out DIR] [--no-install]
                                                      (the curves: sessions, value size, fill, workers, churn)
        harness [--quick|--smoke] --profile get|set [--sessions N] [--ops N]
                                                      (load the sessions, run only that loop: for perf/callgrind)
@@ -54,6 +54,7 @@ fn main() {
     let mut resync_runs = None;
     let mut curves = false;
     let mut churn_seconds = None;
+    let mut only_curve = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -63,6 +64,10 @@ fn main() {
             "--no-install" => cfg.install = false,
             "--replication" => replication_only = true,
             "--curves" => curves = true,
+            "--curve" => match it.next() {
+                Some(c) => only_curve = Some(c.clone()),
+                None => die("--curve needs sessions, size, fill, workers or churn"),
+            },
             "--churn-seconds" => match it.next().and_then(|n| n.parse().ok()) {
                 Some(n) => churn_seconds = Some(n),
                 None => die("--churn-seconds needs a number"),
@@ -98,7 +103,7 @@ fn main() {
     }
     let result = match profile {
         Some(op) => profile_only(&cfg, op),
-        None if curves => curves_only(&cfg, churn_seconds),
+        None if curves => curves_only(&cfg, churn_seconds, only_curve),
         None if resync_runs.is_some() => replication::bench_resync(&cfg, resync_runs.unwrap_or(1)).map(drop),
         None if replication_only => replication::bench(&cfg).map(|f| {
             println!("{}", Replication::measured(&f).summary());
@@ -124,9 +129,10 @@ fn profile_only(cfg: &Config, op: gs::Op) -> Result<(), String> {
 
 /// `--curves`: the cost against sessions, value size, fill, workers and churn (curves.rs),
 /// written as curves.json, curves.md and curve_*.svg into the output directory.
-fn curves_only(cfg: &Config, churn_seconds: Option<u64>) -> Result<(), String> {
+fn curves_only(cfg: &Config, churn_seconds: Option<u64>, only: Option<String>) -> Result<(), String> {
     let p = Progress(Instant::now());
     let mut plan = gardenstate_benches::curves::Plan::for_mode(cfg.mode, cfg.install);
+    plan.only = only;
     if let Some(s) = churn_seconds {
         plan.churn = Duration::from_secs(s);
         plan.churn_interval = plan.churn_interval.min(Duration::from_secs(s.div_ceil(6).max(1)));
