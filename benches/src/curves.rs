@@ -953,7 +953,7 @@ fn churn_curve(plan: &Plan, clock: &Clock, r: &mut CurvesReport, say: &dyn Fn(&s
     );
     let mut sweep = Curve::new(
         "curve_churn_sweep",
-        "Churn: expirations and the sweep's cost per interval",
+        "Churn: expirations, the sweep's cost and page faults per interval",
         ("time", "s", false),
         ("count / ns", "", false),
     );
@@ -969,6 +969,7 @@ fn churn_curve(plan: &Plan, clock: &Clock, r: &mut CurvesReport, say: &dyn Fn(&s
     let start = Instant::now();
     let mut interval_start = start;
     let mut last = store.stats();
+    let (mut last_events, mut last_k) = (os_events(), 0u64);
     let mut k = 0u64;
     let per_op = Duration::from_secs(1).as_nanos() as f64 / plan.churn_rate as f64;
     let (mut behind_max, mut misses) = (0f64, 0u64);
@@ -1047,6 +1048,11 @@ fn churn_curve(plan: &Plan, clock: &Clock, r: &mut CurvesReport, say: &dyn Fn(&s
             sweep.add("sweep slices run", t, (st.sweeps - last.sweeps) as f64);
             sweep.add("timed sweep: ns per slot examined", t, sweep_ns / rep.examined.max(1) as f64);
             sweep.add("timed sweep: expired", t, rep.expired as f64);
+            // First touches of the segment's pages by this process (each a minor fault).
+            let events = os_events();
+            let per_k = |a: u64, b: u64| a.saturating_sub(b) as f64 * 1e3 / (k - last_k).max(1) as f64;
+            sweep.add("minor faults per 1k ops", t, per_k(events.0, last_events.0));
+            (last_events, last_k) = (events, k);
             say(&format!(
                 "churn {t:.0} s: {} live, {} heap in use, sweep {:.0} us for {} slots",
                 st.live_entries,
