@@ -273,7 +273,8 @@ impl CurvesReport {
     }
 }
 
-fn loadavg() -> String {
+/// The 1, 5 and 15 minute load averages (other work on the machine during the run).
+pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()

@@ -15,6 +15,7 @@
 //! `--replication` runs only that part, `--resync [--runs N]` only its resync. `--worker ...` is
 //! internal: the second process of the 2-process figure.
 
+use gardenstate_benches::curves::loadavg;
 use gardenstate_benches::report::{
     Machine, Measurement, Memory, Peer, Replication, Report, Scaling, Section,
 };
@@ -268,16 +269,6 @@ fn bench(cfg: Config) -> Result<(), String> {
     println!("{}", report.markdown());
     p.say(&format!("wrote {}", cfg.out.display()));
     Ok(())
-}
-
-/// The 1, 5 and 15 minute load averages (other work on the machine during the run).
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Alternating rounds of the floor and the gets (see `gardenstate_section`).
