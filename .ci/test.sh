@@ -144,6 +144,11 @@ if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then
 fi
 cargo test -p gardenstate-replicator --test three_hosts -- --nocapture --test-threads=1
 
+section "benchmark curves, bounded form (harness --curves --smoke, about 2.5 min)"
+# How the cost grows with sessions, value size, fill, workers and 2 minutes of churn (issue 18):
+# checks that every curve is measured and written (table, JSON, SVG), never a timing.
+cargo test -p gardenstate-benches --test curves -- --ignored
+
 section "loom models (.ci/loom.sh)"
 .ci/loom.sh # a missing script fails the run: no section passes by skipping
 

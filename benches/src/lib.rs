@@ -8,8 +8,10 @@
 //!
 //! One module per thing measured (`floor`, `gardenstate`, `lmdb`, `redis`, `memcached`,
 //! `dashmap`, `replication`: the replicator's primary and standby daemons), `workload` for what they share (keys, values, clock, percentiles), `servers`
-//! for starting peer servers and measuring them in the same shapes, `report` for the table, JSON and goals, `svg` for the plots.
+//! for starting peer servers and measuring them in the same shapes, `report` for the table, JSON and goals, `svg` for the plots,
+//! `curves` for `--curves` (how the cost grows with sessions, value size, fill, workers and churn).
 
+pub mod curves;
 pub mod dashmap;
 pub mod floor;
 pub mod gardenstate;

@@ -202,6 +202,197 @@ pub fn throughput_bars(title: &str, bars: &[(String, f64)]) -> String {
     s
 }
 
+/// A linear axis from 0 (or the lowest value, if negative) to a round value above `hi`.
+struct LinAxis {
+    lo: f64,
+    hi: f64,
+    x0: f64,
+    width: f64,
+}
+
+impl LinAxis {
+    fn new(lo: f64, hi: f64, x0: f64, width: f64) -> LinAxis {
+        let lo = lo.min(0.0);
+        let span = (hi - lo).max(1e-9);
+        let step = 10f64.powf(span.log10().floor());
+        let hi = lo + (span / step).ceil() * step;
+        LinAxis { lo, hi, x0, width }
+    }
+    fn x(&self, v: f64) -> f64 {
+        self.x0 + (v - self.lo) / (self.hi - self.lo) * self.width
+    }
+    fn ticks(&self) -> Vec<f64> {
+        (0..=5).map(|i| self.lo + (self.hi - self.lo) * i as f64 / 5.0).collect()
+    }
+}
+
+/// Either axis kind, so one plot function draws log or linear axes.
+enum Axis {
+    Log(LogAxis),
+    Lin(LinAxis),
+}
+
+impl Axis {
+    fn new(log: bool, lo: f64, hi: f64, x0: f64, width: f64) -> Axis {
+        if log {
+            Axis::Log(LogAxis::new(lo, hi, x0, width))
+        } else {
+            Axis::Lin(LinAxis::new(lo, hi, x0, width))
+        }
+    }
+    fn at(&self, v: f64) -> f64 {
+        match self {
+            Axis::Log(a) => a.x(v),
+            Axis::Lin(a) => a.x(v),
+        }
+    }
+    fn ticks(&self) -> Vec<f64> {
+        match self {
+            Axis::Log(a) => a.decades(),
+            Axis::Lin(a) => a.ticks(),
+        }
+    }
+}
+
+/// A tick label in the axis's unit: "ns" (latency), "B" (bytes), "%", "x" (ratio), or a count.
+fn tick_label(v: f64, unit: &str) -> String {
+    match unit {
+        "ns" => decade_label(v, "ns"),
+        "B" => crate::report::bytes(v.max(0.0) as u64),
+        "%" => format!("{v:.0}%"),
+        "x" => format!("{v:.1}x"),
+        "s" => format!("{v:.0} s"),
+        _ => crate::report::count(v),
+    }
+}
+
+/// What a line plot shows: its title, axes (label, unit, log scale) and series.
+pub struct Lines<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub x_unit: &'a str,
+    pub log_x: bool,
+    pub y_label: &'a str,
+    pub y_unit: &'a str,
+    pub log_y: bool,
+    /// (label, [(x, y)]): a label ending in "p99" is drawn dashed, "floor" and the other
+    /// systems keep their colors.
+    pub series: &'a [(String, Vec<(f64, f64)>)],
+}
+
+/// Lines with markers, one per series, over a log or linear x and y (the curves of
+/// `--curves`: latency against sessions, value size, fill level, workers, time).
+pub fn lines(p: &Lines) -> String {
+    let (w, h, left, right, top, bottom) = (1060.0, 540.0, 80.0, 330.0, 50.0, 60.0);
+    let (pw, ph) = (w - left - right, h - top - bottom);
+    let pts = || {
+        p.series.iter().flat_map(|(_, v)| v.iter().copied()).filter(|(x, y)| x.is_finite() && y.is_finite())
+    };
+    let ok = |v: f64, log: bool| !log || v > 0.0;
+    let (xs, ys): (Vec<f64>, Vec<f64>) = pts().filter(|&(x, y)| ok(x, p.log_x) && ok(y, p.log_y)).unzip();
+    let range = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if lo.is_finite() { (lo, hi.max(lo + 1e-9)) } else { (1.0, 10.0) }
+    };
+    let ((xlo, xhi), (ylo, yhi)) = (range(&xs), range(&ys));
+    let ax = Axis::new(p.log_x, xlo, xhi, left, pw);
+    let ay = Axis::new(p.log_y, ylo, yhi, 0.0, ph);
+    let y = |v: f64| top + ph - ay.at(v);
+    let mut s = header(w, h, p.title);
+    for t in ax.ticks() {
+        let x = ax.at(t);
+        let _ =
+            writeln!(s, r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/>"##, top + ph);
+        let _ = writeln!(
+            s,
+            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle" font-size="12">{}</text>"#,
+            top + ph + 18.0,
+            esc(&tick_label(t, p.x_unit))
+        );
+    }
+    for t in ay.ticks() {
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#eee"/>"##,
+            y(t),
+            left + pw,
+            y(t)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end" font-size="12">{}</text>"#,
+            left - 6.0,
+            y(t) + 4.0,
+            esc(&tick_label(t, p.y_unit))
+        );
+    }
+    let _ =
+        writeln!(s, r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##);
+    let scale = |log: bool| if log { " (log scale)" } else { "" };
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="13">{}{}</text>"#,
+        left + pw / 2.0,
+        h - 15.0,
+        esc(p.x_label),
+        scale(p.log_x)
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="16" y="{:.1}" text-anchor="middle" font-size="13" transform="rotate(-90 16 {:.1})">{}{}</text>"#,
+        top + ph / 2.0,
+        top + ph / 2.0,
+        esc(p.y_label),
+        scale(p.log_y)
+    );
+    for (i, (label, v)) in p.series.iter().enumerate() {
+        // One color per series name without its percentile (p50 solid, p99 dashed), the
+        // floor grey.
+        let base = |l: &str| l.trim_end_matches(" p50").trim_end_matches(" p99").to_string();
+        let mut names: Vec<String> =
+            p.series.iter().map(|(l, _)| base(l)).filter(|l| !l.starts_with("floor")).collect();
+        names.dedup();
+        let color = match names.iter().position(|n| *n == base(label)) {
+            _ if label.starts_with("floor") => "#7f7f7f",
+            Some(k) => PALETTE[k % PALETTE.len()],
+            None => PALETTE[i % PALETTE.len()],
+        };
+        let dash = if label.ends_with("p99") { "6,4" } else { "none" };
+        let pts: Vec<(f64, f64)> = v
+            .iter()
+            .copied()
+            .filter(|&(a, b)| a.is_finite() && b.is_finite() && ok(a, p.log_x) && ok(b, p.log_y))
+            .map(|(a, b)| (ax.at(a), y(b)))
+            .collect();
+        let path: Vec<String> = pts.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-dasharray="{dash}" stroke-width="2" points="{}"/>"#,
+            path.join(" ")
+        );
+        for (a, b) in &pts {
+            let _ = writeln!(s, r#"<circle cx="{a:.1}" cy="{b:.1}" r="3" fill="{color}"/>"#);
+        }
+        let ly = top + 10.0 + i as f64 * 20.0;
+        let lx = left + pw + 15.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" y1="{ly}" x2="{:.1}" y2="{ly}" stroke="{color}" stroke-dasharray="{dash}" stroke-width="3"/>"#,
+            lx + 22.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" font-size="12">{}</text>"#,
+            lx + 28.0,
+            ly + 4.0,
+            esc(label)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
 fn header(w: f64, h: f64, title: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -229,5 +420,18 @@ mod tests {
         assert!(cdf.contains("a&amp;b") && cdf.contains("t &lt;1&gt;"));
         let bars = throughput_bars("t", &[("x".into(), 1e6), ("y".into(), 2e4)]);
         assert_eq!(bars.matches("<rect").count(), 3);
+        let series = [("gardenstate get p99".to_string(), vec![(1e4, 300.0), (1e7, 900.0)])];
+        let plot = lines(&Lines {
+            title: "t",
+            x_label: "sessions",
+            x_unit: "",
+            log_x: true,
+            y_label: "latency",
+            y_unit: "ns",
+            log_y: true,
+            series: &series,
+        });
+        assert!(plot.contains("<polyline") && plot.contains("stroke-dasharray=\"6,4\""));
+        assert_eq!(plot.matches("<circle").count(), 2);
     }
 }

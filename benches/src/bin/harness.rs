@@ -10,9 +10,12 @@
 //! missing are installed with apt-get when running as root (unless `--no-install`), or
 //! skipped with the reason printed. Replication runs the replicator's `gardenstate` binary
 //! found next to the harness (or `$GARDENSTATE_BIN`), building it with cargo outside
-//! `--smoke` if it is missing; `--replication` runs only that part, `--resync [--runs N]` only its resync. `--worker ...` is
+//! `--smoke` if it is missing; `--curves` measures the curves instead (curves.rs: `--smoke` is
+//! its bounded form, about 2.5 minutes; the default its long form, about 45 minutes);
+//! `--replication` runs only that part, `--resync [--runs N]` only its resync. `--worker ...` is
 //! internal: the second process of the 2-process figure.
 
+use gardenstate_benches::curves::loadavg;
 use gardenstate_benches::report::{
     Machine, Measurement, Memory, Peer, Replication, Report, Scaling, Section,
 };
@@ -23,12 +26,22 @@ use gardenstate_benches::{
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: harness [--quick|--smoke] [--out DIR] [--no-install]
-       harness [--quick|--smoke] --profile get|set   (load the sessions, run only that loop: for perf/callgrind)
+       harness [--quick|--smoke] --curves [--curve sessions|size|fill|workers|churn] [--churn-seconds N] [--out DIR] [--no-install]
+                                                     (the curves: sessions, value size, fill, workers, churn)
+       harness [--quick|--smoke] --profile get|set [--sessions N] [--ops N]
+                                                     (load the sessions, run only that loop: for perf/callgrind)
        harness [--quick|--smoke] --replication       (only the replication figures, printed)
        harness [--quick|--smoke] --resync [--runs N] (only the resync time, N runs on one filled primary)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--curve-worker") {
+        if let Err(e) = gardenstate_benches::curves::worker_main(&args[1..]) {
+            eprintln!("harness curve worker: {e}");
+            std::process::exit(2);
+        }
+        return;
+    }
     if args.first().map(String::as_str) == Some("--worker") {
         if let Err(e) = gs::worker_main(&args[1..]) {
             eprintln!("harness worker: {e}");
@@ -40,6 +53,9 @@ fn main() {
     let mut profile = None;
     let mut replication_only = false;
     let mut resync_runs = None;
+    let mut curves = false;
+    let mut churn_seconds = None;
+    let mut only_curve = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -48,6 +64,23 @@ fn main() {
             "--full" => cfg = Config { out: cfg.out, install: cfg.install, ..Config::full() },
             "--no-install" => cfg.install = false,
             "--replication" => replication_only = true,
+            "--curves" => curves = true,
+            "--curve" => match it.next() {
+                Some(c) => only_curve = Some(c.clone()),
+                None => die("--curve needs sessions, size, fill, workers or churn"),
+            },
+            "--churn-seconds" => match it.next().and_then(|n| n.parse().ok()) {
+                Some(n) => churn_seconds = Some(n),
+                None => die("--churn-seconds needs a number"),
+            },
+            "--sessions" => match it.next().and_then(|n| n.parse().ok()) {
+                Some(n) => cfg.sessions = n,
+                None => die("--sessions needs a number"),
+            },
+            "--ops" => match it.next().and_then(|n| n.parse().ok()) {
+                Some(n) => cfg.ops = n,
+                None => die("--ops needs a number"),
+            },
             "--resync" => resync_runs = Some(resync_runs.unwrap_or(1)),
             "--runs" => match it.next().and_then(|n| n.parse().ok()) {
                 Some(n) => resync_runs = Some(n),
@@ -71,6 +104,7 @@ fn main() {
     }
     let result = match profile {
         Some(op) => profile_only(&cfg, op),
+        None if curves => curves_only(&cfg, churn_seconds, only_curve),
         None if resync_runs.is_some() => replication::bench_resync(&cfg, resync_runs.unwrap_or(1)).map(drop),
         None if replication_only => replication::bench(&cfg).map(|f| {
             println!("{}", Replication::measured(&f).summary());
@@ -91,6 +125,22 @@ fn profile_only(cfg: &Config, op: gs::Op) -> Result<(), String> {
     let run = gs::random_ops(&seg.store, op, cfg.sessions, 1024, Limit::Ops(cfg.ops), SEED);
     let s = Summary::of(&clock, &[run]);
     println!("{} p50 {:.0} ns, p99 {:.0} ns, {:.0} ops/s", op.name(), s.p50_ns, s.p99_ns, s.ops_per_sec);
+    Ok(())
+}
+
+/// `--curves`: the cost against sessions, value size, fill, workers and churn (curves.rs),
+/// written as curves.json, curves.md and curve_*.svg into the output directory.
+fn curves_only(cfg: &Config, churn_seconds: Option<u64>, only: Option<String>) -> Result<(), String> {
+    let p = Progress(Instant::now());
+    let mut plan = gardenstate_benches::curves::Plan::for_mode(cfg.mode, cfg.install);
+    plan.only = only;
+    if let Some(s) = churn_seconds {
+        plan.churn = Duration::from_secs(s);
+        plan.churn_interval = plan.churn_interval.min(Duration::from_secs(s.div_ceil(6).max(1)));
+    }
+    let r = gardenstate_benches::curves::bench(&plan, &cfg.out, &|what| p.say(what))?;
+    println!("{}", r.markdown());
+    p.say(&format!("wrote {}", cfg.out.display()));
     Ok(())
 }
 
@@ -219,16 +269,6 @@ fn bench(cfg: Config) -> Result<(), String> {
     println!("{}", report.markdown());
     p.say(&format!("wrote {}", cfg.out.display()));
     Ok(())
-}
-
-/// The 1, 5 and 15 minute load averages (other work on the machine during the run).
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Alternating rounds of the floor and the gets (see `gardenstate_section`).
