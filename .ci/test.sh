@@ -123,7 +123,7 @@ section "tests (cargo test --workspace)"
 cargo test --workspace -- --skip three_hosts
 # The suites that stall, kill or panic writers at named failpoints (engine feature failpoints):
 # the engine's, and the follower's and daemons' tests of a writer stopped mid-write.
-cargo test -p gardenstate --features failpoints --test failpoints --test faults --test stale_view
+cargo test -p gardenstate --features failpoints --test failpoints --test faults --test stale_view --test size_mix
 cargo test -p gardenstate-replicator --features failpoints --lib --test replication
 # The TLS test whose primary's certificate clock runs ahead (GDS_TEST_CERT_CLOCK_AHEAD_S).
 cargo test -p gardenstate-replicator --features failpoints --test tls a_link_whose_peer_certificate_expires_is_closed
