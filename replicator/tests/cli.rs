@@ -5,6 +5,7 @@
 
 use gardenstate::fuzzing::Rng;
 use gardenstate::{Expiry, Store};
+use gardenstate_replicator::commands::snapshot;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -237,9 +238,8 @@ fn set_get_del_round_trips_binary_values() {
     let meta = ok(&["get", seg.name(), "sid:1", "--meta"]);
     assert!(meta.contains(&format!("id {}", locked.lock_id)), "{meta}");
 
-    // A short TTL expires.
+    // A short TTL expires (the sleep is a lower bound: a slow machine only sleeps longer).
     ok(&["set", seg.name(), "brief", "x", "--ttl", "200ms"]);
-    ok(&["get", seg.name(), "brief"]);
     std::thread::sleep(Duration::from_millis(300));
     expect(&gs(&["get", seg.name(), "brief"]), 1);
 
@@ -377,9 +377,11 @@ fn dump_destroy_restore_round_trips_2000_entries() {
     for key in keys.iter().take(5) {
         store.lock(key, Duration::from_secs(60)).unwrap().unwrap();
     }
-    // Entries that expire between the dump and the restore are skipped.
+    // Entries that expire between the dump and the restore are skipped. They live an hour
+    // here, and the dump file is edited below to end them 1 ms after the dump started: a
+    // real short TTL would need the dump to run within it, however slow the machine.
     for i in 0..7u8 {
-        store.set(&[b'x', i], b"short-lived", Expiry::After(Duration::from_millis(400))).unwrap();
+        store.set(&[b'x', i], b"short-lived", Expiry::After(Duration::from_secs(3600))).unwrap();
     }
     let before = snapshot_of(&store);
     let t0 = Instant::now();
@@ -400,12 +402,16 @@ fn dump_destroy_restore_round_trips_2000_entries() {
         })
         .collect();
     assert!(dir_entries.is_empty(), "no temporary file is left behind");
+    let mut dumped = snapshot::decode(&std::fs::read(&file.0).unwrap()).unwrap();
+    for r in dumped.entries.iter_mut().filter(|r| r.key.len() == 2 && r.key[0] == b'x') {
+        r.ttl_ms = 1;
+    }
+    std::fs::write(&file.0, snapshot::encode(&dumped).unwrap()).unwrap();
 
     // Without --yes and without a terminal, destroy refuses.
     fails(&["destroy", seg.name()], "without --yes");
     ok(&["destroy", seg.name(), "--yes"]);
     assert!(!seg.exists());
-    std::thread::sleep(Duration::from_millis(450));
 
     let out = ok(&["restore", seg.name(), file.0.to_str().unwrap(), "--create"]);
     assert!(out.contains("restored 2,000 entries"), "{out}");
