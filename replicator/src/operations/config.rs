@@ -454,6 +454,31 @@ mod tests {
         assert!(err.contains("key_file is required (a --key-file flag"), "{err}");
     }
 
+    /// A reload applies the log settings and names every other changed setting (issue 21).
+    #[test]
+    fn changes_apply_the_log_settings_and_leave_the_rest_to_a_restart() {
+        let d = dir("changes");
+        let base = "segment = \"s\"\nkey_file = \"KEY\"\nlisten = \"x:1\"\n";
+        let at = |text: &str| {
+            let args = DaemonArgs { config: Some(write(&d, &format!("{base}{text}"))), ..Default::default() };
+            resolve(DaemonKind::Primary, RoleFlags::default(), args).unwrap()
+        };
+        let old = at("");
+        assert_eq!(old.log_level, Level::Info);
+        assert_eq!(changes(&old, &at("")), Changes::default());
+        let new =
+            at("log_level = \"debug\"\nlog_format = \"json\"\nheartbeat = \"60ms\"\nmetrics = \"m:1\"\n");
+        let c = changes(&old, &new);
+        assert_eq!(c.applied, ["log_level info -> debug", "log_format text -> json"]);
+        assert_eq!(c.need_restart, ["heartbeat", "metrics"]);
+        let args = DaemonArgs {
+            config: Some(write(&d, &format!("{base}log_level = \"loud\"\n"))),
+            ..Default::default()
+        };
+        let err = resolve(DaemonKind::Primary, RoleFlags::default(), args).unwrap_err();
+        assert!(err.contains("log_level must be one of") && err.contains("gardenstate.toml"), "{err}");
+    }
+
     #[test]
     fn tls_takes_all_three_files_or_none_and_a_private_key_file() {
         let d = dir("tls");
