@@ -821,3 +821,95 @@ fn workers_cannot_set_the_write_mode_a_daemon_owns() {
     assert!(primary_store.request_write_mode(WriteMode::Fenced).is_err());
     assert_eq!(primary_store.write_mode(), WriteMode::Writable);
 }
+
+/// Sends SIGHUP to `d`.
+fn hup(d: &Daemon) {
+    let pid = d.child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+}
+
+/// How many lines of `d`'s log contain `needle`, waited for until there are `n`.
+fn wait_count(d: &Daemon, what: &str, needle: &str, n: usize) {
+    wait_logged(what, Duration::from_secs(20), &[d], || d.log().matches(needle).count() >= n);
+}
+
+/// A primary started from a config file, and the file (issue 21 item 4).
+fn configured_primary(p: &Pair, extra: &str) -> (Daemon, PathBuf) {
+    let file = p.dir.0.join("primary.toml");
+    let base = format!(
+        "segment = \"{}\"\nlisten = \"127.0.0.1:{}\"\nkey_file = \"{}\"\n",
+        p.primary_seg.0,
+        p.port,
+        p.key.display()
+    );
+    std::fs::write(&file, format!("{base}{extra}")).unwrap();
+    let d = Daemon::start(&p.dir, "primary", &["primary", "--config", file.to_str().unwrap()]);
+    wait_logged("the primary to listen", Duration::from_secs(10), &[&d], || d.log().contains("serving"));
+    (d, file)
+}
+
+/// SIGHUP reads the config file again: a new log_level applies at once (debug lines appear,
+/// then info lines stop), while a changed timing is named as needing a restart and the daemon
+/// keeps the one it started with (`config`, Reloading). Before, SIGHUP reloaded only the
+/// certificates, and there was no log level.
+#[test]
+fn sighup_applies_the_log_level_and_leaves_timings_to_a_restart() {
+    let (p, _store) = pair("reload-level");
+    let (d, file) = configured_primary(&p, "");
+    let base = std::fs::read_to_string(&file).unwrap();
+    assert!(!d.log().contains(" DEBUG "), "{}", d.log());
+
+    std::fs::write(&file, format!("{base}log_level = \"debug\"\nheartbeat = \"60ms\"\n")).unwrap();
+    hup(&d);
+    wait_count(&d, "the running settings at debug level", " DEBUG settings now:", 1);
+    let log = d.log();
+    assert!(log.contains("SIGHUP: applied log_level info -> debug"), "{log}");
+    assert!(log.contains("SIGHUP: heartbeat changed: it needs a restart"), "{log}");
+    let now = log.lines().find(|l| l.contains("settings now:")).unwrap();
+    assert!(now.contains("heartbeat: 50ms") && now.contains("log_level: Debug"), "{now}");
+
+    std::fs::write(&file, format!("{base}log_level = \"warn\"\nheartbeat = \"60ms\"\n")).unwrap();
+    hup(&d);
+    wait_count(&d, "the second reload", "SIGHUP: heartbeat changed", 2);
+    assert!(d.log().contains("SIGHUP: applied log_level debug -> warn"), "{}", d.log());
+    // At warn, a reload's info line is dropped; the warning after it is written.
+    hup(&d);
+    wait_count(&d, "the third reload", "SIGHUP: heartbeat changed", 3);
+    let log = d.log();
+    assert!(!log.contains("no setting changed"), "{log}");
+    assert_eq!(log.matches(" DEBUG ").count(), 1, "{log}");
+}
+
+/// A config file that no longer resolves is logged on SIGHUP, and the daemon runs on with the
+/// settings it had: the same file back again changes nothing.
+#[test]
+fn sighup_with_a_broken_config_file_keeps_the_running_settings() {
+    let (p, _store) = pair("reload-bad");
+    let (mut d, file) = configured_primary(&p, "tls_warn_days = 5\n");
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, "segment = [\n").unwrap();
+    hup(&d);
+    wait_count(&d, "the broken file to be refused", "ERROR SIGHUP: settings not reloaded", 1);
+    assert!(d.log().contains("primary.toml"), "{}", d.log());
+    assert!(d.child.as_mut().unwrap().try_wait().unwrap().is_none(), "the bad file stopped the primary");
+    std::fs::write(&file, good).unwrap();
+    hup(&d);
+    wait_count(&d, "the good file to be read again", "SIGHUP: no setting changed", 1);
+    assert!(!d.log().contains("applied"), "{}", d.log());
+}
+
+/// The witness reloads its log settings on SIGHUP too.
+#[test]
+fn sighup_reloads_the_witness_log_level() {
+    let dir = Scratch::new("reload-witness");
+    let key = dir.key("key", b"correct horse battery staple 0123456789");
+    let file = dir.0.join("witness.toml");
+    let base = format!("listen = \"127.0.0.1:{}\"\nkey_file = \"{}\"\n", free_port(), key.display());
+    std::fs::write(&file, &base).unwrap();
+    let d = Daemon::start(&dir, "witness", &["witness", "--config", file.to_str().unwrap()]);
+    wait_count(&d, "the witness to start", "witness: heartbeats on", 1);
+    std::fs::write(&file, format!("{base}log_level = \"debug\"\nlog_format = \"json\"\n")).unwrap();
+    hup(&d);
+    wait_count(&d, "the witness's debug line", "\"level\":\"debug\"", 1);
+    assert!(d.log().contains("applied log_level info -> debug, log_format text -> json"), "{}", d.log());
+}

@@ -283,6 +283,9 @@ pub struct DaemonArgs {
     /// Log lines as text or as one JSON object each (ts, level, msg) [default: text]
     #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+    /// The least serious lines logged: error, warn, info or debug [default: info]
+    #[arg(long, value_name = "LEVEL", value_parser = crate::operations::log::Level::NAMES)]
+    pub log_level: Option<String>,
     #[command(flatten)]
     pub tls: TlsArgs,
 }

@@ -53,13 +53,15 @@
 //! `reload` thread looks every [`RELOAD_POLL`] for a SIGHUP or a changed modification time of
 //! the TLS files, re-reads the certificate, key and CA with every start-up check, and logs
 //! what it reloaded or why it kept the previous ones. The next handshakes use the new files;
-//! open links keep the certificates they were made with. Every other setting takes effect at
-//! a restart, and the log line says so.
+//! open links keep the certificates they were made with. A SIGHUP also reads the config file
+//! again (with the command line the daemon started with) and applies the log level, the log
+//! format and `tls_warn_days`; every other setting takes effect at a restart, and a line
+//! names each changed one (`config`, Reloading, says why the timings must not change live).
 
 use crate::commands::attach::attach;
 use crate::commands::exit::{CmdResult, Failure};
 use crate::failover::heartbeat::{Announce, Beacon, FRESH, NodeRole};
-use crate::operations::config::{Config, DaemonKind};
+use crate::operations::config::{self, Config, DaemonKind, Source};
 use crate::operations::log;
 use crate::operations::status::{self, Status};
 use crate::replication::transport::Tls;
@@ -71,25 +73,32 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How often the reload thread looks for a SIGHUP and for changed TLS files.
 pub const RELOAD_POLL: Duration = Duration::from_secs(1);
-/// What a reload does not change, for its log line.
-const NOT_RELOADED: &str = "other settings (segment, listen, connect, peers, key_file, witness, timings, \
-     metrics, backlog, log_format) take effect at a restart";
 
-/// Makes SIGHUP reload instead of kill, and watches the TLS files (module doc, Reloading).
-/// With TLS it also publishes when our certificate expires to `status` (the metric), and
-/// warns once a day (and after each reload) while that is less than `warn_days` away.
-pub fn watch_reloads(tls: Option<Tls>, status: Option<Arc<Status>>, warn_days: u32) -> Result<(), Failure> {
+/// Applies the settings `watch_reloads` may change at run time that live outside it.
+fn apply_logging(cfg: &Config) {
+    log::set_json(cfg.log_json);
+    log::set_level(cfg.log_level);
+}
+
+/// Applies `cfg`'s logging settings, makes SIGHUP reload instead of kill, and watches the TLS
+/// files (module doc, Reloading). A SIGHUP also resolves the settings again from `source`
+/// and applies those safe to change at run time (`config`, Reloading). With TLS it also
+/// publishes when our certificate expires to `status` (the metric), and warns once a day (and
+/// after each reload) while that is less than `tls_warn_days` away.
+pub fn watch_reloads(source: Source, mut cfg: Config, status: Option<Arc<Status>>) -> Result<(), Failure> {
+    apply_logging(&cfg);
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()).map_err(Failure::error)?;
     let stamps = |t: &Tls| -> Vec<Option<SystemTime>> {
         t.files().iter().map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).collect()
     };
+    let tls = cfg.tls.clone();
     let mut seen = tls.as_ref().map(stamps);
     let mut warned: Option<Instant> = None;
     let watch = move || {
         loop {
             if let Some(t) = &tls {
-                expiry_check(t, status.as_deref(), warn_days, &mut warned);
+                expiry_check(t, status.as_deref(), cfg.tls_warn_days, &mut warned);
             }
             std::thread::sleep(RELOAD_POLL);
             let hupped = hup.swap(false, Ordering::Relaxed);
@@ -99,23 +108,63 @@ pub fn watch_reloads(tls: Option<Tls>, status: Option<Arc<Status>>, warn_days: u
             }
             seen = now;
             warned = None;
+            if hupped {
+                reload_settings(&source, &mut cfg);
+            }
             let cause = if hupped { "SIGHUP" } else { "the TLS files changed" };
-            match &tls {
-                None => log::info(&format!("{cause}: nothing to reload (no TLS); {NOT_RELOADED}")),
-                Some(t) => match t.reload() {
+            if let Some(t) = &tls {
+                match t.reload() {
                     Ok(()) => log::info(&format!(
                         "{cause}: reloaded the TLS {t:?}, its key and the CA: the next connections use \
-                         them, open links keep theirs; {NOT_RELOADED}"
+                         them, open links keep theirs"
                     )),
                     Err(e) => log::warn(&format!(
                         "{cause}: TLS reload failed, still using the previous certificates: {e}"
                     )),
-                },
+                }
             }
         }
     };
     std::thread::Builder::new().name("reload".into()).spawn(watch).map_err(Failure::error)?;
     Ok(())
+}
+
+/// On SIGHUP: resolves the settings again, applies those safe to change at run time into
+/// `cfg` and logs what changed, and names each changed one that needs a restart (leaving it
+/// as it runs). Settings that no longer resolve are logged and `cfg` kept.
+fn reload_settings(source: &Source, cfg: &mut Config) {
+    let new = match source.resolve() {
+        Ok(new) => new,
+        Err(e) => {
+            log::error(&format!("SIGHUP: settings not reloaded, still running with the previous ones: {e}"));
+            return;
+        }
+    };
+    let changes = config::changes(cfg, &new);
+    // The line is written at the more detailed of the old and new levels.
+    let louder = new.log_level > cfg.log_level;
+    cfg.log_level = new.log_level;
+    cfg.log_json = new.log_json;
+    cfg.tls_warn_days = new.tls_warn_days;
+    if louder {
+        apply_logging(cfg);
+    }
+    log::info(&if changes.applied.is_empty() {
+        "SIGHUP: no setting changed that applies at run time (log_level, log_format, tls_warn_days); \
+         the others take effect at a restart"
+            .to_string()
+    } else {
+        format!("SIGHUP: applied {}; the other settings take effect at a restart", changes.applied.join(", "))
+    });
+    if !louder {
+        apply_logging(cfg);
+    }
+    for name in &changes.need_restart {
+        log::warn(&format!(
+            "SIGHUP: {name} changed: it needs a restart to take effect, still running with the previous value"
+        ));
+    }
+    log::debug(&format!("settings now: {cfg:?}"));
 }
 
 /// What a role returns: the role to take next.
@@ -175,10 +224,10 @@ fn expiry_check(t: &Tls, status: Option<&Status>, warn_days: u32, warned: &mut O
 }
 
 /// Runs a data node from its first role until it exits.
-pub fn run(kind: DaemonKind, cfg: Config) -> CmdResult {
-    log::set_json(cfg.log_json);
+pub fn run(source: Source, cfg: Config) -> CmdResult {
+    let kind = source.kind;
     let status = Status::new(&cfg.segment);
-    watch_reloads(cfg.tls.clone(), Some(status.clone()), cfg.tls_warn_days)?;
+    watch_reloads(source, cfg.clone(), Some(status.clone()))?;
     let listen = cfg.listen.clone().unwrap_or_else(|| "0.0.0.0:0".into());
     let mut targets: Vec<String> = cfg.witness.iter().cloned().collect();
     targets.extend(cfg.connect.iter().cloned());
@@ -209,7 +258,6 @@ pub fn run(kind: DaemonKind, cfg: Config) -> CmdResult {
         None => "replication link: plaintext TCP (no tls_cert/tls_key/tls_ca)".into(),
     });
     status.set_role(initial.name());
-    watch_reloads(cfg.tls.clone(), Some(status.clone()), cfg.tls_warn_days)?;
     let _status_file = status::publish_forever(status.clone()).map_err(Failure::error)?;
     if let Some(addr) = &cfg.metrics {
         let store = attach(&cfg.segment).ok().map(Arc::new);

@@ -26,16 +26,16 @@
 use crate::commands::cli::WitnessArgs;
 use crate::commands::exit::{CmdResult, Failure};
 use crate::failover::heartbeat::{Announce, Beacon, FRESH, NodeRole, Peer, age_ms};
-use crate::operations::config::{self, DaemonKind, RoleFlags};
+use crate::operations::config::{DaemonKind, RoleFlags, Source};
 use crate::operations::log;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 pub fn run(a: WitnessArgs) -> CmdResult {
     let role = RoleFlags { peers: a.peers, ..RoleFlags::default() };
-    let cfg = config::resolve(DaemonKind::Witness, role, a.daemon).map_err(Failure::error)?;
-    log::set_json(cfg.log_json);
-    crate::failover::node::watch_reloads(None, None, 0)?;
+    let source = Source { kind: DaemonKind::Witness, role, args: a.daemon };
+    let cfg = source.resolve().map_err(Failure::error)?;
+    crate::failover::node::watch_reloads(source, cfg.clone(), None)?;
     let listen = cfg.listen.clone().expect("config checked");
     let announce = Announce {
         role: NodeRole::Witness,

@@ -17,6 +17,7 @@
 //! metrics = "127.0.0.1:9480"
 //! backlog = "64MiB"               # primary: frames kept for standbys that reconnect
 //! log_format = "json"             # or "text" (the default)
+//! log_level = "debug"             # error, warn, info (the default) or debug
 //! tls_cert = "/etc/gardenstate/node.crt"   # TLS on the TCP link: all three, or none
 //! tls_key = "/etc/gardenstate/node.key"    # mode 0600 or stricter, like key_file
 //! tls_ca = "/etc/gardenstate/ca.crt"       # peers' certificates must chain to it
@@ -32,6 +33,17 @@
 //! learn from heartbeats after a failover), and be usable for both server and client
 //! authentication, since nodes swap roles. The files are read and checked at start (the key
 //! file's mode, the key matching the certificate, the certificate chaining to the CA).
+//!
+//! Reloading: on SIGHUP a daemon resolves its settings again from the same command line
+//! ([`Source`]: flags over the file, read again, over defaults) and [`changes`] sorts what
+//! differs. Applied at once: `log_level`, `log_format`, `tls_warn_days` (they only change what
+//! is logged), and the TLS files' contents (same paths). Everything else needs a restart and
+//! is logged as such, unapplied: the timings above all (a node whose `fence_after` or
+//! `heartbeat` changed while its peers still run with the old ones would break the timing rule
+//! below between nodes, which is checked only within one node's settings, and a lease or a
+//! silence clock already running was computed with the old values), and also what was bound,
+//! attached or connected at start (segment, listen, connect, peers, witness, metrics, the key,
+//! the TLS paths, backlog). A file that no longer resolves is logged and the old settings kept.
 //!
 //! An unknown key, a value of the wrong type, or a setting the role needs but nobody gave is
 //! refused with the file's name and the key, before anything is bound or attached.
@@ -102,10 +114,11 @@
 
 use crate::commands::cli::DaemonArgs;
 use crate::commands::units::{parse_duration, parse_size};
+use crate::operations::log::Level;
 use crate::replication::auth::Key;
 use crate::replication::transport::Tls;
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The timing defaults: why they are safe and what they give, module doc ("Why fencing comes
@@ -142,6 +155,7 @@ struct File {
     metrics: Option<String>,
     backlog: Option<String>,
     log_format: Option<String>,
+    log_level: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
@@ -166,6 +180,8 @@ pub struct Config {
     pub backlog: usize,
     /// Log lines as JSON objects rather than text.
     pub log_json: bool,
+    /// The least serious lines logged.
+    pub log_level: Level,
     /// TLS on the TCP link, or None for plaintext.
     pub tls: Option<Tls>,
     /// Warn when our certificate expires within this many days.
@@ -173,11 +189,68 @@ pub struct Config {
 }
 
 /// Role-specific settings given as flags (the rest is in `DaemonArgs`).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RoleFlags {
     pub segment: Option<String>,
     pub connect: Option<String>,
     pub peers: Vec<String>,
+}
+
+/// Where a daemon's settings come from: its command line, kept to resolve them again on a
+/// reload exactly as at start.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub kind: DaemonKind,
+    pub role: RoleFlags,
+    pub args: DaemonArgs,
+}
+
+impl Source {
+    /// [`resolve`]s the settings (reading the file again).
+    pub fn resolve(&self) -> Result<Config, String> {
+        resolve(self.kind, self.role.clone(), self.args.clone())
+    }
+}
+
+/// What differs between the running settings and newly resolved ones: the settings applied
+/// at run time (`name: old -> new`), and the names of those that need a restart (module doc,
+/// Reloading).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub applied: Vec<String>,
+    pub need_restart: Vec<&'static str>,
+}
+
+pub fn changes(old: &Config, new: &Config) -> Changes {
+    let mut c = Changes::default();
+    let format = |json: bool| if json { "json" } else { "text" };
+    if old.log_level != new.log_level {
+        c.applied.push(format!("log_level {} -> {}", old.log_level.name(), new.log_level.name()));
+    }
+    if old.log_json != new.log_json {
+        c.applied.push(format!("log_format {} -> {}", format(old.log_json), format(new.log_json)));
+    }
+    if old.tls_warn_days != new.tls_warn_days {
+        c.applied.push(format!("tls_warn_days {} -> {}", old.tls_warn_days, new.tls_warn_days));
+    }
+    let tls_paths = |t: &Option<Tls>| t.as_ref().map(|t| t.files().map(Path::to_path_buf));
+    let restart = [
+        ("segment", old.segment != new.segment),
+        ("connect", old.connect != new.connect),
+        ("peers", old.peers != new.peers),
+        ("listen", old.listen != new.listen),
+        ("key_file", old.key != new.key),
+        ("witness", old.witness != new.witness),
+        ("heartbeat", old.heartbeat != new.heartbeat),
+        ("failover_after", old.failover_after != new.failover_after),
+        ("fence_after", old.fence_after != new.fence_after),
+        ("rejoin_after", old.rejoin_after != new.rejoin_after),
+        ("metrics", old.metrics != new.metrics),
+        ("backlog", old.backlog != new.backlog),
+        ("tls_cert/tls_key/tls_ca", tls_paths(&old.tls) != tls_paths(&new.tls)),
+    ];
+    c.need_restart = restart.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect();
+    c
 }
 
 fn read_file(path: &std::path::Path) -> Result<File, String> {
@@ -257,6 +330,12 @@ pub fn resolve(kind: DaemonKind, role: RoleFlags, d: DaemonArgs) -> Result<Confi
             Some(other) => {
                 return Err(format!("{origin}: log_format must be \"text\" or \"json\", not {other:?}"));
             }
+        },
+        log_level: match d.log_level.or(file.log_level) {
+            None => Level::Info,
+            Some(name) => Level::parse(&name).ok_or_else(|| {
+                format!("{origin}: log_level must be one of {:?}, not {name:?}", Level::NAMES)
+            })?,
         },
         tls,
         tls_warn_days: t.tls_warn_days.or(file.tls_warn_days).unwrap_or(DEFAULT_TLS_WARN_DAYS),
@@ -373,6 +452,31 @@ mod tests {
         }
         let err = resolve(DaemonKind::Primary, RoleFlags::default(), DaemonArgs::default()).unwrap_err();
         assert!(err.contains("key_file is required (a --key-file flag"), "{err}");
+    }
+
+    /// A reload applies the log settings and names every other changed setting (issue 21).
+    #[test]
+    fn changes_apply_the_log_settings_and_leave_the_rest_to_a_restart() {
+        let d = dir("changes");
+        let base = "segment = \"s\"\nkey_file = \"KEY\"\nlisten = \"x:1\"\n";
+        let at = |text: &str| {
+            let args = DaemonArgs { config: Some(write(&d, &format!("{base}{text}"))), ..Default::default() };
+            resolve(DaemonKind::Primary, RoleFlags::default(), args).unwrap()
+        };
+        let old = at("");
+        assert_eq!(old.log_level, Level::Info);
+        assert_eq!(changes(&old, &at("")), Changes::default());
+        let new =
+            at("log_level = \"debug\"\nlog_format = \"json\"\nheartbeat = \"60ms\"\nmetrics = \"m:1\"\n");
+        let c = changes(&old, &new);
+        assert_eq!(c.applied, ["log_level info -> debug", "log_format text -> json"]);
+        assert_eq!(c.need_restart, ["heartbeat", "metrics"]);
+        let args = DaemonArgs {
+            config: Some(write(&d, &format!("{base}log_level = \"loud\"\n"))),
+            ..Default::default()
+        };
+        let err = resolve(DaemonKind::Primary, RoleFlags::default(), args).unwrap_err();
+        assert!(err.contains("log_level must be one of") && err.contains("gardenstate.toml"), "{err}");
     }
 
     #[test]

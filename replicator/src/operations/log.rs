@@ -2,51 +2,79 @@
 //! or with `--log-format json` one JSON object per line, `{"ts":"…","level":"info","msg":"…"}`,
 //! for a log shipper.
 //!
+//! `--log-level` (`log_level`: error, warn, info (the default) or debug) drops the lines
+//! below it; a SIGHUP can change it and the format at run time (`node::watch_reloads`).
+//!
 //! No logging framework: the daemons log a handful of events (connections, auth results,
 //! resyncs, errors), and a line is written with a single `write_all` on a locked stderr, so
 //! lines from different threads never interleave.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 static JSON: AtomicBool = AtomicBool::new(false);
+/// The most detailed level written (a `Level as u8`).
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 
 /// Switches every later line to JSON (`true`) or text.
 pub fn set_json(on: bool) {
     JSON.store(on, Ordering::Relaxed);
 }
 
-/// How serious an event is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Info,
-    Warn,
-    Error,
+/// Writes only lines of `level` and more serious ones from now on.
+pub fn set_level(level: Level) {
+    LEVEL.store(level as u8, Ordering::Relaxed);
 }
 
-/// Writes one log line (the `info!`-style helpers below call this).
+/// How serious an event is, most serious first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl Level {
+    /// The names `--log-level` takes.
+    pub const NAMES: [&str; 4] = ["error", "warn", "info", "debug"];
+
+    pub fn name(self) -> &'static str {
+        Level::NAMES[self as usize]
+    }
+
+    pub fn parse(name: &str) -> Option<Level> {
+        [Level::Error, Level::Warn, Level::Info, Level::Debug].into_iter().find(|l| l.name() == name)
+    }
+}
+
+/// Writes one log line (the `info!`-style helpers below call this), unless `level` is less
+/// serious than the one set.
 pub fn log(level: Level, message: &str) {
+    if level as u8 > LEVEL.load(Ordering::Relaxed) {
+        return;
+    }
     let line = format_line(level, message, SystemTime::now(), JSON.load(Ordering::Relaxed));
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 fn format_line(level: Level, message: &str, t: SystemTime, json: bool) -> String {
     if json {
-        let level = match level {
-            Level::Info => "info",
-            Level::Warn => "warn",
-            Level::Error => "error",
-        };
-        serde_json::json!({ "ts": timestamp(t), "level": level, "msg": message }).to_string() + "\n"
+        serde_json::json!({ "ts": timestamp(t), "level": level.name(), "msg": message }).to_string() + "\n"
     } else {
         let tag = match level {
             Level::Info => "INFO ",
             Level::Warn => "WARN ",
             Level::Error => "ERROR",
+            Level::Debug => "DEBUG",
         };
         format!("{} {tag} {message}\n", timestamp(t))
     }
+}
+
+pub fn debug(message: &str) {
+    log(Level::Debug, message)
 }
 
 pub fn info(message: &str) {
@@ -101,6 +129,15 @@ mod tests {
         assert_eq!(v["ts"], "2026-11-29T12:34:56.789Z");
         assert_eq!(v["level"], "error");
         assert_eq!(v["msg"], msg);
+    }
+
+    #[test]
+    fn levels_parse_by_name_and_order_by_seriousness() {
+        for name in Level::NAMES {
+            assert_eq!(Level::parse(name).map(Level::name), Some(name));
+        }
+        assert_eq!(Level::parse("verbose"), None);
+        assert!(Level::Error < Level::Warn && Level::Info < Level::Debug);
     }
 
     #[test]

@@ -32,8 +32,8 @@ pub const MIN_KEY_LEN: usize = 16;
 const LABEL_PRIMARY: &[u8] = b"gardenstate-auth-1 primary";
 const LABEL_STANDBY: &[u8] = b"gardenstate-auth-1 standby";
 
-/// The pre-shared key.
-#[derive(Clone)]
+/// The pre-shared key (compared only to tell a reload that the key file changed).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Key(Vec<u8>);
 
 impl fmt::Debug for Key {

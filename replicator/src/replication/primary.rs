@@ -32,7 +32,7 @@ use crate::commands::exit::{CmdResult, Failure};
 use crate::failover::heartbeat::{FRESH, NodeRole};
 use crate::failover::node::{self, Guard, Next, Node, Verdict};
 use crate::operations::admission::{Admission, Throttle, Ticket};
-use crate::operations::config::{self, DaemonKind, RoleFlags};
+use crate::operations::config::{DaemonKind, RoleFlags, Source};
 use crate::operations::log;
 use crate::operations::status::Status;
 use crate::replication::auth;
@@ -74,9 +74,13 @@ const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(10);
 const CONTROL_MAX_PAYLOAD: u32 = 4096;
 
 pub fn run(a: PrimaryArgs) -> CmdResult {
-    let role = RoleFlags { segment: a.segment, ..RoleFlags::default() };
-    let cfg = config::resolve(DaemonKind::Primary, role, a.daemon).map_err(Failure::error)?;
-    node::run(DaemonKind::Primary, cfg)
+    let source = Source {
+        kind: DaemonKind::Primary,
+        role: RoleFlags { segment: a.segment, ..RoleFlags::default() },
+        args: a.daemon,
+    };
+    let cfg = source.resolve().map_err(Failure::error)?;
+    node::run(source, cfg)
 }
 
 /// Where a planned switchover stands (shared by the control connection, the stream and the

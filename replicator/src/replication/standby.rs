@@ -27,7 +27,7 @@
 use crate::commands::cli::StandbyArgs;
 use crate::commands::exit::{CmdResult, Failure};
 use crate::failover::node::{self, Next, Node};
-use crate::operations::config::{self, DaemonKind, RoleFlags};
+use crate::operations::config::{DaemonKind, RoleFlags, Source};
 use crate::operations::log;
 use crate::replication::apply::Applier;
 use crate::replication::auth::{self, AuthError};
@@ -68,9 +68,13 @@ fn retry(e: impl std::fmt::Display) -> SessionError {
 }
 
 pub fn run(a: StandbyArgs) -> CmdResult {
-    let role = RoleFlags { segment: a.segment, connect: a.connect, ..RoleFlags::default() };
-    let cfg = config::resolve(DaemonKind::Standby, role, a.daemon).map_err(Failure::error)?;
-    node::run(DaemonKind::Standby, cfg)
+    let source = Source {
+        kind: DaemonKind::Standby,
+        role: RoleFlags { segment: a.segment, connect: a.connect, ..RoleFlags::default() },
+        args: a.daemon,
+    };
+    let cfg = source.resolve().map_err(Failure::error)?;
+    node::run(source, cfg)
 }
 
 /// What the session and the failover watchdog share.
