@@ -14,7 +14,8 @@
 //! failover_after = "600ms"
 //! fence_after = "400ms"
 //! rejoin_after = "10s"
-//! metrics = "127.0.0.1:9480"
+//! metrics = "127.0.0.1:9480"        # also /health/primary and /health/standby
+//! notify = "/etc/gardenstate/notify"  # run as `notify ROLE EPOCH SEGMENT` on role changes
 //! backlog = "64MiB"               # primary: frames kept for standbys that reconnect
 //! log_format = "json"             # or "text" (the default)
 //! tls_cert = "/etc/gardenstate/node.crt"   # TLS on the TCP link: all three, or none
@@ -140,6 +141,7 @@ struct File {
     fence_after: Option<String>,
     rejoin_after: Option<String>,
     metrics: Option<String>,
+    notify: Option<PathBuf>,
     backlog: Option<String>,
     log_format: Option<String>,
     tls_cert: Option<PathBuf>,
@@ -162,6 +164,8 @@ pub struct Config {
     pub fence_after: Duration,
     pub rejoin_after: Duration,
     pub metrics: Option<String>,
+    /// A program run on every role change (`operations::notify`).
+    pub notify: Option<PathBuf>,
     /// Bytes of shipped frames the primary keeps for resuming standbys.
     pub backlog: usize,
     /// Log lines as JSON objects rather than text.
@@ -246,6 +250,13 @@ pub fn resolve(kind: DaemonKind, role: RoleFlags, d: DaemonArgs) -> Result<Confi
             DEFAULT_REJOIN_AFTER,
         ))?,
         metrics: d.metrics.or(file.metrics),
+        notify: match d.notify.or(file.notify) {
+            // A bare name is looked up in PATH when run; a path must name a file now.
+            Some(p) if p.components().count() > 1 && !p.is_file() => {
+                return Err(format!("{origin}: notify: {} is not a file", p.display()));
+            }
+            p => p,
+        },
         backlog: match (d.backlog, file.backlog.as_deref()) {
             (Some(n), _) => n,
             (None, Some(t)) => parse_size(t).map_err(|e| format!("{origin}: backlog: {e}"))?,
