@@ -748,15 +748,18 @@ fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
-/// Debian's haproxy, installed when missing (apt-get); None if it cannot be.
+/// Debian's haproxy, installed when missing (apt-get update, install); None if it cannot be.
 fn haproxy() -> Option<&'static str> {
     let path = "/usr/sbin/haproxy";
     if !std::path::Path::new(path).exists() {
-        let ok = Command::new("apt-get")
-            .args(["install", "-y", "-q", "haproxy"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success());
+        let apt = |args: &[&str]| {
+            Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let ok = apt(&["update", "-q"]) && apt(&["install", "-y", "-q", "haproxy"]);
         if !ok {
             eprintln!("three_hosts: apt-get install haproxy failed");
         }
