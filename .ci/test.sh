@@ -130,7 +130,8 @@ cargo test -p gardenstate-replicator --features failpoints --test tls a_link_who
 
 section "three hosts: failover over network namespaces (replicator/tests/three_hosts.rs)"
 # hA, hB, hW as network namespaces on a bridge, partitions with tc, a TAP delay line: kill -9,
-# partition, heal, flapping, switchover, CPU saturation, a slow lossy link, each printing its
+# partition, heal, flapping, switchover, CPU saturation, a slow lossy link, HAProxy following the
+# primary (the test installs Debian's haproxy when missing), each printing its
 # figures (failover time, window with no writable host, writes lost, split-brain writes).
 # Needs ip and tc (iproute2) and root; under CI (CI=true) a refusal fails the section, only a
 # kernel without namespaces skips. About 1 minute; GDS_LONG=1: 24 kill rounds, 60 s phases.

@@ -840,3 +840,105 @@ fn a_flapping_link_does_not_flap_write_availability() {
     let (samples, both, first) = watch.finish();
     assert_eq!(both, 0, "{both} of {samples} samples saw both segments taking writes, first at {first:?}");
 }
+
+/// What a health check answers: the status code.
+fn health(addr: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut c) = std::net::TcpStream::connect(addr) else { return 0 };
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).unwrap();
+    let mut text = String::new();
+    let _ = c.read_to_string(&mut text);
+    text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// The notify hook's calls so far, as `role epoch segment` lines.
+fn hook_calls(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+/// `/health/primary` and `/health/standby` on each daemon's metrics port answer 200 only on
+/// the host that has the role, before and after a `gardenstate switchover`; each daemon's
+/// `--notify` hook hears its role changes with the epoch and the segment.
+#[test]
+fn health_checks_and_notify_hooks_follow_a_switchover() {
+    let dir = Scratch::new("health");
+    let key = dir.key("key", b"health test key 0123456789abcdef01");
+    let key = key.to_str().unwrap();
+    let hook = dir.0.join("hook");
+    std::fs::write(&hook, "#!/bin/sh\nprintf '%s %s %s\\n' \"$1\" \"$2\" \"$3\" >> \"$0.$3\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hook_s = hook.to_str().unwrap();
+    let (pseg, sseg) = (Seg::new("hl-p"), Seg::new("hl-s"));
+    let primary_store = pseg.create();
+    let (pp, ps) = (free_port(), free_port());
+    let (p_addr, s_addr) = (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{ps}"));
+    let (p_http, s_http) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let p_args = [
+        "primary",
+        "--segment",
+        &pseg.0,
+        "--listen",
+        &p_addr,
+        "--key-file",
+        key,
+        "--metrics",
+        &p_http,
+        "--notify",
+        hook_s,
+    ];
+    let primary = Daemon::start(&dir, "primary", &p_args);
+    let s_args = [
+        "standby",
+        "--segment",
+        &sseg.0,
+        "--connect",
+        &p_addr,
+        "--listen",
+        &s_addr,
+        "--key-file",
+        key,
+        "--metrics",
+        &s_http,
+        "--notify",
+        hook_s,
+    ];
+    let standby = Daemon::start(&dir, "standby", &s_args);
+    primary_store.set(b"first", b"1", Expiry::Never).unwrap();
+    wait_converged(&primary_store, &sseg, Duration::from_secs(20));
+    let daemons = [&primary, &standby];
+    let settled = |p: u16, ps: u16, s: u16, ss: u16| {
+        health(&p_http, "/health/primary") == p
+            && health(&p_http, "/health/standby") == ps
+            && health(&s_http, "/health/primary") == s
+            && health(&s_http, "/health/standby") == ss
+    };
+    wait_logged(
+        "the primary healthy as primary, the standby as standby",
+        Duration::from_secs(20),
+        &daemons,
+        || settled(200, 503, 503, 200),
+    );
+    let (p_hook, s_hook) = (dir.0.join(format!("hook.{}", pseg.0)), dir.0.join(format!("hook.{}", sseg.0)));
+    assert_eq!(hook_calls(&p_hook).first().map(|l| l.split(' ').next().unwrap()), Some("primary"));
+    assert_eq!(hook_calls(&s_hook).first().map(|l| l.split(' ').next().unwrap()), Some("standby"));
+
+    let out = std::process::Command::new(BIN)
+        .args(["switchover", "--primary", &p_addr, "--key-file", key])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    wait_logged("the roles swapped in the health checks", Duration::from_secs(30), &daemons, || {
+        settled(503, 200, 200, 503)
+    });
+    // The hooks heard the swap: the new primary last said primary, with the new epoch; the
+    // old one last said standby.
+    let new_epoch = Store::attach(&sseg.0).unwrap().epoch();
+    wait_logged("the hooks to hear the swap", Duration::from_secs(20), &daemons, || {
+        hook_calls(&s_hook).last() == Some(&format!("primary {new_epoch} {}", sseg.0))
+            && hook_calls(&p_hook).last().is_some_and(|l| l.starts_with("standby "))
+    });
+    assert!(primary.log().contains("notify hook") && primary.log().contains("exited 0"), "{}", primary.log());
+}

@@ -18,6 +18,12 @@
 //! - **switchover** under the writers: the command's output, writes lost;
 //! - **CPU saturation**: both CPUs kept busy by other processes (10 s; long: 60 s): fences
 //!   and failovers (none expected);
+//! - **HAProxy** (`three_hosts_haproxy_follows_the_primary`): Debian's haproxy on hW in front
+//!   of an app server per data host (a Python `http.server` that writes each request's key to
+//!   its host's segment with `gardenstate set`), checking `/health/primary` on each daemon;
+//!   clients on hW send requests through it; hA's daemon and app server are killed (kill -9):
+//!   the client-visible error window and the requests that failed (asserted only that
+//!   requests resume on hB);
 //! - **slow, lossy link** (`three_hosts_slow_lossy_link`): hA's link through a delay line
 //!   of 50 ms each way and 5% loss each way (15 s; long: 60 s): fences and failovers (none
 //!   expected).
@@ -45,6 +51,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const PORT: u16 = 7480;
+/// Each data host's metrics and health checks (`/health/primary`).
+const METRICS_PORT: u16 = 9480;
 /// Generous bounds for things to happen on a loaded machine; never asserted as timings.
 const PATIENCE: Duration = Duration::from_secs(90);
 
@@ -259,8 +267,8 @@ impl<'n> Cluster<'n> {
     fn data(&mut self, h: usize, role: &str, extra: &[&str]) -> Daemon {
         let (seg, key) = (self.segs[h].0.clone(), self.key.clone());
         let mut args = vec![role, "--segment", &seg, "--key-file", &key];
-        let (listen, witness) = (addr(h), addr(2));
-        args.extend(["--listen", &listen, "--witness", &witness]);
+        let (listen, witness, metrics) = (addr(h), addr(2), format!("{}:{METRICS_PORT}", Net::ip(h)));
+        args.extend(["--listen", &listen, "--witness", &witness, "--metrics", &metrics]);
         args.extend(extra);
         self.spawn(h, &args)
     }
@@ -661,4 +669,182 @@ fn three_hosts_slow_lossy_link() {
             line.counts.1.load(Ordering::Relaxed) - dropped,
         );
     });
+}
+
+/// The app server of a data host: `GET /set?k=KEY` writes KEY to the host's segment with
+/// `gardenstate set` and answers 200 with the host's name, or 503 when the write is refused.
+const APP: &str = r#"
+import http.server, subprocess, sys, urllib.parse
+bin, seg, host, addr = sys.argv[1:5]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        k = q.get("k", ["none"])[0]
+        r = subprocess.run([bin, "set", seg, k, "v"], capture_output=True)
+        body = (host if r.returncode == 0 else "refused: " + r.stderr.decode(errors="replace")).encode()
+        self.send_response(200 if r.returncode == 0 else 503)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer((addr, 8080), H).serve_forever()
+"#;
+
+/// The load: `THREADS` clients sending requests one after the other until the stop file
+/// appears, each result appended as `start_unix_ms end_unix_ms status host` (status 0: no
+/// answer).
+const CLIENT: &str = r#"
+import http.client, os, sys, threading, time
+url_host, out, stop = sys.argv[1:4]
+lock = threading.Lock()
+f = open(out, "a", buffering=1)
+def run(t):
+    n = 0
+    while not os.path.exists(stop):
+        n += 1
+        start = time.time()
+        try:
+            c = http.client.HTTPConnection(url_host, 8000, timeout=5)
+            c.request("GET", "/set?k=c%d-%d" % (t, n))
+            r = c.getresponse()
+            code, body = r.status, r.read().decode(errors="replace")
+            c.close()
+        except Exception as e:
+            code, body = 0, type(e).__name__
+        with lock:
+            f.write("%d %d %d %s\n" % (int(start * 1000), int(time.time() * 1000), code, body.split()[0] if body else "-"))
+ts = [threading.Thread(target=run, args=(t,)) for t in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()
+"#;
+
+/// One client request: when it started and ended (unix ms), the status (0: no answer), and
+/// who answered.
+struct Req {
+    start: u64,
+    end: u64,
+    code: u16,
+    host: String,
+}
+
+fn requests(path: &std::path::Path) -> Vec<Req> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.split(' ');
+            Some(Req {
+                start: p.next()?.parse().ok()?,
+                end: p.next()?.parse().ok()?,
+                code: p.next()?.parse().ok()?,
+                host: p.next()?.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Debian's haproxy, installed when missing (apt-get update, install); None if it cannot be.
+fn haproxy() -> Option<&'static str> {
+    let path = "/usr/sbin/haproxy";
+    if !std::path::Path::new(path).exists() {
+        let apt = |args: &[&str]| {
+            Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let ok = apt(&["update", "-q"]) && apt(&["install", "-y", "-q", "haproxy"]);
+        if !ok {
+            eprintln!("three_hosts: apt-get install haproxy failed");
+        }
+    }
+    std::path::Path::new(path).exists().then_some(path)
+}
+
+#[test]
+fn three_hosts_haproxy_follows_the_primary() {
+    let Some(net) = hosts(false) else { return };
+    let Some(haproxy) = haproxy() else {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(!ci, "three_hosts: no haproxy under CI");
+        eprintln!("three_hosts: SKIPPED: no haproxy");
+        return;
+    };
+    let mut c = Cluster::start(&net, "3hx");
+    let dir = c.dir.0.clone();
+    let (app, client, cfg) = (dir.join("app.py"), dir.join("client.py"), dir.join("haproxy.cfg"));
+    std::fs::write(&app, APP).unwrap();
+    std::fs::write(&client, CLIENT).unwrap();
+    let lb = Net::ip(2);
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n    maxconn 2000\n\
+             defaults\n    mode http\n    timeout connect 1s\n    timeout client 10s\n    timeout server 10s\n\
+             \x20   retries 3\n    option redispatch 1\n    retry-on conn-failure empty-response 503\n\
+             frontend fe\n    bind {lb}:8000\n    default_backend app\n\
+             backend app\n    option httpchk GET /health/primary\n    http-check expect status 200\n\
+             \x20   default-server inter 100ms fall 1 rise 1 on-marked-down shutdown-sessions\n\
+             \x20   server hA {a}:8080 check port {METRICS_PORT}\n\
+             \x20   server hB {b}:8080 check port {METRICS_PORT}\n",
+            a = Net::ip(0),
+            b = Net::ip(1),
+        ),
+    )
+    .unwrap();
+    let py = "/usr/bin/python3";
+    let app_on = |c: &mut Cluster, h: usize| {
+        let (a, seg, ip) = (app.to_str().unwrap(), c.segs[h].0.clone(), Net::ip(h));
+        c.started += 1;
+        let mut cmd = net.command(h, py);
+        cmd.args([a, BIN, &seg, HOSTS[h], &ip]);
+        Daemon::run(cmd, dir.join(format!("{}-{}-app.log", c.started, HOSTS[h])))
+    };
+    let mut apps = [Some(app_on(&mut c, 0)), Some(app_on(&mut c, 1))];
+    let mut lb_cmd = net.command(2, haproxy);
+    lb_cmd.args(["-db", "-f", cfg.to_str().unwrap()]);
+    let _lb = Daemon::run(lb_cmd, dir.join("haproxy.log"));
+    let (out, stop) = (dir.join("requests"), dir.join("stop"));
+    let mut client_cmd = net.command(2, py);
+    client_cmd.args([client.to_str().unwrap(), &lb, out.to_str().unwrap(), stop.to_str().unwrap()]);
+    let mut load = Daemon::run(client_cmd, dir.join("client.log"));
+    let ok_from = |r: &Req, h: usize| r.code == 200 && r.host == HOSTS[h];
+    c.wait("requests answered by hA", || requests(&out).iter().filter(|r| ok_from(r, 0)).count() >= 200);
+    // kill -9 of the primary host's processes: its daemon and its app server.
+    let killed = unix_ms();
+    c.daemons[0].as_mut().unwrap().kill();
+    apps[0].as_mut().unwrap().kill();
+    c.wait("requests answered by hB", || {
+        requests(&out).iter().filter(|r| r.start >= killed && ok_from(r, 1)).count() >= 200
+    });
+    std::fs::write(&stop, b"").unwrap();
+    let _ = load.child.as_mut().unwrap().wait();
+    load.kill();
+    // Counted from the first answer through the balancer (before it, haproxy was starting).
+    let all = requests(&out);
+    let first = all.iter().filter(|r| r.code == 200).map(|r| r.start).min().unwrap();
+    let all: Vec<Req> = all.into_iter().filter(|r| r.start >= first).collect();
+    let failed: Vec<&Req> = all.iter().filter(|r| r.code != 200).collect();
+    let rel = |t: u64| t as i64 - killed as i64;
+    let window = match (failed.iter().map(|r| r.start).min(), failed.iter().map(|r| r.end).max()) {
+        (Some(a), Some(b)) => format!("{} ms (from {} ms to {} ms after the kill)", b - a, rel(a), rel(b)),
+        _ => "none".into(),
+    };
+    let slowest = all.iter().filter(|r| r.end >= killed).map(|r| r.end - r.start).max().unwrap_or(0);
+    let resumed = all.iter().filter(|r| r.start >= killed && ok_from(r, 1)).map(|r| r.end).min().unwrap();
+    eprintln!(
+        "three_hosts: haproxy: {} requests, {} failed ({:?}); client-visible error window {window}; first answer \
+         from hB {} ms after the kill; slowest request across the kill {slowest} ms",
+        all.len(),
+        failed.len(),
+        failed.iter().map(|r| (r.code, r.host.as_str())).collect::<std::collections::BTreeSet<_>>(),
+        rel(resumed),
+    );
+    apps[1].take();
 }

@@ -277,6 +277,9 @@ pub struct DaemonArgs {
     /// Serve Prometheus metrics on HOST:PORT (GET /metrics)
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Run PROGRAM (no shell) with arguments ROLE EPOCH SEGMENT on every role change, e.g. to move a VIP
+    #[arg(long, value_name = "PROGRAM")]
+    pub notify: Option<PathBuf>,
     /// Primary: the last frames kept so a reconnecting standby resumes without a snapshot [default: 64MiB]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub backlog: Option<u64>,

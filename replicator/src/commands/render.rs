@@ -34,6 +34,11 @@ pub fn lease_lapsed(store: &gardenstate::Store) -> bool {
     store.write_mode() == WriteMode::Writable && store.write_lease_left() == Some(Duration::ZERO)
 }
 
+/// Whether workers' writes succeed: writable, and the write lease (if any) not lapsed.
+pub fn takes_writes(store: &gardenstate::Store) -> bool {
+    store.write_mode() == WriteMode::Writable && !lease_lapsed(store)
+}
+
 /// The write mode as workers meet it (`lapsed`: [`lease_lapsed`]).
 pub fn effective_mode_name(m: WriteMode, lapsed: bool) -> &'static str {
     if lapsed && m == WriteMode::Writable { LEASE_LAPSED } else { write_mode_name(m) }

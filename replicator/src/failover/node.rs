@@ -63,6 +63,7 @@ use crate::commands::exit::{CmdResult, Failure};
 use crate::failover::heartbeat::{Announce, Beacon, FRESH, NodeRole};
 use crate::operations::config::{self, Config, DaemonKind, Source};
 use crate::operations::log;
+use crate::operations::notify::Notifier;
 use crate::operations::status::{self, Status};
 use crate::replication::transport::Tls;
 use crate::{operations::metrics, replication::primary, replication::standby};
@@ -257,7 +258,12 @@ pub fn run(source: Source, cfg: Config) -> CmdResult {
         }
         None => "replication link: plaintext TCP (no tls_cert/tls_key/tls_ca)".into(),
     });
-    status.set_role(initial.name());
+    // No role until the role code finds the segment's (a cold primary with a witness starts
+    // fenced): the hooks hear the first role the daemon really has, then every change.
+    if let Some(program) = &cfg.notify {
+        status.set_notifier(Notifier::start(program, &cfg.segment).map_err(Failure::error)?);
+        log::info(&format!("notify hook {} runs on every role change", program.display()));
+    }
     let _status_file = status::publish_forever(status.clone()).map_err(Failure::error)?;
     if let Some(addr) = &cfg.metrics {
         let store = attach(&cfg.segment).ok().map(Arc::new);
@@ -357,8 +363,8 @@ impl Guard {
             node.status.event("write lease lapsed: writes refused");
         }
         self.lapsed = lapsed;
-        node.status.set_role(if mode == WriteMode::Writable && !lapsed { "primary" } else { "fenced" });
         node.status.set_epoch(epoch, store.history_id());
+        node.status.set_role(if mode == WriteMode::Writable && !lapsed { "primary" } else { "fenced" });
         node.status.head_at(store.feed_head());
         node.beacon.announce(Announce {
             role: NodeRole::Primary,

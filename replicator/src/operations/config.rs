@@ -14,7 +14,8 @@
 //! failover_after = "600ms"
 //! fence_after = "400ms"
 //! rejoin_after = "10s"
-//! metrics = "127.0.0.1:9480"
+//! metrics = "127.0.0.1:9480"        # also /health/primary and /health/standby
+//! notify = "/etc/gardenstate/notify"  # run as `notify ROLE EPOCH SEGMENT` on role changes
 //! backlog = "64MiB"               # primary: frames kept for standbys that reconnect
 //! log_format = "json"             # or "text" (the default)
 //! log_level = "debug"             # error, warn, info (the default) or debug
@@ -153,6 +154,7 @@ struct File {
     fence_after: Option<String>,
     rejoin_after: Option<String>,
     metrics: Option<String>,
+    notify: Option<PathBuf>,
     backlog: Option<String>,
     log_format: Option<String>,
     log_level: Option<String>,
@@ -176,6 +178,8 @@ pub struct Config {
     pub fence_after: Duration,
     pub rejoin_after: Duration,
     pub metrics: Option<String>,
+    /// A program run on every role change (`operations::notify`).
+    pub notify: Option<PathBuf>,
     /// Bytes of shipped frames the primary keeps for resuming standbys.
     pub backlog: usize,
     /// Log lines as JSON objects rather than text.
@@ -247,6 +251,7 @@ pub fn changes(old: &Config, new: &Config) -> Changes {
         ("rejoin_after", old.rejoin_after != new.rejoin_after),
         ("metrics", old.metrics != new.metrics),
         ("backlog", old.backlog != new.backlog),
+        ("notify", old.notify != new.notify),
         ("tls_cert/tls_key/tls_ca", tls_paths(&old.tls) != tls_paths(&new.tls)),
     ];
     c.need_restart = restart.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect();
@@ -319,6 +324,13 @@ pub fn resolve(kind: DaemonKind, role: RoleFlags, d: DaemonArgs) -> Result<Confi
             DEFAULT_REJOIN_AFTER,
         ))?,
         metrics: d.metrics.or(file.metrics),
+        notify: match d.notify.or(file.notify) {
+            // A bare name is looked up in PATH when run; a path must name a file now.
+            Some(p) if p.components().count() > 1 && !p.is_file() => {
+                return Err(format!("{origin}: notify: {} is not a file", p.display()));
+            }
+            p => p,
+        },
         backlog: match (d.backlog, file.backlog.as_deref()) {
             (Some(n), _) => n,
             (None, Some(t)) => parse_size(t).map_err(|e| format!("{origin}: backlog: {e}"))?,

@@ -12,18 +12,29 @@
 //! read. A malformed request line gets 400, an oversized head 431, another path 404,
 //! another method than GET 405.
 //!
+//! Health checks for a load balancer, on the same server: `GET /health/primary` answers 200
+//! only while the segment takes writes (writable, and its write lease not lapsed: what
+//! `stats` shows as `writable`), 503 otherwise; `GET /health/standby` answers 200 while the
+//! daemon is a standby connected to its primary and at most [`CONVERGED_ENTRIES`] changes
+//! behind the primary's feed head as last heard (its heartbeat), 503 otherwise. The body says
+//! why in one line. The segment is attached when first needed (a standby creates it when it
+//! first connects).
+//!
 //! Every sample carries the label `segment`; names start with `gardenstate_`; counters end in
 //! `_total`; each family has `# HELP` and `# TYPE` lines. A value that is not known (the lag
 //! before the first acknowledgement) is left out rather than reported as 0.
 
-use crate::commands::render::{LEASE_LAPSED, effective_mode_name, lease_lapsed, write_mode_name};
+use crate::commands::attach::attach;
+use crate::commands::render::{
+    LEASE_LAPSED, effective_mode_name, lease_lapsed, takes_writes, write_mode_name,
+};
 use crate::operations::admission::{Admission, Ticket};
 use crate::operations::status::{Status, StatusReport, unix_ms_now};
 use gardenstate::{Store, WriteMode};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Connections served at once; more are refused with 503.
@@ -36,6 +47,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// A standby at most this many changes behind the primary's feed head (as last heard) is
+/// converged for `/health/standby`.
+pub const CONVERGED_ENTRIES: u64 = 1_000;
 /// Roles exposed by `gardenstate_replication_role` (1 for the current one, 0 for the others).
 const ROLES: [&str; 5] = ["primary", "standby", "witness", "fenced", "demoted"];
 
@@ -46,6 +60,7 @@ const ROLES: [&str; 5] = ["primary", "standby", "witness", "fenced", "demoted"];
 pub fn serve(addr: &str, status: Arc<Status>, store: Option<Arc<Store>>) -> Result<SocketAddr, String> {
     let listener = TcpListener::bind(addr).map_err(|e| format!("metrics: cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| format!("metrics: {e}"))?;
+    let segment = Arc::new(Segment { name: status.segment().to_string(), store: Mutex::new(store) });
     let admission = Admission::new(MAX_CONNECTIONS, MAX_CONNECTIONS);
     std::thread::Builder::new()
         .name("gs-metrics".into())
@@ -63,9 +78,9 @@ pub fn serve(addr: &str, status: Arc<Status>, store: Option<Arc<Store>>) -> Resu
                     refuse_busy(conn);
                     continue;
                 };
-                let (status, store) = (status.clone(), store.clone());
+                let (status, segment) = (status.clone(), segment.clone());
                 let spawned = std::thread::Builder::new().name("gs-metrics-conn".into()).spawn(move || {
-                    handle(conn, &ticket, &status, store.as_deref());
+                    handle(conn, &ticket, &status, &segment);
                 });
                 if spawned.is_err() {
                     std::thread::sleep(Duration::from_millis(20));
@@ -74,6 +89,60 @@ pub fn serve(addr: &str, status: Arc<Status>, store: Option<Arc<Store>>) -> Resu
         })
         .map_err(|e| format!("metrics: cannot start the server thread: {e}"))?;
     Ok(local)
+}
+
+/// The daemon's segment, attached when first found.
+struct Segment {
+    name: String,
+    store: Mutex<Option<Arc<Store>>>,
+}
+
+impl Segment {
+    fn store(&self) -> Option<Arc<Store>> {
+        let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        if s.is_none() {
+            *s = attach(&self.name).ok().map(Arc::new);
+        }
+        s.clone()
+    }
+}
+
+/// `/health/primary`: 200 while the segment takes writes.
+fn health_primary(store: Option<&Store>) -> Vec<u8> {
+    match store {
+        Some(s) if takes_writes(s) => response(200, "OK", "text/plain", b"primary: takes writes\n", &[]),
+        Some(s) => {
+            let mode = effective_mode_name(s.write_mode(), lease_lapsed(s));
+            unavailable(&format!("not taking writes: the segment is {mode}\n"))
+        }
+        None => unavailable("no segment\n"),
+    }
+}
+
+/// `/health/standby`: 200 while a standby is connected and converged.
+fn health_standby(r: &StatusReport) -> Vec<u8> {
+    if r.role != "standby" {
+        return unavailable(&format!(
+            "not a standby: {}\n",
+            if r.role.is_empty() { "starting" } else { &r.role }
+        ));
+    }
+    if !r.connected {
+        return unavailable("standby, not connected to its primary\n");
+    }
+    match r.lag_entries {
+        Some(lag) if lag <= CONVERGED_ENTRIES => {
+            response(200, "OK", "text/plain", format!("standby: converged, {lag} behind\n").as_bytes(), &[])
+        }
+        Some(lag) => {
+            unavailable(&format!("standby, {lag} changes behind (converged: at most {CONVERGED_ENTRIES})\n"))
+        }
+        None => unavailable("standby, not caught up yet\n"),
+    }
+}
+
+fn unavailable(why: &str) -> Vec<u8> {
+    response(503, "Service Unavailable", "text/plain", why.as_bytes(), &[])
 }
 
 /// Answers 503 without reading or waiting: the accepting thread must not block. (A client
@@ -165,7 +234,7 @@ fn parse_request_line(line: &str) -> Request<'_> {
     Request::Get(target.split_once('?').map_or(target, |(path, _)| path))
 }
 
-fn handle(mut conn: TcpStream, ticket: &Ticket, status: &Status, store: Option<&Store>) {
+fn handle(mut conn: TcpStream, ticket: &Ticket, status: &Status, segment: &Segment) {
     let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
     let head = read_head(&mut conn);
     ticket.proven();
@@ -180,9 +249,24 @@ fn handle(mut conn: TcpStream, ticket: &Ticket, status: &Status, store: Option<&
                 response(405, "Method Not Allowed", "text/plain", b"only GET\n", &[("Allow", "GET")])
             }
             Request::Get("/metrics") => {
-                response(200, "OK", CONTENT_TYPE, render(&status.snapshot(), store).as_bytes(), &[])
+                let store = segment.store();
+                response(
+                    200,
+                    "OK",
+                    CONTENT_TYPE,
+                    render(&status.snapshot(), store.as_deref()).as_bytes(),
+                    &[],
+                )
             }
-            Request::Get(_) => response(404, "Not Found", "text/plain", b"not found: try /metrics\n", &[]),
+            Request::Get("/health/primary") => health_primary(segment.store().as_deref()),
+            Request::Get("/health/standby") => health_standby(&status.snapshot()),
+            Request::Get(_) => response(
+                404,
+                "Not Found",
+                "text/plain",
+                b"not found: try /metrics, /health/primary or /health/standby\n",
+                &[],
+            ),
         },
     };
     let _ = conn.write_all(&answer);
@@ -261,7 +345,8 @@ pub fn render(r: &StatusReport, store: Option<&Store>) -> String {
     let now_ms = unix_ms_now();
 
     let mut roles: Vec<&str> = ROLES.to_vec();
-    if !roles.contains(&r.role.as_str()) {
+    // (No role yet while the daemon starts.)
+    if !r.role.is_empty() && !roles.contains(&r.role.as_str()) {
         roles.push(&r.role);
     }
     let role_samples: Vec<([(&str, &str); 1], f64)> =
@@ -564,6 +649,50 @@ mod tests {
         let m = parse(&body, "bare");
         assert!(m.keys().all(|(n, _)| n.starts_with("gardenstate_replication_")), "{body}");
         assert!(!body.contains("lag_"), "{body}");
+    }
+
+    /// `/health/primary` follows the write mode and the lease as `stats` does; `/health/standby`
+    /// wants a connected standby within `CONVERGED_ENTRIES` of the head it last heard.
+    #[test]
+    fn health_checks_answer_200_only_where_the_role_holds() {
+        let seg = Seg(format!("gds-health-{}", std::process::id()));
+        let _ = Store::destroy(&seg.0);
+        let status = Status::new(&seg.0);
+        // The segment does not exist yet: not a primary; found once it does.
+        let addr = serve("127.0.0.1:0", status.clone(), None).unwrap();
+        let get = |path: &str| fetch(addr, format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes());
+        assert_eq!(get("/health/primary").0, 503);
+        let store = Store::create(&seg.0, &Options::default()).unwrap();
+        let (code, _, body) = get("/health/primary");
+        assert_eq!(code, 200, "{body}");
+        store.set_write_mode(WriteMode::Fenced);
+        let (code, _, body) = get("/health/primary");
+        assert_eq!((code, body.as_str()), (503, "not taking writes: the segment is fenced\n"));
+        store.set_write_mode(WriteMode::Writable);
+        store.set_write_lease(Some(Duration::from_millis(1)));
+        while store.write_lease_left() != Some(Duration::ZERO) {
+            std::thread::yield_now();
+        }
+        assert_eq!(get("/health/primary").2, "not taking writes: the segment is lease_lapsed\n");
+        store.set_write_lease(None);
+        assert_eq!(get("/health/primary").0, 200);
+        // The standby check: the role, the link, then the distance to the head last heard.
+        assert_eq!(get("/health/standby").0, 503);
+        status.set_role("standby");
+        assert_eq!(get("/health/standby").0, 503);
+        status.set_peer(Some("127.0.0.1:1".into()), true);
+        let (code, _, body) = get("/health/standby");
+        assert_eq!((code, body.as_str()), (503, "standby, not caught up yet\n"));
+        status.head_at(10 + CONVERGED_ENTRIES + 1);
+        status.acked(10);
+        status.standby_lag(CONVERGED_ENTRIES + 1);
+        assert_eq!(get("/health/standby").0, 503);
+        status.acked(11);
+        status.standby_lag(CONVERGED_ENTRIES);
+        let (code, _, body) = get("/health/standby");
+        assert_eq!(code, 200, "{body}");
+        status.set_peer(Some("127.0.0.1:1".into()), false);
+        assert_eq!(get("/health/standby").0, 503);
     }
 
     #[test]

@@ -6,4 +6,5 @@ pub mod admission;
 pub mod config;
 pub mod log;
 pub mod metrics;
+pub mod notify;
 pub mod status;

@@ -42,6 +42,7 @@
 //! A reader calls the report stale when its `written_unix_ms` is more than [`STALE_AFTER`]
 //! old or its pid is gone: the daemon is not running (or is hung).
 
+use crate::operations::notify::Notifier;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
@@ -122,6 +123,8 @@ struct StatusData {
     last_event: Option<Event>,
     rates: VecDeque<(Instant, Counters)>,
     tls_cert_expires_unix_ms: Option<u64>,
+    /// Told of every change of role (`operations::notify`).
+    notifier: Option<Notifier>,
 }
 
 /// A replication daemon's live status (see the module comment). `Send + Sync`: share it in
@@ -242,12 +245,21 @@ impl Status {
         let role = truncated(role, MAX_ROLE);
         let mut d = self.data();
         if d.role != role {
+            if let Some(n) = &d.notifier {
+                n.changed(&role, d.epoch);
+            }
             d.role = role;
             d.head = None;
             d.acked = None;
             d.unacked.clear();
             d.standby_lag = None;
         }
+    }
+
+    /// From now on every change of role runs `notifier`'s hook (with the epoch last set:
+    /// set the epoch before the role).
+    pub fn set_notifier(&self, notifier: Notifier) {
+        self.data().notifier = Some(notifier);
     }
 
     /// The role last set.

@@ -29,6 +29,7 @@
 
 use crate::commands::cli::PrimaryArgs;
 use crate::commands::exit::{CmdResult, Failure};
+use crate::commands::render::takes_writes;
 use crate::failover::heartbeat::{FRESH, NodeRole};
 use crate::failover::node::{self, Guard, Next, Node, Verdict};
 use crate::operations::admission::{Admission, Throttle, Ticket};
@@ -168,11 +169,13 @@ pub fn serve(node: &Node, cold: bool) -> Result<Next, Failure> {
         admission: Admission::new(MAX_CONNECTIONS, MAX_UNPROVEN_PER_SOURCE),
         throttle: Throttle::new(LOG_LINES_PER_SECOND),
     };
-    node.status.set_role("primary");
-    node.status.set_epoch(shared.store.epoch(), shared.store.history_id());
-    node.status.acked(shared.store.replicated_upto());
     let parked = Mutex::new(Parked::Empty);
     let mut guard = Guard::start(node, &shared.store, cold);
+    // After the guard's start, which fences a cold primary with a witness: the role said
+    // (and told to the notify hook) is the segment's.
+    node.status.set_epoch(shared.store.epoch(), shared.store.history_id());
+    node.status.set_role(if takes_writes(&shared.store) { "primary" } else { "fenced" });
+    node.status.acked(shared.store.replicated_upto());
     let mut last_round = Instant::now() - cfg.heartbeat;
     let mut accepted = 0u64;
     let next = std::thread::scope(|s| {
