@@ -11,14 +11,16 @@
 //! out (the scrape takes the place of the oldest of them and sends its request in
 //! microseconds), and a flood from other sources cannot lock out a restarting standby. At
 //! most `2 x max` connections are admitted at once (evicted ones until their thread has
-//! noticed): beyond that, and when every admitted connection has proved itself, a newcomer
-//! is refused.
+//! noticed): beyond that the accept loop waits for an evicted connection's thread to end
+//! (its socket is shut down, so that takes a moment however loaded the host; refusing the
+//! newcomer instead, after evicting for it, refused a scrape whenever the evicted threads had
+//! not run yet). When every admitted connection has proved itself, a newcomer is refused.
 //!
 //! [`Throttle`] bounds the log lines such connections cause.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Shutdown, TcpStream};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
@@ -36,6 +38,8 @@ pub struct Admission {
     max: usize,
     per_source: usize,
     state: Mutex<State>,
+    /// Signalled when a ticket is given back (`admitted` went down).
+    released: Condvar,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -44,7 +48,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Admission {
     pub fn new(max: usize, per_source: usize) -> Arc<Admission> {
-        Arc::new(Admission { max, per_source, state: Mutex::new(State::default()) })
+        Arc::new(Admission { max, per_source, state: Mutex::new(State::default()), released: Condvar::new() })
     }
 
     /// Admits `conn` (evicting a waiting connection if a bound is reached), or refuses it
@@ -67,8 +71,16 @@ impl Admission {
         } else if s.admitted >= self.max {
             return None; // every admitted connection has proved itself
         }
-        if s.admitted >= 2 * self.max {
-            return None;
+        // Above `max` only by evicted connections whose threads have not ended yet: they end as
+        // soon as they run (their sockets are shut down), so wait for one. The timeout only
+        // bounds a wait on a thread that is stuck for another reason.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while s.admitted >= 2 * self.max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            s = self.released.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0;
         }
         s.next += 1;
         let id = s.next;
@@ -102,6 +114,7 @@ impl Drop for Ticket {
         let mut s = lock(&self.admission.state);
         s.waiting.retain(|(id, _, _)| *id != self.id);
         s.admitted -= 1;
+        self.admission.released.notify_all();
     }
 }
 
