@@ -53,7 +53,7 @@ cleanup() {
         for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
     done
-    "$GDS_CLI" destroy --yes "$GDS_SEGMENT" >/dev/null 2>&1 || true
+    "$GDS_CLI" destroy --yes --force "$GDS_SEGMENT" >/dev/null 2>&1 || true
     if [ -e "${GARDENSTATE_SHM_DIR:-/dev/shm}/$GDS_SEGMENT" ]; then echo "session-test.sh: could not destroy segment $GDS_SEGMENT" >&2; fi
     rm -rf "$prefix"
 }

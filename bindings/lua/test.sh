@@ -47,7 +47,7 @@ cleanup() {
         fi
     done
     for seg in "$GDS_LUA_SEGMENT" "$GDS_LUA_SEGMENT-recipe"; do
-        "$GDS_CLI" destroy --yes "$seg" >/dev/null 2>&1 || true
+        "$GDS_CLI" destroy --yes --force "$seg" >/dev/null 2>&1 || true
         if [ -e "${GARDENSTATE_SHM_DIR:-/dev/shm}/$seg" ]; then echo "test.sh: could not destroy segment $seg" >&2; fi
     done
     rm -rf "$GDS_LUA_PREFIX"

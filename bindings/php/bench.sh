@@ -48,7 +48,7 @@ redis_pid=
 cleanup() {
     unserve "$prefix"
     [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null || true
-    "$target_dir/release/gardenstate" destroy --yes "$segment" >/dev/null 2>&1 || true
+    "$target_dir/release/gardenstate" destroy --yes --force "$segment" >/dev/null 2>&1 || true
     rm -rf "$prefix"
 }
 trap cleanup EXIT

@@ -75,7 +75,7 @@ suite() {
 cleanup() {
     unserve "$prefix"
     for s in "$GDS_PHP_SEGMENT" "$GDS_PHP_SEGMENT-tiny"; do
-        "$GDS_CLI" destroy --yes "$s" >/dev/null 2>&1 || true
+        "$GDS_CLI" destroy --yes --force "$s" >/dev/null 2>&1 || true
         if [ -e "${GARDENSTATE_SHM_DIR:-/dev/shm}/$s" ]; then echo "test.sh: could not destroy segment $s" >&2; fi
     done
     rm -rf "$prefix"

@@ -114,7 +114,7 @@ function test_each_fpm_child_keeps_its_handle_and_reopens_a_recreated_segment():
     // the next requests open the new one (no store option given: any shape is accepted).
     $seg = getenv('GDS_PHP_SEGMENT');
     $cli = escapeshellarg(getenv('GDS_CLI'));
-    exec("$cli destroy --yes " . escapeshellarg($seg) . " 2>&1 && $cli create " . escapeshellarg($seg)
+    exec("$cli destroy --yes --force " . escapeshellarg($seg) . " 2>&1 && $cli create " . escapeshellarg($seg)
         . ' --max-entries 70000 2>&1', $out, $rc);
     check_same(0, $rc, 'gardenstate destroy + create (' . implode(' ', $out) . ')');
     $after = [];
