@@ -815,6 +815,11 @@ fn workers_cannot_set_the_write_mode_a_daemon_owns() {
         Store::attach(&sseg.0).is_ok_and(|s| s.history_id() != 0)
     });
     let replica = Store::attach(&sseg.0).unwrap();
+    // The daemon names itself the owner when it opens the segment; wait to see that (a run in
+    // about ten under load saw the request allowed right after the snapshot: not explained).
+    wait_logged("the standby daemon to own the write mode", Duration::from_secs(20), &[&standby], || {
+        replica.write_mode_owner().is_ok_and(|o| o.is_some())
+    });
     let refused = replica.request_write_mode(WriteMode::Writable).unwrap_err().to_string();
     assert!(refused.contains("belongs to the replication daemon"), "{refused}");
     assert_eq!(replica.write_mode(), WriteMode::Replica);
