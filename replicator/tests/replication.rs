@@ -99,7 +99,8 @@ fn after_a_crash_the_promoted_standby_has_every_acknowledged_write() {
         let (store, stop) = (store.clone(), stop.clone());
         std::thread::spawn(move || churn(&store, 1_000, &stop))
     };
-    wait_until("50 acknowledged writes", Duration::from_secs(20), || {
+    // A hang bound, not a timing: under TSan the daemons run ~10x slower (20 s was too short).
+    wait_until("50 acknowledged writes", Duration::from_secs(120), || {
         acked_count.load(Ordering::Relaxed) >= 50
     });
     primary.kill(); // SIGKILL, under load
