@@ -23,6 +23,17 @@ fn style(label: &str, i: usize) -> (&'static str, &'static str) {
     (color, dash)
 }
 
+/// One legend line right of the plot: a stroke sample in the series' style and its label.
+fn legend_entry(s: &mut String, (lx, ly): (f64, f64), color: &str, dash: &str, label: &str) {
+    let _ = writeln!(
+        s,
+        r#"<line x1="{lx}" y1="{ly}" x2="{:.1}" y2="{ly}" stroke="{color}" stroke-dasharray="{dash}" stroke-width="3"/>"#,
+        lx + 22.0
+    );
+    let _ =
+        writeln!(s, r#"<text x="{:.1}" y="{:.1}" font-size="12">{}</text>"#, lx + 28.0, ly + 4.0, esc(label));
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
@@ -128,20 +139,7 @@ pub fn latency_cdf(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> String 
             r#"<polyline fill="none" stroke="{color}" stroke-dasharray="{dash}" stroke-width="2" points="{}"/>"#,
             pts.join(" ")
         );
-        let ly = top + 10.0 + i as f64 * 20.0;
-        let lx = left + pw + 15.0;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{lx}" y1="{ly}" x2="{:.1}" y2="{ly}" stroke="{color}" stroke-dasharray="{dash}" stroke-width="3"/>"#,
-            lx + 22.0
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" font-size="12">{}</text>"#,
-            lx + 28.0,
-            ly + 4.0,
-            esc(label)
-        );
+        legend_entry(&mut s, (left + pw + 15.0, top + 10.0 + i as f64 * 20.0), color, dash, label);
     }
     s.push_str("</svg>\n");
     s
@@ -374,20 +372,7 @@ pub fn lines(p: &Lines) -> String {
         for (a, b) in &pts {
             let _ = writeln!(s, r#"<circle cx="{a:.1}" cy="{b:.1}" r="3" fill="{color}"/>"#);
         }
-        let ly = top + 10.0 + i as f64 * 20.0;
-        let lx = left + pw + 15.0;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{lx}" y1="{ly}" x2="{:.1}" y2="{ly}" stroke="{color}" stroke-dasharray="{dash}" stroke-width="3"/>"#,
-            lx + 22.0
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" font-size="12">{}</text>"#,
-            lx + 28.0,
-            ly + 4.0,
-            esc(label)
-        );
+        legend_entry(&mut s, (left + pw + 15.0, top + 10.0 + i as f64 * 20.0), color, dash, label);
     }
     s.push_str("</svg>\n");
     s
